@@ -1,0 +1,161 @@
+//! Options for opening a log, with defaults and validation.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{BATCH_HEADER_LEN, BATCH_TRAILER_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+
+/// When an append is acknowledged relative to `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Acknowledge only after the records are written and fsynced: an
+    /// acknowledged record survives a crash or power loss. Concurrent appends
+    /// share one fsync (group commit).
+    #[default]
+    Fsync,
+    /// Acknowledge after the write; fsync at most once per interval. A crash
+    /// may lose what was acknowledged during the last interval.
+    Interval(Duration),
+    /// Never fsync except when a segment is sealed or the log is closed; the
+    /// operating system decides. For bulk loads and tests.
+    None,
+}
+
+/// Options for [`Log::open`](crate::Log::open).
+///
+/// ```
+/// use enforcelog::{Durability, LogOptions};
+/// let options = LogOptions {
+///     durability: Durability::None,
+///     ..LogOptions::default()
+/// };
+/// assert_eq!(options.segment_max_bytes, 64 << 20);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogOptions {
+    /// A segment is sealed and a new one started when the next batch would
+    /// make it longer than this. Default 64 MiB.
+    pub segment_max_bytes: u64,
+    /// Largest payload accepted for one record. Default 1 MiB.
+    pub record_max_bytes: usize,
+    /// When appends are acknowledged. Default [`Durability::Fsync`].
+    pub durability: Durability,
+    /// Appends waiting for the writer, at most. A full queue makes appends
+    /// wait (back-pressure). Default 4096.
+    pub queue_capacity: usize,
+    /// Distance in bytes between entries of the sparse offset index. Default 16 KiB.
+    pub index_interval_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_max_bytes: 64 << 20,
+            record_max_bytes: 1 << 20,
+            durability: Durability::Fsync,
+            queue_capacity: 4096,
+            index_interval_bytes: 16 << 10,
+        }
+    }
+}
+
+/// The smallest accepted `segment_max_bytes`.
+pub const SEGMENT_MAX_BYTES_MIN: u64 = 4096;
+
+impl LogOptions {
+    /// Checks every option; the log refuses to open with invalid options.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |name, reason: String| Err(Error::InvalidOptions { name, reason });
+        if self.segment_max_bytes < SEGMENT_MAX_BYTES_MIN
+            || self.segment_max_bytes > u64::from(u32::MAX)
+        {
+            return invalid(
+                "segment_max_bytes",
+                format!(
+                    "{} is outside {SEGMENT_MAX_BYTES_MIN}..={}",
+                    self.segment_max_bytes,
+                    u32::MAX
+                ),
+            );
+        }
+        if self.record_max_bytes == 0 || self.largest_record_batch() > self.largest_batch() {
+            return invalid(
+                "record_max_bytes",
+                format!(
+                    "{} must be at least 1 and a one-record batch of that size must fit in a segment ({} bytes)",
+                    self.record_max_bytes, self.segment_max_bytes
+                ),
+            );
+        }
+        if self.queue_capacity == 0 {
+            return invalid("queue_capacity", "must be at least 1".into());
+        }
+        if self.index_interval_bytes == 0 {
+            return invalid("index_interval_bytes", "must be at least 1".into());
+        }
+        if let Durability::Interval(d) = self.durability {
+            if d.is_zero() {
+                return invalid(
+                    "durability",
+                    "an fsync interval must be longer than zero".into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The largest encoded batch a segment can hold.
+    pub(crate) fn largest_batch(&self) -> usize {
+        usize::try_from(self.segment_max_bytes).unwrap_or(usize::MAX) - SEGMENT_HEADER_LEN
+    }
+
+    fn largest_record_batch(&self) -> usize {
+        BATCH_HEADER_LEN + FRAME_HEADER_LEN + self.record_max_bytes + BATCH_TRAILER_LEN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        LogOptions::default().validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let bad = [
+            LogOptions {
+                segment_max_bytes: 10,
+                ..Default::default()
+            },
+            LogOptions {
+                record_max_bytes: 0,
+                ..Default::default()
+            },
+            LogOptions {
+                record_max_bytes: 64 << 20,
+                ..Default::default()
+            },
+            LogOptions {
+                queue_capacity: 0,
+                ..Default::default()
+            },
+            LogOptions {
+                index_interval_bytes: 0,
+                ..Default::default()
+            },
+            LogOptions {
+                durability: Durability::Interval(Duration::ZERO),
+                ..Default::default()
+            },
+        ];
+        for options in bad {
+            assert!(
+                matches!(options.validate(), Err(Error::InvalidOptions { .. })),
+                "{options:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The one error type of the crate.
+//!
+//! Each variant is something a caller can act on: retry later (`Locked`),
+//! alert an operator (`Corruption`, `Poisoned`), fix the input
+//! (`RecordTooLarge`, `InvalidOptions`), or look at the disk (`Io`).
+
+use std::io;
+use std::path::PathBuf;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in enforcelog.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`"write"`, `"fsync"`, `"open"`...).
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Another writer (in this process or another one) holds the log's lock.
+    #[error("the log at {} is locked by another writer", path.display())]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
+    },
+
+    /// Bytes on disk that cannot be what this library wrote. Nothing was
+    /// repaired or dropped: an operator must look at the file.
+    #[error("corruption in {} at byte {position}: {reason}", path.display())]
+    Corruption {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte position in that file where the damage starts.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A record's payload is longer than `record_max_bytes`.
+    #[error("record payload of {size_bytes} bytes exceeds record_max_bytes ({max_bytes})")]
+    RecordTooLarge {
+        /// The payload length.
+        size_bytes: usize,
+        /// The configured limit.
+        max_bytes: usize,
+    },
+
+    /// A batch is too large to fit in one segment.
+    #[error("batch of {size_bytes} bytes exceeds the largest batch a segment holds ({max_bytes})")]
+    BatchTooLarge {
+        /// The encoded batch length.
+        size_bytes: usize,
+        /// The largest batch that fits in an empty segment.
+        max_bytes: usize,
+    },
+
+    /// A batch with no records.
+    #[error("a batch must hold at least one record")]
+    EmptyBatch,
+
+    /// The writer failed to write or fsync and stopped accepting appends.
+    /// Appends that were not acknowledged may or may not be on disk; reopen
+    /// the log to recover.
+    #[error("the log writer stopped after a failure and accepts no more appends: {reason}")]
+    Poisoned {
+        /// The failure that stopped the writer.
+        reason: String,
+    },
+
+    /// The log was closed.
+    #[error("the log is closed")]
+    Closed,
+
+    /// The directory holds a format version this build does not read.
+    #[error("{} holds log format version {found:?}; this build reads version {supported}", path.display())]
+    UnsupportedVersion {
+        /// The version file.
+        path: PathBuf,
+        /// What the version file says.
+        found: String,
+        /// The version this build reads and writes.
+        supported: u16,
+    },
+
+    /// The directory is not a log directory (and was left untouched).
+    #[error("{} is not an enforcelog log directory: {reason}", path.display())]
+    NotALogDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why not.
+        reason: String,
+    },
+
+    /// An option value is out of range.
+    #[error("invalid option {name}: {reason}")]
+    InvalidOptions {
+        /// The option's name.
+        name: &'static str,
+        /// Why the value is refused.
+        reason: String,
+    },
+
+    /// A read asked for an offset past the end of the log.
+    #[error("offset {requested} is beyond the end of the log (next offset {next_offset})")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// The log's next offset.
+        next_offset: u64,
+    },
+
+    /// A write was attempted through a read-only handle.
+    #[error("the log was opened read-only")]
+    ReadOnly,
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        position: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Corruption {
+            path: path.into(),
+            position,
+            reason: reason.into(),
+        }
+    }
+}

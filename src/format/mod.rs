@@ -1,0 +1,58 @@
+//! The on-disk format, as bytes only: no I/O happens here.
+//!
+//! Everything in this module is specified byte by byte in `docs/FORMAT.md`; the
+//! constants below are the offsets and sizes drawn there. All integers are
+//! little-endian and fixed-width.
+//!
+//! Decoders never panic and never trust a length read from the bytes: they
+//! return what the bytes are (a valid item, the end, an incomplete tail, or
+//! bytes that cannot be right) and leave the decision of what that *means* to
+//! the caller (`log::recovery`, `log::reader`, `log::verify`).
+
+pub mod batch;
+pub mod index_file;
+pub mod segment_header;
+
+pub use batch::{
+    decode_batch, encode_batch, encoded_batch_len, BatchError, BatchHeader, BatchView, FrameView,
+    BATCH_HEADER_LEN, BATCH_TRAILER_LEN, FRAME_HEADER_LEN,
+};
+pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
+
+/// The version of the segment and index formats this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Reads a little-endian `u32` at `pos`. The caller has checked the bounds.
+#[inline]
+pub(crate) fn u32_at(buf: &[u8], pos: usize) -> u32 {
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(&buf[pos..pos + 4]);
+    u32::from_le_bytes(bytes)
+}
+
+/// Reads a little-endian `u64` at `pos`. The caller has checked the bounds.
+#[inline]
+pub(crate) fn u64_at(buf: &[u8], pos: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&buf[pos..pos + 8]);
+    u64::from_le_bytes(bytes)
+}
+
+/// Reads a little-endian `i64` at `pos`. The caller has checked the bounds.
+#[inline]
+pub(crate) fn i64_at(buf: &[u8], pos: usize) -> i64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&buf[pos..pos + 8]);
+    i64::from_le_bytes(bytes)
+}
+
+/// True when every byte of `marker` is non-zero.
+///
+/// The format ends its batch header and its batch with marker bytes that each
+/// have at least two bits set, so a single flipped bit never turns a marker
+/// byte into zero, while space that was never written reads as zero. Recovery
+/// uses this to tell a write that never finished from a record that rotted.
+#[inline]
+pub(crate) fn marker_fully_written(marker: &[u8]) -> bool {
+    marker.iter().all(|&b| b != 0)
+}

@@ -1,0 +1,192 @@
+//! The layout of a log directory.
+//!
+//! ```text
+//! <dir>/VERSION                     "enforcelog-log <FORMAT_VERSION>\n"
+//! <dir>/LOCK                        empty; flock-ed by the one writer
+//! <dir>/<base offset, 20 digits>.log  segments
+//! <dir>/<base offset, 20 digits>.idx  sparse index of a sealed segment (derived)
+//! ```
+//!
+//! No name in the directory is ever derived from user data.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::FORMAT_VERSION;
+use crate::storage::{OpenMode, Storage};
+
+/// The version file's name.
+pub(crate) const VERSION_FILE: &str = "VERSION";
+/// The lock file's name.
+pub(crate) const LOCK_FILE: &str = "LOCK";
+const VERSION_PREFIX: &str = "enforcelog-log ";
+
+/// A segment file's name for `base_offset`.
+pub(crate) fn segment_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// The index file's name for the segment at `base_offset`.
+pub(crate) fn index_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.idx")
+}
+
+/// The base offset named by a segment file name, if `name` is one.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn is_index_name(name: &str) -> bool {
+    name.strip_suffix(".idx")
+        .is_some_and(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The version file's contents.
+pub(crate) fn version_contents() -> String {
+    format!("{VERSION_PREFIX}{FORMAT_VERSION}\n")
+}
+
+/// What a directory holds, as far as the log is concerned.
+#[derive(Debug)]
+pub(crate) struct Listing {
+    /// Segment base offsets, ascending.
+    pub segments: Vec<u64>,
+    /// Whether a version file is present.
+    pub has_version: bool,
+    /// Names that are neither ours nor temporary files of ours.
+    pub foreign: Vec<String>,
+}
+
+/// Lists `dir`.
+pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
+    let names = storage.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    let mut listing = Listing {
+        segments: Vec::new(),
+        has_version: false,
+        foreign: Vec::new(),
+    };
+    for name in names {
+        if let Some(base) = parse_segment_name(&name) {
+            listing.segments.push(base);
+        } else if name == VERSION_FILE {
+            listing.has_version = true;
+        } else if name != LOCK_FILE && !is_index_name(&name) && !name.ends_with(".tmp") {
+            listing.foreign.push(name);
+        }
+    }
+    listing.segments.sort_unstable();
+    Ok(listing)
+}
+
+/// Checks the version file of an existing log.
+pub(crate) fn check_version(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let path = dir.join(VERSION_FILE);
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let bytes = crate::storage::read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+    if bytes.len() > 64 || bytes != version_contents().as_bytes() {
+        return Err(Error::UnsupportedVersion {
+            path,
+            found: String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+                .trim()
+                .to_string(),
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the version file of a new log: temporary file, fsync, rename,
+/// directory fsync.
+pub(crate) fn write_version(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    write_file_atomically(
+        storage,
+        dir,
+        VERSION_FILE,
+        version_contents().as_bytes(),
+        true,
+    )
+}
+
+/// Writes `dir/name` through a temporary file and a rename, so a reader sees
+/// the old file or the new one. With `durable`, both file and directory are
+/// fsynced.
+pub(crate) fn write_file_atomically(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    durable: bool,
+) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let file = storage
+        .open(&tmp, OpenMode::CreateTruncate)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    file.write_all_at(bytes, 0)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    if durable {
+        file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
+    }
+    drop(file);
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    if durable {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+    }
+    Ok(())
+}
+
+/// The exclusive writer lock.
+pub(crate) fn lock(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Box<dyn crate::storage::LockGuard>> {
+    let path = dir.join(LOCK_FILE);
+    storage.try_lock(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Error::Locked {
+                path: dir.to_path_buf(),
+            }
+        } else {
+            Error::io("lock", path, e)
+        }
+    })
+}
+
+/// `dir/<segment name>`.
+pub(crate) fn segment_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(segment_name(base_offset))
+}
+
+/// `dir/<index name>`.
+pub(crate) fn index_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(index_name(base_offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_roundtrip_and_strangers_are_refused() {
+        assert_eq!(segment_name(0), "00000000000000000000.log");
+        assert_eq!(parse_segment_name(&segment_name(u64::MAX)), Some(u64::MAX));
+        for bad in [
+            "0.log",
+            "0000000000000000000a.log",
+            "00000000000000000000.idx",
+            "99999999999999999999.log",
+        ] {
+            assert_eq!(parse_segment_name(bad), None, "{bad}");
+        }
+    }
+}

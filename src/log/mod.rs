@@ -1,0 +1,446 @@
+//! The log: segments on disk, one writer thread committing appends in groups,
+//! readers over committed records, recovery and verification.
+//!
+//! Invariants (checked by `debug_assert!` where they are maintained):
+//! - offsets are dense: segment `n + 1` starts at the offset after the last
+//!   record of segment `n`, and batch `k + 1` at the offset after batch `k`;
+//! - only the writer thread writes, and only to the active segment; a sealed
+//!   segment is fsynced before the next one is created and never written
+//!   again;
+//! - readers see a record only once its whole batch is written (and, under
+//!   `Durability::Fsync`, fsynced): the committed length of the active
+//!   segment only grows, by whole batches, and is published after the write.
+
+mod dir;
+mod reader;
+mod recovery;
+mod segment;
+mod verify;
+mod writer;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::thread::JoinHandle;
+
+use tracing::info;
+
+pub use reader::LogReader;
+pub use verify::{verify_dir, Problem, ProblemKind, VerifyReport};
+
+use self::recovery::Access;
+use self::segment::Segments;
+use self::writer::{Request, Writer};
+use crate::config::LogOptions;
+use crate::error::{Error, Result};
+use crate::format::batch::encoded_batch_len;
+use crate::record::Record;
+use crate::storage::{FileStorage, Storage};
+
+/// Counters of what the writer did since the log was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogMetrics {
+    /// Records committed.
+    pub records: u64,
+    /// Batches committed (one per append call).
+    pub batches: u64,
+    /// Groups committed (one write call each, plus segment rolls).
+    pub groups: u64,
+    /// `fdatasync` calls on segment files.
+    pub fsyncs: u64,
+    /// Bytes written to segment files.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    records: AtomicU64,
+    batches: AtomicU64,
+    groups: AtomicU64,
+    fsyncs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// State shared by the handle, the writer thread and readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    options: LogOptions,
+    segments: RwLock<Segments>,
+    poison: Mutex<Option<String>>,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn read_segments(&self) -> RwLockReadGuard<'_, Segments> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_segments(&self) -> RwLockWriteGuard<'_, Segments> {
+        self.segments.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_poison(&self, reason: String) {
+        let mut poison = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+        poison.get_or_insert(reason);
+    }
+
+    fn poison_error(&self) -> Option<Error> {
+        let poison = self.poison.lock().unwrap_or_else(|e| e.into_inner());
+        poison.as_ref().map(|reason| Error::Poisoned {
+            reason: reason.clone(),
+        })
+    }
+}
+
+/// The writer side of a handle: the queue and the thread behind it.
+#[derive(Debug)]
+struct WriterHandle {
+    tx: flume::Sender<Request>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shared: Arc<Shared>,
+    writer: Option<WriterHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(writer) = &self.writer {
+            let _ = close_writer(writer);
+        }
+    }
+}
+
+fn close_writer(writer: &WriterHandle) -> Result<()> {
+    let (reply, done) = flume::bounded(1);
+    let result = match writer.tx.send(Request::Close { reply }) {
+        Ok(()) => done.recv().unwrap_or(Ok(())),
+        Err(_) => Ok(()), // already stopped
+    };
+    let thread = writer
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(thread) = thread {
+        let _ = thread.join();
+    }
+    result
+}
+
+/// An append-only, segmented, checksummed log of records.
+///
+/// `Log` is a cheap handle: clones share one writer and one set of segments.
+/// Appends from any number of threads and tasks are committed in groups by
+/// one writer thread; each append is acknowledged with its offsets once it
+/// is as durable as [`LogOptions::durability`] asks.
+///
+/// ```
+/// use enforcelog::{Log, LogOptions, Record};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// let first = log.append_blocking(Record::new(1_000, b"first".to_vec()))?;
+/// let rest = log.append_batch_blocking(vec![
+///     Record::new(2_000, b"second".to_vec()),
+///     Record::new(3_000, b"third".to_vec()),
+/// ])?;
+/// assert_eq!((first, rest), (0, 1..3));
+///
+/// let payloads: Vec<Vec<u8>> = log
+///     .read_from(1)?
+///     .map(|r| r.map(|r| r.payload))
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(payloads, [b"second".to_vec(), b"third".to_vec()]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` for writing, on the real file
+    /// system. Fails with [`Error::Locked`] if another writer holds it.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        Self::open_with_storage(Arc::new(FileStorage), dir, options)
+    }
+
+    /// Opens (or creates) the log in `dir` for writing, through `storage`.
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: LogOptions,
+    ) -> Result<Log> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        prepare_dir(&*storage, &dir)?;
+        let lock = dir::lock(&*storage, &dir)?;
+        let opened = recovery::open_segments(&*storage, &dir, &options, Access::Writer)?;
+        let active = opened.segments.active.clone();
+        info!(
+            dir = %dir.display(),
+            segments = opened.segments.sealed.len() + 1,
+            next_offset = active.next_offset,
+            torn_bytes_dropped = opened.torn_bytes,
+            "opened log for writing"
+        );
+        let (tx, rx) = flume::bounded(options.queue_capacity);
+        let shared = Arc::new(Shared {
+            storage,
+            dir,
+            options,
+            segments: RwLock::new(opened.segments),
+            poison: Mutex::new(None),
+            metrics: Metrics::default(),
+        });
+        let writer = Writer::new(shared.clone(), rx, active, lock);
+        let thread = std::thread::Builder::new()
+            .name("enforcelog-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::io("spawn writer thread for", shared.dir.clone(), e))?;
+        Ok(Log {
+            inner: Arc::new(Inner {
+                shared,
+                writer: Some(WriterHandle {
+                    tx,
+                    thread: Mutex::new(Some(thread)),
+                }),
+            }),
+        })
+    }
+
+    /// Opens the log in `dir` for reading only. It takes no lock, changes
+    /// nothing on disk, and works while another process writes: a batch
+    /// still being written is treated as the end of the log. Call
+    /// [`Log::refresh`] to see records committed since.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Log> {
+        Self::open_read_only_with_storage(Arc::new(FileStorage), dir)
+    }
+
+    /// [`Log::open_read_only`] through `storage`.
+    pub fn open_read_only_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+    ) -> Result<Log> {
+        let dir = dir.as_ref().to_path_buf();
+        let listing = match storage.exists(&dir) {
+            Ok(true) => dir::list(&*storage, &dir)?,
+            Ok(false) => {
+                return Err(Error::NotALogDirectory {
+                    path: dir,
+                    reason: "it does not exist".into(),
+                })
+            }
+            Err(e) => return Err(Error::io("stat", dir, e)),
+        };
+        if !listing.has_version {
+            return Err(Error::NotALogDirectory {
+                path: dir,
+                reason: "it has no VERSION file".into(),
+            });
+        }
+        dir::check_version(&*storage, &dir)?;
+        let options = LogOptions::default();
+        let opened = recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly)?;
+        let shared = Arc::new(Shared {
+            storage,
+            dir,
+            options,
+            segments: RwLock::new(opened.segments),
+            poison: Mutex::new(None),
+            metrics: Metrics::default(),
+        });
+        Ok(Log {
+            inner: Arc::new(Inner {
+                shared,
+                writer: None,
+            }),
+        })
+    }
+
+    /// For a read-only handle: picks up what writers committed since the
+    /// handle was opened or last refreshed. A writer handle is always
+    /// current; this does nothing for it.
+    pub fn refresh(&self) -> Result<()> {
+        if self.inner.writer.is_some() {
+            return Ok(());
+        }
+        let shared = &self.inner.shared;
+        let opened = recovery::open_segments(
+            &*shared.storage,
+            &shared.dir,
+            &shared.options,
+            Access::ReadOnly,
+        )?;
+        *shared.write_segments() = opened.segments;
+        Ok(())
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.shared.dir
+    }
+
+    /// The options the log was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.shared.options
+    }
+
+    /// The offset the next committed record will get; equally, the number
+    /// of committed records.
+    pub fn next_offset(&self) -> u64 {
+        self.inner.shared.read_segments().next_offset()
+    }
+
+    /// What the writer did since the log was opened.
+    pub fn metrics(&self) -> LogMetrics {
+        let m = &self.inner.shared.metrics;
+        LogMetrics {
+            records: m.records.load(Ordering::Relaxed),
+            batches: m.batches.load(Ordering::Relaxed),
+            groups: m.groups.load(Ordering::Relaxed),
+            fsyncs: m.fsyncs.load(Ordering::Relaxed),
+            bytes: m.bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Appends one record; returns its offset once committed.
+    pub async fn append(&self, record: Record) -> Result<u64> {
+        Ok(self.append_batch(vec![record]).await?.start)
+    }
+
+    /// Appends records as one atomic batch: after a crash either all of them
+    /// are in the log or none is. Returns their offsets once committed.
+    pub async fn append_batch(&self, records: Vec<Record>) -> Result<Range<u64>> {
+        let (writer, request, reply) = self.prepare(records)?;
+        writer
+            .tx
+            .send_async(request)
+            .await
+            .map_err(|_| self.stopped())?;
+        reply.recv_async().await.map_err(|_| self.stopped())?
+    }
+
+    /// [`Log::append`] for code that is not async. Blocks the thread.
+    pub fn append_blocking(&self, record: Record) -> Result<u64> {
+        Ok(self.append_batch_blocking(vec![record])?.start)
+    }
+
+    /// [`Log::append_batch`] for code that is not async. Blocks the thread.
+    pub fn append_batch_blocking(&self, records: Vec<Record>) -> Result<Range<u64>> {
+        let (writer, request, reply) = self.prepare(records)?;
+        writer.tx.send(request).map_err(|_| self.stopped())?;
+        reply.recv().map_err(|_| self.stopped())?
+    }
+
+    /// Checks a batch before it is queued, so a refused batch costs nothing
+    /// and changes nothing.
+    #[expect(
+        clippy::type_complexity,
+        reason = "private plumbing of one call site pair"
+    )]
+    fn prepare(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<(&WriterHandle, Request, flume::Receiver<Result<Range<u64>>>)> {
+        let shared = &self.inner.shared;
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        if let Some(e) = shared.poison_error() {
+            return Err(e);
+        }
+        if records.is_empty() {
+            return Err(Error::EmptyBatch);
+        }
+        let max = shared.options.record_max_bytes;
+        if let Some(r) = records.iter().find(|r| r.payload.len() > max) {
+            return Err(Error::RecordTooLarge {
+                size_bytes: r.payload.len(),
+                max_bytes: max,
+            });
+        }
+        let encoded_len = encoded_batch_len(records.iter().map(|r| r.payload.len()));
+        let largest = shared.options.largest_batch();
+        if encoded_len > largest {
+            return Err(Error::BatchTooLarge {
+                size_bytes: encoded_len,
+                max_bytes: largest,
+            });
+        }
+        let (reply, rx) = flume::bounded(1);
+        let request = Request::Append {
+            records,
+            encoded_len,
+            reply,
+        };
+        Ok((writer, request, rx))
+    }
+
+    /// The error for an append that found the writer gone.
+    fn stopped(&self) -> Error {
+        self.inner.shared.poison_error().unwrap_or(Error::Closed)
+    }
+
+    /// Reads committed records from `offset` on, in offset order. The
+    /// iterator ends where the log ends when it gets there, so it includes
+    /// records committed while it runs.
+    pub fn read_from(&self, offset: u64) -> Result<LogReader> {
+        let next = self.next_offset();
+        if offset > next {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                next_offset: next,
+            });
+        }
+        Ok(LogReader::new(self.inner.shared.clone(), offset))
+    }
+
+    /// Checks every frame of every segment, and the index files, and reports
+    /// every problem found. Only I/O failures are errors; damage is reported
+    /// in the [`VerifyReport`].
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let shared = &self.inner.shared;
+        let limit = {
+            let segments = shared.read_segments();
+            (segments.active.base_offset, segments.active.committed_len)
+        };
+        verify::verify(&*shared.storage, &shared.dir, Some(limit))
+    }
+
+    /// Makes everything appended durable, stops the writer and releases the
+    /// lock. Later appends through any clone fail with [`Error::Closed`];
+    /// reads keep working. Dropping the last handle does the same.
+    pub fn close(&self) -> Result<()> {
+        match &self.inner.writer {
+            Some(writer) => close_writer(writer),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Creates the log directory and its version file, or checks an existing
+/// one. A directory that holds anything else is refused untouched.
+fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let exists = storage.exists(dir).map_err(|e| Error::io("stat", dir, e))?;
+    if !exists {
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+    }
+    let listing = dir::list(storage, dir)?;
+    if listing.has_version {
+        return dir::check_version(storage, dir);
+    }
+    if !listing.segments.is_empty() || !listing.foreign.is_empty() {
+        return Err(Error::NotALogDirectory {
+            path: dir.to_path_buf(),
+            reason: "it is not empty and has no VERSION file".into(),
+        });
+    }
+    dir::write_version(storage, dir)
+}

@@ -1,0 +1,236 @@
+//! Reading committed records in offset order.
+//!
+//! Sealed segments are read through a memory map; the active segment with
+//! `pread`, in chunks, and never past its committed length. Both start from
+//! the sparse index entry at or before the wanted offset and verify every
+//! batch they hand out, so damage is reported, never returned as data.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::segment::Segments;
+use super::Shared;
+use crate::error::{Error, Result};
+use crate::format::batch::{decode_batch, decode_header, BatchError};
+use crate::format::index_file::seek;
+use crate::format::SEGMENT_HEADER_LEN;
+use crate::record::LogRecord;
+use crate::storage::Mapped;
+
+/// How much of the active segment is read per `pread`, at least.
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// Bytes of one segment being read.
+enum Source {
+    Mapped(Arc<Mapped>),
+    Chunk(Vec<u8>),
+}
+
+impl Source {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Mapped(map) => map,
+            Source::Chunk(bytes) => bytes,
+        }
+    }
+}
+
+struct Cursor {
+    source: Source,
+    path: PathBuf,
+    segment_base: u64,
+    /// File position of `source.bytes()[0]`.
+    origin: u64,
+    /// Next position to decode, relative to `origin`.
+    pos: usize,
+    /// End of the committed bytes, relative to `origin`.
+    limit: usize,
+    /// First offset of the next batch.
+    expected: u64,
+    /// Whether `source` ends before the committed bytes do.
+    partial: bool,
+}
+
+/// Iterator over committed records, from [`Log::read_from`](crate::Log::read_from).
+///
+/// Yields `Err` once, on damage or an I/O failure, and then ends.
+pub struct LogReader {
+    shared: Arc<Shared>,
+    next: u64,
+    buffered: VecDeque<LogRecord>,
+    cursor: Option<Cursor>,
+    /// Where to resume in the active segment: (segment base, position, offset).
+    resume: Option<(u64, u64, u64)>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogReader {
+    pub(crate) fn new(shared: Arc<Shared>, offset: u64) -> Self {
+        Self {
+            shared,
+            next: offset,
+            buffered: VecDeque::new(),
+            cursor: None,
+            resume: None,
+            failed: false,
+        }
+    }
+
+    /// The offset of the next record this reader will return.
+    pub fn next_offset(&self) -> u64 {
+        self.buffered.front().map_or(self.next, |r| r.offset)
+    }
+
+    /// Decodes the next batch of the cursor into `buffered`.
+    /// Returns false when the cursor is used up.
+    fn advance(&mut self) -> Result<bool> {
+        let Some(c) = self.cursor.as_mut() else {
+            return Ok(false);
+        };
+        if c.pos >= c.limit {
+            return Ok(false);
+        }
+        let bytes = &c.source.bytes()[c.pos..c.limit];
+        match decode_batch(bytes, Some(c.expected)) {
+            Ok(view) => {
+                for frame in view.frames().filter(|f| f.offset >= self.next) {
+                    self.buffered.push_back(LogRecord {
+                        offset: frame.offset,
+                        timestamp_us: frame.timestamp_us,
+                        payload: frame.payload.to_vec(),
+                    });
+                }
+                self.next = self.next.max(view.header.next_offset());
+                c.expected = view.header.next_offset();
+                c.pos += view.len();
+                Ok(true)
+            }
+            Err(BatchError::Incomplete) if c.partial => {
+                self.resume = Some((c.segment_base, c.origin + c.pos as u64, c.expected));
+                Ok(false)
+            }
+            Err(e) => {
+                let (at, reason) = match e {
+                    BatchError::Incomplete => (0, "committed batch ends past the end of the file"),
+                    BatchError::Invalid { at, reason, .. } => (at, reason),
+                };
+                Err(Error::corruption(
+                    &c.path,
+                    c.origin + (c.pos + at) as u64,
+                    reason,
+                ))
+            }
+        }
+    }
+
+    /// Positions a new cursor at `self.next`; `None` at the end of the log.
+    fn locate(&mut self) -> Result<Option<Cursor>> {
+        let shared = self.shared.clone();
+        let segments = shared.read_segments();
+        if self.next >= segments.next_offset() {
+            return Ok(None);
+        }
+        if let Some(sealed) = segments.sealed_for(self.next).cloned() {
+            drop(segments);
+            let map = sealed.bytes(&*self.shared.storage)?;
+            let (pos, expected) = match seek(&sealed.index, self.next) {
+                Some(e) => (e.position, e.first_offset),
+                None => (SEGMENT_HEADER_LEN as u64, sealed.base_offset),
+            };
+            return Ok(Some(Cursor {
+                limit: usize::try_from(sealed.len).unwrap_or(usize::MAX),
+                source: Source::Mapped(map),
+                path: sealed.path.clone(),
+                segment_base: sealed.base_offset,
+                origin: 0,
+                pos: usize::try_from(pos).unwrap_or(usize::MAX),
+                expected,
+                partial: false,
+            }));
+        }
+        self.read_active(&segments).map(Some)
+    }
+
+    fn read_active(&mut self, segments: &Segments) -> Result<Cursor> {
+        let active = &segments.active;
+        let (pos, expected) = match self.resume.take() {
+            Some((base, pos, expected)) if base == active.base_offset && expected <= self.next => {
+                (pos, expected)
+            }
+            _ => match seek(&active.index, self.next) {
+                Some(e) => (e.position, e.first_offset),
+                None => (SEGMENT_HEADER_LEN as u64, active.base_offset),
+            },
+        };
+        let end = active.committed_len;
+        let mut len = (end - pos).min(CHUNK_BYTES);
+        let read = |len: u64| -> Result<Vec<u8>> {
+            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+            active
+                .file
+                .read_exact_at(&mut buf, pos)
+                .map_err(|e| Error::io("read", &active.path, e))?;
+            Ok(buf)
+        };
+        let mut bytes = read(len)?;
+        // A batch longer than a chunk is read whole.
+        if let Ok(header) = decode_header(&bytes) {
+            let batch_len = u64::from(header.batch_len);
+            if batch_len > len && pos + batch_len <= end {
+                len = batch_len;
+                bytes = read(len)?;
+            }
+        }
+        Ok(Cursor {
+            limit: bytes.len(),
+            source: Source::Chunk(bytes),
+            path: active.path.clone(),
+            segment_base: active.base_offset,
+            origin: pos,
+            pos: 0,
+            expected,
+            partial: pos + len < end,
+        })
+    }
+}
+
+impl Iterator for LogReader {
+    type Item = Result<LogRecord>;
+
+    fn next(&mut self) -> Option<Result<LogRecord>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some(record) = self.buffered.pop_front() {
+                return Some(Ok(record));
+            }
+            let step = match self.advance() {
+                Ok(true) => continue,
+                Ok(false) => self.locate().map(|cursor| {
+                    let found = cursor.is_some();
+                    self.cursor = cursor;
+                    found
+                }),
+                Err(e) => Err(e),
+            };
+            match step {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

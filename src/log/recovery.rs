@@ -1,0 +1,468 @@
+//! Opening a log: finding the segments, checking them, and repairing a torn
+//! tail.
+//!
+//! Only the last segment can end in a torn write: the writer fsyncs a segment
+//! before it creates the next one. So sealed segments must be whole (their
+//! headers are checked here, their frames when they are read and by
+//! `verify`), and the last segment is scanned batch by batch from its start.
+//!
+//! At the first batch of the last segment that does not verify, the bytes
+//! decide between a *torn tail* (truncated, with a warning) and *corruption*
+//! (open fails, naming the file and byte position):
+//!
+//! 1. the file ends inside the batch: torn;
+//! 2. the batch header's marker has a zero byte, or the header verifies but
+//!    its trailer marker has a zero byte: the batch was never written to its
+//!    end, torn. Unwritten space reads as zero, and no single flipped bit can
+//!    zero a marker byte;
+//! 3. the header verifies and the batch was written to its end, yet it fails:
+//!    corruption;
+//! 4. the header does not verify but its marker was written: corruption if a
+//!    verifiable batch header or frame follows anywhere after it, otherwise a
+//!    garbage tail, torn.
+//!
+//! Why dropping a torn tail never loses an acknowledged record: the writer
+//! acknowledges a group only after writing it in one call and fsyncing the
+//! file (under `Durability::Fsync`), so every byte before an acknowledged
+//! batch was durable when it was acknowledged; a hole can only be followed by
+//! batches that were never acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use super::dir;
+use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
+use crate::config::LogOptions;
+use crate::error::{Error, Result};
+use crate::format::batch::{decode_batch, find_valid_after, written_to_the_end, BatchError};
+use crate::format::index_file::{IndexEntry, SegmentIndex};
+use crate::format::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
+use crate::storage::{read_all, OpenMode, Storage, StorageFile};
+
+/// Where a scan of a segment stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// At the end of the bytes, after a whole batch.
+    Clean,
+    /// At a torn tail starting at `position`.
+    Torn { position: u64, reason: String },
+    /// At corruption starting at `position`.
+    Corrupt { position: u64, reason: String },
+}
+
+/// The result of scanning a segment's batches.
+#[derive(Debug, Clone)]
+pub(crate) struct Scan {
+    /// Byte position after the last valid batch.
+    pub end: u64,
+    /// The offset after the last valid record.
+    pub next_offset: u64,
+    pub batches: u64,
+    pub records: u64,
+    pub index: IndexBuilder,
+    pub stop: Stop,
+}
+
+/// Scans the batches of `bytes` (a whole segment file) from `from`, where
+/// the batch for `next_offset` is expected. With `last_segment`, a failure
+/// may be a torn tail; otherwise every failure is corruption.
+pub(crate) fn scan(
+    bytes: &[u8],
+    from: u64,
+    next_offset: u64,
+    index: IndexBuilder,
+    last_segment: bool,
+) -> Scan {
+    let mut scan = Scan {
+        end: from,
+        next_offset,
+        batches: 0,
+        records: 0,
+        index,
+        stop: Stop::Clean,
+    };
+    let mut pos = usize::try_from(from).unwrap_or(usize::MAX);
+    while pos < bytes.len() {
+        match decode_batch(&bytes[pos..], Some(scan.next_offset)) {
+            Ok(view) => {
+                let h = view.header;
+                scan.index.offer(IndexEntry {
+                    first_offset: h.first_offset,
+                    position: pos as u64,
+                    min_timestamp_us: h.min_timestamp_us,
+                    max_timestamp_us: h.max_timestamp_us,
+                });
+                pos += view.len();
+                scan.end = pos as u64;
+                scan.next_offset = h.next_offset();
+                scan.batches += 1;
+                scan.records += u64::from(h.record_count);
+            }
+            Err(error) => {
+                scan.stop = classify(bytes, pos, scan.next_offset, error, last_segment);
+                break;
+            }
+        }
+    }
+    scan
+}
+
+fn classify(
+    bytes: &[u8],
+    pos: usize,
+    next_offset: u64,
+    error: BatchError,
+    last_segment: bool,
+) -> Stop {
+    let rest = &bytes[pos..];
+    let (at, reason, header_ok) = match error {
+        BatchError::Incomplete => (0, "batch runs past the end of the file", true),
+        BatchError::Invalid { at, reason, header } => (at, reason, header.is_some()),
+    };
+    let position = (pos + at) as u64;
+    let corrupt = |reason: &str| Stop::Corrupt {
+        position,
+        reason: reason.to_string(),
+    };
+    let torn = |why: &str| Stop::Torn {
+        position: pos as u64,
+        reason: format!("{reason} ({why})"),
+    };
+    if !last_segment {
+        return corrupt(reason);
+    }
+    if matches!(error, BatchError::Incomplete) {
+        return torn("the write did not finish");
+    }
+    if !written_to_the_end(rest) {
+        return torn("the batch was never written to its end");
+    }
+    if header_ok {
+        return corrupt(reason);
+    }
+    match find_valid_after(bytes, pos + 1, next_offset) {
+        Some(valid) => corrupt(&format!("{reason}; valid data follows at byte {valid}")),
+        None => torn("nothing valid follows"),
+    }
+}
+
+/// Whether the open may change the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    Writer,
+    ReadOnly,
+}
+
+/// What opening found: the segments, and for a writer the active file.
+pub(crate) struct Opened {
+    pub segments: Segments,
+    /// Bytes dropped from a torn tail.
+    pub torn_bytes: u64,
+}
+
+/// Opens every segment of the log in `dir`.
+pub(crate) fn open_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &LogOptions,
+    access: Access,
+) -> Result<Opened> {
+    let listing = dir::list(storage, dir)?;
+    let mut sealed = Vec::new();
+    let mut expected_base = 0u64;
+    let count = listing.segments.len();
+    for (i, &base) in listing.segments.iter().enumerate() {
+        let path = dir::segment_path(dir, base);
+        if base != expected_base {
+            return Err(Error::corruption(
+                &path,
+                0,
+                format!(
+                    "segment starts at offset {base}, but the previous one ends at {expected_base}"
+                ),
+            ));
+        }
+        if i + 1 < count {
+            let segment = open_sealed(storage, dir, base, options, access)?;
+            expected_base = segment.next_offset;
+            sealed.push(Arc::new(segment));
+        } else {
+            let (active, torn_bytes) = open_last(storage, dir, base, options, access)?;
+            return Ok(Opened {
+                segments: Segments { sealed, active },
+                torn_bytes,
+            });
+        }
+    }
+    // No segment yet.
+    let active = match access {
+        Access::Writer => create_segment(storage, dir, 0)?,
+        Access::ReadOnly => empty_view(storage, dir, 0),
+    };
+    Ok(Opened {
+        segments: Segments { sealed, active },
+        torn_bytes: 0,
+    })
+}
+
+fn check_header(path: &Path, bytes: &[u8], base: u64) -> Result<()> {
+    let header =
+        SegmentHeader::decode(bytes).map_err(|e| Error::corruption(path, 0, e.reason()))?;
+    if header.base_offset != base {
+        return Err(Error::corruption(
+            path,
+            16,
+            format!(
+                "segment header names base offset {}, the file name {base}",
+                header.base_offset
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn open_sealed(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    options: &LogOptions,
+    access: Access,
+) -> Result<SealedSegment> {
+    let path = dir::segment_path(dir, base);
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    if len >= SEGMENT_HEADER_LEN as u64 {
+        file.read_exact_at(&mut header, 0)
+            .map_err(|e| Error::io("read", &path, e))?;
+    }
+    check_header(
+        &path,
+        &header[..len.min(SEGMENT_HEADER_LEN as u64) as usize],
+        base,
+    )?;
+    if let Some(index) = load_index(storage, dir, base, len) {
+        return Ok(SealedSegment::new(
+            base,
+            index.next_offset,
+            len,
+            path,
+            index.entries,
+        ));
+    }
+    // Missing or invalid index: rebuild it from the segment, which checks
+    // every frame of it on the way.
+    let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+    let scan = scan(
+        &bytes,
+        SEGMENT_HEADER_LEN as u64,
+        base,
+        IndexBuilder::new(options.index_interval_bytes, Vec::new()),
+        false,
+    );
+    if let Stop::Corrupt { position, reason } = scan.stop {
+        return Err(Error::corruption(&path, position, reason));
+    }
+    if scan.records == 0 {
+        return Err(Error::corruption(
+            &path,
+            SEGMENT_HEADER_LEN as u64,
+            "sealed segment holds no record",
+        ));
+    }
+    info!(segment = %path.display(), "rebuilt the offset index of a sealed segment");
+    let index = SegmentIndex {
+        base_offset: base,
+        next_offset: scan.next_offset,
+        segment_len: len,
+        entries: scan.index.entries,
+    };
+    if access == Access::Writer {
+        write_index(storage, dir, &index);
+    }
+    Ok(SealedSegment::new(
+        base,
+        index.next_offset,
+        len,
+        path,
+        index.entries,
+    ))
+}
+
+/// Reads the index of a sealed segment; `None` when missing or invalid.
+fn load_index(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    segment_len: u64,
+) -> Option<SegmentIndex> {
+    let path = dir::index_path(dir, base);
+    let file = storage.open(&path, OpenMode::Read).ok()?;
+    let bytes = read_all(&*file).ok()?;
+    let index = SegmentIndex::decode(&bytes);
+    let usable = index.as_ref().is_some_and(|i| {
+        i.base_offset == base && i.segment_len == segment_len && i.next_offset > base
+    });
+    if !usable {
+        warn!(index = %path.display(), "offset index is invalid; rebuilding it from the segment");
+    }
+    index.filter(|_| usable)
+}
+
+/// Writes a sealed segment's index. Failure is only logged: the index is
+/// derived data, rebuilt on the next open.
+pub(crate) fn write_index(storage: &dyn Storage, dir: &Path, index: &SegmentIndex) {
+    let name = dir::index_name(index.base_offset);
+    if let Err(e) = dir::write_file_atomically(storage, dir, &name, &index.encode(), false) {
+        warn!(error = %e, "could not write a segment index; it will be rebuilt on open");
+    }
+}
+
+fn empty_view(storage: &dyn Storage, dir: &Path, base: u64) -> ActiveSegment {
+    #[derive(Debug)]
+    struct NoFile;
+    impl StorageFile for NoFile {
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(0)
+        }
+        fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::UnexpectedEof.into())
+        }
+        fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::PermissionDenied.into())
+        }
+        fn set_len(&self, _: u64) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::PermissionDenied.into())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn map(&self) -> std::io::Result<crate::storage::Mapped> {
+            Ok(crate::storage::Mapped::Owned(Vec::new()))
+        }
+    }
+    let _ = storage;
+    ActiveSegment {
+        base_offset: base,
+        path: dir::segment_path(dir, base),
+        file: Arc::new(NoFile),
+        committed_len: SEGMENT_HEADER_LEN as u64,
+        next_offset: base,
+        index: Vec::new(),
+    }
+}
+
+/// Creates a segment: create, write the header, fsync the file, fsync the
+/// directory.
+pub(crate) fn create_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+) -> Result<ActiveSegment> {
+    let path = dir::segment_path(dir, base);
+    let file = storage
+        .open(&path, OpenMode::CreateNew)
+        .map_err(|e| Error::io("create", &path, e))?;
+    file.write_all_at(&SegmentHeader { base_offset: base }.encode(), 0)
+        .map_err(|e| Error::io("write", &path, e))?;
+    file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))?;
+    info!(segment = %path.display(), base_offset = base, "created segment");
+    Ok(ActiveSegment {
+        base_offset: base,
+        path,
+        file,
+        committed_len: SEGMENT_HEADER_LEN as u64,
+        next_offset: base,
+        index: Vec::new(),
+    })
+}
+
+fn open_last(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    options: &LogOptions,
+    access: Access,
+) -> Result<(ActiveSegment, u64)> {
+    let path = dir::segment_path(dir, base);
+    let mode = match access {
+        Access::Writer => OpenMode::ReadWrite,
+        Access::ReadOnly => OpenMode::Read,
+    };
+    let file = storage
+        .open(&path, mode)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+    match SegmentHeader::decode(&bytes) {
+        Err(SegmentHeaderError::Truncated | SegmentHeaderError::Unwritten)
+            if bytes[SEGMENT_HEADER_LEN.min(bytes.len())..]
+                .iter()
+                .all(|&b| b == 0) =>
+        {
+            // A segment whose creation did not finish: it holds nothing.
+            return match access {
+                Access::ReadOnly => Ok((empty_view(storage, dir, base), 0)),
+                Access::Writer => {
+                    warn!(segment = %path.display(), "segment creation did not finish; creating it again");
+                    drop(file);
+                    storage
+                        .remove(&path)
+                        .map_err(|e| Error::io("remove", &path, e))?;
+                    Ok((create_segment(storage, dir, base)?, bytes.len() as u64))
+                }
+            };
+        }
+        _ => check_header(&path, &bytes, base)?,
+    }
+    let scan = scan(
+        &bytes,
+        SEGMENT_HEADER_LEN as u64,
+        base,
+        IndexBuilder::new(options.index_interval_bytes, Vec::new()),
+        true,
+    );
+    let torn_bytes = bytes.len() as u64 - scan.end;
+    match &scan.stop {
+        Stop::Clean => {}
+        Stop::Corrupt { position, reason } => {
+            return Err(Error::corruption(&path, *position, reason.clone()));
+        }
+        Stop::Torn { position, reason } if access == Access::Writer => {
+            warn!(
+                segment = %path.display(),
+                position,
+                bytes_dropped = torn_bytes,
+                reason = %reason,
+                "truncating a torn tail"
+            );
+            file.set_len(scan.end)
+                .map_err(|e| Error::io("truncate", &path, e))?;
+            file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+        }
+        Stop::Torn { .. } => {} // a read-only view treats an in-flight tail as the end
+    }
+    info!(
+        segment = %path.display(),
+        records = scan.records,
+        next_offset = scan.next_offset,
+        "opened the active segment"
+    );
+    Ok((
+        ActiveSegment {
+            base_offset: base,
+            path: PathBuf::from(&path),
+            file,
+            committed_len: scan.end,
+            next_offset: scan.next_offset,
+            index: scan.index.entries,
+        },
+        torn_bytes,
+    ))
+}

@@ -1,0 +1,131 @@
+//! Segments as the log holds them in memory: sealed ones (immutable, read
+//! through a memory map) and the one active segment (written by the writer,
+//! read with `pread` up to its committed length).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::format::index_file::IndexEntry;
+use crate::storage::{Mapped, OpenMode, Storage, StorageFile};
+
+/// A sealed segment: complete, fsynced, never written again.
+#[derive(Debug)]
+pub(crate) struct SealedSegment {
+    pub base_offset: u64,
+    /// The offset after its last record (the next segment's base offset).
+    pub next_offset: u64,
+    pub len: u64,
+    pub path: PathBuf,
+    pub index: Vec<IndexEntry>,
+    map: Mutex<Option<Arc<Mapped>>>,
+}
+
+impl SealedSegment {
+    pub fn new(
+        base_offset: u64,
+        next_offset: u64,
+        len: u64,
+        path: PathBuf,
+        index: Vec<IndexEntry>,
+    ) -> Self {
+        debug_assert!(
+            base_offset < next_offset,
+            "a sealed segment holds at least one record"
+        );
+        Self {
+            base_offset,
+            next_offset,
+            len,
+            path,
+            index,
+            map: Mutex::new(None),
+        }
+    }
+
+    /// The segment's bytes, mapped on first use and kept while the log lives.
+    pub fn bytes(&self, storage: &dyn Storage) -> Result<Arc<Mapped>> {
+        let mut slot = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(map) = slot.as_ref() {
+            return Ok(map.clone());
+        }
+        let file = storage
+            .open(&self.path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        let map = file.map().map_err(|e| Error::io("map", &self.path, e))?;
+        if (map.len() as u64) < self.len {
+            return Err(Error::corruption(
+                &self.path,
+                map.len() as u64,
+                format!("sealed segment shrank from {} bytes", self.len),
+            ));
+        }
+        let map = Arc::new(map);
+        *slot = Some(map.clone());
+        Ok(map)
+    }
+}
+
+/// The segment being appended to, as readers may see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveSegment {
+    pub base_offset: u64,
+    pub path: PathBuf,
+    pub file: Arc<dyn StorageFile>,
+    /// Bytes of whole, committed batches (header included).
+    pub committed_len: u64,
+    /// The offset after the last committed record.
+    pub next_offset: u64,
+    pub index: Vec<IndexEntry>,
+}
+
+/// Every segment of the log, as committed so far.
+#[derive(Debug)]
+pub(crate) struct Segments {
+    pub sealed: Vec<Arc<SealedSegment>>,
+    pub active: ActiveSegment,
+}
+
+impl Segments {
+    /// The offset the next committed record will get.
+    pub fn next_offset(&self) -> u64 {
+        self.active.next_offset
+    }
+
+    /// The sealed segment holding `offset`, if any.
+    pub fn sealed_for(&self, offset: u64) -> Option<&Arc<SealedSegment>> {
+        let after = self.sealed.partition_point(|s| s.base_offset <= offset);
+        let segment = self.sealed.get(after.checked_sub(1)?)?;
+        (offset < segment.next_offset).then_some(segment)
+    }
+}
+
+/// Builds a sparse index: an entry for the first batch of a segment and for
+/// every batch starting at least `interval` bytes after the previous entry.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexBuilder {
+    interval: u64,
+    pub entries: Vec<IndexEntry>,
+}
+
+impl IndexBuilder {
+    pub fn new(interval: u64, entries: Vec<IndexEntry>) -> Self {
+        Self { interval, entries }
+    }
+
+    /// Offers a batch; returns the entry when one was added.
+    pub fn offer(&mut self, entry: IndexEntry) -> Option<IndexEntry> {
+        let due = self
+            .entries
+            .last()
+            .is_none_or(|last| entry.position >= last.position + self.interval);
+        if due {
+            debug_assert!(self
+                .entries
+                .last()
+                .is_none_or(|l| l.first_offset < entry.first_offset));
+            self.entries.push(entry);
+        }
+        due.then_some(entry)
+    }
+}

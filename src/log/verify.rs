@@ -1,0 +1,262 @@
+//! Checking a whole log directory and reporting every problem.
+//!
+//! Unlike open, which stops at the first problem, verification resumes after
+//! each damaged region at the next batch that verifies, so one report lists
+//! all of them. It never changes anything on disk.
+
+use std::path::{Path, PathBuf};
+
+use super::dir;
+use super::recovery::{scan, Stop};
+use super::segment::IndexBuilder;
+use crate::config::LogOptions;
+use crate::error::{Error, Result};
+use crate::format::batch::decode_batch;
+use crate::format::index_file::SegmentIndex;
+use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::storage::{OpenMode, Storage};
+
+/// What kind of problem verification found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// Damaged data: bytes that cannot be what the writer wrote.
+    Corruption,
+    /// An unfinished write at the end of the last segment. The next writer
+    /// open truncates it; nothing acknowledged is lost.
+    TornTail,
+    /// A missing or stale index file. Derived data: the next open rebuilds it.
+    Index,
+    /// Files missing or out of place: a gap between segments, a bad version file.
+    Layout,
+}
+
+/// One problem found by verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// What kind of problem.
+    pub kind: ProblemKind,
+    /// The file concerned.
+    pub path: PathBuf,
+    /// Byte position in that file.
+    pub position: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The result of [`Log::verify`](crate::Log::verify) or [`verify_dir`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segment files checked.
+    pub segments: u64,
+    /// Batches that verified.
+    pub batches: u64,
+    /// Records in those batches.
+    pub records: u64,
+    /// The offset after the last record that verified.
+    pub next_offset: u64,
+    /// Every problem found, in file and position order.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when nothing at all is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// True when some data is damaged (not just a torn tail or an index).
+    pub fn has_corruption(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| matches!(p.kind, ProblemKind::Corruption | ProblemKind::Layout))
+    }
+}
+
+/// Verifies the log in `dir` without opening it (no lock, no change), on the
+/// real file system: what an operator runs on a log that does not open.
+pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport> {
+    verify(&crate::storage::FileStorage, dir.as_ref(), None)
+}
+
+/// Verifies `dir`. With `committed = Some((base, len))`, the segment at
+/// `base` is checked only up to `len` (what a live writer has committed).
+pub(crate) fn verify(
+    storage: &dyn Storage,
+    dir: &Path,
+    committed: Option<(u64, u64)>,
+) -> Result<VerifyReport> {
+    let listing = dir::list(storage, dir)?;
+    let mut report = VerifyReport::default();
+    let problem = |report: &mut VerifyReport, kind, path: &Path, position, reason: String| {
+        report.problems.push(Problem {
+            kind,
+            path: path.to_path_buf(),
+            position,
+            reason,
+        })
+    };
+    if !listing.has_version {
+        problem(
+            &mut report,
+            ProblemKind::Layout,
+            &dir.join(dir::VERSION_FILE),
+            0,
+            "missing version file".into(),
+        );
+    } else if let Err(e) = dir::check_version(storage, dir) {
+        problem(
+            &mut report,
+            ProblemKind::Layout,
+            &dir.join(dir::VERSION_FILE),
+            0,
+            e.to_string(),
+        );
+    }
+    let count = listing.segments.len();
+    for (i, &base) in listing.segments.iter().enumerate() {
+        let path = dir::segment_path(dir, base);
+        if base != report.next_offset {
+            let reason = format!(
+                "segment starts at offset {base}, the previous one ends at {}",
+                report.next_offset
+            );
+            problem(&mut report, ProblemKind::Layout, &path, 0, reason);
+        }
+        report.segments += 1;
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let map = file.map().map_err(|e| Error::io("map", &path, e))?;
+        let limit = match committed {
+            Some((active, len)) if active == base => (len as usize).min(map.len()),
+            _ => map.len(),
+        };
+        let bytes = &map[..limit];
+        let last = i + 1 == count && committed.is_none();
+        match SegmentHeader::decode(bytes) {
+            Ok(h) if h.base_offset == base => {}
+            Ok(h) => {
+                let reason = format!(
+                    "segment header names base offset {}, the file name {base}",
+                    h.base_offset
+                );
+                problem(&mut report, ProblemKind::Corruption, &path, 16, reason);
+            }
+            Err(e) if last && bytes.iter().all(|&b| b == 0) => {
+                problem(&mut report, ProblemKind::TornTail, &path, 0, e.reason());
+                continue;
+            }
+            Err(e) => problem(&mut report, ProblemKind::Corruption, &path, 0, e.reason()),
+        }
+        let sealed = i + 1 < count;
+        let rebuilt = verify_segment(bytes, base, &path, last, &mut report);
+        if sealed {
+            check_index(storage, dir, base, bytes, &rebuilt, &mut report);
+        }
+    }
+    Ok(report)
+}
+
+/// Scans one segment's batches, resuming after damage; returns its index.
+fn verify_segment(
+    bytes: &[u8],
+    base: u64,
+    path: &Path,
+    last: bool,
+    report: &mut VerifyReport,
+) -> SegmentIndex {
+    let interval = LogOptions::default().index_interval_bytes;
+    let mut index = IndexBuilder::new(interval, Vec::new());
+    let mut pos = SEGMENT_HEADER_LEN as u64;
+    let mut expected = report.next_offset.max(base);
+    let mut clean = true;
+    loop {
+        let s = scan(bytes, pos, expected, index, last);
+        report.batches += s.batches;
+        report.records += s.records;
+        expected = s.next_offset;
+        index = s.index;
+        let (kind, position, reason) = match s.stop {
+            Stop::Clean => break,
+            Stop::Torn { position, reason } => (ProblemKind::TornTail, position, reason),
+            Stop::Corrupt { position, reason } => (ProblemKind::Corruption, position, reason),
+        };
+        clean = false;
+        report.problems.push(Problem {
+            kind,
+            path: path.to_path_buf(),
+            position,
+            reason,
+        });
+        // Resume at the next batch that verifies on its own.
+        match next_batch(bytes, s.end as usize + 1) {
+            Some((at, first_offset)) => {
+                pos = at as u64;
+                expected = first_offset;
+            }
+            None => break,
+        }
+    }
+    report.next_offset = expected;
+    SegmentIndex {
+        base_offset: base,
+        next_offset: if clean { expected } else { u64::MAX },
+        segment_len: bytes.len() as u64,
+        entries: index.entries,
+    }
+}
+
+fn next_batch(bytes: &[u8], from: usize) -> Option<(usize, u64)> {
+    (from..bytes.len()).find_map(|at| {
+        decode_batch(&bytes[at..], None)
+            .ok()
+            .map(|v| (at, v.header.first_offset))
+    })
+}
+
+fn check_index(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    bytes: &[u8],
+    rebuilt: &SegmentIndex,
+    report: &mut VerifyReport,
+) {
+    let path = dir::index_path(dir, base);
+    let stored = storage
+        .open(&path, OpenMode::Read)
+        .ok()
+        .and_then(|f| crate::storage::read_all(&*f).ok())
+        .and_then(|b| SegmentIndex::decode(&b));
+    let segment_len = bytes.len() as u64;
+    let batch_at = |position: u64, first_offset: u64| {
+        usize::try_from(position)
+            .ok()
+            .and_then(|p| bytes.get(p..))
+            .is_some_and(|rest| decode_batch(rest, Some(first_offset)).is_ok())
+    };
+    let reason = match stored {
+        None => "index file is missing or does not verify",
+        Some(i) if i.segment_len != segment_len || i.base_offset != base => {
+            "index describes another segment"
+        }
+        Some(i) if rebuilt.next_offset != u64::MAX && i.next_offset != rebuilt.next_offset => {
+            "index disagrees with the segment's records"
+        }
+        Some(i)
+            if !i
+                .entries
+                .iter()
+                .all(|e| batch_at(e.position, e.first_offset)) =>
+        {
+            "index points where no batch starts"
+        }
+        Some(_) => return,
+    };
+    report.problems.push(Problem {
+        kind: ProblemKind::Index,
+        path,
+        position: 0,
+        reason: reason.into(),
+    });
+}

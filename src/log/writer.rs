@@ -1,0 +1,356 @@
+//! The writer: one thread owns the active segment and commits appends in
+//! groups.
+//!
+//! Appenders put requests on a bounded queue and wait for a reply. The writer
+//! takes every request queued (up to [`GROUP_MAX_BYTES`]), encodes them into
+//! one buffer, writes it with one call, issues one `fdatasync` for the whole
+//! group (under `Durability::Fsync`), publishes the new committed length to
+//! readers, and only then replies to each appender with its offsets. The
+//! number of appenders sharing an fsync grows with the load, with no timer.
+//!
+//! A failed write or fsync is fatal: the writer records the reason (the log
+//! is *poisoned*), answers every waiting and later append with
+//! [`Error::Poisoned`], and never retries. After a failed fsync the kernel may
+//! have dropped the dirty pages, so a retry that succeeds proves nothing.
+//! Reopening the log recovers from what is really on disk.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{debug, error, info};
+
+use super::recovery::{create_segment, write_index};
+use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
+use super::Shared;
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::format::batch::encode_batch;
+use crate::format::index_file::{IndexEntry, SegmentIndex};
+use crate::format::SEGMENT_HEADER_LEN;
+use crate::record::Record;
+use crate::storage::LockGuard;
+
+/// A group stops growing past this many bytes (it is written in one call).
+pub(crate) const GROUP_MAX_BYTES: usize = 8 << 20;
+
+pub(crate) type Reply<T> = flume::Sender<Result<T>>;
+
+/// What appenders and the log handle ask of the writer.
+pub(crate) enum Request {
+    /// Append `records` as one atomic batch of `encoded_len` bytes.
+    Append {
+        records: Vec<Record>,
+        encoded_len: usize,
+        reply: Reply<Range<u64>>,
+    },
+    /// Make everything durable, then stop.
+    Close { reply: Reply<()> },
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: flume::Receiver<Request>,
+    active: ActiveSegment,
+    /// Bytes written to the active segment, committed or not.
+    written_len: u64,
+    /// The offset the next staged record gets.
+    next_offset: u64,
+    index: IndexBuilder,
+    /// Index entries already published to readers.
+    published_index: usize,
+    buf: Vec<u8>,
+    unsynced: bool,
+    last_sync: Instant,
+    _lock: Box<dyn LockGuard>,
+}
+
+/// One append of the current group, waiting for its reply.
+struct Pending {
+    range: Range<u64>,
+    reply: Reply<Range<u64>>,
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: flume::Receiver<Request>,
+        active: ActiveSegment,
+        lock: Box<dyn LockGuard>,
+    ) -> Self {
+        let index = IndexBuilder::new(shared.options.index_interval_bytes, active.index.clone());
+        Self {
+            written_len: active.committed_len,
+            next_offset: active.next_offset,
+            published_index: active.index.len(),
+            shared,
+            rx,
+            active,
+            index,
+            buf: Vec::with_capacity(1 << 20),
+            unsynced: false,
+            last_sync: Instant::now(),
+            _lock: lock,
+        }
+    }
+
+    /// Runs until closed, or until every handle is gone.
+    pub fn run(mut self) {
+        loop {
+            let Some(first) = self.next_request() else {
+                // Every handle is gone: nobody is left to tell of a failure,
+                // which `finish` has logged.
+                let _ = self.finish();
+                return;
+            };
+            let mut group = vec![first];
+            let mut group_bytes = request_len(&group[0]);
+            while group_bytes < GROUP_MAX_BYTES {
+                match self.rx.try_recv() {
+                    Ok(request) => {
+                        group_bytes += request_len(&request);
+                        group.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Some(close) = self.commit_group(group) {
+                let result = self.finish();
+                let _ = close.send(result);
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next request, syncing on time under `Interval`.
+    fn next_request(&mut self) -> Option<Request> {
+        loop {
+            let deadline = match self.shared.options.durability {
+                Durability::Interval(every) if self.unsynced => Some(self.last_sync + every),
+                _ => None,
+            };
+            let Some(deadline) = deadline else {
+                return self.rx.recv().ok();
+            };
+            match self.rx.recv_deadline(deadline) {
+                Ok(request) => return Some(request),
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = self.sync() {
+                        self.poison(&e);
+                    }
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+
+    /// Commits a group; returns the reply of a close request found in it.
+    fn commit_group(&mut self, group: Vec<Request>) -> Option<Reply<()>> {
+        let mut pending = Vec::with_capacity(group.len());
+        let mut close = None;
+        let mut records = 0u64;
+        let started = Instant::now();
+        let mut failure = self.shared.poison_error();
+        for request in group {
+            match request {
+                Request::Close { reply } => close = Some(reply),
+                Request::Append { reply, .. } if close.is_some() => {
+                    let _ = reply.send(Err(Error::Closed));
+                }
+                Request::Append { reply, .. } if failure.is_some() => {
+                    let _ = reply.send(Err(self.shared.poison_error().unwrap_or(Error::Closed)));
+                }
+                Request::Append {
+                    records: batch,
+                    encoded_len,
+                    reply,
+                } => match self.stage(&batch, encoded_len) {
+                    Ok(range) => {
+                        records += batch.len() as u64;
+                        pending.push(Pending { range, reply });
+                    }
+                    Err(e) => {
+                        self.poison(&e);
+                        failure = self.shared.poison_error();
+                        let _ = reply.send(Err(self.shared.poison_error().unwrap_or(e)));
+                    }
+                },
+            }
+        }
+        if failure.is_none() && !pending.is_empty() {
+            let bytes = self.buf.len();
+            match self.flush().and_then(|()| self.sync_for_commit()) {
+                Ok(()) => {
+                    self.publish();
+                    let m = &self.shared.metrics;
+                    m.records.fetch_add(records, Ordering::Relaxed);
+                    m.batches.fetch_add(pending.len() as u64, Ordering::Relaxed);
+                    m.groups.fetch_add(1, Ordering::Relaxed);
+                    debug!(
+                        records,
+                        batches = pending.len(),
+                        bytes,
+                        latency_us = started.elapsed().as_micros() as u64,
+                        "committed a group"
+                    );
+                }
+                Err(e) => self.poison(&e),
+            }
+        }
+        for p in pending {
+            let result = match self.shared.poison_error() {
+                Some(e) => Err(e),
+                None => Ok(p.range),
+            };
+            let _ = p.reply.send(result);
+        }
+        close
+    }
+
+    /// Encodes one batch into the group buffer, rolling the segment first if
+    /// the batch would not fit.
+    fn stage(&mut self, records: &[Record], encoded_len: usize) -> Result<Range<u64>> {
+        let staged_end = self.written_len + self.buf.len() as u64;
+        let has_data = staged_end > SEGMENT_HEADER_LEN as u64;
+        if staged_end + encoded_len as u64 > self.shared.options.segment_max_bytes && has_data {
+            self.flush()?;
+            self.roll()?;
+        }
+        let first = self.next_offset;
+        let position = self.written_len + self.buf.len() as u64;
+        let start = self.buf.len();
+        encode_batch(&mut self.buf, first, records);
+        debug_assert_eq!(self.buf.len() - start, encoded_len);
+        self.index.offer(IndexEntry {
+            first_offset: first,
+            position,
+            min_timestamp_us: records.iter().map(|r| r.timestamp_us).min().unwrap_or(0),
+            max_timestamp_us: records.iter().map(|r| r.timestamp_us).max().unwrap_or(0),
+        });
+        self.next_offset += records.len() as u64;
+        Ok(first..self.next_offset)
+    }
+
+    /// Writes the group buffer to the active segment in one call.
+    fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let path = &self.active.path;
+        self.active
+            .file
+            .write_all_at(&self.buf, self.written_len)
+            .map_err(|e| Error::io("write", path, e))?;
+        self.written_len += self.buf.len() as u64;
+        self.shared
+            .metrics
+            .bytes
+            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        self.buf.clear();
+        self.unsynced = true;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
+        self.active
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &self.active.path, e))?;
+        self.shared.metrics.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Syncs as the durability mode asks before a group is acknowledged.
+    fn sync_for_commit(&mut self) -> Result<()> {
+        match self.shared.options.durability {
+            Durability::Fsync => self.sync(),
+            Durability::Interval(every) if self.last_sync.elapsed() >= every => self.sync(),
+            Durability::Interval(_) | Durability::None => Ok(()),
+        }
+    }
+
+    /// Lets readers see everything written so far.
+    fn publish(&mut self) {
+        let mut segments = self.shared.write_segments();
+        let active = &mut segments.active;
+        debug_assert!(active.committed_len <= self.written_len);
+        debug_assert!(active.next_offset <= self.next_offset);
+        active.committed_len = self.written_len;
+        active.next_offset = self.next_offset;
+        active
+            .index
+            .extend_from_slice(&self.index.entries[self.published_index..]);
+        self.published_index = self.index.entries.len();
+        drop(segments);
+    }
+
+    /// Seals the active segment (always fsynced, whatever the durability
+    /// mode) and starts the next one.
+    fn roll(&mut self) -> Result<()> {
+        self.unsynced = true;
+        self.sync()?;
+        let base = self.next_offset;
+        let index = SegmentIndex {
+            base_offset: self.active.base_offset,
+            next_offset: base,
+            segment_len: self.written_len,
+            entries: std::mem::take(&mut self.index.entries),
+        };
+        write_index(&*self.shared.storage, &self.shared.dir, &index);
+        let sealed = SealedSegment::new(
+            index.base_offset,
+            index.next_offset,
+            index.segment_len,
+            self.active.path.clone(),
+            index.entries,
+        );
+        let next = create_segment(&*self.shared.storage, &self.shared.dir, base)?;
+        info!(
+            sealed = %self.active.path.display(),
+            next = %next.path.display(),
+            base_offset = base,
+            "rolled to a new segment"
+        );
+        let mut segments = self.shared.write_segments();
+        segments.sealed.push(Arc::new(sealed));
+        segments.active = next.clone();
+        drop(segments);
+        self.active = next;
+        self.written_len = SEGMENT_HEADER_LEN as u64;
+        self.published_index = 0;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn poison(&self, e: &Error) {
+        error!(error = %e, "the log writer failed and stops accepting appends");
+        self.shared.set_poison(e.to_string());
+    }
+
+    /// Makes everything written durable before the writer stops.
+    fn finish(&mut self) -> Result<()> {
+        if let Some(e) = self.shared.poison_error() {
+            return Err(e);
+        }
+        self.unsynced |= !matches!(self.shared.options.durability, Durability::Fsync);
+        let result = self.sync();
+        if let Err(e) = &result {
+            self.poison(e);
+        }
+        info!(dir = %self.shared.dir.display(), next_offset = self.next_offset, "log writer stopped");
+        result
+    }
+}
+
+fn request_len(request: &Request) -> usize {
+    match request {
+        Request::Append { encoded_len, .. } => *encoded_len,
+        Request::Close { .. } => 0,
+    }
+}

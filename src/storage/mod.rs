@@ -1,0 +1,107 @@
+//! The I/O seam: every file operation of the log goes through [`Storage`]
+//! and [`StorageFile`].
+//!
+//! Two implementations ship with the crate:
+//! - [`FileStorage`], the real file system (`pread`/`pwrite`, `fdatasync`,
+//!   `flock`, and read-only memory maps of sealed segments);
+//! - [`SimStorage`], an in-memory file system that remembers which bytes and
+//!   directory entries were made durable, can fail any call on purpose
+//!   (ENOSPC, EIO), and can simulate a crash that loses, tears or reorders
+//!   writes that were never fsynced. Tests use it to check recovery.
+//!
+//! The traits are deliberately small: what the log needs and nothing more.
+
+mod fs;
+pub mod sim;
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use fs::FileStorage;
+pub use sim::SimStorage;
+
+/// How to open a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read an existing file.
+    Read,
+    /// Read and write an existing file.
+    ReadWrite,
+    /// Create a new file for reading and writing; fails if it exists.
+    CreateNew,
+    /// Create the file if missing, or truncate it; read and write.
+    CreateTruncate,
+}
+
+/// A file system, as the log sees it.
+pub trait Storage: Debug + Send + Sync + 'static {
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Whether `path` exists (file or directory).
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// The names of the entries of `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens a file.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock on `path` (created if missing), without
+    /// waiting: `ErrorKind::WouldBlock` when someone else holds it, even
+    /// another handle of this same process. Dropping the guard releases it.
+    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// An open file.
+pub trait StorageFile: Debug + Send + Sync {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from position `pos`; `UnexpectedEof` if the file is shorter.
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
+    /// Writes all of `buf` at position `pos`.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Truncates or extends (with zeros) the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// A read-only view of the whole file as it is now. The log maps only
+    /// sealed segments, which are never written again.
+    fn map(&self) -> io::Result<Mapped>;
+}
+
+/// A held lock; released on drop.
+pub trait LockGuard: Debug + Send + Sync {}
+
+/// Bytes of a whole file: a memory map or an owned copy.
+#[derive(Debug)]
+pub enum Mapped {
+    /// A read-only memory map.
+    Map(memmap2::Mmap),
+    /// An owned copy (empty files, and in-memory storage).
+    Owned(Vec<u8>),
+}
+
+impl Deref for Mapped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Mapped::Map(map) => map,
+            Mapped::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// Reads a whole file into memory.
+pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.len()?).map_err(|_| io::Error::other("file too large"))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}

@@ -1,0 +1,586 @@
+//! An in-memory file system that fails and crashes on purpose.
+//!
+//! [`SimStorage`] keeps, for every file, the bytes a reader sees now and the
+//! bytes that were made durable by the last `sync_data`, plus the list of
+//! writes since. Directory entries (creations, renames, removals) become
+//! durable only when their directory is synced. [`SimStorage::crash`] throws
+//! away what was not durable, in one of the ways a real machine can:
+//!
+//! - [`CrashMode::LoseUnsynced`]: every write since the last fsync is gone;
+//! - [`CrashMode::TearLastWrite`]: the unsynced writes reached the disk in
+//!   order, but the last one only up to a random byte;
+//! - [`CrashMode::Reorder`]: each unsynced write independently reached the
+//!   disk or not.
+//!
+//! Faults are armed with [`SimStorage::inject`] (an error on the n-th call of
+//! a kind), or [`SimStorage::power_cut_after`] (every mutating call after the
+//! n-th fails, as if the machine had stopped). All randomness comes from the
+//! seed given to [`SimStorage::new`], so any failure replays from its seed.
+//!
+//! Handles opened before a crash fail every call afterwards, like a process
+//! that did not survive.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{LockGuard, Mapped, OpenMode, Storage, StorageFile};
+
+/// How a simulated crash treats writes that were never fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// All unsynced writes are lost.
+    LoseUnsynced,
+    /// Unsynced writes survive in order, the last one cut at a random byte.
+    TearLastWrite,
+    /// Each unsynced write survives or not, independently.
+    Reorder,
+}
+
+/// The kind of call a fault is injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultOp {
+    /// `write_all_at`.
+    Write,
+    /// `sync_data`.
+    SyncData,
+    /// Opening with `CreateNew` or `CreateTruncate`.
+    Create,
+    /// `rename`.
+    Rename,
+    /// `sync_dir`.
+    SyncDir,
+}
+
+/// The error an injected fault returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// No space left on device (ENOSPC).
+    NoSpace,
+    /// Input/output error (EIO).
+    Io,
+}
+
+impl FaultKind {
+    fn error(self) -> io::Error {
+        match self {
+            FaultKind::NoSpace => io::Error::new(io::ErrorKind::StorageFull, "injected ENOSPC"),
+            FaultKind::Io => io::Error::other("injected EIO"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    op: FaultOp,
+    skip: u64,
+    kind: FaultKind,
+    sticky: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Write { pos: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug, Default, Clone)]
+struct FileData {
+    current: Vec<u8>,
+    durable: Vec<u8>,
+    pending: Vec<Pending>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    Dir,
+    File(u64),
+}
+
+#[derive(Debug)]
+struct State {
+    files: HashMap<u64, FileData>,
+    names: BTreeMap<PathBuf, Entry>,
+    durable_names: BTreeMap<PathBuf, Entry>,
+    locks: HashSet<PathBuf>,
+    next_id: u64,
+    generation: u64,
+    rng: u64,
+    faults: Vec<Fault>,
+    power_left: Option<u64>,
+    syncs: u64,
+}
+
+/// The in-memory, fault-injecting file system. Cheap to clone: clones share
+/// the same files.
+///
+/// ```
+/// use enforcelog::storage::sim::{CrashMode, SimStorage};
+/// use enforcelog::{Log, LogOptions, Record};
+/// use std::sync::Arc;
+///
+/// let storage = SimStorage::new(7);
+/// let log = Log::open_with_storage(Arc::new(storage.clone()), "/log", LogOptions::default())?;
+/// log.append_blocking(Record::new(1, b"kept".to_vec()))?;
+/// drop(log);
+/// storage.crash(CrashMode::LoseUnsynced);
+/// let log = Log::open_with_storage(Arc::new(storage), "/log", LogOptions::default())?;
+/// assert_eq!(log.next_offset(), 1);
+/// # Ok::<(), enforcelog::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SimStorage {
+    state: Arc<Mutex<State>>,
+}
+
+impl SimStorage {
+    /// An empty file system whose random choices derive from `seed`.
+    pub fn new(seed: u64) -> Self {
+        let mut names = BTreeMap::new();
+        names.insert(PathBuf::from("/"), Entry::Dir);
+        Self {
+            state: Arc::new(Mutex::new(State {
+                files: HashMap::new(),
+                durable_names: names.clone(),
+                names,
+                locks: HashSet::new(),
+                next_id: 1,
+                generation: 0,
+                rng: seed ^ 0x9E37_79B9_7F4A_7C15,
+                faults: Vec::new(),
+                power_left: None,
+                syncs: 0,
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the `skip + 1`-th next call of kind `op` fail with `kind`; with
+    /// `sticky`, every later call of that kind fails too.
+    pub fn inject(&self, op: FaultOp, skip: u64, kind: FaultKind, sticky: bool) {
+        self.lock().faults.push(Fault {
+            op,
+            skip,
+            kind,
+            sticky,
+        });
+    }
+
+    /// After `ops` more mutating calls (writes, syncs, creations, renames,
+    /// removals, truncations), every mutating call fails with EIO.
+    pub fn power_cut_after(&self, ops: u64) {
+        self.lock().power_left = Some(ops);
+    }
+
+    /// Removes every armed fault and power cut.
+    pub fn clear_faults(&self) {
+        let mut state = self.lock();
+        state.faults.clear();
+        state.power_left = None;
+    }
+
+    /// Number of successful `sync_data` calls so far.
+    pub fn sync_count(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    /// Simulates a crash and a reboot: loses what was not durable according
+    /// to `mode`, drops every lock, disarms every fault, and invalidates
+    /// every open handle.
+    pub fn crash(&self, mode: CrashMode) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        state.names = state.durable_names.clone();
+        let live: HashSet<u64> = state
+            .names
+            .values()
+            .filter_map(|e| match e {
+                Entry::File(id) => Some(*id),
+                Entry::Dir => None,
+            })
+            .collect();
+        state.files.retain(|id, _| live.contains(id));
+        let mut ids: Vec<u64> = state.files.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let mut rng = state.rng;
+            if let Some(file) = state.files.get_mut(&id) {
+                settle(file, mode, &mut rng);
+            }
+            state.rng = rng;
+        }
+        state.locks.clear();
+        state.faults.clear();
+        state.power_left = None;
+        state.generation += 1;
+    }
+
+    /// The bytes of a file as a reader sees them now.
+    pub fn read_file(&self, path: impl AsRef<Path>) -> Option<Vec<u8>> {
+        let state = self.lock();
+        match state.names.get(path.as_ref()) {
+            Some(Entry::File(id)) => state.files.get(id).map(|f| f.current.clone()),
+            _ => None,
+        }
+    }
+
+    /// Replaces a file's bytes, durably (for tests that damage files).
+    pub fn write_file(&self, path: impl AsRef<Path>, bytes: &[u8]) {
+        let mut state = self.lock();
+        let id = match state.names.get(path.as_ref()) {
+            Some(Entry::File(id)) => *id,
+            _ => {
+                let id = state.next_id;
+                state.next_id += 1;
+                state
+                    .names
+                    .insert(path.as_ref().to_path_buf(), Entry::File(id));
+                state
+                    .durable_names
+                    .insert(path.as_ref().to_path_buf(), Entry::File(id));
+                id
+            }
+        };
+        state.files.insert(
+            id,
+            FileData {
+                current: bytes.to_vec(),
+                durable: bytes.to_vec(),
+                pending: Vec::new(),
+            },
+        );
+    }
+}
+
+fn next_random(rng: &mut u64) -> u64 {
+    // splitmix64
+    *rng = rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *rng;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn settle(file: &mut FileData, mode: CrashMode, rng: &mut u64) {
+    let pending = std::mem::take(&mut file.pending);
+    let mut bytes = std::mem::take(&mut file.durable);
+    let last_write = pending
+        .iter()
+        .rposition(|p| matches!(p, Pending::Write { .. }));
+    for (i, op) in pending.into_iter().enumerate() {
+        match op {
+            Pending::SetLen(len) => bytes.resize(usize::try_from(len).unwrap_or(usize::MAX), 0),
+            Pending::Write { pos, data } => {
+                let keep = match mode {
+                    CrashMode::LoseUnsynced => 0,
+                    CrashMode::TearLastWrite if Some(i) == last_write => {
+                        (next_random(rng) % (data.len() as u64 + 1)) as usize
+                    }
+                    CrashMode::TearLastWrite => data.len(),
+                    CrashMode::Reorder if next_random(rng) % 2 == 0 => data.len(),
+                    CrashMode::Reorder => 0,
+                };
+                if keep > 0 {
+                    apply_write(&mut bytes, pos, &data[..keep]);
+                }
+            }
+        }
+    }
+    file.current = bytes.clone();
+    file.durable = bytes;
+}
+
+fn apply_write(bytes: &mut Vec<u8>, pos: u64, data: &[u8]) {
+    let pos = usize::try_from(pos).unwrap_or(usize::MAX);
+    let end = pos.saturating_add(data.len());
+    if bytes.len() < end {
+        bytes.resize(end, 0);
+    }
+    bytes[pos..end].copy_from_slice(data);
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
+impl State {
+    /// Charges one mutating call against the power budget and the faults.
+    fn charge(&mut self, op: Option<FaultOp>) -> io::Result<()> {
+        if let Some(left) = self.power_left.as_mut() {
+            if *left == 0 {
+                return Err(io::Error::other("simulated power cut"));
+            }
+            *left -= 1;
+        }
+        let Some(op) = op else { return Ok(()) };
+        let Some(i) = self.faults.iter().position(|f| f.op == op) else {
+            return Ok(());
+        };
+        let fault = &mut self.faults[i];
+        if fault.skip > 0 {
+            fault.skip -= 1;
+            return Ok(());
+        }
+        let kind = fault.kind;
+        if !fault.sticky {
+            self.faults.remove(i);
+        }
+        Err(kind.error())
+    }
+
+    fn file_id(&self, path: &Path) -> io::Result<u64> {
+        match self.names.get(path) {
+            Some(Entry::File(id)) => Ok(*id),
+            Some(Entry::Dir) => Err(io::Error::other("is a directory")),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    fn require_dir(&self, path: &Path) -> io::Result<()> {
+        match self.names.get(path) {
+            Some(Entry::Dir) => Ok(()),
+            Some(Entry::File(_)) => Err(io::Error::other("not a directory")),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimFile {
+    storage: SimStorage,
+    id: u64,
+    generation: u64,
+    writable: bool,
+}
+
+impl SimFile {
+    fn state(&self) -> io::Result<MutexGuard<'_, State>> {
+        let state = self.storage.lock();
+        if state.generation != self.generation {
+            return Err(io::Error::other("handle from before a simulated crash"));
+        }
+        Ok(state)
+    }
+
+    fn with_data<T>(
+        &self,
+        charge: Option<Option<FaultOp>>,
+        f: impl FnOnce(&mut FileData) -> T,
+    ) -> io::Result<T> {
+        let mut state = self.state()?;
+        if let Some(op) = charge {
+            if !self.writable {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "read-only handle",
+                ));
+            }
+            state.charge(op)?;
+        }
+        let data = state
+            .files
+            .get_mut(&self.id)
+            .ok_or_else(|| io::Error::other("file vanished"))?;
+        Ok(f(data))
+    }
+}
+
+impl StorageFile for SimFile {
+    fn len(&self) -> io::Result<u64> {
+        self.with_data(None, |d| d.current.len() as u64)
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.with_data(None, |d| {
+            let pos = usize::try_from(pos).unwrap_or(usize::MAX);
+            match d.current.get(pos..pos.saturating_add(buf.len())) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(io::ErrorKind::UnexpectedEof.into()),
+            }
+        })?
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.with_data(Some(Some(FaultOp::Write)), |d| {
+            apply_write(&mut d.current, pos, buf);
+            d.pending.push(Pending::Write {
+                pos,
+                data: buf.to_vec(),
+            });
+        })
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with_data(Some(None), |d| {
+            d.current
+                .resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+            d.pending.push(Pending::SetLen(len));
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.state()?;
+        state.charge(Some(FaultOp::SyncData))?;
+        state.syncs += 1;
+        if let Some(d) = state.files.get_mut(&self.id) {
+            d.durable = d.current.clone();
+            d.pending.clear();
+        }
+        Ok(())
+    }
+
+    fn map(&self) -> io::Result<Mapped> {
+        self.with_data(None, |d| Mapped::Owned(d.current.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct SimLock {
+    storage: SimStorage,
+    path: PathBuf,
+    generation: u64,
+}
+
+impl LockGuard for SimLock {}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut state = self.storage.lock();
+        if state.generation == self.generation {
+            state.locks.remove(&self.path);
+        }
+    }
+}
+
+impl Storage for SimStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        for ancestor in dir.ancestors() {
+            if ancestor.as_os_str().is_empty() {
+                continue;
+            }
+            match state.names.get(ancestor) {
+                Some(Entry::File(_)) => return Err(io::Error::other("not a directory")),
+                Some(Entry::Dir) => {}
+                None => {
+                    // Directories are made durable at once: the log never
+                    // depends on a directory creation surviving a crash
+                    // before its first sync.
+                    state.names.insert(ancestor.to_path_buf(), Entry::Dir);
+                    state
+                        .durable_names
+                        .insert(ancestor.to_path_buf(), Entry::Dir);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.lock().names.contains_key(path))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.lock();
+        state.require_dir(dir)?;
+        Ok(state
+            .names
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect())
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
+        let mut state = self.lock();
+        state.require_dir(&parent_of(path))?;
+        let id = match mode {
+            OpenMode::Read | OpenMode::ReadWrite => state.file_id(path)?,
+            OpenMode::CreateNew | OpenMode::CreateTruncate => {
+                if mode == OpenMode::CreateNew && state.names.contains_key(path) {
+                    return Err(io::ErrorKind::AlreadyExists.into());
+                }
+                state.charge(Some(FaultOp::Create))?;
+                match state.names.get(path) {
+                    Some(Entry::File(id)) => {
+                        let id = *id;
+                        let data = state.files.entry(id).or_default();
+                        data.current.clear();
+                        data.pending.push(Pending::SetLen(0));
+                        id
+                    }
+                    Some(Entry::Dir) => return Err(io::Error::other("is a directory")),
+                    None => {
+                        let id = state.next_id;
+                        state.next_id += 1;
+                        state.files.insert(id, FileData::default());
+                        state.names.insert(path.to_path_buf(), Entry::File(id));
+                        id
+                    }
+                }
+            }
+        };
+        Ok(Arc::new(SimFile {
+            storage: self.clone(),
+            id,
+            generation: state.generation,
+            writable: mode != OpenMode::Read,
+        }))
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.file_id(path)?;
+        state.charge(None)?;
+        state.names.remove(path);
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        let id = state.file_id(from)?;
+        state.require_dir(&parent_of(to))?;
+        state.charge(Some(FaultOp::Rename))?;
+        state.names.remove(from);
+        state.names.insert(to.to_path_buf(), Entry::File(id));
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.lock();
+        state.require_dir(dir)?;
+        state.charge(Some(FaultOp::SyncDir))?;
+        let state = &mut *state;
+        state
+            .durable_names
+            .retain(|p, _| p.parent() != Some(dir) || state.names.contains_key(p));
+        for (path, entry) in &state.names {
+            if path.parent() == Some(dir) {
+                state.durable_names.insert(path.clone(), *entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let mut state = self.lock();
+        state.require_dir(&parent_of(path))?;
+        if !state.locks.insert(path.to_path_buf()) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(Box::new(SimLock {
+            storage: self.clone(),
+            path: path.to_path_buf(),
+            generation: state.generation,
+        }))
+    }
+}
