@@ -16,8 +16,11 @@
 //! entry   offset size field            (entry_count times, from byte 40)
 //!              0    8 first_offset     u64, first offset of the batch
 //!              8    8 position         u64, byte position of the batch in the segment
-//!             16    8 min_timestamp_us i64
-//!             24    8 max_timestamp_us i64
+//!             16    8 min_timestamp_us i64, least timestamp of the batches it covers
+//!             24    8 max_timestamp_us i64, greatest timestamp of the batches it covers
+//!
+//! An entry covers the batches from its own up to the next entry's (or the
+//! segment's end); entries are at least `index_interval_bytes` apart.
 //!
 //! footer  offset size field
 //!              0    4 crc32            of every byte before it
@@ -32,16 +35,17 @@ pub const INDEX_HEADER_LEN: usize = 40;
 /// Size of one index entry in bytes.
 pub const INDEX_ENTRY_LEN: usize = 32;
 
-/// One entry: where a batch starts, and what it holds.
+/// One entry: where a batch starts, and the timestamp bounds of the batches
+/// it covers (its own up to the next entry's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     /// Offset of the batch's first record.
     pub first_offset: u64,
     /// Byte position of the batch in its segment file.
     pub position: u64,
-    /// Least record timestamp in the batch.
+    /// Least record timestamp in the batches covered.
     pub min_timestamp_us: i64,
-    /// Greatest record timestamp in the batch.
+    /// Greatest record timestamp in the batches covered.
     pub max_timestamp_us: i64,
 }
 

@@ -45,7 +45,8 @@ pub struct LogMetrics {
     pub records: u64,
     /// Batches committed (one per append call).
     pub batches: u64,
-    /// Groups committed (one write call each, plus segment rolls).
+    /// Groups committed: one write call each (a group that rolls to a new
+    /// segment writes once more, to the segment it seals).
     pub groups: u64,
     /// `fdatasync` calls on segment files.
     pub fsyncs: u64,

@@ -38,7 +38,7 @@ use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::{decode_batch, find_valid_after, written_to_the_end, BatchError};
 use crate::format::index_file::{IndexEntry, SegmentIndex};
-use crate::format::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
+use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::storage::{read_all, OpenMode, Storage, StorageFile};
 
 /// Where a scan of a segment stopped.
@@ -137,15 +137,60 @@ fn classify(
         return torn("the write did not finish");
     }
     if !written_to_the_end(rest) {
-        return torn("the batch was never written to its end");
+        return match find_valid_after(bytes, pos + 1, next_offset) {
+            Some(valid) => torn(&format!(
+                "the batch was never written to its end; the valid-looking data \
+                 at byte {valid} after it was never acknowledged"
+            )),
+            None => torn("the batch was never written to its end"),
+        };
     }
     if header_ok {
+        if let Some(hole) = zero_sector_after(bytes, pos + at, pos + rest_batch_len(rest)) {
+            return torn(&format!(
+                "the sector at byte {hole} inside the batch was never written"
+            ));
+        }
         return corrupt(reason);
     }
     match find_valid_after(bytes, pos + 1, next_offset) {
         Some(valid) => corrupt(&format!("{reason}; valid data follows at byte {valid}")),
         None => torn("nothing valid follows"),
     }
+}
+
+/// Sector size assumed for writes that reach the disk out of order.
+const SECTOR_BYTES: usize = 512;
+
+/// The length a verified header gives the batch at the start of `rest`.
+fn rest_batch_len(rest: &[u8]) -> usize {
+    crate::format::batch::decode_header(rest).map_or(rest.len(), |h| h.batch_len as usize)
+}
+
+/// The first all-zero, sector-aligned block of `bytes[from..to]`, if any.
+///
+/// A crash while a write is in flight can leave some of its sectors on disk
+/// and not others; a batch with a zero sector where a checksum fails was not
+/// written whole (and so never acknowledged under `Durability::Fsync`). A
+/// flipped bit cannot zero a sector that held a checksum-carrying frame.
+fn zero_sector_after(bytes: &[u8], from: usize, to: usize) -> Option<usize> {
+    let to = to.min(bytes.len());
+    let first = from.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+    (first..to)
+        .step_by(SECTOR_BYTES)
+        .take_while(|start| start + SECTOR_BYTES <= to)
+        .find(|&start| bytes[start..start + SECTOR_BYTES].iter().all(|&b| b == 0))
+}
+
+/// True when a segment file is what a creation that did not finish leaves:
+/// a prefix of the right header, then zeros (or nothing) to its end.
+pub(crate) fn unfinished_creation(bytes: &[u8], base: u64) -> bool {
+    let expected = SegmentHeader { base_offset: base }.encode();
+    let head = &bytes[..bytes.len().min(SEGMENT_HEADER_LEN)];
+    let written = head.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    SegmentHeader::decode(bytes).is_err()
+        && head[..written] == expected[..written]
+        && bytes[head.len()..].iter().all(|&b| b == 0)
 }
 
 /// Whether the open may change the directory.
@@ -400,27 +445,21 @@ fn open_last(
         .open(&path, mode)
         .map_err(|e| Error::io("open", &path, e))?;
     let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
-    match SegmentHeader::decode(&bytes) {
-        Err(SegmentHeaderError::Truncated | SegmentHeaderError::Unwritten)
-            if bytes[SEGMENT_HEADER_LEN.min(bytes.len())..]
-                .iter()
-                .all(|&b| b == 0) =>
-        {
-            // A segment whose creation did not finish: it holds nothing.
-            return match access {
-                Access::ReadOnly => Ok((empty_view(storage, dir, base), 0)),
-                Access::Writer => {
-                    warn!(segment = %path.display(), "segment creation did not finish; creating it again");
-                    drop(file);
-                    storage
-                        .remove(&path)
-                        .map_err(|e| Error::io("remove", &path, e))?;
-                    Ok((create_segment(storage, dir, base)?, bytes.len() as u64))
-                }
-            };
-        }
-        _ => check_header(&path, &bytes, base)?,
+    if unfinished_creation(&bytes, base) {
+        // A segment whose creation did not finish: it holds nothing.
+        return match access {
+            Access::ReadOnly => Ok((empty_view(storage, dir, base), 0)),
+            Access::Writer => {
+                warn!(segment = %path.display(), "segment creation did not finish; creating it again");
+                drop(file);
+                storage
+                    .remove(&path)
+                    .map_err(|e| Error::io("remove", &path, e))?;
+                Ok((create_segment(storage, dir, base)?, bytes.len() as u64))
+            }
+        };
     }
+    check_header(&path, &bytes, base)?;
     let scan = scan(
         &bytes,
         SEGMENT_HEADER_LEN as u64,

@@ -102,6 +102,8 @@ impl Segments {
 
 /// Builds a sparse index: an entry for the first batch of a segment and for
 /// every batch starting at least `interval` bytes after the previous entry.
+/// An entry's timestamp bounds cover every batch up to the next entry, so a
+/// time-range reader can skip whole stretches of a segment.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexBuilder {
     interval: u64,
@@ -113,19 +115,16 @@ impl IndexBuilder {
         Self { interval, entries }
     }
 
-    /// Offers a batch; returns the entry when one was added.
-    pub fn offer(&mut self, entry: IndexEntry) -> Option<IndexEntry> {
-        let due = self
-            .entries
-            .last()
-            .is_none_or(|last| entry.position >= last.position + self.interval);
-        if due {
-            debug_assert!(self
-                .entries
-                .last()
-                .is_none_or(|l| l.first_offset < entry.first_offset));
-            self.entries.push(entry);
+    /// Offers a batch: starts a new entry when one is due, otherwise widens
+    /// the last entry's timestamp bounds to cover it.
+    pub fn offer(&mut self, batch: IndexEntry) {
+        match self.entries.last_mut() {
+            Some(last) if batch.position < last.position + self.interval => {
+                debug_assert!(last.first_offset < batch.first_offset);
+                last.min_timestamp_us = last.min_timestamp_us.min(batch.min_timestamp_us);
+                last.max_timestamp_us = last.max_timestamp_us.max(batch.max_timestamp_us);
+            }
+            _ => self.entries.push(batch),
         }
-        due.then_some(entry)
     }
 }

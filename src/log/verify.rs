@@ -7,14 +7,14 @@
 use std::path::{Path, PathBuf};
 
 use super::dir;
-use super::recovery::{scan, Stop};
+use super::recovery::{scan, unfinished_creation, Stop};
 use super::segment::IndexBuilder;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::decode_batch;
 use crate::format::index_file::SegmentIndex;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::storage::{OpenMode, Storage};
+use crate::storage::{read_all, OpenMode, Storage};
 
 /// What kind of problem verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,8 +112,17 @@ pub(crate) fn verify(
             e.to_string(),
         );
     }
-    let count = listing.segments.len();
-    for (i, &base) in listing.segments.iter().enumerate() {
+    // Under a live handle, segments past the committed one are in flight.
+    let segments: Vec<u64> = match committed {
+        Some((active, _)) => listing
+            .segments
+            .into_iter()
+            .filter(|&b| b <= active)
+            .collect(),
+        None => listing.segments,
+    };
+    let count = segments.len();
+    for (i, &base) in segments.iter().enumerate() {
         let path = dir::segment_path(dir, base);
         if base != report.next_offset {
             let reason = format!(
@@ -123,16 +132,32 @@ pub(crate) fn verify(
             problem(&mut report, ProblemKind::Layout, &path, 0, reason);
         }
         report.segments += 1;
+        let last = i + 1 == count;
         let file = storage
             .open(&path, OpenMode::Read)
             .map_err(|e| Error::io("open", &path, e))?;
-        let map = file.map().map_err(|e| Error::io("map", &path, e))?;
-        let limit = match committed {
-            Some((active, len)) if active == base => (len as usize).min(map.len()),
-            _ => map.len(),
+        // Only sealed segments are mapped: the last one may be truncated by
+        // a writer's recovery while we read it.
+        let owned;
+        let map;
+        let whole: &[u8] = if last {
+            owned = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+            &owned
+        } else {
+            map = file.map().map_err(|e| Error::io("map", &path, e))?;
+            &map
         };
-        let bytes = &map[..limit];
-        let last = i + 1 == count && committed.is_none();
+        let bytes = match committed {
+            Some((active, len)) if active == base => &whole[..whole.len().min(len as usize)],
+            _ => whole,
+        };
+        if last && unfinished_creation(bytes, base) {
+            if committed.is_none() {
+                let reason = "segment creation did not finish".to_string();
+                problem(&mut report, ProblemKind::TornTail, &path, 0, reason);
+            }
+            continue;
+        }
         match SegmentHeader::decode(bytes) {
             Ok(h) if h.base_offset == base => {}
             Ok(h) => {
@@ -142,15 +167,12 @@ pub(crate) fn verify(
                 );
                 problem(&mut report, ProblemKind::Corruption, &path, 16, reason);
             }
-            Err(e) if last && bytes.iter().all(|&b| b == 0) => {
-                problem(&mut report, ProblemKind::TornTail, &path, 0, e.reason());
-                continue;
-            }
             Err(e) => problem(&mut report, ProblemKind::Corruption, &path, 0, e.reason()),
         }
-        let sealed = i + 1 < count;
-        let rebuilt = verify_segment(bytes, base, &path, last, &mut report);
-        if sealed {
+        // A committed prefix ends at a batch boundary: nothing in it may tear.
+        let may_tear = last && committed.is_none();
+        let rebuilt = verify_segment(bytes, base, &path, may_tear, &mut report);
+        if !last {
             check_index(storage, dir, base, bytes, &rebuilt, &mut report);
         }
     }

@@ -127,7 +127,12 @@ impl Writer {
     fn next_request(&mut self) -> Option<Request> {
         loop {
             let deadline = match self.shared.options.durability {
-                Durability::Interval(every) if self.unsynced => Some(self.last_sync + every),
+                // A poisoned writer never syncs again (see the module docs).
+                Durability::Interval(every)
+                    if self.unsynced && self.shared.poison_error().is_none() =>
+                {
+                    Some(self.last_sync + every)
+                }
                 _ => None,
             };
             let Some(deadline) = deadline else {
@@ -283,9 +288,10 @@ impl Writer {
         debug_assert!(active.next_offset <= self.next_offset);
         active.committed_len = self.written_len;
         active.next_offset = self.next_offset;
-        active
-            .index
-            .extend_from_slice(&self.index.entries[self.published_index..]);
+        // The last published entry may have widened its timestamp bounds.
+        let from = self.published_index.saturating_sub(1);
+        active.index.truncate(from);
+        active.index.extend_from_slice(&self.index.entries[from..]);
         self.published_index = self.index.entries.len();
         drop(segments);
     }

@@ -59,6 +59,10 @@ pub trait Storage: Debug + Send + Sync + 'static {
 }
 
 /// An open file.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a file's emptiness is never asked"
+)]
 pub trait StorageFile: Debug + Send + Sync {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

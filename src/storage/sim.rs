@@ -10,7 +10,9 @@
 //! - [`CrashMode::TearLastWrite`]: the unsynced writes reached the disk in
 //!   order, but the last one only up to a random byte;
 //! - [`CrashMode::Reorder`]: each unsynced write independently reached the
-//!   disk or not.
+//!   disk or not;
+//! - [`CrashMode::TornSectors`]: the last unsynced write reached the disk
+//!   sector by sector, some sectors and not others.
 //!
 //! Faults are armed with [`SimStorage::inject`] (an error on the n-th call of
 //! a kind), or [`SimStorage::power_cut_after`] (every mutating call after the
@@ -36,6 +38,10 @@ pub enum CrashMode {
     TearLastWrite,
     /// Each unsynced write survives or not, independently.
     Reorder,
+    /// Unsynced writes survive in order, but of the last one only some
+    /// 512-byte sectors reached the disk; the file still has its new length
+    /// and the lost sectors read as zeros.
+    TornSectors,
 }
 
 /// The kind of call a fault is injected into.
@@ -231,6 +237,11 @@ impl SimStorage {
 
     /// Replaces a file's bytes, durably (for tests that damage files).
     pub fn write_file(&self, path: impl AsRef<Path>, bytes: &[u8]) {
+        if let Some(parent) = path.as_ref().parent() {
+            // Only fails when a parent is a file; the insert below then
+            // makes a file nobody can list, as a real file system would refuse.
+            let _ = self.create_dir_all(parent);
+        }
         let mut state = self.lock();
         let id = match state.names.get(path.as_ref()) {
             Some(Entry::File(id)) => *id,
@@ -276,13 +287,17 @@ fn settle(file: &mut FileData, mode: CrashMode, rng: &mut u64) {
         match op {
             Pending::SetLen(len) => bytes.resize(usize::try_from(len).unwrap_or(usize::MAX), 0),
             Pending::Write { pos, data } => {
+                if mode == CrashMode::TornSectors && Some(i) == last_write {
+                    apply_some_sectors(&mut bytes, pos, &data, rng);
+                    continue;
+                }
                 let keep = match mode {
                     CrashMode::LoseUnsynced => 0,
                     CrashMode::TearLastWrite if Some(i) == last_write => {
                         (next_random(rng) % (data.len() as u64 + 1)) as usize
                     }
-                    CrashMode::TearLastWrite => data.len(),
-                    CrashMode::Reorder if next_random(rng) % 2 == 0 => data.len(),
+                    CrashMode::TearLastWrite | CrashMode::TornSectors => data.len(),
+                    CrashMode::Reorder if next_random(rng).is_multiple_of(2) => data.len(),
                     CrashMode::Reorder => 0,
                 };
                 if keep > 0 {
@@ -293,6 +308,26 @@ fn settle(file: &mut FileData, mode: CrashMode, rng: &mut u64) {
     }
     file.current = bytes.clone();
     file.durable = bytes;
+}
+
+/// Applies each file-aligned 512-byte sector of a write with probability 1/2;
+/// the file takes the write's full length either way.
+fn apply_some_sectors(bytes: &mut Vec<u8>, pos: u64, data: &[u8], rng: &mut u64) {
+    const SECTOR: u64 = 512;
+    let end = pos + data.len() as u64;
+    if (bytes.len() as u64) < end {
+        bytes.resize(usize::try_from(end).unwrap_or(usize::MAX), 0);
+    }
+    let mut start = pos;
+    while start < end {
+        let sector_end = ((start / SECTOR) + 1) * SECTOR;
+        let stop = sector_end.min(end);
+        if next_random(rng).is_multiple_of(2) {
+            let from = (start - pos) as usize;
+            apply_write(bytes, start, &data[from..from + (stop - start) as usize]);
+        }
+        start = stop;
+    }
 }
 
 fn apply_write(bytes: &mut Vec<u8>, pos: u64, data: &[u8]) {

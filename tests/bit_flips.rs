@@ -1,0 +1,432 @@
+//! Single-bit flips in segment and index files, on the real file system.
+//!
+//! A flipped bit in a segment is damage, never a torn tail: `verify_dir`
+//! reports it as corruption, and the log refuses to open (for the last
+//! segment, which open scans) or refuses to hand out the damaged records (for
+//! a sealed segment, whose frames are checked when read). A flipped bit in an
+//! index file only costs a rebuild: the index is derived data.
+//!
+//! Each test reuses one scratch directory and rewrites the damaged file for
+//! every flip, so thousands of flips run in seconds.
+//!
+//! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test bit_flips`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use enforcelog::format::{decode_batch, SEGMENT_HEADER_LEN};
+use enforcelog::{
+    verify_dir, Durability, Error, Log, LogOptions, LogRecord, ProblemKind, Record, VerifyReport,
+};
+
+/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
+fn run_seed() -> u64 {
+    match std::env::var("ENFORCELOG_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
+        }
+    }
+}
+
+/// SplitMix64: a small deterministic generator for record contents.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> usize {
+        usize::try_from(self.next() % n).expect("small")
+    }
+}
+
+/// A closed log whose files are kept in memory, to restore after damage.
+struct Store {
+    dir: tempfile::TempDir,
+    /// Every file of the directory but the lock, by name.
+    files: BTreeMap<String, Vec<u8>>,
+    records: Vec<LogRecord>,
+    seed: u64,
+}
+
+impl Store {
+    /// Appends batches of `batch_sizes` records with payloads of
+    /// `payload_lens` bytes, and closes the log.
+    fn build(
+        options: LogOptions,
+        batch_sizes: &[usize],
+        payload_lens: std::ops::RangeInclusive<usize>,
+    ) -> Self {
+        let seed = run_seed();
+        let mut rng = Rng(seed);
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let log = Log::open(dir.path(), options).expect("open");
+        let mut records = Vec::new();
+        for &count in batch_sizes {
+            let batch: Vec<Record> = (0..count)
+                .map(|_| {
+                    let spread = (payload_lens.end() - payload_lens.start() + 1) as u64;
+                    let len = payload_lens.start() + rng.below(spread);
+                    let payload: Vec<u8> = (0..len).map(|_| rng.next().to_le_bytes()[0]).collect();
+                    let ts = i64::try_from(rng.next() >> 1).expect("fits") - (1 << 62);
+                    Record::new(ts, payload)
+                })
+                .collect();
+            let range = log.append_batch_blocking(batch.clone()).expect("append");
+            records.extend(range.zip(batch).map(|(offset, r)| LogRecord {
+                offset,
+                timestamp_us: r.timestamp_us,
+                payload: r.payload,
+            }));
+        }
+        log.close().expect("close");
+        drop(log);
+        let report = verify_dir(dir.path()).expect("verify_dir");
+        assert!(report.is_clean(), "pristine store: {report:?}");
+        let files = fs::read_dir(dir.path())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .filter(|name| name != "LOCK")
+            .map(|name| {
+                let bytes = fs::read(dir.path().join(&name)).expect("read");
+                (name, bytes)
+            })
+            .collect();
+        Store {
+            dir,
+            files,
+            records,
+            seed,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Names of the files ending in `suffix`, in order.
+    fn names(&self, suffix: &str) -> Vec<String> {
+        self.files
+            .keys()
+            .filter(|n| n.ends_with(suffix))
+            .cloned()
+            .collect()
+    }
+
+    fn pristine(&self, name: &str) -> &[u8] {
+        &self.files[name]
+    }
+
+    /// Flips bit `bit` of `name`, which must be pristine, in place (one
+    /// byte written, which is much faster than rewriting the file); returns
+    /// the damaged bytes.
+    fn flip(&self, name: &str, bit: usize) -> Vec<u8> {
+        let mut bytes = self.pristine(name).to_vec();
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        self.write_byte(name, bit / 8, bytes[bit / 8]);
+        bytes
+    }
+
+    /// Undoes [`Store::flip`], when the file was not replaced since.
+    fn unflip(&self, name: &str, bit: usize) {
+        self.write_byte(name, bit / 8, self.pristine(name)[bit / 8]);
+    }
+
+    fn write_byte(&self, name: &str, at: usize, byte: u8) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(self.file_path(name))
+            .and_then(|f| f.write_all_at(&[byte], at as u64))
+            .expect("write one byte");
+    }
+
+    /// Puts `name` back as it was, whatever happened to it.
+    fn restore(&self, name: &str) {
+        fs::write(self.file_path(name), self.pristine(name)).expect("restore a file");
+    }
+
+    /// Asserts every file is as it was built.
+    fn assert_pristine(&self) {
+        for (name, bytes) in &self.files {
+            let now = fs::read(self.file_path(name)).expect("read");
+            assert!(&now == bytes, "{name} changed (seed {})", self.seed);
+        }
+    }
+}
+
+/// Byte positions where the batches of a valid segment start.
+fn batch_starts(segment: &[u8]) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < segment.len() {
+        let view = decode_batch(&segment[pos..], None).expect("a pristine batch");
+        starts.push(pos);
+        pos += view.len();
+    }
+    starts
+}
+
+/// The positions a report of damage at `byte` may name: the segment header
+/// for a header byte, else anywhere from the start of the damaged batch up
+/// to the damaged byte itself.
+fn damage_range(starts: &[usize], byte: usize) -> std::ops::RangeInclusive<u64> {
+    if byte < SEGMENT_HEADER_LEN {
+        return 0..=(SEGMENT_HEADER_LEN as u64 - 1);
+    }
+    let start = starts
+        .iter()
+        .rev()
+        .find(|&&s| s <= byte)
+        .expect("a batch holds the byte");
+    (*start as u64)..=(byte as u64)
+}
+
+/// Asserts `report` names corruption in `path` within `range`.
+fn assert_reports_corruption(
+    report: &VerifyReport,
+    path: &Path,
+    range: &std::ops::RangeInclusive<u64>,
+    what: &str,
+) {
+    let found = report.problems.iter().any(|p| {
+        matches!(p.kind, ProblemKind::Corruption | ProblemKind::Layout)
+            && p.path == path
+            && range.contains(&p.position)
+    });
+    assert!(
+        found,
+        "{what}: verify_dir reports no corruption in {} at {range:?}: {report:?}",
+        path.display()
+    );
+}
+
+/// Asserts `result` is a corruption error naming `path` within `range`.
+fn assert_corruption<T>(
+    result: enforcelog::Result<T>,
+    path: &Path,
+    range: &std::ops::RangeInclusive<u64>,
+    what: &str,
+) {
+    match result {
+        Err(Error::Corruption {
+            path: p, position, ..
+        }) if p == path && range.contains(&position) => {}
+        Err(e) => panic!(
+            "{what}: expected corruption in {} at {range:?}, got: {e}",
+            path.display()
+        ),
+        Ok(_) => panic!("{what}: the damage went unnoticed"),
+    }
+}
+
+fn read_all(log: &Log) -> enforcelog::Result<Vec<LogRecord>> {
+    log.read_from(0)?.collect()
+}
+
+#[test]
+fn every_bit_flip_in_a_single_segment_is_corruption() {
+    let options = LogOptions {
+        durability: Durability::None,
+        ..LogOptions::default()
+    };
+    let store = Store::build(options.clone(), &[1, 3, 2, 1, 3], 20..=40);
+    let name = "00000000000000000000.log";
+    let path = store.file_path(name);
+    let len = store.pristine(name).len();
+    assert!(
+        (600..=1500).contains(&len),
+        "segment of {len} bytes (seed {})",
+        store.seed
+    );
+    let starts = batch_starts(store.pristine(name));
+    for bit in 0..len * 8 {
+        let damaged = store.flip(name, bit);
+        let what = format!("bit {bit} (byte {}) flipped, seed {}", bit / 8, store.seed);
+        let range = damage_range(&starts, bit / 8);
+        let report = verify_dir(store.path()).expect("verify_dir");
+        assert_reports_corruption(&report, &path, &range, &what);
+        assert_corruption(
+            Log::open(store.path(), options.clone()),
+            &path,
+            &range,
+            &what,
+        );
+        assert_corruption(Log::open_read_only(store.path()), &path, &range, &what);
+        let now = fs::read(&path).expect("read");
+        assert!(now == damaged, "{what}: a failed open changed the segment");
+        store.unflip(name, bit);
+    }
+    store.assert_pristine();
+}
+
+/// Bits to flip in a file of `len` bytes: every bit of the first 200 bytes,
+/// then every 7th bit.
+fn sampled_bits(len: usize) -> impl Iterator<Item = usize> {
+    let dense = (200 * 8).min(len * 8);
+    (0..dense).chain((dense..len * 8).step_by(7))
+}
+
+/// Opens the log (as a writer when `writer`) and reads every record; the
+/// records handed out must be the right ones, and the reading must end in
+/// an error. Returns that error, or the open's.
+fn open_and_read_all(
+    store: &Store,
+    options: &LogOptions,
+    writer: bool,
+    what: &str,
+) -> enforcelog::Result<()> {
+    let log = if writer {
+        Log::open(store.path(), options.clone())?
+    } else {
+        Log::open_read_only(store.path())?
+    };
+    let mut reader = log.read_from(0)?;
+    let mut read = 0;
+    let outcome = loop {
+        match reader.next() {
+            Some(Ok(record)) => {
+                assert_eq!(record, store.records[read], "{what}: wrong record");
+                read += 1;
+            }
+            Some(Err(e)) => break Err(e),
+            None => break Ok(()),
+        }
+    };
+    assert!(
+        reader.next().is_none(),
+        "{what}: reader went on after an error"
+    );
+    outcome
+}
+
+#[test]
+fn bit_flips_in_sealed_segments_are_reported_when_read_and_by_verify() {
+    let options = LogOptions {
+        segment_max_bytes: 4096,
+        record_max_bytes: 1024,
+        index_interval_bytes: 512,
+        durability: Durability::None,
+        ..LogOptions::default()
+    };
+    let sizes: Vec<usize> = (0..72).map(|i| 1 + i % 4).collect();
+    let store = Store::build(options.clone(), &sizes, 0..=120);
+    let segments = store.names(".log");
+    assert!(
+        segments.len() >= 4,
+        "want 3+ sealed segments, have {} segments (seed {})",
+        segments.len(),
+        store.seed
+    );
+    // The first three sealed segments: the first, and two that start at a
+    // later offset.
+    let mut flips = 0;
+    for name in &segments[..3] {
+        let path = store.file_path(name);
+        let starts = batch_starts(store.pristine(name));
+        for bit in sampled_bits(store.pristine(name).len()) {
+            store.flip(name, bit);
+            flips += 1;
+            let what = format!(
+                "{name}: bit {bit} (byte {}) flipped, seed {}",
+                bit / 8,
+                store.seed
+            );
+            let range = damage_range(&starts, bit / 8);
+            let report = verify_dir(store.path()).expect("verify_dir");
+            assert_reports_corruption(&report, &path, &range, &what);
+            // Open only checks a sealed segment's header, so the damage is
+            // found either by open or by the reader. Writer and read-only
+            // opens take turns: both must find it.
+            let outcome = open_and_read_all(&store, &options, bit % 2 == 0, &what);
+            assert_corruption(outcome, &path, &range, &what);
+            store.unflip(name, bit);
+        }
+    }
+    assert!(flips > 1000, "only {flips} flips");
+    store.assert_pristine();
+}
+
+#[test]
+fn any_bit_flip_in_an_index_file_costs_only_a_rebuild() {
+    let options = LogOptions {
+        segment_max_bytes: 4096,
+        record_max_bytes: 1024,
+        index_interval_bytes: 1024,
+        durability: Durability::None,
+        ..LogOptions::default()
+    };
+    let sizes: Vec<usize> = (0..72).map(|i| 1 + i % 4).collect();
+    let store = Store::build(options.clone(), &sizes, 0..=120);
+    let indexes = store.names(".idx");
+    assert!(
+        indexes.len() >= 3,
+        "want 3+ index files, have {} (seed {})",
+        indexes.len(),
+        store.seed
+    );
+    let middle = store.records.len() / 2;
+    for name in &indexes[..3] {
+        let path = store.file_path(name);
+        for bit in 0..store.pristine(name).len() * 8 {
+            let damaged = store.flip(name, bit);
+            let what = format!("{name}: bit {bit} flipped, seed {}", store.seed);
+            let report = verify_dir(store.path()).expect("verify_dir");
+            assert!(
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.kind == ProblemKind::Index && p.path == path),
+                "{what}: verify_dir reports no index problem: {report:?}"
+            );
+            assert!(!report.has_corruption(), "{what}: {report:?}");
+
+            // Writer and read-only opens take turns: both must read every
+            // record; only the writer may rewrite the index.
+            let writer = bit % 2 == 0;
+            let log = if writer {
+                Log::open(store.path(), options.clone())
+            } else {
+                Log::open_read_only(store.path())
+            };
+            let log = log.unwrap_or_else(|e| panic!("{what}: open: {e}"));
+            assert_eq!(read_all(&log).expect("read"), store.records, "{what}");
+            let from_middle = log
+                .read_from(middle as u64)
+                .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                .expect("read from the middle");
+            assert_eq!(from_middle, store.records[middle..], "{what}");
+            log.close().expect("close");
+            drop(log);
+            if writer {
+                let after = verify_dir(store.path()).expect("verify_dir");
+                assert!(after.is_clean(), "{what}: index not rebuilt: {after:?}");
+                store.restore(name);
+            } else {
+                assert!(
+                    fs::read(&path).expect("read") == damaged,
+                    "{what}: a read-only open rewrote the index"
+                );
+                store.unflip(name, bit);
+            }
+        }
+    }
+    store.assert_pristine();
+}

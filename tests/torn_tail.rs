@@ -1,0 +1,386 @@
+//! Torn tails on the real file system: every way the last batch of the last
+//! segment can be left unfinished must be recognised as torn (not corrupt),
+//! truncated away by a writer open, and left alone by a read-only open.
+//!
+//! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test torn_tail`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use enforcelog::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use enforcelog::{verify_dir, Durability, Log, LogOptions, LogRecord, ProblemKind, Record};
+
+const SEGMENT_NAME: &str = "00000000000000000000.log";
+
+/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
+fn run_seed() -> u64 {
+    match std::env::var("ENFORCELOG_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
+        }
+    }
+}
+
+/// SplitMix64: a small deterministic generator for payloads and garbage.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
+    }
+
+    /// Random bytes none of which is zero.
+    fn non_zero_bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| self.next().to_le_bytes()[0].max(1))
+            .collect()
+    }
+}
+
+fn options() -> LogOptions {
+    LogOptions {
+        durability: Durability::None,
+        ..LogOptions::default()
+    }
+}
+
+/// A closed log of one segment, and where its last batch lies.
+struct Pristine {
+    _dir: tempfile::TempDir,
+    /// The segment file's bytes, the last batch included.
+    segment: Vec<u8>,
+    version: Vec<u8>,
+    /// Records before the last batch.
+    earlier: Vec<LogRecord>,
+    /// Every record, the last batch included.
+    all: Vec<LogRecord>,
+    /// Segment length before the last batch was appended.
+    before_len: usize,
+    seed: u64,
+}
+
+/// Appends `batches` (record counts) and returns the records as read back.
+fn append_batches(log: &Log, rng: &mut Rng, batches: &[usize]) -> Vec<LogRecord> {
+    let mut appended = Vec::new();
+    for &count in batches {
+        let records: Vec<Record> = (0..count)
+            .map(|_| {
+                let len = usize::try_from(rng.next() % 60).expect("small");
+                let ts = i64::try_from(rng.next() >> 2).expect("fits");
+                Record::new(ts, rng.bytes(len))
+            })
+            .collect();
+        let range = log
+            .append_batch_blocking(records.clone())
+            .expect("append a batch");
+        for (offset, r) in range.zip(records) {
+            appended.push(LogRecord {
+                offset,
+                timestamp_us: r.timestamp_us,
+                payload: r.payload,
+            });
+        }
+    }
+    appended
+}
+
+/// Builds the pristine store: four earlier batches (some multi-record), then
+/// a last batch of four records.
+fn pristine() -> Pristine {
+    let seed = run_seed();
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let log = Log::open(dir.path(), options()).expect("open");
+    let earlier = append_batches(&log, &mut rng, &[1, 3, 1, 2]);
+    log.close().expect("close");
+    drop(log);
+    let segment_path = dir.path().join(SEGMENT_NAME);
+    let before_len = fs::read(&segment_path).expect("read segment").len();
+
+    let log = Log::open(dir.path(), options()).expect("reopen");
+    let last = append_batches(&log, &mut rng, &[4]);
+    log.close().expect("close");
+    drop(log);
+    let segment = fs::read(&segment_path).expect("read segment");
+    assert!(segment.len() > before_len, "the last batch added no bytes");
+    let mut all = earlier.clone();
+    all.extend(last);
+    Pristine {
+        segment,
+        version: fs::read(dir.path().join("VERSION")).expect("read VERSION"),
+        _dir: dir,
+        earlier,
+        all,
+        before_len,
+        seed,
+    }
+}
+
+fn read_all(log: &Log) -> Vec<LogRecord> {
+    log.read_from(0)
+        .expect("read_from(0)")
+        .collect::<Result<_, _>>()
+        .expect("read every record")
+}
+
+/// Every file of `dir`, name to bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fs::read_dir(dir)
+        .expect("list directory")
+        .map(|e| {
+            let path = e.expect("directory entry").path();
+            let bytes = fs::read(&path).expect("read file");
+            (path, bytes)
+        })
+        .collect()
+}
+
+/// A scratch log directory that is reset to a given segment before each try.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(version: &[u8]) -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        fs::write(dir.path().join("VERSION"), version).expect("write VERSION");
+        Self { dir }
+    }
+
+    /// A scratch directory made by the library itself (VERSION file).
+    fn made_by_open() -> Self {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        Log::open(dir.path(), options())
+            .and_then(|log| log.close())
+            .expect("create an empty log");
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn segment_path(&self) -> PathBuf {
+        self.dir.path().join(SEGMENT_NAME)
+    }
+
+    fn segment_len(&self) -> usize {
+        let len = fs::metadata(self.segment_path()).expect("stat").len();
+        usize::try_from(len).expect("fits")
+    }
+}
+
+/// Checks that the damaged segment in `scratch` is recognised as a torn
+/// tail: offline verify says torn (not corrupt); a read-only open sees
+/// `expected` and changes nothing; a writer open truncates the segment to
+/// `valid_len`, keeps `expected`, verifies clean and appends after it.
+fn assert_torn(scratch: &Scratch, expected: &[LogRecord], valid_len: usize, what: &str) {
+    let offline = verify_dir(scratch.path()).expect("verify_dir");
+    assert!(
+        !offline.problems.is_empty()
+            && offline
+                .problems
+                .iter()
+                .all(|p| p.kind == ProblemKind::TornTail),
+        "{what}: verify_dir should report only a torn tail: {offline:?}"
+    );
+    assert_read_only_sees(scratch, expected, what);
+    let view = Log::open_read_only(scratch.path()).expect("read-only open");
+    let report = view.verify().expect("verify through a read-only view");
+    assert!(report.is_clean(), "{what}: read-only verify: {report:?}");
+    drop(view);
+
+    let log = Log::open(scratch.path(), options())
+        .unwrap_or_else(|e| panic!("{what}: writer open failed: {e}"));
+    assert_eq!(log.next_offset(), expected.len() as u64, "{what}");
+    assert_eq!(read_all(&log), expected, "{what}: records after recovery");
+    assert_eq!(scratch.segment_len(), valid_len, "{what}: not truncated");
+    let report = log.verify().expect("verify");
+    assert!(report.is_clean(), "{what}: {report:?}");
+    let offset = log
+        .append_blocking(Record::new(7, b"after the tear".to_vec()))
+        .expect("append after recovery");
+    assert_eq!(offset, expected.len() as u64, "{what}: append offset");
+    log.close().expect("close");
+    drop(log);
+    let after = verify_dir(scratch.path()).expect("verify_dir");
+    assert!(after.is_clean(), "{what}: after append: {after:?}");
+    assert_eq!(after.records, expected.len() as u64 + 1, "{what}");
+}
+
+/// A read-only open sees exactly `expected` and changes no file.
+fn assert_read_only_sees(scratch: &Scratch, expected: &[LogRecord], what: &str) {
+    let before = snapshot(scratch.path());
+    let view = Log::open_read_only(scratch.path())
+        .unwrap_or_else(|e| panic!("{what}: read-only open failed: {e}"));
+    assert_eq!(view.next_offset(), expected.len() as u64, "{what}");
+    assert_eq!(read_all(&view), expected, "{what}: read-only records");
+    drop(view);
+    assert!(
+        snapshot(scratch.path()) == before,
+        "{what}: the read-only open changed the directory"
+    );
+}
+
+#[test]
+fn every_truncation_of_the_last_batch_is_a_torn_tail() {
+    let p = pristine();
+    let scratch = Scratch::new(&p.version);
+    let path = scratch.segment_path();
+    for cut in p.before_len..p.segment.len() {
+        fs::write(&path, &p.segment).expect("copy the pristine segment");
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(cut as u64))
+            .expect("truncate");
+        let what = format!("cut at {cut} (seed {})", p.seed);
+        if cut == p.before_len {
+            // Cut exactly between batches: nothing is torn at all.
+            let offline = verify_dir(scratch.path()).expect("verify_dir");
+            assert!(offline.is_clean(), "{what}: {offline:?}");
+            assert_read_only_sees(&scratch, &p.earlier, &what);
+            let log = Log::open(scratch.path(), options()).expect("open");
+            assert_eq!(read_all(&log), p.earlier, "{what}");
+            assert_eq!(scratch.segment_len(), p.before_len, "{what}");
+            continue;
+        }
+        assert_torn(&scratch, &p.earlier, p.before_len, &what);
+    }
+}
+
+#[test]
+fn every_zero_filled_end_of_the_last_batch_is_a_torn_tail() {
+    let p = pristine();
+    let scratch = Scratch::new(&p.version);
+    for cut in p.before_len..p.segment.len() {
+        let mut bytes = p.segment.clone();
+        bytes[cut..].fill(0);
+        fs::write(scratch.segment_path(), &bytes).expect("write the segment");
+        let what = format!("zeros from {cut} (seed {})", p.seed);
+        assert_torn(&scratch, &p.earlier, p.before_len, &what);
+    }
+}
+
+#[test]
+fn a_garbage_tail_after_the_last_batch_is_torn() {
+    let p = pristine();
+    let mut rng = Rng(p.seed ^ 0x6761_7262_6167_6521);
+    let scratch = Scratch::new(&p.version);
+    for len in [1, 3, 23, 24, 25, 39, 40, 41, 64, 100, 333, 1000] {
+        let mut bytes = p.segment.clone();
+        bytes.extend(rng.non_zero_bytes(len));
+        fs::write(scratch.segment_path(), &bytes).expect("write the segment");
+        let what = format!("{len} garbage bytes (seed {})", p.seed);
+        assert_torn(&scratch, &p.all, p.segment.len(), &what);
+    }
+}
+
+/// The only segment holds `header_bytes` and nothing else, as left by a
+/// crash while it was being created: a writer open makes it again.
+fn assert_recreated(scratch: &Scratch, header_bytes: &[u8], what: &str) {
+    fs::write(scratch.segment_path(), header_bytes).expect("write the segment");
+    assert_read_only_sees(scratch, &[], what);
+    let log = Log::open(scratch.path(), options())
+        .unwrap_or_else(|e| panic!("{what}: writer open failed: {e}"));
+    assert_eq!(log.next_offset(), 0, "{what}");
+    assert_eq!(
+        fs::read(scratch.segment_path()).expect("read segment"),
+        SegmentHeader { base_offset: 0 }.encode(),
+        "{what}: the segment was not created again"
+    );
+    assert!(log.verify().expect("verify").is_clean(), "{what}");
+    let offset = log
+        .append_blocking(Record::new(1, b"first".to_vec()))
+        .expect("append");
+    assert_eq!(offset, 0, "{what}");
+    log.close().expect("close");
+    drop(log);
+    let reopened = Log::open_read_only(scratch.path()).expect("read-only open");
+    let records = read_all(&reopened);
+    assert_eq!(records.len(), 1, "{what}");
+    assert_eq!(records[0].payload, b"first", "{what}");
+}
+
+#[test]
+fn a_segment_header_cut_short_is_created_again() {
+    let header = SegmentHeader { base_offset: 0 }.encode();
+    let scratch = Scratch::made_by_open();
+    for cut in 0..SEGMENT_HEADER_LEN {
+        assert_recreated(&scratch, &header[..cut], &format!("header cut at {cut}"));
+    }
+}
+
+#[test]
+fn a_segment_header_written_partly_then_zeros_is_created_again() {
+    let header = SegmentHeader { base_offset: 0 }.encode();
+    let scratch = Scratch::made_by_open();
+    let damaged = |written: usize| {
+        let mut bytes = header;
+        bytes[written..].fill(0);
+        bytes
+    };
+    // First list every case a writer open refuses, to report them all.
+    let refused: Vec<String> = (0..SEGMENT_HEADER_LEN)
+        .filter_map(|written| {
+            fs::write(scratch.segment_path(), damaged(written)).expect("write the segment");
+            let error = Log::open(scratch.path(), options()).err()?;
+            Some(format!("written up to {written}: {error}"))
+        })
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "a segment holding only a partly written header (then zeros) is refused:\n{}",
+        refused.join("\n")
+    );
+    for written in 0..SEGMENT_HEADER_LEN {
+        let what = format!("header written up to {written}, then zeros");
+        assert_recreated(&scratch, &damaged(written), &what);
+    }
+}
+
+#[test]
+fn verify_calls_an_unfinished_segment_header_torn_not_corrupt() {
+    let header = SegmentHeader { base_offset: 0 }.encode();
+    let scratch = Scratch::made_by_open();
+    let mut wrong = Vec::new();
+    for cut in 0..SEGMENT_HEADER_LEN {
+        fs::write(scratch.segment_path(), &header[..cut]).expect("write the segment");
+        let offline = verify_dir(scratch.path()).expect("verify_dir");
+        if offline.has_corruption() {
+            wrong.push(format!("cut at {cut}, verify_dir: {:?}", offline.problems));
+        }
+        let view = Log::open_read_only(scratch.path()).expect("read-only open");
+        assert_eq!(view.next_offset(), 0, "cut at {cut}");
+        let live = view.verify().expect("verify through a read-only view");
+        if live.has_corruption() {
+            wrong.push(format!(
+                "cut at {cut}, read-only Log::verify: {:?}",
+                live.problems
+            ));
+        }
+    }
+    // A writer open recreates such a segment (see the test above) and a
+    // read-only open treats it as empty: it is an unfinished creation.
+    assert!(
+        wrong.is_empty(),
+        "an unfinished segment header is reported as corruption:\n{}",
+        wrong.join("\n")
+    );
+}
