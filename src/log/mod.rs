@@ -184,6 +184,16 @@ impl Log {
         let lock = dir::lock(&*storage, &dir)?;
         let opened = recovery::open_segments(&*storage, &dir, &options, Access::Writer)?;
         let active = opened.segments.active.clone();
+        // What an earlier process wrote may not be durable yet: its last
+        // fsync or the directory fsync of its last segment may have failed.
+        // Make both durable before anything is shown or acknowledged.
+        active
+            .file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &active.path, e))?;
+        storage
+            .sync_dir(&dir)
+            .map_err(|e| Error::io("fsync directory", &dir, e))?;
         info!(
             dir = %dir.display(),
             segments = opened.segments.sealed.len() + 1,

@@ -36,8 +36,11 @@ use super::dir;
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
-use crate::format::batch::{decode_batch, find_valid_after, written_to_the_end, BatchError};
+use crate::format::batch::{
+    decode_batch, find_valid_after, written_to_the_end, BatchError, HEADER_MARKER,
+};
 use crate::format::index_file::{IndexEntry, SegmentIndex};
+use crate::format::BATCH_HEADER_LEN;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::storage::{read_all, OpenMode, Storage, StorageFile};
 
@@ -153,6 +156,9 @@ fn classify(
         }
         return corrupt(reason);
     }
+    if first_sector_piece_lost(bytes, pos, next_offset) {
+        return torn("the first sector of the write was never written");
+    }
     match find_valid_after(bytes, pos + 1, next_offset) {
         Some(valid) => corrupt(&format!("{reason}; valid data follows at byte {valid}")),
         None => torn("nothing valid follows"),
@@ -180,6 +186,28 @@ fn zero_sector_after(bytes: &[u8], from: usize, to: usize) -> Option<usize> {
         .step_by(SECTOR_BYTES)
         .take_while(|start| start + SECTOR_BYTES <= to)
         .find(|&start| bytes[start..start + SECTOR_BYTES].iter().all(|&b| b == 0))
+}
+
+/// True when the bytes from `pos` to the next sector boundary are zero, as
+/// when a write starting at `pos` (a group write always starts at a batch)
+/// lost its first, partial sector in a crash.
+///
+/// At least four zero bytes are asked for, so the run covers the whole
+/// header checksum (all-zero by chance once in 2^32); a shorter run must
+/// leave a header that is right but for its checksum.
+fn first_sector_piece_lost(bytes: &[u8], pos: usize, next_offset: u64) -> bool {
+    let boundary = (pos / SECTOR_BYTES + 1) * SECTOR_BYTES;
+    let run = &bytes[pos..boundary.min(bytes.len())];
+    if run.is_empty() || run.iter().any(|&b| b != 0) {
+        return false;
+    }
+    if run.len() >= 4 {
+        return true;
+    }
+    let header = &bytes[pos..];
+    header.len() >= BATCH_HEADER_LEN
+        && header[36..40] == HEADER_MARKER
+        && header[12..20] == next_offset.to_le_bytes()
 }
 
 /// True when a segment file is what a creation that did not finish leaves:
