@@ -76,6 +76,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// The writer's queue stayed full until the caller's deadline.
+    #[error("the log writer's queue is full")]
+    QueueFull,
+
     /// The log was closed.
     #[error("the log is closed")]
     Closed,

@@ -18,11 +18,12 @@ mod segment;
 mod verify;
 mod writer;
 
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tracing::info;
 
@@ -31,7 +32,8 @@ pub use verify::{verify_dir, Problem, ProblemKind, VerifyReport};
 
 use self::recovery::Access;
 use self::segment::Segments;
-use self::writer::{Request, Writer};
+pub use self::writer::AppendCallback;
+use self::writer::{AppendReply, Request, Writer};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::encoded_batch_len;
@@ -329,13 +331,14 @@ impl Log {
     /// Appends records as one atomic batch: after a crash either all of them
     /// are in the log or none is. Returns their offsets once committed.
     pub async fn append_batch(&self, records: Vec<Record>) -> Result<Range<u64>> {
-        let (writer, request, reply) = self.prepare(records)?;
+        let (tx, rx) = flume::bounded(1);
+        let (writer, request) = self.prepare(records, AppendReply::Channel(tx))?;
         writer
             .tx
             .send_async(request)
             .await
             .map_err(|_| self.stopped())?;
-        reply.recv_async().await.map_err(|_| self.stopped())?
+        rx.recv_async().await.map_err(|_| self.stopped())?
     }
 
     /// [`Log::append`] for code that is not async. Blocks the thread.
@@ -343,23 +346,49 @@ impl Log {
         Ok(self.append_batch_blocking(vec![record])?.start)
     }
 
-    /// [`Log::append_batch`] for code that is not async. Blocks the thread.
+    /// [`Log::append_batch`] for code that is not async. Blocks the thread
+    /// until the batch is committed; the writer is an OS thread of its own,
+    /// so this never waits on an async runtime and cannot deadlock one
+    /// (it does hold up the runtime thread it is called on).
     pub fn append_batch_blocking(&self, records: Vec<Record>) -> Result<Range<u64>> {
-        let (writer, request, reply) = self.prepare(records)?;
+        let (tx, rx) = flume::bounded(1);
+        let (writer, request) = self.prepare(records, AppendReply::Channel(tx))?;
         writer.tx.send(request).map_err(|_| self.stopped())?;
-        reply.recv().map_err(|_| self.stopped())?
+        rx.recv().map_err(|_| self.stopped())?
+    }
+
+    /// Queues a batch without waiting for it to commit: `callback` gets the
+    /// outcome on the writer thread. Waits at most until `deadline` for room
+    /// in the queue; a full queue then gives [`Error::QueueFull`] and the
+    /// batch is not appended.
+    pub fn append_batch_detached(
+        &self,
+        records: Vec<Record>,
+        deadline: Instant,
+        callback: AppendCallback,
+    ) -> Result<()> {
+        let (writer, request) = self.prepare(records, AppendReply::Callback(callback))?;
+        writer
+            .tx
+            .send_deadline(request, deadline)
+            .map_err(|e| match e {
+                flume::SendTimeoutError::Timeout(_) => Error::QueueFull,
+                flume::SendTimeoutError::Disconnected(_) => self.stopped(),
+            })
+    }
+
+    /// Whether the writer stopped after a failure.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.shared.poison_error().is_some()
     }
 
     /// Checks a batch before it is queued, so a refused batch costs nothing
     /// and changes nothing.
-    #[expect(
-        clippy::type_complexity,
-        reason = "private plumbing of one call site pair"
-    )]
     fn prepare(
         &self,
         records: Vec<Record>,
-    ) -> Result<(&WriterHandle, Request, flume::Receiver<Result<Range<u64>>>)> {
+        reply: AppendReply,
+    ) -> Result<(&WriterHandle, Request)> {
         let shared = &self.inner.shared;
         let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
         if let Some(e) = shared.poison_error() {
@@ -383,13 +412,12 @@ impl Log {
                 max_bytes: largest,
             });
         }
-        let (reply, rx) = flume::bounded(1);
         let request = Request::Append {
             records,
             encoded_len,
             reply,
         };
-        Ok((writer, request, rx))
+        Ok((writer, request))
     }
 
     /// The error for an append that found the writer gone.
@@ -408,7 +436,28 @@ impl Log {
                 next_offset: next,
             });
         }
-        Ok(LogReader::new(self.inner.shared.clone(), offset))
+        Ok(LogReader::new(
+            self.inner.shared.clone(),
+            offset,
+            i64::MIN..=i64::MAX,
+        ))
+    }
+
+    /// Like [`Log::read_from`], but returns only records whose timestamp
+    /// lies in `time_us`. Timestamps need not grow with offsets: the sparse
+    /// index keeps the least and greatest timestamp of the batches each entry
+    /// covers, and the reader skips every span whose bounds miss the range,
+    /// without reading it. So the result is exact whatever the order of
+    /// timestamps, and the cost is proportional to the spans that overlap.
+    pub fn read_time_range(&self, offset: u64, time_us: RangeInclusive<i64>) -> Result<LogReader> {
+        let next = self.next_offset();
+        if offset > next {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                next_offset: next,
+            });
+        }
+        Ok(LogReader::new(self.inner.shared.clone(), offset, time_us))
     }
 
     /// Checks every frame of every segment, and the index files, and reports

@@ -6,6 +6,7 @@
 //! batch they hand out, so damage is reported, never returned as data.
 
 use std::collections::VecDeque;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use super::segment::Segments;
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::format::batch::{decode_batch, decode_header, BatchError};
-use crate::format::index_file::seek;
+use crate::format::index_file::IndexEntry;
 use crate::format::SEGMENT_HEADER_LEN;
 use crate::record::LogRecord;
 use crate::storage::Mapped;
@@ -62,6 +63,8 @@ pub struct LogReader {
     cursor: Option<Cursor>,
     /// Where to resume in the active segment: (segment base, position, offset).
     resume: Option<(u64, u64, u64)>,
+    /// Only records with a timestamp in this range are returned.
+    time_us: RangeInclusive<i64>,
     failed: bool,
 }
 
@@ -74,20 +77,49 @@ impl std::fmt::Debug for LogReader {
 }
 
 impl LogReader {
-    pub(crate) fn new(shared: Arc<Shared>, offset: u64) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, offset: u64, time_us: RangeInclusive<i64>) -> Self {
         Self {
             shared,
             next: offset,
             buffered: VecDeque::new(),
             cursor: None,
             resume: None,
+            time_us,
             failed: false,
         }
     }
 
-    /// The offset of the next record this reader will return.
+    /// The offset from which this reader has not yet looked at the log: the
+    /// next record it returns has this offset or a later one (records outside
+    /// a time range are skipped). A cursor to resume from.
     pub fn next_offset(&self) -> u64 {
         self.buffered.front().map_or(self.next, |r| r.offset)
+    }
+
+    /// Where to start reading a segment for `self.next`: (position, first
+    /// offset of that batch), skipping index spans whose timestamp bounds
+    /// miss the time range. `None` when nothing in the segment from
+    /// `self.next` on can match.
+    fn start_in(&mut self, entries: &[IndexEntry], base: u64) -> Option<(u64, u64)> {
+        let Some(at) = entries
+            .partition_point(|e| e.first_offset <= self.next)
+            .checked_sub(1)
+        else {
+            return Some((SEGMENT_HEADER_LEN as u64, base));
+        };
+        let time_us = &self.time_us;
+        let found = (at..entries.len()).find(|&i| {
+            overlaps(
+                time_us,
+                entries[i].min_timestamp_us,
+                entries[i].max_timestamp_us,
+            )
+        })?;
+        let entry = entries[found];
+        if found > at {
+            self.next = entry.first_offset;
+        }
+        Some((entry.position, entry.first_offset))
     }
 
     /// Decodes the next batch of the cursor into `buffered`.
@@ -102,7 +134,14 @@ impl LogReader {
         let bytes = &c.source.bytes()[c.pos..c.limit];
         match decode_batch(bytes, Some(c.expected)) {
             Ok(view) => {
-                for frame in view.frames().filter(|f| f.offset >= self.next) {
+                let h = view.header;
+                let time_us = &self.time_us;
+                let wanted = overlaps(time_us, h.min_timestamp_us, h.max_timestamp_us);
+                let next = self.next;
+                let frames = view
+                    .frames()
+                    .filter(|f| wanted && f.offset >= next && time_us.contains(&f.timestamp_us));
+                for frame in frames {
                     self.buffered.push_back(LogRecord {
                         offset: frame.offset,
                         timestamp_us: frame.timestamp_us,
@@ -141,11 +180,12 @@ impl LogReader {
         }
         if let Some(sealed) = segments.sealed_for(self.next).cloned() {
             drop(segments);
-            let map = sealed.bytes(&*self.shared.storage)?;
-            let (pos, expected) = match seek(&sealed.index, self.next) {
-                Some(e) => (e.position, e.first_offset),
-                None => (SEGMENT_HEADER_LEN as u64, sealed.base_offset),
+            let Some((pos, expected)) = self.start_in(&sealed.index, sealed.base_offset) else {
+                // Nothing in the rest of this segment is in the time range.
+                self.next = sealed.next_offset;
+                return self.locate();
             };
+            let map = sealed.bytes(&*self.shared.storage)?;
             return Ok(Some(Cursor {
                 limit: usize::try_from(sealed.len).unwrap_or(usize::MAX),
                 source: Source::Mapped(map),
@@ -157,18 +197,22 @@ impl LogReader {
                 partial: false,
             }));
         }
-        self.read_active(&segments).map(Some)
+        self.read_active(&segments)
     }
 
-    fn read_active(&mut self, segments: &Segments) -> Result<Cursor> {
+    fn read_active(&mut self, segments: &Segments) -> Result<Option<Cursor>> {
         let active = &segments.active;
-        let (pos, expected) = match self.resume.take() {
+        let resume = self.resume.take();
+        let (pos, expected) = match resume {
             Some((base, pos, expected)) if base == active.base_offset && expected <= self.next => {
                 (pos, expected)
             }
-            _ => match seek(&active.index, self.next) {
-                Some(e) => (e.position, e.first_offset),
-                None => (SEGMENT_HEADER_LEN as u64, active.base_offset),
+            _ => match self.start_in(&active.index, active.base_offset) {
+                Some(start) => start,
+                None => {
+                    self.next = active.next_offset;
+                    return Ok(None);
+                }
             },
         };
         let end = active.committed_len;
@@ -190,7 +234,7 @@ impl LogReader {
                 bytes = read(len)?;
             }
         }
-        Ok(Cursor {
+        Ok(Some(Cursor {
             limit: bytes.len(),
             source: Source::Chunk(bytes),
             path: active.path.clone(),
@@ -199,8 +243,13 @@ impl LogReader {
             pos: 0,
             expected,
             partial: pos + len < end,
-        })
+        }))
     }
+}
+
+/// Whether a span with these timestamp bounds may hold a record in `range`.
+fn overlaps(range: &RangeInclusive<i64>, min_us: i64, max_us: i64) -> bool {
+    min_us <= *range.end() && max_us >= *range.start()
 }
 
 impl Iterator for LogReader {

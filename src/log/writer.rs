@@ -37,13 +37,37 @@ pub(crate) const GROUP_MAX_BYTES: usize = 8 << 20;
 
 pub(crate) type Reply<T> = flume::Sender<Result<T>>;
 
+/// Called by the writer thread with the outcome of a detached append. It
+/// runs on the writer thread: it must be quick and must not append.
+pub type AppendCallback = Box<dyn FnOnce(Result<Range<u64>>) + Send>;
+
+/// Where the outcome of an append goes.
+pub(crate) enum AppendReply {
+    /// To an appender waiting on a channel.
+    Channel(Reply<Range<u64>>),
+    /// To a callback; nobody waits.
+    Callback(AppendCallback),
+}
+
+impl AppendReply {
+    fn send(self, result: Result<Range<u64>>) {
+        match self {
+            // The appender may have given up waiting (a dropped future).
+            AppendReply::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            AppendReply::Callback(callback) => callback(result),
+        }
+    }
+}
+
 /// What appenders and the log handle ask of the writer.
 pub(crate) enum Request {
     /// Append `records` as one atomic batch of `encoded_len` bytes.
     Append {
         records: Vec<Record>,
         encoded_len: usize,
-        reply: Reply<Range<u64>>,
+        reply: AppendReply,
     },
     /// Make everything durable, then stop.
     Close { reply: Reply<()> },
@@ -69,7 +93,7 @@ pub(crate) struct Writer {
 /// One append of the current group, waiting for its reply.
 struct Pending {
     range: Range<u64>,
-    reply: Reply<Range<u64>>,
+    reply: AppendReply,
 }
 
 impl Writer {
@@ -160,11 +184,9 @@ impl Writer {
         for request in group {
             match request {
                 Request::Close { reply } => close = Some(reply),
-                Request::Append { reply, .. } if close.is_some() => {
-                    let _ = reply.send(Err(Error::Closed));
-                }
+                Request::Append { reply, .. } if close.is_some() => reply.send(Err(Error::Closed)),
                 Request::Append { reply, .. } if failure.is_some() => {
-                    let _ = reply.send(Err(self.shared.poison_error().unwrap_or(Error::Closed)));
+                    reply.send(Err(self.shared.poison_error().unwrap_or(Error::Closed)));
                 }
                 Request::Append {
                     records: batch,
@@ -178,7 +200,7 @@ impl Writer {
                     Err(e) => {
                         self.poison(&e);
                         failure = self.shared.poison_error();
-                        let _ = reply.send(Err(self.shared.poison_error().unwrap_or(e)));
+                        reply.send(Err(self.shared.poison_error().unwrap_or(e)));
                     }
                 },
             }
@@ -208,7 +230,7 @@ impl Writer {
                 Some(e) => Err(e),
                 None => Ok(p.range),
             };
-            let _ = p.reply.send(result);
+            p.reply.send(result);
         }
         close
     }
