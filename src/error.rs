@@ -122,6 +122,21 @@ pub enum Error {
         next_offset: u64,
     },
 
+    /// An event was refused: the field and the reason are in the
+    /// [`EventError`](crate::event::EventError). Nothing was written.
+    #[error("invalid event: {0}")]
+    InvalidEvent(#[from] crate::event::EventError),
+
+    /// A committed record whose payload is not a store entry (a log written
+    /// by something else, or a schema from a newer release).
+    #[error("record at offset {offset} is not a store entry: {reason}")]
+    BadPayload {
+        /// The record's offset.
+        offset: u64,
+        /// Why it does not decode.
+        reason: String,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("the log was opened read-only")]
     ReadOnly,

@@ -32,12 +32,18 @@
 
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod format;
 pub mod log;
+pub mod payload;
 pub mod record;
 pub mod storage;
+pub mod store;
+pub mod timestamp;
 
 pub use config::{Durability, LogOptions};
 pub use error::{Error, Result};
+pub use event::{Action, Entry, Event, EventError, Field, GapMarker, StoredEvent};
 pub use log::{verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, VerifyReport};
 pub use record::{now_us, LogRecord, Record};
+pub use store::{EventBatch, Query, QueryPage, Store, StoreMetrics, StoreOptions};

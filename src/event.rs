@@ -1,0 +1,439 @@
+//! The enforcement event: what a host records when a policy halts a run.
+//!
+//! Every field is checked before anything is queued ([`Event::validate`]);
+//! each refusal is an [`EventError`] variant naming the field and the
+//! reason, so nothing invalid ever reaches the log.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use crate::timestamp;
+
+/// Longest tenant, rule or run id, in bytes of UTF-8.
+pub const ID_MAX_BYTES: usize = 128;
+/// Largest `details` object, in bytes of compact JSON.
+pub const DETAILS_MAX_BYTES: usize = 64 << 10;
+
+/// How a policy halted a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Action {
+    /// The run was stopped.
+    Stopped,
+    /// The run was killed.
+    Killed,
+    /// The run was aborted.
+    Aborted,
+    /// The step was blocked.
+    Blocked,
+}
+
+impl Action {
+    /// Every action, in code order.
+    pub const ALL: [Action; 4] = [
+        Action::Stopped,
+        Action::Killed,
+        Action::Aborted,
+        Action::Blocked,
+    ];
+
+    /// The upper-case past form: `STOPPED`, `KILLED`, `ABORTED`, `BLOCKED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Stopped => "STOPPED",
+            Action::Killed => "KILLED",
+            Action::Aborted => "ABORTED",
+            Action::Blocked => "BLOCKED",
+        }
+    }
+
+    /// The action's code in the payload (stable across versions).
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Action::Stopped => 0,
+            Action::Killed => 1,
+            Action::Aborted => 2,
+            Action::Blocked => 3,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Action> {
+        Action::ALL.get(usize::from(code)).copied()
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = EventError;
+
+    /// Case-insensitive: `STOPPED`, `stopped`, `stop`, `Killed`, `kill`,
+    /// `abort`, `block`...
+    fn from_str(text: &str) -> Result<Self, EventError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "stopped" | "stop" => Ok(Action::Stopped),
+            "killed" | "kill" => Ok(Action::Killed),
+            "aborted" | "abort" => Ok(Action::Aborted),
+            "blocked" | "block" => Ok(Action::Blocked),
+            _ => Err(EventError::UnknownAction {
+                given: text.chars().take(64).collect(),
+            }),
+        }
+    }
+}
+
+/// The fields of an event, as named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `tenant_id`
+    TenantId,
+    /// `rule_id`
+    RuleId,
+    /// `action`
+    Action,
+    /// `run_id`
+    RunId,
+    /// `details`
+    Details,
+    /// `enforced_at`
+    EnforcedAt,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::TenantId => "tenant_id",
+            Field::RuleId => "rule_id",
+            Field::Action => "action",
+            Field::RunId => "run_id",
+            Field::Details => "details",
+            Field::EnforcedAt => "enforced_at",
+        })
+    }
+}
+
+/// Why an event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// An id is empty.
+    #[error("{field}: must not be empty")]
+    Empty {
+        /// The field.
+        field: Field,
+    },
+    /// An id is longer than [`ID_MAX_BYTES`].
+    #[error("{field}: {len_bytes} bytes is longer than {max_bytes}")]
+    TooLong {
+        /// The field.
+        field: Field,
+        /// Its length in bytes.
+        len_bytes: usize,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// An id holds a control character.
+    #[error("{field}: control character U+{code:04X} at byte {at}")]
+    ControlCharacter {
+        /// The field.
+        field: Field,
+        /// Byte position of the character.
+        at: usize,
+        /// The character's code point.
+        code: u32,
+    },
+    /// Raw input that is not UTF-8.
+    #[error("{field}: not valid UTF-8 (at byte {at})")]
+    InvalidUtf8 {
+        /// The field.
+        field: Field,
+        /// Byte position of the first invalid byte.
+        at: usize,
+    },
+    /// An action that is none of stopped, killed, aborted, blocked.
+    #[error("action: unknown action {given:?} (expected stopped, killed, aborted or blocked)")]
+    UnknownAction {
+        /// What was given (at most 64 characters of it).
+        given: String,
+    },
+    /// `details` is JSON but not an object.
+    #[error("details: must be a JSON object, not {found}")]
+    DetailsNotObject {
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// `details` is not JSON at all.
+    #[error("details: not valid JSON: {reason}")]
+    DetailsNotJson {
+        /// The parser's message.
+        reason: String,
+    },
+    /// `details` encodes to more than [`DETAILS_MAX_BYTES`].
+    #[error("details: {len_bytes} bytes of JSON is more than {max_bytes}")]
+    DetailsTooLarge {
+        /// Its length as compact JSON.
+        len_bytes: usize,
+        /// The limit.
+        max_bytes: usize,
+    },
+    /// `enforced_at` outside years 0001..=9999.
+    #[error("enforced_at: {value_us} µs is outside years 0001..=9999")]
+    TimestampOutOfRange {
+        /// The value given.
+        value_us: i64,
+    },
+    /// `enforced_at` text that is not RFC 3339 with a zone.
+    #[error("enforced_at: {0}")]
+    BadTimestamp(#[from] timestamp::TimestampError),
+}
+
+impl EventError {
+    /// The field the error is about.
+    pub fn field(&self) -> Field {
+        match self {
+            EventError::Empty { field }
+            | EventError::TooLong { field, .. }
+            | EventError::ControlCharacter { field, .. }
+            | EventError::InvalidUtf8 { field, .. } => *field,
+            EventError::UnknownAction { .. } => Field::Action,
+            EventError::DetailsNotObject { .. }
+            | EventError::DetailsNotJson { .. }
+            | EventError::DetailsTooLarge { .. } => Field::Details,
+            EventError::TimestampOutOfRange { .. } | EventError::BadTimestamp(_) => {
+                Field::EnforcedAt
+            }
+        }
+    }
+}
+
+/// Checks an id: 1..=128 bytes, no control characters.
+pub fn check_id(field: Field, id: &str) -> Result<(), EventError> {
+    if id.is_empty() {
+        return Err(EventError::Empty { field });
+    }
+    if id.len() > ID_MAX_BYTES {
+        return Err(EventError::TooLong {
+            field,
+            len_bytes: id.len(),
+            max_bytes: ID_MAX_BYTES,
+        });
+    }
+    if let Some((at, c)) = id.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(EventError::ControlCharacter {
+            field,
+            at,
+            code: u32::from(c),
+        });
+    }
+    Ok(())
+}
+
+/// Checks an id given as raw bytes (from a file or the network) and returns
+/// it as text.
+pub fn id_from_bytes(field: Field, bytes: &[u8]) -> Result<String, EventError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| EventError::InvalidUtf8 {
+        field,
+        at: e.valid_up_to(),
+    })?;
+    check_id(field, text)?;
+    Ok(text.to_string())
+}
+
+/// Checks `details`: a JSON object of at most [`DETAILS_MAX_BYTES`].
+pub fn check_details(details: &Value) -> Result<(), EventError> {
+    let found = match details {
+        Value::Object(_) => None,
+        Value::Null => Some("null"),
+        Value::Bool(_) => Some("a boolean"),
+        Value::Number(_) => Some("a number"),
+        Value::String(_) => Some("a string"),
+        Value::Array(_) => Some("an array"),
+    };
+    if let Some(found) = found {
+        return Err(EventError::DetailsNotObject { found });
+    }
+    let len = serde_json::to_vec(details).map_or(usize::MAX, |v| v.len());
+    if len > DETAILS_MAX_BYTES {
+        return Err(EventError::DetailsTooLarge {
+            len_bytes: len,
+            max_bytes: DETAILS_MAX_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// Parses `details` from JSON text and checks it.
+pub fn details_from_json(text: &str) -> Result<Map<String, Value>, EventError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| EventError::DetailsNotJson {
+        reason: e.to_string(),
+    })?;
+    check_details(&value)?;
+    match value {
+        Value::Object(map) => Ok(map),
+        _ => unreachable!("check_details accepts only objects"),
+    }
+}
+
+/// An enforcement outcome to record.
+///
+/// ```
+/// use enforcelog::{Action, Event};
+/// let event = Event::new("acme", "no-prod-writes", Action::Blocked)
+///     .with_run_id("run-42")
+///     .with_details(serde_json::json!({"step": 7}))
+///     .at_us(1_764_028_800_000_000);
+/// assert!(event.validate().is_ok());
+/// assert_eq!("kill".parse::<Action>().unwrap(), Action::Killed);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// The tenant: 1..=128 bytes, no control characters.
+    pub tenant_id: String,
+    /// The rule that fired: same rules as `tenant_id`.
+    pub rule_id: String,
+    /// What the rule did.
+    pub action: Action,
+    /// The run that was halted, if any: same rules as `tenant_id`.
+    pub run_id: Option<String>,
+    /// Free-form context: a JSON object of at most 64 KiB.
+    pub details: Option<Value>,
+    /// When, in microseconds since the Unix epoch (UTC); the store's clock
+    /// when `None`.
+    pub enforced_at_us: Option<i64>,
+}
+
+impl Event {
+    /// An event with no run id, no details, stamped when recorded.
+    pub fn new(tenant_id: impl Into<String>, rule_id: impl Into<String>, action: Action) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            rule_id: rule_id.into(),
+            action,
+            run_id: None,
+            details: None,
+            enforced_at_us: None,
+        }
+    }
+
+    /// Sets the run id.
+    pub fn with_run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// Sets the details (must be a JSON object).
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Sets the enforcement time.
+    pub fn at_us(mut self, enforced_at_us: i64) -> Self {
+        self.enforced_at_us = Some(enforced_at_us);
+        self
+    }
+
+    /// Checks every field; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), EventError> {
+        check_id(Field::TenantId, &self.tenant_id)?;
+        check_id(Field::RuleId, &self.rule_id)?;
+        if let Some(run_id) = &self.run_id {
+            check_id(Field::RunId, run_id)?;
+        }
+        if let Some(details) = &self.details {
+            check_details(details)?;
+        }
+        if let Some(us) = self.enforced_at_us {
+            if !timestamp::in_range(us) {
+                return Err(EventError::TimestampOutOfRange { value_us: us });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An event read back from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The event's identity: its offset in the log.
+    pub offset: u64,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The rule.
+    pub rule_id: String,
+    /// The action.
+    pub action: Action,
+    /// The run, if any.
+    pub run_id: Option<String>,
+    /// The details object, if any.
+    pub details: Option<Map<String, Value>>,
+    /// When, in microseconds since the Unix epoch (UTC).
+    pub enforced_at_us: i64,
+}
+
+/// A record of events the store failed to record: an audit trail shows its
+/// own holes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GapMarker {
+    /// The marker's offset in the log.
+    pub offset: u64,
+    /// How many events were dropped since the previous successful write.
+    pub dropped: u64,
+    /// When the first of them was dropped (µs since the epoch, UTC).
+    pub first_dropped_at_us: i64,
+    /// When the last of them was dropped.
+    pub last_dropped_at_us: i64,
+}
+
+/// One entry of the store's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// An enforcement event.
+    Event(StoredEvent),
+    /// A gap marker.
+    Gap(GapMarker),
+}
+
+impl Entry {
+    /// The entry's offset.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Entry::Event(e) => e.offset,
+            Entry::Gap(g) => g.offset,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_parse_case_insensitively_and_print_upper_case() {
+        for (text, action) in [
+            ("STOPPED", Action::Stopped),
+            ("stop", Action::Stopped),
+            ("Killed", Action::Killed),
+            ("kill", Action::Killed),
+            ("ABORT", Action::Aborted),
+            ("aborted", Action::Aborted),
+            ("block", Action::Blocked),
+            ("BLOCKED", Action::Blocked),
+        ] {
+            assert_eq!(text.parse::<Action>(), Ok(action), "{text}");
+        }
+        assert!(matches!(
+            "halt".parse::<Action>(),
+            Err(EventError::UnknownAction { .. })
+        ));
+        assert_eq!(Action::Aborted.to_string(), "ABORTED");
+        for action in Action::ALL {
+            assert_eq!(Action::from_code(action.code()), Some(action));
+        }
+    }
+}

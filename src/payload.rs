@@ -1,0 +1,171 @@
+//! The MessagePack payload of a store record, with an explicit schema
+//! version so a later release can read today's logs.
+//!
+//! ```text
+//! schema 1, event:      [1, 0, tenant_id, rule_id, action_code, run_id | nil, details | nil]
+//! schema 1, gap marker: [1, 1, dropped, first_dropped_at_us, last_dropped_at_us]
+//! ```
+//!
+//! A payload is a MessagePack array whose first two elements are the schema
+//! version and the entry kind. Action codes: 0 STOPPED, 1 KILLED, 2 ABORTED,
+//! 3 BLOCKED. `details` is a MessagePack map (the JSON object). The event's
+//! time is the record's timestamp, not part of the payload. Decoding never
+//! panics: bytes that are not a payload of a known schema are an error.
+
+use serde_json::{Map, Value};
+
+use crate::event::{Action, Entry, Event, GapMarker, StoredEvent};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u8 = 1;
+
+const KIND_EVENT: u8 = 0;
+const KIND_GAP: u8 = 1;
+
+type EventV1 = (u8, u8, String, String, u8, Option<String>, Option<Value>);
+type GapV1 = (u8, u8, u64, i64, i64);
+
+/// Encodes a validated event's payload.
+pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
+    let tuple = (
+        SCHEMA_VERSION,
+        KIND_EVENT,
+        &event.tenant_id,
+        &event.rule_id,
+        event.action.code(),
+        &event.run_id,
+        &event.details,
+    );
+    // Strings, integers and JSON values always serialize.
+    rmp_serde::to_vec(&tuple).unwrap_or_default()
+}
+
+/// Encodes a gap marker's payload.
+pub(crate) fn encode_gap(dropped: u64, first_us: i64, last_us: i64) -> Vec<u8> {
+    let tuple: GapV1 = (SCHEMA_VERSION, KIND_GAP, dropped, first_us, last_us);
+    rmp_serde::to_vec(&tuple).unwrap_or_default()
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("undecodable payload: {0}")]
+pub struct PayloadError(pub String);
+
+/// Decodes a record's payload into an entry.
+pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, PayloadError> {
+    let (schema, kind) = peek_header(payload)?;
+    if schema != SCHEMA_VERSION {
+        return Err(PayloadError(format!("unknown schema version {schema}")));
+    }
+    let bad = |e: rmp_serde::decode::Error| PayloadError(e.to_string());
+    match kind {
+        KIND_EVENT => {
+            let (_, _, tenant_id, rule_id, code, run_id, details): EventV1 =
+                rmp_serde::from_slice(payload).map_err(bad)?;
+            let action = Action::from_code(code)
+                .ok_or_else(|| PayloadError(format!("unknown action code {code}")))?;
+            let details = match details {
+                None => None,
+                Some(Value::Object(map)) => Some(map),
+                Some(_) => return Err(PayloadError("details is not an object".into())),
+            };
+            Ok(Entry::Event(StoredEvent {
+                offset,
+                tenant_id,
+                rule_id,
+                action,
+                run_id,
+                details,
+                enforced_at_us: timestamp_us,
+            }))
+        }
+        KIND_GAP => {
+            let (_, _, dropped, first, last): GapV1 =
+                rmp_serde::from_slice(payload).map_err(bad)?;
+            Ok(Entry::Gap(GapMarker {
+                offset,
+                dropped,
+                first_dropped_at_us: first,
+                last_dropped_at_us: last,
+            }))
+        }
+        other => Err(PayloadError(format!("unknown entry kind {other}"))),
+    }
+}
+
+/// Reads the schema version and kind: a MessagePack array (fixarray or
+/// array16) whose first two elements are positive fixints.
+fn peek_header(payload: &[u8]) -> Result<(u8, u8), PayloadError> {
+    let rest = match payload.first() {
+        Some(&b) if (0x92..=0x9f).contains(&b) => &payload[1..],
+        Some(0xdc) if payload.len() >= 3 => &payload[3..],
+        _ => return Err(PayloadError("not a MessagePack array".into())),
+    };
+    match rest {
+        [schema, kind, ..] if *schema < 0x80 && *kind < 0x80 => Ok((*schema, *kind)),
+        _ => Err(PayloadError("no schema version and kind".into())),
+    }
+}
+
+/// Details of an event as stored, for tests and tools.
+pub fn details_of(entry: &Entry) -> Option<&Map<String, Value>> {
+    match entry {
+        Entry::Event(e) => e.details.as_ref(),
+        Entry::Gap(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_roundtrip() {
+        let event = Event::new("acme", "r-1", Action::Killed)
+            .with_run_id("run-9")
+            .with_details(json!({"step": 3, "why": "budget", "nested": {"a": [1, 2.5, null]}}));
+        let bytes = encode_event(&event);
+        let Entry::Event(back) = decode(7, 42, &bytes).unwrap() else {
+            panic!("not an event");
+        };
+        assert_eq!(back.offset, 7);
+        assert_eq!(back.enforced_at_us, 42);
+        assert_eq!(back.tenant_id, "acme");
+        assert_eq!(back.rule_id, "r-1");
+        assert_eq!(back.action, Action::Killed);
+        assert_eq!(back.run_id.as_deref(), Some("run-9"));
+        assert_eq!(Some(Value::Object(back.details.unwrap())), event.details);
+    }
+
+    #[test]
+    fn gap_roundtrip() {
+        let bytes = encode_gap(12, -5, 9);
+        assert_eq!(
+            decode(3, 0, &bytes),
+            Ok(Entry::Gap(GapMarker {
+                offset: 3,
+                dropped: 12,
+                first_dropped_at_us: -5,
+                last_dropped_at_us: 9
+            }))
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let good = encode_event(&Event::new("t", "r", Action::Blocked));
+        for cut in 0..good.len() {
+            assert!(decode(0, 0, &good[..cut]).is_err(), "cut {cut}");
+        }
+        for bad in [
+            &b""[..],
+            b"\x92\x02\x00",
+            b"\x93\x01\x07\x00",
+            b"\xc0",
+            b"\x97\x01\x00\x01\x01\x09\xc0\xc0",
+        ] {
+            assert!(decode(0, 0, bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The store: what host applications call to record enforcement outcomes
+//! and read them back, on top of the log.
+//!
+//! Three ways to write:
+//! - [`Store::begin`]: a caller-owned batch; nothing is visible or durable
+//!   until [`EventBatch::commit`], which appends it as one atomic log batch;
+//! - [`Store::record`] / [`Store::record_blocking`]: one event, committed on
+//!   its own (concurrent callers share fsyncs through group commit);
+//! - [`Store::record_detached`]: fire-and-forget and fail-safe; it never
+//!   returns an error and never blocks longer than
+//!   [`StoreOptions::detached_timeout`]. What it cannot record is logged,
+//!   counted, and later written as a gap marker.
+//!
+//! A background *supervisor* thread reopens the log when its writer failed
+//! (the reopen recovers from what is on disk) and writes gap markers as soon
+//! as writing works again.
+
+mod batch;
+mod detached;
+pub(crate) mod metrics;
+mod query;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use batch::EventBatch;
+pub use metrics::StoreMetrics;
+pub use query::{Query, QueryPage};
+
+use self::detached::GapState;
+use self::metrics::Histogram;
+use crate::config::LogOptions;
+use crate::error::{Error, Result};
+use crate::event::{Entry, Event};
+use crate::log::Log;
+use crate::payload;
+use crate::record::{now_us, Record};
+use crate::storage::{FileStorage, Storage};
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Options of the underlying log (durability, segment size...).
+    pub log: LogOptions,
+    /// Longest time `record_detached` may block its caller. Default 50 ms.
+    pub detached_timeout: Duration,
+    /// How often the supervisor retries reopening a failed log. Default 100 ms.
+    pub recovery_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            log: LogOptions::default(),
+            detached_timeout: Duration::from_millis(50),
+            recovery_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl StoreOptions {
+    fn validate(&self) -> Result<()> {
+        self.log.validate()?;
+        if self.detached_timeout.is_zero() {
+            return Err(Error::InvalidOptions {
+                name: "detached_timeout",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        if self.recovery_interval.is_zero() {
+            return Err(Error::InvalidOptions {
+                name: "recovery_interval",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    recorded: AtomicU64,
+    dropped: AtomicU64,
+    gap_markers: AtomicU64,
+    recoveries: AtomicU64,
+    /// fsyncs of logs replaced by a recovery.
+    fsyncs_before: AtomicU64,
+    latency: Histogram,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    options: StoreOptions,
+    read_only: bool,
+    log: RwLock<Log>,
+    counters: Counters,
+    gap: Mutex<GapState>,
+    wake: Option<flume::Sender<()>>,
+    stopping: AtomicBool,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn log(&self) -> Log {
+        self.log.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Asks the supervisor to look now (after a failure or a drop).
+    fn wake(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+
+    fn note_committed(&self, count: u64, started: Instant) {
+        self.counters.recorded.fetch_add(count, Ordering::Relaxed);
+        self.counters.latency.record(started.elapsed());
+    }
+
+    fn note_failure(&self, error: &Error) {
+        if matches!(error, Error::Poisoned { .. }) {
+            self.wake();
+        }
+    }
+}
+
+/// An embeddable, append-only store of enforcement events.
+///
+/// Cheap to clone; clones share one log. Usable from async code and from
+/// plain threads: the writer is an OS thread of its own, so no runtime is
+/// needed, and an async caller never waits on anything but the writer.
+///
+/// ```
+/// use enforcelog::{Action, Event, Query, Store, StoreOptions};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path(), StoreOptions::default())?;
+///
+/// // Standalone: committed on its own, durable when it returns.
+/// let offset = store.record_blocking(Event::new("acme", "no-prod-writes", Action::Blocked))?;
+///
+/// // Caller-owned: nothing is visible until commit, then all at once.
+/// let mut batch = store.begin();
+/// batch.record(Event::new("acme", "budget", Action::Killed).with_run_id("run-7"))?;
+/// batch.record(Event::new("globex", "budget", Action::Stopped))?;
+/// let offsets = batch.commit_blocking()?;
+/// assert_eq!(offsets, offset + 1..offset + 3);
+///
+/// // Fire-and-forget: never fails, never blocks for long.
+/// store.record_detached(Event::new("acme", "rate", Action::Aborted));
+///
+/// let page = store.query(&Query::tenant("acme").action(Action::Killed))?;
+/// assert_eq!(page.events.len(), 1);
+/// assert_eq!(page.events[0].run_id.as_deref(), Some("run-7"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir` for writing.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        Self::open_with_storage(Arc::new(FileStorage), dir, options)
+    }
+
+    /// Opens (or creates) the store in `dir` for writing, through `storage`.
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<Store> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let log = Log::open_with_storage(storage.clone(), &dir, options.log.clone())?;
+        let (wake, wakeups) = flume::bounded(1);
+        let inner = Arc::new(Inner {
+            storage,
+            dir,
+            options,
+            read_only: false,
+            log: RwLock::new(log),
+            counters: Counters::default(),
+            gap: Mutex::new(GapState::default()),
+            wake: Some(wake),
+            stopping: AtomicBool::new(false),
+            supervisor: Mutex::new(None),
+        });
+        let thread = detached::spawn_supervisor(Arc::downgrade(&inner), wakeups)?;
+        *inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(Store { inner })
+    }
+
+    /// Opens the store in `dir` for reading only, beside a writer that may
+    /// be running in another process. Call [`Store::refresh`] to see events
+    /// committed since.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Store> {
+        Self::open_read_only_with_storage(Arc::new(FileStorage), dir)
+    }
+
+    /// [`Store::open_read_only`] through `storage`.
+    pub fn open_read_only_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+    ) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let log = Log::open_read_only_with_storage(storage.clone(), &dir)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                storage,
+                dir,
+                options: StoreOptions::default(),
+                read_only: true,
+                log: RwLock::new(log),
+                counters: Counters::default(),
+                gap: Mutex::new(GapState::default()),
+                wake: None,
+                stopping: AtomicBool::new(false),
+                supervisor: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// For a read-only store: picks up events committed since it was opened
+    /// or last refreshed.
+    pub fn refresh(&self) -> Result<()> {
+        self.inner.log().refresh()
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The underlying log (for replay and tools). After the store reopens
+    /// a failed log, this returns the new one.
+    pub fn log(&self) -> Log {
+        self.inner.log()
+    }
+
+    /// The offset the next committed event will get.
+    pub fn next_offset(&self) -> u64 {
+        self.inner.log().next_offset()
+    }
+
+    /// Starts a caller-owned batch.
+    pub fn begin(&self) -> EventBatch {
+        EventBatch::new(self.clone())
+    }
+
+    /// Records one event; returns its offset once committed (durable under
+    /// `Durability::Fsync`).
+    pub async fn record(&self, event: Event) -> Result<u64> {
+        let record = self.prepare(event)?;
+        let started = Instant::now();
+        let result = self.inner.log().append(record).await;
+        self.finish(result, 1, started)
+    }
+
+    /// [`Store::record`] for code that is not async. It blocks the calling
+    /// thread until the event is committed. Called from inside an async
+    /// runtime it cannot deadlock (the writer never needs the runtime), but
+    /// it holds up that runtime thread for an fsync; prefer `record().await`
+    /// there.
+    pub fn record_blocking(&self, event: Event) -> Result<u64> {
+        let record = self.prepare(event)?;
+        let started = Instant::now();
+        let result = self.inner.log().append_blocking(record);
+        self.finish(result, 1, started)
+    }
+
+    /// Validates an event and turns it into a log record.
+    fn prepare(&self, event: Event) -> Result<Record> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        event.validate()?;
+        let at = event.enforced_at_us.unwrap_or_else(now_us);
+        Ok(Record::new(at, payload::encode_event(&event)))
+    }
+
+    fn finish<T>(&self, result: Result<T>, count: u64, started: Instant) -> Result<T> {
+        match &result {
+            Ok(_) => self.inner.note_committed(count, started),
+            Err(e) => self.inner.note_failure(e),
+        }
+        result
+    }
+
+    /// Reads every entry (events and gap markers) from `offset` on, in log
+    /// order: the raw replay.
+    pub fn entries(&self, offset: u64) -> Result<impl Iterator<Item = Result<Entry>>> {
+        let reader = self.inner.log().read_from(offset)?;
+        Ok(reader.map(|r| r.and_then(|r| decode_entry(&r))))
+    }
+
+    /// What the store did since it was opened.
+    pub fn metrics(&self) -> StoreMetrics {
+        let c = &self.inner.counters;
+        let pending = self
+            .inner
+            .gap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .dropped;
+        StoreMetrics {
+            recorded: c.recorded.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            gap_markers: c.gap_markers.load(Ordering::Relaxed),
+            dropped_pending_gap: pending,
+            fsyncs: c.fsyncs_before.load(Ordering::Relaxed) + self.inner.log().metrics().fsyncs,
+            recoveries: c.recoveries.load(Ordering::Relaxed),
+            append_p50_us: c.latency.quantile_us(0.5),
+            append_p90_us: c.latency.quantile_us(0.9),
+            append_p99_us: c.latency.quantile_us(0.99),
+            append_p999_us: c.latency.quantile_us(0.999),
+            append_max_us: c.latency.max_us(),
+        }
+    }
+
+    /// Stops the supervisor, makes everything durable and releases the
+    /// lock. Dropping the last clone does the same.
+    pub fn close(&self) -> Result<()> {
+        detached::stop_supervisor(&self.inner);
+        self.inner.log().close()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(wake) = &self.wake {
+            let _ = wake.try_send(());
+        }
+    }
+}
+
+/// Decodes a log record into a store entry.
+pub(crate) fn decode_entry(record: &crate::record::LogRecord) -> Result<Entry> {
+    payload::decode(record.offset, record.timestamp_us, &record.payload).map_err(|e| {
+        Error::BadPayload {
+            offset: record.offset,
+            reason: e.0,
+        }
+    })
+}

@@ -1,0 +1,212 @@
+//! Reading events back: filters, tenant isolation, pagination.
+
+use std::ops::Range;
+
+use super::{decode_entry, Store};
+use crate::error::{Error, Result};
+use crate::event::{check_id, Action, Entry, Field, GapMarker, StoredEvent};
+
+/// The most events one page returns.
+pub const LIMIT_MAX: usize = 100_000;
+/// Events per page when no limit is set.
+pub const LIMIT_DEFAULT: usize = 1_000;
+
+/// Which events a query returns.
+///
+/// A query names one tenant ([`Query::tenant`]) unless it explicitly asks
+/// for every tenant ([`Query::all_tenants`]); an event of another tenant is
+/// never returned, whatever the other filters say.
+///
+/// ```
+/// use enforcelog::{Action, Query};
+/// let query = Query::tenant("acme")
+///     .rule("no-prod-writes")
+///     .action(Action::Blocked)
+///     .since_us(1_764_000_000_000_000)
+///     .limit(100);
+/// # let _ = query;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    tenant: Option<String>,
+    rule: Option<String>,
+    action: Option<Action>,
+    run_id: Option<String>,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+    offsets: Range<u64>,
+    limit: usize,
+    include_gaps: bool,
+}
+
+impl Query {
+    fn new(tenant: Option<String>) -> Self {
+        Self {
+            tenant,
+            rule: None,
+            action: None,
+            run_id: None,
+            since_us: None,
+            until_us: None,
+            offsets: 0..u64::MAX,
+            limit: LIMIT_DEFAULT,
+            include_gaps: false,
+        }
+    }
+
+    /// Events of one tenant.
+    pub fn tenant(tenant_id: impl Into<String>) -> Self {
+        Self::new(Some(tenant_id.into()))
+    }
+
+    /// Events of every tenant (an explicit choice, for operators).
+    pub fn all_tenants() -> Self {
+        Self::new(None)
+    }
+
+    /// Only events of this rule.
+    pub fn rule(mut self, rule_id: impl Into<String>) -> Self {
+        self.rule = Some(rule_id.into());
+        self
+    }
+
+    /// Only events with this action.
+    pub fn action(mut self, action: Action) -> Self {
+        self.action = Some(action);
+        self
+    }
+
+    /// Only events of this run.
+    pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
+        self.run_id = Some(run_id.into());
+        self
+    }
+
+    /// Only events enforced at or after this time (µs since the epoch).
+    pub fn since_us(mut self, since_us: i64) -> Self {
+        self.since_us = Some(since_us);
+        self
+    }
+
+    /// Only events enforced strictly before this time (µs since the epoch).
+    pub fn until_us(mut self, until_us: i64) -> Self {
+        self.until_us = Some(until_us);
+        self
+    }
+
+    /// Only events whose offset is in this range.
+    pub fn offsets(mut self, offsets: Range<u64>) -> Self {
+        self.offsets = offsets;
+        self
+    }
+
+    /// Only events at or after this offset: how to ask for the next page
+    /// (`page.next_offset`).
+    pub fn from_offset(mut self, offset: u64) -> Self {
+        self.offsets.start = offset;
+        self
+    }
+
+    /// At most this many events per page (1..=100,000; default 1,000).
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Also return the gap markers in the range scanned (they belong to no
+    /// tenant: they count events the store failed to record).
+    pub fn include_gaps(mut self, include: bool) -> Self {
+        self.include_gaps = include;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        let ids = [
+            (Field::TenantId, &self.tenant),
+            (Field::RuleId, &self.rule),
+            (Field::RunId, &self.run_id),
+        ];
+        for (field, id) in ids {
+            if let Some(id) = id {
+                check_id(field, id).map_err(Error::InvalidEvent)?;
+            }
+        }
+        if self.limit == 0 || self.limit > LIMIT_MAX {
+            return Err(Error::InvalidOptions {
+                name: "limit",
+                reason: format!("{} is outside 1..={LIMIT_MAX}", self.limit),
+            });
+        }
+        Ok(())
+    }
+
+    fn matches(&self, e: &StoredEvent) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == e.tenant_id)
+            && self.rule.as_ref().is_none_or(|r| *r == e.rule_id)
+            && self.action.is_none_or(|a| a == e.action)
+            && self
+                .run_id
+                .as_ref()
+                .is_none_or(|r| e.run_id.as_ref() == Some(r))
+            && self.since_us.is_none_or(|s| e.enforced_at_us >= s)
+            && self.until_us.is_none_or(|u| e.enforced_at_us < u)
+    }
+}
+
+/// One page of query results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryPage {
+    /// Matching events in log (offset) order.
+    pub events: Vec<StoredEvent>,
+    /// Gap markers in the range scanned, with [`Query::include_gaps`].
+    pub gaps: Vec<GapMarker>,
+    /// Where the next page starts (`query.from_offset(n)`), or `None` when
+    /// the scan reached the end of the range or of the log. A cursor is an
+    /// offset, so pages neither skip nor repeat events, even while events
+    /// are appended.
+    pub next_offset: Option<u64>,
+}
+
+impl Store {
+    /// Runs a query. Time ranges skip every part of the log whose index
+    /// bounds lie outside the range, without reading it.
+    pub fn query(&self, query: &Query) -> Result<QueryPage> {
+        query.check()?;
+        let log = self.inner.log();
+        let mut page = QueryPage {
+            events: Vec::new(),
+            gaps: Vec::new(),
+            next_offset: None,
+        };
+        let start = query.offsets.start;
+        if start >= query.offsets.end || start >= log.next_offset() {
+            return Ok(page);
+        }
+        let since = query.since_us.unwrap_or(i64::MIN);
+        let until = query.until_us.map_or(i64::MAX, |u| u.saturating_sub(1));
+        if since > until {
+            return Ok(page);
+        }
+        // Gap markers are stamped with the time they were written; a time
+        // range applies to them too.
+        let reader = log.read_time_range(start, since..=until)?;
+        for record in reader {
+            let record = record?;
+            if record.offset >= query.offsets.end {
+                return Ok(page);
+            }
+            match decode_entry(&record)? {
+                Entry::Event(event) if query.matches(&event) => page.events.push(event),
+                Entry::Gap(gap) if query.include_gaps => page.gaps.push(gap),
+                _ => {}
+            }
+            if page.events.len() == query.limit {
+                let next = record.offset + 1;
+                page.next_offset =
+                    (next < query.offsets.end && next < log.next_offset()).then_some(next);
+                return Ok(page);
+            }
+        }
+        Ok(page)
+    }
+}
