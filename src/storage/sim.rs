@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use super::{LockGuard, Mapped, OpenMode, Storage, StorageFile};
 
@@ -116,6 +117,7 @@ struct State {
     faults: Vec<Fault>,
     power_left: Option<u64>,
     syncs: u64,
+    sync_delay: Duration,
 }
 
 /// The in-memory, fault-injecting file system. Cheap to clone: clones share
@@ -157,6 +159,7 @@ impl SimStorage {
                 faults: Vec::new(),
                 power_left: None,
                 syncs: 0,
+                sync_delay: Duration::ZERO,
             })),
         }
     }
@@ -188,6 +191,12 @@ impl SimStorage {
         let mut state = self.lock();
         state.faults.clear();
         state.power_left = None;
+    }
+
+    /// Makes every `sync_data` take at least `delay` (a slow disk). The
+    /// delay is spent without holding the storage's lock.
+    pub fn set_sync_delay(&self, delay: Duration) {
+        self.lock().sync_delay = delay;
     }
 
     /// Number of successful `sync_data` calls so far.
@@ -463,6 +472,10 @@ impl StorageFile for SimFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        let delay = self.state()?.sync_delay;
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         let mut state = self.state()?;
         state.charge(Some(FaultOp::SyncData))?;
         state.syncs += 1;
