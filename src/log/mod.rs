@@ -121,6 +121,19 @@ impl Drop for Inner {
 
 fn close_writer(writer: &WriterHandle) -> Result<()> {
     let (reply, done) = flume::bounded(1);
+    let on_writer_thread = writer
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|t| t.thread().id() == std::thread::current().id());
+    if on_writer_thread {
+        // The last handle was dropped by an append callback running on the
+        // writer thread: it cannot wait for itself. The writer stops after
+        // this group, on the close request or when its queue disconnects.
+        let _ = writer.tx.try_send(Request::Close { reply });
+        return Ok(());
+    }
     let result = match writer.tx.send(Request::Close { reply }) {
         Ok(()) => done.recv().unwrap_or(Ok(())),
         Err(_) => Ok(()), // already stopped

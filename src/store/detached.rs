@@ -158,24 +158,34 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
 
 /// Replaces a failed log with a fresh open of the same directory, which
 /// recovers from what is on disk.
+///
+/// The slow part (closing the failed writer, recovery) runs without holding
+/// the store's log lock, so callers meanwhile get the failed log's
+/// `Poisoned` error at once instead of waiting; only the swap takes the lock.
+/// The supervisor is the only thread that swaps, so nothing races it.
 fn reopen(inner: &Inner) {
-    let mut slot = inner.log.write().unwrap_or_else(|e| e.into_inner());
-    if !slot.is_poisoned() {
+    let failed = inner.log();
+    if !failed.is_poisoned() {
         return;
     }
-    let fsyncs = slot.metrics().fsyncs;
-    // Stops the failed writer and releases the lock; its error is the one
-    // already reported.
-    let _ = slot.close();
+    let fsyncs = failed.metrics().fsyncs;
+    // Stops the failed writer and releases the directory lock; its error is
+    // the one already reported.
+    let _ = failed.close();
+    drop(failed);
     match Log::open_with_storage(inner.storage.clone(), &inner.dir, inner.options.log.clone()) {
         Ok(log) => {
+            info!(
+                dir = %inner.dir.display(),
+                next_offset = log.next_offset(),
+                "reopened the log after a writer failure"
+            );
+            *inner.log.write().unwrap_or_else(|e| e.into_inner()) = log;
             inner
                 .counters
                 .fsyncs_before
                 .fetch_add(fsyncs, Ordering::Relaxed);
             inner.counters.recoveries.fetch_add(1, Ordering::Relaxed);
-            info!(dir = %inner.dir.display(), next_offset = log.next_offset(), "reopened the log after a writer failure");
-            *slot = log;
         }
         Err(e) => warn!(dir = %inner.dir.display(), error = %e, "could not reopen the log yet"),
     }
