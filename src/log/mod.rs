@@ -74,9 +74,19 @@ pub(crate) struct Shared {
     segments: RwLock<Segments>,
     poison: Mutex<Option<String>>,
     metrics: Metrics,
+    /// Woken (coalescing, never blocking) whenever records are committed.
+    watchers: Mutex<Vec<flume::Sender<()>>>,
 }
 
 impl Shared {
+    /// Tells every watcher that the committed end moved; forgets watchers
+    /// that went away. A watcher that already has a wake-up pending is not
+    /// sent another (its channel holds one), so this never blocks.
+    fn notify_committed(&self) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        watchers.retain(|w| !matches!(w.try_send(()), Err(flume::TrySendError::Disconnected(_))));
+    }
+
     fn read_segments(&self) -> RwLockReadGuard<'_, Segments> {
         self.segments.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -224,6 +234,7 @@ impl Log {
             segments: RwLock::new(opened.segments),
             poison: Mutex::new(None),
             metrics: Metrics::default(),
+            watchers: Mutex::new(Vec::new()),
         });
         let writer = Writer::new(shared.clone(), rx, active, lock);
         let thread = std::thread::Builder::new()
@@ -281,6 +292,7 @@ impl Log {
             segments: RwLock::new(opened.segments),
             poison: Mutex::new(None),
             metrics: Metrics::default(),
+            watchers: Mutex::new(Vec::new()),
         });
         Ok(Log {
             inner: Arc::new(Inner {
@@ -305,7 +317,23 @@ impl Log {
             Access::ReadOnly,
         )?;
         *shared.write_segments() = opened.segments;
+        shared.notify_committed();
         Ok(())
+    }
+
+    /// A channel that receives a wake-up (coalesced: at most one pending)
+    /// each time records are committed, or a read-only handle's refresh
+    /// finds new ones. Followers wait on it and then read from where they
+    /// stopped; it carries no data, so a slow follower costs no memory.
+    pub fn watch(&self) -> flume::Receiver<()> {
+        let (tx, rx) = flume::bounded(1);
+        let shared = &self.inner.shared;
+        shared
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
     }
 
     /// The log directory.

@@ -316,6 +316,7 @@ impl Writer {
         active.index.extend_from_slice(&self.index.entries[from..]);
         self.published_index = self.index.entries.len();
         drop(segments);
+        self.shared.notify_committed();
     }
 
     /// Seals the active segment (always fsynced, whatever the durability
@@ -349,6 +350,7 @@ impl Writer {
         segments.sealed.push(Arc::new(sealed));
         segments.active = next.clone();
         drop(segments);
+        self.shared.notify_committed();
         self.active = next;
         self.written_len = SEGMENT_HEADER_LEN as u64;
         self.published_index = 0;
