@@ -137,6 +137,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// The projections cannot advance (a record they cannot decode, or an
+    /// I/O failure while reading the log).
+    #[error("projections are stuck: {reason}")]
+    ProjectionStalled {
+        /// Why.
+        reason: String,
+    },
+
     /// A write was attempted through a read-only handle.
     #[error("the log was opened read-only")]
     ReadOnly,

@@ -36,6 +36,7 @@ pub mod event;
 pub mod format;
 pub mod log;
 pub mod payload;
+pub mod projection;
 pub mod record;
 pub mod storage;
 pub mod store;
@@ -45,5 +46,9 @@ pub use config::{Durability, LogOptions};
 pub use error::{Error, Result};
 pub use event::{Action, Entry, Event, EventError, Field, GapMarker, StoredEvent};
 pub use log::{verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, VerifyReport};
+pub use projection::{Projection, RuleStats, TriggerStats};
 pub use record::{now_us, LogRecord, Record};
-pub use store::{EventBatch, Query, QueryPage, Store, StoreMetrics, StoreOptions};
+pub use store::{
+    stats_report, Delivery, EventBatch, Query, QueryPage, Store, StoreMetrics, StoreOptions,
+    Subscription,
+};

@@ -11,7 +11,7 @@
 //!   `Durability::Fsync`, fsynced): the committed length of the active
 //!   segment only grows, by whole batches, and is published after the write.
 
-mod dir;
+pub(crate) mod dir;
 mod reader;
 mod recovery;
 mod segment;
@@ -76,12 +76,22 @@ pub(crate) struct Shared {
     metrics: Metrics,
     /// Woken (coalescing, never blocking) whenever records are committed.
     watchers: Mutex<Vec<flume::Sender<()>>>,
+    /// Set when the writer stopped: new watchers are born disconnected.
+    watch_closed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     /// Tells every watcher that the committed end moved; forgets watchers
     /// that went away. A watcher that already has a wake-up pending is not
     /// sent another (its channel holds one), so this never blocks.
+    /// Disconnects every watcher, and every later one: no commit will come
+    /// from this handle any more.
+    fn forget_watchers(&self) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        watchers.clear();
+        self.watch_closed.store(true, Ordering::Relaxed);
+    }
+
     fn notify_committed(&self) {
         let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
         watchers.retain(|w| !matches!(w.try_send(()), Err(flume::TrySendError::Disconnected(_))));
@@ -235,6 +245,7 @@ impl Log {
             poison: Mutex::new(None),
             metrics: Metrics::default(),
             watchers: Mutex::new(Vec::new()),
+            watch_closed: std::sync::atomic::AtomicBool::new(false),
         });
         let writer = Writer::new(shared.clone(), rx, active, lock);
         let thread = std::thread::Builder::new()
@@ -293,6 +304,7 @@ impl Log {
             poison: Mutex::new(None),
             metrics: Metrics::default(),
             watchers: Mutex::new(Vec::new()),
+            watch_closed: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Log {
             inner: Arc::new(Inner {
@@ -334,6 +346,12 @@ impl Log {
             .unwrap_or_else(|e| e.into_inner())
             .push(tx);
         rx
+    }
+
+    /// Whether `other` is a handle to the same open log (a clone of this
+    /// one), not a later reopen of the same directory.
+    pub fn same_as(&self, other: &Log) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The log directory.

@@ -361,10 +361,13 @@ impl Writer {
     fn poison(&self, e: &Error) {
         error!(error = %e, "the log writer failed and stops accepting appends");
         self.shared.set_poison(e.to_string());
+        self.shared.forget_watchers();
     }
 
     /// Makes everything written durable before the writer stops.
     fn finish(&mut self) -> Result<()> {
+        // Followers waiting for commits learn that none will come.
+        self.shared.forget_watchers();
         if let Some(e) = self.shared.poison_error() {
             return Err(e);
         }

@@ -17,8 +17,11 @@
 
 mod batch;
 mod detached;
+mod follower;
 pub(crate) mod metrics;
 mod query;
+mod stats;
+mod subscribe;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,6 +32,8 @@ use std::time::{Duration, Instant};
 pub use batch::EventBatch;
 pub use metrics::StoreMetrics;
 pub use query::{Query, QueryPage};
+pub use stats::stats_report;
+pub use subscribe::{Delivery, Subscription};
 
 use self::detached::GapState;
 use self::metrics::Histogram;
@@ -37,6 +42,7 @@ use crate::error::{Error, Result};
 use crate::event::{Entry, Event};
 use crate::log::Log;
 use crate::payload;
+use crate::projection::{Host, Projection, TriggerStats};
 use crate::record::{now_us, Record};
 use crate::storage::{FileStorage, Storage};
 
@@ -49,6 +55,16 @@ pub struct StoreOptions {
     pub detached_timeout: Duration,
     /// How often the supervisor retries reopening a failed log. Default 100 ms.
     pub recovery_interval: Duration,
+    /// Windows of the trigger statistics; the last is the primary one
+    /// (`trigger_count`, `by_action`). Default: 30 days.
+    pub trigger_windows: Vec<Duration>,
+    /// Checkpoint the projections after this many new entries. Default 100,000.
+    pub checkpoint_every_entries: u64,
+    /// ... or after this long with new entries. Default 60 s.
+    pub checkpoint_interval: Duration,
+    /// How far a subscriber may lag behind the log's end before it is told
+    /// (see [`Delivery::Lagging`]). Default 1,000,000 entries.
+    pub subscriber_lag_warning: u64,
 }
 
 impl Default for StoreOptions {
@@ -57,6 +73,10 @@ impl Default for StoreOptions {
             log: LogOptions::default(),
             detached_timeout: Duration::from_millis(50),
             recovery_interval: Duration::from_millis(100),
+            trigger_windows: vec![Duration::from_secs(30 * 24 * 3600)],
+            checkpoint_every_entries: 100_000,
+            checkpoint_interval: Duration::from_secs(60),
+            subscriber_lag_warning: 1_000_000,
         }
     }
 }
@@ -68,6 +88,18 @@ impl StoreOptions {
             return Err(Error::InvalidOptions {
                 name: "detached_timeout",
                 reason: "must be longer than zero".into(),
+            });
+        }
+        if self.trigger_windows.iter().any(|w| w.is_zero()) {
+            return Err(Error::InvalidOptions {
+                name: "trigger_windows",
+                reason: "a window must be longer than zero".into(),
+            });
+        }
+        if self.checkpoint_every_entries == 0 {
+            return Err(Error::InvalidOptions {
+                name: "checkpoint_every_entries",
+                reason: "must be at least 1".into(),
             });
         }
         if self.recovery_interval.is_zero() {
@@ -103,6 +135,10 @@ pub(crate) struct Inner {
     wake: Option<flume::Sender<()>>,
     stopping: AtomicBool,
     supervisor: Mutex<Option<JoinHandle<()>>>,
+    projections: Host,
+    follower: Mutex<Option<JoinHandle<()>>>,
+    /// Set by `close`, which already checkpointed.
+    closed: AtomicBool,
 }
 
 impl Inner {
@@ -176,9 +212,23 @@ impl Store {
         dir: impl AsRef<Path>,
         options: StoreOptions,
     ) -> Result<Store> {
+        Self::open_with_projections(storage, dir, options, Vec::new())
+    }
+
+    /// Opens (or creates) the store for writing, with user projections kept
+    /// current beside the built-in [`TriggerStats`]. Each projection starts
+    /// from its checkpoint when a valid one exists, otherwise from the log.
+    pub fn open_with_projections(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+        projections: Vec<Box<dyn Projection>>,
+    ) -> Result<Store> {
         options.validate()?;
+        let host = host_for(&options, projections)?;
         let dir = dir.as_ref().to_path_buf();
         let log = Log::open_with_storage(storage.clone(), &dir, options.log.clone())?;
+        host.load_checkpoints(&*storage, &dir, &log);
         let (wake, wakeups) = flume::bounded(1);
         let inner = Arc::new(Inner {
             storage,
@@ -191,9 +241,13 @@ impl Store {
             wake: Some(wake),
             stopping: AtomicBool::new(false),
             supervisor: Mutex::new(None),
+            projections: host,
+            follower: Mutex::new(None),
+            closed: AtomicBool::new(false),
         });
         let thread = detached::spawn_supervisor(Arc::downgrade(&inner), wakeups)?;
         *inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        follower::start(&inner)?;
         Ok(Store { inner })
     }
 
@@ -209,22 +263,39 @@ impl Store {
         storage: Arc<dyn Storage>,
         dir: impl AsRef<Path>,
     ) -> Result<Store> {
+        Self::open_read_only_with_projections(storage, dir, StoreOptions::default(), Vec::new())
+    }
+
+    /// [`Store::open_read_only`] with projection options and user
+    /// projections. Checkpoints are read, never written.
+    pub fn open_read_only_with_projections(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+        projections: Vec<Box<dyn Projection>>,
+    ) -> Result<Store> {
+        options.validate()?;
+        let host = host_for(&options, projections)?;
         let dir = dir.as_ref().to_path_buf();
         let log = Log::open_read_only_with_storage(storage.clone(), &dir)?;
-        Ok(Store {
-            inner: Arc::new(Inner {
-                storage,
-                dir,
-                options: StoreOptions::default(),
-                read_only: true,
-                log: RwLock::new(log),
-                counters: Counters::default(),
-                gap: Mutex::new(GapState::default()),
-                wake: None,
-                stopping: AtomicBool::new(false),
-                supervisor: Mutex::new(None),
-            }),
-        })
+        host.load_checkpoints(&*storage, &dir, &log);
+        let inner = Arc::new(Inner {
+            storage,
+            dir,
+            options,
+            read_only: true,
+            log: RwLock::new(log),
+            counters: Counters::default(),
+            gap: Mutex::new(GapState::default()),
+            wake: None,
+            stopping: AtomicBool::new(false),
+            supervisor: Mutex::new(None),
+            projections: host,
+            follower: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        });
+        follower::start(&inner)?;
+        Ok(Store { inner })
     }
 
     /// For a read-only store: picks up events committed since it was opened
@@ -324,11 +395,60 @@ impl Store {
         }
     }
 
-    /// Stops the supervisor, makes everything durable and releases the
-    /// lock. Dropping the last clone does the same.
+    /// Brings the projections up to date, then compares each projection's
+    /// checkpoint with a fresh rebuild from the log up to its offset.
+    pub fn verify_projections(&self) -> Result<Vec<crate::projection::ProjectionCheck>> {
+        let log = self.inner.log();
+        self.inner
+            .projections
+            .verify(&*self.inner.storage, &self.inner.dir, &log)
+    }
+
+    /// Forgets the projections' state and rebuilds them from the log; returns
+    /// once they reflect everything committed when the call began.
+    pub fn rebuild_projections(&self) -> Result<u64> {
+        self.inner.projections.reset_all();
+        self.inner.projections.catch_up(&self.inner.log())
+    }
+
+    /// Writes the projections' checkpoints now (writers only).
+    pub fn checkpoint(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let log = self.inner.log();
+        self.inner.projections.catch_up(&log)?;
+        self.inner
+            .projections
+            .checkpoint(&*self.inner.storage, &self.inner.dir, &log)
+    }
+
+    /// Stops the background threads, brings the projections up to date and
+    /// checkpoints them, makes everything durable and releases the lock.
+    /// Later writes through any clone fail with [`Error::Closed`]. Dropping
+    /// the last clone does the same, but cannot report a failure.
     pub fn close(&self) -> Result<()> {
         detached::stop_supervisor(&self.inner);
-        self.inner.log().close()
+        follower::stop(&self.inner);
+        let checkpoint = self.inner.final_checkpoint();
+        self.inner.closed.store(true, Ordering::Relaxed);
+        let closed = self.inner.log().close();
+        checkpoint.and(closed)
+    }
+}
+
+impl Inner {
+    /// Catches the projections up and checkpoints them (writers only).
+    fn final_checkpoint(&self) -> Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        let log = self.log();
+        if log.is_poisoned() {
+            return Ok(()); // the next open replays from the last good checkpoint
+        }
+        self.projections.catch_up(&log)?;
+        self.projections.checkpoint(&*self.storage, &self.dir, &log)
     }
 }
 
@@ -338,7 +458,21 @@ impl Drop for Inner {
         if let Some(wake) = &self.wake {
             let _ = wake.try_send(());
         }
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.final_checkpoint() {
+            tracing::warn!(error = %e, "could not checkpoint projections when the store was dropped");
+        }
     }
+}
+
+fn host_for(options: &StoreOptions, mut projections: Vec<Box<dyn Projection>>) -> Result<Host> {
+    projections.insert(
+        0,
+        Box::new(TriggerStats::with_windows(options.trigger_windows.clone())),
+    );
+    Host::new(projections)
 }
 
 /// Decodes a log record into a store entry.

@@ -1,0 +1,490 @@
+//! The trigger statistics: for every (tenant, rule), how many times it fired
+//! in a window ending at an as-of instant, and when it last fired.
+//!
+//! For an as-of instant `T` and a window `w`:
+//! - a window count is the number of events with `enforced_at` in the
+//!   half-open interval `(T - w, T]`;
+//! - `last_triggered_at` is the greatest `enforced_at <= T`;
+//! - `total_count` is the number of events with `enforced_at <= T`.
+//!
+//! State per (tenant, rule): one sorted vector of timestamps per action for
+//! the events inside the longest window before the newest event seen (the
+//! *watermark*), and a folded count and greatest timestamp for everything
+//! older. Answers come from binary searches: O(log n) in the events of the
+//! window. They depend only on the set of events, never on their order:
+//! an event older than the fold horizon is folded on arrival.
+//!
+//! An answer is exact whenever the window does not reach back into folded
+//! events (`T - longest window >= the rule's greatest folded timestamp`),
+//! which holds for every `T` at or after the watermark. For an earlier `T`
+//! the projection says so ([`Answer::NeedsReplay`]) and the store answers
+//! from the log instead.
+//!
+//! Memory: 8 bytes per event inside the longest window (plus vector slack),
+//! and per (tenant, rule) about 150 bytes plus the two ids.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Projection;
+use crate::event::{Action, Entry};
+
+/// Thirty days in microseconds.
+pub const DAYS_30_US: i64 = 30 * 24 * 3600 * 1_000_000;
+
+/// Fold again once the watermark moved this fraction of the longest window.
+const SWEEP_FRACTION: i64 = 16;
+
+/// Statistics of one (tenant, rule) as of an instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStats {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The rule.
+    pub rule_id: String,
+    /// The as-of instant, µs since the epoch.
+    pub as_of_us: i64,
+    /// Events in the primary window `(T - primary, T]` (30 days by default).
+    pub trigger_count: u64,
+    /// Events in each configured window, in the configured order.
+    pub window_counts: Vec<(Duration, u64)>,
+    /// The greatest `enforced_at <= T`.
+    pub last_triggered_at_us: Option<i64>,
+    /// Events with `enforced_at <= T`.
+    pub total_count: u64,
+    /// Events in the primary window by action, in [`Action::ALL`] order.
+    pub by_action: [u64; 4],
+    /// The log offset the answer reflects: every entry below it was counted.
+    pub offset: u64,
+}
+
+impl RuleStats {
+    /// The primary window's count for `action`.
+    pub fn count_for(&self, action: Action) -> u64 {
+        self.by_action[usize::from(action.code())]
+    }
+}
+
+/// What the projection can say about one rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The exact statistics.
+    Exact(RuleStats),
+    /// The window reaches into folded history: ask the log.
+    NeedsReplay,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct RuleState {
+    /// Timestamps of recent events, sorted ascending, one vector per action.
+    recent: [Vec<i64>; 4],
+    folded_count: u64,
+    folded_max_us: Option<i64>,
+}
+
+impl RuleState {
+    fn insert(&mut self, action: Action, at_us: i64, horizon_us: i64) {
+        if at_us <= horizon_us {
+            self.fold_one(at_us);
+            return;
+        }
+        let v = &mut self.recent[usize::from(action.code())];
+        let at = v.partition_point(|&t| t <= at_us);
+        v.insert(at, at_us);
+    }
+
+    fn fold_one(&mut self, at_us: i64) {
+        self.folded_count += 1;
+        self.folded_max_us = Some(self.folded_max_us.map_or(at_us, |m| m.max(at_us)));
+    }
+
+    /// Folds every recent event at or before `horizon_us`.
+    fn fold(&mut self, horizon_us: i64) {
+        for v in &mut self.recent {
+            let n = v.partition_point(|&t| t <= horizon_us);
+            if n > 0 {
+                let newest = v[n - 1];
+                self.folded_count += n as u64;
+                self.folded_max_us = Some(self.folded_max_us.map_or(newest, |m| m.max(newest)));
+                v.drain(..n);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.folded_count == 0 && self.recent.iter().all(Vec::is_empty)
+    }
+}
+
+/// Counts events of `v` (sorted) in `(lo, hi]`.
+fn count_in(v: &[i64], lo_us: i64, hi_us: i64) -> u64 {
+    let hi = v.partition_point(|&t| t <= hi_us);
+    let lo = v.partition_point(|&t| t <= lo_us);
+    hi.saturating_sub(lo) as u64
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct State {
+    rules: BTreeMap<(String, String), RuleState>,
+    watermark_us: Option<i64>,
+    swept_at_us: Option<i64>,
+    gap_markers: u64,
+    dropped_events: u64,
+}
+
+/// The trigger-statistics projection.
+///
+/// ```
+/// use enforcelog::projection::TriggerStats;
+/// use std::time::Duration;
+/// let stats = TriggerStats::with_windows(vec![
+///     Duration::from_secs(3600),
+///     Duration::from_secs(24 * 3600),
+///     Duration::from_secs(30 * 24 * 3600),
+/// ]);
+/// assert_eq!(stats.windows().len(), 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct TriggerStats {
+    windows: Vec<Duration>,
+    windows_us: Vec<i64>,
+    primary_us: i64,
+    longest_us: i64,
+    state: State,
+}
+
+impl Default for TriggerStats {
+    fn default() -> Self {
+        Self::with_windows(vec![Duration::from_secs(30 * 24 * 3600)])
+    }
+}
+
+fn duration_us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX).max(1)
+}
+
+impl TriggerStats {
+    /// A projection with these windows; the last one is the primary window
+    /// (`trigger_count`, `by_action`). An empty list means 30 days.
+    pub fn with_windows(windows: Vec<Duration>) -> Self {
+        let windows = if windows.is_empty() {
+            vec![Duration::from_secs(30 * 24 * 3600)]
+        } else {
+            windows
+        };
+        let windows_us: Vec<i64> = windows.iter().map(|&d| duration_us(d)).collect();
+        let primary_us = *windows_us.last().unwrap_or(&DAYS_30_US);
+        let longest_us = windows_us.iter().copied().max().unwrap_or(DAYS_30_US);
+        Self {
+            windows,
+            windows_us,
+            primary_us,
+            longest_us,
+            state: State::default(),
+        }
+    }
+
+    /// The configured windows.
+    pub fn windows(&self) -> &[Duration] {
+        &self.windows
+    }
+
+    /// The newest `enforced_at` seen.
+    pub fn watermark_us(&self) -> Option<i64> {
+        self.state.watermark_us
+    }
+
+    /// Gap markers seen and the events they say were dropped.
+    pub fn gaps(&self) -> (u64, u64) {
+        (self.state.gap_markers, self.state.dropped_events)
+    }
+
+    /// Number of (tenant, rule) pairs.
+    pub fn rule_count(&self) -> usize {
+        self.state.rules.len()
+    }
+
+    /// Number of recent (unfolded) events held, over all rules.
+    pub fn recent_event_count(&self) -> usize {
+        self.state
+            .rules
+            .values()
+            .map(|r| r.recent.iter().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    fn horizon_us(&self) -> i64 {
+        self.state
+            .watermark_us
+            .map_or(i64::MIN, |w| w.saturating_sub(self.longest_us))
+    }
+
+    fn record(&mut self, tenant_id: &str, rule_id: &str, action: Action, at_us: i64) {
+        let horizon = self.horizon_us();
+        let key = (tenant_id.to_string(), rule_id.to_string());
+        self.state
+            .rules
+            .entry(key)
+            .or_default()
+            .insert(action, at_us, horizon);
+        if self.state.watermark_us.is_none_or(|w| at_us > w) {
+            self.state.watermark_us = Some(at_us);
+            self.maybe_sweep();
+        }
+    }
+
+    /// Folds every rule once the watermark moved far enough since the last
+    /// sweep. Deterministic: depends only on the events applied, in order.
+    fn maybe_sweep(&mut self) {
+        let Some(watermark) = self.state.watermark_us else {
+            return;
+        };
+        let step = (self.longest_us / SWEEP_FRACTION).max(1);
+        if self
+            .state
+            .swept_at_us
+            .is_some_and(|s| watermark.saturating_sub(s) < step)
+        {
+            return;
+        }
+        let horizon = self.horizon_us();
+        for rule in self.state.rules.values_mut() {
+            rule.fold(horizon);
+        }
+        self.state.swept_at_us = Some(watermark);
+    }
+
+    /// The statistics of one rule as of `as_of_us`, reflecting `offset`.
+    pub fn answer(&self, tenant_id: &str, rule_id: &str, as_of_us: i64, offset: u64) -> Answer {
+        let key = (tenant_id.to_string(), rule_id.to_string());
+        match self.state.rules.get(&key) {
+            None => Answer::Exact(self.empty(tenant_id, rule_id, as_of_us, offset)),
+            Some(rule) => self.answer_rule(tenant_id, rule_id, rule, as_of_us, offset),
+        }
+    }
+
+    fn empty(&self, tenant_id: &str, rule_id: &str, as_of_us: i64, offset: u64) -> RuleStats {
+        RuleStats {
+            tenant_id: tenant_id.to_string(),
+            rule_id: rule_id.to_string(),
+            as_of_us,
+            trigger_count: 0,
+            window_counts: self.windows.iter().map(|&w| (w, 0)).collect(),
+            last_triggered_at_us: None,
+            total_count: 0,
+            by_action: [0; 4],
+            offset,
+        }
+    }
+
+    fn answer_rule(
+        &self,
+        tenant_id: &str,
+        rule_id: &str,
+        rule: &RuleState,
+        t: i64,
+        offset: u64,
+    ) -> Answer {
+        if let Some(folded) = rule.folded_max_us {
+            if t.saturating_sub(self.longest_us) < folded {
+                return Answer::NeedsReplay;
+            }
+        }
+        let count = |w_us: i64| -> u64 {
+            rule.recent
+                .iter()
+                .map(|v| count_in(v, t.saturating_sub(w_us), t))
+                .sum()
+        };
+        let mut by_action = [0u64; 4];
+        for (i, v) in rule.recent.iter().enumerate() {
+            by_action[i] = count_in(v, t.saturating_sub(self.primary_us), t);
+        }
+        let last_recent = rule
+            .recent
+            .iter()
+            .filter_map(|v| v[..v.partition_point(|&x| x <= t)].last().copied())
+            .max();
+        let total = rule.folded_count
+            + rule
+                .recent
+                .iter()
+                .map(|v| v.partition_point(|&x| x <= t) as u64)
+                .sum::<u64>();
+        Answer::Exact(RuleStats {
+            tenant_id: tenant_id.to_string(),
+            rule_id: rule_id.to_string(),
+            as_of_us: t,
+            trigger_count: count(self.primary_us),
+            window_counts: self
+                .windows
+                .iter()
+                .zip(&self.windows_us)
+                .map(|(&w, &w_us)| (w, count(w_us)))
+                .collect(),
+            last_triggered_at_us: last_recent.or(rule.folded_max_us),
+            total_count: total,
+            by_action,
+            offset,
+        })
+    }
+
+    /// The (tenant, rule) pairs of one tenant, in rule order (UTF-8 bytes).
+    pub fn rules_of<'a>(&'a self, tenant_id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        let start = (tenant_id.to_string(), String::new());
+        self.state
+            .rules
+            .range(start..)
+            .take_while(move |((t, _), _)| t == tenant_id)
+            .filter(|(_, r)| !r.is_empty())
+            .map(|((_, rule), _)| rule.as_str())
+    }
+
+    /// Every (tenant, rule) pair, sorted by tenant then rule (UTF-8 bytes).
+    pub fn all_rules(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.state
+            .rules
+            .keys()
+            .map(|(t, r)| (t.as_str(), r.as_str()))
+    }
+
+    /// Computes exact statistics by brute force from entries (the log
+    /// replayed): how the store answers [`Answer::NeedsReplay`].
+    pub fn from_entries<'a>(
+        &self,
+        tenant_id: &str,
+        rule_id: &str,
+        as_of_us: i64,
+        offset: u64,
+        events: impl Iterator<Item = (Action, i64)> + 'a,
+    ) -> RuleStats {
+        let mut stats = self.empty(tenant_id, rule_id, as_of_us, offset);
+        for (action, at) in events {
+            if at > as_of_us {
+                continue;
+            }
+            stats.total_count += 1;
+            stats.last_triggered_at_us = Some(stats.last_triggered_at_us.map_or(at, |l| l.max(at)));
+            for ((_, count), &w_us) in stats.window_counts.iter_mut().zip(&self.windows_us) {
+                if at > as_of_us.saturating_sub(w_us) {
+                    *count += 1;
+                }
+            }
+            if at > as_of_us.saturating_sub(self.primary_us) {
+                stats.trigger_count += 1;
+                stats.by_action[usize::from(action.code())] += 1;
+            }
+        }
+        stats
+    }
+}
+
+impl Projection for TriggerStats {
+    fn name(&self) -> &str {
+        "trigger_stats"
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn apply(&mut self, _offset: u64, entry: &Entry) {
+        match entry {
+            Entry::Event(e) => self.record(&e.tenant_id, &e.rule_id, e.action, e.enforced_at_us),
+            Entry::Gap(g) => {
+                self.state.gap_markers += 1;
+                self.state.dropped_events += g.dropped;
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let windows: Vec<i64> = self.windows_us.clone();
+        rmp_serde::to_vec(&(windows, &self.state)).unwrap_or_default()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (windows, state): (Vec<i64>, State) =
+            rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        if windows != self.windows_us {
+            return Err(format!(
+                "checkpoint was written with windows {windows:?} µs, this projection has {:?} µs",
+                self.windows_us
+            ));
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.state = State::default();
+    }
+
+    fn fresh(&self) -> Box<dyn Projection> {
+        Box::new(Self::with_windows(self.windows.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 24 * 3600 * 1_000_000;
+
+    fn exact(a: Answer) -> RuleStats {
+        match a {
+            Answer::Exact(s) => s,
+            Answer::NeedsReplay => panic!("needs replay"),
+        }
+    }
+
+    #[test]
+    fn window_is_half_open_at_t_minus_30_days() {
+        let mut p = TriggerStats::default();
+        let t = 100 * DAY;
+        for at in [t - 30 * DAY, t - 30 * DAY + 1, t, t + 1] {
+            p.record("a", "r", Action::Blocked, at);
+        }
+        let s = exact(p.answer("a", "r", t, 4));
+        assert_eq!(s.trigger_count, 2); // t-30d excluded, t included, t+1 after
+        assert_eq!(s.total_count, 3);
+        assert_eq!(s.last_triggered_at_us, Some(t));
+        assert_eq!(s.count_for(Action::Blocked), 2);
+    }
+
+    #[test]
+    fn order_does_not_matter_and_old_events_fold() {
+        let events: Vec<i64> = (0..200).map(|i| (i * 7919) % 200 * DAY / 2).collect();
+        let mut forward = TriggerStats::default();
+        let mut backward = TriggerStats::default();
+        for &at in &events {
+            forward.record("a", "r", Action::Killed, at);
+        }
+        for &at in events.iter().rev() {
+            backward.record("a", "r", Action::Killed, at);
+        }
+        let t = 100 * DAY;
+        assert_eq!(
+            forward.answer("a", "r", t, 0),
+            backward.answer("a", "r", t, 0)
+        );
+        assert!(forward.recent_event_count() <= 61);
+        assert_eq!(
+            forward.answer("a", "r", t - 40 * DAY, 0),
+            Answer::NeedsReplay
+        );
+    }
+
+    #[test]
+    fn snapshot_roundtrip() {
+        let mut p = TriggerStats::default();
+        p.record("t", "r", Action::Aborted, 5);
+        let mut q = TriggerStats::default();
+        q.restore(&p.snapshot()).unwrap();
+        assert_eq!(p.answer("t", "r", 10, 1), q.answer("t", "r", 10, 1));
+        let mut other = TriggerStats::with_windows(vec![Duration::from_secs(60)]);
+        assert!(other.restore(&p.snapshot()).is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! Trigger statistics queries, answered from the projection.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::{decode_entry, Store};
+use crate::error::{Error, Result};
+use crate::event::{check_id, Action, Entry, Field};
+use crate::projection::{Answer, Projection, RuleStats, TriggerStats};
+use crate::record::now_us;
+use crate::timestamp::format_us;
+
+/// How long a query waits for the projections to reach the log's end.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+
+impl Store {
+    /// Waits until the projections reflect everything committed when the
+    /// call began (read-your-writes), then returns the offset they reflect.
+    fn caught_up(&self) -> Result<u64> {
+        let target = self.inner.log().next_offset();
+        let reached = self.inner.projections.wait_for(target, CATCH_UP_WAIT);
+        if reached < target {
+            if let Some(reason) = self.inner.projections.failure() {
+                return Err(Error::ProjectionStalled { reason });
+            }
+        }
+        Ok(reached)
+    }
+
+    /// Statistics of one (tenant, rule) as of `as_of_us` (default: now).
+    ///
+    /// Answered from the trigger projection in O(log n) of the events in
+    /// the window; an as-of instant whose window reaches into history the
+    /// projection has folded is answered exactly from the log instead.
+    pub fn stats(
+        &self,
+        tenant_id: &str,
+        rule_id: &str,
+        as_of_us: Option<i64>,
+    ) -> Result<RuleStats> {
+        check_id(Field::TenantId, tenant_id)?;
+        check_id(Field::RuleId, rule_id)?;
+        let keys = [(tenant_id.to_string(), rule_id.to_string())];
+        let mut all = self.stats_of(&keys, as_of_us.unwrap_or_else(now_us))?;
+        Ok(all.remove(0))
+    }
+
+    /// Statistics of every rule of a tenant that fired at or before
+    /// `as_of_us`, sorted by rule (UTF-8 bytes).
+    pub fn stats_for_tenant(
+        &self,
+        tenant_id: &str,
+        as_of_us: Option<i64>,
+    ) -> Result<Vec<RuleStats>> {
+        check_id(Field::TenantId, tenant_id)?;
+        self.caught_up()?;
+        let keys = self
+            .with_trigger_stats(|p, _| {
+                p.rules_of(tenant_id)
+                    .map(|rule| (tenant_id.to_string(), rule.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        self.listed(&keys, as_of_us)
+    }
+
+    /// Statistics of every (tenant, rule) that fired at or before
+    /// `as_of_us`, sorted by tenant then rule (UTF-8 bytes). For operators.
+    pub fn stats_all(&self, as_of_us: Option<i64>) -> Result<Vec<RuleStats>> {
+        self.caught_up()?;
+        let keys = self
+            .with_trigger_stats(|p, _| {
+                p.all_rules()
+                    .map(|(t, r)| (t.to_string(), r.to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        self.listed(&keys, as_of_us)
+    }
+
+    fn listed(&self, keys: &[(String, String)], as_of_us: Option<i64>) -> Result<Vec<RuleStats>> {
+        let stats = self.stats_of(keys, as_of_us.unwrap_or_else(now_us))?;
+        Ok(stats.into_iter().filter(|s| s.total_count > 0).collect())
+    }
+
+    /// Runs `f` on the built-in trigger projection.
+    fn with_trigger_stats<R>(&self, f: impl FnOnce(&TriggerStats, u64) -> R) -> Option<R> {
+        self.inner.projections.with::<TriggerStats, R>(f)
+    }
+
+    /// Runs `f` on the registered projection of type `P` with the offset it
+    /// reflects, after it caught up with everything committed when the call
+    /// began. `None` if no projection of that type is registered.
+    pub fn with_projection<P: Projection, R>(
+        &self,
+        f: impl FnOnce(&P, u64) -> R,
+    ) -> Result<Option<R>> {
+        self.caught_up()?;
+        Ok(self.inner.projections.with::<P, R>(f))
+    }
+
+    fn stats_of(&self, keys: &[(String, String)], as_of_us: i64) -> Result<Vec<RuleStats>> {
+        self.caught_up()?;
+        let (answers, windows, offset) = self
+            .with_trigger_stats(|p, offset| {
+                let answers: Vec<Answer> = keys
+                    .iter()
+                    .map(|(t, r)| p.answer(t, r, as_of_us, offset))
+                    .collect();
+                (answers, p.windows().to_vec(), offset)
+            })
+            .ok_or_else(|| Error::ProjectionStalled {
+                reason: "the trigger projection is not registered".into(),
+            })?;
+        let missing: Vec<&(String, String)> = keys
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| matches!(a, Answer::NeedsReplay))
+            .map(|(k, _)| k)
+            .collect();
+        let mut replayed = if missing.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.replay_stats(
+                &missing,
+                &TriggerStats::with_windows(windows),
+                as_of_us,
+                offset,
+            )?
+        };
+        Ok(keys
+            .iter()
+            .zip(answers)
+            .map(|(key, answer)| match answer {
+                Answer::Exact(stats) => stats,
+                Answer::NeedsReplay => replayed
+                    .remove(key)
+                    .unwrap_or_else(|| empty(key, as_of_us, offset)),
+            })
+            .collect())
+    }
+
+    /// Exact statistics of `keys` from one pass over the log below `offset`,
+    /// reading only the spans whose timestamps can be at or before `as_of_us`.
+    fn replay_stats(
+        &self,
+        keys: &[&(String, String)],
+        config: &TriggerStats,
+        as_of_us: i64,
+        offset: u64,
+    ) -> Result<BTreeMap<(String, String), RuleStats>> {
+        let mut events: BTreeMap<(String, String), Vec<(Action, i64)>> =
+            keys.iter().map(|&k| (k.clone(), Vec::new())).collect();
+        for record in self.inner.log().read_time_range(0, i64::MIN..=as_of_us)? {
+            let record = record?;
+            if record.offset >= offset {
+                break;
+            }
+            if let Entry::Event(e) = decode_entry(&record)? {
+                if let Some(list) = events.get_mut(&(e.tenant_id, e.rule_id)) {
+                    list.push((e.action, e.enforced_at_us));
+                }
+            }
+        }
+        Ok(events
+            .into_iter()
+            .map(|((t, r), list)| {
+                let stats = config.from_entries(&t, &r, as_of_us, offset, list.into_iter());
+                ((t, r), stats)
+            })
+            .collect())
+    }
+}
+
+fn empty(key: &(String, String), as_of_us: i64, offset: u64) -> RuleStats {
+    TriggerStats::default().from_entries(&key.0, &key.1, as_of_us, offset, std::iter::empty())
+}
+
+/// A window length as text: `30d`, `24h`, `15m` or `90s`.
+pub fn window_label(window: Duration) -> String {
+    let s = window.as_secs();
+    match s {
+        0 => format!("{}us", window.as_micros()),
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+impl RuleStats {
+    /// The statistics as JSON: `tenant_id`, `rule_id`, `trigger_count_<window>`
+    /// (the primary window, e.g. `trigger_count_30d`), `last_triggered_at`
+    /// (RFC 3339 or null), `total_count`, `by_action_<window>` (non-zero
+    /// actions only) and `windows` when more than one is configured.
+    pub fn to_json(&self) -> Value {
+        let label = self
+            .window_counts
+            .last()
+            .map_or_else(|| "30d".to_string(), |(w, _)| window_label(*w));
+        let mut by_action = Map::new();
+        for action in Action::ALL {
+            let n = self.count_for(action);
+            if n > 0 {
+                by_action.insert(action.as_str().to_string(), json!(n));
+            }
+        }
+        let mut out = Map::new();
+        out.insert("tenant_id".into(), json!(self.tenant_id));
+        out.insert("rule_id".into(), json!(self.rule_id));
+        out.insert(format!("trigger_count_{label}"), json!(self.trigger_count));
+        out.insert(
+            "last_triggered_at".into(),
+            self.last_triggered_at_us
+                .map_or(Value::Null, |us| json!(format_us(us))),
+        );
+        out.insert("total_count".into(), json!(self.total_count));
+        out.insert(format!("by_action_{label}"), Value::Object(by_action));
+        if self.window_counts.len() > 1 {
+            let windows: Map<String, Value> = self
+                .window_counts
+                .iter()
+                .map(|(w, n)| (window_label(*w), json!(n)))
+                .collect();
+            out.insert("windows".into(), Value::Object(windows));
+        }
+        Value::Object(out)
+    }
+}
+
+/// The report of [`Store::stats_all`] or [`Store::stats_for_tenant`] as
+/// JSON: `{"as_of": ..., "window": "30d", "rules": [...]}`.
+pub fn stats_report(as_of_us: i64, rules: &[RuleStats]) -> Value {
+    let window = rules
+        .first()
+        .and_then(|r| r.window_counts.last())
+        .map_or_else(|| "30d".to_string(), |(w, _)| window_label(*w));
+    json!({
+        "as_of": format_us(as_of_us),
+        "window": window,
+        "rules": rules.iter().map(RuleStats::to_json).collect::<Vec<_>>(),
+    })
+}
