@@ -51,6 +51,44 @@ struct Cursor {
     expected: u64,
     /// Whether `source` ends before the committed bytes do.
     partial: bool,
+    /// Index entries of this segment from the cursor's start on, when the
+    /// reader has a time range (empty otherwise): the spans it may skip.
+    spans: Vec<IndexEntry>,
+    /// The first of `spans` not behind the cursor.
+    span_at: usize,
+    /// The offset after the segment's last committed record.
+    segment_next: u64,
+}
+
+/// Where the cursor goes when it stands at a span that misses the range.
+enum Jump {
+    /// To the next span that overlaps: (file position, first offset).
+    To(u64, u64),
+    /// Past every committed batch of the segment.
+    End,
+}
+
+impl Cursor {
+    /// At the start of an index span whose timestamps miss `range`: where
+    /// to jump. `None` when the cursor is not at such a span.
+    fn jump(&mut self, range: &RangeInclusive<i64>) -> Option<Jump> {
+        let here = self.origin + self.pos as u64;
+        while self
+            .spans
+            .get(self.span_at)
+            .is_some_and(|e| e.position < here)
+        {
+            self.span_at += 1;
+        }
+        let span = self.spans.get(self.span_at)?;
+        if span.position != here || overlaps(range, span.min_timestamp_us, span.max_timestamp_us) {
+            return None;
+        }
+        let next = self.spans[self.span_at + 1..]
+            .iter()
+            .find(|e| overlaps(range, e.min_timestamp_us, e.max_timestamp_us));
+        Some(next.map_or(Jump::End, |e| Jump::To(e.position, e.first_offset)))
+    }
 }
 
 /// Iterator over committed records, from [`Log::read_from`](crate::Log::read_from).
@@ -122,6 +160,16 @@ impl LogReader {
         Some((entry.position, entry.first_offset))
     }
 
+    /// The index entries at or after `position`, if the reader has a time
+    /// range to skip spans by.
+    fn spans_from(&self, entries: &[IndexEntry], position: u64) -> Vec<IndexEntry> {
+        if *self.time_us.start() == i64::MIN && *self.time_us.end() == i64::MAX {
+            return Vec::new();
+        }
+        let from = entries.partition_point(|e| e.position < position);
+        entries[from..].to_vec()
+    }
+
     /// Decodes the next batch of the cursor into `buffered`.
     /// Returns false when the cursor is used up.
     fn advance(&mut self) -> Result<bool> {
@@ -131,7 +179,47 @@ impl LogReader {
         if c.pos >= c.limit {
             return Ok(false);
         }
+        match c.jump(&self.time_us) {
+            None => {}
+            Some(Jump::End) => {
+                self.next = self.next.max(c.segment_next);
+                c.pos = c.limit;
+                return Ok(false);
+            }
+            Some(Jump::To(position, first_offset)) => {
+                self.next = self.next.max(first_offset);
+                let within = position
+                    .checked_sub(c.origin)
+                    .and_then(|p| usize::try_from(p).ok());
+                match within {
+                    Some(p) if p < c.limit => {
+                        c.pos = p;
+                        c.expected = first_offset;
+                    }
+                    _ => {
+                        // Past this chunk of the active segment.
+                        self.resume = Some((c.segment_base, position, first_offset));
+                        c.pos = c.limit;
+                        return Ok(false);
+                    }
+                }
+            }
+        }
         let bytes = &c.source.bytes()[c.pos..c.limit];
+        // A batch whose timestamps all miss the range is stepped over on its
+        // verified header alone: none of its records would be returned.
+        if let Ok(h) = decode_header(bytes) {
+            let len = h.batch_len as usize;
+            if !overlaps(&self.time_us, h.min_timestamp_us, h.max_timestamp_us)
+                && h.first_offset == c.expected
+                && len <= bytes.len()
+            {
+                self.next = self.next.max(h.next_offset());
+                c.expected = h.next_offset();
+                c.pos += len;
+                return Ok(true);
+            }
+        }
         match decode_batch(bytes, Some(c.expected)) {
             Ok(view) => {
                 let h = view.header;
@@ -195,6 +283,9 @@ impl LogReader {
                 pos: usize::try_from(pos).unwrap_or(usize::MAX),
                 expected,
                 partial: false,
+                spans: self.spans_from(&sealed.index, pos),
+                span_at: 0,
+                segment_next: sealed.next_offset,
             }));
         }
         self.read_active(&segments)
@@ -243,6 +334,9 @@ impl LogReader {
             pos: 0,
             expected,
             partial: pos + len < end,
+            spans: self.spans_from(&active.index, pos),
+            span_at: 0,
+            segment_next: active.next_offset,
         }))
     }
 }

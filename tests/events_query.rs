@@ -1,0 +1,667 @@
+//! Queries against a brute-force filter over the same events.
+//!
+//! Each case records a few hundred events (3–4 tenants, 3–4 rules, every
+//! action, optional run ids, timestamps in random order with many equal) in
+//! random-size caller-owned batches and single records, into a store on the
+//! simulated storage with small segments and a small index interval, so
+//! segment rolls and index-span pruning both happen. Then random queries
+//! are run and compared with a plain filter of the recorded events in offset
+//! order, page by page (following `next_offset` until `None`): the pages
+//! concatenated are exactly the filter's result, and no page is longer than
+//! its limit or holds an event of another tenant.
+//!
+//! The same queries run on a read-only store opened beside the writer
+//! (after `refresh`), and on the writer reopened (sealed indexes then come
+//! from the `.idx` files).
+//!
+//! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test events_query`.
+
+use std::sync::Arc;
+
+use enforcelog::event::{EventError, Field};
+use enforcelog::storage::sim::SimStorage;
+use enforcelog::timestamp::{MAX_US, MIN_US};
+use enforcelog::{
+    Action, Durability, Error, Event, LogOptions, Query, Store, StoreOptions, StoredEvent,
+};
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
+use serde_json::{json, Map, Value};
+
+const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
+const RULES: [&str; 4] = ["budget", "no-prod-writes", "rate", "pii"];
+const RUNS: [&str; 3] = ["run-1", "run-2", "run-3"];
+/// A tenant, rule or run nobody records: queries for it find nothing.
+const UNKNOWN_ID: &str = "nobody";
+/// Timestamps mostly lie on a grid of `TICKS` values from here, so many are equal.
+const BASE_US: i64 = 1_764_000_000_000_000;
+const TICK_US: i64 = 1_000;
+const TICKS: i64 = 40;
+/// Recording stops at this many events.
+const EVENTS_MAX: usize = 300;
+
+/// One event to record; ids are indexes into the tables above (taken modulo
+/// the case's tenant and rule counts).
+#[derive(Debug, Clone)]
+struct EventSpec {
+    tenant: usize,
+    rule: usize,
+    action: Action,
+    run: Option<usize>,
+    at_us: i64,
+    details: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+enum Write {
+    /// One event, standalone, through `record_blocking` or `record().await`.
+    Single { event: EventSpec, use_async: bool },
+    /// A caller-owned batch, committed through `commit_blocking` or `commit().await`.
+    Batch {
+        events: Vec<EventSpec>,
+        use_async: bool,
+    },
+    /// A caller-owned batch dropped without commit: records nothing.
+    Abandoned(Vec<EventSpec>),
+}
+
+#[derive(Debug, Clone)]
+struct QuerySpec {
+    /// `None`: all tenants; `Some(TENANTS.len())`: an unknown tenant.
+    tenant: Option<usize>,
+    rule: Option<usize>,
+    action: Option<Action>,
+    run: Option<usize>,
+    since_us: Option<i64>,
+    until_us: Option<i64>,
+    offsets: Option<(u64, u64)>,
+    limit: usize,
+    include_gaps: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    tenants: usize,
+    rules: usize,
+    segment_max_bytes: u64,
+    index_interval_bytes: u64,
+    fsync: bool,
+    sim_seed: u64,
+    writes: Vec<Write>,
+    /// After which write the read-only store refreshes once mid-way.
+    refresh_at: Index,
+    queries: Vec<QuerySpec>,
+}
+
+impl Case {
+    fn options(&self) -> StoreOptions {
+        StoreOptions {
+            log: LogOptions {
+                segment_max_bytes: self.segment_max_bytes,
+                index_interval_bytes: self.index_interval_bytes,
+                // The default (1 MiB) does not fit in a 4 KiB segment.
+                record_max_bytes: 1024,
+                durability: if self.fsync {
+                    Durability::Fsync
+                } else {
+                    Durability::None
+                },
+                ..LogOptions::default()
+            },
+            ..StoreOptions::default()
+        }
+    }
+
+    fn tenant(&self, i: usize) -> &'static str {
+        TENANTS[i % self.tenants]
+    }
+
+    fn rule(&self, i: usize) -> &'static str {
+        RULES[i % self.rules]
+    }
+
+    fn event(&self, spec: &EventSpec) -> Event {
+        let mut event = Event::new(self.tenant(spec.tenant), self.rule(spec.rule), spec.action)
+            .at_us(spec.at_us);
+        if let Some(run) = spec.run {
+            event = event.with_run_id(RUNS[run]);
+        }
+        if let Some(step) = spec.details {
+            event = event.with_details(json!({ "step": step, "why": "over budget" }));
+        }
+        event
+    }
+
+    /// What the store must return for `spec` once recorded at `offset`.
+    fn stored(&self, spec: &EventSpec, offset: u64) -> StoredEvent {
+        let details = spec.details.map(|step| {
+            let mut map = Map::new();
+            map.insert("step".into(), Value::from(step));
+            map.insert("why".into(), Value::from("over budget"));
+            map
+        });
+        StoredEvent {
+            offset,
+            tenant_id: self.tenant(spec.tenant).into(),
+            rule_id: self.rule(spec.rule).into(),
+            action: spec.action,
+            run_id: spec.run.map(|r| RUNS[r].to_string()),
+            details,
+            enforced_at_us: spec.at_us,
+        }
+    }
+
+    fn query(&self, spec: &QuerySpec) -> Query {
+        let name = |table: &[&'static str], i: usize| table.get(i).copied().unwrap_or(UNKNOWN_ID);
+        let mut query = match spec.tenant {
+            Some(t) => Query::tenant(name(&TENANTS, t)),
+            None => Query::all_tenants(),
+        };
+        if let Some(r) = spec.rule {
+            query = query.rule(name(&RULES, r));
+        }
+        if let Some(a) = spec.action {
+            query = query.action(a);
+        }
+        if let Some(r) = spec.run {
+            query = query.run_id(name(&RUNS, r));
+        }
+        if let Some(t) = spec.since_us {
+            query = query.since_us(t);
+        }
+        if let Some(t) = spec.until_us {
+            query = query.until_us(t);
+        }
+        if let Some((a, b)) = spec.offsets {
+            query = query.offsets(a..b);
+        }
+        query.limit(spec.limit).include_gaps(spec.include_gaps)
+    }
+}
+
+/// The brute-force filter: every recorded event the query asks for, in
+/// offset order (`since` inclusive, `until` exclusive).
+fn brute_force(model: &[StoredEvent], spec: &QuerySpec) -> Vec<StoredEvent> {
+    let name = |table: &[&'static str], i: usize| table.get(i).copied().unwrap_or(UNKNOWN_ID);
+    model
+        .iter()
+        .filter(|e| spec.tenant.is_none_or(|t| e.tenant_id == name(&TENANTS, t)))
+        .filter(|e| spec.rule.is_none_or(|r| e.rule_id == name(&RULES, r)))
+        .filter(|e| spec.action.is_none_or(|a| e.action == a))
+        .filter(|e| {
+            spec.run
+                .is_none_or(|r| e.run_id.as_deref() == Some(name(&RUNS, r)))
+        })
+        .filter(|e| spec.since_us.is_none_or(|t| e.enforced_at_us >= t))
+        .filter(|e| spec.until_us.is_none_or(|t| e.enforced_at_us < t))
+        .filter(|e| {
+            spec.offsets
+                .is_none_or(|(a, b)| a <= e.offset && e.offset < b)
+        })
+        .cloned()
+        .collect()
+}
+
+fn action_strategy() -> impl Strategy<Value = Action> {
+    proptest::sample::select(Action::ALL.to_vec())
+}
+
+/// Mostly on the grid (many equal values), sometimes between grid points,
+/// rarely at the ends of the valid range.
+fn event_time_strategy() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        20 => (0..TICKS).prop_map(|t| BASE_US + t * TICK_US),
+        2 => (0..TICKS * TICK_US).prop_map(|us| BASE_US + us),
+        1 => Just(MIN_US),
+        1 => Just(MAX_US),
+    ]
+}
+
+/// Query bounds: grid points (hitting equal timestamps exactly), one past
+/// them, a little outside the grid, and the extremes.
+fn bound_strategy() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        12 => (-2..TICKS + 2).prop_map(|t| BASE_US + t * TICK_US),
+        3 => (-2..TICKS + 2).prop_map(|t| BASE_US + t * TICK_US + 1),
+        1 => Just(i64::MIN),
+        1 => Just(i64::MAX),
+        1 => Just(MIN_US),
+        1 => Just(MAX_US),
+        1 => Just(MAX_US + 1),
+    ]
+}
+
+fn event_strategy() -> impl Strategy<Value = EventSpec> {
+    (
+        0usize..4,
+        0usize..4,
+        action_strategy(),
+        proptest::option::weighted(0.6, 0usize..RUNS.len()),
+        event_time_strategy(),
+        proptest::option::weighted(0.3, any::<u32>()),
+    )
+        .prop_map(|(tenant, rule, action, run, at_us, details)| EventSpec {
+            tenant,
+            rule,
+            action,
+            run,
+            at_us,
+            details,
+        })
+}
+
+fn write_strategy() -> impl Strategy<Value = Write> {
+    prop_oneof![
+        3 => (event_strategy(), any::<bool>())
+            .prop_map(|(event, use_async)| Write::Single { event, use_async }),
+        3 => (proptest::collection::vec(event_strategy(), 1..12), any::<bool>())
+            .prop_map(|(events, use_async)| Write::Batch { events, use_async }),
+        1 => proptest::collection::vec(event_strategy(), 1..4).prop_map(Write::Abandoned),
+    ]
+}
+
+fn query_strategy() -> impl Strategy<Value = QuerySpec> {
+    (
+        (
+            proptest::option::weighted(0.75, 0usize..=TENANTS.len()),
+            proptest::option::weighted(0.4, 0usize..=RULES.len()),
+            proptest::option::weighted(0.3, action_strategy()),
+            proptest::option::weighted(0.3, 0usize..=RUNS.len()),
+        ),
+        (
+            proptest::option::weighted(0.4, bound_strategy()),
+            proptest::option::weighted(0.4, bound_strategy()),
+            proptest::option::weighted(
+                0.3,
+                (0u64..EVENTS_MAX as u64 + 20, 0u64..EVENTS_MAX as u64 + 20),
+            ),
+            prop_oneof![3 => 1usize..=5, 2 => 1usize..=50],
+            any::<bool>(),
+        ),
+    )
+        .prop_map(
+            |((tenant, rule, action, run), (since_us, until_us, offsets, limit, include_gaps))| {
+                QuerySpec {
+                    tenant,
+                    rule,
+                    action,
+                    run,
+                    since_us,
+                    until_us,
+                    offsets,
+                    limit,
+                    include_gaps,
+                }
+            },
+        )
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    (
+        (3usize..=4, 3usize..=4, 4096u64..=16384, 64u64..=1024),
+        (any::<bool>(), any::<u64>()),
+        proptest::collection::vec(write_strategy(), 0..120),
+        any::<Index>(),
+        proptest::collection::vec(query_strategy(), 1..24),
+    )
+        .prop_map(
+            |(
+                (tenants, rules, segment_max_bytes, index_interval_bytes),
+                (fsync, sim_seed),
+                writes,
+                refresh_at,
+                queries,
+            )| Case {
+                tenants,
+                rules,
+                segment_max_bytes,
+                index_interval_bytes,
+                fsync,
+                sim_seed,
+                writes,
+                refresh_at,
+                queries,
+            },
+        )
+}
+
+/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
+fn run_seed() -> u64 {
+    match std::env::var("ENFORCELOG_SEED") {
+        Ok(s) => s
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
+        Err(_) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
+        }
+    }
+}
+
+/// Turns a library result into a test-case result that names the step.
+fn check<T>(result: enforcelog::Result<T>, what: &str) -> Result<T, TestCaseError> {
+    result.map_err(|e| TestCaseError::fail(format!("{what}: {e}")))
+}
+
+/// Records the case's writes; returns what the store must hold, in offset
+/// order. The read-only `reader` refreshes once on the way and must then
+/// see exactly what was committed so far.
+fn record_all(
+    case: &Case,
+    store: &Store,
+    reader: &Store,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Vec<StoredEvent>, TestCaseError> {
+    let mut model: Vec<StoredEvent> = Vec::new();
+    let refresh_at = case.refresh_at.index(case.writes.len().max(1));
+    for (step, write) in case.writes.iter().enumerate() {
+        if model.len() >= EVENTS_MAX {
+            break;
+        }
+        let next = model.len() as u64;
+        match write {
+            Write::Single { event, use_async } => {
+                let offset = if *use_async {
+                    check(runtime.block_on(store.record(case.event(event))), "record")?
+                } else {
+                    check(store.record_blocking(case.event(event)), "record_blocking")?
+                };
+                prop_assert_eq!(offset, next, "step {}: offset of a single record", step);
+                model.push(case.stored(event, offset));
+            }
+            Write::Batch { events, use_async } => {
+                let mut batch = store.begin();
+                for event in events {
+                    check(
+                        batch.record(case.event(event)).map_err(Error::from),
+                        "stage",
+                    )?;
+                }
+                let range = if *use_async {
+                    check(runtime.block_on(batch.commit()), "commit")?
+                } else {
+                    check(batch.commit_blocking(), "commit_blocking")?
+                };
+                prop_assert_eq!(
+                    range.clone(),
+                    next..next + events.len() as u64,
+                    "step {}",
+                    step
+                );
+                for (event, offset) in events.iter().zip(range) {
+                    model.push(case.stored(event, offset));
+                }
+            }
+            Write::Abandoned(events) => {
+                let mut batch = store.begin();
+                for event in events {
+                    check(
+                        batch.record(case.event(event)).map_err(Error::from),
+                        "stage",
+                    )?;
+                }
+                drop(batch);
+            }
+        }
+        prop_assert_eq!(store.next_offset(), model.len() as u64, "step {}", step);
+        if step == refresh_at {
+            check(reader.refresh(), "refresh mid-way")?;
+            let seen = everything(reader)?;
+            prop_assert_eq!(
+                &seen,
+                &model,
+                "read-only view after refresh at step {}",
+                step
+            );
+        }
+    }
+    Ok(model)
+}
+
+/// Every event of every tenant, in one page.
+fn everything(store: &Store) -> Result<Vec<StoredEvent>, TestCaseError> {
+    let page = check(
+        store.query(&Query::all_tenants().limit(100_000)),
+        "query everything",
+    )?;
+    prop_assert_eq!(page.next_offset, None);
+    Ok(page.events)
+}
+
+/// Runs one query page by page and compares with the brute-force filter.
+fn check_query(
+    store: &Store,
+    case: &Case,
+    model: &[StoredEvent],
+    spec: &QuerySpec,
+    view: &str,
+) -> Result<(), TestCaseError> {
+    let want = brute_force(model, spec);
+    let query = case.query(spec);
+    let tenant = spec
+        .tenant
+        .map(|t| TENANTS.get(t).copied().unwrap_or(UNKNOWN_ID));
+    let mut got: Vec<StoredEvent> = Vec::new();
+    let mut cursor: Option<u64> = None;
+    // One page per `limit` events, one more that may come back empty, and
+    // one for an empty result.
+    let pages_max = want.len() / spec.limit + 2;
+    for page_no in 0.. {
+        prop_assert!(
+            page_no < pages_max,
+            "{}: {:?}: more than {} pages for {} events",
+            view,
+            spec,
+            pages_max,
+            want.len()
+        );
+        let this = match cursor {
+            Some(offset) => query.clone().from_offset(offset),
+            None => query.clone(),
+        };
+        let page = check(store.query(&this), "query")?;
+        prop_assert!(
+            page.gaps.is_empty(),
+            "{}: gap markers where none were written",
+            view
+        );
+        prop_assert!(
+            page.events.len() <= spec.limit,
+            "{}: {:?}: page {} has {} events",
+            view,
+            spec,
+            page_no,
+            page.events.len()
+        );
+        if let Some(t) = tenant {
+            let stray = page.events.iter().find(|e| e.tenant_id != t);
+            prop_assert!(stray.is_none(), "{}: tenant {} got {:?}", view, t, stray);
+        }
+        if page.events.len() < spec.limit {
+            prop_assert_eq!(
+                page.next_offset,
+                None,
+                "{}: {:?}: short page {}",
+                view,
+                spec,
+                page_no
+            );
+        }
+        got.extend(page.events.iter().cloned());
+        match page.next_offset {
+            None => break,
+            Some(next) => {
+                let floor = page.events.last().map(|e| e.offset + 1).unwrap_or(0);
+                prop_assert!(
+                    next >= floor && cursor.is_none_or(|c| next > c),
+                    "{}: {:?}: cursor {} does not move past {:?}",
+                    view,
+                    spec,
+                    next,
+                    cursor
+                );
+                cursor = Some(next);
+            }
+        }
+    }
+    prop_assert_eq!(&got, &want, "{}: {:?}", view, spec);
+    Ok(())
+}
+
+fn run_case(case: &Case, runtime: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
+    let storage = SimStorage::new(case.sim_seed);
+    let open = || Store::open_with_storage(Arc::new(storage.clone()), "/store", case.options());
+    let store = check(open(), "open")?;
+    let reader = check(
+        Store::open_read_only_with_storage(Arc::new(storage.clone()), "/store"),
+        "open read-only beside the writer",
+    )?;
+    let model = record_all(case, &store, &reader, runtime)?;
+
+    prop_assert_eq!(&everything(&store)?, &model, "writer's view");
+    check(reader.refresh(), "refresh")?;
+    prop_assert_eq!(
+        &everything(&reader)?,
+        &model,
+        "read-only view beside the writer"
+    );
+    for spec in &case.queries {
+        check_query(&store, case, &model, spec, "writer")?;
+        check_query(&reader, case, &model, spec, "read-only")?;
+    }
+    drop(reader);
+    check(store.close(), "close")?;
+    drop(store);
+
+    // Reopened, the sealed segments' indexes come from their `.idx` files.
+    let store = check(open(), "reopen")?;
+    prop_assert_eq!(&everything(&store)?, &model, "reopened writer's view");
+    for spec in &case.queries {
+        check_query(&store, case, &model, spec, "reopened")?;
+    }
+    check(store.close(), "close after reopen")?;
+    Ok(())
+}
+
+#[test]
+fn queries_match_a_brute_force_filter() {
+    let seed = run_seed();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("build a tokio runtime");
+    let config = Config {
+        cases: 80,
+        rng_seed: RngSeed::Fixed(seed),
+        failure_persistence: None,
+        max_shrink_iters: 200,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    if let Err(e) = runner.run(&case_strategy(), |case| run_case(&case, &runtime)) {
+        panic!("query test failed (replay with ENFORCELOG_SEED={seed}): {e}");
+    }
+}
+
+/// A store with a few events of two tenants, on the simulated storage.
+fn small_store() -> Store {
+    let storage = SimStorage::new(7);
+    let store = Store::open_with_storage(Arc::new(storage), "/store", StoreOptions::default())
+        .expect("open the store");
+    let mut batch = store.begin();
+    for (i, tenant) in ["acme", "globex", "acme"].into_iter().enumerate() {
+        let event = Event::new(tenant, "budget", Action::Killed).at_us(BASE_US + i as i64);
+        batch.record(event).expect("stage an event");
+    }
+    batch.commit_blocking().expect("commit");
+    store
+}
+
+#[test]
+fn limits_outside_the_allowed_range_are_refused() {
+    let store = small_store();
+    for limit in [0, 100_001, usize::MAX] {
+        for query in [Query::tenant("acme"), Query::all_tenants()] {
+            match store.query(&query.limit(limit)) {
+                Err(Error::InvalidOptions { name: "limit", .. }) => {}
+                other => panic!("limit {limit}: expected InvalidOptions, got {other:?}"),
+            }
+        }
+    }
+    for limit in [1, 100_000] {
+        let page = store
+            .query(&Query::tenant("acme").limit(limit))
+            .expect("a limit at the ends of the range is accepted");
+        assert_eq!(page.events.len(), 2.min(limit), "limit {limit}");
+    }
+}
+
+#[test]
+fn invalid_ids_in_a_query_are_refused() {
+    let store = small_store();
+    let long = "t".repeat(129);
+    let cases: Vec<(Query, Field, &str)> = vec![
+        (Query::tenant(""), Field::TenantId, "empty"),
+        (Query::tenant("ac\u{7}me"), Field::TenantId, "control"),
+        (Query::tenant("acme\n"), Field::TenantId, "control"),
+        (Query::tenant("\u{9f}"), Field::TenantId, "control"),
+        (Query::tenant(long.as_str()), Field::TenantId, "too long"),
+        (Query::tenant("acme").rule(""), Field::RuleId, "empty"),
+        (
+            Query::all_tenants().rule("bu\tdget"),
+            Field::RuleId,
+            "control",
+        ),
+        (Query::tenant("acme").run_id(""), Field::RunId, "empty"),
+        (
+            Query::all_tenants().run_id("run\u{0}1"),
+            Field::RunId,
+            "control",
+        ),
+    ];
+    for (query, field, reason) in cases {
+        match store.query(&query) {
+            Err(Error::InvalidEvent(e)) => {
+                assert_eq!(e.field(), field, "{query:?}: {e}");
+                let found = match &e {
+                    EventError::Empty { .. } => "empty",
+                    EventError::TooLong { .. } => "too long",
+                    EventError::ControlCharacter { .. } => "control",
+                    _ => "something else",
+                };
+                assert_eq!(found, reason, "{query:?}: {e:?}");
+            }
+            other => panic!("{query:?}: expected InvalidEvent, got {other:?}"),
+        }
+    }
+    // The check is on the id, not on whether anyone recorded it.
+    let page = store
+        .query(&Query::tenant(UNKNOWN_ID))
+        .expect("a valid but unknown tenant is a valid query");
+    assert!(page.events.is_empty());
+}
+
+#[test]
+fn a_tenant_query_never_returns_another_tenants_event() {
+    let store = small_store();
+    // Filters that would match the other tenant's event do not widen the tenant.
+    let query = Query::tenant("globex")
+        .rule("budget")
+        .action(Action::Killed)
+        .since_us(i64::MIN)
+        .until_us(i64::MAX)
+        .offsets(0..u64::MAX)
+        .include_gaps(true);
+    let page = store.query(&query).expect("query");
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].tenant_id, "globex");
+    assert_eq!(page.events[0].offset, 1);
+    let page = store
+        .query(&Query::tenant("initech"))
+        .expect("query an unknown tenant");
+    assert!(page.events.is_empty());
+    assert_eq!(page.next_offset, None);
+}
