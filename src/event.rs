@@ -75,7 +75,7 @@ impl FromStr for Action {
     /// Case-insensitive: `STOPPED`, `stopped`, `stop`, `Killed`, `kill`,
     /// `abort`, `block`...
     fn from_str(text: &str) -> Result<Self, EventError> {
-        match text.trim().to_ascii_lowercase().as_str() {
+        match text.to_ascii_lowercase().as_str() {
             "stopped" | "stop" => Ok(Action::Stopped),
             "killed" | "kill" => Ok(Action::Killed),
             "aborted" | "abort" => Ok(Action::Aborted),
@@ -137,7 +137,8 @@ pub enum EventError {
         /// The limit.
         max_bytes: usize,
     },
-    /// An id holds a control character.
+    /// An id holds a control character, a line separator or a
+    /// bidirectional control.
     #[error("{field}: control character U+{code:04X} at byte {at}")]
     ControlCharacter {
         /// The field.
@@ -211,7 +212,16 @@ impl EventError {
     }
 }
 
-/// Checks an id: 1..=128 bytes, no control characters.
+/// Characters an id may not hold: control characters (Unicode `Cc`), line
+/// and paragraph separators, and the bidirectional overrides and isolates
+/// that can make one id display as another.
+fn is_forbidden_in_id(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Checks an id: 1..=128 bytes, no control characters (see
+/// `is_forbidden_in_id`: also line separators and bidirectional controls).
 pub fn check_id(field: Field, id: &str) -> Result<(), EventError> {
     if id.is_empty() {
         return Err(EventError::Empty { field });
@@ -223,7 +233,7 @@ pub fn check_id(field: Field, id: &str) -> Result<(), EventError> {
             max_bytes: ID_MAX_BYTES,
         });
     }
-    if let Some((at, c)) = id.char_indices().find(|(_, c)| c.is_control()) {
+    if let Some((at, c)) = id.char_indices().find(|&(_, c)| is_forbidden_in_id(c)) {
         return Err(EventError::ControlCharacter {
             field,
             at,

@@ -14,7 +14,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{Action, Entry, Event, GapMarker, StoredEvent};
+use crate::event::{check_id, Action, Entry, Event, Field, GapMarker, StoredEvent};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u8 = 1;
@@ -62,6 +62,12 @@ pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, P
         KIND_EVENT => {
             let (_, _, tenant_id, rule_id, code, run_id, details): EventV1 =
                 rmp_serde::from_slice(payload).map_err(bad)?;
+            for (field, id) in [(Field::TenantId, &tenant_id), (Field::RuleId, &rule_id)]
+                .into_iter()
+                .chain(run_id.as_ref().map(|r| (Field::RunId, r)))
+            {
+                check_id(field, id).map_err(|e| PayloadError(e.to_string()))?;
+            }
             let action = Action::from_code(code)
                 .ok_or_else(|| PayloadError(format!("unknown action code {code}")))?;
             let details = match details {

@@ -139,15 +139,21 @@ impl Drop for Inner {
     }
 }
 
+impl WriterHandle {
+    /// Whether the calling thread is this writer's own thread (an append
+    /// callback), which must never wait for the writer.
+    fn is_current_thread(&self) -> bool {
+        self.thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+    }
+}
+
 fn close_writer(writer: &WriterHandle) -> Result<()> {
     let (reply, done) = flume::bounded(1);
-    let on_writer_thread = writer
-        .thread
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .is_some_and(|t| t.thread().id() == std::thread::current().id());
-    if on_writer_thread {
+    if writer.is_current_thread() {
         // The last handle was dropped by an append callback running on the
         // writer thread: it cannot wait for itself. The writer stops after
         // this group, on the close request or when its queue disconnects.
@@ -434,6 +440,15 @@ impl Log {
                 flume::SendTimeoutError::Timeout(_) => Error::QueueFull,
                 flume::SendTimeoutError::Disconnected(_) => self.stopped(),
             })
+    }
+
+    /// Whether the calling thread is the writer thread (code running in an
+    /// append callback). Blocking appends from there would wait forever.
+    pub fn on_writer_thread(&self) -> bool {
+        self.inner
+            .writer
+            .as_ref()
+            .is_some_and(WriterHandle::is_current_thread)
     }
 
     /// Whether the writer stopped after a failure.

@@ -192,13 +192,13 @@ fn reopen(inner: &Inner) {
 }
 
 /// Appends the pending gap as a marker, if any and if the log works.
-fn write_gap_marker(inner: &Inner) {
+pub(super) fn write_gap_marker(inner: &Inner) {
     let gap = *inner.gap.lock().unwrap_or_else(|e| e.into_inner());
     if gap.dropped == 0 {
         return;
     }
     let log = inner.log();
-    if log.is_poisoned() {
+    if log.is_poisoned() || log.on_writer_thread() {
         return;
     }
     let record = Record::new(

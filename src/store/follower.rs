@@ -17,9 +17,10 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub(super) fn start(inner: &Arc<Inner>) -> Result<()> {
     let weak = Arc::downgrade(inner);
+    let stop = inner.follower_stop.1.clone();
     let thread = std::thread::Builder::new()
         .name("enforcelog-projections".into())
-        .spawn(move || follow(weak))
+        .spawn(move || follow(weak, stop))
         .map_err(|e| Error::io("spawn projection thread for", inner.dir.clone(), e))?;
     *inner.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
     Ok(())
@@ -40,7 +41,7 @@ pub(super) fn stop(inner: &Inner) {
     }
 }
 
-fn follow(weak: Weak<Inner>) {
+fn follow(weak: Weak<Inner>, stop: flume::Receiver<()>) {
     let mut watched: Option<(Log, flume::Receiver<()>)> = None;
     loop {
         let wakeup = {
@@ -76,9 +77,15 @@ fn follow(weak: Weak<Inner>) {
         };
         // Holds no strong reference while it waits, so dropping the store
         // is never delayed by this thread.
-        if let Err(flume::RecvTimeoutError::Disconnected) = wakeup.recv_timeout(POLL) {
-            // The log's writer stopped; the supervisor may reopen it.
-            std::thread::sleep(POLL);
-        }
+        // A disconnected wake-up means the log's writer stopped (the
+        // supervisor may reopen it): then only the stop signal or the poll
+        // interval ends the wait.
+        let selector = flume::Selector::new().recv(&stop, |_| ());
+        let selector = if wakeup.is_disconnected() {
+            selector
+        } else {
+            selector.recv(&wakeup, |_| ())
+        };
+        let _ = selector.wait_timeout(POLL);
     }
 }

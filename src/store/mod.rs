@@ -137,6 +137,8 @@ pub(crate) struct Inner {
     supervisor: Mutex<Option<JoinHandle<()>>>,
     projections: Host,
     follower: Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the follower at once when the store stops.
+    follower_stop: (flume::Sender<()>, flume::Receiver<()>),
     /// Set by `close`, which already checkpointed.
     closed: AtomicBool,
 }
@@ -243,6 +245,7 @@ impl Store {
             supervisor: Mutex::new(None),
             projections: host,
             follower: Mutex::new(None),
+            follower_stop: flume::bounded(1),
             closed: AtomicBool::new(false),
         });
         let thread = detached::spawn_supervisor(Arc::downgrade(&inner), wakeups)?;
@@ -292,6 +295,7 @@ impl Store {
             supervisor: Mutex::new(None),
             projections: host,
             follower: Mutex::new(None),
+            follower_stop: flume::bounded(1),
             closed: AtomicBool::new(false),
         });
         follower::start(&inner)?;
@@ -438,7 +442,8 @@ impl Store {
 }
 
 impl Inner {
-    /// Catches the projections up and checkpoints them (writers only).
+    /// Writes a pending gap marker, catches the projections up and
+    /// checkpoints them (writers only).
     fn final_checkpoint(&self) -> Result<()> {
         if self.read_only {
             return Ok(());
@@ -447,6 +452,7 @@ impl Inner {
         if log.is_poisoned() {
             return Ok(()); // the next open replays from the last good checkpoint
         }
+        detached::write_gap_marker(self);
         self.projections.catch_up(&log)?;
         self.projections.checkpoint(&*self.storage, &self.dir, &log)
     }
