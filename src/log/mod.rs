@@ -219,11 +219,39 @@ impl Log {
         dir: impl AsRef<Path>,
         options: LogOptions,
     ) -> Result<Log> {
+        Self::open_writer(storage, dir.as_ref(), options, None)
+    }
+
+    /// Reopens a log whose writer failed, in this process, dropping every
+    /// record at or after `acknowledged_end` that the failed writer had
+    /// written to its active segment but never acknowledged. Without this, a
+    /// write whose fsync failed could come back as committed: the kernel
+    /// may have marked its pages clean without writing them, so the reopen's
+    /// fsync would prove nothing about them. Records already sealed into an
+    /// earlier segment by a roll are kept (they were fsynced).
+    pub fn reopen_after_failure(
+        storage: Arc<dyn Storage>,
+        dir: impl AsRef<Path>,
+        options: LogOptions,
+        acknowledged_end: u64,
+    ) -> Result<Log> {
+        Self::open_writer(storage, dir.as_ref(), options, Some(acknowledged_end))
+    }
+
+    fn open_writer(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: LogOptions,
+        keep_below: Option<u64>,
+    ) -> Result<Log> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         prepare_dir(&*storage, &dir)?;
         let lock = dir::lock(&*storage, &dir)?;
-        let opened = recovery::open_segments(&*storage, &dir, &options, Access::Writer)?;
+        let mut opened = recovery::open_segments(&*storage, &dir, &options, Access::Writer)?;
+        if let Some(end) = keep_below {
+            recovery::drop_unacknowledged(&mut opened.segments.active, end)?;
+        }
         let active = opened.segments.active.clone();
         // What an earlier process wrote may not be durable yet: its last
         // fsync or the directory fsync of its last segment may have failed.
@@ -346,11 +374,12 @@ impl Log {
     pub fn watch(&self) -> flume::Receiver<()> {
         let (tx, rx) = flume::bounded(1);
         let shared = &self.inner.shared;
-        shared
-            .watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
+        let mut watchers = shared.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        // After the writer stopped, `tx` is dropped here: the receiver is
+        // born disconnected, as the watchers before it were.
+        if !shared.watch_closed.load(Ordering::Relaxed) {
+            watchers.push(tx);
+        }
         rx
     }
 

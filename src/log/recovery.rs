@@ -533,3 +533,48 @@ fn open_last(
         torn_bytes,
     ))
 }
+
+/// Truncates the active segment to the batch that starts at `end`, when
+/// records at or after `end` are in it (see `Log::reopen_after_failure`).
+pub(crate) fn drop_unacknowledged(active: &mut ActiveSegment, end: u64) -> Result<()> {
+    if end >= active.next_offset || end < active.base_offset {
+        return Ok(());
+    }
+    let path = active.path.clone();
+    let bytes = read_all(&*active.file).map_err(|e| Error::io("read", &path, e))?;
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut next = active.base_offset;
+    while next < end {
+        let view = decode_batch(&bytes[pos..], Some(next))
+            .map_err(|_| Error::corruption(&path, pos as u64, "batch changed while reopening"))?;
+        pos += view.len();
+        next = view.header.next_offset();
+    }
+    if next != end {
+        // `end` falls inside a batch: an acknowledged end always lies on a
+        // batch boundary, so this log is not the one that failed.
+        return Err(Error::corruption(
+            &path,
+            pos as u64,
+            "acknowledged end is not a batch boundary",
+        ));
+    }
+    warn!(
+        segment = %path.display(),
+        position = pos,
+        records_dropped = active.next_offset - end,
+        "dropping records the failed writer never acknowledged"
+    );
+    active
+        .file
+        .set_len(pos as u64)
+        .map_err(|e| Error::io("truncate", &path, e))?;
+    active
+        .file
+        .sync_data()
+        .map_err(|e| Error::io("fsync", &path, e))?;
+    active.committed_len = pos as u64;
+    active.next_offset = end;
+    active.index.retain(|e| e.position < pos as u64);
+    Ok(())
+}

@@ -169,11 +169,15 @@ fn reopen(inner: &Inner) {
         return;
     }
     let fsyncs = failed.metrics().fsyncs;
+    // Everything below this was acknowledged; whatever the failed writer
+    // wrote after it was answered with an error and must not come back.
+    let acknowledged_end = failed.next_offset();
     // Stops the failed writer and releases the directory lock; its error is
     // the one already reported.
     let _ = failed.close();
     drop(failed);
-    match Log::open_with_storage(inner.storage.clone(), &inner.dir, inner.options.log.clone()) {
+    let options = inner.options.log.clone();
+    match Log::reopen_after_failure(inner.storage.clone(), &inner.dir, options, acknowledged_end) {
         Ok(log) => {
             info!(
                 dir = %inner.dir.display(),

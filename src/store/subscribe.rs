@@ -113,8 +113,14 @@ impl Subscription {
             None => self.reader.insert(self.log.read_from(self.next)?),
         };
         match reader.next() {
-            Some(record) => {
-                let record = record?;
+            Some(Err(e)) => {
+                // A reader ends after an error; the next call starts a new
+                // one at the same offset, which reports the damage again
+                // rather than going silent.
+                self.reader = None;
+                Err(e)
+            }
+            Some(Ok(record)) => {
                 debug_assert_eq!(record.offset, self.next, "subscriptions never skip");
                 self.next = record.offset + 1;
                 Ok(Some(Delivery::Entry(decode_entry(&record)?)))
