@@ -373,6 +373,13 @@ impl Log {
     /// stopped; it carries no data, so a slow follower costs no memory.
     pub fn watch(&self) -> flume::Receiver<()> {
         let (tx, rx) = flume::bounded(1);
+        self.watch_with(tx);
+        rx
+    }
+
+    /// Like [`Log::watch`], with a channel of the caller's (which may also
+    /// carry other wake-ups). After the writer stopped, `tx` is dropped.
+    pub fn watch_with(&self, tx: flume::Sender<()>) {
         let shared = &self.inner.shared;
         let mut watchers = shared.watchers.lock().unwrap_or_else(|e| e.into_inner());
         // After the writer stopped, `tx` is dropped here: the receiver is
@@ -380,7 +387,6 @@ impl Log {
         if !shared.watch_closed.load(Ordering::Relaxed) {
             watchers.push(tx);
         }
-        rx
     }
 
     /// Whether `other` is a handle to the same open log (a clone of this

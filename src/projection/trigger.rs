@@ -324,7 +324,9 @@ impl TriggerStats {
                 .zip(&self.windows_us)
                 .map(|(&w, &w_us)| (w, count(w_us)))
                 .collect(),
-            last_triggered_at_us: last_recent.or(rule.folded_max_us),
+            // An event folded on arrival can be newer than a recent one not
+            // swept yet; on this exact path every folded event is <= T.
+            last_triggered_at_us: last_recent.max(rule.folded_max_us),
             total_count: total,
             by_action,
             offset,

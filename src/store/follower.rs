@@ -17,10 +17,10 @@ const POLL: Duration = Duration::from_millis(100);
 
 pub(super) fn start(inner: &Arc<Inner>) -> Result<()> {
     let weak = Arc::downgrade(inner);
-    let stop = inner.follower_stop.1.clone();
+    let wakeups = inner.follower_wake.1.clone();
     let thread = std::thread::Builder::new()
         .name("enforcelog-projections".into())
-        .spawn(move || follow(weak, stop))
+        .spawn(move || follow(weak, wakeups))
         .map_err(|e| Error::io("spawn projection thread for", inner.dir.clone(), e))?;
     *inner.follower.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
     Ok(())
@@ -29,6 +29,7 @@ pub(super) fn start(inner: &Arc<Inner>) -> Result<()> {
 /// Stops the follower and waits for it.
 pub(super) fn stop(inner: &Inner) {
     inner.stopping.store(true, Ordering::Relaxed);
+    let _ = inner.follower_wake.0.try_send(());
     let thread = inner
         .follower
         .lock()
@@ -41,23 +42,22 @@ pub(super) fn stop(inner: &Inner) {
     }
 }
 
-fn follow(weak: Weak<Inner>, stop: flume::Receiver<()>) {
-    let mut watched: Option<(Log, flume::Receiver<()>)> = None;
+/// Waits on one channel, woken by commits of the log it watches (it
+/// registers its sender with each log it follows) and by `stop`; the
+/// timeout notices a log the supervisor reopened.
+fn follow(weak: Weak<Inner>, wakeups: flume::Receiver<()>) {
+    let mut watched: Option<Log> = None;
     loop {
-        let wakeup = {
+        {
             let Some(inner) = weak.upgrade() else { return };
             if inner.stopping.load(Ordering::Relaxed) {
                 return;
             }
             let log = inner.log();
-            let wakeup = match &watched {
-                Some((seen, rx)) if seen.same_as(&log) => rx.clone(),
-                _ => {
-                    let rx = log.watch();
-                    watched = Some((log.clone(), rx.clone()));
-                    rx
-                }
-            };
+            if !watched.as_ref().is_some_and(|seen| seen.same_as(&log)) {
+                log.watch_with(inner.follower_wake.0.clone());
+                watched = Some(log.clone());
+            }
             // A failure is kept in the host and reported by queries.
             let _ = inner.projections.catch_up(&log);
             let o = &inner.options;
@@ -73,19 +73,9 @@ fn follow(weak: Weak<Inner>, stop: flume::Receiver<()>) {
                     warn!(error = %e, "could not checkpoint projections; will retry");
                 }
             }
-            wakeup
-        };
+        }
         // Holds no strong reference while it waits, so dropping the store
         // is never delayed by this thread.
-        // A disconnected wake-up means the log's writer stopped (the
-        // supervisor may reopen it): then only the stop signal or the poll
-        // interval ends the wait.
-        let selector = flume::Selector::new().recv(&stop, |_| ());
-        let selector = if wakeup.is_disconnected() {
-            selector
-        } else {
-            selector.recv(&wakeup, |_| ())
-        };
-        let _ = selector.wait_timeout(POLL);
+        let _ = wakeups.recv_timeout(POLL);
     }
 }

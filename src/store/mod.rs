@@ -137,8 +137,9 @@ pub(crate) struct Inner {
     supervisor: Mutex<Option<JoinHandle<()>>>,
     projections: Host,
     follower: Mutex<Option<JoinHandle<()>>>,
-    /// Wakes the follower at once when the store stops.
-    follower_stop: (flume::Sender<()>, flume::Receiver<()>),
+    /// Wakes the follower: on each commit (registered with the log) and
+    /// when the store stops.
+    follower_wake: (flume::Sender<()>, flume::Receiver<()>),
     /// Set by `close`, which already checkpointed.
     closed: AtomicBool,
 }
@@ -200,6 +201,30 @@ impl Inner {
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Shared by the clones the caller holds (not by background threads):
+    /// when the last one goes, the store closes, in the caller's thread.
+    _open: Arc<CloseOnDrop>,
+}
+
+/// Closes the store when the caller's last handle is dropped.
+#[derive(Debug)]
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.close() {
+            tracing::warn!(error = %e, "closing the store on drop failed");
+        }
+    }
+}
+
+impl Store {
+    fn from_inner(inner: Arc<Inner>) -> Store {
+        Store {
+            _open: Arc::new(CloseOnDrop(inner.clone())),
+            inner,
+        }
+    }
 }
 
 impl Store {
@@ -245,13 +270,13 @@ impl Store {
             supervisor: Mutex::new(None),
             projections: host,
             follower: Mutex::new(None),
-            follower_stop: flume::bounded(1),
+            follower_wake: flume::bounded(1),
             closed: AtomicBool::new(false),
         });
         let thread = detached::spawn_supervisor(Arc::downgrade(&inner), wakeups)?;
         *inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         follower::start(&inner)?;
-        Ok(Store { inner })
+        Ok(Store::from_inner(inner))
     }
 
     /// Opens the store in `dir` for reading only, beside a writer that may
@@ -295,11 +320,11 @@ impl Store {
             supervisor: Mutex::new(None),
             projections: host,
             follower: Mutex::new(None),
-            follower_stop: flume::bounded(1),
+            follower_wake: flume::bounded(1),
             closed: AtomicBool::new(false),
         });
         follower::start(&inner)?;
-        Ok(Store { inner })
+        Ok(Store::from_inner(inner))
     }
 
     /// For a read-only store: picks up events committed since it was opened
@@ -432,16 +457,23 @@ impl Store {
     /// Later writes through any clone fail with [`Error::Closed`]. Dropping
     /// the last clone does the same, but cannot report a failure.
     pub fn close(&self) -> Result<()> {
-        detached::stop_supervisor(&self.inner);
-        follower::stop(&self.inner);
-        let checkpoint = self.inner.final_checkpoint();
-        self.inner.closed.store(true, Ordering::Relaxed);
-        let closed = self.inner.log().close();
-        checkpoint.and(closed)
+        self.inner.close()
     }
 }
 
 impl Inner {
+    /// See [`Store::close`]. Idempotent: a second call does nothing.
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        detached::stop_supervisor(self);
+        follower::stop(self);
+        let checkpoint = self.final_checkpoint();
+        let closed = self.log().close();
+        checkpoint.and(closed)
+    }
+
     /// Writes a pending gap marker, catches the projections up and
     /// checkpoints them (writers only).
     fn final_checkpoint(&self) -> Result<()> {
@@ -460,16 +492,13 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Normally `CloseOnDrop` closed the store already; this only stops
+        // the background threads of a store whose handles were leaked.
         self.stopping.store(true, Ordering::Relaxed);
         if let Some(wake) = &self.wake {
             let _ = wake.try_send(());
         }
-        if self.closed.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Err(e) = self.final_checkpoint() {
-            tracing::warn!(error = %e, "could not checkpoint projections when the store was dropped");
-        }
+        let _ = self.follower_wake.0.try_send(());
     }
 }
 
