@@ -14,6 +14,7 @@
 pub(crate) mod dir;
 mod reader;
 mod recovery;
+mod repair;
 mod segment;
 mod verify;
 mod writer;
@@ -28,6 +29,7 @@ use std::time::Instant;
 use tracing::info;
 
 pub use reader::LogReader;
+pub use repair::{repair, repair_dir, RepairAction, RepairReport, QUARANTINE_DIR};
 pub use verify::{verify_dir, Problem, ProblemKind, VerifyReport};
 
 use self::recovery::Access;

@@ -119,7 +119,7 @@ impl IndexBuilder {
     /// the last entry's timestamp bounds to cover it.
     pub fn offer(&mut self, batch: IndexEntry) {
         match self.entries.last_mut() {
-            Some(last) if batch.position < last.position + self.interval => {
+            Some(last) if batch.position < last.position.saturating_add(self.interval) => {
                 debug_assert!(last.first_offset < batch.first_offset);
                 last.min_timestamp_us = last.min_timestamp_us.min(batch.min_timestamp_us);
                 last.max_timestamp_us = last.max_timestamp_us.max(batch.max_timestamp_us);
