@@ -107,7 +107,7 @@ fn damage_in_a_sealed_segment_keeps_the_prefix_and_quarantines_the_rest() {
     assert_eq!(kept.len() as u64, report.next_offset);
     assert_eq!(&kept[..], &written[..kept.len()]);
     assert!(kept.len() < written.len());
-    assert!(kept.len() % 3 == 0, "whole batches only");
+    assert!(kept.len().is_multiple_of(3), "whole batches only");
 
     // A second repair has nothing to do.
     let again = repair(&storage, std::path::Path::new(DIR)).unwrap();
