@@ -53,6 +53,8 @@ pub(crate) struct Host {
     progress: Condvar,
     failure: Mutex<Option<String>>,
     checkpointed: Mutex<(u64, Instant)>,
+    /// One catch-up at a time: two would read and decode the same entries.
+    catching_up: Mutex<()>,
 }
 
 impl std::fmt::Debug for Host {
@@ -98,6 +100,7 @@ impl Host {
             progress: Condvar::new(),
             failure: Mutex::new(None),
             checkpointed: Mutex::new((0, Instant::now())),
+            catching_up: Mutex::new(()),
         })
     }
 
@@ -169,6 +172,7 @@ impl Host {
     /// Applies every committed entry not yet applied. Returns the offset
     /// reached.
     pub fn catch_up(&self, log: &Log) -> Result<u64> {
+        let _one_at_a_time = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
         let result = self.catch_up_inner(log);
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         match &result {

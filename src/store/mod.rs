@@ -424,8 +424,9 @@ impl Store {
         }
     }
 
-    /// Brings the projections up to date, then compares each projection's
-    /// checkpoint with a fresh rebuild from the log up to its offset.
+    /// Compares each projection's checkpoint file with a fresh rebuild from
+    /// the log up to the checkpoint's offset (reports a damaged or foreign
+    /// checkpoint; changes nothing).
     pub fn verify_projections(&self) -> Result<Vec<crate::projection::ProjectionCheck>> {
         let log = self.inner.log();
         self.inner

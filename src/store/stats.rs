@@ -12,18 +12,28 @@ use crate::projection::{Answer, Projection, RuleStats, TriggerStats};
 use crate::record::now_us;
 use crate::timestamp::format_us;
 
-/// How long a query waits for the projections to reach the log's end.
-const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
+/// A query waits for the projections as long as they make progress, and
+/// gives up after this long without any.
+const CATCH_UP_STALL: Duration = Duration::from_secs(10);
 
 impl Store {
     /// Waits until the projections reflect everything committed when the
     /// call began (read-your-writes), then returns the offset they reflect.
     fn caught_up(&self) -> Result<u64> {
         let target = self.inner.log().next_offset();
-        let reached = self.inner.projections.wait_for(target, CATCH_UP_WAIT);
-        if reached < target {
+        let mut reached = self.inner.projections.applied_offset();
+        while reached < target {
+            let before = reached;
+            reached = self.inner.projections.wait_for(target, CATCH_UP_STALL);
             if let Some(reason) = self.inner.projections.failure() {
                 return Err(Error::ProjectionStalled { reason });
+            }
+            if reached < target && reached == before {
+                return Err(Error::ProjectionStalled {
+                    reason: format!(
+                        "no progress for {CATCH_UP_STALL:?}: at offset {reached} of {target}"
+                    ),
+                });
             }
         }
         Ok(reached)
@@ -182,7 +192,7 @@ fn empty(key: &(String, String), as_of_us: i64, offset: u64) -> RuleStats {
 pub fn window_label(window: Duration) -> String {
     let s = window.as_secs();
     match s {
-        0 => format!("{}us", window.as_micros()),
+        _ if window.subsec_nanos() != 0 || s == 0 => format!("{}us", window.as_micros()),
         _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
         _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
         _ if s.is_multiple_of(60) => format!("{}m", s / 60),

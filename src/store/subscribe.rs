@@ -122,8 +122,18 @@ impl Subscription {
             }
             Some(Ok(record)) => {
                 debug_assert_eq!(record.offset, self.next, "subscriptions never skip");
-                self.next = record.offset + 1;
-                Ok(Some(Delivery::Entry(decode_entry(&record)?)))
+                match decode_entry(&record) {
+                    Ok(entry) => {
+                        self.next = record.offset + 1;
+                        Ok(Some(Delivery::Entry(entry)))
+                    }
+                    Err(e) => {
+                        // Stays at this record: it is reported again, never
+                        // skipped.
+                        self.reader = None;
+                        Err(e)
+                    }
+                }
             }
             None => Ok(None),
         }
