@@ -12,8 +12,34 @@ use enforcelog::timestamp::parse_us;
 use enforcelog::{stats_report, Durability, Event, LogOptions, Store, StoreOptions};
 use serde_json::Value;
 
+/// The golden files, as committed in this repository.
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden")
+}
+
+/// The committed copy must equal the team's shared reference
+/// (`../shared/golden/`, beside the checkout) wherever that is present.
+#[test]
+fn committed_golden_files_equal_the_shared_reference() {
+    let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden");
+    if !shared.is_dir() {
+        eprintln!(
+            "no shared reference at {}; using the committed copy",
+            shared.display()
+        );
+        return;
+    }
+    for name in [
+        "events-2000.jsonl",
+        "events-2000.stats-2026-11-01T00-00-00Z.json",
+    ] {
+        let committed = std::fs::read(golden_dir().join(name)).expect("committed golden file");
+        let reference = std::fs::read(shared.join(name)).expect("shared golden file");
+        assert!(
+            committed == reference,
+            "{name} differs from the shared reference"
+        );
+    }
 }
 
 fn events() -> Vec<Event> {
