@@ -1,1 +1,234 @@
-fn main() {}
+//! `enforcelog`: the command-line face of the store.
+//!
+//! This file owns the global contract: the arguments every command shares,
+//! dispatch, and how a failure becomes one line on stderr and an exit code
+//! (0 success, 1 corruption found, 2 bad input or usage, 3 store locked by
+//! another writer, 4 any other failure). Nothing here may panic on user
+//! input; a panic hook turns a bug into one line and exit code 4 as a last
+//! resort.
+
+mod demo;
+mod failure;
+mod import_line;
+mod ops;
+mod output;
+mod read;
+mod store_dir;
+mod units;
+mod write;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{ArgAction, Parser, Subcommand};
+use enforcelog::Durability;
+use tracing_subscriber::EnvFilter;
+
+use crate::failure::{Failure, EXIT_USAGE};
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  corruption found (verify), or a damaged record met while reading
+  2  bad input or usage; also a read command pointed at a directory that
+     holds no store (read commands never create one)
+  3  the store is locked by another writer
+  4  any other failure (I/O, full disk, internal error)
+
+Times are RFC 3339 with a zone (2026-11-25T10:00:00Z or +01:00); a time
+without a zone is refused. Times printed are UTC with 6 fractional digits.
+Errors are one line on stderr; -v adds detail, -vv the store's own log.";
+
+/// An embeddable, append-only audit log of policy-enforcement outcomes.
+///
+/// Start with `enforcelog demo`: it records a million synthetic outcomes
+/// durably and shows throughput, replay speed and trigger statistics.
+#[derive(Debug, Parser)]
+#[command(name = "enforcelog", version, after_help = AFTER_HELP)]
+#[command(arg_required_else_help = true, propagate_version = true)]
+struct Cli {
+    /// The store directory.
+    ///
+    /// Created by the first write. Read commands never create it: on a
+    /// missing store they fail with exit code 2.
+    #[arg(
+        long,
+        global = true,
+        env = "ENFORCELOG_DIR",
+        default_value = "./enforcelog-data",
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
+    data_dir: PathBuf,
+
+    /// When writes are acknowledged: fsync, interval:10ms or none.
+    ///
+    /// `fsync` (the default): after fdatasync, so an acknowledged event
+    /// survives a crash; concurrent writers share each fsync (group commit).
+    /// `interval:<duration>` (us, ms or s): fsync at most once per interval;
+    /// a crash may lose the last interval. `none`: the operating system
+    /// decides; for bulk loads and tests. Read commands ignore it.
+    #[arg(long, global = true, default_value = "fsync", value_name = "MODE",
+          value_parser = units::parse_durability, help_heading = "Global options")]
+    durability: Durability,
+
+    /// More output on stderr: -v error detail, -vv the store's warnings.
+    ///
+    /// -v adds detail to errors, -vv shows the store's own warnings, -vvv
+    /// info and -vvvv debug messages. RUST_LOG, when set, overrides the
+    /// log filter.
+    #[arg(short, long, global = true, action = ArgAction::Count,
+          help_heading = "Global options")]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(about = demo::ABOUT, long_about = demo::LONG_ABOUT)]
+    Demo(demo::DemoArgs),
+    #[command(about = write::RECORD_ABOUT, long_about = write::RECORD_LONG_ABOUT)]
+    Record(write::RecordArgs),
+    #[command(about = write::IMPORT_ABOUT, long_about = write::IMPORT_LONG_ABOUT)]
+    Import(write::ImportArgs),
+    #[command(about = read::QUERY_ABOUT, long_about = read::QUERY_LONG_ABOUT)]
+    Query(read::QueryArgs),
+    #[command(about = read::STATS_ABOUT, long_about = read::STATS_LONG_ABOUT)]
+    Stats(read::StatsArgs),
+    #[command(about = read::DUMP_ABOUT, long_about = read::DUMP_LONG_ABOUT)]
+    Dump(read::DumpArgs),
+    #[command(about = read::TAIL_ABOUT, long_about = read::TAIL_LONG_ABOUT)]
+    Tail(read::TailArgs),
+    #[command(about = ops::VERIFY_ABOUT, long_about = ops::VERIFY_LONG_ABOUT)]
+    Verify(ops::VerifyArgs),
+    #[command(about = ops::REPAIR_ABOUT, long_about = ops::REPAIR_LONG_ABOUT)]
+    Repair(ops::RepairArgs),
+    #[command(about = ops::COMPLETIONS_ABOUT, long_about = ops::COMPLETIONS_LONG_ABOUT)]
+    Completions(ops::CompletionsArgs),
+}
+
+/// What every command gets from the global flags.
+#[derive(Debug, Clone)]
+pub struct Global {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub verbose: u8,
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    init_tracing(cli.verbose);
+    let global = Global {
+        data_dir: cli.data_dir,
+        durability: cli.durability,
+        verbose: cli.verbose,
+    };
+    match dispatch(&global, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(global.verbose),
+    }
+}
+
+fn dispatch(global: &Global, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Demo(args) => demo::run(global, &args),
+        Command::Record(args) => write::record(global, &args),
+        Command::Import(args) => write::import(global, &args),
+        Command::Query(args) => read::query(global, &args),
+        Command::Stats(args) => read::stats(global, &args),
+        Command::Dump(args) => read::dump(global, &args),
+        Command::Tail(args) => read::tail(global, &args),
+        Command::Verify(args) => ops::verify(global, &args),
+        Command::Repair(args) => ops::repair(global, &args),
+        Command::Completions(args) => {
+            ops::completions(&args, &mut <Cli as clap::CommandFactory>::command())
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0; every other parse error is
+/// one line on stderr with exit 2 (help asked for by omission goes to
+/// stderr, also with exit 2).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = write!(std::io::stdout(), "{}", e.render());
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = write!(std::io::stderr(), "{}", e.render());
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            let line = first_paragraph(&e.render().to_string());
+            let _ = writeln!(std::io::stderr(), "{line} (see --help)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// The first paragraph of a clap message and its tips, on one line.
+fn first_paragraph(text: &str) -> String {
+    let mut line = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    for tip in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip:"))
+    {
+        line.push_str("; ");
+        line.push_str(tip);
+    }
+    line
+}
+
+/// A panic is a bug; still, the user gets one line and exit code 4, never
+/// a backtrace.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = message.replace('\n', " ");
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: internal error (a bug in enforcelog): {message}{place}"
+        );
+        std::process::exit(i32::from(failure::EXIT_OTHER));
+    }));
+}
+
+/// The store logs through `tracing`; by default only its errors show.
+fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 | 1 => "error",
+        2 => "warn",
+        3 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

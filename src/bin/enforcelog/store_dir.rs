@@ -1,0 +1,75 @@
+//! Opening the store named by `--data-dir`: writers create it, readers
+//! require it and say so clearly when it is not there (exit code 2).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use enforcelog::storage::FileStorage;
+use enforcelog::{LogOptions, Store, StoreOptions};
+
+use crate::failure::Failure;
+use crate::Global;
+
+/// Opens (or creates) the store for writing, with the global durability.
+pub fn open_writer(global: &Global) -> Result<Store, Failure> {
+    let options = StoreOptions {
+        log: LogOptions {
+            durability: global.durability,
+            ..LogOptions::default()
+        },
+        ..StoreOptions::default()
+    };
+    Store::open(&global.data_dir, options).map_err(Failure::from)
+}
+
+/// Opens an existing store read-only (beside a writer, if one runs).
+pub fn open_reader(global: &Global) -> Result<Store, Failure> {
+    open_reader_with(global, StoreOptions::default())
+}
+
+/// [`open_reader`] with projection options (statistics windows).
+pub fn open_reader_with(global: &Global, options: StoreOptions) -> Result<Store, Failure> {
+    require_store(&global.data_dir)?;
+    Store::open_read_only_with_projections(
+        Arc::new(FileStorage),
+        &global.data_dir,
+        options,
+        Vec::new(),
+    )
+    .map_err(Failure::from)
+}
+
+/// Fails with exit code 2 unless `dir` holds a store: a directory with a
+/// VERSION file or at least one segment.
+pub fn require_store(dir: &Path) -> Result<(), Failure> {
+    let shown = dir.display();
+    let hint = "record, import and demo create one; --data-dir or ENFORCELOG_DIR say where";
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::usage(format!(
+                "no store at {shown}: the directory does not exist; {hint}"
+            )));
+        }
+        Err(e) => return Err(Failure::other(format!("cannot read {shown}: {e}"))),
+        Ok(m) if !m.is_dir() => {
+            return Err(Failure::usage(format!(
+                "no store at {shown}: it is not a directory"
+            )));
+        }
+        Ok(_) => {}
+    }
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Failure::other(format!("cannot list {shown}: {e}")))?;
+    let is_store = entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        name == "VERSION" || name.ends_with(".log")
+    });
+    if is_store {
+        Ok(())
+    } else {
+        Err(Failure::usage(format!(
+            "no store at {shown}: the directory holds no enforcelog store; {hint}"
+        )))
+    }
+}
