@@ -124,7 +124,9 @@ impl Shared {
 #[derive(Debug)]
 struct WriterHandle {
     tx: flume::Sender<Request>,
+    /// Taken by the one caller that closes the writer; `None` once closed.
     thread: Mutex<Option<JoinHandle<()>>>,
+    thread_id: std::thread::ThreadId,
 }
 
 #[derive(Debug)]
@@ -145,14 +147,16 @@ impl WriterHandle {
     /// Whether the calling thread is this writer's own thread (an append
     /// callback), which must never wait for the writer.
     fn is_current_thread(&self) -> bool {
-        self.thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|t| t.thread().id() == std::thread::current().id())
+        self.thread_id == std::thread::current().id()
     }
 }
 
+/// Stops the writer: it makes everything durable, then exits and releases
+/// the lock. Concurrent callers are serialised on the thread handle: the
+/// first sends the one close request and joins; the others wait for it and
+/// then find nothing left to do. (A second close request could otherwise
+/// sit forever in the queue of a writer that already exited, holding the
+/// reply its sender waits for.)
 fn close_writer(writer: &WriterHandle) -> Result<()> {
     let (reply, done) = flume::bounded(1);
     if writer.is_current_thread() {
@@ -162,18 +166,15 @@ fn close_writer(writer: &WriterHandle) -> Result<()> {
         let _ = writer.tx.try_send(Request::Close { reply });
         return Ok(());
     }
+    let mut slot = writer.thread.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(thread) = slot.take() else {
+        return Ok(()); // closed already
+    };
     let result = match writer.tx.send(Request::Close { reply }) {
         Ok(()) => done.recv().unwrap_or(Ok(())),
-        Err(_) => Ok(()), // already stopped
+        Err(_) => Ok(()), // the writer stopped on its own
     };
-    let thread = writer
-        .thread
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(thread) = thread {
-        let _ = thread.join();
-    }
+    let _ = thread.join();
     result
 }
 
@@ -293,6 +294,7 @@ impl Log {
                 shared,
                 writer: Some(WriterHandle {
                     tx,
+                    thread_id: thread.thread().id(),
                     thread: Mutex::new(Some(thread)),
                 }),
             }),

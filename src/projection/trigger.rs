@@ -128,7 +128,9 @@ fn count_in(v: &[i64], lo_us: i64, hi_us: i64) -> u64 {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct State {
-    rules: BTreeMap<(String, String), RuleState>,
+    /// tenant → rule → state. Nested so that lookups borrow the ids
+    /// instead of allocating a key per event.
+    rules: BTreeMap<String, BTreeMap<String, RuleState>>,
     watermark_us: Option<i64>,
     swept_at_us: Option<i64>,
     gap_markers: u64,
@@ -204,14 +206,16 @@ impl TriggerStats {
 
     /// Number of (tenant, rule) pairs.
     pub fn rule_count(&self) -> usize {
-        self.state.rules.len()
+        self.state.rules.values().map(BTreeMap::len).sum()
+    }
+
+    fn rule_states(&self) -> impl Iterator<Item = &RuleState> {
+        self.state.rules.values().flat_map(BTreeMap::values)
     }
 
     /// Number of recent (unfolded) events held, over all rules.
     pub fn recent_event_count(&self) -> usize {
-        self.state
-            .rules
-            .values()
+        self.rule_states()
             .map(|r| r.recent.iter().map(Vec::len).sum::<usize>())
             .sum()
     }
@@ -224,11 +228,17 @@ impl TriggerStats {
 
     fn record(&mut self, tenant_id: &str, rule_id: &str, action: Action, at_us: i64) {
         let horizon = self.horizon_us();
-        let key = (tenant_id.to_string(), rule_id.to_string());
-        self.state
-            .rules
-            .entry(key)
-            .or_default()
+        let rules = &mut self.state.rules;
+        if !rules.contains_key(tenant_id) {
+            rules.insert(tenant_id.to_string(), BTreeMap::new());
+        }
+        let of_tenant = rules.get_mut(tenant_id).expect("inserted above");
+        if !of_tenant.contains_key(rule_id) {
+            of_tenant.insert(rule_id.to_string(), RuleState::default());
+        }
+        of_tenant
+            .get_mut(rule_id)
+            .expect("inserted above")
             .insert(action, at_us, horizon);
         if self.state.watermark_us.is_none_or(|w| at_us > w) {
             self.state.watermark_us = Some(at_us);
@@ -251,7 +261,7 @@ impl TriggerStats {
             return;
         }
         let horizon = self.horizon_us();
-        for rule in self.state.rules.values_mut() {
+        for rule in self.state.rules.values_mut().flat_map(BTreeMap::values_mut) {
             rule.fold(horizon);
         }
         self.state.swept_at_us = Some(watermark);
@@ -259,8 +269,7 @@ impl TriggerStats {
 
     /// The statistics of one rule as of `as_of_us`, reflecting `offset`.
     pub fn answer(&self, tenant_id: &str, rule_id: &str, as_of_us: i64, offset: u64) -> Answer {
-        let key = (tenant_id.to_string(), rule_id.to_string());
-        match self.state.rules.get(&key) {
+        match self.state.rules.get(tenant_id).and_then(|r| r.get(rule_id)) {
             None => Answer::Exact(self.empty(tenant_id, rule_id, as_of_us, offset)),
             Some(rule) => self.answer_rule(tenant_id, rule_id, rule, as_of_us, offset),
         }
@@ -336,21 +345,21 @@ impl TriggerStats {
 
     /// The (tenant, rule) pairs of one tenant, in rule order (UTF-8 bytes).
     pub fn rules_of<'a>(&'a self, tenant_id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        let start = (tenant_id.to_string(), String::new());
         self.state
             .rules
-            .range(start..)
-            .take_while(move |((t, _), _)| t == tenant_id)
+            .get(tenant_id)
+            .into_iter()
+            .flatten()
             .filter(|(_, r)| !r.is_empty())
-            .map(|((_, rule), _)| rule.as_str())
+            .map(|(rule, _)| rule.as_str())
     }
 
     /// Every (tenant, rule) pair, sorted by tenant then rule (UTF-8 bytes).
     pub fn all_rules(&self) -> impl Iterator<Item = (&str, &str)> {
         self.state
             .rules
-            .keys()
-            .map(|(t, r)| (t.as_str(), r.as_str()))
+            .iter()
+            .flat_map(|(t, rules)| rules.keys().map(move |r| (t.as_str(), r.as_str())))
     }
 
     /// Computes exact statistics by brute force from entries (the log
@@ -389,8 +398,9 @@ impl Projection for TriggerStats {
         "trigger_stats"
     }
 
+    /// 2: rules nested by tenant, then rule (1 keyed them by the pair).
     fn version(&self) -> u32 {
-        1
+        2
     }
 
     fn apply(&mut self, _offset: u64, entry: &Entry) {
