@@ -267,7 +267,7 @@ pub fn check_details(details: &Value) -> Result<(), EventError> {
     if let Some(found) = found {
         return Err(EventError::DetailsNotObject { found });
     }
-    let len = serde_json::to_vec(details).map_or(usize::MAX, |v| v.len());
+    let len = json_len(details);
     if len > DETAILS_MAX_BYTES {
         return Err(EventError::DetailsTooLarge {
             len_bytes: len,
@@ -275,6 +275,25 @@ pub fn check_details(details: &Value) -> Result<(), EventError> {
         });
     }
     Ok(())
+}
+
+/// The length of `value` as compact JSON, counted without building it.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
 }
 
 /// Parses `details` from JSON text and checks it.

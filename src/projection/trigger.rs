@@ -92,6 +92,11 @@ impl RuleState {
             return;
         }
         let v = &mut self.recent[usize::from(action.code())];
+        // Events nearly always arrive in time order: append without a search.
+        if v.last().is_none_or(|&last| last <= at_us) {
+            v.push(at_us);
+            return;
+        }
         let at = v.partition_point(|&t| t <= at_us);
         v.insert(at, at_us);
     }
