@@ -1,0 +1,1480 @@
+//! The read side beside SQLite and beside the machine's own limit, in one
+//! run: replay, cold open, queries and footprint (issue 7, items 2 to 5).
+//!
+//! A plain program (no criterion): each figure is measured by hand, checked
+//! against a brute-force answer, and one summary table prints them all with
+//! the ratios and goals. The figures are also written as JSON to
+//! `target/bench-results/reads.json`, which `cargo run --example
+//! bench_charts` draws.
+//!
+//! - `cargo bench --bench reads`: the full run, 1,000,000 events (about 40
+//!   s on a 2-core VM). With `ENFORCELOG_BENCH_10M=1` it also builds a
+//!   10,000,000-event store (about 2 GB on disk under `target/tmp`, about
+//!   a minute more) for the replay and cold-open figures.
+//! - Run without `--bench` (as `cargo test --all-targets` runs it), with
+//!   `ENFORCELOG_BENCH_QUICK=1` or as `cargo bench --bench reads -- --quick`:
+//!   a smoke run of 3,000 events with the same
+//!   steps and checks, in about a second; its JSON goes to
+//!   `target/bench-results/reads-quick.json` so it never overwrites a full
+//!   run's figures.
+//!
+//! The data set (the same shape as `benches/replay.rs`, with ten times the
+//! rules): events of 10,000 (tenant, rule) pairs (100 tenants with 100
+//! rules each), four actions, a run id and a `details` object, about 180
+//! bytes of payload, spread over 60 days ending at `END_US` and shuffled by
+//! up to five minutes either way. It is written with `Durability::None`
+//! under `CARGO_TARGET_TMPDIR` (the project's disk) and read back while in
+//! the page cache, so the figures are CPU costs, not disk costs; "cold open"
+//! means a new `Store` in this process, not an empty page cache.
+//!
+//! The three replay passes: (c) a bare read of the segment files through
+//! `mmap` (summing the bytes: the floor of any reader), (b) the bare pass
+//! (`Log::read_from`, checksums, payload decode, nothing folded) and (a) the
+//! replay (b, plus `TriggerStats::apply`). SQLite gets the same rows, read
+//! back from the log, in one transaction, WAL mode, with the indexes a user
+//! would create for the two queries (`(tenant_id, rule_id, enforced_at,
+//! action)` and `(tenant_id, enforced_at)`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use enforcelog::projection::Projection;
+use enforcelog::{
+    payload, Action, Durability, Entry, Event, Log, LogOptions, Query, RuleStats, Store,
+    StoreOptions, StoredEvent, TriggerStats,
+};
+use rusqlite::{params, Connection};
+use serde_json::{json, Value};
+
+/// Counts the bytes currently allocated, on top of the system allocator.
+struct Counting;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+/// Counting is on only while memory is measured, so the timed passes do not
+/// pay for a shared counter.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+fn count(delta: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE_BYTES.fetch_add(delta, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments
+// unchanged, so `System`'s guarantees hold; counting has no effect on the
+// memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract for `layout`.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: as for `alloc`.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            count(layout.size() as isize);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from this allocator (so from `System`) with
+        // `layout`, as the caller guarantees.
+        unsafe { System.dealloc(ptr, layout) };
+        count(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            count(new_size as isize - layout.size() as isize);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` with counting on; returns its result and the bytes it kept.
+fn counted<R>(f: impl FnOnce() -> R) -> (R, isize) {
+    COUNTING.store(true, Ordering::SeqCst);
+    let before = LIVE_BYTES.load(Ordering::SeqCst);
+    let result = f();
+    let after = LIVE_BYTES.load(Ordering::SeqCst);
+    COUNTING.store(false, Ordering::SeqCst);
+    (result, after - before)
+}
+
+const DAY_US: i64 = 24 * 3600 * 1_000_000;
+const WINDOW_US: i64 = 30 * DAY_US;
+/// The newest instant of the data set (2026-10-01T00:00:00Z): every query
+/// asks as of it.
+const END_US: i64 = 1_790_812_800_000_000;
+const SPAN_US: i64 = 60 * DAY_US;
+const JITTER_US: i64 = 5 * 60 * 1_000_000;
+const BUILD_BATCH: usize = 1_000;
+const DEFAULT_SEED: u64 = 0x5eed_0007;
+/// Stores larger than this are replayed and opened once, not three times.
+const BIG_STORE_EVENTS: u64 = 2_000_000;
+
+/// Sizes of one run.
+#[derive(Debug, Clone)]
+struct Plan {
+    full: bool,
+    /// Store sizes; queries, SQLite and footprint use the first one.
+    sizes: Vec<u64>,
+    tenants: u64,
+    rules_per_tenant: u64,
+    repeats: usize,
+    stats_queries: usize,
+    range_queries: usize,
+    /// Memory: rules with one event each, and rules x in-window events.
+    mem_rules: u64,
+    mem_busy_rules: u64,
+    mem_events_per_rule: u64,
+}
+
+impl Plan {
+    fn new(full: bool, ten_million: bool) -> Plan {
+        if full {
+            let mut sizes = vec![1_000_000];
+            if ten_million {
+                sizes.push(10_000_000);
+            }
+            Plan {
+                full,
+                sizes,
+                tenants: 100,
+                rules_per_tenant: 100,
+                repeats: 3,
+                stats_queries: 100_000,
+                range_queries: 200,
+                mem_rules: 10_000,
+                mem_busy_rules: 10,
+                mem_events_per_rule: 100_000,
+            }
+        } else {
+            Plan {
+                full,
+                sizes: vec![3_000],
+                tenants: 10,
+                rules_per_tenant: 10,
+                repeats: 1,
+                stats_queries: 2_000,
+                range_queries: 20,
+                mem_rules: 1_000,
+                mem_busy_rules: 10,
+                mem_events_per_rule: 2_000,
+            }
+        }
+    }
+
+    fn pairs(&self) -> u64 {
+        self.tenants * self.rules_per_tenant
+    }
+
+    fn repeats_for(&self, events: u64) -> usize {
+        if events > BIG_STORE_EVENTS {
+            1
+        } else {
+            self.repeats
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        if self.full {
+            "full"
+        } else {
+            "quick"
+        }
+    }
+}
+
+/// SplitMix64: a small, seeded, reproducible generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("ENFORCELOG_SEED")
+        .ok()
+        .map(|v| v.parse().expect("ENFORCELOG_SEED is a u64"))
+        .unwrap_or(DEFAULT_SEED)
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The ids of the pairs: `pair / rules_per_tenant` is the tenant.
+#[derive(Debug, Clone, Copy)]
+struct Keys {
+    rules_per_tenant: u64,
+}
+
+impl Keys {
+    fn tenant(self, pair: u64) -> String {
+        format!("tenant-{:03}", pair / self.rules_per_tenant)
+    }
+
+    fn rule(self, pair: u64) -> String {
+        format!("rule-{pair:05}")
+    }
+}
+
+/// What the brute-force checks need of one event.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    pair: u32,
+    action: u8,
+    at_us: i64,
+}
+
+fn make_event(rng: &mut Rng, keys: Keys, pairs: u64, i: u64, n: u64) -> (Written, Event) {
+    let pair = rng.below(pairs);
+    let action = rng.below(4) as u8;
+    let along = i128::from(SPAN_US) * i128::from(i + 1) / i128::from(n);
+    let jitter = rng.below(2 * JITTER_US as u64 + 1) as i64 - JITTER_US;
+    let at_us = (END_US - SPAN_US + along as i64 + jitter).min(END_US);
+    let event = Event::new(
+        keys.tenant(pair),
+        keys.rule(pair),
+        Action::ALL[usize::from(action)],
+    )
+    .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
+    .with_details(json!({
+        "tool": "shell-exec",
+        "step": rng.below(500),
+        "reason": "budget of 50000 tokens exceeded at this step",
+        "host": format!("worker-{:02}.eu-west-1.internal", rng.below(64)),
+        "policy_version": "2026-09-14.3",
+    }))
+    .at_us(at_us);
+    let written = Written {
+        pair: pair as u32,
+        action,
+        at_us,
+    };
+    (written, event)
+}
+
+fn store_options() -> StoreOptions {
+    StoreOptions {
+        log: LogOptions {
+            durability: Durability::None,
+            ..LogOptions::default()
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// One store on disk, with its two saved checkpoints and what was written.
+struct DataSet {
+    root: tempfile::TempDir,
+    store: PathBuf,
+    fresh_checkpoint: PathBuf,
+    stale_checkpoint: PathBuf,
+    keys: Keys,
+    events: u64,
+    stale_offset: u64,
+    written: Vec<Written>,
+    build_time: Duration,
+}
+
+impl DataSet {
+    fn checkpoint(&self) -> PathBuf {
+        self.store.join("projections").join("trigger_stats.ckpt")
+    }
+
+    fn pairs_seen(&self) -> usize {
+        let mut seen: Vec<u32> = self.written.iter().map(|w| w.pair).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        seen.len()
+    }
+}
+
+fn append_events(store: &Store, rng: &mut Rng, plan: &Plan, ds: &mut DataSet, end: u64) {
+    let mut i = ds.written.len() as u64;
+    while i < end {
+        let mut batch = store.begin();
+        let stop = (i + BUILD_BATCH as u64).min(end);
+        for j in i..stop {
+            let (written, event) = make_event(rng, ds.keys, plan.pairs(), j, ds.events);
+            ds.written.push(written);
+            batch.record(event).expect("valid event");
+        }
+        batch.commit_blocking().expect("commit");
+        i = stop;
+    }
+}
+
+/// Writes 99% of the events, closes (the stale checkpoint), writes the last
+/// 1% and closes again (the fresh checkpoint).
+fn build(plan: &Plan, events: u64, seed: u64) -> DataSet {
+    let root = tempfile::Builder::new()
+        .prefix("enforcelog-reads-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create bench directory");
+    let mut ds = DataSet {
+        store: root.path().join("store"),
+        fresh_checkpoint: root.path().join("fresh.ckpt"),
+        stale_checkpoint: root.path().join("stale.ckpt"),
+        root,
+        keys: Keys {
+            rules_per_tenant: plan.rules_per_tenant,
+        },
+        events,
+        stale_offset: events - events.div_ceil(100),
+        written: Vec::with_capacity(events as usize),
+        build_time: Duration::ZERO,
+    };
+    let mut rng = Rng(seed ^ events);
+    let started = Instant::now();
+    for end in [ds.stale_offset, events] {
+        let store = Store::open(&ds.store, store_options()).expect("open store");
+        append_events(&store, &mut rng, plan, &mut ds, end);
+        store.close().expect("close");
+        drop(store);
+        let keep = if end == events {
+            &ds.fresh_checkpoint
+        } else {
+            &ds.stale_checkpoint
+        };
+        std::fs::copy(ds.checkpoint(), keep).expect("save checkpoint");
+    }
+    ds.build_time = started.elapsed();
+    assert_eq!(
+        Log::open_read_only(&ds.store).expect("log").next_offset(),
+        events,
+        "seed {seed}"
+    );
+    ds
+}
+
+/// Brute-force statistics of one pair as of `as_of_us`, 30-day window:
+/// (window count, last, total, by action).
+fn brute_force(written: &[Written], pair: u64, as_of_us: i64) -> (u64, Option<i64>, u64, [u64; 4]) {
+    let mut window = 0;
+    let mut last = None::<i64>;
+    let mut total = 0;
+    let mut by_action = [0u64; 4];
+    for w in written.iter().filter(|w| u64::from(w.pair) == pair) {
+        if w.at_us > as_of_us {
+            continue;
+        }
+        total += 1;
+        last = Some(last.map_or(w.at_us, |l| l.max(w.at_us)));
+        if w.at_us > as_of_us - WINDOW_US {
+            window += 1;
+            by_action[usize::from(w.action)] += 1;
+        }
+    }
+    (window, last, total, by_action)
+}
+
+fn check_stats(stats: &RuleStats, written: &[Written], pair: u64, seed: u64) {
+    assert_eq!(
+        (
+            stats.trigger_count,
+            stats.last_triggered_at_us,
+            stats.total_count,
+            stats.by_action
+        ),
+        brute_force(written, pair, stats.as_of_us),
+        "pair {pair} as of {}, seed {seed}",
+        stats.as_of_us
+    );
+}
+
+// ---------------------------------------------------------------- replay
+
+/// The best time of each pass over the whole log.
+struct Passes {
+    mmap_read: Duration,
+    log_read: Duration,
+    decode: Duration,
+    replay: Duration,
+    projection: TriggerStats,
+    projection_heap_bytes: usize,
+}
+
+fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list store")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+/// (c): maps each segment file and sums its bytes, eight at a time.
+fn mmap_pass(dir: &Path) -> (Duration, u64) {
+    let started = Instant::now();
+    let mut sum = 0u64;
+    let mut bytes = 0u64;
+    for path in files_with(dir, "log") {
+        let file = std::fs::File::open(&path).expect("open segment");
+        // SAFETY: the store is closed and this process owns its directory:
+        // nothing writes to or truncates the file while it is mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.expect("map segment");
+        let words = map.chunks_exact(8);
+        let tail: u64 = words.remainder().iter().map(|&b| u64::from(b)).sum();
+        sum = words.fold(sum.wrapping_add(tail), |s, w| {
+            s.wrapping_add(u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        });
+        bytes += map.len() as u64;
+    }
+    black_box(sum);
+    (started.elapsed(), bytes)
+}
+
+fn log_read_pass(log: &Log) -> Duration {
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for record in log.read_from(0).expect("read") {
+        bytes += black_box(record.expect("record")).payload.len();
+    }
+    black_box(bytes);
+    started.elapsed()
+}
+
+fn decode_pass(log: &Log) -> Duration {
+    let started = Instant::now();
+    for record in log.read_from(0).expect("read") {
+        let r = record.expect("record");
+        black_box(payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload"));
+    }
+    started.elapsed()
+}
+
+fn replay(log: &Log) -> TriggerStats {
+    let mut projection = TriggerStats::default();
+    for record in log.read_from(0).expect("read") {
+        let r = record.expect("record");
+        let entry = payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload");
+        projection.apply(r.offset, &entry);
+    }
+    projection
+}
+
+fn replay_pass(log: &Log) -> Duration {
+    let started = Instant::now();
+    let projection = replay(log);
+    let elapsed = started.elapsed();
+    black_box(projection);
+    elapsed
+}
+
+fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
+    let log = Log::open_read_only(&ds.store).expect("open log");
+    let mut best = Passes {
+        mmap_read: Duration::MAX,
+        log_read: Duration::MAX,
+        decode: Duration::MAX,
+        replay: Duration::MAX,
+        projection: TriggerStats::default(),
+        projection_heap_bytes: 0,
+    };
+    for _ in 0..plan.repeats_for(ds.events) {
+        best.mmap_read = best.mmap_read.min(mmap_pass(&ds.store).0);
+        best.log_read = best.log_read.min(log_read_pass(&log));
+        best.decode = best.decode.min(decode_pass(&log));
+        best.replay = best.replay.min(replay_pass(&log));
+    }
+    // Once more, untimed, counting what the projection keeps, and checked.
+    let (projection, heap) = counted(|| replay(&log));
+    assert_eq!(projection.rule_count(), ds.pairs_seen(), "seed {seed}");
+    let pairs = plan.pairs();
+    for pair in (0..pairs).step_by((pairs / 5).max(1) as usize) {
+        match projection.answer(
+            &ds.keys.tenant(pair),
+            &ds.keys.rule(pair),
+            END_US,
+            ds.events,
+        ) {
+            enforcelog::projection::Answer::Exact(stats) => {
+                check_stats(&stats, &ds.written, pair, seed)
+            }
+            other => panic!("pair {pair}: {other:?}, seed {seed}"),
+        }
+    }
+    best.projection = projection;
+    best.projection_heap_bytes = heap.max(0) as usize;
+    best
+}
+
+// ------------------------------------------------------------- cold open
+
+#[derive(Debug, Clone, Copy)]
+enum Checkpoint {
+    Fresh,
+    Stale,
+    Missing,
+}
+
+fn place_checkpoint(ds: &DataSet, which: Checkpoint) {
+    let target = ds.checkpoint();
+    match which {
+        Checkpoint::Fresh => {
+            std::fs::copy(&ds.fresh_checkpoint, &target).expect("place checkpoint");
+        }
+        Checkpoint::Stale => {
+            std::fs::copy(&ds.stale_checkpoint, &target).expect("place checkpoint");
+        }
+        Checkpoint::Missing => {
+            for path in files_with(target.parent().expect("dir"), "ckpt") {
+                std::fs::remove_file(path).expect("delete checkpoint");
+            }
+        }
+    }
+}
+
+/// Median time from `Store::open` to the first answered `stats`. Opens
+/// from a checkpoint are cheap and repeated even on a big store; an open
+/// without one is a full replay.
+fn time_open(plan: &Plan, ds: &DataSet, which: Checkpoint, seed: u64) -> Duration {
+    let repeats = match which {
+        Checkpoint::Missing => plan.repeats_for(ds.events),
+        Checkpoint::Fresh | Checkpoint::Stale => plan.repeats,
+    };
+    let mut times = Vec::new();
+    for round in 0..repeats {
+        place_checkpoint(ds, which);
+        let pair = (round as u64 * 7919) % plan.pairs();
+        let started = Instant::now();
+        let store = Store::open(&ds.store, store_options()).expect("open store");
+        let stats = store
+            .stats(&ds.keys.tenant(pair), &ds.keys.rule(pair), Some(END_US))
+            .expect("stats");
+        times.push(started.elapsed());
+        assert_eq!(stats.offset, ds.events, "{which:?}, seed {seed}");
+        check_stats(&stats, &ds.written, pair, seed);
+        store.close().expect("close");
+    }
+    median(&mut times)
+}
+
+struct ColdOpen {
+    fresh: Duration,
+    stale: Duration,
+    none: Duration,
+}
+
+fn cold_open(plan: &Plan, ds: &DataSet, seed: u64) -> ColdOpen {
+    let open = ColdOpen {
+        fresh: time_open(plan, ds, Checkpoint::Fresh, seed),
+        stale: time_open(plan, ds, Checkpoint::Stale, seed),
+        none: time_open(plan, ds, Checkpoint::Missing, seed),
+    };
+    // Leave the store as built, for the queries and the footprint.
+    place_checkpoint(ds, Checkpoint::Fresh);
+    open
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+// --------------------------------------------------------------- queries
+
+struct Latency {
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    max: Duration,
+}
+
+fn percentiles(mut times: Vec<Duration>) -> Latency {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Latency {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: at(1.0),
+    }
+}
+
+impl Latency {
+    fn to_json(&self) -> Value {
+        json!({
+            "p50_us": self.p50.as_secs_f64() * 1e6,
+            "p99_us": self.p99.as_secs_f64() * 1e6,
+            "p999_us": self.p999.as_secs_f64() * 1e6,
+            "max_us": self.max.as_secs_f64() * 1e6,
+        })
+    }
+}
+
+/// The keys and windows both engines are asked, in the same order.
+struct Workload {
+    stats_pairs: Vec<u64>,
+    /// (pair whose tenant is asked, window start).
+    ranges: Vec<(u64, i64)>,
+}
+
+fn workload(plan: &Plan, seed: u64) -> Workload {
+    let mut rng = Rng(seed ^ 0x51a7);
+    let stats_pairs = (0..plan.stats_queries)
+        .map(|_| rng.below(plan.pairs()))
+        .collect();
+    let starts = (SPAN_US - DAY_US) as u64;
+    let ranges = (0..plan.range_queries)
+        .map(|_| {
+            let pair = rng.below(plan.pairs());
+            (pair, END_US - SPAN_US + rng.below(starts) as i64)
+        })
+        .collect();
+    Workload {
+        stats_pairs,
+        ranges,
+    }
+}
+
+struct LogQueries {
+    stats: Latency,
+    range: Latency,
+    /// (stats of every 1,000th key, events of each range query): what
+    /// SQLite must answer too.
+    stats_sample: Vec<(u64, RuleStats)>,
+    range_counts: Vec<usize>,
+}
+
+fn log_queries(ds: &DataSet, work: &Workload, seed: u64) -> LogQueries {
+    let store = Store::open(&ds.store, store_options()).expect("open store");
+    let keys: Vec<(String, String)> = work
+        .stats_pairs
+        .iter()
+        .map(|&p| (ds.keys.tenant(p), ds.keys.rule(p)))
+        .collect();
+    for (i, (t, r)) in keys.iter().enumerate().step_by(997) {
+        let stats = store.stats(t, r, Some(END_US)).expect("stats");
+        check_stats(&stats, &ds.written, work.stats_pairs[i], seed);
+    }
+    let mut times = Vec::with_capacity(keys.len());
+    let mut stats_sample = Vec::new();
+    for (i, (t, r)) in keys.iter().enumerate() {
+        let started = Instant::now();
+        let stats = store.stats(t, r, Some(END_US)).expect("stats");
+        times.push(started.elapsed());
+        if i % 1000 == 0 {
+            stats_sample.push((work.stats_pairs[i], stats));
+        } else {
+            black_box(stats);
+        }
+    }
+    let stats = percentiles(times);
+    let mut times = Vec::with_capacity(work.ranges.len());
+    let mut range_counts = Vec::with_capacity(work.ranges.len());
+    for &(pair, start) in &work.ranges {
+        let query = Query::tenant(ds.keys.tenant(pair))
+            .since_us(start)
+            .until_us(start + DAY_US)
+            .limit(100_000);
+        let started = Instant::now();
+        let page = store.query(&query).expect("query");
+        times.push(started.elapsed());
+        assert_eq!(page.next_offset, None, "one page, seed {seed}");
+        range_counts.push(page.events.len());
+    }
+    store.close().expect("close");
+    LogQueries {
+        stats,
+        range: percentiles(times),
+        stats_sample,
+        range_counts,
+    }
+}
+
+// ---------------------------------------------------------------- SQLite
+
+const SQLITE_SCHEMA: &str = "
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,  -- the enforcelog offset
+        tenant_id   TEXT NOT NULL,
+        rule_id     TEXT NOT NULL,
+        action      INTEGER NOT NULL,     -- 0..3, Action::ALL order
+        run_id      TEXT,
+        details     TEXT,                 -- the JSON object
+        enforced_at INTEGER NOT NULL      -- µs since the epoch
+    );
+    CREATE INDEX events_rule_time ON events (tenant_id, rule_id, enforced_at, action);
+    CREATE INDEX events_tenant_time ON events (tenant_id, enforced_at);
+";
+
+const SQL_COUNT: &str = "SELECT COUNT(*) FROM events \
+     WHERE tenant_id = ?1 AND rule_id = ?2 AND enforced_at > ?3 AND enforced_at <= ?4";
+const SQL_MAX: &str = "SELECT MAX(enforced_at) FROM events \
+     WHERE tenant_id = ?1 AND rule_id = ?2 AND enforced_at <= ?3";
+/// Everything `stats` answers, in one statement.
+const SQL_STATS: &str = "SELECT \
+       COUNT(*) FILTER (WHERE enforced_at > ?3), \
+       COUNT(*) FILTER (WHERE enforced_at > ?3 AND action = 0), \
+       COUNT(*) FILTER (WHERE enforced_at > ?3 AND action = 1), \
+       COUNT(*) FILTER (WHERE enforced_at > ?3 AND action = 2), \
+       COUNT(*) FILTER (WHERE enforced_at > ?3 AND action = 3), \
+       MAX(enforced_at), COUNT(*) \
+     FROM events WHERE tenant_id = ?1 AND rule_id = ?2 AND enforced_at <= ?4";
+const SQL_RANGE: &str = "SELECT id, tenant_id, rule_id, action, run_id, details, enforced_at \
+     FROM events WHERE tenant_id = ?1 AND enforced_at >= ?2 AND enforced_at < ?3";
+
+struct Sqlite {
+    conn: Connection,
+    path: PathBuf,
+    build_time: Duration,
+}
+
+fn action_code(action: Action) -> i64 {
+    Action::ALL
+        .iter()
+        .position(|&a| a == action)
+        .expect("known") as i64
+}
+
+/// The same rows, read back from the log, in one transaction.
+fn sqlite_build(ds: &DataSet) -> Sqlite {
+    let path = ds.root.path().join("events.sqlite");
+    let mut conn = Connection::open(&path).expect("open sqlite");
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .expect("WAL");
+    assert_eq!(mode, "wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("synchronous");
+    conn.execute_batch(SQLITE_SCHEMA).expect("schema");
+    let log = Log::open_read_only(&ds.store).expect("open log");
+    let started = Instant::now();
+    let tx = conn.transaction().expect("begin");
+    {
+        let mut insert = tx
+            .prepare("INSERT INTO events VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            .expect("prepare");
+        for record in log.read_from(0).expect("read") {
+            let r = record.expect("record");
+            let Entry::Event(e) =
+                payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload")
+            else {
+                panic!("the bench writes no gap markers");
+            };
+            let details = e.details.map(|d| Value::Object(d).to_string());
+            insert
+                .execute(params![
+                    e.offset as i64,
+                    e.tenant_id,
+                    e.rule_id,
+                    action_code(e.action),
+                    e.run_id,
+                    details,
+                    e.enforced_at_us
+                ])
+                .expect("insert");
+        }
+    }
+    tx.commit().expect("commit");
+    let build_time = started.elapsed();
+    Sqlite {
+        conn,
+        path,
+        build_time,
+    }
+}
+
+/// Fails the bench unless SQLite plans `sql` with `index`.
+fn check_plan(conn: &Connection, sql: &str, index: &str, args: usize) -> String {
+    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+    let mut stmt = conn.prepare(&explain).expect("explain");
+    let nulls: Vec<Option<i64>> = vec![None; args];
+    let plan: Vec<String> = stmt
+        .query_map(rusqlite::params_from_iter(nulls), |row| row.get(3))
+        .expect("plan")
+        .map(|r| r.expect("row"))
+        .collect();
+    let plan = plan.join("; ");
+    assert!(plan.contains(index), "{sql}: {plan}");
+    plan
+}
+
+struct SqliteQueries {
+    count: Latency,
+    max: Latency,
+    stats: Latency,
+    range: Latency,
+    plans: Vec<String>,
+}
+
+fn timed<R>(times: &mut Vec<Duration>, f: impl FnOnce() -> R) -> R {
+    let started = Instant::now();
+    let result = f();
+    times.push(started.elapsed());
+    result
+}
+
+fn sqlite_stats_queries(
+    db: &Sqlite,
+    ds: &DataSet,
+    work: &Workload,
+    seen: &LogQueries,
+    seed: u64,
+) -> [Latency; 3] {
+    let mut count = db.conn.prepare(SQL_COUNT).expect("prepare");
+    let mut max = db.conn.prepare(SQL_MAX).expect("prepare");
+    let mut stats = db.conn.prepare(SQL_STATS).expect("prepare");
+    let lo = END_US - WINDOW_US;
+    let mut times = [Vec::new(), Vec::new(), Vec::new()];
+    let mut sample = seen.stats_sample.iter();
+    for (i, &pair) in work.stats_pairs.iter().enumerate() {
+        let (t, r) = (ds.keys.tenant(pair), ds.keys.rule(pair));
+        let n: i64 = timed(&mut times[0], || {
+            count.query_row(params![t, r, lo, END_US], |row| row.get(0))
+        })
+        .expect("count");
+        let last: Option<i64> = timed(&mut times[1], || {
+            max.query_row(params![t, r, END_US], |row| row.get(0))
+        })
+        .expect("max");
+        let all: [i64; 7] = timed(&mut times[2], || {
+            stats.query_row(params![t, r, lo, END_US], |row| {
+                let mut all = [0i64; 7];
+                for (k, v) in all.iter_mut().enumerate() {
+                    *v = row.get::<_, Option<i64>>(k)?.unwrap_or(0);
+                }
+                Ok(all)
+            })
+        })
+        .expect("stats");
+        if i % 1000 == 0 {
+            let (p, want) = sample.next().expect("sampled");
+            assert_eq!(*p, pair, "seed {seed}");
+            let by_action = want.by_action.map(|c| c as i64);
+            assert_eq!(
+                (n, last, all[0], [all[1], all[2], all[3], all[4]], all[6]),
+                (
+                    want.trigger_count as i64,
+                    want.last_triggered_at_us,
+                    want.trigger_count as i64,
+                    by_action,
+                    want.total_count as i64
+                ),
+                "SQLite and enforcelog disagree on pair {pair}, seed {seed}"
+            );
+        }
+    }
+    times.map(percentiles)
+}
+
+fn sqlite_range_queries(db: &Sqlite, ds: &DataSet, work: &Workload, seen: &LogQueries) -> Latency {
+    let mut range = db.conn.prepare(SQL_RANGE).expect("prepare");
+    let mut times = Vec::with_capacity(work.ranges.len());
+    for (&(pair, start), &want) in work.ranges.iter().zip(&seen.range_counts) {
+        let tenant = ds.keys.tenant(pair);
+        // Rows become the same values `Store::query` returns.
+        let events: Vec<StoredEvent> = timed(&mut times, || {
+            range
+                .query_map(params![tenant, start, start + DAY_US], |row| {
+                    let details: Option<String> = row.get(5)?;
+                    Ok(StoredEvent {
+                        offset: row.get::<_, i64>(0)? as u64,
+                        tenant_id: row.get(1)?,
+                        rule_id: row.get(2)?,
+                        action: Action::ALL[row.get::<_, usize>(3)?],
+                        run_id: row.get(4)?,
+                        details: details.map(|d| serde_json::from_str(&d).expect("JSON")),
+                        enforced_at_us: row.get(6)?,
+                    })
+                })
+                .expect("range")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        });
+        assert_eq!(events.len(), want, "{tenant} from {start}");
+    }
+    percentiles(times)
+}
+
+fn sqlite_queries(
+    db: &Sqlite,
+    ds: &DataSet,
+    work: &Workload,
+    seen: &LogQueries,
+    seed: u64,
+) -> SqliteQueries {
+    let plans = vec![
+        check_plan(&db.conn, SQL_COUNT, "events_rule_time", 4),
+        check_plan(&db.conn, SQL_MAX, "events_rule_time", 3),
+        check_plan(&db.conn, SQL_STATS, "events_rule_time", 4),
+        check_plan(&db.conn, SQL_RANGE, "events_tenant_time", 3),
+    ];
+    let [count, max, stats] = sqlite_stats_queries(db, ds, work, seen, seed);
+    SqliteQueries {
+        count,
+        max,
+        stats,
+        range: sqlite_range_queries(db, ds, work, seen),
+        plans,
+    }
+}
+
+// ------------------------------------------------------------- footprint
+
+/// Bytes on disk of a store, by kind of file.
+#[derive(Debug, Default)]
+struct Disk {
+    log: u64,
+    idx: u64,
+    checkpoint: u64,
+    other: u64,
+}
+
+impl Disk {
+    fn total(&self) -> u64 {
+        self.log + self.idx + self.checkpoint + self.other
+    }
+}
+
+fn store_disk(dir: &Path) -> Disk {
+    let mut disk = Disk::default();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("list") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::metadata(&path).expect("metadata");
+            if meta.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let slot = match path.extension().and_then(|x| x.to_str()) {
+                Some("log") => &mut disk.log,
+                Some("idx") => &mut disk.idx,
+                Some("ckpt") => &mut disk.checkpoint,
+                _ => &mut disk.other,
+            };
+            *slot += meta.len();
+        }
+    }
+    disk
+}
+
+/// SQLite's database and WAL file sizes after a truncating checkpoint.
+fn sqlite_disk(db: &Sqlite) -> (u64, u64) {
+    db.conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .expect("checkpoint");
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let mut wal = db.path.clone().into_os_string();
+    wal.push("-wal");
+    (size(&db.path), size(Path::new(&wal)))
+}
+
+struct Memory {
+    per_rule: f64,
+    per_event: f64,
+}
+
+fn feed(projection: &mut TriggerStats, keys: Keys, rules: u64, per_rule: u64) {
+    let step = (WINDOW_US - 1) / per_rule as i64;
+    let mut offset = 0;
+    for pair in 0..rules {
+        for j in 0..per_rule {
+            let event = StoredEvent {
+                offset,
+                tenant_id: keys.tenant(pair),
+                rule_id: keys.rule(pair),
+                action: Action::ALL[(j % 4) as usize],
+                run_id: None,
+                details: None,
+                enforced_at_us: END_US - WINDOW_US + 1 + j as i64 * step,
+            };
+            projection.apply(offset, &Entry::Event(event));
+            offset += 1;
+        }
+    }
+}
+
+fn heap_of(keys: Keys, rules: u64, per_rule: u64) -> usize {
+    let (projection, heap) = counted(|| {
+        let mut projection = TriggerStats::default();
+        feed(&mut projection, keys, rules, per_rule);
+        projection
+    });
+    assert_eq!(projection.recent_event_count() as u64, rules * per_rule);
+    heap.max(0) as usize
+}
+
+fn memory(plan: &Plan) -> Memory {
+    let keys = Keys {
+        rules_per_tenant: plan.rules_per_tenant,
+    };
+    let per_rule = heap_of(keys, plan.mem_rules, 1) as f64 / plan.mem_rules as f64;
+    let (rules, n) = (plan.mem_busy_rules, plan.mem_events_per_rule);
+    let heap = heap_of(keys, rules, n) as f64;
+    Memory {
+        per_rule,
+        per_event: (heap - rules as f64 * per_rule) / (rules * n) as f64,
+    }
+}
+
+// ----------------------------------------------------------------- report
+
+/// Everything measured on one store size.
+struct SizeReport {
+    events: u64,
+    pairs_seen: usize,
+    build_time: Duration,
+    segment_bytes: u64,
+    passes: Passes,
+    open: ColdOpen,
+    stale_behind: u64,
+    disk: Disk,
+}
+
+impl SizeReport {
+    fn replay_over_decode(&self) -> f64 {
+        self.passes.decode.as_secs_f64() / self.passes.replay.as_secs_f64()
+    }
+
+    fn replay_over_mmap(&self) -> f64 {
+        self.passes.mmap_read.as_secs_f64() / self.passes.replay.as_secs_f64()
+    }
+
+    fn fresh_over_replay(&self) -> f64 {
+        self.open.fresh.as_secs_f64() / self.passes.replay.as_secs_f64()
+    }
+
+    fn to_json(&self) -> Value {
+        let n = self.events as f64;
+        let p = &self.passes;
+        let per_s = |d: Duration| n / d.as_secs_f64();
+        json!({
+            "events": self.events,
+            "rules": self.pairs_seen,
+            "build_s": self.build_time.as_secs_f64(),
+            "segment_bytes": self.segment_bytes,
+            "replay": {
+                "mmap_read_s": p.mmap_read.as_secs_f64(),
+                "log_read_s": p.log_read.as_secs_f64(),
+                "decode_s": p.decode.as_secs_f64(),
+                "replay_s": p.replay.as_secs_f64(),
+                "mmap_read_events_per_s": per_s(p.mmap_read),
+                "log_read_events_per_s": per_s(p.log_read),
+                "decode_events_per_s": per_s(p.decode),
+                "replay_events_per_s": per_s(p.replay),
+                "replay_over_decode": self.replay_over_decode(),
+                "replay_over_mmap": self.replay_over_mmap(),
+            },
+            "cold_open": {
+                "fresh_s": self.open.fresh.as_secs_f64(),
+                "stale_s": self.open.stale.as_secs_f64(),
+                "none_s": self.open.none.as_secs_f64(),
+                "stale_behind_events": self.stale_behind,
+                "fresh_over_replay": self.fresh_over_replay(),
+            },
+            "projection": {
+                "heap_bytes": p.projection_heap_bytes,
+                "rules": p.projection.rule_count(),
+                "recent_events": p.projection.recent_event_count(),
+            },
+            "disk": {
+                "log_bytes": self.disk.log,
+                "idx_bytes": self.disk.idx,
+                "checkpoint_bytes": self.disk.checkpoint,
+                "other_bytes": self.disk.other,
+                "bytes_per_event": self.disk.total() as f64 / n,
+            },
+        })
+    }
+}
+
+struct QueryReport {
+    events: u64,
+    rules: usize,
+    log: LogQueries,
+    sqlite: SqliteQueries,
+    sqlite_build: Duration,
+    sqlite_db: u64,
+    sqlite_wal: u64,
+    range_avg_events: f64,
+}
+
+struct Goal {
+    name: String,
+    target: String,
+    measured: String,
+    met: bool,
+}
+
+fn goals(sizes: &[SizeReport], q: &QueryReport) -> Vec<Goal> {
+    let mut goals = Vec::new();
+    for s in sizes {
+        goals.push(Goal {
+            name: format!(
+                "replay >= 70% of the bare checksum+decode pass ({} events)",
+                s.events
+            ),
+            target: ">= 70%".into(),
+            measured: format!("{:.0}%", s.replay_over_decode() * 100.0),
+            met: s.replay_over_decode() >= 0.70,
+        });
+    }
+    goals.push(Goal {
+        name: format!("stats p50 < 1 µs ({} events, {} rules)", q.events, q.rules),
+        target: "< 1 µs".into(),
+        measured: format!("{:.2} µs", q.log.stats.p50.as_secs_f64() * 1e6),
+        met: q.log.stats.p50 < Duration::from_micros(1),
+    });
+    for s in sizes {
+        goals.push(Goal {
+            name: format!(
+                "cold open, fresh checkpoint < 5% of a full replay ({} events)",
+                s.events
+            ),
+            target: "< 5%".into(),
+            measured: format!("{:.2}%", s.fresh_over_replay() * 100.0),
+            met: s.fresh_over_replay() < 0.05,
+        });
+    }
+    goals
+}
+
+fn rate(per_s: f64) -> String {
+    if per_s >= 1e6 {
+        format!("{:.2} M", per_s / 1e6)
+    } else {
+        format!("{:.0} k", per_s / 1e3)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}
+
+fn lat(l: &Latency) -> String {
+    format!(
+        "p50 {:>10}  p99 {:>10}  p99.9 {:>10}",
+        us(l.p50),
+        us(l.p99),
+        us(l.p999)
+    )
+}
+
+fn print_sizes(sizes: &[SizeReport]) {
+    for s in sizes {
+        let n = s.events as f64;
+        let p = &s.passes;
+        let line = |name: &str, d: Duration, what: &str| {
+            println!(
+                "    {name:<22} {:>10}  {:>10} events/s  {what}",
+                ms(d),
+                rate(n / d.as_secs_f64())
+            );
+        };
+        println!(
+            "  replay, {} events ({} rules, {:.1} MiB of segments, built in {:.1} s)",
+            s.events,
+            s.pairs_seen,
+            s.segment_bytes as f64 / (1 << 20) as f64,
+            s.build_time.as_secs_f64()
+        );
+        line("(c) mmap read", p.mmap_read, "bytes summed, no framing");
+        line("    log read", p.log_read, "frames + checksums");
+        line("(b) bare pass", p.decode, "checksums + payload decode");
+        line("(a) replay", p.replay, "(b) + TriggerStats::apply");
+        println!(
+            "    replay / bare pass = {:.0}%   replay / mmap read = {:.1}%",
+            s.replay_over_decode() * 100.0,
+            s.replay_over_mmap() * 100.0
+        );
+        println!(
+            "  cold open -> first stats, {} events: fresh checkpoint {}, stale ({} behind) {}, none {}; \
+             fresh = {:.2}% of replay (a)",
+            s.events,
+            ms(s.open.fresh),
+            s.stale_behind,
+            ms(s.open.stale),
+            ms(s.open.none),
+            s.fresh_over_replay() * 100.0
+        );
+    }
+}
+
+fn print_queries(q: &QueryReport) {
+    let ratio = |a: &Latency, b: &Latency| b.p50.as_secs_f64() / a.p50.as_secs_f64();
+    println!(
+        "  queries, {} events, {} rules (last column: SQLite p50 / enforcelog p50)",
+        q.events, q.rules
+    );
+    println!("    enforcelog stats(t, r)      {}", lat(&q.log.stats));
+    println!(
+        "    SQLite COUNT(*) window      {}  {:.1}x",
+        lat(&q.sqlite.count),
+        ratio(&q.log.stats, &q.sqlite.count)
+    );
+    println!(
+        "    SQLite MAX(enforced_at)     {}  {:.1}x",
+        lat(&q.sqlite.max),
+        ratio(&q.log.stats, &q.sqlite.max)
+    );
+    println!(
+        "    SQLite all of stats, 1 stmt {}  {:.1}x",
+        lat(&q.sqlite.stats),
+        ratio(&q.log.stats, &q.sqlite.stats)
+    );
+    println!(
+        "    enforcelog query, 1 tenant, 1 day  {}   ({:.0} events returned on average)",
+        lat(&q.log.range),
+        q.range_avg_events
+    );
+    println!(
+        "    SQLite same range, 1 tenant        {}   {:.2}x",
+        lat(&q.sqlite.range),
+        ratio(&q.log.range, &q.sqlite.range)
+    );
+}
+
+fn print_footprint(sizes: &[SizeReport], q: &QueryReport, mem: &Memory) {
+    for s in sizes {
+        println!(
+            "  disk, {} events: enforcelog {:.1} B/event (segments {:.1}, indexes {:.2}, checkpoint {:.2}, other {:.3})",
+            s.events,
+            s.disk.total() as f64 / s.events as f64,
+            s.disk.log as f64 / s.events as f64,
+            s.disk.idx as f64 / s.events as f64,
+            s.disk.checkpoint as f64 / s.events as f64,
+            s.disk.other as f64 / s.events as f64,
+        );
+    }
+    let first = &sizes[0];
+    let sqlite = (q.sqlite_db + q.sqlite_wal) as f64 / q.events as f64;
+    println!(
+        "        SQLite {sqlite:.1} B/event (db {} B + wal {} B after checkpoint; built in {:.1} s): \
+         enforcelog / SQLite = {:.2}",
+        q.sqlite_db,
+        q.sqlite_wal,
+        q.sqlite_build.as_secs_f64(),
+        first.disk.total() as f64 / first.events as f64 / sqlite
+    );
+    println!(
+        "  projection memory: {:.0} B per rule, {:.2} B per in-window event; the {}-event store's \
+         projection: {:.2} MiB for {} rules and {} in-window events",
+        mem.per_rule,
+        mem.per_event,
+        first.events,
+        first.passes.projection_heap_bytes as f64 / (1 << 20) as f64,
+        first.passes.projection.rule_count(),
+        first.passes.projection.recent_event_count()
+    );
+}
+
+/// What the figures were measured on.
+fn machine() -> Value {
+    let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "kernel": read("/proc/sys/kernel/osrelease").trim(),
+        "directory": env!("CARGO_TARGET_TMPDIR"),
+    })
+}
+
+fn report_json(
+    plan: &Plan,
+    seed: u64,
+    sizes: &[SizeReport],
+    q: &QueryReport,
+    mem: &Memory,
+    goals: &[Goal],
+) -> Value {
+    json!({
+        "bench": "reads",
+        "mode": plan.mode(),
+        "seed": seed,
+        "machine": machine(),
+        "sizes": sizes.iter().map(SizeReport::to_json).collect::<Vec<_>>(),
+        "queries": {
+            "events": q.events,
+            "rules": q.rules,
+            "stats_queries": plan.stats_queries,
+            "range_queries": plan.range_queries,
+            "range_window_s": DAY_US / 1_000_000,
+            "range_avg_events": q.range_avg_events,
+            "enforcelog_stats": q.log.stats.to_json(),
+            "enforcelog_range": q.log.range.to_json(),
+            "sqlite_count": q.sqlite.count.to_json(),
+            "sqlite_max": q.sqlite.max.to_json(),
+            "sqlite_stats": q.sqlite.stats.to_json(),
+            "sqlite_range": q.sqlite.range.to_json(),
+            "sqlite_plans": q.sqlite.plans,
+        },
+        "sqlite": {
+            "events": q.events,
+            "build_s": q.sqlite_build.as_secs_f64(),
+            "db_bytes": q.sqlite_db,
+            "wal_bytes": q.sqlite_wal,
+            "bytes_per_event": (q.sqlite_db + q.sqlite_wal) as f64 / q.events as f64,
+        },
+        "memory": {
+            "per_rule_bytes": mem.per_rule,
+            "per_in_window_event_bytes": mem.per_event,
+            "rules": plan.mem_rules,
+            "busy_rules": plan.mem_busy_rules,
+            "events_per_busy_rule": plan.mem_events_per_rule,
+        },
+        "goals": goals.iter().map(|g| json!({
+            "goal": g.name, "target": g.target, "measured": g.measured, "met": g.met,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn write_json(plan: &Plan, report: &Value) -> PathBuf {
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("bench-results");
+    std::fs::create_dir_all(&target).expect("create bench-results");
+    // A smoke run never overwrites a full run's figures.
+    let path = target.join(if plan.full {
+        "reads.json"
+    } else {
+        "reads-quick.json"
+    });
+    let text = serde_json::to_string_pretty(report).expect("JSON");
+    std::fs::write(&path, text + "\n").expect("write JSON");
+    path
+}
+
+/// Builds one store and measures replay and cold open on it; the first
+/// size also runs the queries beside SQLite.
+fn measure_size(
+    plan: &Plan,
+    events: u64,
+    seed: u64,
+    work: Option<&Workload>,
+) -> (SizeReport, Option<QueryReport>) {
+    println!("  building {events} events...");
+    let ds = build(plan, events, seed);
+    let segment_bytes = mmap_pass(&ds.store).1;
+    println!("  replay passes...");
+    let passes = passes(plan, &ds, seed);
+    println!("  cold opens...");
+    let open = cold_open(plan, &ds, seed);
+    let disk = store_disk(&ds.store);
+    let queries = work.map(|work| {
+        println!("  queries...");
+        let log = log_queries(&ds, work, seed);
+        println!("  SQLite: inserting {events} rows...");
+        let db = sqlite_build(&ds);
+        let sqlite = sqlite_queries(&db, &ds, work, &log, seed);
+        let (sqlite_db, sqlite_wal) = sqlite_disk(&db);
+        let returned: usize = log.range_counts.iter().sum();
+        QueryReport {
+            events,
+            rules: ds.pairs_seen(),
+            range_avg_events: returned as f64 / log.range_counts.len() as f64,
+            log,
+            sqlite,
+            sqlite_build: db.build_time,
+            sqlite_db,
+            sqlite_wal,
+        }
+    });
+    let report = SizeReport {
+        events,
+        pairs_seen: ds.pairs_seen(),
+        build_time: ds.build_time,
+        segment_bytes,
+        passes,
+        open,
+        stale_behind: events - ds.stale_offset,
+        disk,
+    };
+    (report, queries)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let full = args.iter().any(|a| a == "--bench")
+        && !args.iter().any(|a| a == "--quick")
+        && !env_flag("ENFORCELOG_BENCH_QUICK");
+    let plan = Plan::new(full, env_flag("ENFORCELOG_BENCH_10M"));
+    let seed = seed();
+    let started = Instant::now();
+    println!(
+        "reads bench: {:?} events, {} mode, seed {seed} (ENFORCELOG_SEED to replay{})",
+        plan.sizes,
+        plan.mode(),
+        if plan.full && plan.sizes.len() == 1 {
+            "; ENFORCELOG_BENCH_10M=1 adds 10M events"
+        } else {
+            ""
+        }
+    );
+    let work = workload(&plan, seed);
+    let mut sizes = Vec::new();
+    let mut queries = None;
+    for (i, &events) in plan.sizes.iter().enumerate() {
+        let (size, q) = measure_size(&plan, events, seed, (i == 0).then_some(&work));
+        sizes.push(size);
+        queries = queries.or(q);
+    }
+    let queries = queries.expect("the first size runs the queries");
+    let memory = memory(&plan);
+    let goals = goals(&sizes, &queries);
+
+    println!();
+    println!("summary (reads bench, {} mode, seed {seed})", plan.mode());
+    print_sizes(&sizes);
+    print_queries(&queries);
+    print_footprint(&sizes, &queries, &memory);
+    println!("  goals");
+    for g in &goals {
+        println!(
+            "    [{}] {}: {} (target {})",
+            if g.met { "met " } else { "MISS" },
+            g.name,
+            g.measured,
+            g.target
+        );
+    }
+    let report = report_json(&plan, seed, &sizes, &queries, &memory, &goals);
+    let path = write_json(&plan, &report);
+    println!("  figures written to {}", path.display());
+    println!("  bench time {:.1} s", started.elapsed().as_secs_f64());
+}
