@@ -35,10 +35,8 @@
 //! would create for the two queries (`(tenant_id, rule_id, enforced_at,
 //! action)` and `(tenant_id, enforced_at)`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use enforcelog::projection::Projection;
@@ -49,71 +47,10 @@ use enforcelog::{
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
-/// Counts the bytes currently allocated, on top of the system allocator.
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-/// Counting is on only while memory is measured, so the timed passes do not
-/// pay for a shared counter.
-static COUNTING: AtomicBool = AtomicBool::new(false);
-
-fn count(delta: isize) {
-    if COUNTING.load(Ordering::Relaxed) {
-        LIVE_BYTES.fetch_add(delta, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees hold; counting has no effect on the
-// memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract for `layout`.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            count(layout.size() as isize);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from this allocator (so from `System`) with
-        // `layout`, as the caller guarantees.
-        unsafe { System.dealloc(ptr, layout) };
-        count(-(layout.size() as isize));
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `realloc`'s contract.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            count(new_size as isize - layout.size() as isize);
-        }
-        new
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` with counting on; returns its result and the bytes it kept.
-fn counted<R>(f: impl FnOnce() -> R) -> (R, isize) {
-    COUNTING.store(true, Ordering::SeqCst);
-    let before = LIVE_BYTES.load(Ordering::SeqCst);
-    let result = f();
-    let after = LIVE_BYTES.load(Ordering::SeqCst);
-    COUNTING.store(false, Ordering::SeqCst);
-    (result, after - before)
-}
+use counting_alloc::counted;
 
 const DAY_US: i64 = 24 * 3600 * 1_000_000;
 const WINDOW_US: i64 = 30 * DAY_US;

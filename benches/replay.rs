@@ -28,10 +28,8 @@
 //! requested from the system allocator (the allocator's own per-block
 //! overhead is not included).
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use enforcelog::projection::Projection;
@@ -41,71 +39,10 @@ use enforcelog::{
 };
 use serde_json::json;
 
-/// Counts the bytes currently allocated, on top of the system allocator.
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-/// Counting is switched on only while memory is measured: a counter shared
-/// by every thread would otherwise slow down the timed passes (two threads
-/// allocating at once fight over its cache line).
-static COUNTING: AtomicBool = AtomicBool::new(false);
-
-// SAFETY: every method forwards to `System` with the caller's arguments
-// unchanged, so `System`'s guarantees hold; the counter has no effect on
-// the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller upholds `alloc`'s contract for `layout`.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by this allocator (so by `System`)
-        // with `layout`, as the caller guarantees.
-        unsafe { System.dealloc(ptr, layout) };
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: the caller upholds `realloc`'s contract for `ptr`,
-        // `layout` and `new_size`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() && COUNTING.load(Ordering::Relaxed) {
-            LIVE_BYTES.fetch_add(new_size as isize, Ordering::Relaxed);
-            LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        }
-        new
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Runs `f` with counting on; returns its result and the change in live
-/// bytes (what `f` allocated and kept, its result included).
-fn counted<R>(f: impl FnOnce() -> R) -> (R, isize) {
-    COUNTING.store(true, Ordering::SeqCst);
-    let before = LIVE_BYTES.load(Ordering::SeqCst);
-    let result = f();
-    let after = LIVE_BYTES.load(Ordering::SeqCst);
-    COUNTING.store(false, Ordering::SeqCst);
-    (result, after - before)
-}
+use counting_alloc::counted;
 
 const TENANTS: u64 = 100;
 const RULES_PER_TENANT: u64 = 10;
