@@ -14,6 +14,8 @@
 //! Every test runs on [`SimStorage`]; events derive from `ENFORCELOG_SEED`
 //! (or a fixed default), which failure messages name.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,13 +43,7 @@ const DAYS_30: Duration = Duration::from_secs(30 * 24 * 3600);
 // Seeds and events.
 
 fn seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => DEFAULT_SEED,
-    }
+    common::seed_or(DEFAULT_SEED)
 }
 
 /// splitmix64.
@@ -59,11 +55,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        common::splitmix64(&mut self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {

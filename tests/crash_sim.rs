@@ -32,6 +32,8 @@
 //! is up to the scheduler. `ENFORCELOG_CRASH_SCALE=n` runs n times as many
 //! crash points.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io;
 use std::ops::Range;
@@ -55,13 +57,7 @@ const LAX_CRASH_POINTS: u64 = 1200;
 // Seeds and randomness.
 
 fn base_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => DEFAULT_SEED,
-    }
+    common::seed_or(DEFAULT_SEED)
 }
 
 /// splitmix64: small, fast, and good enough to pick test parameters.
@@ -73,11 +69,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        common::splitmix64(&mut self.0)
     }
 
     /// Uniform in `range` (which must not be empty).

@@ -21,6 +21,8 @@
 //! everything from `ENFORCELOG_SEED` (or a fixed default) and name the seed
 //! on failure: `ENFORCELOG_SEED=<seed> cargo test --test events_batch`.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -50,13 +52,7 @@ const DEADLOCK_AFTER: Duration = Duration::from_secs(20);
 // Seeds and randomness.
 
 fn base_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => 0x00BA_7C4E_0004_0002,
-    }
+    common::seed_or(0x00BA_7C4E_0004_0002)
 }
 
 /// splitmix64.
@@ -68,11 +64,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        common::splitmix64(&mut self.0)
     }
 
     /// Uniform in `range` (inclusive).

@@ -15,6 +15,8 @@
 //! batch sizes; the interleaving is the scheduler's. Assertion messages name
 //! the seed.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Barrier, Mutex};
@@ -34,13 +36,7 @@ const BATCH_MAX: u64 = 8;
 const DEFAULT_SEED: u64 = 0x0C0C_0C0C_2024;
 
 fn seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => DEFAULT_SEED,
-    }
+    common::seed_or(DEFAULT_SEED)
 }
 
 /// splitmix64, to derive each writer's events from the seed.
@@ -52,11 +48,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        common::splitmix64(&mut self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {

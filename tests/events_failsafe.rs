@@ -24,6 +24,8 @@
 //! tenant. Seeds: `ENFORCELOG_SEED` (u64) replays a run; every assertion
 //! message names the seed.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -50,13 +52,7 @@ const DEFAULT_SEED: u64 = 0x00E4_F0C3_5AFE;
 // Seeds and randomness.
 
 fn seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => DEFAULT_SEED,
-    }
+    common::seed_or(DEFAULT_SEED)
 }
 
 /// splitmix64, to pick test parameters from the seed.
@@ -68,11 +64,7 @@ impl Rng {
     }
 
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        common::splitmix64(&mut self.0)
     }
 
     fn below(&mut self, n: u64) -> u64 {

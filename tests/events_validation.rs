@@ -19,6 +19,8 @@
 //! replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test
 //! events_validation`.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -711,13 +713,7 @@ fn record_detached_counts_every_kind_of_invalid_event() {
 // Random ids against a model.
 
 fn base_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => 0x00E7_E475_0004_0001,
-    }
+    common::seed_or(0x00E7_E475_0004_0001)
 }
 
 /// splitmix64.
@@ -725,11 +721,7 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        common::splitmix64(&mut self.0)
     }
 
     fn below(&mut self, n: usize) -> usize {
