@@ -34,6 +34,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod import;
 pub mod log;
 pub mod payload;
 pub mod projection;

@@ -9,7 +9,6 @@
 
 mod demo;
 mod failure;
-mod import_line;
 mod ops;
 mod output;
 mod read;

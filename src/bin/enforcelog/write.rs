@@ -10,10 +10,10 @@ use enforcelog::{Action, Event, Store};
 use serde_json::Value;
 
 use crate::failure::Failure;
-use crate::import_line::{parse_line, LineError, Parsed};
 use crate::output::{note, progress, JsonObject, Out};
 use crate::store_dir::open_writer;
 use crate::{units, Global};
+use enforcelog::import::{parse_line, LineError, Parsed};
 
 pub const RECORD_ABOUT: &str = "Record one enforcement outcome; prints {\"offset\":N}";
 pub const RECORD_LONG_ABOUT: &str = "\

@@ -1,4 +1,4 @@
-//! One line of `import` input: a JSON object in the import format, read
+//! The JSON-lines import format: one line, one event, read
 //! from raw bytes so that invalid UTF-8 is reported against the field that
 //! holds it.
 //!
@@ -11,9 +11,9 @@
 
 use std::fmt;
 
-use enforcelog::event::{check_details, id_from_bytes, EventError, Field};
-use enforcelog::timestamp::parse_us;
-use enforcelog::{Action, Event};
+use crate::event::{check_details, id_from_bytes, EventError, Field};
+use crate::timestamp::parse_us;
+use crate::{Action, Event};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -47,6 +47,20 @@ impl fmt::Display for LineError {
 const WHOLE_LINE: &str = "json";
 
 /// Parses line `line` (1-based) of the input.
+///
+/// Never panics, whatever the bytes; a refusal names the line and the field.
+///
+/// ```
+/// use enforcelog::import::{parse_line, Parsed};
+///
+/// let line = br#"{"tenant_id":"acme","rule_id":"r1","action_taken":"KILLED","enforced_at":"2026-01-02T03:04:05Z"}"#;
+/// let Ok(Parsed::Event(event)) = parse_line(1, line) else { panic!("a valid line") };
+/// assert_eq!(event.rule_id, "r1");
+///
+/// let err = parse_line(2, br#"{"tenant_id":"acme","rule_id":"r1","action_taken":"melted"}"#).unwrap_err();
+/// assert_eq!(err.line, 2);
+/// assert_eq!(err.field, "action_taken");
+/// ```
 pub fn parse_line(line: usize, bytes: &[u8]) -> Result<Parsed, LineError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Parsed::Blank);
@@ -239,7 +253,7 @@ fn missing(field: Field) -> FieldError {
 }
 
 /// The import format's name for a field.
-pub fn import_name(field: Field) -> &'static str {
+fn import_name(field: Field) -> &'static str {
     match field {
         Field::TenantId => "tenant_id",
         Field::RuleId => "rule_id",
@@ -251,7 +265,7 @@ pub fn import_name(field: Field) -> &'static str {
 }
 
 /// An event error as (import field name, reason without the field).
-pub fn field_error(e: EventError) -> FieldError {
+fn field_error(e: EventError) -> FieldError {
     let field = e.field();
     let text = e.to_string();
     let prefix = format!("{field}: ");
