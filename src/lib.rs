@@ -46,7 +46,9 @@ pub mod timestamp;
 pub use config::{Durability, LogOptions};
 pub use error::{Error, Result};
 pub use event::{Action, Entry, Event, EventError, Field, GapMarker, StoredEvent};
-pub use log::{verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, VerifyReport};
+pub use log::{
+    verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
+};
 pub use projection::{Projection, RuleStats, TriggerStats};
 pub use record::{now_us, LogRecord, Record};
 pub use store::{

@@ -535,8 +535,10 @@ fn dropping_the_store_checkpoints_and_releases_the_directory() {
     store.close().unwrap();
 }
 
+/// A checkpoint copied from another store is refused by its store id; one
+/// forged to carry this store's id is still refused by its anchor.
 #[test]
-fn checkpoint_of_another_store_is_refused_by_its_anchor() {
+fn checkpoint_of_another_store_is_refused_by_its_store_id_then_its_anchor() {
     let mine = make_events(seed(), 80);
     let theirs = make_events(seed() ^ 0xFF, 80);
     assert_ne!(mine.last(), theirs.last());
@@ -544,18 +546,29 @@ fn checkpoint_of_another_store_is_refused_by_its_anchor() {
     closed_store(&storage, &mine, true);
     let other = SimStorage::new(7);
     closed_store(&other, &theirs, true);
-    for path in [TRIGGER_CKPT, PER_DAY_CKPT] {
-        storage.write_file(path, &other.read_file(path).unwrap());
+    let my_id = Checkpoint::decode(&storage.read_file(TRIGGER_CKPT).unwrap())
+        .unwrap()
+        .store_id;
+    for (forge, expected) in [(false, "another store"), (true, "anchor")] {
+        for path in [TRIGGER_CKPT, PER_DAY_CKPT] {
+            let mut copied = Checkpoint::decode(&other.read_file(path).unwrap()).unwrap();
+            assert_ne!(copied.store_id, my_id, "two stores got the same id");
+            if forge {
+                copied.store_id = my_id;
+            }
+            storage.write_file(path, &copied.encode());
+        }
+        let store = open(&storage, &[DAYS_30], true);
+        assert_exact(&store, &mine, &[DAYS_30], "foreign checkpoints");
+        for name in ["trigger_stats", "actions_per_day"] {
+            let problem = assert_refused(&store, name, "foreign checkpoint");
+            assert!(problem.contains(expected), "{name}: {problem}");
+        }
+        store.close().unwrap();
+        let store = open(&storage, &[DAYS_30], true);
+        assert_all_match(&store, Some(80), "own checkpoints again");
+        store.close().unwrap();
     }
-    let store = open(&storage, &[DAYS_30], true);
-    assert_exact(&store, &mine, &[DAYS_30], "foreign checkpoints");
-    for name in ["trigger_stats", "actions_per_day"] {
-        let problem = assert_refused(&store, name, "foreign checkpoint");
-        assert!(problem.contains("anchor"), "{name}: {problem}");
-    }
-    store.close().unwrap();
-    let store = open(&storage, &[DAYS_30], true);
-    assert_all_match(&store, Some(80), "own checkpoints again");
 }
 
 #[test]
@@ -817,4 +830,32 @@ fn read_only_store_loads_checkpoints_and_never_writes_them() {
     assert_refused(&store, "trigger_stats", "read-only, damaged checkpoint");
     drop(store);
     assert_eq!(files(&storage), before, "a read-only store wrote");
+}
+
+/// Checkpoints asked for from several threads at once (and by the follower)
+/// are written one at a time: each succeeds, and the files they leave are
+/// the store's. Two writers at once shared one temporary file, and the
+/// later rename failed with "not found".
+#[test]
+fn concurrent_checkpoint_calls_all_succeed() {
+    for round in 0..20 {
+        let events = make_events(seed() ^ round, 120);
+        let storage = SimStorage::new(12 + round);
+        let store = open(&storage, &[DAYS_30], true);
+        std::thread::scope(|scope| {
+            for chunk in events.chunks(30) {
+                let store = &store;
+                scope.spawn(move || {
+                    for part in chunk.chunks(3) {
+                        record(store, part);
+                        store.checkpoint().expect("a concurrent checkpoint");
+                    }
+                });
+            }
+        });
+        store.close().unwrap();
+        let store = open(&storage, &[DAYS_30], true);
+        assert_all_match(&store, Some(120), "after concurrent checkpoints");
+        assert_exact(&store, &events, &[DAYS_30], "after concurrent checkpoints");
+    }
 }

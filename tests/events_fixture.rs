@@ -311,7 +311,16 @@ fn queries_on_the_fixture_filter_by_tenant() {
 #[test]
 fn a_writer_continues_the_fixture_log() {
     let (_tmp, dir) = copy_of_fixture();
+    // The fixture predates store ids: its segment's store tag is zero.
+    let read_only = Store::open_read_only(&dir).expect("open the fixture read-only");
+    assert_eq!(read_only.store_id(), None);
+    drop(read_only);
+    assert!(!dir.join("STORE_ID").exists());
     let store = Store::open(&dir, StoreOptions::default()).expect("open the fixture copy to write");
+    // The first writer assigns an id, durably, before it writes anything.
+    let id = store.store_id().expect("a writer always has a store id");
+    let on_disk = std::fs::read_to_string(dir.join("STORE_ID")).expect("STORE_ID written");
+    assert_eq!(on_disk, format!("{id}\n"));
     assert_eq!(store.next_offset(), ENTRY_COUNT);
     let offset = store
         .record_blocking(Event::new("acme", "late", Action::Stopped).at_us(T0_US + 8 * SECOND_US))
@@ -321,6 +330,7 @@ fn a_writer_continues_the_fixture_log() {
     drop(store);
 
     let store = Store::open_read_only(&dir).expect("reopen read-only");
+    assert_eq!(store.store_id(), Some(id), "the id is permanent");
     let mut expected = expected_entries();
     expected.push(event(
         ENTRY_COUNT,

@@ -23,6 +23,13 @@ fn format_doc() -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
+/// The worked example's segment header: the store whose id is
+/// `0123456789abcdef0123456789abcdef`.
+const EXAMPLE_HEADER: SegmentHeader = SegmentHeader {
+    store_tag: 0x89ab_cdef,
+    base_offset: 0,
+};
+
 /// The records of the worked example.
 fn example_records() -> Vec<Record> {
     vec![
@@ -33,7 +40,7 @@ fn example_records() -> Vec<Record> {
 
 /// What the encoder writes for the worked example.
 fn encoded_example() -> Vec<u8> {
-    let mut bytes = SegmentHeader { base_offset: 0 }.encode().to_vec();
+    let mut bytes = EXAMPLE_HEADER.encode().to_vec();
     encode_batch(&mut bytes, 0, &example_records());
     bytes
 }
@@ -241,10 +248,7 @@ fn hex_example_is_what_the_encoder_writes() {
 #[test]
 fn hex_example_decodes_to_the_two_records() {
     let bytes = doc_hex_example(&format_doc());
-    assert_eq!(
-        SegmentHeader::decode(&bytes),
-        Ok(SegmentHeader { base_offset: 0 })
-    );
+    assert_eq!(SegmentHeader::decode(&bytes), Ok(EXAMPLE_HEADER));
     let batch = decode_batch(&bytes[SEGMENT_HEADER_LEN..], Some(0))
         .unwrap_or_else(|e| panic!("the example's batch does not decode: {e:?}"));
     assert_eq!(

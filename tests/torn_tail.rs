@@ -300,7 +300,11 @@ fn assert_recreated(scratch: &Scratch, header_bytes: &[u8], what: &str) {
     assert_eq!(log.next_offset(), 0, "{what}");
     assert_eq!(
         fs::read(scratch.segment_path()).expect("read segment"),
-        SegmentHeader { base_offset: 0 }.encode(),
+        SegmentHeader {
+            store_tag: 0,
+            base_offset: 0,
+        }
+        .encode(),
         "{what}: the segment was not created again"
     );
     assert!(log.verify().expect("verify").is_clean(), "{what}");
@@ -318,7 +322,11 @@ fn assert_recreated(scratch: &Scratch, header_bytes: &[u8], what: &str) {
 
 #[test]
 fn a_segment_header_cut_short_is_created_again() {
-    let header = SegmentHeader { base_offset: 0 }.encode();
+    let header = SegmentHeader {
+        store_tag: 0,
+        base_offset: 0,
+    }
+    .encode();
     let scratch = Scratch::made_by_open();
     for cut in 0..SEGMENT_HEADER_LEN {
         assert_recreated(&scratch, &header[..cut], &format!("header cut at {cut}"));
@@ -327,7 +335,11 @@ fn a_segment_header_cut_short_is_created_again() {
 
 #[test]
 fn a_segment_header_written_partly_then_zeros_is_created_again() {
-    let header = SegmentHeader { base_offset: 0 }.encode();
+    let header = SegmentHeader {
+        store_tag: 0,
+        base_offset: 0,
+    }
+    .encode();
     let scratch = Scratch::made_by_open();
     let damaged = |written: usize| {
         let mut bytes = header;
@@ -355,7 +367,11 @@ fn a_segment_header_written_partly_then_zeros_is_created_again() {
 
 #[test]
 fn verify_calls_an_unfinished_segment_header_torn_not_corrupt() {
-    let header = SegmentHeader { base_offset: 0 }.encode();
+    let header = SegmentHeader {
+        store_tag: 0,
+        base_offset: 0,
+    }
+    .encode();
     let scratch = Scratch::made_by_open();
     let mut wrong = Vec::new();
     for cut in 0..SEGMENT_HEADER_LEN {

@@ -5,7 +5,8 @@
 //!      0    8 magic           b"ENFLOGSG"
 //!      8    2 format_version  u16, FORMAT_VERSION
 //!     10    2 header_len      u16, always 32
-//!     12    4 reserved        zero
+//!     12    4 store_tag       u32, low 32 bits of the store id (0: written
+//!                             before store ids existed)
 //!     16    8 base_offset     u64, offset of the segment's first record
 //!     24    4 reserved        zero
 //!     28    4 crc32           of bytes 0..28
@@ -20,12 +21,16 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"ENFLOGSG";
 
 const VERSION_AT: usize = 8;
 const HEADER_LEN_AT: usize = 10;
+const STORE_TAG_AT: usize = 12;
 const BASE_OFFSET_AT: usize = 16;
 const CRC_AT: usize = 28;
 
 /// The decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// The store the segment belongs to: the low 32 bits of its store id,
+    /// or zero for a segment written before store ids existed.
+    pub store_tag: u32,
     /// Offset of the first record stored in the segment.
     pub base_offset: u64,
 }
@@ -43,7 +48,7 @@ pub enum SegmentHeaderError {
     BadChecksum,
     /// A version this build does not read.
     UnsupportedVersion(u16),
-    /// A header length this build does not know, or non-zero reserved bytes.
+    /// A header length this build does not know, or a non-zero reserved byte.
     BadLayout,
 }
 
@@ -69,6 +74,7 @@ impl SegmentHeader {
         buf[VERSION_AT..VERSION_AT + 2].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         buf[HEADER_LEN_AT..HEADER_LEN_AT + 2]
             .copy_from_slice(&(SEGMENT_HEADER_LEN as u16).to_le_bytes());
+        buf[STORE_TAG_AT..STORE_TAG_AT + 4].copy_from_slice(&self.store_tag.to_le_bytes());
         buf[BASE_OFFSET_AT..BASE_OFFSET_AT + 8].copy_from_slice(&self.base_offset.to_le_bytes());
         let crc = crc32fast::hash(&buf[..CRC_AT]);
         buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
@@ -95,11 +101,12 @@ impl SegmentHeader {
             return Err(SegmentHeaderError::UnsupportedVersion(version));
         }
         let header_len = u16::from_le_bytes([buf[HEADER_LEN_AT], buf[HEADER_LEN_AT + 1]]);
-        let reserved_zero = buf[12..16].iter().chain(&buf[24..28]).all(|&b| b == 0);
+        let reserved_zero = buf[24..28].iter().all(|&b| b == 0);
         if usize::from(header_len) != SEGMENT_HEADER_LEN || !reserved_zero {
             return Err(SegmentHeaderError::BadLayout);
         }
         Ok(SegmentHeader {
+            store_tag: u32_at(buf, STORE_TAG_AT),
             base_offset: u64_at(buf, BASE_OFFSET_AT),
         })
     }
@@ -111,13 +118,20 @@ mod tests {
 
     #[test]
     fn roundtrip() {
-        let header = SegmentHeader { base_offset: 42 };
+        let header = SegmentHeader {
+            store_tag: 0x0102_0304,
+            base_offset: 42,
+        };
         assert_eq!(SegmentHeader::decode(&header.encode()), Ok(header));
     }
 
     #[test]
     fn every_bit_flip_is_rejected() {
-        let bytes = SegmentHeader { base_offset: 7 }.encode();
+        let bytes = SegmentHeader {
+            store_tag: 9,
+            base_offset: 7,
+        }
+        .encode();
         for bit in 0..SEGMENT_HEADER_LEN * 8 {
             let mut flipped = bytes;
             flipped[bit / 8] ^= 1 << (bit % 8);

@@ -3,6 +3,7 @@
 //! ```text
 //! <dir>/VERSION                     "enforcelog-log <FORMAT_VERSION>\n"
 //! <dir>/LOCK                        empty; flock-ed by the one writer
+//! <dir>/STORE_ID                    the store's random id (see `identity`)
 //! <dir>/<base offset, 20 digits>.log  segments
 //! <dir>/<base offset, 20 digits>.idx  sparse index of a sealed segment (derived)
 //! ```
@@ -74,7 +75,11 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
             listing.segments.push(base);
         } else if name == VERSION_FILE {
             listing.has_version = true;
-        } else if name != LOCK_FILE && !is_index_name(&name) && !name.ends_with(".tmp") {
+        } else if name != LOCK_FILE
+            && name != super::identity::STORE_ID_FILE
+            && !is_index_name(&name)
+            && !name.ends_with(".tmp")
+        {
             listing.foreign.push(name);
         }
     }

@@ -12,6 +12,7 @@
 //!   segment only grows, by whole batches, and is published after the write.
 
 pub(crate) mod dir;
+mod identity;
 mod reader;
 mod recovery;
 mod repair;
@@ -28,6 +29,7 @@ use std::time::Instant;
 
 use tracing::info;
 
+pub use identity::{ParseStoreIdError, StoreId};
 pub use reader::LogReader;
 pub use repair::{repair, repair_dir, RepairAction, RepairReport, QUARANTINE_DIR};
 pub use verify::{verify_dir, Problem, ProblemKind, VerifyReport};
@@ -73,6 +75,9 @@ pub(crate) struct Shared {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     options: LogOptions,
+    /// Always set for a writer; `None` for a read-only view of a store made
+    /// before store ids existed and not opened for writing since.
+    store_id: Option<StoreId>,
     segments: RwLock<Segments>,
     poison: Mutex<Option<String>>,
     metrics: Metrics,
@@ -83,6 +88,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The tag written into new segments.
+    fn store_tag(&self) -> u32 {
+        self.store_id.map_or(0, StoreId::tag)
+    }
+
     /// Tells every watcher that the committed end moved; forgets watchers
     /// that went away. A watcher that already has a wake-up pending is not
     /// sent another (its channel holds one), so this never blocks.
@@ -251,7 +261,22 @@ impl Log {
         let dir = dir.to_path_buf();
         prepare_dir(&*storage, &dir)?;
         let lock = dir::lock(&*storage, &dir)?;
-        let mut opened = recovery::open_segments(&*storage, &dir, &options, Access::Writer)?;
+        let known_id = identity::load(&*storage, &dir)?;
+        let listing = dir::list(&*storage, &dir)?;
+        identity::check_segments(&*storage, &dir, &listing.segments, known_id)?;
+        let store_id = match known_id {
+            Some(id) => id,
+            None => {
+                // A new store, or one made before store ids existed: the
+                // id must be durable before any segment carries its tag.
+                let id = StoreId::generate();
+                identity::store(&*storage, &dir, id)?;
+                info!(dir = %dir.display(), store_id = %id, "assigned a store id");
+                id
+            }
+        };
+        let mut opened =
+            recovery::open_segments(&*storage, &dir, &options, Access::Writer, store_id.tag())?;
         if let Some(end) = keep_below {
             recovery::drop_unacknowledged(&mut opened.segments.active, end)?;
         }
@@ -278,6 +303,7 @@ impl Log {
             storage,
             dir,
             options,
+            store_id: Some(store_id),
             segments: RwLock::new(opened.segments),
             poison: Mutex::new(None),
             metrics: Metrics::default(),
@@ -332,12 +358,15 @@ impl Log {
             });
         }
         dir::check_version(&*storage, &dir)?;
+        let store_id = identity::load(&*storage, &dir)?;
+        identity::check_segments(&*storage, &dir, &listing.segments, store_id)?;
         let options = LogOptions::default();
-        let opened = recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly)?;
+        let opened = recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly, 0)?;
         let shared = Arc::new(Shared {
             storage,
             dir,
             options,
+            store_id,
             segments: RwLock::new(opened.segments),
             poison: Mutex::new(None),
             metrics: Metrics::default(),
@@ -360,11 +389,19 @@ impl Log {
             return Ok(());
         }
         let shared = &self.inner.shared;
+        let listing = dir::list(&*shared.storage, &shared.dir)?;
+        identity::check_segments(
+            &*shared.storage,
+            &shared.dir,
+            &listing.segments,
+            shared.store_id,
+        )?;
         let opened = recovery::open_segments(
             &*shared.storage,
             &shared.dir,
             &shared.options,
             Access::ReadOnly,
+            0,
         )?;
         *shared.write_segments() = opened.segments;
         shared.notify_committed();
@@ -407,6 +444,13 @@ impl Log {
     /// The options the log was opened with.
     pub fn options(&self) -> &LogOptions {
         &self.inner.shared.options
+    }
+
+    /// The store's permanent random id (see [`StoreId`]). Always `Some` for
+    /// a writer, which assigns one on first open; `None` only for a
+    /// read-only view of a store made before store ids existed.
+    pub fn store_id(&self) -> Option<StoreId> {
+        self.inner.shared.store_id
     }
 
     /// The offset the next committed record will get; equally, the number

@@ -212,12 +212,24 @@ fn first_sector_piece_lost(bytes: &[u8], pos: usize, next_offset: u64) -> bool {
 
 /// True when a segment file is what a creation that did not finish leaves:
 /// a prefix of the right header, then zeros (or nothing) to its end.
+///
+/// The store tag bytes are not compared: a segment that holds nothing is
+/// created again whatever store it names.
 pub(crate) fn unfinished_creation(bytes: &[u8], base: u64) -> bool {
-    let expected = SegmentHeader { base_offset: base }.encode();
+    let expected = SegmentHeader {
+        store_tag: 0,
+        base_offset: base,
+    }
+    .encode();
     let head = &bytes[..bytes.len().min(SEGMENT_HEADER_LEN)];
     let written = head.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let prefix_matches = head[..written]
+        .iter()
+        .zip(&expected)
+        .enumerate()
+        .all(|(i, (a, b))| (12..16).contains(&i) || a == b);
     SegmentHeader::decode(bytes).is_err()
-        && head[..written] == expected[..written]
+        && prefix_matches
         && bytes[head.len()..].iter().all(|&b| b == 0)
 }
 
@@ -236,11 +248,16 @@ pub(crate) struct Opened {
 }
 
 /// Opens every segment of the log in `dir`.
+///
+/// `store_tag` goes into any segment the open creates (a writer's first
+/// segment, or one whose creation did not finish). Which store each segment
+/// belongs to is checked before, by `identity::check_segments`.
 pub(crate) fn open_segments(
     storage: &dyn Storage,
     dir: &Path,
     options: &LogOptions,
     access: Access,
+    store_tag: u32,
 ) -> Result<Opened> {
     let listing = dir::list(storage, dir)?;
     let mut sealed = Vec::new();
@@ -262,7 +279,7 @@ pub(crate) fn open_segments(
             expected_base = segment.next_offset;
             sealed.push(Arc::new(segment));
         } else {
-            let (active, torn_bytes) = open_last(storage, dir, base, options, access)?;
+            let (active, torn_bytes) = open_last(storage, dir, base, options, access, store_tag)?;
             return Ok(Opened {
                 segments: Segments { sealed, active },
                 torn_bytes,
@@ -271,7 +288,7 @@ pub(crate) fn open_segments(
     }
     // No segment yet.
     let active = match access {
-        Access::Writer => create_segment(storage, dir, 0)?,
+        Access::Writer => create_segment(storage, dir, 0, store_tag)?,
         Access::ReadOnly => empty_view(storage, dir, 0),
     };
     Ok(Opened {
@@ -435,12 +452,17 @@ pub(crate) fn create_segment(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
+    store_tag: u32,
 ) -> Result<ActiveSegment> {
     let path = dir::segment_path(dir, base);
     let file = storage
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| Error::io("create", &path, e))?;
-    file.write_all_at(&SegmentHeader { base_offset: base }.encode(), 0)
+    let header = SegmentHeader {
+        store_tag,
+        base_offset: base,
+    };
+    file.write_all_at(&header.encode(), 0)
         .map_err(|e| Error::io("write", &path, e))?;
     file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
     storage
@@ -463,6 +485,7 @@ fn open_last(
     base: u64,
     options: &LogOptions,
     access: Access,
+    store_tag: u32,
 ) -> Result<(ActiveSegment, u64)> {
     let path = dir::segment_path(dir, base);
     let mode = match access {
@@ -483,7 +506,10 @@ fn open_last(
                 storage
                     .remove(&path)
                     .map_err(|e| Error::io("remove", &path, e))?;
-                Ok((create_segment(storage, dir, base)?, bytes.len() as u64))
+                Ok((
+                    create_segment(storage, dir, base, store_tag)?,
+                    bytes.len() as u64,
+                ))
             }
         };
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::dir;
+use super::identity;
 use super::recovery::{scan, unfinished_creation, Stop};
 use super::segment::IndexBuilder;
 use crate::error::{Error, Result};
@@ -133,6 +134,8 @@ fn find_damage(
     next_offset: &mut u64,
 ) -> Result<Option<Damage>> {
     let count = segments.len();
+    let store_id = identity::load(storage, dir)?;
+    let mut tagged_seen = false;
     for (i, &base) in segments.iter().enumerate() {
         let path = dir::segment_path(dir, base);
         let last = i + 1 == count;
@@ -157,7 +160,12 @@ fn find_damage(
             return Ok(None); // open creates it again
         }
         match SegmentHeader::decode(&bytes) {
-            Ok(h) if h.base_offset == base => {}
+            Ok(h) if h.base_offset == base => {
+                if let Some(reason) = identity::foreign_reason(h.store_tag, store_id, tagged_seen) {
+                    return whole(format!("{}: {reason}", path.display()));
+                }
+                tagged_seen |= h.store_tag != 0;
+            }
             Ok(_) => {
                 return whole(format!(
                     "{}: header names another base offset",

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::dir;
+use super::identity;
 use super::recovery::{scan, unfinished_creation, Stop};
 use super::segment::IndexBuilder;
 use crate::config::LogOptions;
@@ -112,6 +113,15 @@ pub(crate) fn verify(
             e.to_string(),
         );
     }
+    let store_id = match identity::load(storage, dir) {
+        Ok(id) => id,
+        Err(e) => {
+            let path = dir.join(identity::STORE_ID_FILE);
+            problem(&mut report, ProblemKind::Layout, &path, 0, e.to_string());
+            None
+        }
+    };
+    let mut tagged_seen = false;
     // Under a live handle, segments past the committed one are in flight.
     let segments: Vec<u64> = match committed {
         Some((active, _)) => listing
@@ -159,7 +169,12 @@ pub(crate) fn verify(
             continue;
         }
         match SegmentHeader::decode(bytes) {
-            Ok(h) if h.base_offset == base => {}
+            Ok(h) if h.base_offset == base => {
+                if let Some(reason) = identity::foreign_reason(h.store_tag, store_id, tagged_seen) {
+                    problem(&mut report, ProblemKind::Layout, &path, 12, reason);
+                }
+                tagged_seen |= h.store_tag != 0;
+            }
             Ok(h) => {
                 let reason = format!(
                     "segment header names base offset {}, the file name {base}",

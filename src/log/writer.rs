@@ -339,7 +339,12 @@ impl Writer {
             self.active.path.clone(),
             index.entries,
         );
-        let next = create_segment(&*self.shared.storage, &self.shared.dir, base)?;
+        let next = create_segment(
+            &*self.shared.storage,
+            &self.shared.dir,
+            base,
+            self.shared.store_tag(),
+        )?;
         info!(
             sealed = %self.active.path.display(),
             next = %next.path.display(),

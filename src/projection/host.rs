@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::event::Entry;
 use crate::log::dir::write_file_atomically;
 use crate::log::Log;
+use crate::log::StoreId;
 use crate::storage::{read_all, OpenMode, Storage};
 use crate::store::decode_entry;
 
@@ -55,6 +56,9 @@ pub(crate) struct Host {
     checkpointed: Mutex<(u64, Instant)>,
     /// One catch-up at a time: two would read and decode the same entries.
     catching_up: Mutex<()>,
+    /// One checkpoint write at a time: two would share each temporary
+    /// file, and the second rename would find it gone.
+    checkpointing: Mutex<()>,
 }
 
 impl std::fmt::Debug for Host {
@@ -101,6 +105,7 @@ impl Host {
             failure: Mutex::new(None),
             checkpointed: Mutex::new((0, Instant::now())),
             catching_up: Mutex::new(()),
+            checkpointing: Mutex::new(()),
         })
     }
 
@@ -272,6 +277,7 @@ impl Host {
     /// Writes every projection's checkpoint atomically (temporary file,
     /// fsync, rename, directory fsync).
     pub fn checkpoint(&self, storage: &dyn Storage, dir: &Path, log: &Log) -> Result<()> {
+        let _one_at_a_time = self.checkpointing.lock().unwrap_or_else(|e| e.into_inner());
         let cdir = checkpoint_dir(dir);
         if !storage
             .exists(&cdir)
@@ -292,6 +298,7 @@ impl Host {
                 offset: slot.offset,
                 anchor_crc,
                 anchor_ts,
+                store_id: log.store_id().map_or(0, StoreId::as_u128),
                 snapshot: slot.projection.snapshot(),
             };
             let name = checkpoint_name(&*slot.projection);
@@ -406,6 +413,13 @@ fn load_one(
             "snapshot version {} is not {}",
             checkpoint.snapshot_version,
             projection.version()
+        ));
+    }
+    let ours = log.store_id().map_or(0, StoreId::as_u128);
+    if checkpoint.store_id != ours {
+        return Err(format!(
+            "was taken from another store (store id {:032x}, this store's is {ours:032x})",
+            checkpoint.store_id
         ));
     }
     let next = log.next_offset();

@@ -344,6 +344,12 @@ impl Store {
         self.inner.log()
     }
 
+    /// The store's permanent random id, created with the store and kept in
+    /// `STORE_ID`; see [`Log::store_id`](crate::Log::store_id).
+    pub fn store_id(&self) -> Option<crate::StoreId> {
+        self.log().store_id()
+    }
+
     /// The offset the next committed event will get.
     pub fn next_offset(&self) -> u64 {
         self.inner.log().next_offset()
