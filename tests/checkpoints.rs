@@ -859,3 +859,70 @@ fn concurrent_checkpoint_calls_all_succeed() {
         assert_exact(&store, &events, &[DAYS_30], "after concurrent checkpoints");
     }
 }
+
+/// A failing disk while a checkpoint is written (ENOSPC or EIO on the
+/// temporary file's creation, write or fsync, on the rename, or on the
+/// directory fsync): the caller gets an I/O error naming the step, the log
+/// is not poisoned (recording goes on), the checkpoint file on disk is the
+/// old one or the complete new one, and after the fault clears, a reopen
+/// (with or without a crash in between) answers exactly.
+#[test]
+fn a_failing_disk_during_a_checkpoint_costs_only_that_checkpoint() {
+    use enforcelog::storage::sim::{FaultKind, FaultOp};
+    let ops = [
+        (FaultOp::Create, "create"),
+        (FaultOp::Write, "write"),
+        (FaultOp::SyncData, "fsync"),
+        (FaultOp::Rename, "rename"),
+        (FaultOp::SyncDir, "fsync directory"),
+    ];
+    let mut case = 0;
+    for (op, step) in ops {
+        for kind in [FaultKind::NoSpace, FaultKind::Io] {
+            for crash in [false, true] {
+                case += 1;
+                let what = format!("{op:?} {kind:?} crash={crash}");
+                let events = make_events(seed() ^ case, 90);
+                let (first, rest) = events.split_at(40);
+                let (during, after) = rest.split_at(25);
+                let storage = SimStorage::new(100 + case);
+                closed_store(&storage, first, true);
+                let before: Vec<Vec<u8>> = [TRIGGER_CKPT, PER_DAY_CKPT]
+                    .iter()
+                    .map(|p| storage.read_file(p).expect("checkpoint after close"))
+                    .collect();
+
+                let store = open(&storage, &[DAYS_30], true);
+                record(&store, during);
+                storage.inject(op, 0, kind, false);
+                let err = store.checkpoint().expect_err(&what);
+                assert!(
+                    matches!(&err, Error::Io { op, .. } if *op == step),
+                    "{what}: {err:?}"
+                );
+                storage.clear_faults();
+                // Recording goes on: a checkpoint is not the log.
+                record(&store, after);
+                for (path, old) in [TRIGGER_CKPT, PER_DAY_CKPT].iter().zip(&before) {
+                    let now = storage.read_file(path).expect("a checkpoint file");
+                    let offset = Checkpoint::decode(&now).expect("whole").offset;
+                    assert!(
+                        now == *old || offset == 65,
+                        "{what}: {path} is neither the old checkpoint nor the new one (offset {offset})"
+                    );
+                }
+                if crash {
+                    // Power lost before any later checkpoint: the handle's
+                    // own checkpoint on drop fails against the dead storage.
+                    storage.crash(CrashMode::LoseUnsynced);
+                    drop(store);
+                } else {
+                    store.close().expect("close after the fault cleared");
+                }
+                let store = open(&storage, &[DAYS_30], true);
+                assert_exact(&store, &events, &[DAYS_30], &what);
+                store.close().unwrap();
+            }
+        }
+    }
+}
