@@ -670,3 +670,41 @@ fn no_space_drops_detached_events_and_claims_no_marker_until_space_returns() {
     assert_acknowledged(&read_all(&store, seed), &acked, seed);
     store.close().expect("close");
 }
+
+/// A disk that keeps failing is not hammered: each failed reopen doubles
+/// the supervisor's wait (up to 64 × `recovery_interval`), and once the
+/// fault clears the store recovers by itself.
+#[test]
+fn failed_reopens_back_off_and_recover_once_the_disk_works() {
+    let seed = seed();
+    let mut rng = Rng::new(seed);
+    captured();
+    const DIR: &str = "/failsafe-backoff";
+    let storage = SimStorage::new(seed);
+    let store = open_store(&storage, DIR, LogOptions::default());
+    let acked = record_some(&store, "acked", 3, &mut rng);
+    // Every fsync fails, so every reopen (which fsyncs first) fails too.
+    storage.inject(FaultOp::SyncData, 0, FaultKind::Io, true);
+    assert_poisoned(
+        store.record_blocking(event("failed", 1, &mut rng)),
+        "record_blocking",
+        seed,
+    );
+    let watched = Duration::from_millis(1200);
+    std::thread::sleep(watched);
+    let attempts = log_lines(&["could not reopen the log yet", DIR]).len();
+    // At a fixed 20 ms that is ~60 attempts; doubling from 20 ms, 6.
+    assert!(
+        (1..=10).contains(&attempts),
+        "{attempts} reopen attempts in {watched:?}; seed {seed}"
+    );
+    storage.clear_faults();
+    wait_until(&store, seed, "a reopen once the disk works", |m| {
+        m.recoveries >= 1
+    });
+    let offset = store
+        .record_blocking(event("after", 2, &mut rng))
+        .expect("record after recovery");
+    assert_eq!(offset, acked.len() as u64, "seed {seed}");
+    store.close().expect("close");
+}

@@ -133,7 +133,16 @@ pub(super) fn stop_supervisor(inner: &Inner) {
     }
 }
 
+/// Most a failed reopen multiplies `recovery_interval` by, before the next
+/// attempt: 2^6, so 6.4 s with the default 100 ms.
+const MAX_BACKOFF_SHIFT: u32 = 6;
+
 fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
+    // Consecutive failed reopens, and when the next may be tried: a disk
+    // that stays full is not hammered (wake-ups from dropped events come
+    // often, so the wait is kept by time, not by counting wake-ups).
+    let mut failures = 0u32;
+    let mut next_attempt = Instant::now();
     loop {
         let interval = match inner.upgrade() {
             Some(inner) if !inner.stopping.load(Ordering::Relaxed) => {
@@ -141,7 +150,8 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
             }
             _ => return,
         };
-        match wakeups.recv_timeout(interval) {
+        let wait = interval.max(next_attempt.saturating_duration_since(Instant::now()));
+        match wakeups.recv_timeout(wait) {
             Ok(()) | Err(flume::RecvTimeoutError::Timeout) => {}
             Err(flume::RecvTimeoutError::Disconnected) => return,
         }
@@ -149,8 +159,13 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
         if inner.stopping.load(Ordering::Relaxed) {
             return;
         }
-        if inner.log().is_poisoned() {
-            reopen(&inner);
+        if inner.log().is_poisoned() && Instant::now() >= next_attempt {
+            if reopen(&inner) {
+                failures = 0;
+            } else {
+                failures = failures.saturating_add(1);
+                next_attempt = Instant::now() + interval * (1 << failures.min(MAX_BACKOFF_SHIFT));
+            }
         }
         write_gap_marker(&inner);
     }
@@ -163,10 +178,12 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
 /// the store's log lock, so callers meanwhile get the failed log's
 /// `Poisoned` error at once instead of waiting; only the swap takes the lock.
 /// The supervisor is the only thread that swaps, so nothing races it.
-fn reopen(inner: &Inner) {
+///
+/// Returns whether the store has a working log afterwards.
+fn reopen(inner: &Inner) -> bool {
     let failed = inner.log();
     if !failed.is_poisoned() {
-        return;
+        return true;
     }
     let fsyncs = failed.metrics().fsyncs;
     // Everything below this was acknowledged; whatever the failed writer
@@ -190,8 +207,12 @@ fn reopen(inner: &Inner) {
                 .fsyncs_before
                 .fetch_add(fsyncs, Ordering::Relaxed);
             inner.counters.recoveries.fetch_add(1, Ordering::Relaxed);
+            true
         }
-        Err(e) => warn!(dir = %inner.dir.display(), error = %e, "could not reopen the log yet"),
+        Err(e) => {
+            warn!(dir = %inner.dir.display(), error = %e, "could not reopen the log yet");
+            false
+        }
     }
 }
 

@@ -53,7 +53,8 @@ pub struct StoreOptions {
     pub log: LogOptions,
     /// Longest time `record_detached` may block its caller. Default 50 ms.
     pub detached_timeout: Duration,
-    /// How often the supervisor retries reopening a failed log. Default 100 ms.
+    /// How soon the supervisor retries reopening a failed log. Default
+    /// 100 ms; each failed retry doubles the wait, up to 64 times this.
     pub recovery_interval: Duration,
     /// Windows of the trigger statistics; the last is the primary one
     /// (`trigger_count`, `by_action`). Default: 30 days.
