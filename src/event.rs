@@ -15,6 +15,12 @@ use crate::timestamp;
 pub const ID_MAX_BYTES: usize = 128;
 /// Largest `details` object, in bytes of compact JSON.
 pub const DETAILS_MAX_BYTES: usize = 64 << 10;
+/// Deepest nesting of arrays and objects in `details`, counting `details`
+/// itself as 1. It keeps every event readable (the MessagePack decoder
+/// stops at 1,024 levels), copyable by `dump | import` (a JSON line nests
+/// `details` one level down, and the JSON parser stops at 128), and every
+/// recursive walk of it far from the end of a thread's stack.
+pub const DETAILS_MAX_DEPTH: usize = 64;
 
 /// How a policy halted a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,6 +188,12 @@ pub enum EventError {
         /// The limit.
         max_bytes: usize,
     },
+    /// `details` nests arrays and objects deeper than [`DETAILS_MAX_DEPTH`].
+    #[error("details: nested more than {max_depth} levels deep")]
+    DetailsTooDeep {
+        /// The limit.
+        max_depth: usize,
+    },
     /// `enforced_at` outside years 0001..=9999.
     #[error("enforced_at: {value_us} µs is outside years 0001..=9999")]
     TimestampOutOfRange {
@@ -204,7 +216,8 @@ impl EventError {
             EventError::UnknownAction { .. } => Field::Action,
             EventError::DetailsNotObject { .. }
             | EventError::DetailsNotJson { .. }
-            | EventError::DetailsTooLarge { .. } => Field::Details,
+            | EventError::DetailsTooLarge { .. }
+            | EventError::DetailsTooDeep { .. } => Field::Details,
             EventError::TimestampOutOfRange { .. } | EventError::BadTimestamp(_) => {
                 Field::EnforcedAt
             }
@@ -215,7 +228,7 @@ impl EventError {
 /// Characters an id may not hold: control characters (Unicode `Cc`), line
 /// and paragraph separators, and the bidirectional overrides and isolates
 /// that can make one id display as another.
-fn is_forbidden_in_id(c: char) -> bool {
+pub(crate) fn is_forbidden_in_id(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
@@ -267,6 +280,12 @@ pub fn check_details(details: &Value) -> Result<(), EventError> {
     if let Some(found) = found {
         return Err(EventError::DetailsNotObject { found });
     }
+    // Depth first, without recursion: the length count below recurses.
+    if depth_exceeds(details, DETAILS_MAX_DEPTH) {
+        return Err(EventError::DetailsTooDeep {
+            max_depth: DETAILS_MAX_DEPTH,
+        });
+    }
     let len = json_len(details);
     if len > DETAILS_MAX_BYTES {
         return Err(EventError::DetailsTooLarge {
@@ -275,6 +294,24 @@ pub fn check_details(details: &Value) -> Result<(), EventError> {
         });
     }
     Ok(())
+}
+
+/// Whether arrays and objects in `value` nest deeper than `max` (`value`
+/// itself is level 1). Iterative, so any depth is safe to ask about.
+fn depth_exceeds(value: &Value, max: usize) -> bool {
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth > max {
+            return true;
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    false
 }
 
 /// The length of `value` as compact JSON, counted without building it.
@@ -441,6 +478,29 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `{"a":[[...[1]...]]}` with `depth` levels of arrays and objects.
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::from(1);
+        for _ in 1..depth {
+            v = Value::Array(vec![v]);
+        }
+        serde_json::json!({ "a": v })
+    }
+
+    #[test]
+    fn details_nest_at_most_the_max_depth() {
+        assert_eq!(check_details(&nested(DETAILS_MAX_DEPTH)), Ok(()));
+        for depth in [DETAILS_MAX_DEPTH + 1, 1_000, 3_000] {
+            assert_eq!(
+                check_details(&nested(depth)),
+                Err(EventError::DetailsTooDeep {
+                    max_depth: DETAILS_MAX_DEPTH
+                }),
+                "depth {depth}"
+            );
+        }
+    }
 
     #[test]
     fn actions_parse_case_insensitively_and_print_upper_case() {

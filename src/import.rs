@@ -49,6 +49,10 @@ const WHOLE_LINE: &str = "json";
 /// Parses line `line` (1-based) of the input.
 ///
 /// Never panics, whatever the bytes; a refusal names the line and the field.
+/// Its text is printable and short whatever the input: a key the format
+/// does not know is shown quoted and escaped, and at most
+/// [`SHOWN_MAX_CHARS`] characters of it, so input cannot move the cursor,
+/// recolour a terminal, or forge a second report line.
 ///
 /// ```
 /// use enforcelog::import::{parse_line, Parsed};
@@ -67,8 +71,8 @@ pub fn parse_line(line: usize, bytes: &[u8]) -> Result<Parsed, LineError> {
     }
     let error = |(field, reason): (String, String)| LineError {
         line,
-        field,
-        reason,
+        field: printable(&field),
+        reason: printable(&reason),
     };
     let raw = parse_raw(bytes).map_err(error)?;
     to_event(raw).map_err(error)
@@ -95,6 +99,37 @@ fn parse_raw(bytes: &[u8]) -> Result<RawLine, (String, String)> {
         .map_err(|e| (field.unwrap_or_else(|| WHOLE_LINE.into()), reason_of(&e)))?;
     de.end().map_err(|e| (WHOLE_LINE.into(), reason_of(&e)))?;
     Ok(raw)
+}
+
+/// Longest field name or reason a [`LineError`] shows, in characters.
+pub const SHOWN_MAX_CHARS: usize = 200;
+
+/// `text` with control characters (and the separators and bidi controls an
+/// id may not hold) escaped, cut to [`SHOWN_MAX_CHARS`] characters.
+fn printable(text: &str) -> String {
+    let mut shown = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == SHOWN_MAX_CHARS {
+            shown.push('…');
+            break;
+        }
+        if c.is_control() || crate::event::is_forbidden_in_id(c) {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
+}
+
+/// A key the format does not know, as shown in an error: quoted, escaped.
+fn shown_key(name: &str) -> String {
+    let cut: String = name.chars().take(64).collect();
+    if cut.len() < name.len() {
+        format!("{cut:?}…")
+    } else {
+        format!("{cut:?}")
+    }
 }
 
 /// A serde_json message without its "at line 1 column N" suffix (the line
@@ -158,7 +193,11 @@ impl<'de> Visitor<'de> for LineVisitor<'_> {
                 return Ok(raw);
             };
             let name = String::from_utf8_lossy(&key).into_owned();
-            *self.field = Some(name.clone());
+            *self.field = Some(if KNOWN_KEYS.contains(&name.as_str()) {
+                name.clone()
+            } else {
+                shown_key(&name)
+            });
             if seen.contains(&name) {
                 return Err(de::Error::custom("given more than once"));
             }
@@ -167,6 +206,18 @@ impl<'de> Visitor<'de> for LineVisitor<'_> {
         }
     }
 }
+
+/// The keys of the import format.
+const KNOWN_KEYS: [&str; 8] = [
+    "tenant_id",
+    "rule_id",
+    "action_taken",
+    "run_id",
+    "details",
+    "enforced_at",
+    "offset",
+    "kind",
+];
 
 fn read_value<'de, A: MapAccess<'de>>(
     map: &mut A,
@@ -219,7 +270,7 @@ fn to_event(raw: RawLine) -> Result<Parsed, FieldError> {
     }
     if let Some(name) = raw.unknown.into_iter().next() {
         return Err((
-            name,
+            shown_key(&name),
             "unknown field (expected tenant_id, rule_id, action_taken, run_id, details, \
              enforced_at)"
                 .into(),
@@ -316,7 +367,7 @@ mod tests {
             (br#"{"tenant_id":"t","rule_id":"r","action_taken":"kill","details":[1]}"#, "details"),
             (b"{\"tenant_id\":\"t\",\"rule_id\":\"r\",\"action_taken\":\"kill\",\"details\":{\"a\":\"\xc3\"}}", "details"),
             (br#"{"tenant_id":"t","rule_id":"r","action_taken":"kill","enforced_at":"2026-11-01T00:00:00"}"#, "enforced_at"),
-            (br#"{"tenant_id":"t","rule_id":"r","action_taken":"kill","tenant":"x"}"#, "tenant"),
+            (br#"{"tenant_id":"t","rule_id":"r","action_taken":"kill","tenant":"x"}"#, "\"tenant\""),
             (br#"{"tenant_id":"t","tenant_id":"u","rule_id":"r","action_taken":"kill"}"#, "tenant_id"),
             (br#"{"tenant_id":"t","rule_id":"r","action_taken":"kill","kind":"other"}"#, "kind"),
             (br#"[1,2]"#, "json"),

@@ -49,9 +49,9 @@ use enforcelog::{Durability, Error, Log, LogOptions, Record};
 const DIR: &str = "/log";
 const DEFAULT_SEED: u64 = 0x00C0_FFEE_2025_0003;
 /// Crash points under `Durability::Fsync`.
-const FSYNC_CRASH_POINTS: u64 = 3000;
+const FSYNC_CRASH_POINTS: u64 = 4200;
 /// Crash points under `Durability::None` and `Durability::Interval`.
-const LAX_CRASH_POINTS: u64 = 1200;
+const LAX_CRASH_POINTS: u64 = 1400;
 
 // ---------------------------------------------------------------------------
 // Seeds and randomness.

@@ -774,8 +774,9 @@ fn appends_after_close_are_refused() {
 fn segment_adopted_after_a_failed_directory_fsync_survives_a_crash() {
     let storage = SimStorage::new(12);
     let options = options(1 << 20, Durability::Fsync);
-    // Directory fsyncs at first open: the version file's, then the segment's.
-    storage.inject(FaultOp::SyncDir, 1, FaultKind::Io, false);
+    // Directory fsyncs at first open: the version file's, the store id
+    // file's, then the segment's.
+    storage.inject(FaultOp::SyncDir, 2, FaultKind::Io, false);
     assert!(matches!(open(&storage, &options), Err(Error::Io { .. })));
     assert!(
         storage.read_file(FIRST_SEGMENT).is_some(),

@@ -304,10 +304,12 @@ fn hex_example_annotations_match_the_bytes() {
 
 #[test]
 fn hex_example_opens_as_a_log_directory() {
-    // The directory layout FORMAT.md describes: a VERSION file and the
-    // segment named by its base offset.
+    // The directory layout FORMAT.md describes: a VERSION file, the store
+    // id whose tag the segment carries, and the segment named by its base
+    // offset.
     let storage = SimStorage::new(0);
     storage.write_file("/log/VERSION", b"enforcelog-log 1\n");
+    storage.write_file("/log/STORE_ID", b"0123456789abcdef0123456789abcdef\n");
     storage.write_file(
         "/log/00000000000000000000.log",
         &doc_hex_example(&format_doc()),

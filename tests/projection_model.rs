@@ -612,14 +612,15 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         prop_assert_eq!(acked, extra.len());
         storage.power_cut_after(0);
     }
-    // `close` (not a drop: the drop of the last handle may finish on a
-    // background thread, after the crash) tries the final checkpoint, which
-    // the power cut makes fail.
-    let closed = store.close();
+    // A checkpoint now fails: the power is cut.
     prop_assert!(
-        case.power_cut.is_some() || closed.is_err(),
-        "the final checkpoint was written despite the power cut"
+        case.power_cut.is_some() || store.checkpoint().is_err(),
+        "a checkpoint was written despite the power cut"
     );
+    // `close` (not a drop: the drop of the last handle may finish on a
+    // background thread, after the crash) tries the final checkpoint too;
+    // that failure only warns, and the log part may fail or not.
+    let _ = store.close();
     drop(store);
     let mode = [
         CrashMode::LoseUnsynced,

@@ -22,8 +22,13 @@ fn options() -> LogOptions {
 
 /// Writes `batches` into a fresh store and returns the storage, the segment
 /// bytes and the records in offset order.
+const STORE_ID: &[u8] = b"0123456789abcdef0123456789abcdef\n";
+
 fn build(batches: &[Vec<Vec<u8>>]) -> (SimStorage, Vec<u8>, Vec<Vec<u8>>) {
     let storage = SimStorage::new(1);
+    // A fixed store id, so that `open_and_check` can place the segment in a
+    // directory it belongs to.
+    storage.write_file("/log/STORE_ID", STORE_ID);
     let log = Log::open_with_storage(Arc::new(storage.clone()), "/log", options()).unwrap();
     let mut written = Vec::new();
     for (i, batch) in batches.iter().enumerate() {
@@ -44,6 +49,7 @@ fn build(batches: &[Vec<Vec<u8>>]) -> (SimStorage, Vec<u8>, Vec<Vec<u8>>) {
 fn open_and_check(bytes: &[u8], written: Option<&[Vec<u8>]>) -> Result<u64, Error> {
     let storage = SimStorage::new(2);
     storage.write_file("/log/VERSION", b"enforcelog-log 1\n");
+    storage.write_file("/log/STORE_ID", STORE_ID);
     storage.write_file(SEGMENT, bytes);
     let log = Log::open_with_storage(Arc::new(storage), "/log", options())?;
     let next = log.next_offset();

@@ -64,6 +64,7 @@ struct Pristine {
     /// The segment file's bytes, the last batch included.
     segment: Vec<u8>,
     version: Vec<u8>,
+    store_id: Vec<u8>,
     /// Records before the last batch.
     earlier: Vec<LogRecord>,
     /// Every record, the last batch included.
@@ -122,6 +123,7 @@ fn pristine() -> Pristine {
     Pristine {
         segment,
         version: fs::read(dir.path().join("VERSION")).expect("read VERSION"),
+        store_id: fs::read(dir.path().join("STORE_ID")).expect("read STORE_ID"),
         _dir: dir,
         earlier,
         all,
@@ -155,9 +157,10 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(version: &[u8]) -> Self {
+    fn new(version: &[u8], store_id: &[u8]) -> Self {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         fs::write(dir.path().join("VERSION"), version).expect("write VERSION");
+        fs::write(dir.path().join("STORE_ID"), store_id).expect("write STORE_ID");
         Self { dir }
     }
 
@@ -239,7 +242,7 @@ fn assert_read_only_sees(scratch: &Scratch, expected: &[LogRecord], what: &str) 
 #[test]
 fn every_truncation_of_the_last_batch_is_a_torn_tail() {
     let p = pristine();
-    let scratch = Scratch::new(&p.version);
+    let scratch = Scratch::new(&p.version, &p.store_id);
     let path = scratch.segment_path();
     for cut in p.before_len..p.segment.len() {
         fs::write(&path, &p.segment).expect("copy the pristine segment");
@@ -266,7 +269,7 @@ fn every_truncation_of_the_last_batch_is_a_torn_tail() {
 #[test]
 fn every_zero_filled_end_of_the_last_batch_is_a_torn_tail() {
     let p = pristine();
-    let scratch = Scratch::new(&p.version);
+    let scratch = Scratch::new(&p.version, &p.store_id);
     for cut in p.before_len..p.segment.len() {
         let mut bytes = p.segment.clone();
         bytes[cut..].fill(0);
@@ -280,7 +283,7 @@ fn every_zero_filled_end_of_the_last_batch_is_a_torn_tail() {
 fn a_garbage_tail_after_the_last_batch_is_torn() {
     let p = pristine();
     let mut rng = Rng(p.seed ^ 0x6761_7262_6167_6521);
-    let scratch = Scratch::new(&p.version);
+    let scratch = Scratch::new(&p.version, &p.store_id);
     for len in [1, 3, 23, 24, 25, 39, 40, 41, 64, 100, 333, 1000] {
         let mut bytes = p.segment.clone();
         bytes.extend(rng.non_zero_bytes(len));
@@ -301,7 +304,7 @@ fn assert_recreated(scratch: &Scratch, header_bytes: &[u8], what: &str) {
     assert_eq!(
         fs::read(scratch.segment_path()).expect("read segment"),
         SegmentHeader {
-            store_tag: 0,
+            store_tag: log.store_id().expect("a writer has a store id").tag(),
             base_offset: 0,
         }
         .encode(),

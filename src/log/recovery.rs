@@ -173,15 +173,19 @@ fn rest_batch_len(rest: &[u8]) -> usize {
     crate::format::batch::decode_header(rest).map_or(rest.len(), |h| h.batch_len as usize)
 }
 
-/// The first all-zero, sector-aligned block of `bytes[from..to]`, if any.
+/// The first all-zero, sector-aligned block that holds byte `from` or
+/// starts after it, ending by `to`, if any.
 ///
 /// A crash while a write is in flight can leave some of its sectors on disk
 /// and not others; a batch with a zero sector where a checksum fails was not
 /// written whole (and so never acknowledged under `Durability::Fsync`). A
 /// flipped bit cannot zero a sector that held a checksum-carrying frame.
+/// The sector holding `from` itself counts: a failing frame may start one
+/// byte into a lost sector whose earlier bytes (the end of the frame before,
+/// which verified) happened to be zero.
 fn zero_sector_after(bytes: &[u8], from: usize, to: usize) -> Option<usize> {
     let to = to.min(bytes.len());
-    let first = from.div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+    let first = from / SECTOR_BYTES * SECTOR_BYTES;
     (first..to)
         .step_by(SECTOR_BYTES)
         .take_while(|start| start + SECTOR_BYTES <= to)
@@ -261,6 +265,7 @@ pub(crate) fn open_segments(
 ) -> Result<Opened> {
     let listing = dir::list(storage, dir)?;
     let mut sealed = Vec::new();
+    let mut rebuilt_indexes = Vec::new();
     let mut expected_base = 0u64;
     let count = listing.segments.len();
     for (i, &base) in listing.segments.iter().enumerate() {
@@ -275,11 +280,19 @@ pub(crate) fn open_segments(
             ));
         }
         if i + 1 < count {
-            let segment = open_sealed(storage, dir, base, options, access)?;
+            let (segment, rebuilt) = open_sealed(storage, dir, base, options)?;
             expected_base = segment.next_offset;
             sealed.push(Arc::new(segment));
+            rebuilt_indexes.extend(rebuilt);
         } else {
             let (active, torn_bytes) = open_last(storage, dir, base, options, access, store_tag)?;
+            // Only now that every segment checked out: an open that fails
+            // leaves the directory as it found it.
+            if access == Access::Writer {
+                for index in &rebuilt_indexes {
+                    write_index(storage, dir, index);
+                }
+            }
             return Ok(Opened {
                 segments: Segments { sealed, active },
                 torn_bytes,
@@ -313,13 +326,15 @@ fn check_header(path: &Path, bytes: &[u8], base: u64) -> Result<()> {
     Ok(())
 }
 
+/// Opens a sealed segment. When its index file is missing or invalid, the
+/// index is rebuilt from the segment and returned, for the caller to write
+/// once the whole open has succeeded (writers only).
 fn open_sealed(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
     options: &LogOptions,
-    access: Access,
-) -> Result<SealedSegment> {
+) -> Result<(SealedSegment, Option<SegmentIndex>)> {
     let path = dir::segment_path(dir, base);
     let file = storage
         .open(&path, OpenMode::Read)
@@ -336,13 +351,8 @@ fn open_sealed(
         base,
     )?;
     if let Some(index) = load_index(storage, dir, base, len) {
-        return Ok(SealedSegment::new(
-            base,
-            index.next_offset,
-            len,
-            path,
-            index.entries,
-        ));
+        let segment = SealedSegment::new(base, index.next_offset, len, path, index.entries);
+        return Ok((segment, None));
     }
     // Missing or invalid index: rebuild it from the segment, which checks
     // every frame of it on the way.
@@ -371,16 +381,8 @@ fn open_sealed(
         segment_len: len,
         entries: scan.index.entries,
     };
-    if access == Access::Writer {
-        write_index(storage, dir, &index);
-    }
-    Ok(SealedSegment::new(
-        base,
-        index.next_offset,
-        len,
-        path,
-        index.entries,
-    ))
+    let segment = SealedSegment::new(base, index.next_offset, len, path, index.entries.clone());
+    Ok((segment, Some(index)))
 }
 
 /// Reads the index of a sealed segment; `None` when missing or invalid.

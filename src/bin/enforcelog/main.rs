@@ -16,7 +16,7 @@ mod store_dir;
 mod units;
 mod write;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -216,10 +216,11 @@ fn install_panic_hook() {
     }));
 }
 
-/// The store logs through `tracing`; by default only its errors show.
+/// The store logs through `tracing`; by default nothing of it shows (the
+/// command's own `error:` line says what failed), `-vv` shows warnings.
 fn init_tracing(verbose: u8) {
     let level = match verbose {
-        0 | 1 => "error",
+        0 | 1 => "off",
         2 => "warn",
         3 => "info",
         _ => "debug",
@@ -228,6 +229,7 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
