@@ -1807,6 +1807,16 @@ fn verify_a_flipped_bit_exits_1_and_names_the_segment_and_byte() {
 }
 
 #[test]
+fn verify_of_a_future_version_does_not_send_the_user_to_repair() {
+    let f = five_batches();
+    fs::write(f.dir.join("VERSION"), "enforcelog-log 9\n").unwrap();
+    let out = f.run(&["verify"]);
+    out.expect(1);
+    assert!(out.stderr.contains("repair cannot help"), "{}", out.stderr);
+    assert!(!out.stderr.contains("moves what cannot"), "{}", out.stderr);
+}
+
+#[test]
 fn verify_treats_a_torn_tail_as_a_warning() {
     let f = five_batches();
     let path = f.dir.join(SEGMENT);

@@ -399,7 +399,11 @@ fn load_index(
     let usable = index.as_ref().is_some_and(|i| {
         i.base_offset == base && i.segment_len == segment_len && i.next_offset > base
     });
-    if !usable {
+    if !usable && bytes.is_empty() {
+        // Index files are not fsynced: a crash after the directory fsync
+        // that made the name durable leaves an empty file. Expected.
+        info!(index = %path.display(), "offset index is empty (not yet written at a crash); rebuilding it");
+    } else if !usable {
         warn!(index = %path.display(), "offset index is invalid; rebuilding it from the segment");
     }
     index.filter(|_| usable)

@@ -82,9 +82,19 @@ pub fn verify(global: &Global, _args: &VerifyArgs) -> Result<(), Failure> {
     }
     if let Some(first) = damage.first() {
         out.flush()?;
+        // Repair refuses a store whose VERSION it does not read; say so.
+        let version_problem = report
+            .problems
+            .iter()
+            .any(|p| p.path.file_name().is_some_and(|n| n == "VERSION"));
+        let hint = if version_problem {
+            "the store's VERSION is not one this build reads: use the enforcelog that wrote it \
+             (repair cannot help)"
+        } else {
+            "`enforcelog repair` moves what cannot be trusted to quarantine"
+        };
         return Err(Failure::corruption(format!(
-            "{} problem(s) found, the first: {first}; `enforcelog repair` moves what cannot \
-             be trusted to quarantine",
+            "{} problem(s) found, the first: {first}; {hint}",
             damage.len()
         )));
     }
