@@ -18,39 +18,11 @@ use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use common::Rng;
 use enforcelog::format::{decode_batch, SEGMENT_HEADER_LEN};
 use enforcelog::{
     verify_dir, Durability, Error, Log, LogOptions, LogRecord, ProblemKind, Record, VerifyReport,
 };
-
-/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
-fn run_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
-        }
-    }
-}
-
-/// SplitMix64: a small deterministic generator for record contents.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    fn below(&mut self, n: u64) -> usize {
-        usize::try_from(self.next() % n).expect("small")
-    }
-}
 
 /// A closed log whose files are kept in memory, to restore after damage.
 struct Store {
@@ -69,7 +41,7 @@ impl Store {
         batch_sizes: &[usize],
         payload_lens: std::ops::RangeInclusive<usize>,
     ) -> Self {
-        let seed = run_seed();
+        let seed = common::run_seed();
         let mut rng = Rng(seed);
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let log = Log::open(dir.path(), options).expect("open");
@@ -77,9 +49,8 @@ impl Store {
         for &count in batch_sizes {
             let batch: Vec<Record> = (0..count)
                 .map(|_| {
-                    let spread = (payload_lens.end() - payload_lens.start() + 1) as u64;
-                    let len = payload_lens.start() + rng.below(spread);
-                    let payload: Vec<u8> = (0..len).map(|_| rng.next().to_le_bytes()[0]).collect();
+                    let len = rng.in_range(payload_lens.clone());
+                    let payload = rng.bytes(len);
                     let ts = i64::try_from(rng.next() >> 1).expect("fits") - (1 << 62);
                     Record::new(ts, payload)
                 })

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Rng;
 use enforcelog::projection::checkpoint::Checkpoint;
 use enforcelog::projection::{ActionsPerDay, Projection, ProjectionCheck};
 use enforcelog::storage::sim::{CrashMode, SimStorage};
@@ -46,23 +47,6 @@ fn seed() -> u64 {
     common::seed_or(DEFAULT_SEED)
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed ^ 0x2545_F491_4F6C_DD1D)
-    }
-
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Ev {
     tenant: String,
@@ -82,7 +66,7 @@ impl Ev {
 /// `T0 - 30d + 1 µs`), every tenth about 100 days earlier, so that the
 /// projection folds it.
 fn make_events(seed: u64, n: usize) -> Vec<Ev> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng(seed ^ 0x2545_F491_4F6C_DD1D);
     (0..n)
         .map(|i| {
             let at_us = match rng.below(10) {

@@ -10,15 +10,18 @@
 //! Inputs are small and `--durability none` is used wherever durability is
 //! not the point, so the whole file runs in seconds.
 
+mod common;
+
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::process::{self, Out, Watchdog};
 use enforcelog::timestamp::{format_us, parse_us};
 use enforcelog::{now_us, Store, StoreOptions};
 use serde_json::{json, Value};
@@ -48,20 +51,16 @@ const SUBCOMMANDS: [&str; 10] = [
 // Running the binary
 // ---------------------------------------------------------------------------
 
-/// What one invocation did.
-#[derive(Debug)]
-struct Out {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+const WATCHDOG: Watchdog = Watchdog {
+    limit: RUN_LIMIT,
+    panic_signs: &["panicked", "stack backtrace", "RUST_BACKTRACE"],
+};
 
 impl Out {
     #[track_caller]
     fn expect(&self, code: i32) -> &Self {
         assert_eq!(
-            self.code,
+            self.code(),
             Some(code),
             "{}: expected exit {code}\n--- stdout:\n{}\n--- stderr:\n{}",
             self.what,
@@ -130,109 +129,15 @@ fn jsonl(text: &str, what: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The binary with a clean environment: no inherited store directory or log
-/// filter, and backtraces switched on so that a panic could not hide.
 fn enforcelog() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("ENFORCELOG_DIR")
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1");
-    cmd
-}
-
-fn describe(cmd: &Command) -> String {
-    let args: Vec<String> = cmd
-        .get_args()
-        .map(|a| {
-            let a = a.to_string_lossy();
-            if a.len() > 80 {
-                format!(
-                    "{}...",
-                    &a[..a.char_indices().nth(60).map_or(a.len(), |(i, _)| i)]
-                )
-            } else {
-                a.into_owned()
-            }
-        })
-        .collect();
-    format!("enforcelog {}", args.join(" "))
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
+    process::command(BIN)
 }
 
 /// Runs `cmd` to completion (stdin closed, or fed `stdin` and then closed),
 /// failing the test if it takes longer than [`RUN_LIMIT`] or shows a panic.
-fn run(mut cmd: Command, stdin: Option<&[u8]>) -> Out {
-    let what = describe(&cmd);
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
-    let feeder = stdin.map(|bytes| {
-        let mut pipe = child.stdin.take().expect("piped stdin");
-        let bytes = bytes.to_vec();
-        // The command may refuse its input before reading all of it.
-        thread::spawn(move || drop(pipe.write_all(&bytes)))
-    });
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let status = wait_with_deadline(&mut child, &what);
-    if let Some(feeder) = feeder {
-        feeder.join().expect("stdin feeder");
-    }
-    let out = Out {
-        what,
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout.join().expect("stdout reader")).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
-    };
-    assert_no_panic(&out);
-    out
-}
-
-/// Waits for `child`, killing it (and failing) after [`RUN_LIMIT`]. The
-/// short sleep is a watchdog's poll, not synchronisation.
-fn wait_with_deadline(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + RUN_LIMIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-#[track_caller]
-fn assert_no_panic(out: &Out) {
-    for needle in ["panicked", "stack backtrace", "RUST_BACKTRACE"] {
-        assert!(
-            !out.stderr.contains(needle),
-            "{}: {needle:?} on stderr:\n{}",
-            out.what,
-            out.stderr
-        );
-    }
-    assert!(
-        out.code.is_some(),
-        "{}: killed by a signal\n--- stderr:\n{}",
-        out.what,
-        out.stderr
-    );
+fn run(cmd: Command, stdin: Option<&[u8]>) -> Out {
+    let what = process::describe(&cmd);
+    WATCHDOG.run(cmd, what, stdin)
 }
 
 // ---------------------------------------------------------------------------
@@ -1201,10 +1106,10 @@ fn import_of_a_missing_file_fails_cleanly() {
     let missing = f.tmp.path().join("no-such-input.jsonl");
     let out = f.run(&[OsStr::new("import"), missing.as_os_str()]);
     assert!(
-        matches!(out.code, Some(2 | 4)),
+        matches!(out.code(), Some(2 | 4)),
         "{}: exit {:?}\n{}",
         out.what,
-        out.code,
+        out.code(),
         out.stderr
     );
     out.expect_one_error_line()
@@ -1675,7 +1580,7 @@ fn tail_follow_prints_events_as_another_process_commits_them() {
             }
         }
     });
-    let stderr = drain(child.stderr.take().unwrap());
+    let stderr = process::drain(child.stderr.take().unwrap());
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let wait_for = |needle: &str, lines: &mut Vec<String>| -> bool {
@@ -1711,7 +1616,7 @@ fn tail_follow_prints_events_as_another_process_commits_them() {
     let _ = child.kill();
     let _ = child.wait();
     reader.join().unwrap();
-    let stderr = String::from_utf8_lossy(&stderr.join().unwrap()).into_owned();
+    let stderr = stderr.join().unwrap();
     recorded.expect(0);
     recorded_alpha.expect(0);
     assert!(
@@ -1985,10 +1890,10 @@ fn a_data_dir_that_is_a_regular_file_exits_4() {
     // like a missing directory; an I/O failure (4) would do as well.
     let dump = f.run(&["dump"]);
     assert!(
-        matches!(dump.code, Some(2 | 4)),
+        matches!(dump.code(), Some(2 | 4)),
         "{}: exit {:?}",
         dump.what,
-        dump.code
+        dump.code()
     );
     dump.expect_one_error_line();
     assert_eq!(fs::read(&f.dir).unwrap(), b"not a directory");
@@ -2007,10 +1912,10 @@ fn read_commands_on_a_missing_store_say_so_and_create_nothing() {
     for args in cases {
         let out = f.run(args);
         assert!(
-            matches!(out.code, Some(2 | 4)),
+            matches!(out.code(), Some(2 | 4)),
             "{}: exit {:?}\n{}",
             out.what,
-            out.code,
+            out.code(),
             out.stderr
         );
         out.expect_one_error_line();
@@ -2132,10 +2037,10 @@ fn odd_input_never_panics() {
             None => f.run(&args),
         };
         assert!(
-            matches!(out.code, Some(0 | 2)),
+            matches!(out.code(), Some(0 | 2)),
             "{}: exit {:?}\n{}",
             out.what,
-            out.code,
+            out.code(),
             out.stderr
         );
     }

@@ -35,15 +35,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io;
 use std::ops::Range;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::counting::{Counters, Counting};
+use common::Rng;
 use enforcelog::storage::sim::{CrashMode, SimStorage};
-use enforcelog::storage::{LockGuard, Mapped, OpenMode, Storage, StorageFile};
 use enforcelog::{Durability, Error, Log, LogOptions, Record};
 
 const DIR: &str = "/log";
@@ -58,24 +57,6 @@ const LAX_CRASH_POINTS: u64 = 1400;
 
 fn base_seed() -> u64 {
     common::seed_or(DEFAULT_SEED)
-}
-
-/// splitmix64: small, fast, and good enough to pick test parameters.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5851_F42D_4C95_7F2D)
-    }
-
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    /// Uniform in `range` (which must not be empty).
-    fn range(&mut self, range: Range<u64>) -> u64 {
-        range.start + self.next() % (range.end - range.start)
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -230,99 +211,6 @@ fn run_thread(log: &Log, plan: &[PlannedBatch]) -> Result<Vec<Attempt>, String> 
     Ok(attempts)
 }
 
-// ---------------------------------------------------------------------------
-// A storage wrapper that counts mutating calls (to size the power-cut range).
-
-#[derive(Debug)]
-struct Counting {
-    inner: SimStorage,
-    ops: Arc<AtomicU64>,
-}
-
-#[derive(Debug)]
-struct CountingFile {
-    inner: Arc<dyn StorageFile>,
-    ops: Arc<AtomicU64>,
-}
-
-impl Counting {
-    fn count(&self) {
-        self.ops.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Storage for Counting {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.inner.exists(path)
-    }
-
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        if matches!(mode, OpenMode::CreateNew | OpenMode::CreateTruncate) {
-            self.count();
-        }
-        Ok(Arc::new(CountingFile {
-            inner: self.inner.open(path, mode)?,
-            ops: self.ops.clone(),
-        }))
-    }
-
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.count();
-        self.inner.remove(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.count();
-        self.inner.rename(from, to)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.count();
-        self.inner.sync_dir(dir)
-    }
-
-    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        self.inner.try_lock(path)
-    }
-}
-
-impl StorageFile for CountingFile {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, pos)
-    }
-
-    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.ops.fetch_add(1, Ordering::Relaxed);
-        self.inner.write_all_at(buf, pos)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.ops.fetch_add(1, Ordering::Relaxed);
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        self.ops.fetch_add(1, Ordering::Relaxed);
-        self.inner.sync_data()
-    }
-
-    fn map(&self) -> io::Result<Mapped> {
-        self.inner.map()
-    }
-}
-
 /// Mutating storage calls the workload makes from open to drop, without
 /// faults (with several threads, one sample of a schedule-dependent number).
 fn count_workload_ops(
@@ -330,14 +218,14 @@ fn count_workload_ops(
     options: &LogOptions,
     plans: &[Vec<PlannedBatch>],
 ) -> Result<u64, String> {
-    let ops = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(Counters::default());
     let storage = Counting {
         inner: SimStorage::new(seed),
-        ops: ops.clone(),
+        counters: counters.clone(),
     };
     let log = Log::open_with_storage(Arc::new(storage), DIR, options.clone())
         .map_err(|e| format!("calibration open failed: {e}"))?;
-    let before = ops.load(Ordering::Relaxed);
+    let before = counters.ops.load(Ordering::Relaxed);
     let attempts = run_workload(&log, plans)?;
     if let Some(a) = attempts.iter().find(|a| a.acked.is_none()) {
         return Err(format!(
@@ -346,7 +234,7 @@ fn count_workload_ops(
         ));
     }
     drop(log);
-    Ok(ops.load(Ordering::Relaxed) - before)
+    Ok(counters.ops.load(Ordering::Relaxed) - before)
 }
 
 // ---------------------------------------------------------------------------
@@ -601,15 +489,7 @@ fn check_recovered(log: &Log, attempts: &[Attempt], fsync: bool) -> Result<Found
 /// `ENFORCELOG_CRASH_SCALE=n` runs n times the default number of crash
 /// points (for long runs on demand).
 fn scaled(count: u64) -> u64 {
-    let scale = std::env::var("ENFORCELOG_CRASH_SCALE")
-        .ok()
-        .map(|s| {
-            s.trim()
-                .parse::<u64>()
-                .expect("ENFORCELOG_CRASH_SCALE is not a u64")
-        })
-        .unwrap_or(1);
-    count * scale.max(1)
+    count * common::env_or("ENFORCELOG_CRASH_SCALE", 1u64).max(1)
 }
 
 fn run_crash_points(test: &str, count: u64, lax: &[Lax]) -> Stats {

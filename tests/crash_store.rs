@@ -65,17 +65,17 @@ mod common;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io;
 use std::ops::Range;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::counting::{Counters, Counting};
+use common::Rng;
 use enforcelog::format::{decode_batch, BatchView, SEGMENT_HEADER_LEN};
 use enforcelog::projection::{ActionsPerDay, Projection};
 use enforcelog::storage::sim::{CrashMode, SimStorage};
-use enforcelog::storage::{LockGuard, Mapped, OpenMode, Storage, StorageFile};
+use enforcelog::storage::Storage;
 use enforcelog::{
     Action, Durability, Entry, Error, Event, LogOptions, RuleStats, Store, StoreOptions,
     StoredEvent,
@@ -102,35 +102,6 @@ const RULES: [&str; 4] = ["budget", "no-prod-writes", "r1", "r10"];
 
 fn base_seed() -> u64 {
     common::seed_or(DEFAULT_SEED)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed ^ 0x2545_F491_4F6C_DD1D)
-    }
-
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    /// Uniform in `range` (which must not be empty).
-    fn range(&mut self, range: Range<u64>) -> u64 {
-        range.start + self.next() % (range.end - range.start)
-    }
-
-    fn range_i64(&mut self, range: Range<i64>) -> i64 {
-        range.start + (self.next() % (range.end - range.start) as u64) as i64
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.range(0..100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.range(0..items.len() as u64) as usize]
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -262,111 +233,6 @@ fn plan(rng: &mut Rng, threads: u8) -> Vec<Vec<PlannedStep>> {
                 .collect()
         })
         .collect()
-}
-
-// ---------------------------------------------------------------------------
-// A storage wrapper that counts mutating calls (to size the power-cut range
-// and to know whether a failure came after the cut) and checkpoint files
-// written.
-
-#[derive(Debug, Default)]
-struct Counters {
-    ops: AtomicU64,
-    checkpoints_written: AtomicU64,
-}
-
-#[derive(Debug)]
-struct Counting {
-    inner: SimStorage,
-    counters: Arc<Counters>,
-}
-
-#[derive(Debug)]
-struct CountingFile {
-    inner: Arc<dyn StorageFile>,
-    counters: Arc<Counters>,
-}
-
-fn count(counters: &Counters) {
-    counters.ops.fetch_add(1, Ordering::SeqCst);
-}
-
-impl Storage for Counting {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-
-    fn exists(&self, path: &Path) -> io::Result<bool> {
-        self.inner.exists(path)
-    }
-
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-
-    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn StorageFile>> {
-        if matches!(mode, OpenMode::CreateNew | OpenMode::CreateTruncate) {
-            count(&self.counters);
-        }
-        Ok(Arc::new(CountingFile {
-            inner: self.inner.open(path, mode)?,
-            counters: self.counters.clone(),
-        }))
-    }
-
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        count(&self.counters);
-        self.inner.remove(path)
-    }
-
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        count(&self.counters);
-        self.inner.rename(from, to)?;
-        if to.extension().is_some_and(|e| e == "ckpt") {
-            self.counters
-                .checkpoints_written
-                .fetch_add(1, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        count(&self.counters);
-        self.inner.sync_dir(dir)
-    }
-
-    fn try_lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
-        self.inner.try_lock(path)
-    }
-}
-
-impl StorageFile for CountingFile {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-
-    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, pos)
-    }
-
-    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        count(&self.counters);
-        self.inner.write_all_at(buf, pos)
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        count(&self.counters);
-        self.inner.set_len(len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        count(&self.counters);
-        self.inner.sync_data()
-    }
-
-    fn map(&self) -> io::Result<Mapped> {
-        self.inner.map()
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -843,7 +709,7 @@ enum Threads {
 
 /// Runs one crash point; `Err` describes what went wrong.
 fn crash_point(seed: u64, threads: Threads, stats: &mut Stats) -> Result<(), String> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng(seed ^ 0x2545_F491_4F6C_DD1D);
     let threads = match threads {
         Threads::One => 1,
         Threads::Several => rng.range(2..5) as u8,
@@ -1281,15 +1147,7 @@ fn check_after_reopen(store: &Store) -> Result<(), String> {
 /// `ENFORCELOG_CRASH_SCALE=n` runs n times the default number of crash
 /// points (for long runs on demand).
 fn scaled(count: u64) -> u64 {
-    let scale = std::env::var("ENFORCELOG_CRASH_SCALE")
-        .ok()
-        .map(|s| {
-            s.trim()
-                .parse::<u64>()
-                .expect("ENFORCELOG_CRASH_SCALE is not a u64")
-        })
-        .unwrap_or(1);
-    count * scale.max(1)
+    count * common::env_or("ENFORCELOG_CRASH_SCALE", 1u64).max(1)
 }
 
 /// With `ENFORCELOG_SEED` set (a replay), the first point runs up to this

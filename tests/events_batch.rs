@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use common::Rng;
 use enforcelog::storage::sim::{CrashMode, SimStorage};
 use enforcelog::{
     Action, Durability, Entry, Error, Event, EventError, Field, LogOptions, Result, Store,
@@ -53,25 +54,6 @@ const DEADLOCK_AFTER: Duration = Duration::from_secs(20);
 
 fn base_seed() -> u64 {
     common::seed_or(0x00BA_7C4E_0004_0002)
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5851_F42D_4C95_7F2D)
-    }
-
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    /// Uniform in `range` (inclusive).
-    fn in_range(&mut self, range: std::ops::RangeInclusive<usize>) -> usize {
-        let span = (range.end() - range.start() + 1) as u64;
-        range.start() + (self.next() % span) as usize
-    }
 }
 
 // ---------------------------------------------------------------------------

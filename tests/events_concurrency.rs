@@ -22,6 +22,7 @@ use std::ops::Range;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Instant;
 
+use common::Rng;
 use enforcelog::{Action, Durability, Entry, Event, LogOptions, Store, StoreOptions, StoredEvent};
 use serde_json::json;
 
@@ -39,28 +40,11 @@ fn seed() -> u64 {
     common::seed_or(DEFAULT_SEED)
 }
 
-/// splitmix64, to derive each writer's events from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5851_F42D_4C95_7F2D)
-    }
-
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// The `i`-th event of writer `writer` (a name unique to it). Every field is
 /// set so that every field can be compared on read; timestamps are not
 /// monotonic across writers.
 fn event(writer: &str, i: u64, rng: &mut Rng) -> Event {
-    let action = Action::ALL[rng.below(Action::ALL.len() as u64) as usize];
+    let action = *rng.pick(&Action::ALL);
     let mut ev = Event::new(
         format!("tenant-{}", rng.below(5)),
         format!("rule-{}", i % 11),

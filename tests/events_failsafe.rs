@@ -27,10 +27,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::io;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use common::capture::Capture;
+use common::Rng;
 use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
 use enforcelog::{
     now_us, Action, Durability, Entry, Error, Event, GapMarker, LogOptions, Store, StoreMetrics,
@@ -55,61 +56,17 @@ fn seed() -> u64 {
     common::seed_or(DEFAULT_SEED)
 }
 
-/// splitmix64, to pick test parameters from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed ^ 0x5851_F42D_4C95_7F2D)
-    }
-
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn action(&mut self) -> Action {
-        Action::ALL[self.below(Action::ALL.len() as u64) as usize]
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Captured `tracing` output.
 
-/// Everything the global subscriber wrote, shared by every test of this file.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Installs the capturing subscriber once, for every thread (the writer and
-/// the supervisor log from threads of their own).
+/// Installs a subscriber capturing what is logged at INFO and above, once,
+/// for every thread (the writer and the supervisor log from threads of their
+/// own); shared by every test of this file.
 fn captured() -> &'static Capture {
     static CAPTURE: OnceLock<Capture> = OnceLock::new();
     CAPTURE.get_or_init(|| {
         let capture = Capture::default();
-        let writer = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
-            .with_max_level(tracing::Level::INFO)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber)
+        tracing::subscriber::set_global_default(capture.subscriber(tracing::Level::INFO))
             .expect("no other global subscriber in this test binary");
         capture
     })
@@ -117,12 +74,8 @@ fn captured() -> &'static Capture {
 
 /// Captured lines that contain every one of `parts`.
 fn log_lines(parts: &[&str]) -> Vec<String> {
-    let bytes = captured()
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    String::from_utf8_lossy(&bytes)
+    captured()
+        .text()
         .lines()
         .filter(|line| parts.iter().all(|p| line.contains(p)))
         .map(str::to_owned)
@@ -151,7 +104,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// A fully specified event, so that every field can be compared on read.
 fn event(tenant: &str, n: u64, rng: &mut Rng) -> Event {
-    Event::new(tenant, format!("rule-{}", n % 5), rng.action())
+    Event::new(tenant, format!("rule-{}", n % 5), *rng.pick(&Action::ALL))
         .with_run_id(format!("run-{n}"))
         .with_details(json!({ "n": n, "note": "x".repeat(rng.below(40) as usize) }))
         .at_us(1_700_000_000_000_000 + i64::try_from(n).expect("small") * 1_000)

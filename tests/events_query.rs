@@ -16,6 +16,8 @@
 //!
 //! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test events_query`.
 
+mod common;
+
 use std::sync::Arc;
 
 use enforcelog::event::{EventError, Field};
@@ -326,22 +328,6 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         )
 }
 
-/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
-fn run_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
-        }
-    }
-}
-
 /// Turns a library result into a test-case result that names the step.
 fn check<T>(result: enforcelog::Result<T>, what: &str) -> Result<T, TestCaseError> {
     result.map_err(|e| TestCaseError::fail(format!("{what}: {e}")))
@@ -549,7 +535,7 @@ fn run_case(case: &Case, runtime: &tokio::runtime::Runtime) -> Result<(), TestCa
 
 #[test]
 fn queries_match_a_brute_force_filter() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("build a tokio runtime");

@@ -24,6 +24,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use enforcelog::event::{
     check_details, check_id, details_from_json, id_from_bytes, DETAILS_MAX_BYTES, ID_MAX_BYTES,
 };
@@ -716,19 +717,6 @@ fn base_seed() -> u64 {
     common::seed_or(0x00E7_E475_0004_0001)
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// What `check_id` must say, written from the rules rather than the code:
 /// empty, then more than 128 bytes, then the first C0/DEL/C1 character.
 fn model_check(field: Field, id: &str) -> Result<(), EventError> {
@@ -758,19 +746,19 @@ fn random_ids_agree_with_a_model() {
     let seed = base_seed();
     let mut rng = Rng(seed);
     for case in 0..5_000 {
-        let field = ID_FIELDS[rng.below(3)];
-        let len = match rng.below(4) {
-            0 => rng.below(4),
-            1 => 120 + rng.below(20),
-            _ => rng.below(140),
+        let field = ID_FIELDS[rng.index(3)];
+        let len = match rng.index(4) {
+            0 => rng.index(4),
+            1 => 120 + rng.index(20),
+            _ => rng.index(140),
         };
         // Mostly printable characters, so that long valid ids occur.
         let id: String = (0..len)
             .map(|_| {
-                if rng.below(40) == 0 {
-                    ALPHABET[10 + rng.below(7)]
+                if rng.index(40) == 0 {
+                    ALPHABET[10 + rng.index(7)]
                 } else {
-                    ALPHABET[rng.below(10)]
+                    ALPHABET[rng.index(10)]
                 }
             })
             .collect();
@@ -789,8 +777,8 @@ fn random_ids_agree_with_a_model() {
             .map(|(i, _)| i)
             .chain([id.len()])
             .collect();
-        let at = boundaries[rng.below(boundaries.len())];
-        let bad_byte = [0xff, 0x80, 0xc3, 0xf8][rng.below(4)];
+        let at = boundaries[rng.index(boundaries.len())];
+        let bad_byte = [0xff, 0x80, 0xc3, 0xf8][rng.index(4)];
         let mut bytes = id.as_bytes().to_vec();
         bytes.insert(at, bad_byte);
         if bad_byte == 0xc3 && bytes.get(at + 1).is_some_and(|b| (0x80..0xc0).contains(b)) {

@@ -35,12 +35,15 @@
 //!
 //! Deterministic: no randomness. `cargo test --test hostile_api`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
+use common::capture::Capture;
+use common::disk::{assert_unchanged, diff, snapshot, ReadOnlyStore};
 use enforcelog::event::{DETAILS_MAX_BYTES, ID_MAX_BYTES};
 use enforcelog::import::{parse_line, LineError, Parsed};
 use enforcelog::projection::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
@@ -57,89 +60,6 @@ const T0_US: i64 = 1_764_028_800_000_000;
 const DAY_US: i64 = 86_400_000_000;
 const SEGMENT_0: &str = "00000000000000000000.log";
 const CHECKPOINT: &str = "projections/trigger_stats.ckpt";
-
-// ---------------------------------------------------------------------------
-// What is on disk.
-
-/// One path under a snapshot's root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Node {
-    Dir,
-    File(Vec<u8>),
-    Symlink(PathBuf),
-}
-
-impl Node {
-    fn describe(&self) -> String {
-        match self {
-            Node::Dir => "a directory".into(),
-            Node::File(bytes) => format!("a file of {} bytes", bytes.len()),
-            Node::Symlink(to) => format!("a symlink to {}", to.display()),
-        }
-    }
-}
-
-type Snapshot = BTreeMap<PathBuf, Node>;
-
-/// `root` and everything below it (without following symlinks): each path,
-/// what it is, and a file's bytes (so also its length). A missing root gives
-/// an empty snapshot.
-fn snapshot(root: &Path) -> Snapshot {
-    let mut out = Snapshot::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let key = path.strip_prefix(root).expect("below root").to_path_buf();
-        if meta.file_type().is_symlink() {
-            let to = fs::read_link(&path).expect("read link");
-            out.insert(key, Node::Symlink(to));
-        } else if meta.is_dir() {
-            out.insert(key, Node::Dir);
-            for entry in fs::read_dir(&path).expect("list directory") {
-                stack.push(entry.expect("directory entry").path());
-            }
-        } else {
-            out.insert(key, Node::File(fs::read(&path).expect("read file")));
-        }
-    }
-    out
-}
-
-/// Every path created, removed or changed between two snapshots, or `None`.
-fn diff(before: &Snapshot, after: &Snapshot) -> Option<String> {
-    if before == after {
-        return None;
-    }
-    let mut diffs = Vec::new();
-    for (path, node) in before {
-        match after.get(path) {
-            None => diffs.push(format!("removed {} ({})", path.display(), node.describe())),
-            Some(now) if now != node => diffs.push(format!(
-                "changed {} ({} -> {})",
-                path.display(),
-                node.describe(),
-                now.describe()
-            )),
-            Some(_) => {}
-        }
-    }
-    for (path, node) in after {
-        if !before.contains_key(path) {
-            diffs.push(format!("created {} ({})", path.display(), node.describe()));
-        }
-    }
-    Some(diffs.join("; "))
-}
-
-/// Fails naming every path created, removed or changed.
-#[track_caller]
-fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
-    if let Some(diffs) = diff(before, after) {
-        panic!("{what}: the disk changed: {diffs}");
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Stores and events.
@@ -1761,74 +1681,17 @@ fn a_file_where_checkpoints_go_fails_the_checkpoint_not_the_events() {
 // ---------------------------------------------------------------------------
 // A read-only mount.
 
-/// A read-only bind mount of a directory, unmounted on drop. Running as
-/// root, permissions do not stop writes, so this is the only way to make a
-/// directory unwritable.
-struct ReadOnlyMount {
-    target: PathBuf,
-}
-
-impl ReadOnlyMount {
-    /// Mounts `source` read-only at `target` (an empty directory), or says
-    /// why it cannot.
-    fn new(source: &Path, target: &Path) -> Result<ReadOnlyMount, String> {
-        let run = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
-            let out = Command::new("mount")
-                .args(args)
-                .output()
-                .map_err(|e| format!("cannot run mount: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "mount {:?} failed: {}",
-                    args,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        run(&["--bind".as_ref(), source.as_os_str(), target.as_os_str()])?;
-        let mount = ReadOnlyMount {
-            target: target.to_path_buf(),
-        };
-        run(&[
-            "-o".as_ref(),
-            "remount,ro,bind".as_ref(),
-            target.as_os_str(),
-        ])?;
-        if fs::write(target.join(".probe"), b"x").is_ok() {
-            let _ = fs::remove_file(target.join(".probe"));
-            return Err("the remounted directory is still writable".into());
-        }
-        Ok(mount)
-    }
-}
-
-impl Drop for ReadOnlyMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.target).status();
-    }
-}
-
 #[test]
 fn a_read_only_mount_refuses_writers_cleanly_and_serves_readers() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("source");
-    let target = tmp.path().join("mnt");
-    fs::create_dir_all(source.join("empty")).unwrap();
-    fs::create_dir(&target).unwrap();
     let events = sample_events();
-    make_store(&source.join("store"), &options(), &events);
-    let mount = match ReadOnlyMount::new(&source, &target) {
-        Ok(mount) => mount,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED a_read_only_mount_refuses_writers_cleanly_and_serves_readers: {why}"
-            );
-            return;
-        }
+    let Some(ro) = ReadOnlyStore::new(
+        "a_read_only_mount_refuses_writers_cleanly_and_serves_readers",
+        |dir| make_store(dir, &options(), &events),
+    ) else {
+        return;
     };
-    let before = snapshot(&source);
+    let (source, target) = (&ro.source, &ro.target);
+    let before = snapshot(source);
     let read_only_fs =
         |e: &Error| matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(30));
     for (name, dir) in [
@@ -1856,8 +1719,8 @@ fn a_read_only_mount_refuses_writers_cleanly_and_serves_readers() {
             Err(Error::NotALogDirectory { .. })
         ));
     }
-    drop(mount);
-    assert_unchanged(&before, &snapshot(&source), "read-only mount");
+    drop(ro.mount);
+    assert_unchanged(&before, &snapshot(source), "read-only mount");
 }
 
 // ---------------------------------------------------------------------------
@@ -1866,27 +1729,9 @@ fn a_read_only_mount_refuses_writers_cleanly_and_serves_readers() {
 /// Captures what the library logs at WARN and above while `f` runs in this
 /// thread.
 fn warnings_during<R>(f: impl FnOnce() -> R) -> (R, String) {
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let sink = Sink::default();
-    let writer = sink.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::WARN)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let result = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8_lossy(&sink.0.lock().unwrap()).into_owned();
-    (result, text)
+    let capture = Capture::default();
+    let result = tracing::subscriber::with_default(capture.subscriber(tracing::Level::WARN), f);
+    (result, capture.text())
 }
 
 /// The checkpoint's bytes with its format version replaced (checksum

@@ -33,34 +33,30 @@
 //!
 //! Deterministic: no randomness. `cargo test --test hostile_cli`.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::ffi::{OsStr, OsString};
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::disk::{diff, snapshot, ReadOnlyStore, Snapshot};
+use common::process::{self, jsonl, Out, Watchdog};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_enforcelog");
-/// Longest any single run may take.
-const RUN_LIMIT: Duration = Duration::from_secs(60);
 const AT: &str = "2026-01-01T00:00:00Z";
 const CHECKPOINT: &str = "projections/trigger_stats.ckpt";
 
 // ---------------------------------------------------------------------------
 // Running the binary.
 
-#[derive(Debug)]
-struct Out {
-    what: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+/// A run may take a minute at most; a panic or a stack overflow fails it.
+const WATCHDOG: Watchdog = Watchdog {
+    limit: Duration::from_secs(60),
+    panic_signs: &["panicked", "stack backtrace", "overflowed"],
+};
 
 impl Out {
     /// The error lines (`error: ...`) on stderr.
@@ -96,10 +92,10 @@ impl Out {
     fn check_refused(&self, code: i32, fragment: &str) -> Result<(), String> {
         self.check_terminal_safe()?;
         let errors = self.error_lines();
-        if self.code != Some(code) {
+        if self.code() != Some(code) {
             return Err(format!(
                 "exit {:?}, want {code}; stderr: {}",
-                self.code,
+                self.code(),
                 self.stderr.trim()
             ));
         }
@@ -113,97 +109,14 @@ impl Out {
     }
 }
 
-fn describe(args: &[OsString]) -> String {
-    let shown: Vec<String> = args
-        .iter()
-        .map(|a| {
-            let a = a.to_string_lossy();
-            if a.chars().count() > 60 {
-                format!("{}...", a.chars().take(40).collect::<String>())
-            } else {
-                a.into_owned()
-            }
-        })
-        .collect();
-    format!("enforcelog {}", shown.join(" "))
-}
-
 /// Runs the binary with `args` (stdin closed, or fed `stdin`), a clean
 /// environment and backtraces on, and fails the test on a panic, a signal
-/// or a run longer than [`RUN_LIMIT`].
+/// or a run longer than the watchdog's limit.
 fn run(args: &[OsString], stdin: Option<&[u8]>) -> Out {
-    let what = describe(args);
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("ENFORCELOG_DIR")
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
-    let feeder = stdin.map(|bytes| {
-        let mut pipe = child.stdin.take().expect("stdin");
-        let bytes = bytes.to_vec();
-        // The command may refuse its input before reading all of it.
-        thread::spawn(move || drop(pipe.write_all(&bytes)))
-    });
-    let stdout = drain(child.stdout.take().expect("stdout"));
-    let stderr = drain(child.stderr.take().expect("stderr"));
-    let status = wait_with_deadline(&mut child, &what);
-    if let Some(feeder) = feeder {
-        feeder.join().expect("stdin feeder");
-    }
-    let out = Out {
-        what,
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout.join().expect("stdout")).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr")).into_owned(),
-    };
-    for needle in ["panicked", "stack backtrace", "overflowed"] {
-        assert!(
-            !out.stderr.contains(needle),
-            "{}: {needle:?} on stderr:\n{}",
-            out.what,
-            out.stderr
-        );
-    }
-    assert!(
-        out.code.is_some(),
-        "{}: killed by a signal\n{}",
-        out.what,
-        out.stderr
-    );
-    out
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
-}
-
-/// Waits for `child`, killing it after [`RUN_LIMIT`]; the short sleep is a
-/// watchdog's poll, not synchronisation.
-fn wait_with_deadline(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + RUN_LIMIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(2));
-    }
+    let mut cmd = process::command(BIN);
+    cmd.args(args);
+    let what = process::describe(&cmd);
+    WATCHDOG.run(cmd, what, stdin)
 }
 
 fn os(items: &[&str]) -> Vec<OsString> {
@@ -222,70 +135,8 @@ fn at_dir(dir: &Path, args: Vec<OsString>) -> Vec<OsString> {
     all
 }
 
-fn jsonl(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------
 // What is on disk.
-
-/// One path below a snapshot's root: a directory, or a file's bytes.
-type Snapshot = BTreeMap<PathBuf, Option<Vec<u8>>>;
-
-/// `root` and everything below it, without following symlinks (a symlink
-/// is recorded as its target's path). A missing root gives an empty map.
-fn snapshot(root: &Path) -> Snapshot {
-    let mut out = Snapshot::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let key = path.strip_prefix(root).expect("below root").to_path_buf();
-        if meta.file_type().is_symlink() {
-            let to = fs::read_link(&path).expect("read link");
-            out.insert(key, Some(to.into_os_string().into_vec()));
-        } else if meta.is_dir() {
-            out.insert(key, None);
-            for entry in fs::read_dir(&path).expect("list") {
-                stack.push(entry.expect("entry").path());
-            }
-        } else {
-            out.insert(key, Some(fs::read(&path).expect("read")));
-        }
-    }
-    out
-}
-
-/// Every path created, removed or changed, or `None`.
-fn diff(before: &Snapshot, after: &Snapshot) -> Option<String> {
-    let what = |n: &Option<Vec<u8>>| match n {
-        None => "a directory".to_string(),
-        Some(b) => format!("{} bytes", b.len()),
-    };
-    let mut diffs = Vec::new();
-    for (path, node) in before {
-        match after.get(path) {
-            None => diffs.push(format!("removed {}", path.display())),
-            Some(now) if now != node => diffs.push(format!(
-                "changed {} ({} -> {})",
-                path.display(),
-                what(node),
-                what(now)
-            )),
-            Some(_) => {}
-        }
-    }
-    for (path, node) in after {
-        if !before.contains_key(path) {
-            diffs.push(format!("created {} ({})", path.display(), what(node)));
-        }
-    }
-    (!diffs.is_empty()).then(|| diffs.join("; "))
-}
 
 /// Collects failures of a matrix and reports them all at once.
 #[derive(Default)]
@@ -333,12 +184,12 @@ fn make_store(dir: &Path) {
     ]
     .join("\n");
     let out = run(&at_dir(dir, os(&["import", "-"])), Some(lines.as_bytes()));
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
 }
 
 fn dump(dir: &Path) -> Vec<Value> {
     let out = run(&at_dir(dir, os(&["dump"])), None);
-    assert_eq!(out.code, Some(0), "dump: {}", out.stderr);
+    assert_eq!(out.code(), Some(0), "dump: {}", out.stderr);
     jsonl(&out.stdout)
 }
 
@@ -574,7 +425,7 @@ fn record_stores_values_at_the_limits_exactly() {
         let mut args = os(&["record", "--action=block"]);
         args.extend(flags.iter().cloned());
         let out = run(&at_dir(&dir, args), None);
-        assert_eq!(out.code, Some(0), "{name}: {}", out.stderr);
+        assert_eq!(out.code(), Some(0), "{name}: {}", out.stderr);
         assert_eq!(
             serde_json::from_str::<Value>(out.stdout.trim()).unwrap(),
             json!({ "offset": i })
@@ -588,7 +439,7 @@ fn record_stores_values_at_the_limits_exactly() {
         }
     }
     let out = run(&at_dir(&dir, os(&["verify"])), None);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
 }
 
 /// Whatever `record --details` accepts, `dump | import` must copy: the
@@ -615,18 +466,18 @@ fn nested_details_that_record_accepts_survive_dump_then_import() {
         let mut args = at_dir(&source, args);
         args.push(format!("--details={details}").into());
         let out = run(&args, None);
-        if out.code != Some(0) {
+        if out.code() != Some(0) {
             // Refused: it must be a clear details error, and nothing made.
             failures.check(&format!("depth {depth}"), out.check_refused(2, "details"));
             continue;
         }
         let dumped = run(&at_dir(&source, os(&["dump"])), None);
-        assert_eq!(dumped.code, Some(0), "{}", dumped.stderr);
+        assert_eq!(dumped.code(), Some(0), "{}", dumped.stderr);
         let out = run(
             &at_dir(&copy, os(&["import", "-"])),
             Some(dumped.stdout.as_bytes()),
         );
-        if out.code != Some(0) {
+        if out.code() != Some(0) {
             failures.check(
                 &format!("depth {depth}"),
                 Err(format!(
@@ -893,7 +744,7 @@ fn import_refuses_hostile_input_naming_line_and_field_and_changes_nothing() {
             .lines()
             .filter(|l| l.starts_with("line "))
             .collect();
-        let ok = out.code == Some(2)
+        let ok = out.code() == Some(2)
             && reports.len() == 1
             && reports[0].starts_with(&wanted)
             && reports[0].contains(fragment)
@@ -905,7 +756,7 @@ fn import_refuses_hostile_input_naming_line_and_field_and_changes_nothing() {
                 name,
                 Err(format!(
                     "want exit 2 with {wanted:?} and {fragment:?}; got exit {:?}, stderr: {:.400}",
-                    out.code,
+                    out.code(),
                     out.stderr.trim()
                 )),
             );
@@ -924,7 +775,7 @@ fn import_accepts_odd_but_valid_input_exactly() {
         };
         let dir = tmp.path().join(format!("store-{i}"));
         let out = run(&at_dir(&dir, os(&["import", "-"])), Some(&input));
-        assert_eq!(out.code, Some(0), "{name}: {}", out.stderr);
+        assert_eq!(out.code(), Some(0), "{name}: {}", out.stderr);
         let summary: Value = serde_json::from_str(out.stdout.trim()).expect("summary");
         assert_eq!(summary["imported"], json!(n), "{name}");
         if n == 0 {
@@ -993,6 +844,22 @@ struct Expect {
     verify: (i32, &'static str),
 }
 
+impl Expect {
+    /// Every command exits `code` naming `fragment`.
+    const fn all(code: i32, fragment: &'static str) -> Expect {
+        Expect::writers_apart((code, fragment), (code, fragment))
+    }
+
+    /// The writers do `writers`; the readers and `verify` do `others`.
+    const fn writers_apart(writers: (i32, &'static str), others: (i32, &'static str)) -> Expect {
+        Expect {
+            writers,
+            readers: others,
+            verify: others,
+        }
+    }
+}
+
 struct DirCase {
     name: &'static str,
     /// Builds the case in `root` (scratch space in `scratch`); returns the
@@ -1005,6 +872,18 @@ fn segment_name(base: u64) -> String {
     format!("{base:020}.log")
 }
 
+/// A store in `root/store` with `name` in it written with `bytes`, or made
+/// a directory when `bytes` is `None`.
+fn store_with(root: &Path, name: &str, bytes: Option<&[u8]>) -> PathBuf {
+    let dir = root.join("store");
+    make_store(&dir);
+    match bytes {
+        Some(bytes) => fs::write(dir.join(name), bytes).unwrap(),
+        None => fs::create_dir(dir.join(name)).unwrap(),
+    }
+    dir
+}
+
 fn dir_cases() -> Vec<DirCase> {
     vec![
         DirCase {
@@ -1013,11 +892,7 @@ fn dir_cases() -> Vec<DirCase> {
                 fs::write(root.join("file"), b"a file").unwrap();
                 root.join("file").join("store")
             },
-            expect: Expect {
-                writers: (4, "file/store"),
-                readers: (4, "file/store"),
-                verify: (4, "file/store"),
-            },
+            expect: Expect::all(4, "file/store"),
         },
         DirCase {
             name: "data dir is a regular file",
@@ -1025,11 +900,7 @@ fn dir_cases() -> Vec<DirCase> {
                 fs::write(root.join("store"), b"notes").unwrap();
                 root.join("store")
             },
-            expect: Expect {
-                writers: (4, "store"),
-                readers: (2, "not a directory"),
-                verify: (2, "not a directory"),
-            },
+            expect: Expect::writers_apart((4, "store"), (2, "not a directory")),
         },
         DirCase {
             name: "empty data dir (read commands only)",
@@ -1037,11 +908,7 @@ fn dir_cases() -> Vec<DirCase> {
                 fs::create_dir(root.join("store")).unwrap();
                 root.join("store")
             },
-            expect: Expect {
-                writers: (0, ""),
-                readers: (2, "no enforcelog store"),
-                verify: (2, "no enforcelog store"),
-            },
+            expect: Expect::writers_apart((0, ""), (2, "no enforcelog store")),
         },
         DirCase {
             name: "someone's directory",
@@ -1051,67 +918,33 @@ fn dir_cases() -> Vec<DirCase> {
                 fs::write(dir.join("notes.txt"), b"dear diary").unwrap();
                 dir
             },
-            expect: Expect {
-                writers: (2, "not an enforcelog"),
-                readers: (2, "no enforcelog store"),
-                verify: (2, "no enforcelog store"),
-            },
+            expect: Expect::writers_apart((2, "not an enforcelog"), (2, "no enforcelog store")),
         },
         DirCase {
             name: "VERSION from the future",
-            setup: |root, _| {
-                let dir = root.join("store");
-                make_store(&dir);
-                fs::write(dir.join("VERSION"), b"enforcelog-log 2\n").unwrap();
-                dir
-            },
+            setup: |root, _| store_with(root, "VERSION", Some(b"enforcelog-log 2\n")),
             expect: Expect {
-                writers: (4, "format version"),
-                readers: (4, "format version"),
                 verify: (1, "VERSION"),
+                ..Expect::all(4, "format version")
             },
         },
         DirCase {
             name: "VERSION of binary garbage",
-            setup: |root, _| {
-                let dir = root.join("store");
-                make_store(&dir);
-                fs::write(dir.join("VERSION"), b"\xff\xfe\x00\x01\x1b[2J").unwrap();
-                dir
-            },
+            setup: |root, _| store_with(root, "VERSION", Some(b"\xff\xfe\x00\x01\x1b[2J")),
             expect: Expect {
-                writers: (4, "VERSION"),
-                readers: (4, "VERSION"),
                 verify: (1, "VERSION"),
+                ..Expect::all(4, "VERSION")
             },
         },
         DirCase {
             name: "garbage named like a later segment",
-            setup: |root, _| {
-                let dir = root.join("store");
-                make_store(&dir);
-                fs::write(dir.join(segment_name(7)), b"not a segment").unwrap();
-                dir
-            },
-            expect: Expect {
-                writers: (1, "00000000000000000007.log"),
-                readers: (1, "00000000000000000007.log"),
-                verify: (1, "00000000000000000007.log"),
-            },
+            setup: |root, _| store_with(root, &segment_name(7), Some(b"not a segment")),
+            expect: Expect::all(1, "00000000000000000007.log"),
         },
         DirCase {
             name: "a directory named like the next segment",
-            setup: |root, _| {
-                let dir = root.join("store");
-                make_store(&dir);
-                fs::create_dir(dir.join(segment_name(4))).unwrap();
-                dir
-            },
-            expect: Expect {
-                writers: (4, "00000000000000000004.log"),
-                readers: (4, "00000000000000000004.log"),
-                verify: (4, "00000000000000000004.log"),
-            },
+            setup: |root, _| store_with(root, &segment_name(4), None),
+            expect: Expect::all(4, "00000000000000000004.log"),
         },
         DirCase {
             name: "a segment of another store in place of ours",
@@ -1122,18 +955,14 @@ fn dir_cases() -> Vec<DirCase> {
                     &at_dir(&other, os(&["import", "-"])),
                     Some(lines.as_bytes()),
                 );
-                assert_eq!(out.code, Some(0), "{}", out.stderr);
+                assert_eq!(out.code(), Some(0), "{}", out.stderr);
                 let dir = root.join("store");
                 make_store(&dir);
                 let name = segment_name(0);
                 fs::copy(other.join(&name), dir.join(&name)).unwrap();
                 dir
             },
-            expect: Expect {
-                writers: (1, "00000000000000000000.log"),
-                readers: (1, "00000000000000000000.log"),
-                verify: (1, "00000000000000000000.log"),
-            },
+            expect: Expect::all(1, "00000000000000000000.log"),
         },
     ]
 }
@@ -1195,8 +1024,11 @@ fn foreign_files_beside_a_store_are_left_alone_by_every_command() {
         let before = snapshot(tmp.path());
         let out = run(&at_dir(&dir, args), stdin.as_deref());
         runs += 1;
-        if out.code != Some(0) {
-            failures.check(command, Err(format!("exit {:?}: {}", out.code, out.stderr)));
+        if out.code() != Some(0) {
+            failures.check(
+                command,
+                Err(format!("exit {:?}: {}", out.code(), out.stderr)),
+            );
         }
         if !is_writer(command) {
             failures.unchanged(command, &before, tmp.path());
@@ -1219,69 +1051,16 @@ fn foreign_files_beside_a_store_are_left_alone_by_every_command() {
 // ---------------------------------------------------------------------------
 // A read-only mount.
 
-/// A read-only bind mount, unmounted on drop (as root, permissions do not
-/// stop writes).
-struct ReadOnlyMount {
-    target: PathBuf,
-}
-
-impl ReadOnlyMount {
-    fn new(source: &Path, target: &Path) -> Result<ReadOnlyMount, String> {
-        let mount = |args: &[&OsStr]| -> Result<(), String> {
-            let out = Command::new("mount")
-                .args(args)
-                .output()
-                .map_err(|e| format!("cannot run mount: {e}"))?;
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "mount {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            }
-        };
-        mount(&["--bind".as_ref(), source.as_os_str(), target.as_os_str()])?;
-        let guard = ReadOnlyMount {
-            target: target.to_path_buf(),
-        };
-        mount(&[
-            "-o".as_ref(),
-            "remount,ro,bind".as_ref(),
-            target.as_os_str(),
-        ])?;
-        if fs::write(target.join(".probe"), b"x").is_ok() {
-            let _ = fs::remove_file(target.join(".probe"));
-            return Err("still writable after the read-only remount".into());
-        }
-        Ok(guard)
-    }
-}
-
-impl Drop for ReadOnlyMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.target).status();
-    }
-}
-
 #[test]
 fn a_read_only_mount_fails_writers_with_exit_4_and_serves_readers() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let source = tmp.path().join("source");
-    let target = tmp.path().join("mnt");
-    fs::create_dir_all(source.join("empty")).unwrap();
-    fs::create_dir(&target).unwrap();
-    make_store(&source.join("store"));
-    let _mount = match ReadOnlyMount::new(&source, &target) {
-        Ok(mount) => mount,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED a_read_only_mount_fails_writers_with_exit_4_and_serves_readers: {why}"
-            );
-            return;
-        }
+    let Some(ro) = ReadOnlyStore::new(
+        "a_read_only_mount_fails_writers_with_exit_4_and_serves_readers",
+        make_store,
+    ) else {
+        return;
     };
-    let before = snapshot(&source);
+    let (source, target) = (&ro.source, &ro.target);
+    let before = snapshot(source);
     let mut failures = Failures::default();
     let mut runs = 0;
     for (dir_name, writers, readers) in [
@@ -1298,13 +1077,13 @@ fn a_read_only_mount_fails_writers_with_exit_4_and_serves_readers() {
             runs += 1;
             let what = format!("{dir_name} / {command}");
             if code == 0 {
-                if out.code != Some(0) {
-                    failures.check(&what, Err(format!("exit {:?}: {}", out.code, out.stderr)));
+                if out.code() != Some(0) {
+                    failures.check(&what, Err(format!("exit {:?}: {}", out.code(), out.stderr)));
                 }
             } else {
                 failures.check(&what, out.check_refused(code, fragment));
             }
-            failures.unchanged(&what, &before, &source);
+            failures.unchanged(&what, &before, source);
         }
     }
     failures.assert_none("read-only mount", runs);
@@ -1334,7 +1113,7 @@ fn a_future_checkpoint_is_ignored_by_reads_and_replaced_by_the_next_write() {
     };
     let stats = |what: &str| {
         let out = run(&stats_args(), None);
-        assert_eq!(out.code, Some(0), "{what}: {}", out.stderr);
+        assert_eq!(out.code(), Some(0), "{what}: {}", out.stderr);
         serde_json::from_str::<Value>(out.stdout.trim()).expect("stats JSON")
     };
     let exact = stats("with our checkpoint");
@@ -1376,7 +1155,7 @@ fn a_future_checkpoint_is_ignored_by_reads_and_replaced_by_the_next_write() {
     assert_eq!(stats("with a future checkpoint"), exact);
     let out = run(&at_dir(&dir, os(&["verify"])), None);
     assert_eq!(
-        out.code,
+        out.code(),
         Some(0),
         "a future checkpoint is no damage: {}",
         out.stderr
@@ -1392,7 +1171,7 @@ fn a_future_checkpoint_is_ignored_by_reads_and_replaced_by_the_next_write() {
         os(&["tail"]),
     ] {
         let out = run(&at_dir(&dir, args), None);
-        assert_eq!(out.code, Some(0), "{}: {}", out.what, out.stderr);
+        assert_eq!(out.code(), Some(0), "{}: {}", out.what, out.stderr);
     }
     assert!(
         diff(&before, &snapshot(tmp.path())).is_none(),
@@ -1413,7 +1192,7 @@ fn a_future_checkpoint_is_ignored_by_reads_and_replaced_by_the_next_write() {
         ),
         None,
     );
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let replaced = fs::read(dir.join(CHECKPOINT)).unwrap();
     assert_eq!(
         u16::from_le_bytes([replaced[8], replaced[9]]),
@@ -1423,6 +1202,6 @@ fn a_future_checkpoint_is_ignored_by_reads_and_replaced_by_the_next_write() {
     let after = stats("after the write");
     assert_eq!(after["rules"][0]["total_count"], json!(2));
     let out = run(&at_dir(&dir, os(&["verify"])), None);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);
 }

@@ -38,13 +38,15 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::disk::Mount;
+use common::process::{self, Out, Watchdog};
+use common::Rng;
 use enforcelog::timestamp::{format_us, parse_us};
 use enforcelog::{
     now_us, Action, Entry, Event, LogOptions, RuleStats, Store, StoreOptions, StoredEvent,
@@ -53,8 +55,6 @@ use serde_json::{json, Map, Value};
 use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_enforcelog");
-/// Longest any single uninterrupted invocation may take.
-const RUN_LIMIT: Duration = Duration::from_secs(30);
 const DEFAULT_SEED: u64 = 0x0008_4B11_1ED5;
 const DEFAULT_KILLS: u64 = 50;
 const DAY_US: i64 = 86_400_000_000;
@@ -64,27 +64,6 @@ const SIGKILL: i32 = 9;
 const SIGXFSZ: i32 = 25;
 /// Exit code of an I/O failure (a full disk among them).
 const EXIT_IO: i32 = 4;
-
-// ---------------------------------------------------------------------------
-// Randomness
-// ---------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Running the binary
@@ -112,13 +91,8 @@ fn binary() -> PathBuf {
 /// `enforcelog --data-dir DIR` with a clean environment, stdin closed and
 /// backtraces on (so a panic could not hide).
 fn enforcelog(dir: &Path) -> Command {
-    let mut cmd = Command::new(binary());
-    cmd.env_remove("ENFORCELOG_DIR")
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1")
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::null());
+    let mut cmd = process::command(binary());
+    cmd.arg("--data-dir").arg(dir).stdin(Stdio::null());
     cmd
 }
 
@@ -130,31 +104,13 @@ fn moment(delay: Option<Duration>) -> String {
     }
 }
 
-fn describe(cmd: &Command) -> String {
-    let mut words = vec![cmd.get_program().to_string_lossy().into_owned()];
-    words.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    words.join(" ")
-}
-
-/// What one completed invocation did.
-struct Out {
-    what: String,
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
+/// A run that is not killed on purpose may take 30 s at most.
+const WATCHDOG: Watchdog = Watchdog {
+    limit: Duration::from_secs(30),
+    panic_signs: &["panicked", "stack backtrace", "internal error"],
+};
 
 impl Out {
-    fn show(&self) -> String {
-        format!(
-            "{}: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.what,
-            self.status,
-            clip(&self.stdout),
-            clip(&self.stderr)
-        )
-    }
-
     #[track_caller]
     fn expect(&self, code: i32) -> &Self {
         assert_eq!(self.status.code(), Some(code), "{}", self.show());
@@ -162,73 +118,11 @@ impl Out {
     }
 }
 
-/// The first few KiB of a long output.
-fn clip(text: &str) -> &str {
-    let mut end = text.len().min(4000);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
 /// Runs `cmd` to completion and checks that it neither panicked nor died
 /// of a signal.
-fn run(mut cmd: Command, ctx: &str) -> Out {
-    let what = format!("{ctx}: {}", describe(&cmd));
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: spawn: {e}"));
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
-    let stderr = drain(child.stderr.take().expect("piped stderr"));
-    let status = wait_with_deadline(&mut child, &what);
-    let out = Out {
-        what,
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    };
-    assert_no_panic(&out);
-    out
-}
-
-/// Waits for `child`, killing it (and failing) after [`RUN_LIMIT`]. The
-/// short sleep is a watchdog's poll, not synchronisation.
-fn wait_with_deadline(child: &mut Child, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + RUN_LIMIT;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-}
-
-#[track_caller]
-fn assert_no_panic(out: &Out) {
-    for needle in ["panicked", "stack backtrace", "internal error"] {
-        assert!(
-            !out.stderr.contains(needle),
-            "{needle:?} on stderr: {}",
-            out.show()
-        );
-    }
-    assert!(
-        out.status.code().is_some(),
-        "killed by a signal: {}",
-        out.show()
-    );
+fn run(cmd: Command, ctx: &str) -> Out {
+    let what = format!("{ctx}: {}", process::describe(&cmd));
+    WATCHDOG.run(cmd, what, None)
 }
 
 // ---------------------------------------------------------------------------
@@ -740,7 +634,7 @@ fn run_and_kill(
     scratch: &Path,
     ctx: &str,
 ) -> (Ending, Duration) {
-    let what = format!("{ctx}: {}", describe(&cmd));
+    let what = format!("{ctx}: {}", process::describe(&cmd));
     let out_path = scratch.join("run.stdout");
     let err_path = scratch.join("run.stderr");
     cmd.stdout(File::create(&out_path).expect("stdout file"))
@@ -756,7 +650,7 @@ fn run_and_kill(
             let _ = child.kill();
             child.wait().expect("wait")
         }
-        None => wait_with_deadline(&mut child, &what),
+        None => WATCHDOG.wait(&mut child, &what),
     };
     let lived = started.elapsed();
     let stderr = fs::read_to_string(&err_path).unwrap_or_default();
@@ -767,7 +661,7 @@ fn run_and_kill(
         status.code(),
         Some(0),
         "{what}: ended on its own, and not with success\n--- stderr:\n{}",
-        clip(&stderr)
+        process::clip(&stderr)
     );
     assert!(
         !stderr.contains("panicked") && !stderr.contains("internal error"),
@@ -1102,16 +996,6 @@ impl Campaign {
     }
 }
 
-fn kills_wanted() -> u64 {
-    match std::env::var("ENFORCELOG_KILLS") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_KILLS={s:?} is not a number")),
-        Err(_) => DEFAULT_KILLS,
-    }
-}
-
 /// SIGKILL at random moments of imports (batch sizes 1 to 1000, every
 /// durability mode, into fresh stores and stores with earlier imports,
 /// library-rolled segments and checkpoints) and of demos (concurrent
@@ -1122,7 +1006,7 @@ fn kills_wanted() -> u64 {
 #[test]
 fn sigkill_at_random_moments_leaves_a_whole_batch_prefix() {
     let seed = common::seed_or(DEFAULT_SEED);
-    let wanted = kills_wanted();
+    let wanted = common::env_or("ENFORCELOG_KILLS", DEFAULT_KILLS);
     eprintln!("seed {seed} (replay: ENFORCELOG_SEED={seed}), {wanted} kills wanted");
     let started = Instant::now();
     let mut campaign = Campaign {
@@ -1225,11 +1109,8 @@ fn fsize_block_bytes() -> Result<u64, String> {
 /// ignored (an ignored signal stays ignored across exec) so that a write
 /// past the limit fails with EFBIG instead of killing the process.
 fn fsize_limited(dir: &Path, blocks: u64) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.env_remove("ENFORCELOG_DIR")
-        .env_remove("RUST_LOG")
-        .env("RUST_BACKTRACE", "1")
-        .arg("-c")
+    let mut cmd = process::command("sh");
+    cmd.arg("-c")
         .arg(format!(
             "trap '' XFSZ; ulimit -f {blocks} || exit 97; exec \"$0\" \"$@\""
         ))
@@ -1457,45 +1338,6 @@ fn a_full_disk_error_is_one_plain_line_on_stderr() {
     );
 }
 
-/// A mounted tmpfs, unmounted on drop (lazily if something still holds it).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        fs::create_dir_all(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if out.status.success() {
-            Ok(Tmpfs {
-                dir: dir.to_path_buf(),
-            })
-        } else {
-            Err(format!(
-                "mount -t tmpfs failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
-
 /// The names of the files under `dir` (recursively, relative), sorted; none
 /// if it does not exist.
 fn file_names(dir: &Path) -> Vec<String> {
@@ -1548,7 +1390,7 @@ fn a_full_tmpfs_stops_the_writer_cleanly_and_the_store_reopens() {
     let seed = common::seed_or(DEFAULT_SEED);
     let tmp = tempfile::tempdir().expect("tempdir");
     let mnt = tmp.path().join("mnt");
-    let _tmpfs = match Tmpfs::mount(&mnt, "2m") {
+    let _tmpfs = match Mount::tmpfs(&mnt, "2m") {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
             eprintln!("skipped: no tmpfs to fill: {why}");
@@ -1661,7 +1503,7 @@ fn a_checkpoint_that_does_not_fit_does_not_fail_a_committed_import() {
     let seed = common::seed_or(DEFAULT_SEED);
     let tmp = tempfile::tempdir().expect("tempdir");
     let mnt = tmp.path().join("mnt");
-    let _tmpfs = match Tmpfs::mount(&mnt, "1m") {
+    let _tmpfs = match Mount::tmpfs(&mnt, "1m") {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
             eprintln!("skipped: no tmpfs to fill: {why}");

@@ -8,6 +8,8 @@
 //!
 //! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test model`.
 
+mod common;
+
 use std::sync::Arc;
 
 use enforcelog::storage::sim::SimStorage;
@@ -96,25 +98,9 @@ fn case_strategy(max_ops: usize) -> impl Strategy<Value = Case> {
         )
 }
 
-/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
-fn run_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
-        }
-    }
-}
-
 /// Runs `test` on `cases` random cases; on failure, panics with the seed.
 fn run_cases(cases: u32, max_ops: usize, test: impl Fn(&Case) -> Result<(), TestCaseError>) {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let config = Config {
         cases,
         rng_seed: RngSeed::Fixed(seed),

@@ -30,6 +30,8 @@
 //! projection_model`; `ENFORCELOG_PROJECTION_CASES=<n>` runs `n` cases
 //! instead of 96.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -670,21 +672,6 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
 // ---------------------------------------------------------------------------
 // Tests.
 
-fn run_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
-        }
-    }
-}
-
 fn case_count() -> u32 {
     std::env::var("ENFORCELOG_PROJECTION_CASES")
         .ok()
@@ -694,7 +681,7 @@ fn case_count() -> u32 {
 
 #[test]
 fn stats_match_brute_force_live_after_reopen_after_crash_and_rebuild() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let config = Config {
         cases: case_count(),
         rng_seed: RngSeed::Fixed(seed),

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use common::Rng;
 use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
 use enforcelog::{
     Action, Delivery, Durability, Entry, Error, Event, GapMarker, LogOptions, Store, StoreOptions,
@@ -52,36 +53,6 @@ const NO_LAG_WARNING: u64 = 1_000_000;
 const WAIT_MAX: Duration = Duration::from_secs(20);
 /// Proptest cases per delivery method.
 const CASES: u32 = 128;
-
-/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
-fn run_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
-        }
-    }
-}
-
-/// splitmix64: the random choices of the tests that are not proptests.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    /// A number in `range` (not empty).
-    fn within(&mut self, range: Range<u64>) -> u64 {
-        range.start + self.next() % (range.end - range.start)
-    }
-}
 
 /// Small segments and a small index interval, so catching up crosses sealed
 /// segments (memory-mapped) and the active one, and starts from index seeks.
@@ -541,7 +512,7 @@ fn run_async(case: &Case) -> Result<(), String> {
 }
 
 fn run_interleavings(mode: Mode) {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let config = Config {
         cases: CASES,
         rng_seed: RngSeed::Fixed(seed),
@@ -612,7 +583,7 @@ fn record_range(store: &Store, events: Range<u64>) {
 
 #[test]
 fn a_lagging_subscriber_is_told_once_per_fall_and_loses_nothing() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let store = open(&SimStorage::new(seed), options(10, Durability::None));
     record_range(&store, 0..25);
     let mut sub = store.subscribe(0).expect("subscribe");
@@ -670,7 +641,7 @@ fn a_lagging_subscriber_is_told_once_per_fall_and_loses_nothing() {
 /// the threshold.
 #[test]
 fn lag_warnings_follow_the_threshold_under_random_appends_and_reads() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let mut rng = Rng(seed);
     const THRESHOLD: u64 = 10;
     let store = open(&SimStorage::new(seed), options(THRESHOLD, Durability::None));
@@ -678,12 +649,12 @@ fn lag_warnings_follow_the_threshold_under_random_appends_and_reads() {
     let (mut written, mut read, mut lagging, mut warnings) = (0u64, 0u64, false, 0u64);
     for round in 0..300 {
         let most = if rng.next().is_multiple_of(4) { 25 } else { 6 };
-        let n = rng.within(0..most);
+        let n = rng.range(0..most);
         if n > 0 {
             record_range(&store, written..written + n);
             written += n;
         }
-        for _ in 0..rng.within(0..12) {
+        for _ in 0..rng.range(0..12) {
             let behind = written - read;
             let got = sub.try_next().expect("try_next");
             let want = if behind > THRESHOLD && !lagging {
@@ -717,14 +688,14 @@ fn lag_warnings_follow_the_threshold_under_random_appends_and_reads() {
 /// warnings are never back to back.
 #[test]
 fn a_slow_blocking_subscriber_gets_every_entry_and_sound_warnings() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let mut rng = Rng(seed);
     const THRESHOLD: u64 = 10;
     const TOTAL: u64 = 600;
     let store = open(&SimStorage::new(seed), options(THRESHOLD, Durability::None));
     record_range(&store, 0..100);
     let mut sub = store.subscribe(0).expect("subscribe");
-    let sizes: Vec<u64> = (0..TOTAL).map(|_| rng.within(1..30)).collect();
+    let sizes: Vec<u64> = (0..TOTAL).map(|_| rng.range(1..30)).collect();
     let writer = {
         let store = store.clone();
         std::thread::spawn(move || {
@@ -817,7 +788,7 @@ const LAST_TENANT: &str = "last";
 
 #[test]
 fn a_blocking_subscriber_follows_the_store_across_a_log_reopen() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let mut rng = Rng(seed);
     let storage = SimStorage::new(seed);
     let store = open(&storage, options(NO_LAG_WARNING, Durability::Fsync));
@@ -827,7 +798,7 @@ fn a_blocking_subscriber_follows_the_store_across_a_log_reopen() {
     let mut maybe: Vec<u64> = Vec::new();
     let mut i = 0u64;
     let mut record = |store: &Store, rng: &mut Rng| -> Result<(), Vec<u64>> {
-        let n = rng.within(1..6);
+        let n = rng.range(1..6);
         let numbers: Vec<u64> = (i..i + n).collect();
         i += n;
         let result = if n == 1 {
@@ -970,7 +941,7 @@ fn a_blocking_subscriber_follows_the_store_across_a_log_reopen() {
 /// `next()` must wake up once the supervisor has reopened the log.
 #[test]
 fn an_async_subscriber_made_while_the_log_is_down_wakes_after_the_reopen() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let storage = SimStorage::new(seed);
     let store = open(&storage, options(NO_LAG_WARNING, Durability::Fsync));
     for i in 0..3 {
@@ -1035,7 +1006,7 @@ fn an_async_subscriber_made_while_the_log_is_down_wakes_after_the_reopen() {
 /// while committed entries are still ahead of it.
 #[test]
 fn a_subscriber_that_meets_damage_keeps_reporting_it() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let storage = SimStorage::new(seed);
     let store = open(&storage, options(NO_LAG_WARNING, Durability::None));
     record_range(&store, 0..200);
@@ -1198,7 +1169,7 @@ fn a_waiting_async_subscriber_gets_closed_when_the_store_closes() {
 
 #[test]
 fn replay_returns_every_committed_entry_in_order_with_gap_markers() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let storage = SimStorage::new(seed);
     let store = open(&storage, options(NO_LAG_WARNING, Durability::Fsync));
     let mut want: Vec<Entry> = Vec::new();

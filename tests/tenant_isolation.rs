@@ -40,11 +40,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::OsString;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
+use common::process::{self, jsonl, Watchdog};
 use enforcelog::storage::sim::SimStorage;
 use enforcelog::{
     Action, Durability, Entry, Event, LogOptions, Query, RuleStats, Store, StoreOptions,
@@ -514,16 +514,6 @@ fn run_case(case: &Case, tenants: &[String]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn cases() -> u32 {
-    match std::env::var("ENFORCELOG_ISOLATION_CASES") {
-        Ok(n) => n
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_ISOLATION_CASES={n:?} is not a number")),
-        Err(_) => DEFAULT_CASES,
-    }
-}
-
 #[test]
 fn isolation_holds_on_every_read_path() {
     let seed = common::seed_or(0x007e_4a17_1501);
@@ -540,7 +530,7 @@ fn isolation_holds_on_every_read_path() {
         );
     }
     let config = Config {
-        cases: cases(),
+        cases: common::env_or("ENFORCELOG_ISOLATION_CASES", DEFAULT_CASES),
         rng_seed: RngSeed::Fixed(seed),
         failure_persistence: None,
         max_shrink_iters: 300,
@@ -557,30 +547,18 @@ fn isolation_holds_on_every_read_path() {
 
 const BIN: &str = env!("CARGO_BIN_EXE_enforcelog");
 
-fn cli(dir: &Path, args: &[String]) -> (String, String) {
-    let mut all: Vec<OsString> = vec!["--data-dir".into(), dir.as_os_str().to_owned()];
-    all.extend(args.iter().map(OsString::from));
-    let out = Command::new(BIN)
-        .args(&all)
-        .env_remove("ENFORCELOG_DIR")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run enforcelog");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success() && !stderr.contains("panicked"),
-        "enforcelog {args:?}: {:?}\n{stderr}",
-        out.status
-    );
-    (stdout, stderr)
-}
+const WATCHDOG: Watchdog = Watchdog {
+    limit: Duration::from_secs(60),
+    panic_signs: &["panicked"],
+};
 
-fn jsonl(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+fn cli(dir: &Path, args: &[String]) -> (String, String) {
+    let mut cmd = process::command(BIN);
+    cmd.arg("--data-dir").arg(dir).args(args);
+    let what = process::describe(&cmd);
+    let out = WATCHDOG.run(cmd, what, None);
+    assert!(out.status.success(), "{}", out.show());
+    (out.stdout, out.stderr)
 }
 
 #[test]

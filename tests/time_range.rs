@@ -17,6 +17,8 @@
 //!
 //! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test time_range`.
 
+mod common;
+
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,22 +169,6 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 final_reads,
             },
         )
-}
-
-/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
-fn run_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
-        }
-    }
 }
 
 /// Turns a library result into a test-case result that names the step.
@@ -348,7 +334,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
 
 #[test]
 fn time_range_reads_match_a_brute_force_filter() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let config = Config {
         cases: 1024,
         rng_seed: RngSeed::Fixed(seed),
@@ -578,7 +564,7 @@ fn reopen(written: &Written, seed: u64) -> Log {
 
 #[test]
 fn time_range_reads_skip_damaged_spans_outside_the_range() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let written = write_clustered_log(seed);
     let segment = written.sealed.len() / 2;
     let damage = damage_middle_of(&written, segment);
@@ -687,7 +673,7 @@ fn time_range_reads_skip_damaged_spans_outside_the_range() {
 /// in the same segment must be skipped too.
 #[test]
 fn spans_after_the_range_in_the_same_segment_are_not_read() {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let written = write_clustered_log(seed);
     let segment = written.sealed.len() / 2;
     let damage = damage_middle_of(&written, segment);

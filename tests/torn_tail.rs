@@ -10,46 +10,11 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::Rng;
 use enforcelog::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use enforcelog::{verify_dir, Durability, Log, LogOptions, LogRecord, ProblemKind, Record};
 
 const SEGMENT_NAME: &str = "00000000000000000000.log";
-
-/// The seed for this run: `ENFORCELOG_SEED` if set, else a fresh one.
-fn run_seed() -> u64 {
-    match std::env::var("ENFORCELOG_SEED") {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("ENFORCELOG_SEED={s:?} is not a u64")),
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            u64::from(nanos) ^ u64::from(std::process::id()).rotate_left(32)
-        }
-    }
-}
-
-/// SplitMix64: a small deterministic generator for payloads and garbage.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        common::splitmix64(&mut self.0)
-    }
-
-    fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next().to_le_bytes()[0]).collect()
-    }
-
-    /// Random bytes none of which is zero.
-    fn non_zero_bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len)
-            .map(|_| self.next().to_le_bytes()[0].max(1))
-            .collect()
-    }
-}
 
 fn options() -> LogOptions {
     LogOptions {
@@ -102,7 +67,7 @@ fn append_batches(log: &Log, rng: &mut Rng, batches: &[usize]) -> Vec<LogRecord>
 /// Builds the pristine store: four earlier batches (some multi-record), then
 /// a last batch of four records.
 fn pristine() -> Pristine {
-    let seed = run_seed();
+    let seed = common::run_seed();
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let log = Log::open(dir.path(), options()).expect("open");
