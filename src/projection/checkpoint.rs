@@ -81,6 +81,9 @@ impl Checkpoint {
                 "checkpoint format version {version} is not {CHECKPOINT_VERSION}"
             ));
         }
+        if buf[10..12] != [0, 0] {
+            return Err("checkpoint has non-zero reserved bytes (an unknown layout)".into());
+        }
         let len = u64_at(buf, 52);
         if len != (body.len() - HEADER_LEN) as u64 {
             return Err("checkpoint length does not match its file".into());
