@@ -14,7 +14,9 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::{check_id, Action, Entry, Event, Field, GapMarker, StoredEvent};
+use crate::event::{
+    check_id, Action, Entry, Event, Field, GapMarker, StoredEvent, DETAILS_MAX_BYTES,
+};
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u8 = 1;
@@ -75,6 +77,23 @@ pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, P
                 Some(Value::Object(map)) => Some(map),
                 Some(_) => return Err(PayloadError("details is not an object".into())),
             };
+            // The size limit has held since the first build: a payload
+            // over it was never written by enforcelog. Measuring costs a
+            // serialisation, so only payloads that could be over it are
+            // measured (JSON is at most 6 times its MessagePack: a one-byte
+            // control character becomes `\u00XX`). Nesting deeper than
+            // DETAILS_MAX_DEPTH is read as written: builds before that
+            // limit accepted it.
+            if let Some(map) = &details {
+                if payload.len().saturating_mul(6) > DETAILS_MAX_BYTES {
+                    let len = serde_json::to_vec(map).map_or(usize::MAX, |v| v.len());
+                    if len > DETAILS_MAX_BYTES {
+                        return Err(PayloadError(format!(
+                            "details: {len} bytes of JSON is more than {DETAILS_MAX_BYTES}"
+                        )));
+                    }
+                }
+            }
             Ok(Entry::Event(StoredEvent {
                 offset,
                 tenant_id,

@@ -1,0 +1,13 @@
+//! Event payload decoding: never panics; a decoded event is valid and reads
+//! back the same after the store records it.
+//!
+//! The logic lives in `fuzz/logic/`, shared with `tests/fuzz_corpus.rs`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+#[expect(dead_code, reason = "each target calls one check of the shared module")]
+#[path = "../logic/mod.rs"]
+mod logic;
+
+fuzz_target!(|data: &[u8]| logic::check_event_payload(data));
