@@ -148,6 +148,15 @@ pub enum Error {
     /// A write was attempted through a read-only handle.
     #[error("the log was opened read-only")]
     ReadOnly,
+    /// The remote system events are shipped to (NATS JetStream) failed or
+    /// refused a request.
+    #[error("{op}: {reason}")]
+    Remote {
+        /// What was being done (`"connect to NATS"`, `"publish"`...).
+        op: &'static str,
+        /// What the remote side or its client library said.
+        reason: String,
+    },
 }
 
 impl Error {

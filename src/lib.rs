@@ -39,6 +39,8 @@ pub mod log;
 pub mod payload;
 pub mod projection;
 pub mod record;
+#[cfg(feature = "jetstream")]
+pub mod ship;
 pub mod storage;
 pub mod store;
 pub mod timestamp;

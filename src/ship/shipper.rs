@@ -1,0 +1,306 @@
+//! The shipper: tails a store's log and publishes to JetStream.
+//!
+//! Invariants:
+//! - the saved offset `s` means every entry below `s` was acknowledged by
+//!   JetStream; it only grows, and is saved only after the acknowledgements;
+//! - a batch whose publish or acknowledgement failed is sent again whole,
+//!   from its first offset, on a new connection: the message ids make the
+//!   re-send harmless inside the duplicate window, and fleet folding makes
+//!   it harmless after it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::context::Publish;
+use tracing::{info, warn};
+
+use super::subject::{event_subject, gap_subject};
+use super::ShipOptions;
+use crate::error::{Error, Result};
+use crate::log::dir::write_file_atomically;
+use crate::log::StoreId;
+use crate::record::LogRecord;
+use crate::storage::{read_all, FileStorage, OpenMode, Storage};
+use crate::{Entry, Store};
+
+/// Where a shipper keeps its offsets, inside the store directory.
+pub(crate) const SHIP_DIR: &str = "ship";
+const OFFSET_PREFIX: &str = "enforcelog-ship 1 ";
+
+/// What a shipper has done so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShipProgress {
+    /// Every entry below this offset is acknowledged by JetStream (and the
+    /// offset saved).
+    pub shipped: u64,
+    /// The store's committed end when last looked at.
+    pub committed: u64,
+    /// Messages published and acknowledged by this shipper since it started,
+    /// re-sends included.
+    pub published: u64,
+    /// Of those, how many JetStream reported as duplicates (dropped).
+    pub duplicates: u64,
+    /// Failed connections, publishes or acknowledgements.
+    pub failures: u64,
+    /// Whether the shipper has a working connection now.
+    pub connected: bool,
+}
+
+impl ShipProgress {
+    /// Entries committed but not yet acknowledged by JetStream.
+    pub fn lag(&self) -> u64 {
+        self.committed.saturating_sub(self.shipped)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    shipped: AtomicU64,
+    committed: AtomicU64,
+    published: AtomicU64,
+    duplicates: AtomicU64,
+    failures: AtomicU64,
+    connected: AtomicBool,
+}
+
+/// Ships one store's committed entries to a JetStream stream.
+///
+/// `run` works until its `stop` future completes, through NATS outages:
+/// it reconnects with backoff and resumes from the last acknowledged
+/// offset. Clones share progress.
+#[derive(Debug, Clone)]
+pub struct Shipper {
+    store: Store,
+    store_id: StoreId,
+    options: ShipOptions,
+    offset_path: PathBuf,
+    counters: Arc<Counters>,
+}
+
+impl Shipper {
+    /// A shipper for `store`. The store must have an id (every store opened
+    /// for writing once has one).
+    pub fn new(store: &Store, options: ShipOptions) -> Result<Shipper> {
+        options.validate()?;
+        let store_id = store.store_id().ok_or_else(|| Error::InvalidOptions {
+            name: "store",
+            reason: "the store has no id yet: open it for writing once".into(),
+        })?;
+        let offset_path = store
+            .dir()
+            .join(SHIP_DIR)
+            .join(format!("{}.offset", options.stream));
+        let shipper = Shipper {
+            store: store.clone(),
+            store_id,
+            options,
+            offset_path,
+            counters: Arc::default(),
+        };
+        let saved = shipper.load_offset()?;
+        shipper.counters.shipped.store(saved, Ordering::Relaxed);
+        Ok(shipper)
+    }
+
+    /// Progress so far.
+    pub fn progress(&self) -> ShipProgress {
+        let c = &self.counters;
+        ShipProgress {
+            shipped: c.shipped.load(Ordering::Relaxed),
+            committed: c
+                .committed
+                .load(Ordering::Relaxed)
+                .max(self.store.next_offset()),
+            published: c.published.load(Ordering::Relaxed),
+            duplicates: c.duplicates.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            connected: c.connected.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Ships until `stop` completes; returns early only on a local error
+    /// (the store's log cannot be read, the offset file cannot be saved).
+    pub async fn run(&self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(stop);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let session = self.session();
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                result = session => match result {
+                    Ok(()) => return Ok(()),
+                    Err(e @ Error::Remote { .. }) => {
+                        self.counters.connected.store(false, Ordering::Relaxed);
+                        self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                        let p = self.progress();
+                        warn!(error = %e, shipped = p.shipped, lag = p.lag(), retry_in_ms = backoff.as_millis() as u64, "shipping to NATS failed; retrying");
+                    }
+                    Err(e) => return Err(e),
+                },
+            }
+            tokio::select! {
+                () = &mut stop => return Ok(()),
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.options.retry_max);
+        }
+    }
+
+    /// One connection's worth of shipping: returns on a remote failure.
+    async fn session(&self) -> Result<()> {
+        let js = self.options.connect().await?;
+        self.options.stream(&js).await?;
+        self.counters.connected.store(true, Ordering::Relaxed);
+        info!(stream = %self.options.stream, shipped = self.counters.shipped.load(Ordering::Relaxed), "shipping to NATS JetStream");
+        let mut wake = self.store.log().watch();
+        let mut last_report = Instant::now();
+        loop {
+            let from = self.counters.shipped.load(Ordering::Relaxed);
+            let records = self.read_batch(from)?;
+            if records.is_empty() {
+                // Nothing new: wait for a commit (or poll, for a read-only
+                // store whose writer is another process).
+                match tokio::time::timeout(Duration::from_millis(200), wake.recv_async()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => wake = self.store.log().watch(),
+                    Err(_) => {
+                        let _ = self.store.refresh();
+                    }
+                }
+                continue;
+            }
+            let mut acks = Vec::with_capacity(records.len());
+            for record in &records {
+                let (subject, publish) = self.message(record)?;
+                let ack = js
+                    .send_publish(subject, publish)
+                    .await
+                    .map_err(|e| Error::Remote {
+                        op: "publish",
+                        reason: e.to_string(),
+                    })?;
+                acks.push(ack);
+            }
+            for ack in acks {
+                let ack = ack.await.map_err(|e| Error::Remote {
+                    op: "await the JetStream acknowledgement",
+                    reason: e.to_string(),
+                })?;
+                self.counters.published.fetch_add(1, Ordering::Relaxed);
+                if ack.duplicate {
+                    self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let next = from + records.len() as u64;
+            self.save_offset(next)?;
+            self.counters.shipped.store(next, Ordering::Relaxed);
+            if last_report.elapsed() >= Duration::from_secs(10) {
+                let p = self.progress();
+                info!(
+                    shipped = p.shipped,
+                    lag = p.lag(),
+                    published = p.published,
+                    "shipping progress"
+                );
+                last_report = Instant::now();
+            }
+        }
+    }
+
+    /// Up to `batch` committed records from `from`.
+    fn read_batch(&self, from: u64) -> Result<Vec<LogRecord>> {
+        let log = self.store.log();
+        let committed = log.next_offset();
+        self.counters.committed.store(committed, Ordering::Relaxed);
+        if from >= committed {
+            if from > committed {
+                return Err(Error::OffsetOutOfRange {
+                    requested: from,
+                    next_offset: committed,
+                });
+            }
+            return Ok(Vec::new());
+        }
+        log.read_from(from)?
+            .take(self.options.batch)
+            .collect::<Result<Vec<_>>>()
+    }
+
+    /// The subject and message of one record.
+    fn message(&self, record: &LogRecord) -> Result<(String, Publish)> {
+        let entry = crate::store::decode_entry(record)?;
+        let prefix = &self.options.subject_prefix;
+        let subject = match &entry {
+            Entry::Event(e) => event_subject(prefix, &e.tenant_id, &e.rule_id),
+            Entry::Gap(_) => gap_subject(prefix, &self.store_id.to_string()),
+        };
+        let publish = Publish::build()
+            .payload(bytes::Bytes::copy_from_slice(&record.payload))
+            .message_id(format!("{}:{}", self.store_id, record.offset))
+            .header(
+                super::fleet::STORE_HEADER,
+                self.store_id.to_string().as_str(),
+            )
+            .header(
+                super::fleet::OFFSET_HEADER,
+                record.offset.to_string().as_str(),
+            )
+            .header(
+                super::fleet::TIME_HEADER,
+                record.timestamp_us.to_string().as_str(),
+            );
+        Ok((subject, publish))
+    }
+
+    fn load_offset(&self) -> Result<u64> {
+        let storage = FileStorage;
+        let path = &self.offset_path;
+        if !storage
+            .exists(path)
+            .map_err(|e| Error::io("stat", path, e))?
+        {
+            return Ok(0);
+        }
+        let bytes = storage
+            .open(path, OpenMode::Read)
+            .and_then(|f| read_all(&*f))
+            .map_err(|e| Error::io("read", path, e))?;
+        let text = String::from_utf8_lossy(&bytes);
+        let parsed = text
+            .strip_prefix(OFFSET_PREFIX)
+            .and_then(|rest| rest.strip_suffix('\n'))
+            .and_then(|rest| rest.split_once(' '))
+            .and_then(|(id, offset)| {
+                Some((id.parse::<StoreId>().ok()?, offset.parse::<u64>().ok()?))
+            });
+        match parsed {
+            Some((id, offset)) if id == self.store_id => Ok(offset),
+            Some((id, _)) => Err(Error::corruption(
+                path,
+                0,
+                format!(
+                    "the shipped offset belongs to store {id}, not this store ({})",
+                    self.store_id
+                ),
+            )),
+            None => Err(Error::corruption(path, 0, "not a shipped-offset file")),
+        }
+    }
+
+    fn save_offset(&self, offset: u64) -> Result<()> {
+        let storage = FileStorage;
+        let dir = self.offset_path.parent().unwrap_or(Path::new("."));
+        storage
+            .create_dir_all(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let name = self
+            .offset_path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("ENFORCELOG.offset");
+        let text = format!("{OFFSET_PREFIX}{} {offset}\n", self.store_id);
+        write_file_atomically(&storage, dir, name, text.as_bytes(), true)
+    }
+}
