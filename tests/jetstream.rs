@@ -188,7 +188,7 @@ async fn fleet(options: &ShipOptions) -> (Expected, enforcelog::ship::FleetView)
     let view = fold_fleet(options, vec![DAYS_30])
         .await
         .expect("fold the fleet");
-    let stats = view.stats_all(T0_US).expect("fleet stats");
+    let stats = view.stats_all(T0_US);
     let found = stats
         .into_iter()
         .map(|s| {
@@ -412,4 +412,191 @@ fn nats_down_while_recording_only_grows_the_lag_which_is_shipped_later() {
         assert_eq!(view.entries, events.len() as u64, "seed {seed}");
         assert_eq!(found, brute_force(events.iter()), "seed {seed}");
     });
+}
+
+/// Three servers in one JetStream cluster, their cluster and route ports.
+fn cluster() -> Vec<Server> {
+    let cluster_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let routes = cluster_ports
+        .iter()
+        .map(|p| format!("nats://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    cluster_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Server::start(&[
+                "-n".into(),
+                format!("node-{i}"),
+                "--cluster_name".into(),
+                "enforcelog-test".into(),
+                "-cluster".into(),
+                format!("nats://127.0.0.1:{port}"),
+                "-routes".into(),
+                routes.clone(),
+            ])
+        })
+        .collect()
+}
+
+#[test]
+fn a_replicated_stream_keeps_taking_events_while_a_node_restarts() {
+    if !nats_available() {
+        return;
+    }
+    let mut nodes = cluster();
+    let servers: Vec<String> = nodes.iter().map(Server::url).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = common::seed_or(0x3_0DE5);
+    let all: Vec<Vec<Event>> = (0..2).map(|i| events(seed + i, 15_000)).collect();
+    let stores: Vec<Store> = (0..2)
+        .map(|i| open_store(&tmp.path().join(format!("host-{i}"))))
+        .collect();
+    let options = ShipOptions {
+        batch: 128,
+        ..ship_options(servers, 3)
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let shippers: Vec<Shipper> = stores
+            .iter()
+            .map(|s| Shipper::new(s, options.clone()).expect("shipper"))
+            .collect();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = shippers
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                let mut stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    s.run(async move {
+                        let _ = stop.wait_for(|&v| v).await;
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        // First halves, then one node goes down, second halves, node back.
+        for (store, events) in stores.iter().zip(&all) {
+            record(store, &events[..events.len() / 2]);
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shippers.iter().map(|s| s.progress().shipped).sum::<u64>() < 5_000 {
+            assert!(Instant::now() < deadline, "nothing shipped to the cluster");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let first_part = started.elapsed();
+        nodes[1].stop();
+        let stopped = Instant::now();
+        for (store, events) in stores.iter().zip(&all) {
+            record(store, &events[events.len() / 2..]);
+        }
+        // The stream keeps its quorum (2 of 3): shipping goes on, the
+        // shippers on the lost node reconnecting to the others.
+        caught_up(&shippers, Duration::from_secs(120)).await;
+        let while_down = stopped.elapsed();
+        for s in &shippers {
+            eprintln!("{:?}", s.progress());
+        }
+        nodes[1].resume();
+        let elapsed = started.elapsed();
+        // Steady state, all three nodes up: 2 x 10,000 more events.
+        let more: Vec<Vec<Event>> = (0..2).map(|i| events(seed + 10 + i, 10_000)).collect();
+        let steady = Instant::now();
+        for (store, events) in stores.iter().zip(&more) {
+            record(store, events);
+        }
+        caught_up(&shippers, Duration::from_secs(120)).await;
+        let steady = steady.elapsed();
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            t.await.expect("task").expect("shipper ran");
+        }
+        eprintln!(
+            "3-node R3 cluster: 30000 events from 2 stores in {:.2} s; the first 5000 after \
+             {:.2} s (cluster forming), the second half with node-1 down in {:.2} s",
+            elapsed.as_secs_f64(),
+            first_part.as_secs_f64(),
+            while_down.as_secs_f64(),
+        );
+        eprintln!(
+            "3-node R3 cluster, all nodes up: 20000 events recorded and shipped in {:.2} s \
+             ({:.0} events/s)",
+            steady.as_secs_f64(),
+            20_000.0 / steady.as_secs_f64()
+        );
+        let (found, view) = fleet(&options).await;
+        assert_eq!(view.entries, 50_000, "seed {seed}");
+        let expected = brute_force(all.iter().chain(&more).flatten());
+        assert_eq!(found, expected, "seed {seed}");
+    });
+}
+
+/// `enforcelog ship` then `enforcelog fleet-stats`: with one store shipped,
+/// the fleet's statistics are that store's `stats`, in the same format.
+#[test]
+fn cli_ship_then_fleet_stats_match_the_store_stats() {
+    if !nats_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("host");
+    let seed = common::seed_or(0xC11);
+    let store = open_store(&dir);
+    record(&store, &events(seed, 3_000));
+    store.close().unwrap();
+    drop(store);
+    let exe = env!("CARGO_BIN_EXE_enforcelog");
+    let run = |args: &[&str]| {
+        let out = Command::new(exe)
+            .args(args)
+            .output()
+            .expect("run enforcelog");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let dir_arg = dir.display().to_string();
+    let url = server.url();
+    for _ in 0..2 {
+        let shipped = run(&[
+            "--data-dir",
+            &dir_arg,
+            "ship",
+            "--nats",
+            &url,
+            "--until-caught-up",
+        ]);
+        assert_eq!(shipped.trim(), r#"{"lag":0,"shipped":3000}"#);
+    }
+    let as_of = "2026-11-18T00:00:00Z";
+    let local: serde_json::Value = serde_json::from_str(&run(&[
+        "--data-dir",
+        &dir_arg,
+        "stats",
+        "--format",
+        "json",
+        "--as-of",
+        as_of,
+    ]))
+    .unwrap();
+    let fleet: serde_json::Value = serde_json::from_str(&run(&[
+        "fleet-stats",
+        "--nats",
+        &url,
+        "--format",
+        "json",
+        "--as-of",
+        as_of,
+    ]))
+    .unwrap();
+    assert_eq!(fleet["rules"], local["rules"], "seed {seed}");
+    assert_eq!(fleet["stores"], 1);
+    assert_eq!(fleet["duplicates_dropped"], 0);
 }

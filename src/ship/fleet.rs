@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::payload;
 use crate::projection::Answer;
 use crate::projection::{Projection, RuleStats, TriggerStats};
+use crate::{Action, Entry};
 
 /// Header naming the store an entry comes from.
 pub const STORE_HEADER: &str = "Enforcelog-Store";
@@ -52,6 +53,10 @@ impl Seen {
 #[derive(Debug)]
 pub struct FleetView {
     stats: TriggerStats,
+    /// Every event's action and time by (tenant, rule): what answers an
+    /// as-of whose window reaches into what `stats` folded away, as a
+    /// store's log does for the store.
+    history: HashMap<(String, String), Vec<(Action, i64)>>,
     seen: HashMap<String, Seen>,
     /// Distinct entries folded in.
     pub entries: u64,
@@ -66,6 +71,7 @@ impl FleetView {
     pub fn new(windows: Vec<Duration>) -> FleetView {
         FleetView {
             stats: TriggerStats::with_windows(windows),
+            history: HashMap::new(),
             seen: HashMap::new(),
             entries: 0,
             duplicates: 0,
@@ -97,6 +103,12 @@ impl FleetView {
             return Ok(());
         }
         self.entries += 1;
+        if let Entry::Event(e) = &entry {
+            self.history
+                .entry((e.tenant_id.clone(), e.rule_id.clone()))
+                .or_default()
+                .push((e.action, e.enforced_at_us));
+        }
         self.stats.apply(self.entries, &entry);
         Ok(())
     }
@@ -107,26 +119,24 @@ impl FleetView {
     }
 
     /// The statistics of every rule that fired at or before `as_of_us`,
-    /// sorted by tenant then rule. Fails when a window reaches back into
-    /// history the view has folded away (older than its longest window
-    /// before the newest event).
-    pub fn stats_all(&self, as_of_us: i64) -> Result<Vec<RuleStats>> {
+    /// sorted by tenant then rule: exact at any `as_of_us`.
+    pub fn stats_all(&self, as_of_us: i64) -> Vec<RuleStats> {
         let mut out = Vec::new();
         for (tenant, rule) in self.stats.all_rules() {
-            match self.stats.answer(tenant, rule, as_of_us, self.entries) {
-                Answer::Exact(stats) if stats.total_count > 0 => out.push(stats),
-                Answer::Exact(_) => {}
+            let stats = match self.stats.answer(tenant, rule, as_of_us, self.entries) {
+                Answer::Exact(stats) => stats,
                 Answer::NeedsReplay => {
-                    return Err(Error::InvalidOptions {
-                        name: "as_of",
-                        reason:
-                            "the fleet view keeps exact windows only back from its newest event"
-                                .into(),
-                    })
+                    let key = (tenant.to_string(), rule.to_string());
+                    let events = self.history.get(&key).into_iter().flatten().copied();
+                    self.stats
+                        .from_entries(tenant, rule, as_of_us, self.entries, events)
                 }
+            };
+            if stats.total_count > 0 {
+                out.push(stats);
             }
         }
-        Ok(out)
+        out
     }
 
     /// Gap markers folded in, and the events they say were dropped.
@@ -134,6 +144,9 @@ impl FleetView {
         self.stats.gaps()
     }
 }
+
+/// How long the stream may deliver nothing before folding gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// Reads the whole stream, as it is when called, into a [`FleetView`].
 pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result<FleetView> {
@@ -159,15 +172,26 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
     if last == 0 {
         return Ok(view);
     }
-    let consumer = stream
-        .create_consumer(pull::Config {
-            deliver_policy: DeliverPolicy::All,
-            ack_policy: AckPolicy::None,
-            filter_subject: format!("{}.>", options.subject_prefix),
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| remote("create a consumer")(e.into()))?;
+    let config = pull::Config {
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::None,
+        filter_subject: format!("{}.>", options.subject_prefix),
+        ..Default::default()
+    };
+    // A cluster electing a stream leader (a node just restarted) answers
+    // consumer requests late for a few seconds: retry until STALL_LIMIT.
+    let started = std::time::Instant::now();
+    let consumer = loop {
+        match stream.create_consumer(config.clone()).await {
+            Ok(consumer) => break consumer,
+            Err(e) if started.elapsed() < STALL_LIMIT => {
+                tracing::info!(error = %e, "creating the fleet consumer; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(remote("create a consumer")(e.into())),
+        }
+    };
+    let mut idle_since = std::time::Instant::now();
     while view.stream_sequence < last {
         let mut batch = consumer
             .fetch()
@@ -211,9 +235,16 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
             };
             view.fold(&store, offset, time, &message.payload)?;
         }
-        if got == 0 {
-            // Messages below `last` were deleted (limits): nothing more.
-            break;
+        if got > 0 {
+            idle_since = std::time::Instant::now();
+        } else if idle_since.elapsed() >= STALL_LIMIT {
+            return Err(Error::Remote {
+                op: "read the stream",
+                reason: format!(
+                    "no message for {STALL_LIMIT:?} at sequence {} of {last}",
+                    view.stream_sequence
+                ),
+            });
         }
     }
     Ok(view)

@@ -9,6 +9,8 @@
 
 mod demo;
 mod failure;
+#[cfg(feature = "jetstream")]
+mod fleet;
 mod ops;
 mod output;
 mod read;
@@ -108,6 +110,12 @@ enum Command {
     Repair(ops::RepairArgs),
     #[command(about = ops::COMPLETIONS_ABOUT, long_about = ops::COMPLETIONS_LONG_ABOUT)]
     Completions(ops::CompletionsArgs),
+    #[cfg(feature = "jetstream")]
+    #[command(about = fleet::SHIP_ABOUT, long_about = fleet::SHIP_LONG_ABOUT)]
+    Ship(fleet::ShipArgs),
+    #[cfg(feature = "jetstream")]
+    #[command(name = "fleet-stats", about = fleet::FLEET_ABOUT, long_about = fleet::FLEET_LONG_ABOUT)]
+    FleetStats(fleet::FleetStatsArgs),
 }
 
 /// What every command gets from the global flags.
@@ -150,6 +158,10 @@ fn dispatch(global: &Global, command: Command) -> Result<(), Failure> {
         Command::Completions(args) => {
             ops::completions(&args, &mut <Cli as clap::CommandFactory>::command())
         }
+        #[cfg(feature = "jetstream")]
+        Command::Ship(args) => fleet::ship(global, &args),
+        #[cfg(feature = "jetstream")]
+        Command::FleetStats(args) => fleet::fleet_stats(global, &args),
     }
 }
 

@@ -1,0 +1,200 @@
+//! `ship` and `fleet-stats`: the NATS JetStream commands (feature
+//! `jetstream`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use enforcelog::now_us;
+use enforcelog::ship::{fold_fleet, ShipOptions, Shipper};
+use serde_json::Value;
+
+use crate::failure::Failure;
+use crate::output::Out;
+use crate::read::{stats_table, StatsFormat};
+use crate::store_dir::open_reader;
+use crate::units;
+use crate::Global;
+
+pub const SHIP_ABOUT: &str = "Ship committed events to NATS JetStream until stopped";
+pub const SHIP_LONG_ABOUT: &str = "\
+Publish every committed entry of the store to a JetStream stream (created
+if missing, subjects <prefix>.>), one message per entry, with the message id
+<store id>:<offset> so that JetStream drops re-sends. The shipped offset is
+saved in DIR/ship/<stream>.offset only after JetStream acknowledged it: a
+ship that is killed, or loses its connection, resumes there. Runs until
+stopped (or, with --until-caught-up, until everything committed is
+shipped), reconnecting with backoff through NATS outages, and reports
+progress on stderr every few seconds. It only reads the store: recording
+(in another process) never waits for it.";
+
+pub const FLEET_ABOUT: &str = "Trigger statistics of every store shipping to a JetStream stream";
+pub const FLEET_LONG_ABOUT: &str = "\
+Read the whole JetStream stream the shippers publish to and print trigger
+statistics for the fleet, in the formats of `stats`: each (store, offset)
+is counted once however often it was sent, whatever order the hosts'
+events arrive in. The window is counted back from --as-of (default now).
+Needs no store directory.";
+
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// A NATS server URL (repeat, or separate with commas, for a cluster).
+    #[arg(
+        long = "nats",
+        value_name = "URL",
+        required = true,
+        value_delimiter = ','
+    )]
+    servers: Vec<String>,
+    /// A NATS credentials file.
+    #[arg(long, value_name = "FILE")]
+    creds: Option<PathBuf>,
+    /// Refuse to connect without TLS.
+    #[arg(long)]
+    tls: bool,
+    /// The JetStream stream.
+    #[arg(long, value_name = "NAME", default_value = "ENFORCELOG")]
+    stream: String,
+    /// The first token of every subject.
+    #[arg(long, value_name = "PREFIX", default_value = "enforcelog")]
+    subject_prefix: String,
+}
+
+impl NatsArgs {
+    fn options(&self) -> ShipOptions {
+        ShipOptions {
+            servers: self.servers.clone(),
+            credentials: self.creds.clone(),
+            require_tls: self.tls,
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            ..ShipOptions::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ShipArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Replicas of the stream, if this creates it (3 on a cluster).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    replicas: usize,
+    /// Messages in flight before their acknowledgements are awaited.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    batch: usize,
+    /// Stop once everything committed is shipped.
+    #[arg(long)]
+    until_caught_up: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FleetStatsArgs {
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// Only this tenant's rules.
+    #[arg(long, value_name = "T")]
+    tenant: Option<String>,
+    /// Only this rule.
+    #[arg(long, value_name = "R")]
+    rule: Option<String>,
+    /// The instant the statistics are computed at (default: now).
+    #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
+    as_of: Option<i64>,
+    /// The window counted: 30d, 24h, 15m, 90s...
+    #[arg(long, value_name = "WINDOW", default_value = "30d",
+          value_parser = units::parse_window)]
+    window: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
+    format: StatsFormat,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::other(format!("start the async runtime: {e}")))
+}
+
+pub fn ship(global: &Global, args: &ShipArgs) -> Result<(), Failure> {
+    let store = open_reader(global)?;
+    let options = ShipOptions {
+        replicas: args.replicas,
+        batch: args.batch,
+        ..args.nats.options()
+    };
+    let shipper = Shipper::new(&store, options)?;
+    let watcher = shipper.clone();
+    let running = shipper.clone();
+    let until_caught_up = args.until_caught_up;
+    let terminal = std::io::stderr().is_terminal();
+    runtime()?.block_on(async move {
+        let report =
+            async {
+                let mut last_line = std::time::Instant::now();
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let p = watcher.progress();
+                    if until_caught_up && p.connected && p.lag() == 0 {
+                        return;
+                    }
+                    if last_line.elapsed() >= Duration::from_secs(if terminal { 1 } else { 5 }) {
+                        eprintln!(
+                        "shipped {} of {} (lag {}), {}; published {}, duplicates {}, failures {}",
+                        p.shipped,
+                        p.committed,
+                        p.lag(),
+                        if p.connected { "connected" } else { "not connected" },
+                        p.published,
+                        p.duplicates,
+                        p.failures
+                    );
+                        last_line = std::time::Instant::now();
+                    }
+                }
+            };
+        running.run(report).await
+    })?;
+    let p = shipper.progress();
+    let mut out = Out::new();
+    out.line(&serde_json::json!({ "shipped": p.shipped, "lag": p.lag() }).to_string())?;
+    out.flush()
+}
+
+pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failure> {
+    for (field, id) in [
+        (enforcelog::Field::TenantId, &args.tenant),
+        (enforcelog::Field::RuleId, &args.rule),
+    ] {
+        if let Some(id) = id {
+            enforcelog::event::check_id(field, id)?;
+        }
+    }
+    let options = args.nats.options();
+    options.validate()?;
+    let view = runtime()?.block_on(fold_fleet(&options, vec![args.window]))?;
+    let as_of = args.as_of.unwrap_or_else(now_us);
+    let rules: Vec<_> = view
+        .stats_all(as_of)
+        .into_iter()
+        .filter(|r| args.tenant.as_ref().is_none_or(|t| *t == r.tenant_id))
+        .filter(|r| args.rule.as_ref().is_none_or(|x| *x == r.rule_id))
+        .collect();
+    let mut out = Out::new();
+    match args.format {
+        StatsFormat::Json => {
+            let mut report = enforcelog::stats_report(as_of, &rules);
+            report["window"] = Value::String(units::window_label(args.window));
+            report["stores"] = Value::from(view.stores());
+            report["duplicates_dropped"] = Value::from(view.duplicates);
+            let text = serde_json::to_string_pretty(&report)
+                .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
+            out.line(&text)?;
+        }
+        StatsFormat::Table => stats_table(&rules, args.window).print(&mut out)?,
+    }
+    out.flush()
+}
