@@ -600,3 +600,69 @@ fn cli_ship_then_fleet_stats_match_the_store_stats() {
     assert_eq!(fleet["stores"], 1);
     assert_eq!(fleet["duplicates_dropped"], 0);
 }
+
+/// Needs no server: bad options are refused by name, and a shipped-offset
+/// file from another store (copied along with a directory) is refused, not
+/// trusted.
+#[test]
+fn bad_options_and_a_foreign_offset_file_are_refused() {
+    for (options, name) in [
+        (
+            ShipOptions {
+                servers: vec![],
+                ..ShipOptions::default()
+            },
+            "servers",
+        ),
+        (
+            ShipOptions {
+                stream: "a.b".into(),
+                ..ShipOptions::default()
+            },
+            "stream",
+        ),
+        (
+            ShipOptions {
+                subject_prefix: "a..b".into(),
+                ..ShipOptions::default()
+            },
+            "subject_prefix",
+        ),
+        (
+            ShipOptions {
+                replicas: 0,
+                ..ShipOptions::default()
+            },
+            "replicas",
+        ),
+        (
+            ShipOptions {
+                batch: 0,
+                ..ShipOptions::default()
+            },
+            "batch",
+        ),
+    ] {
+        match options.validate() {
+            Err(enforcelog::Error::InvalidOptions { name: got, .. }) => assert_eq!(got, name),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open_store(&tmp.path().join("a"));
+    let b = open_store(&tmp.path().join("b"));
+    std::fs::create_dir_all(a.dir().join("ship")).unwrap();
+    let foreign = format!("enforcelog-ship 1 {} 7\n", b.store_id().unwrap());
+    std::fs::write(a.dir().join("ship/ENFORCELOG.offset"), foreign).unwrap();
+    match Shipper::new(&a, ShipOptions::default()) {
+        Err(enforcelog::Error::Corruption { reason, .. }) => {
+            assert!(reason.contains("belongs to store"), "{reason}")
+        }
+        other => panic!("a foreign offset file was accepted: {other:?}"),
+    }
+    std::fs::write(a.dir().join("ship/ENFORCELOG.offset"), "garbage").unwrap();
+    assert!(matches!(
+        Shipper::new(&a, ShipOptions::default()),
+        Err(enforcelog::Error::Corruption { .. })
+    ));
+}
