@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 
 use super::ShipOptions;
 use crate::error::{Error, Result};
@@ -28,7 +29,7 @@ pub const OFFSET_HEADER: &str = "Enforcelog-Offset";
 pub const TIME_HEADER: &str = "Enforcelog-Time";
 
 /// The offsets of one store seen so far.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Seen {
     /// Every offset below this was seen.
     below: u64,
@@ -49,6 +50,9 @@ impl Seen {
     }
 }
 
+/// (tenant, rule).
+type RuleKey = (String, String);
+
 /// Trigger statistics over every store that ships to one stream.
 #[derive(Debug)]
 pub struct FleetView {
@@ -56,7 +60,7 @@ pub struct FleetView {
     /// Every event's action and time by (tenant, rule): what answers an
     /// as-of whose window reaches into what `stats` folded away, as a
     /// store's log does for the store.
-    history: HashMap<(String, String), Vec<(Action, i64)>>,
+    history: HashMap<RuleKey, Vec<(Action, i64)>>,
     seen: HashMap<String, Seen>,
     /// Distinct entries folded in.
     pub entries: u64,
@@ -139,6 +143,54 @@ impl FleetView {
         out
     }
 
+    /// The view as bytes (MessagePack), for a checkpoint.
+    fn snapshot(&self) -> Vec<u8> {
+        let history: Vec<(&RuleKey, Vec<(u8, i64)>)> = self
+            .history
+            .iter()
+            .map(|(k, v)| (k, v.iter().map(|&(a, t)| (a.code(), t)).collect()))
+            .collect();
+        let state = (
+            self.stats.snapshot(),
+            history,
+            &self.seen,
+            self.entries,
+            self.duplicates,
+            self.stream_sequence,
+        );
+        rmp_serde::to_vec(&state).expect("a fleet view always encodes")
+    }
+
+    /// Restores a [`FleetView::snapshot`]; `windows` must be the ones it
+    /// was taken with.
+    fn restore(windows: Vec<Duration>, bytes: &[u8]) -> std::result::Result<FleetView, String> {
+        type State = (
+            Vec<u8>,
+            Vec<(RuleKey, Vec<(u8, i64)>)>,
+            HashMap<String, Seen>,
+            u64,
+            u64,
+            u64,
+        );
+        let (stats_bytes, history, seen, entries, duplicates, stream_sequence): State =
+            rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut view = FleetView::new(windows);
+        view.stats.restore(&stats_bytes)?;
+        for (key, events) in history {
+            let events = events
+                .into_iter()
+                .map(|(code, t)| Action::from_code(code).map(|a| (a, t)))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("unknown action code in a fleet checkpoint")?;
+            view.history.insert(key, events);
+        }
+        view.seen = seen;
+        view.entries = entries;
+        view.duplicates = duplicates;
+        view.stream_sequence = stream_sequence;
+        Ok(view)
+    }
+
     /// Gap markers folded in, and the events they say were dropped.
     pub fn gaps(&self) -> (u64, u64) {
         self.stats.gaps()
@@ -191,6 +243,198 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
             Err(e) => return Err(remote("create a consumer")(e.into())),
         }
     };
+    fold_until(&consumer, &mut view, last, false).await?;
+    Ok(view)
+}
+
+/// A durable fleet reader: a durable JetStream consumer named `name`, and a
+/// checkpoint of the folded view in a local directory, so that a restart
+/// reads only what arrived since.
+///
+/// Each batch is folded, the checkpoint written (temporary file, fsync,
+/// rename), and only then the batch acknowledged (the consumer acks all up
+/// to a message): a crash between the two makes JetStream deliver the
+/// batch again, which the view skips by stream sequence.
+#[derive(Debug)]
+pub struct FleetConsumer {
+    view: FleetView,
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    stream: async_nats::jetstream::stream::Stream,
+    state_dir: std::path::PathBuf,
+}
+
+const FLEET_CHECKPOINT_VERSION: u32 = 1;
+
+impl FleetConsumer {
+    /// Opens (or creates) the durable consumer `name` and the view
+    /// checkpointed in `state_dir` (a missing, damaged or differently
+    /// configured checkpoint starts the view over, from the stream's start).
+    pub async fn open(
+        options: &ShipOptions,
+        name: &str,
+        state_dir: &std::path::Path,
+        windows: Vec<Duration>,
+    ) -> Result<FleetConsumer> {
+        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        let view = match load_view(state_dir, name, &windows) {
+            Ok(Some(view)) => view,
+            Ok(None) => FleetView::new(windows.clone()),
+            Err(reason) => {
+                tracing::warn!(%reason, "fleet checkpoint unusable; folding the stream from its start");
+                FleetView::new(windows.clone())
+            }
+        };
+        let js = options.connect().await?;
+        let stream = js
+            .get_stream(&options.stream)
+            .await
+            .map_err(|e| Error::Remote {
+                op: "find the JetStream stream",
+                reason: e.to_string(),
+            })?;
+        let config = pull::Config {
+            durable_name: Some(name.to_string()),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: view.stream_sequence + 1,
+            },
+            ack_policy: AckPolicy::All,
+            filter_subject: format!("{}.>", options.subject_prefix),
+            ..Default::default()
+        };
+        let remote = |e: &dyn std::fmt::Display| Error::Remote {
+            op: "create the durable fleet consumer",
+            reason: e.to_string(),
+        };
+        let mut consumer = stream
+            .get_or_create_consumer(name, config.clone())
+            .await
+            .map_err(|e| remote(&e))?;
+        // A consumer acknowledged past the checkpoint (the checkpoint was
+        // lost or replaced) would skip what the view never folded: start it
+        // again where the view is.
+        if consumer.cached_info().ack_floor.stream_sequence > view.stream_sequence {
+            tracing::warn!(
+                consumer = name,
+                "fleet consumer is ahead of its checkpoint; recreating it"
+            );
+            stream.delete_consumer(name).await.map_err(|e| remote(&e))?;
+            consumer = stream
+                .get_or_create_consumer(name, config)
+                .await
+                .map_err(|e| remote(&e))?;
+        }
+        Ok(FleetConsumer {
+            view,
+            consumer,
+            stream,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// Folds everything the stream holds now; returns the messages folded.
+    pub async fn catch_up(&mut self) -> Result<u64> {
+        let last = self
+            .stream
+            .info()
+            .await
+            .map_err(|e| Error::Remote {
+                op: "read the stream's state",
+                reason: e.to_string(),
+            })?
+            .state
+            .last_sequence;
+        let before = self.view.stream_sequence;
+        while self.view.stream_sequence < last {
+            let Some(message) = fold_until(&self.consumer, &mut self.view, last, true).await?
+            else {
+                break;
+            };
+            self.save()?;
+            message.ack().await.map_err(|e| Error::Remote {
+                op: "acknowledge to the fleet consumer",
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(self.view.stream_sequence - before)
+    }
+
+    /// The view folded so far.
+    pub fn view(&self) -> &FleetView {
+        &self.view
+    }
+
+    /// The view, giving up the consumer.
+    pub fn into_view(self) -> FleetView {
+        self.view
+    }
+
+    fn save(&self) -> Result<()> {
+        let storage = crate::storage::FileStorage;
+        let dir = &self.state_dir;
+        crate::storage::Storage::create_dir_all(&storage, dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let checkpoint = crate::projection::checkpoint::Checkpoint {
+            snapshot_version: FLEET_CHECKPOINT_VERSION,
+            offset: self.view.stream_sequence,
+            anchor_crc: 0,
+            anchor_ts: 0,
+            store_id: 0,
+            snapshot: self.view.snapshot(),
+        };
+        crate::log::dir::write_file_atomically(
+            &storage,
+            dir,
+            &checkpoint_name(self.consumer.cached_info().name.as_str()),
+            &checkpoint.encode(),
+            true,
+        )
+    }
+}
+
+fn checkpoint_name(consumer: &str) -> String {
+    format!("{consumer}.fleet")
+}
+
+fn load_view(
+    dir: &std::path::Path,
+    name: &str,
+    windows: &[Duration],
+) -> std::result::Result<Option<FleetView>, String> {
+    let path = dir.join(checkpoint_name(name));
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let checkpoint = crate::projection::checkpoint::Checkpoint::decode(&bytes)?;
+    if checkpoint.snapshot_version != FLEET_CHECKPOINT_VERSION {
+        return Err(format!(
+            "fleet checkpoint version {}",
+            checkpoint.snapshot_version
+        ));
+    }
+    FleetView::restore(windows.to_vec(), &checkpoint.snapshot).map(Some)
+}
+
+/// Fetches from `consumer` and folds until the view reaches stream sequence
+/// `last`. With `acked`, every batch is checkpointed by the caller's
+/// `save` before its last message is acknowledged (the consumer acks all).
+async fn fold_until(
+    consumer: &async_nats::jetstream::consumer::Consumer<
+        async_nats::jetstream::consumer::pull::Config,
+    >,
+    view: &mut FleetView,
+    last: u64,
+    acked: bool,
+) -> Result<Option<async_nats::jetstream::Message>> {
+    let remote = |op: &'static str| {
+        move |e: Box<dyn std::error::Error + Send + Sync>| Error::Remote {
+            op,
+            reason: e.to_string(),
+        }
+    };
+    let mut last_message = None;
     let mut idle_since = std::time::Instant::now();
     while view.stream_sequence < last {
         let mut batch = consumer
@@ -207,6 +451,9 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
             let info = message
                 .info()
                 .map_err(|e| remote("read a message's metadata")(e))?;
+            if info.stream_sequence <= view.stream_sequence {
+                continue; // delivered again after a restart: folded already
+            }
             view.stream_sequence = info.stream_sequence;
             let headers = message.headers.as_ref();
             let header = |name: &str| {
@@ -234,6 +481,12 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
                 });
             };
             view.fold(&store, offset, time, &message.payload)?;
+            if acked {
+                last_message = Some(message);
+            }
+        }
+        if acked && last_message.is_some() {
+            return Ok(last_message);
         }
         if got > 0 {
             idle_since = std::time::Instant::now();
@@ -247,7 +500,7 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
             });
         }
     }
-    Ok(view)
+    Ok(last_message)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub mod subject;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use fleet::{fold_fleet, FleetView};
+pub use fleet::{fold_fleet, FleetConsumer, FleetView};
 pub use shipper::{ShipProgress, Shipper};
 
 use crate::error::{Error, Result};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use enforcelog::now_us;
-use enforcelog::ship::{fold_fleet, ShipOptions, Shipper};
+use enforcelog::ship::{fold_fleet, FleetConsumer, ShipOptions, Shipper};
 use serde_json::Value;
 
 use crate::failure::Failure;
@@ -35,7 +35,9 @@ Read the whole JetStream stream the shippers publish to and print trigger
 statistics for the fleet, in the formats of `stats`: each (store, offset)
 is counted once however often it was sent, whatever order the hosts'
 events arrive in. The window is counted back from --as-of (default now).
-Needs no store directory.";
+Needs no store directory. Without --state the whole stream is read each
+time; with --state DIR a durable consumer is kept and the folded view
+checkpointed in DIR, so the next call reads only what arrived since.";
 
 #[derive(Debug, Args)]
 pub struct NatsArgs {
@@ -109,6 +111,18 @@ pub struct FleetStatsArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
     format: StatsFormat,
+    /// Keep a durable consumer and a checkpoint of the folded view in DIR,
+    /// so the next call reads only what arrived since.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// The durable consumer's name (with --state).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "enforcelog-fleet",
+        requires = "state"
+    )]
+    consumer: String,
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -175,7 +189,18 @@ pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failur
     }
     let options = args.nats.options();
     options.validate()?;
-    let view = runtime()?.block_on(fold_fleet(&options, vec![args.window]))?;
+    let windows = vec![args.window];
+    let view = runtime()?.block_on(async {
+        match &args.state {
+            None => fold_fleet(&options, windows).await,
+            Some(dir) => {
+                let mut reader =
+                    FleetConsumer::open(&options, &args.consumer, dir, windows).await?;
+                reader.catch_up().await?;
+                Ok(reader.into_view())
+            }
+        }
+    })?;
     let as_of = args.as_of.unwrap_or_else(now_us);
     let rules: Vec<_> = view
         .stats_all(as_of)
