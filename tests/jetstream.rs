@@ -767,3 +767,83 @@ fn the_durable_fleet_consumer_resumes_from_its_checkpoint() {
         exact(reader.view(), &both);
     });
 }
+
+/// `enforcelog ship` killed with SIGKILL mid-stream, then run again: the
+/// fleet holds every event exactly once.
+#[test]
+fn cli_ship_killed_mid_stream_then_rerun_loses_and_doubles_nothing() {
+    if !nats_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("host");
+    let seed = common::seed_or(0x0516_1C11);
+    let events = events(seed, 40_000);
+    let store = open_store(&dir);
+    record(&store, &events);
+    store.close().unwrap();
+    drop(store);
+    let exe = env!("CARGO_BIN_EXE_enforcelog");
+    let dir_arg = dir.display().to_string();
+    let url = server.url();
+    let offset_file = dir.join("ship/ENFORCELOG.offset");
+    let mut child = Command::new(exe)
+        .args([
+            "--data-dir",
+            &dir_arg,
+            "ship",
+            "--nats",
+            &url,
+            "--batch",
+            "64",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start ship");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shipped = |path: &Path| -> u64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().rsplit(' ').next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    };
+    // Killed at a seeded point of the run.
+    let target = common::Rng::new(seed).range(1_000..30_000);
+    while shipped(&offset_file) < target {
+        assert!(
+            Instant::now() < deadline,
+            "ship did not reach offset {target}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let at_kill = shipped(&offset_file);
+    assert!(at_kill < 40_000, "shipped everything before the kill");
+    let out = Command::new(exe)
+        .args([
+            "--data-dir",
+            &dir_arg,
+            "ship",
+            "--nats",
+            &url,
+            "--until-caught-up",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = runtime();
+    let (found, view) = rt.block_on(fleet(&ship_options(vec![url], 1)));
+    eprintln!(
+        "killed at offset {at_kill} of 40000; fleet folded {} (+{} duplicates)",
+        view.entries, view.duplicates
+    );
+    assert_eq!(view.entries, 40_000, "seed {seed}");
+    assert_eq!(found, brute_force(events.iter()), "seed {seed}");
+}
