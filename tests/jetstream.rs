@@ -217,6 +217,48 @@ async fn caught_up(shippers: &[Shipper], within: Duration) {
     }
 }
 
+/// One shipper per store, running on the test's runtime until stopped.
+struct Running {
+    shippers: Vec<Shipper>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<enforcelog::Result<()>>>,
+}
+
+impl Running {
+    fn start(stores: &[Store], options: &ShipOptions) -> Running {
+        let shippers: Vec<Shipper> = stores
+            .iter()
+            .map(|s| Shipper::new(s, options.clone()).expect("shipper"))
+            .collect();
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let tasks = shippers
+            .iter()
+            .map(|s| {
+                let s = s.clone();
+                let mut stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    s.run(async move {
+                        let _ = stop.wait_for(|&v| v).await;
+                    })
+                    .await
+                })
+            })
+            .collect();
+        Running {
+            shippers,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.await.expect("task").expect("shipper ran");
+        }
+    }
+}
+
 fn open_store(dir: &Path) -> Store {
     Store::open(dir, store_options()).expect("open store")
 }
@@ -241,24 +283,8 @@ fn three_stores_ship_concurrently_and_fleet_stats_are_the_exact_union() {
     let options = ship_options(vec![server.url()], 1);
     let rt = runtime();
     rt.block_on(async {
-        let shippers: Vec<Shipper> = stores
-            .iter()
-            .map(|s| Shipper::new(s, options.clone()).expect("shipper"))
-            .collect();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let tasks: Vec<_> = shippers
-            .iter()
-            .map(|s| {
-                let s = s.clone();
-                let mut stop = stop_rx.clone();
-                tokio::spawn(async move {
-                    s.run(async move {
-                        let _ = stop.wait_for(|&v| v).await;
-                    })
-                    .await
-                })
-            })
-            .collect();
+        let running = Running::start(&stores, &options);
+        let shippers = &running.shippers;
         let started = Instant::now();
         // Recording goes on while the shippers run.
         std::thread::scope(|scope| {
@@ -266,12 +292,9 @@ fn three_stores_ship_concurrently_and_fleet_stats_are_the_exact_union() {
                 scope.spawn(move || record(store, events));
             }
         });
-        caught_up(&shippers, Duration::from_secs(120)).await;
+        caught_up(shippers, Duration::from_secs(120)).await;
         let elapsed = started.elapsed();
-        let _ = stop_tx.send(true);
-        for t in tasks {
-            t.await.expect("task").expect("shipper ran");
-        }
+        running.stop().await;
         let total = per_store.iter().sum::<usize>() as u64;
         eprintln!(
             "shipped {total} events from 3 stores in {:.2} s: {:.0} events/s",
@@ -459,24 +482,8 @@ fn a_replicated_stream_keeps_taking_events_while_a_node_restarts() {
     };
     let rt = runtime();
     rt.block_on(async {
-        let shippers: Vec<Shipper> = stores
-            .iter()
-            .map(|s| Shipper::new(s, options.clone()).expect("shipper"))
-            .collect();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let tasks: Vec<_> = shippers
-            .iter()
-            .map(|s| {
-                let s = s.clone();
-                let mut stop = stop_rx.clone();
-                tokio::spawn(async move {
-                    s.run(async move {
-                        let _ = stop.wait_for(|&v| v).await;
-                    })
-                    .await
-                })
-            })
-            .collect();
+        let running = Running::start(&stores, &options);
+        let shippers = &running.shippers;
         let started = Instant::now();
         // First halves, then one node goes down, second halves, node back.
         for (store, events) in stores.iter().zip(&all) {
@@ -495,9 +502,9 @@ fn a_replicated_stream_keeps_taking_events_while_a_node_restarts() {
         }
         // The stream keeps its quorum (2 of 3): shipping goes on, the
         // shippers on the lost node reconnecting to the others.
-        caught_up(&shippers, Duration::from_secs(120)).await;
+        caught_up(shippers, Duration::from_secs(120)).await;
         let while_down = stopped.elapsed();
-        for s in &shippers {
+        for s in shippers {
             eprintln!("{:?}", s.progress());
         }
         nodes[1].resume();
@@ -508,12 +515,9 @@ fn a_replicated_stream_keeps_taking_events_while_a_node_restarts() {
         for (store, events) in stores.iter().zip(&more) {
             record(store, events);
         }
-        caught_up(&shippers, Duration::from_secs(120)).await;
+        caught_up(shippers, Duration::from_secs(120)).await;
         let steady = steady.elapsed();
-        let _ = stop_tx.send(true);
-        for t in tasks {
-            t.await.expect("task").expect("shipper ran");
-        }
+        running.stop().await;
         eprintln!(
             "3-node R3 cluster: 30000 events from 2 stores in {:.2} s; the first 5000 after \
              {:.2} s (cluster forming), the second half with node-1 down in {:.2} s",

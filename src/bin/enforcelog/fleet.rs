@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::failure::Failure;
 use crate::output::Out;
-use crate::read::{stats_table, StatsFormat};
+use crate::read::{stats_table, StatsArgs, StatsFormat};
 use crate::store_dir::open_reader;
 use crate::units;
 use crate::Global;
@@ -95,22 +95,9 @@ pub struct ShipArgs {
 pub struct FleetStatsArgs {
     #[command(flatten)]
     nats: NatsArgs,
-    /// Only this tenant's rules.
-    #[arg(long, value_name = "T")]
-    tenant: Option<String>,
-    /// Only this rule.
-    #[arg(long, value_name = "R")]
-    rule: Option<String>,
-    /// The instant the statistics are computed at (default: now).
-    #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
-    as_of: Option<i64>,
-    /// The window counted: 30d, 24h, 15m, 90s...
-    #[arg(long, value_name = "WINDOW", default_value = "30d",
-          value_parser = units::parse_window)]
-    window: Duration,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
-    format: StatsFormat,
+    /// What to show, as for `stats`.
+    #[command(flatten)]
+    stats: StatsArgs,
     /// Keep a durable consumer and a checkpoint of the folded view in DIR,
     /// so the next call reads only what arrived since.
     #[arg(long, value_name = "DIR")]
@@ -180,8 +167,8 @@ pub fn ship(global: &Global, args: &ShipArgs) -> Result<(), Failure> {
 
 pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failure> {
     for (field, id) in [
-        (enforcelog::Field::TenantId, &args.tenant),
-        (enforcelog::Field::RuleId, &args.rule),
+        (enforcelog::Field::TenantId, &args.stats.tenant),
+        (enforcelog::Field::RuleId, &args.stats.rule),
     ] {
         if let Some(id) = id {
             enforcelog::event::check_id(field, id)?;
@@ -189,7 +176,7 @@ pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failur
     }
     let options = args.nats.options();
     options.validate()?;
-    let windows = vec![args.window];
+    let windows = vec![args.stats.window];
     let view = runtime()?.block_on(async {
         match &args.state {
             None => fold_fleet(&options, windows).await,
@@ -201,25 +188,25 @@ pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failur
             }
         }
     })?;
-    let as_of = args.as_of.unwrap_or_else(now_us);
+    let as_of = args.stats.as_of.unwrap_or_else(now_us);
     let rules: Vec<_> = view
         .stats_all(as_of)
         .into_iter()
-        .filter(|r| args.tenant.as_ref().is_none_or(|t| *t == r.tenant_id))
-        .filter(|r| args.rule.as_ref().is_none_or(|x| *x == r.rule_id))
+        .filter(|r| args.stats.tenant.as_ref().is_none_or(|t| *t == r.tenant_id))
+        .filter(|r| args.stats.rule.as_ref().is_none_or(|x| *x == r.rule_id))
         .collect();
     let mut out = Out::new();
-    match args.format {
+    match args.stats.format {
         StatsFormat::Json => {
             let mut report = enforcelog::stats_report(as_of, &rules);
-            report["window"] = Value::String(units::window_label(args.window));
+            report["window"] = Value::String(units::window_label(args.stats.window));
             report["stores"] = Value::from(view.stores());
             report["duplicates_dropped"] = Value::from(view.duplicates);
             let text = serde_json::to_string_pretty(&report)
                 .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
             out.line(&text)?;
         }
-        StatsFormat::Table => stats_table(&rules, args.window).print(&mut out)?,
+        StatsFormat::Table => stats_table(&rules, args.stats.window).print(&mut out)?,
     }
     out.flush()
 }

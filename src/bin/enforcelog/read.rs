@@ -118,20 +118,20 @@ pub struct QueryArgs {
 pub struct StatsArgs {
     /// Only this tenant's rules.
     #[arg(long, value_name = "T")]
-    tenant: Option<String>,
+    pub tenant: Option<String>,
     /// Only this rule (of every tenant, or of --tenant).
     #[arg(long, value_name = "R")]
-    rule: Option<String>,
+    pub rule: Option<String>,
     /// The instant the statistics are computed at (default: now).
     #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
-    as_of: Option<i64>,
+    pub as_of: Option<i64>,
     /// The window counted: 30d, 24h, 15m, 90s...
     #[arg(long, value_name = "WINDOW", default_value = "30d",
           value_parser = units::parse_window)]
-    window: Duration,
+    pub window: Duration,
     /// Output format.
     #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
-    format: StatsFormat,
+    pub format: StatsFormat,
 }
 
 #[derive(Debug, Args)]
