@@ -259,6 +259,19 @@ impl Running {
     }
 }
 
+/// Runs `shipper` until everything its store committed is shipped.
+async fn ship_until_caught_up(shipper: &Shipper) {
+    let watcher = shipper.clone();
+    shipper
+        .run(async move {
+            while watcher.progress().lag() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("shipper ran");
+}
+
 fn open_store(dir: &Path) -> Store {
     Store::open(dir, store_options()).expect("open store")
 }
@@ -351,28 +364,12 @@ fn a_shipper_stopped_mid_stream_resumes_without_loss_or_double_count() {
             stopped_at,
             "resumes from the saved offset"
         );
-        let watcher = second.clone();
-        second
-            .run(async move {
-                while watcher.progress().lag() > 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-            .unwrap();
+        ship_until_caught_up(&second).await;
 
         // A shipper that lost its offset file sends everything again.
         std::fs::remove_dir_all(store.dir().join("ship")).unwrap();
         let third = Shipper::new(&store, options.clone()).unwrap();
-        let watcher = third.clone();
-        third
-            .run(async move {
-                while watcher.progress().lag() > 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-            .unwrap();
+        ship_until_caught_up(&third).await;
         let p = third.progress();
         assert_eq!(p.published, events.len() as u64);
         assert_eq!(
@@ -709,17 +706,7 @@ fn the_durable_fleet_consumer_resumes_from_its_checkpoint() {
     rt.block_on(async {
         let ship_all = |store: &Store| {
             let shipper = Shipper::new(store, options.clone()).unwrap();
-            let watcher = shipper.clone();
-            async move {
-                shipper
-                    .run(async move {
-                        while watcher.progress().lag() > 0 {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    })
-                    .await
-                    .unwrap()
-            }
+            async move { ship_until_caught_up(&shipper).await }
         };
         let exact = |view: &enforcelog::ship::FleetView, events: &[&Event]| {
             let found: Expected = view
