@@ -24,7 +24,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::dir;
 use crate::error::{Error, Result};
-use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::storage::{read_all, OpenMode, Storage};
 
 /// The id file's name.
@@ -138,40 +137,6 @@ pub(crate) fn store(storage: &dyn Storage, dir: &Path, id: StoreId) -> Result<()
         format!("{id}\n").as_bytes(),
         true,
     )
-}
-
-/// Checks that every segment in `bases` belongs to this store: its tag is
-/// `id`'s, or zero (written before ids existed) and before any tagged one.
-/// Reads only the headers; a header that does not decode is left to the
-/// segment checks that follow (it may be an unfinished creation).
-pub(crate) fn check_segments(
-    storage: &dyn Storage,
-    dir: &Path,
-    bases: &[u64],
-    id: Option<StoreId>,
-) -> Result<()> {
-    let mut tagged_seen = false;
-    for &base in bases {
-        let path = dir::segment_path(dir, base);
-        let file = storage
-            .open(&path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &path, e))?;
-        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
-        if len < SEGMENT_HEADER_LEN as u64 {
-            continue;
-        }
-        let mut head = [0u8; SEGMENT_HEADER_LEN];
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| Error::io("read", &path, e))?;
-        let Ok(header) = SegmentHeader::decode(&head) else {
-            continue;
-        };
-        if let Some(reason) = foreign_reason(header.store_tag, id, tagged_seen) {
-            return Err(Error::corruption(&path, 12, reason));
-        }
-        tagged_seen |= header.store_tag != 0;
-    }
-    Ok(())
 }
 
 /// Why a segment with `tag` does not belong to the store `id`, if it does

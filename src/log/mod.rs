@@ -261,22 +261,20 @@ impl Log {
         let dir = dir.to_path_buf();
         prepare_dir(&*storage, &dir)?;
         let lock = dir::lock(&*storage, &dir)?;
-        let known_id = identity::load(&*storage, &dir)?;
-        let listing = dir::list(&*storage, &dir)?;
-        identity::check_segments(&*storage, &dir, &listing.segments, known_id)?;
+        let mut known_id = identity::load(&*storage, &dir)?;
+        if known_id.is_none() && dir::list(&*storage, &dir)?.segments.is_empty() {
+            // A new store: the id must be durable before the first segment
+            // carries its tag.
+            known_id = Some(assign_store_id(&*storage, &dir)?);
+        }
+        let mut opened =
+            recovery::open_segments(&*storage, &dir, &options, Access::Writer, known_id)?;
+        // A store made before store ids gets one once its segments checked
+        // out, so that a refused open changes nothing.
         let store_id = match known_id {
             Some(id) => id,
-            None => {
-                // A new store, or one made before store ids existed: the
-                // id must be durable before any segment carries its tag.
-                let id = StoreId::generate();
-                identity::store(&*storage, &dir, id)?;
-                info!(dir = %dir.display(), store_id = %id, "assigned a store id");
-                id
-            }
+            None => assign_store_id(&*storage, &dir)?,
         };
-        let mut opened =
-            recovery::open_segments(&*storage, &dir, &options, Access::Writer, store_id.tag())?;
         if let Some(end) = keep_below {
             recovery::drop_unacknowledged(&mut opened.segments.active, end)?;
         }
@@ -359,9 +357,9 @@ impl Log {
         }
         dir::check_version(&*storage, &dir)?;
         let store_id = identity::load(&*storage, &dir)?;
-        identity::check_segments(&*storage, &dir, &listing.segments, store_id)?;
         let options = LogOptions::default();
-        let opened = recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly, 0)?;
+        let opened =
+            recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly, store_id)?;
         let shared = Arc::new(Shared {
             storage,
             dir,
@@ -389,19 +387,12 @@ impl Log {
             return Ok(());
         }
         let shared = &self.inner.shared;
-        let listing = dir::list(&*shared.storage, &shared.dir)?;
-        identity::check_segments(
-            &*shared.storage,
-            &shared.dir,
-            &listing.segments,
-            shared.store_id,
-        )?;
         let opened = recovery::open_segments(
             &*shared.storage,
             &shared.dir,
             &shared.options,
             Access::ReadOnly,
-            0,
+            shared.store_id,
         )?;
         *shared.write_segments() = opened.segments;
         shared.notify_committed();
@@ -642,6 +633,14 @@ impl Log {
 
 /// Creates the log directory and its version file, or checks an existing
 /// one. A directory that holds anything else is refused untouched.
+/// Creates and durably writes a new store id.
+fn assign_store_id(storage: &dyn Storage, dir: &Path) -> Result<StoreId> {
+    let id = StoreId::generate();
+    identity::store(storage, dir, id)?;
+    info!(dir = %dir.display(), store_id = %id, "assigned a store id");
+    Ok(id)
+}
+
 fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let exists = storage.exists(dir).map_err(|e| Error::io("stat", dir, e))?;
     if !exists {

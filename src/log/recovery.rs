@@ -33,6 +33,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::dir;
+use super::identity::{foreign_reason, StoreId};
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
@@ -253,16 +254,23 @@ pub(crate) struct Opened {
 
 /// Opens every segment of the log in `dir`.
 ///
-/// `store_tag` goes into any segment the open creates (a writer's first
-/// segment, or one whose creation did not finish). Which store each segment
-/// belongs to is checked before, by `identity::check_segments`.
+/// Every segment must belong to the store `store_id` (the id on disk, if
+/// any; see `identity::foreign_reason`), checked as its header is read. Its
+/// tag goes into any segment the open creates (a writer's first segment, or
+/// one whose creation did not finish); without an id, such a segment is
+/// untagged, like the segments before it.
 pub(crate) fn open_segments(
     storage: &dyn Storage,
     dir: &Path,
     options: &LogOptions,
     access: Access,
-    store_tag: u32,
+    store_id: Option<StoreId>,
 ) -> Result<Opened> {
+    let store_tag = store_id.map_or(0, StoreId::tag);
+    let mut owner = Owner {
+        store_id,
+        tagged_seen: false,
+    };
     let listing = dir::list(storage, dir)?;
     let mut sealed = Vec::new();
     let mut rebuilt_indexes = Vec::new();
@@ -280,12 +288,13 @@ pub(crate) fn open_segments(
             ));
         }
         if i + 1 < count {
-            let (segment, rebuilt) = open_sealed(storage, dir, base, options)?;
+            let (segment, rebuilt) = open_sealed(storage, dir, base, options, &mut owner)?;
             expected_base = segment.next_offset;
             sealed.push(Arc::new(segment));
             rebuilt_indexes.extend(rebuilt);
         } else {
-            let (active, torn_bytes) = open_last(storage, dir, base, options, access, store_tag)?;
+            let (active, torn_bytes) =
+                open_last(storage, dir, base, options, access, store_tag, &mut owner)?;
             // Only now that every segment checked out: an open that fails
             // leaves the directory as it found it.
             if access == Access::Writer {
@@ -310,9 +319,20 @@ pub(crate) fn open_segments(
     })
 }
 
-fn check_header(path: &Path, bytes: &[u8], base: u64) -> Result<()> {
+/// Which store the segments read so far belong to.
+struct Owner {
+    store_id: Option<StoreId>,
+    /// Whether a segment before carried a store tag.
+    tagged_seen: bool,
+}
+
+fn check_header(path: &Path, bytes: &[u8], base: u64, owner: &mut Owner) -> Result<()> {
     let header =
         SegmentHeader::decode(bytes).map_err(|e| Error::corruption(path, 0, e.reason()))?;
+    if let Some(reason) = foreign_reason(header.store_tag, owner.store_id, owner.tagged_seen) {
+        return Err(Error::corruption(path, 12, reason));
+    }
+    owner.tagged_seen |= header.store_tag != 0;
     if header.base_offset != base {
         return Err(Error::corruption(
             path,
@@ -334,6 +354,7 @@ fn open_sealed(
     dir: &Path,
     base: u64,
     options: &LogOptions,
+    owner: &mut Owner,
 ) -> Result<(SealedSegment, Option<SegmentIndex>)> {
     let path = dir::segment_path(dir, base);
     let file = storage
@@ -349,6 +370,7 @@ fn open_sealed(
         &path,
         &header[..len.min(SEGMENT_HEADER_LEN as u64) as usize],
         base,
+        owner,
     )?;
     if let Some(index) = load_index(storage, dir, base, len) {
         let segment = SealedSegment::new(base, index.next_offset, len, path, index.entries);
@@ -492,6 +514,7 @@ fn open_last(
     options: &LogOptions,
     access: Access,
     store_tag: u32,
+    owner: &mut Owner,
 ) -> Result<(ActiveSegment, u64)> {
     let path = dir::segment_path(dir, base);
     let mode = match access {
@@ -519,7 +542,7 @@ fn open_last(
             }
         };
     }
-    check_header(&path, &bytes, base)?;
+    check_header(&path, &bytes, base, owner)?;
     let scan = scan(
         &bytes,
         SEGMENT_HEADER_LEN as u64,
