@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::ShipOptions;
+use super::{remote, write_durably, ShipOptions};
 use crate::error::{Error, Result};
 use crate::payload;
 use crate::projection::Answer;
@@ -203,21 +203,15 @@ const STALL_LIMIT: Duration = Duration::from_secs(30);
 /// Reads the whole stream, as it is when called, into a [`FleetView`].
 pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result<FleetView> {
     use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
-    let remote = |op: &'static str| {
-        move |e: Box<dyn std::error::Error + Send + Sync>| Error::Remote {
-            op,
-            reason: e.to_string(),
-        }
-    };
     let js = options.connect().await?;
     let mut stream = js
         .get_stream(&options.stream)
         .await
-        .map_err(|e| remote("find the JetStream stream")(e.into()))?;
+        .map_err(remote("find the JetStream stream"))?;
     let last = stream
         .info()
         .await
-        .map_err(|e| remote("read the stream's state")(e.into()))?
+        .map_err(remote("read the stream's state"))?
         .state
         .last_sequence;
     let mut view = FleetView::new(windows);
@@ -240,7 +234,7 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
                 tracing::info!(error = %e, "creating the fleet consumer; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => return Err(remote("create a consumer")(e.into())),
+            Err(e) => return Err(remote("create a consumer")(e)),
         }
     };
     fold_until(&consumer, &mut view, last, false).await?;
@@ -289,10 +283,7 @@ impl FleetConsumer {
         let stream = js
             .get_stream(&options.stream)
             .await
-            .map_err(|e| Error::Remote {
-                op: "find the JetStream stream",
-                reason: e.to_string(),
-            })?;
+            .map_err(remote("find the JetStream stream"))?;
         let config = pull::Config {
             durable_name: Some(name.to_string()),
             deliver_policy: DeliverPolicy::ByStartSequence {
@@ -302,14 +293,10 @@ impl FleetConsumer {
             filter_subject: format!("{}.>", options.subject_prefix),
             ..Default::default()
         };
-        let remote = |e: &dyn std::fmt::Display| Error::Remote {
-            op: "create the durable fleet consumer",
-            reason: e.to_string(),
-        };
         let mut consumer = stream
             .get_or_create_consumer(name, config.clone())
             .await
-            .map_err(|e| remote(&e))?;
+            .map_err(remote("create the durable fleet consumer"))?;
         // A consumer acknowledged past the checkpoint (the checkpoint was
         // lost or replaced) would skip what the view never folded: start it
         // again where the view is.
@@ -318,11 +305,14 @@ impl FleetConsumer {
                 consumer = name,
                 "fleet consumer is ahead of its checkpoint; recreating it"
             );
-            stream.delete_consumer(name).await.map_err(|e| remote(&e))?;
+            stream
+                .delete_consumer(name)
+                .await
+                .map_err(remote("create the durable fleet consumer"))?;
             consumer = stream
                 .get_or_create_consumer(name, config)
                 .await
-                .map_err(|e| remote(&e))?;
+                .map_err(remote("create the durable fleet consumer"))?;
         }
         Ok(FleetConsumer {
             view,
@@ -338,10 +328,7 @@ impl FleetConsumer {
             .stream
             .info()
             .await
-            .map_err(|e| Error::Remote {
-                op: "read the stream's state",
-                reason: e.to_string(),
-            })?
+            .map_err(remote("read the stream's state"))?
             .state
             .last_sequence;
         let before = self.view.stream_sequence;
@@ -351,10 +338,10 @@ impl FleetConsumer {
                 break;
             };
             self.save()?;
-            message.ack().await.map_err(|e| Error::Remote {
-                op: "acknowledge to the fleet consumer",
-                reason: e.to_string(),
-            })?;
+            message
+                .ack()
+                .await
+                .map_err(remote("acknowledge to the fleet consumer"))?;
         }
         Ok(self.view.stream_sequence - before)
     }
@@ -370,10 +357,6 @@ impl FleetConsumer {
     }
 
     fn save(&self) -> Result<()> {
-        let storage = crate::storage::FileStorage;
-        let dir = &self.state_dir;
-        crate::storage::Storage::create_dir_all(&storage, dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
         let checkpoint = crate::projection::checkpoint::Checkpoint {
             snapshot_version: FLEET_CHECKPOINT_VERSION,
             offset: self.view.stream_sequence,
@@ -382,13 +365,8 @@ impl FleetConsumer {
             store_id: 0,
             snapshot: self.view.snapshot(),
         };
-        crate::log::dir::write_file_atomically(
-            &storage,
-            dir,
-            &checkpoint_name(self.consumer.cached_info().name.as_str()),
-            &checkpoint.encode(),
-            true,
-        )
+        let name = checkpoint_name(self.consumer.cached_info().name.as_str());
+        write_durably(&self.state_dir, &name, &checkpoint.encode())
     }
 }
 
@@ -428,12 +406,6 @@ async fn fold_until(
     last: u64,
     acked: bool,
 ) -> Result<Option<async_nats::jetstream::Message>> {
-    let remote = |op: &'static str| {
-        move |e: Box<dyn std::error::Error + Send + Sync>| Error::Remote {
-            op,
-            reason: e.to_string(),
-        }
-    };
     let mut last_message = None;
     let mut idle_since = std::time::Instant::now();
     while view.stream_sequence < last {
@@ -443,14 +415,14 @@ async fn fold_until(
             .expires(Duration::from_secs(1))
             .messages()
             .await
-            .map_err(|e| remote("fetch from the stream")(e.into()))?;
+            .map_err(remote("fetch from the stream"))?;
         let mut got = 0;
         while let Some(message) = batch.next().await {
-            let message = message.map_err(|e| remote("fetch from the stream")(e))?;
+            let message = message.map_err(remote("fetch from the stream"))?;
             got += 1;
             let info = message
                 .info()
-                .map_err(|e| remote("read a message's metadata")(e))?;
+                .map_err(remote("read a message's metadata"))?;
             if info.stream_sequence <= view.stream_sequence {
                 continue; // delivered again after a restart: folded already
             }

@@ -74,6 +74,25 @@ pub struct ShipOptions {
     pub retry_max: Duration,
 }
 
+/// The error for a failed remote request: `.map_err(remote("publish"))`.
+pub(crate) fn remote<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Remote {
+        op,
+        reason: e.to_string(),
+    }
+}
+
+/// Writes `dir/name` durably (temporary file, fsync, rename, directory
+/// fsync), creating `dir` if needed: the shipped offset and fleet
+/// checkpoints, which live on the real file system beside the store.
+pub(crate) fn write_durably(dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<()> {
+    use crate::storage::{FileStorage, Storage};
+    FileStorage
+        .create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    crate::log::dir::write_file_atomically(&FileStorage, dir, name, bytes, true)
+}
+
 impl Default for ShipOptions {
     fn default() -> Self {
         ShipOptions {
@@ -130,12 +149,6 @@ impl ShipOptions {
 
     /// Connects to the servers and returns a JetStream context.
     pub(crate) async fn connect(&self) -> Result<async_nats::jetstream::Context> {
-        let remote = |op: &'static str| {
-            move |e: std::io::Error| Error::Remote {
-                op,
-                reason: e.to_string(),
-            }
-        };
         let mut connect = async_nats::ConnectOptions::new()
             .require_tls(self.require_tls)
             .retry_on_initial_connect()
@@ -164,10 +177,7 @@ impl ShipOptions {
             op: "connect to NATS",
             reason: "no server answered in time".into(),
         })?
-        .map_err(|e| Error::Remote {
-            op: "connect to NATS",
-            reason: e.to_string(),
-        })?;
+        .map_err(remote("connect to NATS"))?;
         let mut js = async_nats::jetstream::new(client);
         js.set_timeout(self.ack_timeout);
         Ok(js)
@@ -188,9 +198,6 @@ impl ShipOptions {
         };
         js.get_or_create_stream(config)
             .await
-            .map_err(|e| Error::Remote {
-                op: "create or find the JetStream stream",
-                reason: e.to_string(),
-            })
+            .map_err(remote("create or find the JetStream stream"))
     }
 }

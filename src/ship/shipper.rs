@@ -8,7 +8,7 @@
 //!   re-send harmless inside the duplicate window, and fleet folding makes
 //!   it harmless after it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,9 +17,8 @@ use async_nats::jetstream::context::Publish;
 use tracing::{info, warn};
 
 use super::subject::{event_subject, gap_subject};
-use super::ShipOptions;
+use super::{remote, write_durably, ShipOptions};
 use crate::error::{Error, Result};
-use crate::log::dir::write_file_atomically;
 use crate::log::StoreId;
 use crate::record::LogRecord;
 use crate::storage::{read_all, FileStorage, OpenMode, Storage};
@@ -75,7 +74,9 @@ pub struct Shipper {
     store: Store,
     store_id: StoreId,
     options: ShipOptions,
-    offset_path: PathBuf,
+    /// `<store>/ship` and the shipped-offset file's name in it.
+    ship_dir: PathBuf,
+    offset_name: String,
     counters: Arc<Counters>,
 }
 
@@ -88,15 +89,14 @@ impl Shipper {
             name: "store",
             reason: "the store has no id yet: open it for writing once".into(),
         })?;
-        let offset_path = store
-            .dir()
-            .join(SHIP_DIR)
-            .join(format!("{}.offset", options.stream));
+        let ship_dir = store.dir().join(SHIP_DIR);
+        let offset_name = format!("{}.offset", options.stream);
         let shipper = Shipper {
             store: store.clone(),
             store_id,
             options,
-            offset_path,
+            ship_dir,
+            offset_name,
             counters: Arc::default(),
         };
         let saved = shipper.load_offset()?;
@@ -177,17 +177,13 @@ impl Shipper {
                 let ack = js
                     .send_publish(subject, publish)
                     .await
-                    .map_err(|e| Error::Remote {
-                        op: "publish",
-                        reason: e.to_string(),
-                    })?;
+                    .map_err(remote("publish"))?;
                 acks.push(ack);
             }
             for ack in acks {
-                let ack = ack.await.map_err(|e| Error::Remote {
-                    op: "await the JetStream acknowledgement",
-                    reason: e.to_string(),
-                })?;
+                let ack = ack
+                    .await
+                    .map_err(remote("await the JetStream acknowledgement"))?;
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
                 if ack.duplicate {
                     self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +252,7 @@ impl Shipper {
 
     fn load_offset(&self) -> Result<u64> {
         let storage = FileStorage;
-        let path = &self.offset_path;
+        let path = &self.ship_dir.join(&self.offset_name);
         if !storage
             .exists(path)
             .map_err(|e| Error::io("stat", path, e))?
@@ -290,17 +286,7 @@ impl Shipper {
     }
 
     fn save_offset(&self, offset: u64) -> Result<()> {
-        let storage = FileStorage;
-        let dir = self.offset_path.parent().unwrap_or(Path::new("."));
-        storage
-            .create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
-        let name = self
-            .offset_path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("ENFORCELOG.offset");
         let text = format!("{OFFSET_PREFIX}{} {offset}\n", self.store_id);
-        write_file_atomically(&storage, dir, name, text.as_bytes(), true)
+        write_durably(&self.ship_dir, &self.offset_name, text.as_bytes())
     }
 }
