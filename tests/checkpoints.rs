@@ -144,6 +144,19 @@ fn record(store: &Store, events: &[Ev]) {
     }
 }
 
+/// Cuts the power (so no checkpoint can be written), drops `store` and
+/// crashes, losing whatever was not fsynced.
+fn power_cut_then_crash(storage: &SimStorage, store: Store) {
+    storage.power_cut_after(0);
+    assert!(
+        store.checkpoint().is_err(),
+        "a checkpoint despite the power cut"
+    );
+    // Dropping closes: its checkpoint fails too, with a warning.
+    drop(store);
+    storage.crash(CrashMode::LoseUnsynced);
+}
+
 /// A closed store holding `events`, with checkpoints from its close.
 fn closed_store(storage: &SimStorage, events: &[Ev], per_day: bool) {
     let store = open(storage, &[DAYS_30], per_day);
@@ -600,14 +613,7 @@ fn checkpoint_covering_records_lost_in_a_crash_is_refused() {
             .offset,
         50
     );
-    storage.power_cut_after(0);
-    assert!(
-        store.checkpoint().is_err(),
-        "a checkpoint despite the power cut"
-    );
-    // Dropping closes: its checkpoint fails too, with a warning.
-    drop(store);
-    storage.crash(CrashMode::LoseUnsynced);
+    power_cut_then_crash(&storage, store);
 
     let store = open(&storage, &[DAYS_30], true);
     let survived = store.next_offset();
@@ -639,14 +645,7 @@ fn checkpoint_covering_records_lost_in_a_crash_is_refused() {
     // before any new checkpoint.
     record(&store, &later);
     assert!(store.next_offset() > 50);
-    storage.power_cut_after(0);
-    assert!(
-        store.checkpoint().is_err(),
-        "a checkpoint despite the power cut"
-    );
-    // Dropping closes: its checkpoint fails too, with a warning.
-    drop(store);
-    storage.crash(CrashMode::LoseUnsynced);
+    power_cut_then_crash(&storage, store);
     let store = open(&storage, &[DAYS_30], true);
     let all: Vec<Ev> = present.iter().chain(&later).cloned().collect();
     assert_eq!(store.next_offset(), all.len() as u64);
