@@ -782,10 +782,11 @@ fn appends_after_close_are_refused() {
 }
 
 /// The first open created the segment file and fsynced it, but fsyncing the
-/// directory failed, so the file's name is not durable. A writer that
-/// reopens without a machine crash finds the file and appends to it; it must
-/// make the name durable before acknowledging anything, or a later power
-/// loss drops the whole segment with every acknowledged record in it.
+/// directory failed, so the file's name is not durable. The failed creation
+/// removes the file (its header may be one a failed fsync dropped); a writer
+/// that reopens without a machine crash creates it again, and must make the
+/// name durable before acknowledging anything, or a later power loss drops
+/// the whole segment with every acknowledged record in it.
 #[test]
 fn segment_adopted_after_a_failed_directory_fsync_survives_a_crash() {
     let storage = SimStorage::new(12);
@@ -795,8 +796,8 @@ fn segment_adopted_after_a_failed_directory_fsync_survives_a_crash() {
     storage.inject(FaultOp::SyncDir, 3, FaultKind::Io, false);
     assert!(matches!(open(&storage, &options), Err(Error::Io { .. })));
     assert!(
-        storage.read_file(FIRST_SEGMENT).is_some(),
-        "the failed open should leave the segment file behind"
+        storage.read_file(FIRST_SEGMENT).is_none(),
+        "a segment whose creation failed is taken away, not adopted"
     );
     let log = open(&storage, &options).expect("reopen without a crash");
     let offset = log

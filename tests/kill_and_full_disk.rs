@@ -415,10 +415,15 @@ fn observe(dir: &Path, ctx: &str) -> Observed {
     }
     let verified = verify_clean(dir, ctx);
     let events = dump(dir, ctx);
-    assert_eq!(
-        verified.next_offset,
-        events.len() as u64,
-        "{ctx}: verify's next offset vs the dump"
+    // `verify` counts every whole batch in the files; `dump`, a reader,
+    // stops at the durable end the killed writer last published. Between
+    // them lies at most what the killed process wrote after its last fsync
+    // (never acknowledged), which the next writer open adopts.
+    assert!(
+        events.len() as u64 <= verified.next_offset,
+        "{ctx}: the dump ({}) reads past verify's next offset {}",
+        events.len(),
+        verified.next_offset
     );
     Observed {
         exists: true,

@@ -161,16 +161,40 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// Writes `end` durably, name included, and keeps the file open for
-    /// the writer's later updates. Called by a writer open, after recovery
-    /// made everything it kept durable.
+    /// Publishes `end` and keeps the file open for the writer's later
+    /// updates. Called by a writer open, after recovery made everything it
+    /// kept durable and synced the directory (which made an existing
+    /// file's name durable). A file that already holds `end` is left as it
+    /// is (a reopen after a clean close, or on a full disk, writes nothing);
+    /// one of the right size is rewritten in place; any other is replaced
+    /// atomically, name synced.
     pub fn create(storage: &dyn Storage, dir: &Path, end: DurableEnd) -> Result<Publisher> {
-        dir::write_file_atomically(storage, dir, DURABLE_FILE, &end.encode(), true)?;
         let path = dir.join(DURABLE_FILE);
+        let existing = match storage.open(&path, OpenMode::ReadWrite) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open", &path, e)),
+        };
+        if let Some(file) = existing {
+            if file.len().ok() == Some(DURABLE_LEN as u64) {
+                let publisher = Publisher { path, file };
+                if publisher.read() != Some(end) {
+                    publisher.publish(end)?;
+                }
+                return Ok(publisher);
+            }
+        }
+        dir::write_file_atomically(storage, dir, DURABLE_FILE, &end.encode(), true)?;
         let file = storage
             .open(&path, OpenMode::ReadWrite)
             .map_err(|e| Error::io("open", &path, e))?;
         Ok(Publisher { path, file })
+    }
+
+    fn read(&self) -> Option<DurableEnd> {
+        let mut bytes = [0u8; DURABLE_LEN];
+        self.file.read_exact_at(&mut bytes, 0).ok()?;
+        DurableEnd::decode(&bytes)
     }
 
     /// Publishes a new durable end (no fsync: see the module docs).

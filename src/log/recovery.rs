@@ -493,12 +493,27 @@ pub(crate) fn create_segment(
         store_tag,
         base_offset: base,
     };
-    file.write_all_at(&header.encode(), 0)
-        .map_err(|e| Error::io("write", &path, e))?;
-    file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
-    storage
-        .sync_dir(dir)
-        .map_err(|e| Error::io("fsync directory", dir, e))?;
+    let made_durable = file
+        .write_all_at(&header.encode(), 0)
+        .map_err(|e| Error::io("write", &path, e))
+        .and_then(|()| file.sync_data().map_err(|e| Error::io("fsync", &path, e)))
+        .and_then(|()| {
+            storage
+                .sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))
+        });
+    if let Err(e) = made_durable {
+        // A failed fsync may have dropped the header while the page cache
+        // still shows it: left in place, the next open (with no crash in
+        // between) would take the file for a good empty segment and append
+        // to it, and a power cut would then leave records behind a zeroed
+        // header. The file holds nothing yet: take it away.
+        drop(file);
+        if let Err(remove) = storage.remove(&path) {
+            warn!(segment = %path.display(), error = %remove, "could not remove a segment whose creation failed");
+        }
+        return Err(e);
+    }
     info!(segment = %path.display(), base_offset = base, "created segment");
     Ok(ActiveSegment {
         base_offset: base,
