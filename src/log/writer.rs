@@ -13,6 +13,14 @@
 //! [`Error::Poisoned`], and never retries. After a failed fsync the kernel may
 //! have dropped the dirty pages, so a retry that succeeds proves nothing.
 //! Reopening the log recovers from what is really on disk.
+//!
+//! Every request is answered, exactly once. A close request makes the writer
+//! sync, release the directory lock and answer the closer; the thread then
+//! stays to answer every request still queued, or sent later by handles that
+//! still exist, with [`Error::Closed`], and exits only when the queue is
+//! disconnected (every sender gone). The receiver is therefore never dropped
+//! while a request can still arrive: nothing sits unanswered in a queue
+//! nobody reads, no appender waits forever, no append callback is lost.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -87,7 +95,9 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     unsynced: bool,
     last_sync: Instant,
-    _lock: Box<dyn LockGuard>,
+    /// The directory lock; released (`None`) as soon as the log is closed,
+    /// so a reopen need not wait for the queue to drain.
+    lock: Option<Box<dyn LockGuard>>,
 }
 
 /// One append of the current group, waiting for its reply.
@@ -115,7 +125,7 @@ impl Writer {
             buf: Vec::with_capacity(1 << 20),
             unsynced: false,
             last_sync: Instant::now(),
-            _lock: lock,
+            lock: Some(lock),
         }
     }
 
@@ -141,8 +151,27 @@ impl Writer {
             }
             if let Some(close) = self.commit_group(group) {
                 let result = self.finish();
+                // The lock goes before the closer hears back: a reopen right
+                // after `close` returns must find the directory free.
+                self.lock = None;
                 let _ = close.send(result);
+                self.answer_closed_until_disconnected();
                 return;
+            }
+        }
+    }
+
+    /// After a close: answers every request, queued or still to come, with
+    /// [`Error::Closed`] until every sender is gone. Flume hands out what is
+    /// queued before it reports `Disconnected`, so nothing is left behind.
+    fn answer_closed_until_disconnected(&mut self) {
+        while let Ok(request) = self.rx.recv() {
+            match request {
+                Request::Append { reply, .. } => reply.send(Err(Error::Closed)),
+                // A second closer: everything is already durable.
+                Request::Close { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
             }
         }
     }
@@ -155,7 +184,9 @@ impl Writer {
                 Durability::Interval(every)
                     if self.unsynced && self.shared.poison_error().is_none() =>
                 {
-                    Some(self.last_sync + every)
+                    // An interval past the end of `Instant`'s range means:
+                    // never sync on time.
+                    self.last_sync.checked_add(every)
                 }
                 _ => None,
             };
@@ -183,7 +214,11 @@ impl Writer {
         let mut failure = self.shared.poison_error();
         for request in group {
             match request {
-                Request::Close { reply } => close = Some(reply),
+                Request::Close { reply } => {
+                    // Appends not yet queued are refused at once from now on.
+                    self.shared.closed.store(true, Ordering::Release);
+                    close = Some(reply);
+                }
                 Request::Append { reply, .. } if close.is_some() => reply.send(Err(Error::Closed)),
                 Request::Append { reply, .. } if failure.is_some() => {
                     reply.send(Err(self.shared.poison_error().unwrap_or(Error::Closed)));
