@@ -56,8 +56,8 @@ struct Seen {
 fn payload(thread: u64, i: u64) -> Vec<u8> {
     let mut p = vec![0x82, 0xa1, b't', thread as u8, 0xa1, b'i'];
     p.extend_from_slice(&i.to_le_bytes());
-    p.extend(std::iter::repeat(0u8).take(64 + (i % 200) as usize));
-    p.extend(std::iter::repeat(0x91).take(16));
+    p.extend(std::iter::repeat_n(0u8, 64 + (i % 200) as usize));
+    p.extend(std::iter::repeat_n(0x91, 16));
     p
 }
 
