@@ -681,7 +681,8 @@ fn assign_store_id(storage: &dyn Storage, dir: &Path) -> Result<StoreId> {
 }
 
 /// Creates the log directory if it is missing; refuses, untouched, an
-/// existing directory that holds something other than a log.
+/// existing directory that holds something other than a log (or a log of
+/// a version this build does not read).
 fn create_dir_refusing_foreign(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let exists = storage.exists(dir).map_err(|e| Error::io("stat", dir, e))?;
     if !exists {
@@ -691,7 +692,12 @@ fn create_dir_refusing_foreign(storage: &dyn Storage, dir: &Path) -> Result<()> 
         return Ok(());
     }
     let listing = dir::list(storage, dir)?;
-    if !listing.has_version && (!listing.segments.is_empty() || !listing.foreign.is_empty()) {
+    if listing.has_version {
+        // Checked before the lock too, so a version this build does not
+        // read is refused without a LOCK file left behind.
+        return dir::check_version(storage, dir);
+    }
+    if !listing.segments.is_empty() || !listing.foreign.is_empty() {
         return Err(not_a_log_dir(dir));
     }
     Ok(())
