@@ -163,6 +163,9 @@ fn appends_racing_close_are_all_answered() {
                     }
                 }
                 let _ = started.send(());
+                // The last handle's drop joins the writer, once every
+                // request is answered: drop this one before reporting.
+                drop(log);
                 let _ = done.send(());
             });
         }
@@ -181,10 +184,12 @@ fn appends_racing_close_are_all_answered() {
                 // the old handles are still appending.
                 let reopened = Log::open_with_storage(storage, "/log", options).unwrap();
                 reopened.close().unwrap();
+                drop(log);
                 let _ = done.send(());
             });
         }
         watchdog(&finished, participants + 1, &format!("round {round}"));
+        // The last handle: its drop joins the writer thread.
         drop(log);
         // Every detached append that was queued got its callback.
         assert_eq!(
