@@ -38,12 +38,16 @@ pub struct LogOptions {
     pub segment_max_bytes: u64,
     /// Largest payload accepted for one record. Default 1 MiB.
     pub record_max_bytes: usize,
-    /// When appends are acknowledged. Default [`Durability::Fsync`].
+    /// When appends are acknowledged. Default [`Durability::Fsync`]. An
+    /// `Interval` must be longer than zero; any longer one is accepted (a
+    /// very long one means: sync only when a segment is sealed or on close).
     pub durability: Durability,
-    /// Appends waiting for the writer, at most. A full queue makes appends
-    /// wait (back-pressure). Default 4096.
+    /// Appends waiting for the writer, at most: 1 to
+    /// [`QUEUE_CAPACITY_MAX`]. A full queue makes appends wait
+    /// (back-pressure). Default 4096.
     pub queue_capacity: usize,
-    /// Distance in bytes between entries of the sparse offset index. Default 16 KiB.
+    /// Distance in bytes between entries of the sparse offset index, at
+    /// least 1 (any larger value is accepted). Default 16 KiB.
     pub index_interval_bytes: u64,
 }
 
@@ -62,6 +66,10 @@ impl Default for LogOptions {
 /// The smallest accepted `segment_max_bytes`.
 pub const SEGMENT_MAX_BYTES_MIN: u64 = 4096;
 
+/// The largest accepted `queue_capacity`: the queue is memory held by the
+/// process (each waiting append keeps its records), so it has a bound.
+pub const QUEUE_CAPACITY_MAX: usize = 1 << 20;
+
 impl LogOptions {
     /// Checks every option; the log refuses to open with invalid options.
     pub fn validate(&self) -> Result<()> {
@@ -78,7 +86,10 @@ impl LogOptions {
                 ),
             );
         }
-        if self.record_max_bytes == 0 || self.largest_record_batch() > self.largest_batch() {
+        let fits = self
+            .largest_record_batch()
+            .is_some_and(|len| len <= self.largest_batch());
+        if self.record_max_bytes == 0 || !fits {
             return invalid(
                 "record_max_bytes",
                 format!(
@@ -87,8 +98,14 @@ impl LogOptions {
                 ),
             );
         }
-        if self.queue_capacity == 0 {
-            return invalid("queue_capacity", "must be at least 1".into());
+        if self.queue_capacity == 0 || self.queue_capacity > QUEUE_CAPACITY_MAX {
+            return invalid(
+                "queue_capacity",
+                format!(
+                    "{} is outside 1..={QUEUE_CAPACITY_MAX}",
+                    self.queue_capacity
+                ),
+            );
         }
         if self.index_interval_bytes == 0 {
             return invalid("index_interval_bytes", "must be at least 1".into());
@@ -109,8 +126,10 @@ impl LogOptions {
         usize::try_from(self.segment_max_bytes).unwrap_or(usize::MAX) - SEGMENT_HEADER_LEN
     }
 
-    fn largest_record_batch(&self) -> usize {
-        BATCH_HEADER_LEN + FRAME_HEADER_LEN + self.record_max_bytes + BATCH_TRAILER_LEN
+    /// The encoded size of a batch of one largest record; `None` when that
+    /// does not even fit in a `usize`.
+    fn largest_record_batch(&self) -> Option<usize> {
+        (BATCH_HEADER_LEN + FRAME_HEADER_LEN + BATCH_TRAILER_LEN).checked_add(self.record_max_bytes)
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! This crate is built in layers; each module is one concept:
 //!
-//! - [`format`]: the on-disk bytes (segment header, batches of record frames,
+//! - [`format`](mod@format): the on-disk bytes (segment header, batches of record frames,
 //!   index files), encode and decode only, no I/O;
 //! - [`storage`]: the narrow I/O seam, with the real file system and an
 //!   in-memory, fault-injecting one for tests;

@@ -2162,3 +2162,86 @@ fn an_import_killed_midway_leaves_a_prefix_of_whole_batches() {
         assert_eq!(d["rule_id"], format!("r{i}"), "input order");
     }
 }
+
+/// The hidden `--segment-max-bytes` (for tests that kill the CLI across
+/// segment rolls) makes an import roll segments, stays out of `--help`, and
+/// an out-of-range size is refused with the library's error, one line.
+#[test]
+fn hidden_segment_size_option_rolls_segments_and_stays_out_of_help() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let help = run(
+        {
+            let mut c = enforcelog();
+            c.arg("--help");
+            c
+        },
+        None,
+    );
+    help.expect(0);
+    assert!(
+        !help.stdout.contains("segment-max-bytes"),
+        "{}",
+        help.stdout
+    );
+
+    let input: String = (0..400)
+        .map(|n| {
+            format!(
+                "{}\n",
+                json!({"tenant_id": "acme", "rule_id": "r", "action_taken": "blocked",
+                       "details": {"n": n, "histogram": [0, 0, 0, 0, 0, 0, 0, 0], "pad": "\u{0}".repeat(200)}})
+            )
+        })
+        .collect();
+    let out = run(
+        {
+            let mut c = enforcelog();
+            c.arg("--data-dir").arg(&dir).args([
+                "--segment-max-bytes",
+                "8192",
+                "import",
+                "--batch",
+                "10",
+                "-",
+            ]);
+            c
+        },
+        Some(input.as_bytes()),
+    );
+    out.expect(0);
+    let segments = fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count();
+    assert!(segments > 2, "{segments} segments");
+    let verify = run(
+        {
+            let mut c = enforcelog();
+            c.arg("--data-dir").arg(&dir).arg("verify");
+            c
+        },
+        None,
+    );
+    verify.expect(0);
+
+    let bad = run(
+        {
+            let mut c = enforcelog();
+            c.arg("--data-dir")
+                .arg(&dir)
+                .args(["--segment-max-bytes", "10", "record", "--tenant", "acme"])
+                .args(["--rule", "r", "--action", "blocked"]);
+            c
+        },
+        None,
+    );
+    bad.expect_one_error_line().stderr_has("segment_max_bytes");
+    assert_ne!(bad.code(), Some(0));
+}

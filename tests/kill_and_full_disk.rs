@@ -15,9 +15,11 @@
 //!   brute-force count over the dump. `ENFORCELOG_KILLS=n` asks for n kills
 //!   (default 50), `ENFORCELOG_SEED` replays a run's choices (the kill
 //!   moments themselves depend on the machine's timing).
-//!   The CLI has no segment-size option, so the killed processes never roll
-//!   a segment; rolls come from the library writer this test opens between
-//!   runs (16 KiB segments), so later kills meet multi-segment stores.
+//!   About half the runs pass the CLI's hidden `--segment-max-bytes` (64 KiB,
+//!   or 1 MiB for the shape whose batches are 450 KB), so kills land across
+//!   segment rolls of the killed process itself; the library writer this
+//!   test opens between runs rolls too (16 KiB segments), so later kills
+//!   meet multi-segment stores.
 //! - The full-disk tests run the binary under a small `RLIMIT_FSIZE` (writes
 //!   past it fail with EFBIG once SIGXFSZ is ignored) and, where mounting is
 //!   permitted (root), on a tiny tmpfs (real ENOSPC), and skip with a printed
@@ -715,6 +717,8 @@ struct Tally {
     segments_max: usize,
     import_stores: usize,
     demo_stores: usize,
+    /// Runs given `--segment-max-bytes`, so that the process rolls.
+    small_segment_runs: u64,
 }
 
 /// Everything the kill loop carries from one run to the next.
@@ -813,6 +817,16 @@ impl Campaign {
         let (dir, input) = (store.dir.clone(), self.tmp.path().join("input.jsonl"));
         write_jsonl(&input, &sent);
         let mut cmd = enforcelog(&dir);
+        if self.rng.chance(50) {
+            // Small segments: the killed import rolls while it runs.
+            let bytes: u64 = if shape.batch * (shape.pad + 500) > 32 << 10 {
+                1 << 20
+            } else {
+                64 << 10
+            };
+            cmd.args(["--segment-max-bytes", &bytes.to_string()]);
+            self.tally.small_segment_runs += 1;
+        }
         cmd.args(["--durability", shape.durability, "import", "--batch"])
             .arg(shape.batch.to_string())
             .arg(&input);
@@ -935,6 +949,10 @@ impl Campaign {
         );
         let dir = store.dir.clone();
         let mut cmd = enforcelog(&dir);
+        if self.rng.chance(50) {
+            cmd.args(["--segment-max-bytes", &(64u64 << 10).to_string()]);
+            self.tally.small_segment_runs += 1;
+        }
         cmd.args([
             "--durability",
             shape.durability,
@@ -1045,7 +1063,7 @@ fn sigkill_at_random_moments_leaves_a_whole_batch_prefix() {
          before the first batch {}, after the last {}), demos killed {} (mid-append {}); \
          {} events recovered from killed runs; verify warnings: {} torn tails, {} index, {} \
          checkpoint; library opens: {} writer, {} read-only; {} library batches (up to {} \
-         segments in a store); {} import stores, {} demo stores",
+         segments in a store); {} import stores, {} demo stores; {} runs with small segments",
         t.kills,
         t.runs,
         t.finished,
@@ -1065,7 +1083,8 @@ fn sigkill_at_random_moments_leaves_a_whole_batch_prefix() {
         t.library_batches,
         t.segments_max,
         t.import_stores,
-        t.demo_stores
+        t.demo_stores,
+        t.small_segment_runs
     );
     eprintln!(
         "lifetimes measured: imports {:?}, demos {:?}",

@@ -89,17 +89,24 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
     Ok(listing)
 }
 
-/// Checks the version file of an existing log.
+/// Most bytes of a version file looked at: a real one is far shorter.
+const VERSION_MAX_BYTES: u64 = 64;
+
+/// Checks the version file of an existing log. Reads at most
+/// `VERSION_MAX_BYTES + 1` bytes, whatever the file's size.
 pub(crate) fn check_version(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let path = dir.join(VERSION_FILE);
     let file = storage
         .open(&path, OpenMode::Read)
         .map_err(|e| Error::io("open", &path, e))?;
-    let bytes = crate::storage::read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
-    if bytes.len() > 64 || bytes != version_contents().as_bytes() {
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let mut bytes = vec![0u8; usize::try_from(len.min(VERSION_MAX_BYTES + 1)).unwrap_or(0)];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", &path, e))?;
+    if len > VERSION_MAX_BYTES || bytes != version_contents().as_bytes() {
         return Err(Error::UnsupportedVersion {
             path,
-            found: String::from_utf8_lossy(&bytes[..bytes.len().min(64)])
+            found: String::from_utf8_lossy(&bytes[..bytes.len().min(VERSION_MAX_BYTES as usize)])
                 .trim()
                 .to_string(),
             supported: FORMAT_VERSION,

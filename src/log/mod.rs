@@ -86,6 +86,9 @@ pub(crate) struct Shared {
     watchers: Mutex<Vec<flume::Sender<()>>>,
     /// Set when the writer stopped: new watchers are born disconnected.
     watch_closed: std::sync::atomic::AtomicBool,
+    /// Set once a close was asked for: `prepare` refuses new appends at
+    /// once (the writer answers any that raced past it with `Closed`).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -135,7 +138,9 @@ impl Shared {
 #[derive(Debug)]
 struct WriterHandle {
     tx: flume::Sender<Request>,
-    /// Taken by the one caller that closes the writer; `None` once closed.
+    /// Whether a close was sent; held by the one caller closing the writer.
+    closed: Mutex<bool>,
+    /// Joined when the last handle is dropped.
     thread: Mutex<Option<JoinHandle<()>>>,
     thread_id: std::thread::ThreadId,
 }
@@ -148,8 +153,25 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(writer) = &self.writer {
-            let _ = close_writer(writer);
+        let Some(writer) = self.writer.take() else {
+            return;
+        };
+        let _ = close_writer(&writer);
+        // The writer thread answers what is still queued with `Closed` and
+        // exits once its queue is disconnected: dropping the last sender
+        // (this one) does that, so the join is bounded by the queue.
+        let WriterHandle {
+            tx,
+            thread,
+            thread_id,
+            ..
+        } = writer;
+        drop(tx);
+        let thread = thread.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Some(thread) = thread {
+            if thread_id != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }
@@ -162,12 +184,12 @@ impl WriterHandle {
     }
 }
 
-/// Stops the writer: it makes everything durable, then exits and releases
-/// the lock. Concurrent callers are serialised on the thread handle: the
-/// first sends the one close request and joins; the others wait for it and
-/// then find nothing left to do. (A second close request could otherwise
-/// sit forever in the queue of a writer that already exited, holding the
-/// reply its sender waits for.)
+/// Stops the writer: it makes everything durable, releases the lock and
+/// answers; from then on it answers every append with `Closed` (see the
+/// writer's module docs) until the last handle is dropped, which joins it.
+/// Concurrent callers are serialised on the `closed` slot: the first sends
+/// the one close request and waits for its answer; the others wait for it
+/// and then find nothing left to do.
 fn close_writer(writer: &WriterHandle) -> Result<()> {
     let (reply, done) = flume::bounded(1);
     if writer.is_current_thread() {
@@ -177,16 +199,15 @@ fn close_writer(writer: &WriterHandle) -> Result<()> {
         let _ = writer.tx.try_send(Request::Close { reply });
         return Ok(());
     }
-    let mut slot = writer.thread.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(thread) = slot.take() else {
-        return Ok(()); // closed already
-    };
-    let result = match writer.tx.send(Request::Close { reply }) {
+    let mut closed = writer.closed.lock().unwrap_or_else(|e| e.into_inner());
+    if *closed {
+        return Ok(());
+    }
+    *closed = true;
+    match writer.tx.send(Request::Close { reply }) {
         Ok(()) => done.recv().unwrap_or(Ok(())),
         Err(_) => Ok(()), // the writer stopped on its own
-    };
-    let _ = thread.join();
-    result
+    }
 }
 
 /// An append-only, segmented, checksummed log of records.
@@ -260,8 +281,13 @@ impl Log {
     ) -> Result<Log> {
         options.validate()?;
         let dir = dir.to_path_buf();
-        prepare_dir(&*storage, &dir)?;
+        // The lock comes before the version file is written: two first
+        // openers must not both write (and rename) `VERSION.tmp`. The LOCK
+        // file lives in the directory, so a foreign directory is refused
+        // before the lock would create it there.
+        create_dir_refusing_foreign(&*storage, &dir)?;
         let lock = dir::lock(&*storage, &dir)?;
+        prepare_dir(&*storage, &dir)?;
         let mut known_id = identity::load(&*storage, &dir)?;
         if known_id.is_none() && dir::list(&*storage, &dir)?.segments.is_empty() {
             // A new store: the id must be durable before the first segment
@@ -317,6 +343,7 @@ impl Log {
             metrics: Metrics::default(),
             watchers: Mutex::new(Vec::new()),
             watch_closed: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let writer = Writer::new(shared.clone(), rx, active, publisher, lock);
         let thread = std::thread::Builder::new()
@@ -328,6 +355,7 @@ impl Log {
                 shared,
                 writer: Some(WriterHandle {
                     tx,
+                    closed: Mutex::new(false),
                     thread_id: thread.thread().id(),
                     thread: Mutex::new(Some(thread)),
                 }),
@@ -383,6 +411,7 @@ impl Log {
             metrics: Metrics::default(),
             watchers: Mutex::new(Vec::new()),
             watch_closed: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Log {
             inner: Arc::new(Inner {
@@ -512,8 +541,10 @@ impl Log {
 
     /// Queues a batch without waiting for it to commit: `callback` gets the
     /// outcome on the writer thread. Waits at most until `deadline` for room
-    /// in the queue; a full queue then gives [`Error::QueueFull`] and the
-    /// batch is not appended.
+    /// in the queue (a deadline already past: one try, no wait); a full
+    /// queue then gives [`Error::QueueFull`] and the batch is not appended.
+    /// When this returns `Ok`, `callback` is called exactly once, even if
+    /// the log is closed meanwhile (with [`Error::Closed`]).
     pub fn append_batch_detached(
         &self,
         records: Vec<Record>,
@@ -521,6 +552,13 @@ impl Log {
         callback: AppendCallback,
     ) -> Result<()> {
         let (writer, request) = self.prepare(records, AppendReply::Callback(callback))?;
+        if deadline <= Instant::now() {
+            // A zero timeout: one try, no wait.
+            return writer.tx.try_send(request).map_err(|e| match e {
+                flume::TrySendError::Full(_) => Error::QueueFull,
+                flume::TrySendError::Disconnected(_) => self.stopped(),
+            });
+        }
         writer
             .tx
             .send_deadline(request, deadline)
@@ -555,6 +593,9 @@ impl Log {
         let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
         if let Some(e) = shared.poison_error() {
             return Err(e);
+        }
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
         if records.is_empty() {
             return Err(Error::EmptyBatch);
@@ -645,8 +686,6 @@ impl Log {
     }
 }
 
-/// Creates the log directory and its version file, or checks an existing
-/// one. A directory that holds anything else is refused untouched.
 /// Creates and durably writes a new store id.
 fn assign_store_id(storage: &dyn Storage, dir: &Path) -> Result<StoreId> {
     let id = StoreId::generate();
@@ -655,30 +694,53 @@ fn assign_store_id(storage: &dyn Storage, dir: &Path) -> Result<StoreId> {
     Ok(id)
 }
 
-fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+/// Creates the log directory if it is missing; refuses, untouched, an
+/// existing directory that holds something other than a log (or a log of
+/// a version this build does not read).
+fn create_dir_refusing_foreign(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let exists = storage.exists(dir).map_err(|e| Error::io("stat", dir, e))?;
     // The store's name must survive a crash before anything acknowledged is
     // written inside it: a new directory (parents included) is synced into
     // its parent, and so is an existing one, which an earlier open may have
     // created before failing or crashing short of that sync.
-    if exists {
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
-        let parent = parent.unwrap_or(Path::new("."));
-        storage
-            .sync_dir(parent)
-            .map_err(|e| Error::io("fsync directory", parent, e))?;
-    } else {
+    if !exists {
         create_dir_all_durably(storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
+        return Ok(());
     }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    let parent = parent.unwrap_or(Path::new("."));
+    storage
+        .sync_dir(parent)
+        .map_err(|e| Error::io("fsync directory", parent, e))?;
+    let listing = dir::list(storage, dir)?;
+    if listing.has_version {
+        // Checked before the lock too, so a version this build does not
+        // read is refused without a LOCK file left behind.
+        return dir::check_version(storage, dir);
+    }
+    if !listing.segments.is_empty() || !listing.foreign.is_empty() {
+        return Err(not_a_log_dir(dir));
+    }
+    Ok(())
+}
+
+fn not_a_log_dir(dir: &Path) -> Error {
+    Error::NotALogDirectory {
+        path: dir.to_path_buf(),
+        reason: "it is not empty and has no VERSION file".into(),
+    }
+}
+
+/// Writes the version file of a new log directory, or checks an existing
+/// one (under the writer lock). A directory that holds anything else is
+/// refused untouched.
+fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let listing = dir::list(storage, dir)?;
     if listing.has_version {
         return dir::check_version(storage, dir);
     }
     if !listing.segments.is_empty() || !listing.foreign.is_empty() {
-        return Err(Error::NotALogDirectory {
-            path: dir.to_path_buf(),
-            reason: "it is not empty and has no VERSION file".into(),
-        });
+        return Err(not_a_log_dir(dir));
     }
     dir::write_version(storage, dir)
 }

@@ -294,8 +294,15 @@ impl LogReader {
     fn read_active(&mut self, segments: &Segments) -> Result<Option<Cursor>> {
         let active = &segments.active;
         let resume = self.resume.take();
+        let end = active.committed_len;
         let (pos, expected) = match resume {
-            Some((base, pos, expected)) if base == active.base_offset && expected <= self.next => {
+            // A resume point past the committed end is stale: a read-only
+            // refresh found the segment cut back (a dropped torn tail or an
+            // unacknowledged group) since it was taken. Start over from the
+            // index, which matches what is committed now.
+            Some((base, pos, expected))
+                if base == active.base_offset && expected <= self.next && pos <= end =>
+            {
                 (pos, expected)
             }
             _ => match self.start_in(&active.index, active.base_offset) {
@@ -306,8 +313,16 @@ impl LogReader {
                 }
             },
         };
-        let end = active.committed_len;
-        let mut len = (end - pos).min(CHUNK_BYTES);
+        // Checked, not assumed: an index entry past the end would otherwise
+        // underflow here (a panic in debug, a huge read in release).
+        let Some(left) = end.checked_sub(pos) else {
+            return Err(Error::corruption(
+                &active.path,
+                pos,
+                "a read position lies past the committed end of the active segment",
+            ));
+        };
+        let mut len = left.min(CHUNK_BYTES);
         let read = |len: u64| -> Result<Vec<u8>> {
             let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
             active
@@ -320,7 +335,7 @@ impl LogReader {
         // A batch longer than a chunk is read whole.
         if let Ok(header) = decode_header(&bytes) {
             let batch_len = u64::from(header.batch_len);
-            if batch_len > len && pos + batch_len <= end {
+            if batch_len > len && batch_len <= left {
                 len = batch_len;
                 bytes = read(len)?;
             }
@@ -333,7 +348,7 @@ impl LogReader {
             origin: pos,
             pos: 0,
             expected,
-            partial: pos + len < end,
+            partial: len < left,
             spans: self.spans_from(&active.index, pos),
             span_at: 0,
             segment_next: active.next_offset,
@@ -374,6 +389,41 @@ impl Iterator for LogReader {
                     return Some(Err(e));
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogOptions;
+    use crate::log::Log;
+    use crate::record::Record;
+    use crate::storage::sim::SimStorage;
+
+    /// A resume point taken before a read-only refresh found the active
+    /// segment cut back lies past the new committed end. It used to be
+    /// subtracted from that end unchecked (a panic in debug builds); now it
+    /// is dropped and the reader starts over from the index.
+    #[test]
+    fn stale_resume_point_past_the_committed_end_restarts_from_the_index() {
+        let storage = Arc::new(SimStorage::new(7));
+        let log = Log::open_with_storage(storage, "/log", LogOptions::default()).unwrap();
+        let payload = |i: u8| [vec![i], vec![0u8; 300], vec![0x91; 8]].concat();
+        for i in 0..3u8 {
+            log.append_blocking(Record::new(i64::from(i), payload(i)))
+                .unwrap();
+        }
+        let shared = log.inner.shared.clone();
+        let (base, end) = {
+            let segments = shared.read_segments();
+            (segments.active.base_offset, segments.active.committed_len)
+        };
+        for stale_pos in [end + 1, end + 4096, u64::MAX] {
+            let mut reader = LogReader::new(shared.clone(), 1, i64::MIN..=i64::MAX);
+            reader.resume = Some((base, stale_pos, 0));
+            let offsets: Vec<u64> = reader.map(|r| r.unwrap().offset).collect();
+            assert_eq!(offsets, [1, 2], "resume at {stale_pos}");
         }
     }
 }

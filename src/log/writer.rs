@@ -12,6 +12,7 @@
 //! is *poisoned*), answers every waiting and later append with
 //! [`Error::Poisoned`], and never retries. After a failed fsync the kernel may
 //! have dropped the dirty pages, so a retry that succeeds proves nothing.
+//! Reopening the log recovers from what is really on disk.
 //!
 //! Before it reports the failure, a poisoned writer cuts the active segment
 //! back to the last end it can trust: after a failed fsync, the end of the
@@ -21,6 +22,14 @@
 //! any process would read them as committed, its own fsync would "succeed"
 //! without writing them, and records appended after them would sit behind a
 //! hole after a power cut. Readers in this process stop at the same end.
+//!
+//! Every request is answered, exactly once. A close request makes the writer
+//! sync, release the directory lock and answer the closer; the thread then
+//! stays to answer every request still queued, or sent later by handles that
+//! still exist, with [`Error::Closed`], and exits only when the queue is
+//! disconnected (every sender gone). The receiver is therefore never dropped
+//! while a request can still arrive: nothing sits unanswered in a queue
+//! nobody reads, no appender waits forever, no append callback is lost.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -103,7 +112,9 @@ pub(crate) struct Writer {
     last_sync: Instant,
     /// Tells readers in other processes how far the log is durable.
     durable_end: Publisher,
-    _lock: Box<dyn LockGuard>,
+    /// The directory lock; released (`None`) as soon as the log is closed,
+    /// so a reopen need not wait for the queue to drain.
+    lock: Option<Box<dyn LockGuard>>,
 }
 
 /// One append of the current group, waiting for its reply.
@@ -136,7 +147,7 @@ impl Writer {
             sync_failed: false,
             last_sync: Instant::now(),
             durable_end,
-            _lock: lock,
+            lock: Some(lock),
         }
     }
 
@@ -162,8 +173,27 @@ impl Writer {
             }
             if let Some(close) = self.commit_group(group) {
                 let result = self.finish();
+                // The lock goes before the closer hears back: a reopen right
+                // after `close` returns must find the directory free.
+                self.lock = None;
                 let _ = close.send(result);
+                self.answer_closed_until_disconnected();
                 return;
+            }
+        }
+    }
+
+    /// After a close: answers every request, queued or still to come, with
+    /// [`Error::Closed`] until every sender is gone. Flume hands out what is
+    /// queued before it reports `Disconnected`, so nothing is left behind.
+    fn answer_closed_until_disconnected(&mut self) {
+        while let Ok(request) = self.rx.recv() {
+            match request {
+                Request::Append { reply, .. } => reply.send(Err(Error::Closed)),
+                // A second closer: everything is already durable.
+                Request::Close { reply } => {
+                    let _ = reply.send(Ok(()));
+                }
             }
         }
     }
@@ -176,7 +206,9 @@ impl Writer {
                 Durability::Interval(every)
                     if self.unsynced && self.shared.poison_error().is_none() =>
                 {
-                    Some(self.last_sync + every)
+                    // An interval past the end of `Instant`'s range means:
+                    // never sync on time.
+                    self.last_sync.checked_add(every)
                 }
                 _ => None,
             };
@@ -204,7 +236,11 @@ impl Writer {
         let mut failure = self.shared.poison_error();
         for request in group {
             match request {
-                Request::Close { reply } => close = Some(reply),
+                Request::Close { reply } => {
+                    // Appends not yet queued are refused at once from now on.
+                    self.shared.closed.store(true, Ordering::Release);
+                    close = Some(reply);
+                }
                 Request::Append { reply, .. } if close.is_some() => reply.send(Err(Error::Closed)),
                 Request::Append { reply, .. } if failure.is_some() => {
                     reply.send(Err(self.shared.poison_error().unwrap_or(Error::Closed)));

@@ -3,7 +3,7 @@
 //!
 //! Messages may arrive twice (a shipper re-sends after a failure, past the
 //! stream's duplicate window) and interleave across stores in any order;
-//! [`Seen`] keeps, per store, the offset below which everything was seen
+//! `Seen` keeps, per store, the offset below which everything was seen
 //! and the offsets seen above it, so a duplicate is recognised in O(log n)
 //! and memory stays small while each store's messages arrive mostly in
 //! order. The statistics themselves depend only on the set of events.

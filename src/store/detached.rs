@@ -11,7 +11,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -77,11 +77,24 @@ impl Store {
             rule_id: event.rule_id.clone(),
             action: event.action,
         };
+        // See `Inner::detached_gate`: after `close` began, nothing more is
+        // queued, so nothing can miss the final gap marker uncounted.
+        let _gate = inner
+            .detached_gate
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        if inner.closed.load(Ordering::Acquire) {
+            return inner.drop_event(&what, &Error::Closed);
+        }
         let record = match self.prepare(event) {
             Ok(record) => record,
             Err(e) => return inner.drop_event(&what, &e),
         };
-        let deadline = started + inner.options.detached_timeout;
+        // Validation bounds the timeout, but an `Instant` near the end of
+        // its range could still overflow: then this call does not wait.
+        let deadline = started
+            .checked_add(inner.options.detached_timeout)
+            .unwrap_or(started);
         // The callback warns about the same event if the writer fails it.
         let context = Dropped {
             tenant_id: what.tenant_id.clone(),
@@ -164,7 +177,12 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
                 failures = 0;
             } else {
                 failures = failures.saturating_add(1);
-                next_attempt = Instant::now() + interval * (1 << failures.min(MAX_BACKOFF_SHIFT));
+                // Checked: a long interval must not kill this thread.
+                let backoff = interval
+                    .checked_mul(1 << failures.min(MAX_BACKOFF_SHIFT))
+                    .unwrap_or(Duration::MAX);
+                let now = Instant::now();
+                next_attempt = now.checked_add(backoff).unwrap_or(now);
             }
         }
         write_gap_marker(&inner);

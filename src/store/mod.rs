@@ -51,17 +51,22 @@ use crate::storage::{FileStorage, Storage};
 pub struct StoreOptions {
     /// Options of the underlying log (durability, segment size...).
     pub log: LogOptions,
-    /// Longest time `record_detached` may block its caller. Default 50 ms.
+    /// Longest time `record_detached` may block its caller, at most
+    /// [`DETACHED_TIMEOUT_MAX`]. Zero means try once and never wait (for a
+    /// host that must not block at all). Default 50 ms.
     pub detached_timeout: Duration,
-    /// How soon the supervisor retries reopening a failed log. Default
-    /// 100 ms; each failed retry doubles the wait, up to 64 times this.
+    /// How soon the supervisor retries reopening a failed log: longer than
+    /// zero, at most [`RECOVERY_INTERVAL_MAX`]. Default 100 ms; each failed
+    /// retry doubles the wait, up to 64 times this.
     pub recovery_interval: Duration,
     /// Windows of the trigger statistics; the last is the primary one
-    /// (`trigger_count`, `by_action`). Default: 30 days.
+    /// (`trigger_count`, `by_action`). Each longer than zero and at most
+    /// [`TRIGGER_WINDOW_MAX`]. Default: 30 days.
     pub trigger_windows: Vec<Duration>,
-    /// Checkpoint the projections after this many new entries. Default 100,000.
+    /// Checkpoint the projections after this many new entries, at least 1.
+    /// Default 100,000.
     pub checkpoint_every_entries: u64,
-    /// ... or after this long with new entries. Default 60 s.
+    /// ... or after this long with new entries (longer than zero). Default 60 s.
     pub checkpoint_interval: Duration,
     /// How far a subscriber may lag behind the log's end before it is told
     /// (see [`Delivery::Lagging`]). Default 1,000,000 entries.
@@ -82,32 +87,54 @@ impl Default for StoreOptions {
     }
 }
 
+/// The longest accepted [`StoreOptions::detached_timeout`]: the fail-safe
+/// call must give the host its thread back promptly.
+pub const DETACHED_TIMEOUT_MAX: Duration = Duration::from_secs(60);
+/// The longest accepted [`StoreOptions::recovery_interval`] (the backoff
+/// multiplies it by up to 64).
+pub const RECOVERY_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+/// The longest accepted trigger window: 100 years.
+pub const TRIGGER_WINDOW_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl StoreOptions {
+    /// Checks every option (and the log's); the store refuses to open with
+    /// invalid options, naming the first bad one.
     fn validate(&self) -> Result<()> {
         self.log.validate()?;
-        if self.detached_timeout.is_zero() {
-            return Err(Error::InvalidOptions {
-                name: "detached_timeout",
-                reason: "must be longer than zero".into(),
-            });
+        let invalid = |name, reason: String| Err(Error::InvalidOptions { name, reason });
+        // Zero is allowed: try once, never wait (an asyncio host needs it).
+        if self.detached_timeout > DETACHED_TIMEOUT_MAX {
+            return invalid(
+                "detached_timeout",
+                format!(
+                    "{:?} is longer than {DETACHED_TIMEOUT_MAX:?}",
+                    self.detached_timeout
+                ),
+            );
         }
-        if self.trigger_windows.iter().any(|w| w.is_zero()) {
-            return Err(Error::InvalidOptions {
-                name: "trigger_windows",
-                reason: "a window must be longer than zero".into(),
-            });
+        let longest_window = self.trigger_windows.iter().max();
+        if self.trigger_windows.iter().any(|w| w.is_zero())
+            || longest_window.is_some_and(|w| *w > TRIGGER_WINDOW_MAX)
+        {
+            return invalid(
+                "trigger_windows",
+                format!("each window must be longer than zero and at most {TRIGGER_WINDOW_MAX:?}"),
+            );
         }
         if self.checkpoint_every_entries == 0 {
-            return Err(Error::InvalidOptions {
-                name: "checkpoint_every_entries",
-                reason: "must be at least 1".into(),
-            });
+            return invalid("checkpoint_every_entries", "must be at least 1".into());
         }
-        if self.recovery_interval.is_zero() {
-            return Err(Error::InvalidOptions {
-                name: "recovery_interval",
-                reason: "must be longer than zero".into(),
-            });
+        if self.checkpoint_interval.is_zero() {
+            return invalid("checkpoint_interval", "must be longer than zero".into());
+        }
+        if self.recovery_interval.is_zero() || self.recovery_interval > RECOVERY_INTERVAL_MAX {
+            return invalid(
+                "recovery_interval",
+                format!(
+                    "{:?} is outside (0, {RECOVERY_INTERVAL_MAX:?}]",
+                    self.recovery_interval
+                ),
+            );
         }
         Ok(())
     }
@@ -143,6 +170,11 @@ pub(crate) struct Inner {
     follower_wake: (flume::Sender<()>, flume::Receiver<()>),
     /// Set by `close`, which already checkpointed.
     closed: AtomicBool,
+    /// Held (shared) by each `record_detached` call while it queues its
+    /// event; `close` takes it exclusively once after setting `closed`, so
+    /// every detached event is queued before the final gap marker (and
+    /// answered or committed before the log closes) or refused and counted.
+    detached_gate: RwLock<()>,
 }
 
 impl Inner {
@@ -273,6 +305,7 @@ impl Store {
             follower: Mutex::new(None),
             follower_wake: flume::bounded(1),
             closed: AtomicBool::new(false),
+            detached_gate: RwLock::new(()),
         });
         let thread = detached::spawn_supervisor(Arc::downgrade(&inner), wakeups)?;
         *inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
@@ -323,6 +356,7 @@ impl Store {
             follower: Mutex::new(None),
             follower_wake: flume::bounded(1),
             closed: AtomicBool::new(false),
+            detached_gate: RwLock::new(()),
         });
         follower::start(&inner)?;
         Ok(Store::from_inner(inner))
@@ -478,9 +512,16 @@ impl Store {
 impl Inner {
     /// See [`Store::close`]. Idempotent: a second call does nothing.
     fn close(&self) -> Result<()> {
-        if self.closed.swap(true, Ordering::Relaxed) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Waits (each at most `detached_timeout`) for detached calls that
+        // started before `closed` was set; later ones see it and drop.
+        drop(
+            self.detached_gate
+                .write()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         detached::stop_supervisor(self);
         follower::stop(self);
         if let Err(e) = self.final_checkpoint() {

@@ -17,6 +17,8 @@ pub struct Counters {
     pub ops: AtomicU64,
     /// Renames onto a `.ckpt` file.
     pub checkpoints_written: AtomicU64,
+    /// Bytes read or mapped (a map counts the file's whole length).
+    pub bytes_read: AtomicU64,
 }
 
 impl Counters {
@@ -92,6 +94,9 @@ impl StorageFile for CountingFile {
     }
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+        self.counters
+            .bytes_read
+            .fetch_add(buf.len() as u64, Ordering::SeqCst);
         self.inner.read_exact_at(buf, pos)
     }
 
@@ -111,6 +116,10 @@ impl StorageFile for CountingFile {
     }
 
     fn map(&self) -> io::Result<Mapped> {
-        self.inner.map()
+        let map = self.inner.map()?;
+        self.counters
+            .bytes_read
+            .fetch_add(map.len() as u64, Ordering::SeqCst);
+        Ok(map)
     }
 }

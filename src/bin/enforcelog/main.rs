@@ -84,6 +84,17 @@ struct Cli {
           help_heading = "Global options")]
     verbose: u8,
 
+    /// Segment size in bytes for writers (hidden: for tests, so that a
+    /// small store rolls segments; the library's bounds apply).
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        value_name = "BYTES",
+        env = "ENFORCELOG_SEGMENT_MAX_BYTES"
+    )]
+    segment_max_bytes: Option<u64>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +135,8 @@ pub struct Global {
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub verbose: u8,
+    /// `--segment-max-bytes` (hidden), if given.
+    pub segment_max_bytes: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -137,6 +150,7 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
         durability: cli.durability,
         verbose: cli.verbose,
+        segment_max_bytes: cli.segment_max_bytes,
     };
     match dispatch(&global, cli.command) {
         Ok(()) => ExitCode::SUCCESS,

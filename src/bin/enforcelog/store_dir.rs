@@ -10,12 +10,22 @@ use enforcelog::{LogOptions, Store, StoreOptions};
 use crate::failure::Failure;
 use crate::Global;
 
-/// Opens (or creates) the store for writing, with the global durability.
+/// Opens (or creates) the store for writing, with the global durability
+/// (and segment size, when the hidden option sets one).
 pub fn open_writer(global: &Global) -> Result<Store, Failure> {
+    let defaults = LogOptions::default();
+    let segment_max_bytes = global
+        .segment_max_bytes
+        .unwrap_or(defaults.segment_max_bytes);
+    // A small segment must still hold a batch of one largest record; out of
+    // range sizes are left for the library to refuse by name.
+    let half_segment = usize::try_from(segment_max_bytes / 2).unwrap_or(usize::MAX);
     let options = StoreOptions {
         log: LogOptions {
             durability: global.durability,
-            ..LogOptions::default()
+            segment_max_bytes,
+            record_max_bytes: defaults.record_max_bytes.min(half_segment.max(1)),
+            ..defaults
         },
         ..StoreOptions::default()
     };
