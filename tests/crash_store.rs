@@ -139,18 +139,27 @@ fn event(rng: &mut Rng, id: BatchId, index: u16, len: u16, at_us: i64) -> Event 
     let pad: String = (0..pad_len)
         .map(|i| char::from(b'a' + ((id.seq as usize + i * 7) % 26) as u8))
         .collect();
-    let mut event = Event::new(
-        *rng.pick(&TENANTS),
-        *rng.pick(&RULES),
-        *rng.pick(&Action::ALL),
-    )
-    .with_details(json!({
+    let mut details = json!({
         "thread": id.thread,
         "seq": id.seq,
         "index": index,
         "len": len,
         "pad": pad,
-    }))
+    });
+    if rng.chance(33) {
+        // A zero-heavy histogram (mostly 0x00 once encoded), so that whole
+        // sectors of events are zero. Its length's low byte has three bits
+        // set: a sector whose only non-zero byte had one bit set could not
+        // be told from a flipped bit (see `log::recovery`).
+        let buckets = rng.range(100..600) as usize | 0x07;
+        details["histogram"] = json!(vec![0u8; buckets]);
+    }
+    let mut event = Event::new(
+        *rng.pick(&TENANTS),
+        *rng.pick(&RULES),
+        *rng.pick(&Action::ALL),
+    )
+    .with_details(details)
     .at_us(at_us);
     if rng.chance(60) {
         event = event.with_run_id(format!("run-{}", rng.range(0..1000)));
