@@ -163,8 +163,11 @@ fn plan(rng: &mut Rng, threads: u8) -> Vec<Vec<PlannedBatch>> {
                     let zero_heavy = rng.range(0..3) == 0;
                     let records = (0..len)
                         .map(|index| {
+                            // Zero-heavy batches must still fit the
+                            // smallest segment (4 KiB).
+                            let most = (3400 / u64::from(len)).min(900);
                             let filler = if zero_heavy {
-                                Filler::ZeroHeavy(rng.range(100..900) as usize)
+                                Filler::ZeroHeavy(rng.range(100..most) as usize)
                             } else {
                                 Filler::Random(rng.range(0..160) as usize)
                             };

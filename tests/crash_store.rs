@@ -153,6 +153,8 @@ fn event(rng: &mut Rng, id: BatchId, index: u16, len: u16, at_us: i64) -> Event 
         // be told from a flipped bit (see `log::recovery`).
         let buckets = rng.range(100..600) as usize | 0x07;
         details["histogram"] = json!(vec![0u8; buckets]);
+        // Sorted last and inserted last: no zero run ends the payload.
+        details["unit"] = json!("ms");
     }
     let mut event = Event::new(
         *rng.pick(&TENANTS),

@@ -9,9 +9,9 @@
 //! flipped bit leaves a checksum off by that one bit's syndrome.
 //!
 //! [`flipped_bit`] finds such a bit: one bit anywhere in the batch, or up to
-//! two bits of one marker byte (the markers are not inside a checksum, and
-//! two bits are enough to zero the marker bytes that have two bits set). It
-//! reports the byte to change; callers decide what that means.
+//! two bits of one marker byte (two bits are enough to zero the marker bytes
+//! that have two bits set). It reports the byte to change and the bytes the
+//! changed batch vouches for; callers decide what that means.
 //!
 //! A CRC-32 is linear: `crc(a ^ e) == crc(a) ^ crc0(e)` for messages of one
 //! length, where `crc0` is the register pass with neither initial value nor
@@ -32,11 +32,21 @@ const HEADER_MARKER_AT: usize = 36;
 /// Where a frame's `payload_len` lies in its header.
 const FRAME_LEN_AT: usize = 4;
 
-/// The byte, relative to the start of `buf`, where changing one bit (or two
-/// bits of one marker byte) makes the batch at the start of `buf` verify
-/// with first offset `expected`; `None` when no such change exists, or the
-/// batch verifies or runs past the end of `buf` as it is.
-pub fn flipped_bit(buf: &[u8], expected: u64) -> Option<usize> {
+/// A change of one bit (or two bits of one marker byte) that makes a batch
+/// verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlippedBit {
+    /// The byte to change, relative to the start of the batch.
+    pub at: usize,
+    /// The length of the batch once changed: the bytes it vouches for.
+    pub batch_len: usize,
+}
+
+/// The change of one bit (or two bits of one marker byte) that makes the
+/// batch at the start of `buf` verify with first offset `expected`; `None`
+/// when there is none, or the batch verifies or runs past the end of `buf`
+/// as it is.
+pub fn flipped_bit(buf: &[u8], expected: u64) -> Option<FlippedBit> {
     let (at, header) = match decode_batch(buf, Some(expected)) {
         Ok(_) | Err(BatchError::Incomplete) => return None,
         Err(BatchError::Invalid { at, header, .. }) => (at, header),
@@ -50,12 +60,13 @@ pub fn flipped_bit(buf: &[u8], expected: u64) -> Option<usize> {
     }
     let len = header.batch_len as usize;
     let batch = &buf[..len];
+    let found = |at| FlippedBit { at, batch_len: len };
     if at == len - BATCH_TRAILER_LEN {
         if let Some(i) = in_marker(&batch[at..], &BATCH_MARKER) {
-            return Some(at + i);
+            return Some(found(at + i));
         }
     }
-    in_frame(batch, at, expected)
+    in_frame(batch, at, expected).map(found)
 }
 
 /// The bit patterns tried at byte `i` of a batch: each single bit, and for a
@@ -74,7 +85,7 @@ fn verifies(patched: &[u8], expected: u64) -> bool {
 }
 
 /// Tries every one- and marker-two-bit change of the header.
-fn in_header(buf: &[u8], expected: u64) -> Option<usize> {
+fn in_header(buf: &[u8], expected: u64) -> Option<FlippedBit> {
     if buf.len() < BATCH_HEADER_LEN {
         return None;
     }
@@ -94,7 +105,10 @@ fn in_header(buf: &[u8], expected: u64) -> Option<usize> {
             let mut patched = buf[..len].to_vec();
             patched[i] ^= p;
             if verifies(&patched, expected) {
-                return Some(i);
+                return Some(FlippedBit {
+                    at: i,
+                    batch_len: len,
+                });
             }
         }
     }
@@ -244,7 +258,11 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(flipped_bit(&flipped, 9), Some(bit / 8), "bit {bit}");
+            assert_eq!(
+                flipped_bit(&flipped, 9).map(|f| f.at),
+                Some(bit / 8),
+                "bit {bit}"
+            );
         }
     }
 
@@ -258,7 +276,24 @@ mod tests {
             let rest = damaged[i] ^ low;
             let high = rest & rest.wrapping_neg();
             damaged[i] ^= low | high;
-            assert_eq!(flipped_bit(&damaged, 2), Some(i), "byte {i}");
+            assert_eq!(flipped_bit(&damaged, 2).map(|f| f.at), Some(i), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn any_bytes_are_answered_without_panic() {
+        let bytes = zero_heavy_batch(4);
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for cut in (0..bytes.len()).step_by(13) {
+            let _ = flipped_bit(&bytes[..cut], 4);
+            let mut garbled = bytes.clone();
+            for _ in 0..3 {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let i = (state >> 33) as usize % garbled.len();
+                garbled[i] = (state >> 17) as u8;
+            }
+            let _ = flipped_bit(&garbled, 4);
+            let _ = flipped_bit(&garbled[cut..], 4);
         }
     }
 

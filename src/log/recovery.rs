@@ -28,8 +28,10 @@
 //! 2. changing one bit anywhere in the batch, or two bits of one marker
 //!    byte, makes it verify (`format::flips`): **corruption**. A lost sector
 //!    replaces content the tear knows nothing about, so it leaves a checksum
-//!    off by a random-looking value, not by one bit's syndrome (except in
-//!    the edge pieces below);
+//!    off by a random-looking value, not by one bit's syndrome. Unless that
+//!    byte lies in zeros a flip cannot explain: an all-zero sector that runs
+//!    past the end of the batch (a flip leaves the next batch's header as
+//!    written), or an edge piece (below);
 //! 3. no lost sector explains the failure: no all-zero sector piece touches
 //!    the failing element (its header, frame, or trailer), the file does not
 //!    end in zeros reaching back to it, and it is not a whole lost write
@@ -86,7 +88,9 @@ use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
 use super::writer::GROUP_MAX_BYTES;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
-use crate::format::batch::{decode_batch, find_valid_after, BatchError, HEADER_MARKER};
+use crate::format::batch::{
+    decode_batch, decode_header, find_valid_after, BatchError, HEADER_MARKER,
+};
 use crate::format::flips::flipped_bit;
 use crate::format::index_file::{IndexEntry, SegmentIndex};
 use crate::format::BATCH_HEADER_LEN;
@@ -187,10 +191,12 @@ fn classify(
     if matches!(error, BatchError::Incomplete) {
         return torn("the write did not finish");
     }
-    if let Some(flip) = flipped_bit(&bytes[pos..], next_offset).map(|i| pos + i) {
-        if !in_edge_piece(bytes, pos, flip) {
+    if let Some(flip) = flipped_bit(&bytes[pos..], next_offset) {
+        let at = pos + flip.at;
+        if !in_edge_piece(bytes, pos, at) && !zeros_past_batch(bytes, pos, at, pos + flip.batch_len)
+        {
             return corrupt(&format!(
-                "{reason}; one flipped bit at byte {flip} explains it: damage, not a torn write"
+                "{reason}; one flipped bit at byte {at} explains it: damage, not a torn write"
             ));
         }
     }
@@ -286,37 +292,51 @@ fn in_edge_piece(bytes: &[u8], pos: usize, at: usize) -> bool {
     first || last
 }
 
+/// True when the sector holding byte `at` (from `pos`, where the write may
+/// start) is all zeros and runs past `batch_end`, where the next batch's
+/// header must be. A flipped bit at `at` leaves the batch's own zeros as
+/// they were written, but cannot zero what follows the batch: a lost sector
+/// can (for example one that held only the trailer's last byte, `D`, and
+/// the start of the next batch).
+fn zeros_past_batch(bytes: &[u8], pos: usize, at: usize, batch_end: usize) -> bool {
+    let start = (at / SECTOR_BYTES * SECTOR_BYTES).max(pos);
+    let end = ((at / SECTOR_BYTES + 1) * SECTOR_BYTES).min(bytes.len());
+    end > batch_end && bytes[start..end].iter().all(|&b| b == 0)
+}
+
 /// True when every byte from `pos` to the end of the file can be one group
 /// write: the writer stops a group once it holds `GROUP_MAX_BYTES`, so a
 /// write is shorter than that plus its last batch, which is at most the
-/// longest batch that verifies after `pos`.
+/// longest batch whose header verifies from `pos` on.
 fn one_write_reaches(bytes: &[u8], pos: usize, next_offset: u64) -> bool {
     let span = bytes.len() - pos;
     if span <= GROUP_MAX_BYTES {
         return true;
     }
     let mut longest = 0;
-    let mut from = pos + 1;
-    while let Some((at, len)) = next_whole_batch(bytes, from, next_offset) {
+    let mut from = pos;
+    while let Some((at, len)) = next_header(bytes, from, next_offset) {
         longest = longest.max(len);
-        from = at + len;
+        from = at + len.max(1);
     }
     span < GROUP_MAX_BYTES + longest
 }
 
-/// The first batch at or after `from` that verifies whole, with a first
-/// offset of at least `min_offset`: its position and length.
-fn next_whole_batch(bytes: &[u8], from: usize, min_offset: u64) -> Option<(usize, usize)> {
+/// The first batch header at or after `from` that verifies, with a first
+/// offset of at least `min_offset`: its position and the batch length it
+/// declares (its frames may be damaged; the header's checksum vouches for
+/// the length).
+fn next_header(bytes: &[u8], from: usize, min_offset: u64) -> Option<(usize, usize)> {
     let last = bytes.len().checked_sub(BATCH_HEADER_LEN)?;
     (from..=last).find_map(|at| {
         let rest = &bytes[at..];
         if rest[36..40] != HEADER_MARKER {
             return None;
         }
-        decode_batch(rest, None)
+        decode_header(rest)
             .ok()
-            .filter(|v| v.header.first_offset >= min_offset)
-            .map(|v| (at, v.len()))
+            .filter(|h| h.first_offset >= min_offset)
+            .map(|h| (at, h.batch_len as usize))
     })
 }
 
@@ -737,4 +757,84 @@ pub(crate) fn drop_unacknowledged(active: &mut ActiveSegment, end: u64) -> Resul
     active.next_offset = end;
     active.index.retain(|e| e.position < pos as u64);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::encode_batch;
+    use crate::record::Record;
+
+    /// A segment whose first batch holds one record with a long run of
+    /// zeros, followed by `after_bytes` of one-record batches.
+    fn segment(after_bytes: usize) -> (Vec<u8>, usize) {
+        let mut bytes = SegmentHeader {
+            store_tag: 0,
+            base_offset: 0,
+        }
+        .encode()
+        .to_vec();
+        let mut payload = vec![0u8; 4000];
+        payload[..64].fill(0xA5);
+        payload[2000..2064].fill(0x5A);
+        encode_batch(&mut bytes, 0, &[Record::new(1, payload)]);
+        let first_end = bytes.len();
+        let mut next = 1;
+        while bytes.len() - first_end < after_bytes {
+            encode_batch(&mut bytes, next, &[Record::new(2, vec![0x77; 1 << 16])]);
+            next += 1;
+        }
+        (bytes, first_end)
+    }
+
+    fn classify_first(bytes: &[u8]) -> Stop {
+        let s = scan(
+            bytes,
+            SEGMENT_HEADER_LEN as u64,
+            0,
+            IndexBuilder::new(u64::MAX, Vec::new()),
+            true,
+        );
+        assert_eq!(s.batches, 0, "the first batch should fail");
+        s.stop
+    }
+
+    /// Zeros the aligned sector holding the non-zero run at 2000 of the
+    /// first record: a lost sector, not a flipped bit.
+    fn lose_a_sector(bytes: &mut [u8]) {
+        let at = SEGMENT_HEADER_LEN + BATCH_HEADER_LEN + 24 + 2000;
+        let start = at / SECTOR_BYTES * SECTOR_BYTES;
+        bytes[start..start + SECTOR_BYTES].fill(0);
+    }
+
+    #[test]
+    fn a_lost_sector_with_valid_batches_after_it_within_one_write_is_torn() {
+        let (mut bytes, _) = segment(1 << 20);
+        lose_a_sector(&mut bytes);
+        assert!(matches!(classify_first(&bytes), Stop::Torn { .. }));
+    }
+
+    #[test]
+    fn a_lost_sector_with_more_than_one_write_after_it_is_corruption() {
+        let (mut bytes, _) = segment(GROUP_MAX_BYTES + (1 << 20));
+        lose_a_sector(&mut bytes);
+        match classify_first(&bytes) {
+            Stop::Corrupt { reason, .. } => {
+                assert!(reason.contains("further than one write"), "{reason}");
+            }
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_before_a_natural_zero_sector_is_corruption() {
+        let (mut bytes, first_end) = segment(0);
+        assert_eq!(bytes.len(), first_end);
+        let at = SEGMENT_HEADER_LEN + BATCH_HEADER_LEN + 24 + 10;
+        bytes[at] ^= 0x10;
+        match classify_first(&bytes) {
+            Stop::Corrupt { reason, .. } => assert!(reason.contains("flipped bit"), "{reason}"),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
 }
