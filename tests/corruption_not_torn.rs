@@ -25,6 +25,7 @@ use std::fs;
 use std::ops::RangeInclusive;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::process::{self, Watchdog};
@@ -42,6 +43,16 @@ const WATCHDOG: Watchdog = Watchdog {
     limit: Duration::from_secs(60),
     panic_signs: &["panicked", "stack backtrace"],
 };
+
+/// Taken by every test here: the CLI test forks children, and a child
+/// forked while another test holds the log's lock file open holds that
+/// `flock` too until it execs, which would make a parallel open see the
+/// log as locked.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Details as a real host writes them: a histogram of counts, mostly zero,
 /// with a few non-zero counts (some of them one bit), so that the encoded
@@ -237,6 +248,7 @@ fn assert_log_sees_corruption(p: &Pristine, at: usize, damaged: &[u8], what: &st
                 let records = log
                     .read_from(0)
                     .and_then(|r| r.collect::<Result<Vec<_>, _>>());
+                log.close().expect("close");
                 match records {
                     Ok(records) => assert!(
                         records == p.records,
@@ -257,6 +269,7 @@ fn assert_log_sees_corruption(p: &Pristine, at: usize, damaged: &[u8], what: &st
 
 #[test]
 fn every_bit_flip_in_zero_heavy_events_is_corruption_not_a_torn_tail() {
+    let _serial = serial();
     let p = Pristine::build();
     for bit in 0..p.segment.len() * 8 {
         let at = bit / 8;
@@ -270,6 +283,7 @@ fn every_bit_flip_in_zero_heavy_events_is_corruption_not_a_torn_tail() {
 
 #[test]
 fn two_bit_flips_of_a_marker_byte_are_corruption_not_a_torn_tail() {
+    let _serial = serial();
     let p = Pristine::build();
     let mut zeroed = 0;
     for at in p.marker_bytes() {
@@ -301,6 +315,7 @@ fn sample_bits(rng: &mut Rng, len: usize, count: usize) -> Vec<usize> {
 
 #[test]
 fn store_open_refuses_a_flipped_bit_in_zero_heavy_events() {
+    let _serial = serial();
     let p = Pristine::build();
     let mut rng = Rng(p.seed ^ 0x5354_4F52_4531);
     let mut refused = 0;
@@ -343,6 +358,7 @@ fn run(args: &[&str], dir: &Path) -> process::Out {
 
 #[test]
 fn cli_verify_and_record_refuse_a_flipped_bit_in_zero_heavy_events() {
+    let _serial = serial();
     let p = Pristine::build();
     let mut rng = Rng(p.seed ^ 0x434C_4921);
     let bits = sample_bits(&mut rng, p.segment.len(), 24);
