@@ -148,7 +148,7 @@ impl Store {
 /// counts), with a few random bytes; the others are random.
 fn with_zero_runs(rng: &mut Rng, len: usize) -> Vec<u8> {
     let mut payload = rng.bytes(len);
-    if len > 0 && rng.next() % 2 == 0 {
+    if len > 0 && rng.next().is_multiple_of(2) {
         let start = rng.index(len);
         let run = rng.in_range(len / 2..=len);
         payload[start..(start + run).min(len)].fill(0);

@@ -241,7 +241,7 @@ fn every_zero_filled_end_of_the_last_batch_is_a_torn_tail() {
         bytes[cut..].fill(0);
         fs::write(scratch.segment_path(), &bytes).expect("write the segment");
         let what = format!("zeros from {cut} (seed {})", p.seed);
-        if cut == len - 1 && cut % SECTOR_BYTES != 0 {
+        if cut == len - 1 && !cut.is_multiple_of(SECTOR_BYTES) {
             // Only the trailer's last byte, `D` (two bits set), reads zero,
             // and no sector starts there: that is what two flipped bits
             // leave, not a lost sector (see `a_zeroed_last_byte_...`).
@@ -263,7 +263,7 @@ fn a_zeroed_last_byte_inside_a_sector_is_corruption_not_a_torn_tail() {
     bytes[len - 1] = 0;
     fs::write(scratch.segment_path(), &bytes).expect("write the segment");
     let what = format!("last byte zeroed (seed {})", p.seed);
-    if (len - 1) % SECTOR_BYTES == 0 {
+    if (len - 1).is_multiple_of(SECTOR_BYTES) {
         // A sector starts at the last byte: losing it leaves the same bytes.
         assert_torn(&scratch, &p.earlier, p.before_len, &what);
         return;

@@ -287,8 +287,8 @@ fn in_edge_piece(bytes: &[u8], pos: usize, at: usize) -> bool {
     let zeros = |r: Range<usize>| !r.is_empty() && bytes[r].iter().all(|&b| b == 0);
     let first_end = ((pos / SECTOR_BYTES + 1) * SECTOR_BYTES).min(len);
     let last_start = (len.saturating_sub(1) / SECTOR_BYTES * SECTOR_BYTES).max(pos);
-    let first = pos % SECTOR_BYTES != 0 && at < first_end && zeros(pos..first_end);
-    let last = len % SECTOR_BYTES != 0 && at >= last_start && zeros(last_start..len);
+    let first = !pos.is_multiple_of(SECTOR_BYTES) && at < first_end && zeros(pos..first_end);
+    let last = !len.is_multiple_of(SECTOR_BYTES) && at >= last_start && zeros(last_start..len);
     first || last
 }
 
