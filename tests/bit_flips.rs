@@ -1,4 +1,6 @@
 //! Single-bit flips in segment and index files, on the real file system.
+//! Payloads hold runs of zeros, as real ones do (see also
+//! `tests/corruption_not_torn.rs` for events that are mostly zeros).
 //!
 //! A flipped bit in a segment is damage, never a torn tail: `verify_dir`
 //! reports it as corruption, and the log refuses to open (for the last
@@ -50,7 +52,7 @@ impl Store {
             let batch: Vec<Record> = (0..count)
                 .map(|_| {
                     let len = rng.in_range(payload_lens.clone());
-                    let payload = rng.bytes(len);
+                    let payload = with_zero_runs(&mut rng, len);
                     let ts = i64::try_from(rng.next() >> 1).expect("fits") - (1 << 62);
                     Record::new(ts, payload)
                 })
@@ -139,6 +141,20 @@ impl Store {
             assert!(&now == bytes, "{name} changed (seed {})", self.seed);
         }
     }
+}
+
+/// `len` payload bytes as real ones look: every other payload is mostly
+/// zeros (runs of 0x00 are ordinary data, as in an encoded histogram of zero
+/// counts), with a few random bytes; the others are random.
+fn with_zero_runs(rng: &mut Rng, len: usize) -> Vec<u8> {
+    let mut payload = rng.bytes(len);
+    if len > 0 && rng.next().is_multiple_of(2) {
+        let start = rng.index(len);
+        let run = rng.in_range(len / 2..=len);
+        payload[start..(start + run).min(len)].fill(0);
+        payload[..len / 4].fill(0);
+    }
+    payload
 }
 
 /// Byte positions where the batches of a valid segment start.

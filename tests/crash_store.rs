@@ -139,18 +139,32 @@ fn event(rng: &mut Rng, id: BatchId, index: u16, len: u16, at_us: i64) -> Event 
     let pad: String = (0..pad_len)
         .map(|i| char::from(b'a' + ((id.seq as usize + i * 7) % 26) as u8))
         .collect();
-    let mut event = Event::new(
-        *rng.pick(&TENANTS),
-        *rng.pick(&RULES),
-        *rng.pick(&Action::ALL),
-    )
-    .with_details(json!({
+    let mut details = json!({
         "thread": id.thread,
         "seq": id.seq,
         "index": index,
         "len": len,
         "pad": pad,
-    }))
+    });
+    // Room for a histogram while the whole batch still fits the smallest
+    // segment (4 KiB): each event holds up to ~340 bytes besides.
+    let most = (3600 / u64::from(len.max(1))).saturating_sub(340).min(600);
+    if rng.chance(33) && most > 100 {
+        // A zero-heavy histogram (mostly 0x00 once encoded), so that whole
+        // sectors of events are zero. Its length's low byte has three bits
+        // set: a sector whose only non-zero byte had one bit set could not
+        // be told from a flipped bit (see `log::recovery`).
+        let buckets = rng.range(100..most) as usize | 0x07;
+        details["histogram"] = json!(vec![0u8; buckets]);
+        // Sorted last and inserted last: no zero run ends the payload.
+        details["unit"] = json!("ms");
+    }
+    let mut event = Event::new(
+        *rng.pick(&TENANTS),
+        *rng.pick(&RULES),
+        *rng.pick(&Action::ALL),
+    )
+    .with_details(details)
     .at_us(at_us);
     if rng.chance(60) {
         event = event.with_run_id(format!("run-{}", rng.range(0..1000)));

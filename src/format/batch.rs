@@ -29,9 +29,11 @@
 //! `first_offset`, every timestamp lies in `[min, max]`; the trailer follows the
 //! last frame and ends exactly at `batch_len`.
 //!
-//! The two markers are what recovery uses to tell a write that never finished
-//! (a marker byte is zero: the space was never written) from a batch that was
-//! written in full and then damaged (see `log::recovery`).
+//! The two markers let a reader see that a batch was written to its end
+//! (unwritten space reads as zero). They do not prove it alone: two flipped
+//! bits zero `B`, `A` or `D`, and payloads may be mostly zeros, so recovery
+//! first asks whether a flipped bit explains a failure (`format::flips`; see
+//! `log::recovery`).
 
 use super::{i64_at, marker_fully_written, u32_at, u64_at};
 use crate::record::Record;
@@ -342,8 +344,9 @@ pub fn decode_batch(
 
 /// True when the batch at the start of `buf` was written to its end: its
 /// header marker, and (when the header is valid) its trailer marker, have no
-/// zero byte. Space that was never written reads as zero; a flipped bit
-/// never zeroes a marker byte.
+/// zero byte. Space that was never written reads as zero; a single flipped
+/// bit never zeroes a marker byte, but two can, so recovery does not decide
+/// on this alone.
 pub fn written_to_the_end(buf: &[u8]) -> bool {
     if buf.len() < BATCH_HEADER_LEN || !marker_fully_written(&buf[H_MARKER..H_MARKER + 4]) {
         return false;
@@ -362,10 +365,12 @@ pub fn written_to_the_end(buf: &[u8]) -> bool {
 /// Finds the first position at or after `from` where a verifiable batch header
 /// or frame with an offset of at least `min_offset` begins.
 ///
-/// Used to tell a torn tail (nothing valid follows) from corruption in the
-/// middle of the log (valid data follows the damage). The offset filter keeps
-/// random bytes from being mistaken for data almost surely: a position only
-/// counts when its checksum also matches.
+/// Used to tell a torn tail from corruption in the middle of the log: valid
+/// data after a failure proves the failure's bytes were written before it,
+/// unless both lie in the one write a crash tore (see `log::recovery`). A
+/// position only counts when its checksum matches and its offset can follow
+/// `min_offset` in the bytes left, so random or stale bytes (what a crash
+/// may expose) and zeros pass for data only by a 32-bit checksum accident.
 pub fn find_valid_after(buf: &[u8], from: usize, min_offset: u64) -> Option<usize> {
     let last = buf.len().checked_sub(FRAME_HEADER_LEN)?;
     (from..=last).find(|&pos| {

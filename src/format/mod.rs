@@ -10,6 +10,7 @@
 //! the caller (`log::recovery`, `log::reader`, `log::verify`).
 
 pub mod batch;
+pub mod flips;
 pub mod index_file;
 pub mod segment_header;
 
