@@ -33,6 +33,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::dir;
+use super::hole::hole_of;
 use super::identity::{foreign_reason, StoreId};
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
 use crate::config::LogOptions;
@@ -65,6 +66,8 @@ pub(crate) struct Scan {
     pub next_offset: u64,
     pub batches: u64,
     pub records: u64,
+    /// Records of those that belong to holes (see `hole`).
+    pub lost: u64,
     pub index: IndexBuilder,
     pub stop: Stop,
 }
@@ -84,6 +87,7 @@ pub(crate) fn scan(
         next_offset,
         batches: 0,
         records: 0,
+        lost: 0,
         index,
         stop: Stop::Clean,
     };
@@ -103,6 +107,14 @@ pub(crate) fn scan(
                 scan.next_offset = h.next_offset();
                 scan.batches += 1;
                 scan.records += u64::from(h.record_count);
+                // A hole batch holds nothing but hole records.
+                if view
+                    .frames()
+                    .next()
+                    .is_some_and(|f| hole_of(f.payload).is_some())
+                {
+                    scan.lost += u64::from(h.record_count);
+                }
             }
             Err(error) => {
                 scan.stop = classify(bytes, pos, scan.next_offset, error, last_segment);

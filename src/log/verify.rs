@@ -53,6 +53,10 @@ pub struct VerifyReport {
     pub batches: u64,
     /// Records in those batches.
     pub records: u64,
+    /// Of those records, how many are holes: offsets whose records damage
+    /// destroyed and a repair replaced (information, not a problem: the
+    /// log is consistent, and the loss is visible to every reader).
+    pub lost: u64,
     /// The offset after the last record that verified.
     pub next_offset: u64,
     /// Every problem found, in file and position order.
@@ -211,6 +215,7 @@ fn verify_segment(
         let s = scan(bytes, pos, expected, index, last);
         report.batches += s.batches;
         report.records += s.records;
+        report.lost += s.lost;
         expected = s.next_offset;
         index = s.index;
         let (kind, position, reason) = match s.stop {
