@@ -38,10 +38,11 @@ use tracing::warn;
 use super::dir;
 use super::hole::encode_hole;
 use super::identity;
-use super::recovery::{scan, unfinished_creation, Stop};
+use super::recovery::{scan, unfinished_creation, write_index, Stop};
 use super::segment::IndexBuilder;
 use crate::error::{Error, Result};
 use crate::format::batch::{decode_batch, decode_header, FRAME_HEADER_LEN};
+use crate::format::index_file::SegmentIndex;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::record::now_us;
 use crate::storage::{read_all, FileStorage, OpenMode, Storage};
@@ -152,6 +153,8 @@ enum Piece {
 /// The rebuild of one segment.
 struct Rewrite {
     base: u64,
+    /// The next segment's base offset, for a sealed segment.
+    next_base: Option<u64>,
     bytes: Vec<u8>,
     pieces: Vec<Piece>,
 }
@@ -294,6 +297,12 @@ fn damaged_ranges(rewrite: &Rewrite, quarantine: &Path) -> Vec<DamagedRange> {
         .collect()
 }
 
+/// The name of the marker a writer leaves beside a segment it sealed with
+/// damage in it (see `recovery::seal_damaged`): `<segment name>.damaged`.
+pub(crate) fn damage_marker_name(base: u64) -> String {
+    format!("{}.damaged", dir::segment_name(base))
+}
+
 fn saved_name(base: u64, bytes: &Range<usize>) -> String {
     format!(
         "{}.bytes-{}-{}",
@@ -398,6 +407,16 @@ fn replace_segment(
             .rename(&index, &to)
             .map_err(|e| Error::io("rename", &index, e))?;
     }
+    let marker = dir.join(damage_marker_name(rewrite.base));
+    if storage
+        .exists(&marker)
+        .map_err(|e| Error::io("stat", &marker, e))?
+    {
+        let to = quarantine.join(damage_marker_name(rewrite.base));
+        storage
+            .rename(&marker, &to)
+            .map_err(|e| Error::io("rename", &marker, e))?;
+    }
     let content = rebuild(rewrite);
     let tmp = dir.join(format!("{}.repair.tmp", dir::segment_name(rewrite.base)));
     let file = storage
@@ -410,7 +429,29 @@ fn replace_segment(
     storage
         .rename(&tmp, &path)
         .map_err(|e| Error::io("rename", &tmp, e))?;
-    sync_dir(storage, dir)
+    sync_dir(storage, dir)?;
+    if let Some(next_base) = rewrite.next_base {
+        // A sealed segment's index (derived data, not fsynced), so that
+        // the next open need not rebuild it.
+        let interval = crate::config::LogOptions::default().index_interval_bytes;
+        let s = scan(
+            &content,
+            SEGMENT_HEADER_LEN as u64,
+            rewrite.base,
+            IndexBuilder::new(interval, Vec::new()),
+            false,
+        );
+        if s.stop == Stop::Clean && s.next_offset == next_base {
+            let index = SegmentIndex {
+                base_offset: rewrite.base,
+                next_offset: s.next_offset,
+                segment_len: content.len() as u64,
+                entries: s.index.entries,
+            };
+            write_index(storage, dir, &index);
+        }
+    }
+    Ok(())
 }
 
 /// The segment's new bytes: its header, the kept pieces, and the holes.
@@ -428,6 +469,21 @@ fn rebuild(rewrite: &Rewrite) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A segment's bytes as a repair would leave them (each damaged range a
+/// hole), for an open that must read past damage without changing the
+/// disk; and the offset after its last record, holes included. `next_base`
+/// is the next segment's base offset (`None` for the last segment).
+pub(crate) fn rebuilt_segment(bytes: &[u8], base: u64, next_base: Option<u64>) -> (Vec<u8>, u64) {
+    let (pieces, next, _) = plan_segment(bytes, base, next_base.is_none(), next_base);
+    let content = rebuild(&Rewrite {
+        base,
+        next_base,
+        bytes: bytes.to_vec(),
+        pieces,
+    });
+    (content, next)
 }
 
 /// Scans every segment and plans the repair.
@@ -492,6 +548,7 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                     });
                     plan.rewrites.push(Rewrite {
                         base,
+                        next_base: segments.get(i + 1).copied(),
                         bytes,
                         pieces,
                     });
