@@ -222,6 +222,9 @@ pub fn repair_with(
         return Ok(report);
     }
     save_to_quarantine(storage, dir, &plan, &report, &quarantine)?;
+    if !plan.rewrites.is_empty() {
+        move_checkpoints(storage, dir, &quarantine)?;
+    }
     for rewrite in &plan.rewrites {
         replace_segment(storage, dir, rewrite, &quarantine)?;
     }
@@ -243,6 +246,34 @@ pub fn repair_with(
         "repaired the log"
     );
     Ok(report)
+}
+
+/// Moves the projection checkpoints into the quarantine, before any hole is
+/// written: a checkpoint counted the records a hole replaces, so it would
+/// disagree with a rebuild from the repaired log. They are derived data;
+/// the next open rebuilds them from the log, counting the holes as lost.
+/// (A repair that only moves segments out needs no such step: a checkpoint
+/// past the new end of the log is refused on open.)
+fn move_checkpoints(storage: &dyn Storage, dir: &Path, quarantine: &Path) -> Result<()> {
+    let checkpoints = dir.join(crate::projection::CHECKPOINT_DIR);
+    if !storage
+        .exists(&checkpoints)
+        .map_err(|e| Error::io("stat", &checkpoints, e))?
+    {
+        return Ok(());
+    }
+    let names = storage
+        .list(&checkpoints)
+        .map_err(|e| Error::io("list", &checkpoints, e))?;
+    for name in names {
+        let from = checkpoints.join(&name);
+        let to = quarantine.join(format!("{}-{name}", crate::projection::CHECKPOINT_DIR));
+        storage
+            .rename(&from, &to)
+            .map_err(|e| Error::io("rename", &from, e))?;
+    }
+    sync_dir(storage, quarantine)?;
+    sync_dir(storage, &checkpoints)
 }
 
 fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {

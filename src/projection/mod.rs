@@ -19,7 +19,7 @@ use std::any::Any;
 pub use per_day::ActionsPerDay;
 pub use trigger::{Answer, RuleStats, TriggerStats, DAYS_30_US};
 
-pub(crate) use host::Host;
+pub(crate) use host::{Host, CHECKPOINT_DIR};
 pub use host::ProjectionCheck;
 
 use crate::event::Entry;

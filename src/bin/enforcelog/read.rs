@@ -245,7 +245,9 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
     match args.format {
         StatsFormat::Json => {
             let mut report = enforcelog::stats_report(as_of, &rules);
-            report["lost"] = Value::from(lost);
+            if lost > 0 {
+                report["lost"] = Value::from(lost);
+            }
             // The library labels the window from the first rule; say it
             // even when no rule is listed.
             report["window"] = Value::String(units::window_label(args.window));
