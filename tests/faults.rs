@@ -83,6 +83,16 @@ impl Acked {
         }
     }
 
+    /// After a failed fsync that followed every append (nothing synced
+    /// since the open), under `Interval` or `None`: each acknowledged record
+    /// may be gone, as after a crash. Only a prefix of them may come back.
+    fn unsynced_lost(mut self) -> Acked {
+        self.maybe
+            .extend(std::mem::take(&mut self.records).into_values());
+        self.next = 0;
+        self
+    }
+
     /// Makes append call number `call`: odd calls send a batch of three
     /// records, even ones a single record.
     fn append(&mut self, log: &Log, call: u64) -> enforcelog::Result<()> {
@@ -372,7 +382,8 @@ fn index_files(storage: &SimStorage) -> Vec<String> {
 
 #[test]
 fn failed_first_open_leaves_a_directory_that_opens_later() {
-    // Skip 0 hits the version file; skip 1 the first segment's creation.
+    // Skip 0 hits the version file (for SyncDir: the store directory's
+    // parent); skip 1 the first segment's creation.
     let cases = [
         (FaultOp::Create, 0),
         (FaultOp::Write, 0),
@@ -445,7 +456,10 @@ fn failed_fsync_at_close_is_reported_and_poisons() {
         // Not `Closed`: the caller must learn that the data is not durable.
         assert_poisoned(log.append_blocking(record(1)), kind, &what);
         drop(log);
-        // No crash: the written bytes are still there to recover.
+        // The failed fsync may have dropped every page written since the
+        // open (Durability::None promised nothing before it): whatever is
+        // read back must be a prefix, and what comes after must survive.
+        let acked = acked.unsynced_lost();
         reopen_and_check(&storage, &options, &acked, &what);
     }
 }
@@ -467,6 +481,8 @@ fn failed_interval_fsync_poisons_the_writer() {
         assert_injected(&failure, kind, &what);
         assert_poisoned(log.append_blocking(record(1)), kind, &what);
         drop(log);
+        // Nothing was ever synced: the failed fsync may have dropped it all.
+        let acked = acked.unsynced_lost();
         reopen_and_check(&storage, &options, &acked, &what);
     }
 }
@@ -774,9 +790,9 @@ fn appends_after_close_are_refused() {
 fn segment_adopted_after_a_failed_directory_fsync_survives_a_crash() {
     let storage = SimStorage::new(12);
     let options = options(1 << 20, Durability::Fsync);
-    // Directory fsyncs at first open: the version file's, the store id
-    // file's, then the segment's.
-    storage.inject(FaultOp::SyncDir, 2, FaultKind::Io, false);
+    // Directory fsyncs at first open: the store directory's parent's, the
+    // version file's, the store id file's, then the segment's.
+    storage.inject(FaultOp::SyncDir, 3, FaultKind::Io, false);
     assert!(matches!(open(&storage, &options), Err(Error::Io { .. })));
     assert!(
         storage.read_file(FIRST_SEGMENT).is_some(),

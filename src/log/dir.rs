@@ -4,6 +4,7 @@
 //! <dir>/VERSION                     "enforcelog-log <FORMAT_VERSION>\n"
 //! <dir>/LOCK                        empty; flock-ed by the one writer
 //! <dir>/STORE_ID                    the store's random id (see `identity`)
+//! <dir>/DURABLE                     how far the log is durable (see `durable_end`)
 //! <dir>/<base offset, 20 digits>.log  segments
 //! <dir>/<base offset, 20 digits>.idx  sparse index of a sealed segment (derived)
 //! ```
@@ -77,6 +78,7 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
             listing.has_version = true;
         } else if name != LOCK_FILE
             && name != super::identity::STORE_ID_FILE
+            && name != super::durable_end::DURABLE_FILE
             && !is_index_name(&name)
             && !name.ends_with(".tmp")
         {

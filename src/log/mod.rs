@@ -12,6 +12,7 @@
 //!   segment only grows, by whole batches, and is published after the write.
 
 pub(crate) mod dir;
+mod durable_end;
 mod hole;
 mod identity;
 mod reader;
@@ -46,7 +47,7 @@ use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::encoded_batch_len;
 use crate::record::Record;
-use crate::storage::{FileStorage, Storage};
+use crate::storage::{create_dir_all_durably, FileStorage, Storage};
 
 /// Counters of what the writer did since the log was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -293,6 +294,15 @@ impl Log {
         storage
             .sync_dir(&dir)
             .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        let publisher = durable_end::Publisher::create(
+            &*storage,
+            &dir,
+            durable_end::DurableEnd {
+                segment_base: active.base_offset,
+                segment_len: active.committed_len,
+                next_offset: active.next_offset,
+            },
+        )?;
         info!(
             dir = %dir.display(),
             segments = opened.segments.sealed.len() + 1,
@@ -312,7 +322,7 @@ impl Log {
             watchers: Mutex::new(Vec::new()),
             watch_closed: std::sync::atomic::AtomicBool::new(false),
         });
-        let writer = Writer::new(shared.clone(), rx, active, lock);
+        let writer = Writer::new(shared.clone(), rx, active, publisher, lock);
         let thread = std::thread::Builder::new()
             .name("enforcelog-writer".into())
             .spawn(move || writer.run())
@@ -362,8 +372,11 @@ impl Log {
         dir::check_version(&*storage, &dir)?;
         let store_id = identity::load(&*storage, &dir)?;
         let options = LogOptions::default();
+        // Loaded before the segments are listed; either order is safe (see
+        // `durable_end::ReadLimit`), this one reads less of a stale end.
+        let end = durable_end::load(&*storage, &dir)?;
         let opened =
-            recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly, store_id)?;
+            recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly(end), store_id)?;
         let shared = Arc::new(Shared {
             storage,
             dir,
@@ -391,11 +404,12 @@ impl Log {
             return Ok(());
         }
         let shared = &self.inner.shared;
+        let end = durable_end::load(&*shared.storage, &shared.dir)?;
         let opened = recovery::open_segments(
             &*shared.storage,
             &shared.dir,
             &shared.options,
-            Access::ReadOnly,
+            Access::ReadOnly(end),
             shared.store_id,
         )?;
         *shared.write_segments() = opened.segments;
@@ -647,10 +661,18 @@ fn assign_store_id(storage: &dyn Storage, dir: &Path) -> Result<StoreId> {
 
 fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let exists = storage.exists(dir).map_err(|e| Error::io("stat", dir, e))?;
-    if !exists {
+    // The store's name must survive a crash before anything acknowledged is
+    // written inside it: a new directory (parents included) is synced into
+    // its parent, and so is an existing one, which an earlier open may have
+    // created before failing or crashing short of that sync.
+    if exists {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+        let parent = parent.unwrap_or(Path::new("."));
         storage
-            .create_dir_all(dir)
-            .map_err(|e| Error::io("create directory", dir, e))?;
+            .sync_dir(parent)
+            .map_err(|e| Error::io("fsync directory", parent, e))?;
+    } else {
+        create_dir_all_durably(storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
     }
     let listing = dir::list(storage, dir)?;
     if listing.has_version {

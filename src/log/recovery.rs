@@ -33,6 +33,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::dir;
+use super::durable_end::{DurableEnd, ReadLimit};
 use super::hole::hole_of;
 use super::identity::{foreign_reason, StoreId};
 use super::repair::{damage_marker_name, rebuilt_segment};
@@ -255,7 +256,9 @@ pub(crate) fn unfinished_creation(bytes: &[u8], base: u64) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Access {
     Writer,
-    ReadOnly,
+    /// A reader: changes nothing, and reads the last segment only as far as
+    /// the durable end the writer published (all of it when none is).
+    ReadOnly(Option<DurableEnd>),
 }
 
 /// What opening found: the segments, and for a writer the active file.
@@ -325,7 +328,7 @@ pub(crate) fn open_segments(
     // No segment yet.
     let active = match access {
         Access::Writer => create_segment(storage, dir, 0, store_tag)?,
-        Access::ReadOnly => empty_view(storage, dir, 0),
+        Access::ReadOnly(_) => empty_view(storage, dir, 0),
     };
     Ok(Opened {
         segments: Segments { sealed, active },
@@ -547,16 +550,16 @@ fn open_last(
     let path = dir::segment_path(dir, base);
     let mode = match access {
         Access::Writer => OpenMode::ReadWrite,
-        Access::ReadOnly => OpenMode::Read,
+        Access::ReadOnly(_) => OpenMode::Read,
     };
     let file = storage
         .open(&path, mode)
         .map_err(|e| Error::io("open", &path, e))?;
-    let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+    let mut bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
     if unfinished_creation(&bytes, base) {
         // A segment whose creation did not finish: it holds nothing.
         return match access {
-            Access::ReadOnly => Ok((empty_view(storage, dir, base), 0, None)),
+            Access::ReadOnly(_) => Ok((empty_view(storage, dir, base), 0, None)),
             Access::Writer => {
                 warn!(segment = %path.display(), "segment creation did not finish; creating it again");
                 drop(file);
@@ -572,6 +575,15 @@ fn open_last(
         };
     }
     check_header(&path, &bytes, base, owner)?;
+    let limit = match access {
+        Access::ReadOnly(end) => ReadLimit::for_last_segment(end, base),
+        Access::Writer => ReadLimit::Unknown,
+    };
+    if let ReadLimit::Upto(durable_len) = limit {
+        // Past the durable end lie bytes a crash may still take away.
+        let durable_len = usize::try_from(durable_len).unwrap_or(usize::MAX);
+        bytes.truncate(durable_len.max(SEGMENT_HEADER_LEN));
+    }
     let scan_all = |bytes: &[u8]| {
         scan(
             bytes,
@@ -588,7 +600,7 @@ fn open_last(
             let active = create_segment(storage, dir, sealed.next_offset, store_tag)?;
             return Ok((active, 0, Some(sealed)));
         }
-        (Stop::Corrupt { position, reason }, Access::ReadOnly) => {
+        (Stop::Corrupt { position, reason }, Access::ReadOnly(_)) => {
             // Changes nothing: reads an in-memory rebuild instead (each
             // damaged range a hole), as the writer's next open will.
             warn!(

@@ -12,7 +12,15 @@
 //! is *poisoned*), answers every waiting and later append with
 //! [`Error::Poisoned`], and never retries. After a failed fsync the kernel may
 //! have dropped the dirty pages, so a retry that succeeds proves nothing.
-//! Reopening the log recovers from what is really on disk.
+//!
+//! Before it reports the failure, a poisoned writer cuts the active segment
+//! back to the last end it can trust: after a failed fsync, the end of the
+//! last successful one; after a failed write, the end of what was
+//! published. Bytes past that end may still be readable (from the page
+//! cache) while never reaching the disk; left in the file, the next open in
+//! any process would read them as committed, its own fsync would "succeed"
+//! without writing them, and records appended after them would sit behind a
+//! hole after a power cut. Readers in this process stop at the same end.
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -21,6 +29,7 @@ use std::time::Instant;
 
 use tracing::{debug, error, info};
 
+use super::durable_end::{DurableEnd, Publisher};
 use super::recovery::{create_segment, write_index};
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
 use super::Shared;
@@ -86,7 +95,14 @@ pub(crate) struct Writer {
     published_index: usize,
     buf: Vec<u8>,
     unsynced: bool,
+    /// (byte length, next offset) of the active segment as of the last
+    /// successful `fdatasync`: the end a failed fsync falls back to.
+    synced: (u64, u64),
+    /// Set when an fsync failed: everything after `synced` is suspect.
+    sync_failed: bool,
     last_sync: Instant,
+    /// Tells readers in other processes how far the log is durable.
+    durable_end: Publisher,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -101,10 +117,13 @@ impl Writer {
         shared: Arc<Shared>,
         rx: flume::Receiver<Request>,
         active: ActiveSegment,
+        durable_end: Publisher,
         lock: Box<dyn LockGuard>,
     ) -> Self {
         let index = IndexBuilder::new(shared.options.index_interval_bytes, active.index.clone());
         Self {
+            // The open fsynced the active segment before the writer started.
+            synced: (active.committed_len, active.next_offset),
             written_len: active.committed_len,
             next_offset: active.next_offset,
             published_index: active.index.len(),
@@ -114,7 +133,9 @@ impl Writer {
             index,
             buf: Vec::with_capacity(1 << 20),
             unsynced: false,
+            sync_failed: false,
             last_sync: Instant::now(),
+            durable_end,
             _lock: lock,
         }
     }
@@ -283,12 +304,15 @@ impl Writer {
         if !self.unsynced {
             return Ok(());
         }
-        self.active
-            .file
-            .sync_data()
-            .map_err(|e| Error::io("fsync", &self.active.path, e))?;
+        debug_assert!(self.buf.is_empty(), "sync with staged bytes not written");
+        if let Err(e) = self.active.file.sync_data() {
+            self.sync_failed = true;
+            return Err(Error::io("fsync", &self.active.path, e));
+        }
         self.shared.metrics.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.synced = (self.written_len, self.next_offset);
         self.unsynced = false;
+        self.publish_durable_end()?;
         self.last_sync = Instant::now();
         Ok(())
     }
@@ -356,17 +380,81 @@ impl Writer {
         segments.active = next.clone();
         drop(segments);
         self.shared.notify_committed();
+        self.synced = (SEGMENT_HEADER_LEN as u64, base);
         self.active = next;
         self.written_len = SEGMENT_HEADER_LEN as u64;
         self.published_index = 0;
         self.unsynced = false;
-        Ok(())
+        self.publish_durable_end()
     }
 
-    fn poison(&self, e: &Error) {
+    /// Publishes `synced` as the durable end for readers in other
+    /// processes. Only ever after the fsync that made it true.
+    fn publish_durable_end(&self) -> Result<()> {
+        let (segment_len, next_offset) = self.synced;
+        self.durable_end.publish(DurableEnd {
+            segment_base: self.active.base_offset,
+            segment_len,
+            next_offset,
+        })
+    }
+
+    fn poison(&mut self, e: &Error) {
         error!(error = %e, "the log writer failed and stops accepting appends");
+        if self.shared.poison_error().is_none() {
+            self.cut_to_trusted_end();
+        }
         self.shared.set_poison(e.to_string());
         self.shared.forget_watchers();
+    }
+
+    /// Cuts the active segment back to the last end that can be trusted
+    /// (see the module docs), first for readers, then in the file.
+    fn cut_to_trusted_end(&mut self) {
+        let (len, next) = {
+            let mut segments = self.shared.write_segments();
+            let active = &mut segments.active;
+            if self.sync_failed && active.base_offset == self.active.base_offset {
+                let (synced_len, synced_next) = self.synced;
+                if synced_len < active.committed_len {
+                    // Acknowledged under `Interval` or `None`, never synced:
+                    // lost, as a crash would have lost them.
+                    error!(
+                        records_lost = active.next_offset - synced_next,
+                        "records acknowledged but not yet synced were lost with the failed fsync"
+                    );
+                    active.committed_len = synced_len;
+                    active.next_offset = synced_next;
+                    active.index.retain(|e| e.position < synced_len);
+                }
+            }
+            (active.committed_len, active.next_offset)
+        };
+        // A write that failed may have reached the file in part, past
+        // `written_len`: ask the file, not the writer's count.
+        if self.active.file.len().is_ok_and(|file_len| file_len <= len) {
+            return;
+        }
+        let path = &self.active.path;
+        let cut = self
+            .active
+            .file
+            .set_len(len)
+            .and_then(|()| self.active.file.sync_data());
+        match cut {
+            Ok(()) => {
+                self.written_len = len;
+                self.next_offset = next;
+                self.buf.clear();
+                info!(segment = %path.display(), at = len, "cut the failed writes from the active segment");
+            }
+            Err(e) => error!(
+                segment = %path.display(),
+                at = len,
+                error = %e,
+                "could not cut the failed writes from the active segment; a reopen drops them only in this process"
+            ),
+        }
     }
 
     /// Makes everything written durable before the writer stops.

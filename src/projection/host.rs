@@ -20,7 +20,7 @@ use crate::event::Entry;
 use crate::log::dir::write_file_atomically;
 use crate::log::Log;
 use crate::log::StoreId;
-use crate::storage::{read_all, OpenMode, Storage};
+use crate::storage::{create_dir_all_durably, read_all, OpenMode, Storage};
 use crate::store::decode_entry;
 
 /// The subdirectory of the store holding checkpoints.
@@ -283,12 +283,8 @@ impl Host {
             .exists(&cdir)
             .map_err(|e| Error::io("stat", &cdir, e))?
         {
-            storage
-                .create_dir_all(&cdir)
+            create_dir_all_durably(storage, &cdir)
                 .map_err(|e| Error::io("create directory", &cdir, e))?;
-            storage
-                .sync_dir(dir)
-                .map_err(|e| Error::io("fsync directory", dir, e))?;
         }
         let slots = self.read_slots();
         for slot in slots.iter() {

@@ -86,10 +86,8 @@ pub(crate) fn remote<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -
 /// fsync), creating `dir` if needed: the shipped offset and fleet
 /// checkpoints, which live on the real file system beside the store.
 pub(crate) fn write_durably(dir: &std::path::Path, name: &str, bytes: &[u8]) -> Result<()> {
-    use crate::storage::{FileStorage, Storage};
-    FileStorage
-        .create_dir_all(dir)
-        .map_err(|e| Error::io("create directory", dir, e))?;
+    use crate::storage::{create_dir_all_durably, FileStorage};
+    create_dir_all_durably(&FileStorage, dir).map_err(|e| Error::io("create directory", dir, e))?;
     crate::log::dir::write_file_atomically(&FileStorage, dir, name, bytes, true)
 }
 

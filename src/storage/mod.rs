@@ -109,3 +109,30 @@ pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     file.read_exact_at(&mut buf, 0)?;
     Ok(buf)
 }
+
+/// Creates `dir` and any missing parents so that they survive a crash: each
+/// directory created here is followed by an fsync of its parent, from the
+/// top down, because a new directory's name is durable only once the
+/// directory holding it is synced. Files later synced inside a directory
+/// whose own name was lost would be lost with it.
+pub(crate) fn create_dir_all_durably(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    for ancestor in dir.ancestors() {
+        if ancestor.as_os_str().is_empty() || storage.exists(ancestor)? {
+            break;
+        }
+        missing.push(ancestor);
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    storage.create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        storage.sync_dir(parent)?;
+    }
+    Ok(())
+}

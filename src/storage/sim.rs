@@ -2,9 +2,20 @@
 //!
 //! [`SimStorage`] keeps, for every file, the bytes a reader sees now and the
 //! bytes that were made durable by the last `sync_data`, plus the list of
-//! writes since. Directory entries (creations, renames, removals) become
-//! durable only when their directory is synced. [`SimStorage::crash`] throws
-//! away what was not durable, in one of the ways a real machine can:
+//! writes since. Directory entries (creations, renames, removals, and the
+//! creation of a directory itself) become durable only when their parent
+//! directory is synced: a crash takes away a file whose directory's own
+//! entry was never made durable, however often the file was synced.
+//!
+//! The model is as unkind as Linux: a `sync_data` that fails may have thrown
+//! its pending writes away (the kernel marks the pages clean after a failed
+//! writeback). Here it always does: readers keep seeing the bytes (they are
+//! still in the page cache), but no later `sync_data` makes them durable, so
+//! a crash loses them. Code that goes on after a failed fsync as if the
+//! bytes were safe is caught by the next crash.
+//!
+//! [`SimStorage::crash`] throws away what was not durable, in one of the ways
+//! a real machine can:
 //!
 //! - [`CrashMode::LoseUnsynced`]: every write since the last fsync is gone;
 //! - [`CrashMode::TearLastWrite`]: the unsynced writes reached the disk in
@@ -210,7 +221,20 @@ impl SimStorage {
     pub fn crash(&self, mode: CrashMode) {
         let mut state = self.lock();
         let state = &mut *state;
-        state.names = state.durable_names.clone();
+        // A name survives only if every directory above it does.
+        let durable = &state.durable_names;
+        let reachable = |path: &Path| {
+            path.ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .all(|a| matches!(durable.get(a), Some(Entry::Dir)))
+        };
+        state.names = durable
+            .iter()
+            .filter(|(path, _)| reachable(path))
+            .map(|(path, entry)| (path.clone(), *entry))
+            .collect();
+        state.durable_names = state.names.clone();
         let live: HashSet<u64> = state
             .names
             .values()
@@ -252,6 +276,11 @@ impl SimStorage {
             let _ = self.create_dir_all(parent);
         }
         let mut state = self.lock();
+        for dir in path.as_ref().ancestors().skip(1) {
+            if matches!(state.names.get(dir), Some(Entry::Dir)) {
+                state.durable_names.insert(dir.to_path_buf(), Entry::Dir);
+            }
+        }
         let id = match state.names.get(path.as_ref()) {
             Some(Entry::File(id)) => *id,
             _ => {
@@ -336,6 +365,14 @@ fn apply_some_sectors(bytes: &mut Vec<u8>, pos: u64, data: &[u8], rng: &mut u64)
             apply_write(bytes, start, &data[from..from + (stop - start) as usize]);
         }
         start = stop;
+    }
+}
+
+/// Applies one pending operation whole (a successful sync).
+fn apply_pending(bytes: &mut Vec<u8>, op: Pending) {
+    match op {
+        Pending::SetLen(len) => bytes.resize(usize::try_from(len).unwrap_or(usize::MAX), 0),
+        Pending::Write { pos, data } => apply_write(bytes, pos, &data),
     }
 }
 
@@ -477,11 +514,22 @@ impl StorageFile for SimFile {
             std::thread::sleep(delay);
         }
         let mut state = self.state()?;
-        state.charge(Some(FaultOp::SyncData))?;
+        if let Err(e) = state.charge(Some(FaultOp::SyncData)) {
+            // A failed writeback: the pages are marked clean and their
+            // bytes never reach the disk (see the module docs). A power cut
+            // (the machine stopped) leaves them pending for `crash` instead.
+            if state.power_left != Some(0) {
+                if let Some(d) = state.files.get_mut(&self.id) {
+                    d.pending.clear();
+                }
+            }
+            return Err(e);
+        }
         state.syncs += 1;
         if let Some(d) = state.files.get_mut(&self.id) {
-            d.durable = d.current.clone();
-            d.pending.clear();
+            for op in std::mem::take(&mut d.pending) {
+                apply_pending(&mut d.durable, op);
+            }
         }
         Ok(())
     }
@@ -520,13 +568,8 @@ impl Storage for SimStorage {
                 Some(Entry::File(_)) => return Err(io::Error::other("not a directory")),
                 Some(Entry::Dir) => {}
                 None => {
-                    // Directories are made durable at once: the log never
-                    // depends on a directory creation surviving a crash
-                    // before its first sync.
+                    // Durable only once its parent is synced, like a file.
                     state.names.insert(ancestor.to_path_buf(), Entry::Dir);
-                    state
-                        .durable_names
-                        .insert(ancestor.to_path_buf(), Entry::Dir);
                 }
             }
         }

@@ -1,0 +1,217 @@
+//! The durable end: how far the writer has made the log durable, published
+//! for readers in other processes.
+//!
+//! ```text
+//! <dir>/DURABLE   32 bytes, little-endian
+//!   0..4    magic "ELDE"
+//!   4..12   base offset of the segment the end lies in
+//!   12..20  byte length of that segment known durable
+//!   20..28  next offset: the offset after the last durable record
+//!   28..32  CRC-32 of bytes 0..28
+//! ```
+//!
+//! Why: a reader that opens the log read-only (another process: `tail`,
+//! `ship`, a CLI read) sees the page cache, not the disk. Every complete
+//! batch it finds there was written, but not necessarily synced; a power
+//! cut or a failed fsync can still take it away, and the next record would
+//! then reuse its offset. A shipper that published it would have published
+//! an event that never existed, under an id that a different event takes
+//! later. So readers stop at the end the writer has declared durable.
+//!
+//! Invariants:
+//! - the writer rewrites the file (one `pwrite` of 32 bytes, no fsync) only
+//!   *after* the fsync that made the bytes it names durable, and after a
+//!   roll: the end on disk or in the page cache never names a byte that is
+//!   not durable. After a crash it may lag behind the durable end (its own
+//!   write was not synced); the next writer open rewrites it;
+//! - the file's name is made durable (created by an atomic, synced write)
+//!   when a writer opens the store, before anything is appended: a store
+//!   without the file was written only by a release that predates it, and
+//!   readers then fall back to reading every complete batch;
+//! - segments before the named one were fsynced before their successor was
+//!   created, so they are durable whole; a segment after the named one holds
+//!   nothing durable yet.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::warn;
+
+use super::dir;
+use crate::error::{Error, Result};
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// The file's name in the log directory.
+pub(crate) const DURABLE_FILE: &str = "DURABLE";
+const MAGIC: [u8; 4] = *b"ELDE";
+/// The encoded length.
+pub(crate) const DURABLE_LEN: usize = 32;
+/// Reads of a file that fails its checksum before giving up: a reader can
+/// race the writer's `pwrite` and see half of each.
+const READ_TRIES: usize = 3;
+
+/// The end of the durable part of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DurableEnd {
+    pub segment_base: u64,
+    pub segment_len: u64,
+    pub next_offset: u64,
+}
+
+impl DurableEnd {
+    pub fn encode(&self) -> [u8; DURABLE_LEN] {
+        let mut bytes = [0u8; DURABLE_LEN];
+        bytes[0..4].copy_from_slice(&MAGIC);
+        bytes[4..12].copy_from_slice(&self.segment_base.to_le_bytes());
+        bytes[12..20].copy_from_slice(&self.segment_len.to_le_bytes());
+        bytes[20..28].copy_from_slice(&self.next_offset.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..28]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<DurableEnd> {
+        let bytes: &[u8; DURABLE_LEN] = bytes.try_into().ok()?;
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        let crc = u32::from_le_bytes([bytes[28], bytes[29], bytes[30], bytes[31]]);
+        if bytes[0..4] != MAGIC || crc != crc32fast::hash(&bytes[..28]) {
+            return None;
+        }
+        Some(DurableEnd {
+            segment_base: u64_at(4),
+            segment_len: u64_at(12),
+            next_offset: u64_at(20),
+        })
+    }
+}
+
+/// What a reader may read of the last segment, given the durable end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadLimit {
+    /// No durable end is published (a store from an earlier release):
+    /// every complete batch.
+    Unknown,
+    /// Up to this byte length of the last segment.
+    Upto(u64),
+}
+
+impl ReadLimit {
+    /// The limit for the last segment, based at `base`, under `end`.
+    pub fn for_last_segment(end: Option<DurableEnd>, base: u64) -> ReadLimit {
+        match end {
+            None => ReadLimit::Unknown,
+            Some(end) if end.segment_base == base => ReadLimit::Upto(end.segment_len),
+            // The writer rolled past it: sealed, fsynced, durable whole.
+            Some(end) if end.segment_base > base => ReadLimit::Unknown,
+            // Created after the last published end: nothing durable in it.
+            Some(_) => ReadLimit::Upto(0),
+        }
+    }
+}
+
+/// Reads the durable end of the log in `dir`: `None` when the file does not
+/// exist. A file that stays invalid is reported and read as "nothing in the
+/// last segment is known durable", which hides records but never shows one
+/// that is not durable.
+pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Option<DurableEnd>> {
+    let path = dir.join(DURABLE_FILE);
+    let file = match storage.open(&path, OpenMode::Read) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    let mut bytes = [0u8; DURABLE_LEN];
+    for _ in 0..READ_TRIES {
+        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+        if len == DURABLE_LEN as u64 {
+            file.read_exact_at(&mut bytes, 0)
+                .map_err(|e| Error::io("read", &path, e))?;
+            if let Some(end) = DurableEnd::decode(&bytes) {
+                return Ok(Some(end));
+            }
+        }
+        std::thread::yield_now();
+    }
+    warn!(file = %path.display(), "the durable-end file is invalid; reading no record of the last segment until a writer rewrites it");
+    // Names the first segment with nothing durable in it: whatever the last
+    // segment is, none of it is read.
+    Ok(Some(DurableEnd {
+        segment_base: 0,
+        segment_len: 0,
+        next_offset: 0,
+    }))
+}
+
+/// The writer's side: the open file it rewrites after each fsync.
+pub(crate) struct Publisher {
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Writes `end` durably, name included, and keeps the file open for
+    /// the writer's later updates. Called by a writer open, after recovery
+    /// made everything it kept durable.
+    pub fn create(storage: &dyn Storage, dir: &Path, end: DurableEnd) -> Result<Publisher> {
+        dir::write_file_atomically(storage, dir, DURABLE_FILE, &end.encode(), true)?;
+        let path = dir.join(DURABLE_FILE);
+        let file = storage
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| Error::io("open", &path, e))?;
+        Ok(Publisher { path, file })
+    }
+
+    /// Publishes a new durable end (no fsync: see the module docs).
+    pub fn publish(&self, end: DurableEnd) -> Result<()> {
+        self.file
+            .write_all_at(&end.encode(), 0)
+            .map_err(|e| Error::io("write", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode_roundtrip_and_every_flipped_bit_is_refused() {
+        let end = DurableEnd {
+            segment_base: 1 << 40,
+            segment_len: 12_345,
+            next_offset: (1 << 40) + 99,
+        };
+        let bytes = end.encode();
+        assert_eq!(DurableEnd::decode(&bytes), Some(end));
+        for bit in 0..DURABLE_LEN * 8 {
+            let mut damaged = bytes;
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(DurableEnd::decode(&damaged), None, "bit {bit}");
+        }
+        assert_eq!(DurableEnd::decode(&bytes[..31]), None);
+    }
+
+    #[test]
+    fn read_limits_follow_the_segment_named() {
+        let end = Some(DurableEnd {
+            segment_base: 100,
+            segment_len: 500,
+            next_offset: 140,
+        });
+        assert_eq!(ReadLimit::for_last_segment(None, 100), ReadLimit::Unknown);
+        assert_eq!(ReadLimit::for_last_segment(end, 100), ReadLimit::Upto(500));
+        assert_eq!(ReadLimit::for_last_segment(end, 50), ReadLimit::Unknown);
+        assert_eq!(ReadLimit::for_last_segment(end, 140), ReadLimit::Upto(0));
+    }
+}
