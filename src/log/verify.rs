@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::dir;
 use super::identity;
 use super::recovery::{scan, unfinished_creation, Stop};
+use super::repair::next_valid;
 use super::segment::IndexBuilder;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
@@ -230,8 +231,9 @@ fn verify_segment(
             position,
             reason,
         });
-        // Resume at the next batch that verifies on its own.
-        match next_batch(bytes, s.end as usize + 1) {
+        // Resume at the next batch that verifies on its own and belongs
+        // after what came before (a stale copy of earlier batches does not).
+        match next_valid(bytes, s.end as usize + 1, expected) {
             Some((at, first_offset)) => {
                 pos = at as u64;
                 expected = first_offset;
@@ -246,14 +248,6 @@ fn verify_segment(
         segment_len: bytes.len() as u64,
         entries: index.entries,
     }
-}
-
-fn next_batch(bytes: &[u8], from: usize) -> Option<(usize, u64)> {
-    (from..bytes.len()).find_map(|at| {
-        decode_batch(&bytes[at..], None)
-            .ok()
-            .map(|v| (at, v.header.first_offset))
-    })
 }
 
 fn check_index(
