@@ -307,6 +307,10 @@ fn every_bit_flip_in_the_active_segment_is_reported_and_read_past() {
                 assert_read_past(&records[..records.len() - 1], &store.records, &lost, &what);
                 log.close().expect("close");
                 drop(log);
+                // Undo the writer's other changes (new files, DURABLE).
+                for other in store.files.keys().filter(|n| *n != name) {
+                    store.restore(other);
+                }
                 for entry in fs::read_dir(store.path()).expect("list") {
                     let file = entry
                         .expect("entry")
