@@ -456,6 +456,22 @@ pub struct GapMarker {
     pub last_dropped_at_us: i64,
 }
 
+/// An offset whose entry was recorded and then lost to damage on disk: the
+/// `repair` command (or a writer open that finds its active segment
+/// damaged) replaced the bytes that no longer verified with a *hole*, one
+/// such entry per lost offset, so readers and statistics see the loss and
+/// its size instead of silence. The damaged bytes are kept in the log's
+/// quarantine directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LostEntry {
+    /// This entry's offset in the log.
+    pub offset: u64,
+    /// The first offset of the hole it belongs to.
+    pub hole_first_offset: u64,
+    /// How many offsets the hole covers.
+    pub hole_len: u64,
+}
+
 /// One entry of the store's log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
@@ -463,6 +479,8 @@ pub enum Entry {
     Event(StoredEvent),
     /// A gap marker.
     Gap(GapMarker),
+    /// One offset of a hole left by damage (see [`LostEntry`]).
+    Lost(LostEntry),
 }
 
 impl Entry {
@@ -471,6 +489,7 @@ impl Entry {
         match self {
             Entry::Event(e) => e.offset,
             Entry::Gap(g) => g.offset,
+            Entry::Lost(l) => l.offset,
         }
     }
 }

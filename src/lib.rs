@@ -47,7 +47,7 @@ pub mod timestamp;
 
 pub use config::{Durability, LogOptions};
 pub use error::{Error, Result};
-pub use event::{Action, Entry, Event, EventError, Field, GapMarker, StoredEvent};
+pub use event::{Action, Entry, Event, EventError, Field, GapMarker, LostEntry, StoredEvent};
 pub use log::{
     verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
 };

@@ -4,7 +4,12 @@
 //! ```text
 //! schema 1, event:      [1, 0, tenant_id, rule_id, action_code, run_id | nil, details | nil]
 //! schema 1, gap marker: [1, 1, dropped, first_dropped_at_us, last_dropped_at_us]
+//! schema 1, lost entry: [1, 2, hole_first_offset, hole_len]
 //! ```
+//!
+//! A lost entry is written by the log layer, not the store: every record of
+//! a *hole batch* (see `log::hole`) carries it, one per offset that damage
+//! destroyed.
 //!
 //! A payload is a MessagePack array whose first two elements are the schema
 //! version and the entry kind. Action codes: 0 STOPPED, 1 KILLED, 2 ABORTED,
@@ -15,7 +20,7 @@
 use serde_json::{Map, Value};
 
 use crate::event::{
-    check_id, Action, Entry, Event, Field, GapMarker, StoredEvent, DETAILS_MAX_BYTES,
+    check_id, Action, Entry, Event, Field, GapMarker, LostEntry, StoredEvent, DETAILS_MAX_BYTES,
 };
 
 /// The schema version this build writes.
@@ -23,9 +28,11 @@ pub const SCHEMA_VERSION: u8 = 1;
 
 const KIND_EVENT: u8 = 0;
 const KIND_GAP: u8 = 1;
+const KIND_LOST: u8 = 2;
 
 type EventV1 = (u8, u8, String, String, u8, Option<String>, Option<Value>);
 type GapV1 = (u8, u8, u64, i64, i64);
+type LostV1 = (u8, u8, u64, u64);
 
 /// Encodes a validated event's payload.
 pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
@@ -46,6 +53,25 @@ pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
 pub(crate) fn encode_gap(dropped: u64, first_us: i64, last_us: i64) -> Vec<u8> {
     let tuple: GapV1 = (SCHEMA_VERSION, KIND_GAP, dropped, first_us, last_us);
     rmp_serde::to_vec(&tuple).unwrap_or_default()
+}
+
+/// Encodes the payload of every record of a hole covering `len` offsets
+/// from `first`.
+pub(crate) fn encode_lost(first: u64, len: u64) -> Vec<u8> {
+    let tuple: LostV1 = (SCHEMA_VERSION, KIND_LOST, first, len);
+    rmp_serde::to_vec(&tuple).unwrap_or_default()
+}
+
+/// The hole (first offset, length) a record's payload names, if it is a
+/// lost-entry payload.
+pub(crate) fn decode_lost(payload: &[u8]) -> Option<(u64, u64)> {
+    match peek_header(payload) {
+        Ok((SCHEMA_VERSION, KIND_LOST)) => {
+            let (_, _, first, len): LostV1 = rmp_serde::from_slice(payload).ok()?;
+            Some((first, len))
+        }
+        _ => None,
+    }
 }
 
 /// Why a payload could not be decoded.
@@ -114,6 +140,19 @@ pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, P
                 last_dropped_at_us: last,
             }))
         }
+        KIND_LOST => {
+            let (_, _, first, len): LostV1 = rmp_serde::from_slice(payload).map_err(bad)?;
+            if !(first..first.saturating_add(len)).contains(&offset) {
+                return Err(PayloadError(format!(
+                    "lost entry at offset {offset} outside its hole {first}+{len}"
+                )));
+            }
+            Ok(Entry::Lost(LostEntry {
+                offset,
+                hole_first_offset: first,
+                hole_len: len,
+            }))
+        }
         other => Err(PayloadError(format!("unknown entry kind {other}"))),
     }
 }
@@ -136,7 +175,7 @@ fn peek_header(payload: &[u8]) -> Result<(u8, u8), PayloadError> {
 pub fn details_of(entry: &Entry) -> Option<&Map<String, Value>> {
     match entry {
         Entry::Event(e) => e.details.as_ref(),
-        Entry::Gap(_) => None,
+        Entry::Gap(_) | Entry::Lost(_) => None,
     }
 }
 

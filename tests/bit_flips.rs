@@ -3,9 +3,10 @@
 //! `tests/corruption_not_torn.rs` for events that are mostly zeros).
 //!
 //! A flipped bit in a segment is damage, never a torn tail: `verify_dir`
-//! reports it as corruption, and the log refuses to open (for the last
-//! segment, which open scans) or refuses to hand out the damaged records (for
-//! a sealed segment, whose frames are checked when read). A flipped bit in an
+//! reports it as corruption. In the last segment, which open scans, the log
+//! reads past it (the damaged batch reads as a hole) and a writer goes on
+//! recording; in a sealed segment, whose frames are checked when read, the
+//! log refuses to hand out the damaged records until `repair`. A flipped bit in an
 //! index file only costs a rebuild: the index is derived data.
 //!
 //! Each test reuses one scratch directory and rewrites the damaged file for
@@ -226,8 +227,49 @@ fn read_all(log: &Log) -> enforcelog::Result<Vec<LogRecord>> {
     log.read_from(0)?.collect()
 }
 
+/// The records of a log read past damage: every record of the pristine
+/// log but those of the damaged batch (offsets `lost`) must come back
+/// unchanged, at its offset; the damaged batch's offsets must be holes.
+fn assert_read_past(
+    records: &[LogRecord],
+    pristine: &[LogRecord],
+    lost: &std::ops::Range<u64>,
+    what: &str,
+) {
+    assert!(
+        records.len() >= pristine.len(),
+        "{what}: {} records read",
+        records.len()
+    );
+    for (offset, record) in records.iter().enumerate() {
+        let offset = offset as u64;
+        assert_eq!(record.offset, offset, "{what}");
+        let hole = matches!(
+            enforcelog::payload::decode(offset, record.timestamp_us, &record.payload),
+            Ok(enforcelog::Entry::Lost(_))
+        );
+        if lost.contains(&offset) || offset >= pristine.len() as u64 {
+            assert!(
+                hole,
+                "{what}: offset {offset} of the damaged batch is not a hole"
+            );
+        } else {
+            assert_eq!(
+                record, &pristine[offset as usize],
+                "{what}: offset {offset}"
+            );
+        }
+    }
+}
+
+/// Every bit flip in the active (only) segment is reported by `verify_dir`
+/// as corruption. A flip in the segment header fails every open. Any other
+/// does not stop the log (it used to stop recording until a repair): a
+/// read-only open reads past it, and a writer open seals the segment as
+/// found and appends to a new one; both read every record but those of the
+/// damaged batch, which read as a hole. Neither changes the damaged file.
 #[test]
-fn every_bit_flip_in_a_single_segment_is_corruption() {
+fn every_bit_flip_in_the_active_segment_is_reported_and_read_past() {
     let options = LogOptions {
         durability: Durability::None,
         ..LogOptions::default()
@@ -248,15 +290,60 @@ fn every_bit_flip_in_a_single_segment_is_corruption() {
         let range = damage_range(&starts, bit / 8);
         let report = verify_dir(store.path()).expect("verify_dir");
         assert_reports_corruption(&report, &path, &range, &what);
-        assert_corruption(
-            Log::open(store.path(), options.clone()),
-            &path,
-            &range,
-            &what,
-        );
-        assert_corruption(Log::open_read_only(store.path()), &path, &range, &what);
+        if bit / 8 < SEGMENT_HEADER_LEN {
+            assert_corruption(
+                Log::open(store.path(), options.clone()),
+                &path,
+                &range,
+                &what,
+            );
+            assert_corruption(Log::open_read_only(store.path()), &path, &range, &what);
+        } else {
+            let start = *range.start() as usize;
+            let batch = decode_batch(&store.pristine(name)[start..], None).expect("pristine");
+            let lost = batch.header.first_offset..batch.header.next_offset();
+            let log = Log::open_read_only(store.path()).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_read_past(&read_all(&log).expect("read"), &store.records, &lost, &what);
+            drop(log);
+            // A writer open (on a sample: each one creates files).
+            if bit % 13 == 0 {
+                let log = Log::open(store.path(), options.clone())
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let next = log.next_offset();
+                assert!(
+                    next >= store.records.len() as u64,
+                    "{what}: next offset {next}"
+                );
+                let new = log
+                    .append_blocking(Record::new(7, b"after the damage".to_vec()))
+                    .expect("append after damage");
+                assert_eq!(new, next, "{what}");
+                let records = read_all(&log).expect("read");
+                assert_eq!(records.last().map(|r| r.offset), Some(new), "{what}");
+                assert_read_past(&records[..records.len() - 1], &store.records, &lost, &what);
+                log.close().expect("close");
+                drop(log);
+                // Undo the writer's other changes (new files, DURABLE).
+                for other in store.files.keys().filter(|n| *n != name) {
+                    store.restore(other);
+                }
+                for entry in fs::read_dir(store.path()).expect("list") {
+                    let file = entry
+                        .expect("entry")
+                        .file_name()
+                        .into_string()
+                        .expect("utf-8");
+                    if file != "LOCK" && !store.files.contains_key(&file) {
+                        fs::remove_file(store.file_path(&file)).expect("remove a new file");
+                    }
+                }
+            }
+        }
         let now = fs::read(&path).expect("read");
-        assert!(now == damaged, "{what}: a failed open changed the segment");
+        assert!(
+            now == damaged,
+            "{what}: an open changed the damaged segment"
+        );
         store.unflip(name, bit);
     }
     store.assert_pristine();

@@ -632,6 +632,7 @@ fn checkpoint_covering_records_lost_in_a_crash_is_refused() {
                 at_us: e.enforced_at_us,
             },
             Entry::Gap(g) => panic!("unexpected gap marker {g:?}"),
+            Entry::Lost(l) => panic!("unexpected lost entry {l:?}"),
         })
         .collect();
     let recorded: Vec<Ev> = first.iter().chain(&lost).cloned().collect();

@@ -896,6 +896,7 @@ fn check_events(store: &Store, outcomes: &[ThreadOutcome]) -> Result<Recovered, 
         match entry {
             Entry::Event(e) => events.push(e),
             Entry::Gap(g) => return Err(format!("unexpected gap marker {g:?}")),
+            Entry::Lost(l) => return Err(format!("unexpected lost entry {l:?}")),
         }
     }
 

@@ -186,7 +186,7 @@ fn gaps(entries: &[Entry]) -> Vec<GapMarker> {
         .iter()
         .filter_map(|e| match e {
             Entry::Gap(g) => Some(*g),
-            Entry::Event(_) => None,
+            Entry::Event(_) | Entry::Lost(_) => None,
         })
         .collect()
 }
@@ -196,7 +196,7 @@ fn events(entries: &[Entry]) -> Vec<StoredEvent> {
         .iter()
         .filter_map(|e| match e {
             Entry::Event(ev) => Some(ev.clone()),
-            Entry::Gap(_) => None,
+            Entry::Gap(_) | Entry::Lost(_) => None,
         })
         .collect()
 }

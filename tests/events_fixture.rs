@@ -245,6 +245,7 @@ fn raw_records_carry_schema_1_payloads_and_the_event_times() {
                 &[0x97, 0x01, 0x00]
             }
             Entry::Gap(_) => &[0x95, 0x01, 0x01],
+            Entry::Lost(_) => &[0x94, 0x01, 0x02],
         };
         assert!(
             record.payload.starts_with(header),
@@ -264,7 +265,7 @@ fn fixture_times_format_as_utc_rfc3339() {
         .iter()
         .filter_map(|e| match e {
             Entry::Event(e) => Some(format_us(e.enforced_at_us)),
-            Entry::Gap(_) => None,
+            Entry::Gap(_) | Entry::Lost(_) => None,
         })
         .collect();
     assert_eq!(texts[0], "2025-11-25T00:00:00.000000Z");

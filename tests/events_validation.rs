@@ -702,6 +702,7 @@ fn record_detached_counts_every_kind_of_invalid_event() {
                 dropped += gap.dropped;
             }
             Entry::Event(event) => panic!("an invalid event was written: {event:?}"),
+            Entry::Lost(lost) => panic!("nothing was damaged: {lost:?}"),
         }
     }
     assert_eq!(dropped, count, "gap markers: {entries:?}");

@@ -122,6 +122,7 @@ fn stored_events(store: &Store) -> Vec<enforcelog::StoredEvent> {
         .map(|e| match e.expect("decode entry") {
             Entry::Event(e) => e,
             Entry::Gap(g) => panic!("unexpected gap marker {g:?}"),
+            Entry::Lost(l) => panic!("unexpected lost entry {l:?}"),
         })
         .collect()
 }

@@ -459,6 +459,7 @@ fn logged(store: &Store) -> Result<(Vec<Ev>, u64), TestCaseError> {
                 at_us: e.enforced_at_us,
             }),
             Entry::Gap(_) => gaps += 1,
+            Entry::Lost(l) => panic!("nothing was damaged: {l:?}"),
         }
     }
     Ok((events, gaps))

@@ -600,6 +600,7 @@ fn cli_reads_show_only_the_named_tenant() {
         .map(|e| match e.expect("entry") {
             Entry::Event(e) => e,
             Entry::Gap(g) => panic!("gap {g:?}"),
+            Entry::Lost(l) => panic!("lost {l:?}"),
         })
         .collect();
     store.close().expect("close");

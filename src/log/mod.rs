@@ -13,6 +13,7 @@
 
 pub(crate) mod dir;
 mod durable_end;
+mod hole;
 mod identity;
 mod reader;
 mod recovery;
@@ -32,7 +33,10 @@ use tracing::info;
 
 pub use identity::{ParseStoreIdError, StoreId};
 pub use reader::LogReader;
-pub use repair::{repair, repair_dir, RepairAction, RepairReport, QUARANTINE_DIR};
+pub use repair::{
+    repair, repair_dir, repair_dir_with, repair_with, DamagedRange, RepairAction, RepairOptions,
+    RepairReport, MANIFEST_FILE, QUARANTINE_DIR,
+};
 pub use verify::{verify_dir, Problem, ProblemKind, VerifyReport};
 
 use self::recovery::Access;

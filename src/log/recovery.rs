@@ -84,7 +84,9 @@ use tracing::{info, warn};
 
 use super::dir;
 use super::durable_end::{DurableEnd, ReadLimit};
+use super::hole::hole_of;
 use super::identity::{foreign_reason, StoreId};
+use super::repair::{damage_marker_name, rebuilt_segment};
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
 use super::writer::GROUP_MAX_BYTES;
 use crate::config::LogOptions;
@@ -118,6 +120,8 @@ pub(crate) struct Scan {
     pub next_offset: u64,
     pub batches: u64,
     pub records: u64,
+    /// Records of those that belong to holes (see `hole`).
+    pub lost: u64,
     pub index: IndexBuilder,
     pub stop: Stop,
 }
@@ -137,6 +141,7 @@ pub(crate) fn scan(
         next_offset,
         batches: 0,
         records: 0,
+        lost: 0,
         index,
         stop: Stop::Clean,
     };
@@ -156,6 +161,14 @@ pub(crate) fn scan(
                 scan.next_offset = h.next_offset();
                 scan.batches += 1;
                 scan.records += u64::from(h.record_count);
+                // A hole batch holds nothing but hole records.
+                if view
+                    .frames()
+                    .next()
+                    .is_some_and(|f| hole_of(f.payload).is_some())
+                {
+                    scan.lost += u64::from(h.record_count);
+                }
             }
             Err(error) => {
                 scan.stop = classify(bytes, pos, scan.next_offset, error, last_segment);
@@ -410,7 +423,6 @@ pub(crate) fn open_segments(
     let mut sealed = Vec::new();
     let mut rebuilt_indexes = Vec::new();
     let mut expected_base = 0u64;
-    let count = listing.segments.len();
     for (i, &base) in listing.segments.iter().enumerate() {
         let path = dir::segment_path(dir, base);
         if base != expected_base {
@@ -422,14 +434,16 @@ pub(crate) fn open_segments(
                 ),
             ));
         }
-        if i + 1 < count {
-            let (segment, rebuilt) = open_sealed(storage, dir, base, options, &mut owner)?;
+        if let Some(&next_base) = listing.segments.get(i + 1) {
+            let (segment, rebuilt) =
+                open_sealed(storage, dir, base, next_base, options, &mut owner)?;
             expected_base = segment.next_offset;
             sealed.push(Arc::new(segment));
             rebuilt_indexes.extend(rebuilt);
         } else {
-            let (active, torn_bytes) =
+            let (active, torn_bytes, damaged) =
                 open_last(storage, dir, base, options, access, store_tag, &mut owner)?;
+            sealed.extend(damaged.map(Arc::new));
             // Only now that every segment checked out: an open that fails
             // leaves the directory as it found it.
             if access == Access::Writer {
@@ -488,10 +502,24 @@ fn open_sealed(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
+    next_base: u64,
     options: &LogOptions,
     owner: &mut Owner,
 ) -> Result<(SealedSegment, Option<SegmentIndex>)> {
     let path = dir::segment_path(dir, base);
+    let marker = dir.join(damage_marker_name(base));
+    if storage
+        .exists(&marker)
+        .map_err(|e| Error::io("stat", &marker, e))?
+    {
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+        check_header(&path, &bytes, base, owner)?;
+        let (content, _) = rebuilt_segment(&bytes, base, Some(next_base));
+        return Ok((damaged_sealed(&path, base, content, options)?, None));
+    }
     let file = storage
         .open(&path, OpenMode::Read)
         .map_err(|e| Error::io("open", &path, e))?;
@@ -665,7 +693,7 @@ fn open_last(
     access: Access,
     store_tag: u32,
     owner: &mut Owner,
-) -> Result<(ActiveSegment, u64)> {
+) -> Result<(ActiveSegment, u64, Option<SealedSegment>)> {
     let path = dir::segment_path(dir, base);
     let mode = match access {
         Access::Writer => OpenMode::ReadWrite,
@@ -678,7 +706,7 @@ fn open_last(
     if unfinished_creation(&bytes, base) {
         // A segment whose creation did not finish: it holds nothing.
         return match access {
-            Access::ReadOnly(_) => Ok((empty_view(storage, dir, base), 0)),
+            Access::ReadOnly(_) => Ok((empty_view(storage, dir, base), 0, None)),
             Access::Writer => {
                 warn!(segment = %path.display(), "segment creation did not finish; creating it again");
                 drop(file);
@@ -688,6 +716,7 @@ fn open_last(
                 Ok((
                     create_segment(storage, dir, base, store_tag)?,
                     bytes.len() as u64,
+                    None,
                 ))
             }
         };
@@ -702,17 +731,44 @@ fn open_last(
         let durable_len = usize::try_from(durable_len).unwrap_or(usize::MAX);
         bytes.truncate(durable_len.max(SEGMENT_HEADER_LEN));
     }
-    let scan = scan(
-        &bytes,
-        SEGMENT_HEADER_LEN as u64,
-        base,
-        IndexBuilder::new(options.index_interval_bytes, Vec::new()),
-        true,
-    );
+    let scan_all = |bytes: &[u8]| {
+        scan(
+            bytes,
+            SEGMENT_HEADER_LEN as u64,
+            base,
+            IndexBuilder::new(options.index_interval_bytes, Vec::new()),
+            true,
+        )
+    };
+    let mut scan = scan_all(&bytes);
+    let (file, bytes) = match (&scan.stop, access) {
+        (Stop::Corrupt { position, reason }, Access::Writer) => {
+            let sealed = seal_damaged(storage, dir, base, &bytes, options, *position, reason)?;
+            let active = create_segment(storage, dir, sealed.next_offset, store_tag)?;
+            return Ok((active, 0, Some(sealed)));
+        }
+        (Stop::Corrupt { position, reason }, Access::ReadOnly(_)) => {
+            // Changes nothing: reads an in-memory rebuild instead (each
+            // damaged range a hole), as the writer's next open will.
+            warn!(
+                segment = %path.display(),
+                position,
+                reason = %reason,
+                "damage in the active segment: reading past it"
+            );
+            let (rebuilt, _) = rebuilt_segment(&bytes, base, None);
+            scan = scan_all(&rebuilt);
+            let file: Arc<dyn StorageFile> = Arc::new(InMemory(rebuilt.clone()));
+            (file, rebuilt)
+        }
+        _ => (file, bytes),
+    };
     let torn_bytes = bytes.len() as u64 - scan.end;
     match &scan.stop {
         Stop::Clean => {}
         Stop::Corrupt { position, reason } => {
+            // Still damaged after every damaged range became a hole: not
+            // a state a rebuild can leave; refuse rather than guess.
             return Err(Error::corruption(&path, *position, reason.clone()));
         }
         Stop::Torn { position, reason } if access == Access::Writer => {
@@ -745,7 +801,120 @@ fn open_last(
             index: scan.index.entries,
         },
         torn_bytes,
+        None,
     ))
+}
+
+/// Damage in the active segment must not stop recording: the writer
+/// leaves the segment as it found it (its bytes never change, so nothing a
+/// later `repair` or an operator needs is lost) and seals it, and the
+/// caller starts a new segment past every offset it holds.
+///
+/// The seal is durable before the new segment exists: a marker file
+/// `<segment name>.damaged` (its text: where and why), fsynced with its
+/// directory entry. From then on every open reads that segment through an
+/// in-memory rebuild in which each damaged range is a hole of the offsets
+/// it held (the size given by the next batch that verifies, or by the next
+/// segment's base offset), so every batch that verifies stays readable and
+/// projections count the hole as lost instead of stalling. `verify` still
+/// reports the damage; `repair` writes the rebuild to disk (quarantining
+/// the damaged bytes) and removes the marker.
+fn seal_damaged(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    bytes: &[u8],
+    options: &LogOptions,
+    position: u64,
+    reason: &str,
+) -> Result<SealedSegment> {
+    let path = dir::segment_path(dir, base);
+    let (content, next_offset) = rebuilt_segment(bytes, base, None);
+    let sealed = damaged_sealed(&path, base, content, options)?;
+    debug_assert_eq!(sealed.next_offset, next_offset);
+    let text = format!("damage at byte {position}: {reason}\n");
+    dir::write_file_atomically(
+        storage,
+        dir,
+        &damage_marker_name(base),
+        text.as_bytes(),
+        true,
+    )?;
+    warn!(
+        segment = %path.display(),
+        position,
+        reason,
+        next_offset,
+        "damage in the active segment: sealed it as found and going on recording in a new \
+         segment; `enforcelog repair` records the damage as a hole"
+    );
+    Ok(sealed)
+}
+
+/// A sealed segment read through `content`, the rebuild of its damaged
+/// file, which must verify whole and hold a record.
+fn damaged_sealed(
+    path: &Path,
+    base: u64,
+    content: Vec<u8>,
+    options: &LogOptions,
+) -> Result<SealedSegment> {
+    let s = scan(
+        &content,
+        SEGMENT_HEADER_LEN as u64,
+        base,
+        IndexBuilder::new(options.index_interval_bytes, Vec::new()),
+        false,
+    );
+    if let Stop::Corrupt { position, reason } | Stop::Torn { position, reason } = s.stop {
+        return Err(Error::corruption(path, position, reason));
+    }
+    if s.records == 0 {
+        return Err(Error::corruption(
+            path,
+            SEGMENT_HEADER_LEN as u64,
+            "damaged segment holds no record that verifies",
+        ));
+    }
+    Ok(SealedSegment::with_content(
+        base,
+        s.next_offset,
+        path.to_path_buf(),
+        s.index.entries,
+        content,
+    ))
+}
+
+/// A read-only file held in memory: the rebuild of a damaged active
+/// segment that a read-only view reads instead of the file.
+#[derive(Debug)]
+struct InMemory(Vec<u8>);
+
+impl StorageFile for InMemory {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+        let start = usize::try_from(pos).map_err(|_| std::io::ErrorKind::UnexpectedEof)?;
+        let src = start
+            .checked_add(buf.len())
+            .and_then(|end| self.0.get(start..end))
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }
+    fn set_len(&self, _: u64) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::PermissionDenied.into())
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn map(&self) -> std::io::Result<crate::storage::Mapped> {
+        Ok(crate::storage::Mapped::Owned(self.0.clone()))
+    }
 }
 
 /// Truncates the active segment to the batch that starts at `end`, when

@@ -1,21 +1,48 @@
 //! Repairing a damaged log: the only code that changes a log that does not
-//! open. It never deletes: whatever cannot be trusted is moved to a
-//! quarantine directory inside the log directory, and every valid record
-//! before the first damage is kept.
+//! verify. It never deletes: whatever cannot be trusted is first copied to
+//! a quarantine directory inside the log directory, durably.
 //!
-//! Offsets must stay dense, so everything after the first damage goes, even
-//! records that still verify: their segment file (or the damaged segment's
-//! tail bytes) moves to `quarantine/<microseconds since the epoch>/`.
+//! What is kept: every batch that verifies, before and after the damage.
+//! Offsets stay dense, so each damaged byte range inside a segment is
+//! replaced by a *hole* (see `hole`): valid batches that cover exactly the
+//! offsets the range held, which readers and statistics report as lost.
+//! The lost count is the gap between the offset expected at the damage and
+//! the first offset of the next batch that verifies (or, with nothing valid
+//! after it in the segment, the next segment's base offset).
+//!
+//! Only a segment whose place in the log cannot be trusted (a gap between
+//! segments, a header that does not decode, another store's tag, a sealed
+//! segment without a record) is moved out whole, with every segment after
+//! it.
+//!
+//! Invariants, for a crash (power cut) at any point:
+//! - a segment is never shrunk or written in place (read-only handles may
+//!   have it mapped: shrinking it would kill them with SIGBUS). Its new
+//!   content is written to a temporary file, fsynced, and renamed over it;
+//! - every byte a repair removes from the log is durable in the quarantine,
+//!   file and directory entries included, before anything is renamed or
+//!   moved: after a crash each such byte is in the log or in the quarantine.
+//!
+//! The quarantine, `quarantine/<microseconds since the epoch>/`, holds the
+//! damaged byte ranges as `<segment name>.bytes-<from>-<to>` (the raw bytes
+//! of positions from..to of that segment), whole segment and index files
+//! moved out under their own names, and a text `MANIFEST` with one line per
+//! item (see docs/FORMAT.md).
 
+use std::fmt::Write as _;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
 use super::dir;
+use super::hole::encode_hole;
 use super::identity;
-use super::recovery::{scan, unfinished_creation, Stop};
+use super::recovery::{scan, unfinished_creation, write_index, Stop};
 use super::segment::IndexBuilder;
 use crate::error::{Error, Result};
+use crate::format::batch::{decode_batch, decode_header, FRAME_HEADER_LEN};
+use crate::format::index_file::SegmentIndex;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::record::now_us;
 use crate::storage::{read_all, FileStorage, OpenMode, Storage};
@@ -23,19 +50,37 @@ use crate::storage::{read_all, FileStorage, OpenMode, Storage};
 /// The quarantine directory's name inside the log directory.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
-/// One change a repair made.
+/// The manifest's name inside one repair's quarantine directory.
+pub const MANIFEST_FILE: &str = "MANIFEST";
+
+/// A damaged byte range of a segment, replaced by a hole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRange {
+    /// Byte position of the range in the segment as it was.
+    pub position: u64,
+    /// Its length in bytes (all moved to the quarantine).
+    pub bytes: u64,
+    /// The first offset the damage destroyed.
+    pub first_offset: u64,
+    /// How many offsets it destroyed (the hole's length; may be 0 when the
+    /// damaged bytes held no record, e.g. garbage between two batches).
+    pub lost: u64,
+    /// Why the bytes do not verify.
+    pub reason: String,
+    /// Where the bytes are saved.
+    pub saved_as: PathBuf,
+}
+
+/// One change a repair made (or, in a dry run, would make).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepairAction {
-    /// A segment was cut at `at`; the bytes after it were saved first.
-    Truncated {
+    /// A segment was rewritten (a new file renamed over it): every batch
+    /// that verifies kept, each damaged range replaced by a hole.
+    Rewritten {
         /// The segment file.
         segment: PathBuf,
-        /// Its new length: the end of its last valid batch.
-        at: u64,
-        /// Bytes moved out.
-        bytes_moved: u64,
-        /// Where they were saved.
-        saved_as: PathBuf,
+        /// The damaged ranges, in position order.
+        damaged: Vec<DamagedRange>,
     },
     /// A whole file was moved to quarantine.
     Moved {
@@ -51,12 +96,26 @@ pub enum RepairAction {
 pub struct RepairReport {
     /// Changes made, in order; empty when nothing needed repair.
     pub actions: Vec<RepairAction>,
-    /// The quarantine directory used, if anything was moved.
+    /// The quarantine directory used (or, in a dry run, that would be).
     pub quarantine: Option<PathBuf>,
     /// The offset after the last record kept.
     pub next_offset: u64,
     /// Why the first damaged file could not be trusted.
     pub reason: Option<String>,
+    /// Offsets turned into holes (records lost to the damage).
+    pub lost: u64,
+    /// Records in segments moved out whole (still in the quarantine, no
+    /// longer in the log); counted from their batches that verify.
+    pub moved_records: u64,
+    /// True when nothing was changed: the report says what would be.
+    pub dry_run: bool,
+}
+
+/// How to repair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RepairOptions {
+    /// Only report what would change; change nothing.
+    pub dry_run: bool,
 }
 
 /// Repairs the log in `dir` on the real file system. Refuses with
@@ -65,17 +124,58 @@ pub fn repair_dir(dir: impl AsRef<Path>) -> Result<RepairReport> {
     repair(&FileStorage, dir.as_ref())
 }
 
-/// Where the first damage is.
-struct Damage {
-    /// Index of the first segment to move out whole.
-    move_from: usize,
-    /// A cut inside the segment before it: (segment index, valid end).
-    cut: Option<(usize, u64)>,
-    reason: String,
+/// [`repair_dir`] with options (a dry run).
+pub fn repair_dir_with(dir: impl AsRef<Path>, options: RepairOptions) -> Result<RepairReport> {
+    repair_with(&FileStorage, dir.as_ref(), options)
 }
 
 /// Repairs the log in `dir` through `storage`.
 pub fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
+    repair_with(storage, dir, RepairOptions::default())
+}
+
+/// A piece of a segment to rebuild.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// Bytes kept as they are: valid batches (or a torn tail, left for the
+    /// next writer open to cut).
+    Keep(Range<usize>),
+    /// A damaged range and the hole that replaces it.
+    Hole {
+        bytes: Range<usize>,
+        first_offset: u64,
+        lost: u64,
+        timestamp_us: i64,
+        reason: String,
+    },
+}
+
+/// The rebuild of one segment.
+struct Rewrite {
+    base: u64,
+    /// The next segment's base offset, for a sealed segment.
+    next_base: Option<u64>,
+    bytes: Vec<u8>,
+    pieces: Vec<Piece>,
+}
+
+/// What a repair is going to do.
+#[derive(Default)]
+struct Plan {
+    rewrites: Vec<Rewrite>,
+    /// Index of the first segment to move out whole.
+    move_from: Option<usize>,
+    reason: Option<String>,
+    next_offset: u64,
+    moved_records: u64,
+}
+
+/// Repairs the log in `dir` through `storage`, with options.
+pub fn repair_with(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: RepairOptions,
+) -> Result<RepairReport> {
     let _lock = dir::lock(storage, dir)?;
     let listing = dir::list(storage, dir)?;
     if !listing.has_version {
@@ -86,164 +186,526 @@ pub fn repair(storage: &dyn Storage, dir: &Path) -> Result<RepairReport> {
     }
     dir::check_version(storage, dir)?;
     let segments = listing.segments;
-    let mut report = RepairReport::default();
-    let Some(damage) = find_damage(storage, dir, &segments, &mut report.next_offset)? else {
-        return Ok(report);
+    let plan = plan(storage, dir, &segments)?;
+    let mut report = RepairReport {
+        next_offset: plan.next_offset,
+        reason: plan.reason.clone(),
+        moved_records: plan.moved_records,
+        dry_run: options.dry_run,
+        ..RepairReport::default()
     };
-    report.reason = Some(damage.reason.clone());
+    if plan.rewrites.is_empty() && plan.move_from.is_none() {
+        return Ok(report);
+    }
     let quarantine = dir.join(QUARANTINE_DIR).join(format!("{}", now_us()));
-    storage
-        .create_dir_all(&quarantine)
-        .map_err(|e| Error::io("create directory", &quarantine, e))?;
-    if let Some((i, at)) = damage.cut {
-        report
-            .actions
-            .push(cut_segment(storage, dir, segments[i], at, &quarantine)?);
+    let moves: Vec<(PathBuf, PathBuf)> = plan
+        .move_from
+        .map(|from| whole_moves(storage, dir, &segments[from..], &quarantine))
+        .transpose()?
+        .unwrap_or_default();
+    for rewrite in &plan.rewrites {
+        let damaged = damaged_ranges(rewrite, &quarantine);
+        report.lost += damaged.iter().map(|d| d.lost).sum::<u64>();
+        report.actions.push(RepairAction::Rewritten {
+            segment: dir::segment_path(dir, rewrite.base),
+            damaged,
+        });
     }
-    for &base in &segments[damage.move_from..] {
-        for path in [dir::segment_path(dir, base), dir::index_path(dir, base)] {
-            if !storage
-                .exists(&path)
-                .map_err(|e| Error::io("stat", &path, e))?
-            {
-                continue;
-            }
-            let to = quarantine.join(path.file_name().unwrap_or_default());
-            storage
-                .rename(&path, &to)
-                .map_err(|e| Error::io("rename", &path, e))?;
-            report.actions.push(RepairAction::Moved { from: path, to });
-        }
+    for (from, to) in &moves {
+        report.actions.push(RepairAction::Moved {
+            from: from.clone(),
+            to: to.clone(),
+        });
     }
-    for d in [&quarantine, &dir.join(QUARANTINE_DIR), &dir.to_path_buf()] {
+    report.quarantine = Some(quarantine.clone());
+    if options.dry_run {
+        return Ok(report);
+    }
+    save_to_quarantine(storage, dir, &plan, &report, &quarantine)?;
+    if !plan.rewrites.is_empty() {
+        move_checkpoints(storage, dir, &quarantine)?;
+    }
+    for rewrite in &plan.rewrites {
+        replace_segment(storage, dir, rewrite, &quarantine)?;
+    }
+    for (from, to) in &moves {
         storage
-            .sync_dir(d)
-            .map_err(|e| Error::io("fsync directory", d, e))?;
+            .rename(from, to)
+            .map_err(|e| Error::io("rename", from, e))?;
     }
-    warn!(dir = %dir.display(), quarantine = %quarantine.display(), reason = %damage.reason, "repaired the log");
-    report.quarantine = Some(quarantine);
+    // The quarantine's entries first: a moved file is then durable in the
+    // quarantine before its old name goes.
+    for d in [&quarantine, &dir.to_path_buf()] {
+        sync_dir(storage, d)?;
+    }
+    warn!(
+        dir = %dir.display(),
+        quarantine = %quarantine.display(),
+        lost = report.lost,
+        reason = report.reason.as_deref().unwrap_or(""),
+        "repaired the log"
+    );
     Ok(report)
 }
 
-/// Scans the segments in order and finds the first damage; `next_offset`
-/// ends as the offset after the last record kept.
-fn find_damage(
+/// Moves the projection checkpoints into the quarantine, before any hole is
+/// written: a checkpoint counted the records a hole replaces, so it would
+/// disagree with a rebuild from the repaired log. They are derived data;
+/// the next open rebuilds them from the log, counting the holes as lost.
+/// (A repair that only moves segments out needs no such step: a checkpoint
+/// past the new end of the log is refused on open.)
+fn move_checkpoints(storage: &dyn Storage, dir: &Path, quarantine: &Path) -> Result<()> {
+    let checkpoints = dir.join(crate::projection::CHECKPOINT_DIR);
+    if !storage
+        .exists(&checkpoints)
+        .map_err(|e| Error::io("stat", &checkpoints, e))?
+    {
+        return Ok(());
+    }
+    let names = storage
+        .list(&checkpoints)
+        .map_err(|e| Error::io("list", &checkpoints, e))?;
+    for name in names {
+        let from = checkpoints.join(&name);
+        let to = quarantine.join(format!("{}-{name}", crate::projection::CHECKPOINT_DIR));
+        storage
+            .rename(&from, &to)
+            .map_err(|e| Error::io("rename", &from, e))?;
+    }
+    sync_dir(storage, quarantine)?;
+    sync_dir(storage, &checkpoints)
+}
+
+fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    storage
+        .sync_dir(dir)
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// The files of segments moved out whole, and where they go.
+fn whole_moves(
     storage: &dyn Storage,
     dir: &Path,
-    segments: &[u64],
-    next_offset: &mut u64,
-) -> Result<Option<Damage>> {
-    let count = segments.len();
-    let store_id = identity::load(storage, dir)?;
-    let mut tagged_seen = false;
-    for (i, &base) in segments.iter().enumerate() {
-        let path = dir::segment_path(dir, base);
-        let last = i + 1 == count;
-        let whole = |reason: String| {
-            Ok(Some(Damage {
-                move_from: i,
-                cut: None,
-                reason,
-            }))
-        };
-        if base != *next_offset {
-            return whole(format!(
-                "{}: starts at offset {base}, the previous segment ends at {next_offset}",
-                path.display()
-            ));
-        }
-        let file = storage
-            .open(&path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &path, e))?;
-        let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
-        if last && unfinished_creation(&bytes, base) {
-            return Ok(None); // open creates it again
-        }
-        match SegmentHeader::decode(&bytes) {
-            Ok(h) if h.base_offset == base => {
-                if let Some(reason) = identity::foreign_reason(h.store_tag, store_id, tagged_seen) {
-                    return whole(format!("{}: {reason}", path.display()));
-                }
-                tagged_seen |= h.store_tag != 0;
-            }
-            Ok(_) => {
-                return whole(format!(
-                    "{}: header names another base offset",
-                    path.display()
-                ))
-            }
-            Err(e) => return whole(format!("{}: {}", path.display(), e.reason())),
-        }
-        let s = scan(
-            &bytes,
-            SEGMENT_HEADER_LEN as u64,
-            base,
-            IndexBuilder::new(u64::MAX, Vec::new()),
-            last,
-        );
-        *next_offset = s.next_offset;
-        match s.stop {
-            Stop::Clean if !last && s.records == 0 => {
-                return whole(format!(
-                    "{}: sealed segment holds no record",
-                    path.display()
-                ));
-            }
-            Stop::Clean | Stop::Torn { .. } => {} // a torn tail is cut by the next open
-            Stop::Corrupt { position, reason } => {
-                return Ok(Some(Damage {
-                    move_from: i + 1,
-                    cut: Some((i, s.end)),
-                    reason: format!("{}: byte {position}: {reason}", path.display()),
-                }));
+    bases: &[u64],
+    quarantine: &Path,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut moves = Vec::new();
+    for &base in bases {
+        for path in [dir::segment_path(dir, base), dir::index_path(dir, base)] {
+            if storage
+                .exists(&path)
+                .map_err(|e| Error::io("stat", &path, e))?
+            {
+                let to = quarantine.join(path.file_name().unwrap_or_default());
+                moves.push((path, to));
             }
         }
     }
-    Ok(None)
+    Ok(moves)
 }
 
-/// Saves the bytes of segment `base` after `at` into the quarantine, then
-/// cuts the segment there and drops its (now stale) index.
-fn cut_segment(
+fn damaged_ranges(rewrite: &Rewrite, quarantine: &Path) -> Vec<DamagedRange> {
+    rewrite
+        .pieces
+        .iter()
+        .filter_map(|piece| match piece {
+            Piece::Keep(_) => None,
+            Piece::Hole {
+                bytes,
+                first_offset,
+                lost,
+                reason,
+                ..
+            } => Some(DamagedRange {
+                position: bytes.start as u64,
+                bytes: bytes.len() as u64,
+                first_offset: *first_offset,
+                lost: *lost,
+                reason: reason.clone(),
+                saved_as: quarantine.join(saved_name(rewrite.base, bytes)),
+            }),
+        })
+        .collect()
+}
+
+/// The name of the marker a writer leaves beside a segment it sealed with
+/// damage in it (see `recovery::seal_damaged`): `<segment name>.damaged`.
+pub(crate) fn damage_marker_name(base: u64) -> String {
+    format!("{}.damaged", dir::segment_name(base))
+}
+
+fn saved_name(base: u64, bytes: &Range<usize>) -> String {
+    format!(
+        "{}.bytes-{}-{}",
+        dir::segment_name(base),
+        bytes.start,
+        bytes.end
+    )
+}
+
+/// Writes every damaged range and the manifest into the quarantine and
+/// makes them durable, names included, up to the log directory.
+fn save_to_quarantine(
     storage: &dyn Storage,
     dir: &Path,
-    base: u64,
-    at: u64,
+    plan: &Plan,
+    report: &RepairReport,
     quarantine: &Path,
-) -> Result<RepairAction> {
-    let path = dir::segment_path(dir, base);
-    let file = storage
-        .open(&path, OpenMode::ReadWrite)
-        .map_err(|e| Error::io("open", &path, e))?;
-    let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
-    let tail = &bytes[usize::try_from(at).unwrap_or(bytes.len()).min(bytes.len())..];
-    let saved_as = quarantine.join(format!("{}.from-byte-{at}", dir::segment_name(base)));
-    let saved = storage
-        .open(&saved_as, OpenMode::CreateNew)
-        .map_err(|e| Error::io("create", &saved_as, e))?;
-    saved
-        .write_all_at(tail, 0)
-        .map_err(|e| Error::io("write", &saved_as, e))?;
-    saved
-        .sync_data()
-        .map_err(|e| Error::io("fsync", &saved_as, e))?;
-    file.set_len(at)
-        .map_err(|e| Error::io("truncate", &path, e))?;
-    file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
-    let index = dir::index_path(dir, base);
+) -> Result<()> {
+    storage
+        .create_dir_all(quarantine)
+        .map_err(|e| Error::io("create directory", quarantine, e))?;
+    let write = |path: &Path, bytes: &[u8]| -> Result<()> {
+        let file = storage
+            .open(path, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create", path, e))?;
+        file.write_all_at(bytes, 0)
+            .map_err(|e| Error::io("write", path, e))?;
+        file.sync_data().map_err(|e| Error::io("fsync", path, e))
+    };
+    for rewrite in &plan.rewrites {
+        for piece in &rewrite.pieces {
+            if let Piece::Hole { bytes, .. } = piece {
+                let path = quarantine.join(saved_name(rewrite.base, bytes));
+                write(&path, &rewrite.bytes[bytes.clone()])?;
+            }
+        }
+    }
+    write(&quarantine.join(MANIFEST_FILE), manifest(report).as_bytes())?;
+    let top = dir.join(QUARANTINE_DIR);
+    for d in [quarantine, &top, dir] {
+        sync_dir(storage, d)?;
+    }
+    Ok(())
+}
+
+/// The manifest: one line per item, tab-separated.
+///
+/// ```text
+/// damaged <file name>  <segment> <position> <bytes> <first_offset> <lost> <reason>
+/// moved   <file name>
+/// ```
+fn manifest(report: &RepairReport) -> String {
+    let mut text = String::from("# enforcelog quarantine manifest 1\n");
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    for action in &report.actions {
+        match action {
+            RepairAction::Rewritten { segment, damaged } => {
+                for d in damaged {
+                    let reason = d.reason.replace(['\t', '\n'], " ");
+                    let _ = writeln!(
+                        text,
+                        "damaged\t{}\t{}\t{}\t{}\t{}\t{}\t{reason}",
+                        name(&d.saved_as),
+                        name(segment),
+                        d.position,
+                        d.bytes,
+                        d.first_offset,
+                        d.lost
+                    );
+                }
+            }
+            RepairAction::Moved { to, .. } => {
+                let _ = writeln!(text, "moved\t{}", name(to));
+            }
+        }
+    }
+    text
+}
+
+/// Writes the segment's new content to a temporary file, fsyncs it, and
+/// renames it over the segment; the old index (now stale) goes to the
+/// quarantine first. The old file is never written: a reader that has it
+/// mapped keeps reading the old bytes.
+fn replace_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    rewrite: &Rewrite,
+    quarantine: &Path,
+) -> Result<()> {
+    let path = dir::segment_path(dir, rewrite.base);
+    let index = dir::index_path(dir, rewrite.base);
     if storage
         .exists(&index)
         .map_err(|e| Error::io("stat", &index, e))?
     {
-        let to = quarantine.join(dir::index_name(base));
+        let to = quarantine.join(dir::index_name(rewrite.base));
         storage
             .rename(&index, &to)
             .map_err(|e| Error::io("rename", &index, e))?;
     }
-    Ok(RepairAction::Truncated {
-        segment: path,
-        at,
-        bytes_moved: tail.len() as u64,
-        saved_as,
+    let marker = dir.join(damage_marker_name(rewrite.base));
+    if storage
+        .exists(&marker)
+        .map_err(|e| Error::io("stat", &marker, e))?
+    {
+        let to = quarantine.join(damage_marker_name(rewrite.base));
+        storage
+            .rename(&marker, &to)
+            .map_err(|e| Error::io("rename", &marker, e))?;
+    }
+    let content = rebuild(rewrite);
+    let tmp = dir.join(format!("{}.repair.tmp", dir::segment_name(rewrite.base)));
+    let file = storage
+        .open(&tmp, OpenMode::CreateTruncate)
+        .map_err(|e| Error::io("create", &tmp, e))?;
+    file.write_all_at(&content, 0)
+        .map_err(|e| Error::io("write", &tmp, e))?;
+    file.sync_data().map_err(|e| Error::io("fsync", &tmp, e))?;
+    drop(file);
+    storage
+        .rename(&tmp, &path)
+        .map_err(|e| Error::io("rename", &tmp, e))?;
+    sync_dir(storage, dir)?;
+    if let Some(next_base) = rewrite.next_base {
+        // A sealed segment's index (derived data, not fsynced), so that
+        // the next open need not rebuild it.
+        let interval = crate::config::LogOptions::default().index_interval_bytes;
+        let s = scan(
+            &content,
+            SEGMENT_HEADER_LEN as u64,
+            rewrite.base,
+            IndexBuilder::new(interval, Vec::new()),
+            false,
+        );
+        if s.stop == Stop::Clean && s.next_offset == next_base {
+            let index = SegmentIndex {
+                base_offset: rewrite.base,
+                next_offset: s.next_offset,
+                segment_len: content.len() as u64,
+                entries: s.index.entries,
+            };
+            write_index(storage, dir, &index);
+        }
+    }
+    Ok(())
+}
+
+/// The segment's new bytes: its header, the kept pieces, and the holes.
+fn rebuild(rewrite: &Rewrite) -> Vec<u8> {
+    let mut out = rewrite.bytes[..SEGMENT_HEADER_LEN].to_vec();
+    for piece in &rewrite.pieces {
+        match piece {
+            Piece::Keep(range) => out.extend_from_slice(&rewrite.bytes[range.clone()]),
+            Piece::Hole {
+                first_offset,
+                lost,
+                timestamp_us,
+                ..
+            } => encode_hole(&mut out, *first_offset, *lost, *timestamp_us),
+        }
+    }
+    out
+}
+
+/// A segment's bytes as a repair would leave them (each damaged range a
+/// hole), for an open that must read past damage without changing the
+/// disk; and the offset after its last record, holes included. `next_base`
+/// is the next segment's base offset (`None` for the last segment).
+pub(crate) fn rebuilt_segment(bytes: &[u8], base: u64, next_base: Option<u64>) -> (Vec<u8>, u64) {
+    let (pieces, next, _) = plan_segment(bytes, base, next_base.is_none(), next_base);
+    let content = rebuild(&Rewrite {
+        base,
+        next_base,
+        bytes: bytes.to_vec(),
+        pieces,
+    });
+    (content, next)
+}
+
+/// Scans every segment and plans the repair.
+fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
+    let count = segments.len();
+    let store_id = identity::load(storage, dir)?;
+    let mut tagged_seen = false;
+    let mut plan = Plan::default();
+    for (i, &base) in segments.iter().enumerate() {
+        let path = dir::segment_path(dir, base);
+        let last = i + 1 == count;
+        let file = storage
+            .open(&path, OpenMode::Read)
+            .map_err(|e| Error::io("open", &path, e))?;
+        let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+        let out_of_place = if base != plan.next_offset {
+            Some(format!(
+                "starts at offset {base}, the previous segment ends at {}",
+                plan.next_offset
+            ))
+        } else if last && unfinished_creation(&bytes, base) {
+            return Ok(plan); // open creates it again
+        } else {
+            match SegmentHeader::decode(&bytes) {
+                Ok(h) if h.base_offset != base => Some("header names another base offset".into()),
+                Ok(h) => {
+                    let foreign = identity::foreign_reason(h.store_tag, store_id, tagged_seen);
+                    tagged_seen |= h.store_tag != 0;
+                    foreign
+                }
+                Err(e) => Some(e.reason()),
+            }
+        };
+        let pieces = match out_of_place {
+            Some(reason) => Err(reason),
+            None => {
+                let next_base = segments.get(i + 1).copied();
+                let (pieces, next, records) = plan_segment(&bytes, base, last, next_base);
+                if !last && records == 0 && pieces.iter().all(|p| matches!(p, Piece::Keep(_))) {
+                    Err("sealed segment holds no record".into())
+                } else {
+                    plan.next_offset = next;
+                    Ok(pieces)
+                }
+            }
+        };
+        match pieces {
+            Err(reason) => {
+                plan.reason
+                    .get_or_insert_with(|| format!("{}: {reason}", path.display()));
+                plan.move_from = Some(i);
+                plan.moved_records = count_moved(storage, dir, &segments[i..]);
+                return Ok(plan);
+            }
+            Ok(pieces) => {
+                if let Some(Piece::Hole {
+                    bytes: b, reason, ..
+                }) = pieces.iter().find(|p| matches!(p, Piece::Hole { .. }))
+                {
+                    plan.reason.get_or_insert_with(|| {
+                        format!("{}: byte {}: {reason}", path.display(), b.start)
+                    });
+                    plan.rewrites.push(Rewrite {
+                        base,
+                        next_base: segments.get(i + 1).copied(),
+                        bytes,
+                        pieces,
+                    });
+                }
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Records that verify in segments about to be moved out whole (for the
+/// report; a segment that cannot be read counts as none).
+fn count_moved(storage: &dyn Storage, dir: &Path, bases: &[u64]) -> u64 {
+    bases
+        .iter()
+        .filter_map(|&base| {
+            let path = dir::segment_path(dir, base);
+            let bytes = read_all(&*storage.open(&path, OpenMode::Read).ok()?).ok()?;
+            let mut pos = SEGMENT_HEADER_LEN;
+            let mut records = 0u64;
+            while let Some((at, _)) = next_valid(&bytes, pos, 0) {
+                let view = decode_batch(&bytes[at..], None).ok()?;
+                records += u64::from(view.header.record_count);
+                pos = at + view.len();
+            }
+            Some(records)
+        })
+        .sum()
+}
+
+/// Splits a segment into kept and damaged pieces. Returns the pieces, the
+/// offset after the segment's last record (holes included) and the number
+/// of records kept.
+fn plan_segment(
+    bytes: &[u8],
+    base: u64,
+    last: bool,
+    next_base: Option<u64>,
+) -> (Vec<Piece>, u64, u64) {
+    let mut pieces = Vec::new();
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut expected = base;
+    let mut records = 0u64;
+    let mut last_timestamp_us: Option<i64> = None;
+    loop {
+        let s = scan(
+            bytes,
+            pos as u64,
+            expected,
+            IndexBuilder::new(u64::MAX, Vec::new()),
+            last,
+        );
+        let end = usize::try_from(s.end).unwrap_or(bytes.len());
+        if end > pos {
+            pieces.push(Piece::Keep(pos..end));
+        }
+        if let Some(entry) = s.index.entries.last() {
+            last_timestamp_us = Some(entry.max_timestamp_us);
+        }
+        records += s.records;
+        expected = s.next_offset;
+        pos = end;
+        let reason = match s.stop {
+            Stop::Clean => break,
+            Stop::Torn { .. } => {
+                // Left as found: the next writer open cuts it.
+                pieces.push(Piece::Keep(pos..bytes.len()));
+                break;
+            }
+            Stop::Corrupt { reason, .. } => reason,
+        };
+        let (resume, lost) = match next_valid(bytes, pos + 1, expected) {
+            Some((at, first)) => (at, first - expected),
+            None => (
+                bytes.len(),
+                lost_to_the_end(bytes, pos, expected, next_base),
+            ),
+        };
+        let timestamp_us = last_timestamp_us
+            .or_else(|| {
+                decode_header(&bytes[resume..])
+                    .ok()
+                    .map(|h| h.min_timestamp_us)
+            })
+            .unwrap_or(0);
+        pieces.push(Piece::Hole {
+            bytes: pos..resume,
+            first_offset: expected,
+            lost,
+            timestamp_us,
+            reason,
+        });
+        expected += lost;
+        pos = resume;
+        if pos >= bytes.len() {
+            break;
+        }
+    }
+    (pieces, expected, records)
+}
+
+/// How many offsets damage that runs to the end of a segment destroyed.
+///
+/// A sealed segment ends where the next one starts. The last segment has
+/// no such bound: the damaged batch's own header gives it when that header
+/// verifies; otherwise the most records the damaged bytes could have held
+/// (one per frame header that fits) is taken, so that no offset a record
+/// might have had is ever given to a new record.
+fn lost_to_the_end(bytes: &[u8], pos: usize, expected: u64, next_base: Option<u64>) -> u64 {
+    if let Some(next) = next_base {
+        return next.saturating_sub(expected);
+    }
+    match decode_header(&bytes[pos..]) {
+        Ok(h) if h.first_offset == expected => u64::from(h.record_count),
+        _ => ((bytes.len() - pos) / FRAME_HEADER_LEN).max(1) as u64,
+    }
+}
+
+/// The first position from `from` on where a whole batch verifies on its
+/// own and starts at or after offset `min_offset`: (position, its first
+/// offset).
+pub(crate) fn next_valid(bytes: &[u8], from: usize, min_offset: u64) -> Option<(usize, u64)> {
+    (from..bytes.len()).find_map(|at| {
+        decode_batch(&bytes[at..], None)
+            .ok()
+            .filter(|v| v.header.first_offset >= min_offset)
+            .map(|v| (at, v.header.first_offset))
     })
 }

@@ -43,6 +43,23 @@ impl SealedSegment {
         }
     }
 
+    /// A sealed segment read from `content` instead of its file: the
+    /// in-memory rebuild of a segment sealed with damage in it, each
+    /// damaged range a hole (see `recovery::seal_damaged`). The file stays
+    /// as it was found, for `repair`.
+    pub fn with_content(
+        base_offset: u64,
+        next_offset: u64,
+        path: PathBuf,
+        index: Vec<IndexEntry>,
+        content: Vec<u8>,
+    ) -> Self {
+        let segment = Self::new(base_offset, next_offset, content.len() as u64, path, index);
+        *segment.map.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Arc::new(Mapped::Owned(content)));
+        segment
+    }
+
     /// The segment's bytes, mapped on first use and kept while the log lives.
     pub fn bytes(&self, storage: &dyn Storage) -> Result<Arc<Mapped>> {
         let mut slot = self.map.lock().unwrap_or_else(|e| e.into_inner());

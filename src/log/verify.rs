@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::dir;
 use super::identity;
 use super::recovery::{scan, unfinished_creation, Stop};
+use super::repair::next_valid;
 use super::segment::IndexBuilder;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
@@ -53,6 +54,10 @@ pub struct VerifyReport {
     pub batches: u64,
     /// Records in those batches.
     pub records: u64,
+    /// Of those records, how many are holes: offsets whose records damage
+    /// destroyed and a repair replaced (information, not a problem: the
+    /// log is consistent, and the loss is visible to every reader).
+    pub lost: u64,
     /// The offset after the last record that verified.
     pub next_offset: u64,
     /// Every problem found, in file and position order.
@@ -211,6 +216,7 @@ fn verify_segment(
         let s = scan(bytes, pos, expected, index, last);
         report.batches += s.batches;
         report.records += s.records;
+        report.lost += s.lost;
         expected = s.next_offset;
         index = s.index;
         let (kind, position, reason) = match s.stop {
@@ -231,8 +237,9 @@ fn verify_segment(
             // writer open cuts it, so it is not part of the log.
             break;
         }
-        // Resume at the next batch that verifies on its own.
-        match next_batch(bytes, s.end as usize + 1) {
+        // Resume at the next batch that verifies on its own and belongs
+        // after what came before (a stale copy of earlier batches does not).
+        match next_valid(bytes, s.end as usize + 1, expected) {
             Some((at, first_offset)) => {
                 pos = at as u64;
                 expected = first_offset;
@@ -247,14 +254,6 @@ fn verify_segment(
         segment_len: bytes.len() as u64,
         entries: index.entries,
     }
-}
-
-fn next_batch(bytes: &[u8], from: usize) -> Option<(usize, u64)> {
-    (from..bytes.len()).find_map(|at| {
-        decode_batch(&bytes[at..], None)
-            .ok()
-            .map(|v| (at, v.header.first_offset))
-    })
 }
 
 fn check_index(

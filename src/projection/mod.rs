@@ -19,8 +19,8 @@ use std::any::Any;
 pub use per_day::ActionsPerDay;
 pub use trigger::{Answer, RuleStats, TriggerStats, DAYS_30_US};
 
-pub(crate) use host::Host;
 pub use host::ProjectionCheck;
+pub(crate) use host::{Host, CHECKPOINT_DIR};
 
 use crate::event::Entry;
 

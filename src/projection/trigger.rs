@@ -154,6 +154,10 @@ struct State {
     swept_at_us: Option<i64>,
     gap_markers: u64,
     dropped_events: u64,
+    /// Offsets lost to damage (hole entries). Defaulted so checkpoints
+    /// written before holes existed still restore.
+    #[serde(default)]
+    lost_entries: u64,
 }
 
 /// The trigger-statistics projection.
@@ -221,6 +225,11 @@ impl TriggerStats {
     /// Gap markers seen and the events they say were dropped.
     pub fn gaps(&self) -> (u64, u64) {
         (self.state.gap_markers, self.state.dropped_events)
+    }
+
+    /// Entries recorded and later lost to damage on disk (offsets of holes).
+    pub fn lost(&self) -> u64 {
+        self.state.lost_entries
     }
 
     /// Number of (tenant, rule) pairs.
@@ -437,6 +446,7 @@ impl Projection for TriggerStats {
                 self.state.gap_markers += 1;
                 self.state.dropped_events += g.dropped;
             }
+            Entry::Lost(_) => self.state.lost_entries += 1,
         }
     }
 

@@ -230,7 +230,7 @@ impl Shipper {
         let prefix = &self.options.subject_prefix;
         let subject = match &entry {
             Entry::Event(e) => event_subject(prefix, &e.tenant_id, &e.rule_id),
-            Entry::Gap(_) => gap_subject(prefix, &self.store_id.to_string()),
+            Entry::Gap(_) | Entry::Lost(_) => gap_subject(prefix, &self.store_id.to_string()),
         };
         let publish = Publish::build()
             .payload(bytes::Bytes::copy_from_slice(&record.payload))

@@ -119,6 +119,8 @@ enum Command {
     Verify(ops::VerifyArgs),
     #[command(about = ops::REPAIR_ABOUT, long_about = ops::REPAIR_LONG_ABOUT)]
     Repair(ops::RepairArgs),
+    #[command(about = ops::QUARANTINE_ABOUT, long_about = ops::QUARANTINE_LONG_ABOUT)]
+    Quarantine(ops::QuarantineArgs),
     #[command(about = ops::COMPLETIONS_ABOUT, long_about = ops::COMPLETIONS_LONG_ABOUT)]
     Completions(ops::CompletionsArgs),
     #[cfg(feature = "jetstream")]
@@ -169,6 +171,7 @@ fn dispatch(global: &Global, command: Command) -> Result<(), Failure> {
         Command::Tail(args) => read::tail(global, &args),
         Command::Verify(args) => ops::verify(global, &args),
         Command::Repair(args) => ops::repair(global, &args),
+        Command::Quarantine(args) => ops::quarantine(global, &args),
         Command::Completions(args) => {
             ops::completions(&args, &mut <Cli as clap::CommandFactory>::command())
         }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use clap::Args;
 use clap_complete::Shell;
-use enforcelog::log::{repair_dir, RepairAction, RepairReport};
+use enforcelog::log::{
+    repair_dir_with, RepairAction, RepairOptions, RepairReport, MANIFEST_FILE, QUARANTINE_DIR,
+};
 use enforcelog::{verify_dir, Problem, ProblemKind, Store, VerifyReport};
 
 use crate::failure::Failure;
@@ -35,14 +37,30 @@ moves damaged data to quarantine.";
 
 pub const REPAIR_ABOUT: &str = "Move what cannot be trusted to quarantine (never deletes)";
 pub const REPAIR_LONG_ABOUT: &str = "\
-Repair a damaged store: the only command that changes one. Every valid record
-before the first damage is kept; since offsets stay dense, everything after
-it (the damaged segment's tail and every later segment, even records that
-still verify) is moved to DIR/quarantine/<timestamp>/, never deleted. Each
-move is printed on stdout. A torn tail is left for the next writer open to
-cut (nothing acknowledged is lost). Refuses with exit code 3 while a writer
-holds the store's lock. Statistics checkpoints made stale by a repair are
-rebuilt from the log on the next open.";
+Repair a damaged store: the only command that changes one. Every batch that
+verifies is kept, before and after the damage. Each damaged byte range is
+copied to DIR/quarantine/<timestamp>/ (durably, before anything changes) and
+replaced in its segment by a hole: entries of kind \"lost\" covering exactly
+the offsets the damage destroyed, so `dump`, `tail`, `stats` and `verify`
+show the loss and its size. The segment is rewritten to a new file renamed
+over it (never cut in place: readers may have it mapped). Only a segment out
+of place (a gap, a bad header, another store's) is moved out whole, with every
+segment after it. Each change is printed on stdout. With --dry-run, prints
+what would change and changes nothing. A torn tail is left for the next
+writer open to cut (nothing acknowledged is lost). Refuses with exit code 3
+while a writer holds the store's lock. `enforcelog quarantine` lists what
+repairs moved out.";
+
+pub const QUARANTINE_ABOUT: &str = "List what repairs moved to quarantine";
+pub const QUARANTINE_LONG_ABOUT: &str = "\
+Print the manifest of every repair's quarantine directory, oldest first: one
+line per item, tab-separated, as in DIR/quarantine/<timestamp>/MANIFEST:
+  damaged <file> <segment> <position> <bytes> <first_offset> <lost> <reason>
+      (<file> holds the raw bytes position..position+bytes of <segment>, which
+      held offsets first_offset..first_offset+lost)
+  moved <file>
+      (a whole segment or index file, moved out under its own name)
+Each line is prefixed with the quarantine directory. Read-only.";
 
 pub const COMPLETIONS_ABOUT: &str = "Print a shell completion script";
 pub const COMPLETIONS_LONG_ABOUT: &str = "\
@@ -54,7 +72,14 @@ Print a completion script for SHELL on stdout, for example:
 pub struct VerifyArgs {}
 
 #[derive(Debug, Args)]
-pub struct RepairArgs {}
+pub struct RepairArgs {
+    /// Print what would move (and how many events) without changing anything.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct QuarantineArgs {}
 
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
@@ -123,8 +148,16 @@ fn report_problem(problem: &Problem) -> Option<String> {
 }
 
 fn summary(report: &VerifyReport) -> String {
+    let holes = if report.lost > 0 {
+        format!(
+            " ({} of them holes: events lost to damage and recorded by a repair)",
+            units::thousands(report.lost)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "ok: {} segment(s), {} batches, {} records verified; next offset {}",
+        "ok: {} segment(s), {} batches, {} records verified{holes}; next offset {}",
         report.segments,
         units::thousands(report.batches),
         units::thousands(report.records),
@@ -164,10 +197,13 @@ fn check_checkpoints(dir: &Path, out: &mut Out) -> Result<Vec<String>, Failure> 
     Ok(damage)
 }
 
-pub fn repair(global: &Global, _args: &RepairArgs) -> Result<(), Failure> {
+pub fn repair(global: &Global, args: &RepairArgs) -> Result<(), Failure> {
     let dir = &global.data_dir;
     require_store(dir)?;
-    let report = repair_dir(dir)?;
+    let options = RepairOptions {
+        dry_run: args.dry_run,
+    };
+    let report = repair_dir_with(dir, options)?;
     let mut out = Out::new();
     for line in repair_lines(&report) {
         out.line(&line)?;
@@ -182,36 +218,98 @@ fn repair_lines(report: &RepairReport) -> Vec<String> {
             report.next_offset
         )];
     }
+    let would = if report.dry_run { "would be " } else { "" };
     let mut lines = Vec::new();
+    if report.dry_run {
+        lines.push("dry run: nothing was changed".to_string());
+    }
     if let Some(reason) = &report.reason {
         lines.push(format!("damage: {reason}"));
     }
     for action in &report.actions {
-        lines.push(match action {
-            RepairAction::Truncated {
-                segment,
-                at,
-                bytes_moved,
-                saved_as,
-            } => format!(
-                "truncated {} at byte {at}: moved the {bytes_moved} bytes after it to {}",
-                segment.display(),
-                saved_as.display()
-            ),
-            RepairAction::Moved { from, to } => {
-                format!("moved {} to {}", from.display(), to.display())
+        match action {
+            RepairAction::Rewritten { segment, damaged } => {
+                for d in damaged {
+                    lines.push(format!(
+                        "{}: bytes {}..{} ({}) {would}moved to {}; offsets {}..{} ({} event(s)) {would}lost, recorded as a hole",
+                        segment.display(),
+                        d.position,
+                        d.position + d.bytes,
+                        d.reason,
+                        d.saved_as.display(),
+                        d.first_offset,
+                        d.first_offset + d.lost,
+                        d.lost
+                    ));
+                }
+                lines.push(format!(
+                    "{} {would}rewritten: every batch that verifies kept",
+                    segment.display()
+                ));
             }
-        });
+            RepairAction::Moved { from, to } => {
+                lines.push(format!(
+                    "{} {would}moved to {}",
+                    from.display(),
+                    to.display()
+                ));
+            }
+        }
     }
     let quarantine = report
         .quarantine
         .as_ref()
         .map_or_else(|| "-".into(), |q| q.display().to_string());
     lines.push(format!(
-        "kept every record below offset {}; nothing was deleted (quarantine: {quarantine})",
-        report.next_offset
+        "{} event(s) {would}lost to holes, {} event(s) in segments {would}moved out whole; \
+         next offset {}; nothing {would}deleted (quarantine: {quarantine})",
+        report.lost, report.moved_records, report.next_offset
     ));
     lines
+}
+
+/// Prints every quarantine manifest, oldest first.
+pub fn quarantine(global: &Global, _args: &QuarantineArgs) -> Result<(), Failure> {
+    let dir = &global.data_dir;
+    require_store(dir)?;
+    let top = dir.join(QUARANTINE_DIR);
+    let mut out = Out::new();
+    let mut names: Vec<String> = match std::fs::read_dir(&top) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(enforcelog::Error::Io {
+                op: "list",
+                path: top,
+                source: e,
+            }
+            .into())
+        }
+    };
+    // Named by microseconds since the epoch: numeric order is time order.
+    names.sort_by_key(|n| (n.parse::<u64>().unwrap_or(u64::MAX), n.clone()));
+    if names.is_empty() {
+        note("nothing in quarantine");
+    }
+    for name in names {
+        let sub = top.join(&name);
+        let manifest = sub.join(MANIFEST_FILE);
+        match std::fs::read_to_string(&manifest) {
+            Ok(text) => {
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    out.line(&format!("{}\t{line}", sub.display()))?;
+                }
+            }
+            Err(e) => note(&format!(
+                "warning: {}: no readable manifest ({e})",
+                sub.display()
+            )),
+        }
+    }
+    out.flush()
 }
 
 pub fn completions(args: &CompletionsArgs, command: &mut clap::Command) -> Result<(), Failure> {

@@ -236,10 +236,18 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
     let store = open_reader_with(global, options)?;
     let as_of = args.as_of.unwrap_or_else(now_us);
     let rules = rules_of(&store, args, as_of)?;
+    // Entries recorded and later destroyed by damage on disk (holes a
+    // repair left): statistics cannot count them, so they say how many.
+    let lost = store
+        .with_projection::<enforcelog::TriggerStats, _>(|p, _| p.lost())?
+        .unwrap_or(0);
     let mut out = Out::new();
     match args.format {
         StatsFormat::Json => {
             let mut report = enforcelog::stats_report(as_of, &rules);
+            if lost > 0 {
+                report["lost"] = Value::from(lost);
+            }
             // The library labels the window from the first rule; say it
             // even when no rule is listed.
             report["window"] = Value::String(units::window_label(args.window));
@@ -247,7 +255,15 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
             out.line(&text)?;
         }
-        StatsFormat::Table => stats_table(&rules, args.window).print(&mut out)?,
+        StatsFormat::Table => {
+            if lost > 0 {
+                note(&format!(
+                    "warning: {lost} event(s) were lost to damage on disk (holes left by a \
+                     repair); these statistics cannot count them"
+                ));
+            }
+            stats_table(&rules, args.window).print(&mut out)?
+        }
     }
     out.flush()
 }
@@ -312,6 +328,11 @@ fn entry_json(entry: &Entry) -> String {
     match entry {
         Entry::Event(e) => event_fields(object.field("kind", "enforcement"), e).finish(),
         Entry::Gap(g) => gap_fields(object.field("kind", "gap"), g).finish(),
+        Entry::Lost(l) => object
+            .field("kind", "lost")
+            .field("hole_first_offset", l.hole_first_offset)
+            .field("hole_len", l.hole_len)
+            .finish(),
     }
 }
 
@@ -376,6 +397,10 @@ fn entry_text(entry: &Entry) -> String {
             g.dropped,
             format_us(g.first_dropped_at_us),
             format_us(g.last_dropped_at_us),
+        ),
+        Entry::Lost(l) => format!(
+            "{} LOST: recorded, then destroyed by damage on disk (hole of {} offset(s) from {})",
+            l.offset, l.hole_len, l.hole_first_offset
         ),
     }
 }
