@@ -146,6 +146,20 @@ pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Option<DurableEn
     }))
 }
 
+/// Removes the durable end (for `repair`, which holds the lock and leaves
+/// only durable bytes, before it changes segments whose lengths the end
+/// names). The removal is made durable before anything else changes.
+pub(crate) fn withdraw(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let path = dir.join(DURABLE_FILE);
+    match storage.remove(&path) {
+        Ok(()) => storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", &path, e)),
+    }
+}
+
 /// The writer's side: the open file it rewrites after each fsync.
 pub(crate) struct Publisher {
     path: PathBuf,

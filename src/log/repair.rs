@@ -36,6 +36,7 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::dir;
+use super::durable_end;
 use super::hole::encode_hole;
 use super::identity;
 use super::recovery::{scan, unfinished_creation, write_index, Stop};
@@ -225,6 +226,11 @@ pub fn repair_with(
     if !plan.rewrites.is_empty() {
         move_checkpoints(storage, dir, &quarantine)?;
     }
+    // The published durable end names byte lengths of the segments about
+    // to change; no writer runs (the lock is ours) and everything repair
+    // leaves is durable, so readers go without a limit until the next
+    // writer open publishes a new end.
+    durable_end::withdraw(storage, dir)?;
     for rewrite in &plan.rewrites {
         replace_segment(storage, dir, rewrite, &quarantine)?;
     }
