@@ -201,6 +201,8 @@ fn brute_stats(events: &[Ev], windows: &[Duration], as_of_us: i64, offset: u64) 
                 total_count: 0,
                 by_action: [0; 4],
                 offset,
+                missing_at_least: 0,
+                gap_in_window: false,
             });
         s.total_count += 1;
         s.last_triggered_at_us = s.last_triggered_at_us.max(Some(e.at_us));

@@ -185,7 +185,7 @@ fn gaps(entries: &[Entry]) -> Vec<GapMarker> {
     entries
         .iter()
         .filter_map(|e| match e {
-            Entry::Gap(g) => Some(*g),
+            Entry::Gap(g) => Some(g.clone()),
             Entry::Event(_) => None,
         })
         .collect()

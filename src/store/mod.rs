@@ -22,6 +22,7 @@ pub(crate) mod metrics;
 mod query;
 mod stats;
 mod subscribe;
+mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,12 +35,13 @@ pub use metrics::StoreMetrics;
 pub use query::{Query, QueryPage};
 pub use stats::stats_report;
 pub use subscribe::{Delivery, Subscription};
+pub use view::LogView;
 
-use self::detached::GapState;
+use self::detached::{DropWarnings, GapState};
 use self::metrics::Histogram;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
-use crate::event::{Entry, Event};
+use crate::event::{check_not_in_future, Entry, Event};
 use crate::log::Log;
 use crate::payload;
 use crate::projection::{Host, Projection, TriggerStats};
@@ -66,7 +68,18 @@ pub struct StoreOptions {
     /// How far a subscriber may lag behind the log's end before it is told
     /// (see [`Delivery::Lagging`]). Default 1,000,000 entries.
     pub subscriber_lag_warning: u64,
+    /// How far after the store's clock an event's `enforced_at` may be.
+    /// Later ones are refused ([`EventError::InFuture`](crate::EventError)):
+    /// the log is append-only, so one event stamped in year 9999 would stay
+    /// the newest time of its tenant for good. Default 1 hour (clock skew
+    /// between hosts, batches built ahead of time); at most 366 days.
+    pub max_future_skew: Duration,
 }
+
+/// The default [`StoreOptions::max_future_skew`]: one hour.
+pub const MAX_FUTURE_SKEW_DEFAULT: Duration = Duration::from_secs(3600);
+/// The greatest [`StoreOptions::max_future_skew`] accepted: 366 days.
+pub const MAX_FUTURE_SKEW_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -78,6 +91,7 @@ impl Default for StoreOptions {
             checkpoint_every_entries: 100_000,
             checkpoint_interval: Duration::from_secs(60),
             subscriber_lag_warning: 1_000_000,
+            max_future_skew: MAX_FUTURE_SKEW_DEFAULT,
         }
     }
 }
@@ -109,7 +123,21 @@ impl StoreOptions {
                 reason: "must be longer than zero".into(),
             });
         }
+        if self.max_future_skew > MAX_FUTURE_SKEW_MAX {
+            return Err(Error::InvalidOptions {
+                name: "max_future_skew",
+                reason: format!(
+                    "{:?} is longer than the most allowed, {MAX_FUTURE_SKEW_MAX:?} (366 days)",
+                    self.max_future_skew
+                ),
+            });
+        }
         Ok(())
+    }
+
+    /// `max_future_skew` in µs (validated to fit).
+    pub(crate) fn max_future_skew_us(&self) -> i64 {
+        i64::try_from(self.max_future_skew.as_micros()).unwrap_or(i64::MAX)
     }
 }
 
@@ -119,6 +147,11 @@ struct Counters {
     dropped: AtomicU64,
     gap_markers: AtomicU64,
     recoveries: AtomicU64,
+    /// `stats` calls that had to replay the log (an as-of time whose window
+    /// reaches into history the projection folded).
+    stats_replays: AtomicU64,
+    /// Entries queries skipped because they do not decode.
+    undecodable_read: AtomicU64,
     /// fsyncs of logs replaced by a recovery.
     fsyncs_before: AtomicU64,
     latency: Histogram,
@@ -133,6 +166,7 @@ pub(crate) struct Inner {
     log: RwLock<Log>,
     counters: Counters,
     gap: Mutex<GapState>,
+    drop_warnings: Mutex<DropWarnings>,
     wake: Option<flume::Sender<()>>,
     stopping: AtomicBool,
     supervisor: Mutex<Option<JoinHandle<()>>>,
@@ -266,6 +300,7 @@ impl Store {
             log: RwLock::new(log),
             counters: Counters::default(),
             gap: Mutex::new(GapState::default()),
+            drop_warnings: Mutex::new(DropWarnings::default()),
             wake: Some(wake),
             stopping: AtomicBool::new(false),
             supervisor: Mutex::new(None),
@@ -316,6 +351,7 @@ impl Store {
             log: RwLock::new(log),
             counters: Counters::default(),
             gap: Mutex::new(GapState::default()),
+            drop_warnings: Mutex::new(DropWarnings::default()),
             wake: None,
             stopping: AtomicBool::new(false),
             supervisor: Mutex::new(None),
@@ -339,10 +375,13 @@ impl Store {
         &self.inner.dir
     }
 
-    /// The underlying log (for replay and tools). After the store reopens
-    /// a failed log, this returns the new one.
-    pub fn log(&self) -> Log {
-        self.inner.log()
+    /// A read-only view of the underlying log (for replay and tools).
+    /// After the store reopens a failed log, this returns the new one.
+    ///
+    /// Read-only on purpose: a record appended around the store would not
+    /// be an event payload; see [`LogView`].
+    pub fn log(&self) -> LogView {
+        LogView::new(self.inner.log())
     }
 
     /// The store's permanent random id, created with the store and kept in
@@ -388,7 +427,9 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         event.validate()?;
-        let at = event.enforced_at_us.unwrap_or_else(now_us);
+        let now = now_us();
+        let at = event.enforced_at_us.unwrap_or(now);
+        check_not_in_future(at, now, self.inner.options.max_future_skew_us())?;
         Ok(Record::new(at, payload::encode_event(&event)))
     }
 
@@ -410,12 +451,10 @@ impl Store {
     /// What the store did since it was opened.
     pub fn metrics(&self) -> StoreMetrics {
         let c = &self.inner.counters;
-        let pending = self
-            .inner
-            .gap
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .dropped;
+        let pending = {
+            let gap = self.inner.gap.lock().unwrap_or_else(|e| e.into_inner());
+            gap.dropped + gap.writing
+        };
         StoreMetrics {
             recorded: c.recorded.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
@@ -423,12 +462,25 @@ impl Store {
             dropped_pending_gap: pending,
             fsyncs: c.fsyncs_before.load(Ordering::Relaxed) + self.inner.log().metrics().fsyncs,
             recoveries: c.recoveries.load(Ordering::Relaxed),
+            stats_replays: c.stats_replays.load(Ordering::Relaxed),
+            undecodable_entries: self.undecodable_entries(),
+            undecodable_read: c.undecodable_read.load(Ordering::Relaxed),
             append_p50_us: c.latency.quantile_us(0.5),
             append_p90_us: c.latency.quantile_us(0.9),
             append_p99_us: c.latency.quantile_us(0.99),
             append_p999_us: c.latency.quantile_us(0.999),
             append_max_us: c.latency.max_us(),
         }
+    }
+
+    /// Log entries that are not store payloads (written around the store),
+    /// as far as the projections have read: they skip them, and so do
+    /// queries and `stats`, so one such entry cannot stall every tenant.
+    pub fn undecodable_entries(&self) -> u64 {
+        self.inner
+            .projections
+            .with::<TriggerStats, _>(|p, _| p.undecodable())
+            .unwrap_or(0)
     }
 
     /// Compares each projection's checkpoint file with a fresh rebuild from
@@ -483,6 +535,7 @@ impl Inner {
         }
         detached::stop_supervisor(self);
         follower::stop(self);
+        self.flush_drop_warnings(true);
         if let Err(e) = self.final_checkpoint() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint the projections at close; the next open replays from the last good checkpoint");
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use enforcelog::event::details_from_json;
-use enforcelog::{Action, Event, Store};
+use enforcelog::{Action, Event, Store, StoreOptions};
 use serde_json::Value;
 
 use crate::failure::Failure;
@@ -180,6 +180,14 @@ fn lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     })
 }
 
+/// Refuses an event the store would refuse for its time (see
+/// `StoreOptions::max_future_skew`; the CLI opens with the default).
+fn not_in_future(line: usize, event: &enforcelog::Event) -> Result<(), LineError> {
+    let skew_us = i64::try_from(StoreOptions::default().max_future_skew.as_micros())
+        .unwrap_or(i64::MAX);
+    enforcelog::import::check_not_in_future(line, event, enforcelog::now_us(), skew_us)
+}
+
 /// Checks every line; on any bad line reports them and fails with exit 2.
 fn validate(input: &[u8]) -> Result<Checked, Failure> {
     let mut checked = Checked { events: 0, gaps: 0 };
@@ -187,7 +195,15 @@ fn validate(input: &[u8]) -> Result<Checked, Failure> {
     let mut bad = 0u64;
     for (n, line) in lines(input) {
         match parse_line(n, line) {
-            Ok(Parsed::Event(_)) => checked.events += 1,
+            Ok(Parsed::Event(event)) => match not_in_future(n, &event) {
+                Ok(()) => checked.events += 1,
+                Err(e) => {
+                    bad += 1;
+                    if errors.len() < ERRORS_SHOWN {
+                        errors.push(e);
+                    }
+                }
+            },
             Ok(Parsed::Gap) => checked.gaps += 1,
             Ok(Parsed::Blank) => {}
             Err(e) => {
