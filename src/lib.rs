@@ -48,7 +48,8 @@ pub mod timestamp;
 pub use config::{Durability, LogOptions};
 pub use error::{Error, Result};
 pub use event::{
-    Action, Entry, Event, EventError, Field, GapLoss, GapMarker, LossSpan, StoredEvent, GAP_LOSSES_MAX,
+    Action, Entry, Event, EventError, Field, GapLoss, GapMarker, LossSpan, StoredEvent,
+    GAP_LOSSES_MAX,
 };
 pub use log::{
     verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,

@@ -73,7 +73,13 @@ pub(crate) fn encode_gap(
         .iter()
         .map(|l| {
             let s = l.span;
-            (l.tenant_id.clone(), l.rule_id.clone(), s.count, s.first_at_us, s.last_at_us)
+            (
+                l.tenant_id.clone(),
+                l.rule_id.clone(),
+                s.count,
+                s.first_at_us,
+                s.last_at_us,
+            )
         })
         .collect();
     let unattributed = unattributed.map(|s| (s.count, s.first_at_us, s.last_at_us));

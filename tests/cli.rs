@@ -971,6 +971,12 @@ fn import_bad_line_matrix_reports_line_and_field_and_appends_nothing() {
             set("enforced_at", json!("2026-01-01")),
             Some("enforced_at"),
         ),
+        // Issue 13, item 8: further ahead than `max_future_skew` allows.
+        (
+            "time in year 9999",
+            set("enforced_at", json!("9999-12-31T23:59:59Z")),
+            Some("enforced_at"),
+        ),
     ];
     for (name, bad, field) in &cases {
         let mut input = Vec::new();

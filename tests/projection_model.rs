@@ -364,9 +364,9 @@ fn brute_stats(
         offset,
         // The model's drops have invalid ids, so no loss is attributed.
         missing_at_least: 0,
-        gap_in_window: unattributed.iter().any(|&(first, last)| {
-            i128::from(first) <= t && i128::from(last) > t - primary
-        }),
+        gap_in_window: unattributed
+            .iter()
+            .any(|&(first, last)| i128::from(first) <= t && i128::from(last) > t - primary),
     }
 }
 

@@ -270,7 +270,11 @@ impl TriggerStats {
 
     /// The newest `enforced_at` seen, over all tenants.
     pub fn watermark_us(&self) -> Option<i64> {
-        self.state.tenants.values().filter_map(|t| t.watermark_us).max()
+        self.state
+            .tenants
+            .values()
+            .filter_map(|t| t.watermark_us)
+            .max()
     }
 
     /// The newest `enforced_at` of one tenant: its fold horizon is this
@@ -332,7 +336,11 @@ impl TriggerStats {
         self.rule_mut(tenant_id, rule_id)
             .insert(action, at_us, horizon);
         let longest_us = self.longest_us;
-        let tenant = self.state.tenants.get_mut(tenant_id).expect("inserted above");
+        let tenant = self
+            .state
+            .tenants
+            .get_mut(tenant_id)
+            .expect("inserted above");
         if tenant.watermark_us.is_none_or(|w| at_us > w) {
             tenant.watermark_us = Some(at_us);
             maybe_sweep(tenant, longest_us);

@@ -45,8 +45,8 @@ impl GapState {
         self.dropped += 1;
         self.last_us = now_us;
         let key = (tenant_id.to_string(), rule_id.to_string());
-        let valid =
-            check_id(Field::TenantId, tenant_id).is_ok() && check_id(Field::RuleId, rule_id).is_ok();
+        let valid = check_id(Field::TenantId, tenant_id).is_ok()
+            && check_id(Field::RuleId, rule_id).is_ok();
         if let Some(span) = self.losses.get_mut(&key) {
             span.add(at_us);
         } else if valid && self.losses.len() < GAP_LOSSES_MAX {

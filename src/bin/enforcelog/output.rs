@@ -94,8 +94,8 @@ pub fn gap_fields(object: JsonObject, gap: &GapMarker) -> JsonObject {
         .field("last_dropped_at", format_us(gap.last_dropped_at_us));
     // A marker that says who lost what (payload schema 2); an older one
     // attributes nothing, and printing its whole count again says nothing.
-    let all_unattributed = gap.losses.is_empty()
-        && gap.unattributed.is_none_or(|s| s.count == gap.dropped);
+    let all_unattributed =
+        gap.losses.is_empty() && gap.unattributed.is_none_or(|s| s.count == gap.dropped);
     if all_unattributed {
         return object;
     }

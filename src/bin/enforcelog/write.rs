@@ -183,8 +183,8 @@ fn lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 /// Refuses an event the store would refuse for its time (see
 /// `StoreOptions::max_future_skew`; the CLI opens with the default).
 fn not_in_future(line: usize, event: &enforcelog::Event) -> Result<(), LineError> {
-    let skew_us = i64::try_from(StoreOptions::default().max_future_skew.as_micros())
-        .unwrap_or(i64::MAX);
+    let skew_us =
+        i64::try_from(StoreOptions::default().max_future_skew.as_micros()).unwrap_or(i64::MAX);
     enforcelog::import::check_not_in_future(line, event, enforcelog::now_us(), skew_us)
 }
 
