@@ -39,6 +39,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err(format!("{} exists; remove it first", dir.display()).into());
     }
     let options = StoreOptions {
+        // The fixture holds an event at MAX_US (year 9999).
+        max_future_skew: std::time::Duration::MAX,
         log: LogOptions {
             durability: Durability::Fsync,
             ..LogOptions::default()

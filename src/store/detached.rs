@@ -3,10 +3,13 @@
 //!
 //! `record_detached` must never stop the host from enforcing: it validates,
 //! queues the event with a deadline, and returns. Whatever cannot be recorded
-//! (refused event, queue full past the deadline, failed writer) is logged
-//! with `tracing::warn!`, counted, and added to the pending *gap*. The
-//! supervisor thread writes the pending gap as a durable gap marker as soon
-//! as an append works again, reopening the log first if its writer failed.
+//! (refused event, queue full past the deadline, failed writer) is counted,
+//! logged with `tracing::warn!` (at most one line per
+//! `DROP_WARNING_INTERVAL`, then a summary), and added to the pending
+//! *gap*, per (tenant, rule) up to `GAP_LOSSES_MAX` pairs. The supervisor
+//! thread writes the pending gap as a durable gap marker as soon as an
+//! append works again, reopening the log first if its writer failed; a
+//! marker that cannot be written is put back, ahead of newer drops.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -98,7 +101,7 @@ fn add_span(into: &mut Option<LossSpan>, span: LossSpan) {
 /// reason; the drops after it within the interval are summed into one
 /// summary line, so an outage that drops thousands of events per second
 /// does not flood the log it may be filling.
-pub(crate) const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+pub const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The rate limit of drop warnings.
 #[derive(Debug, Default)]
@@ -178,15 +181,24 @@ impl Inner {
 }
 
 impl Store {
-    /// Records an event without waiting for it, and without ever failing.
+    /// Records an event without waiting for it, and without ever failing:
+    /// **the call for the halt path** (code that stops, kills or blocks an
+    /// agent), where an I/O error must never hold up the enforcement.
     ///
     /// Returns within [`StoreOptions::detached_timeout`](super::StoreOptions)
     /// (default 50 ms) whatever happens: a full queue, a failed writer, a
-    /// full disk. An event that cannot be recorded is logged with
-    /// `tracing::warn!` (tenant, rule, action, reason) and counted in
-    /// [`StoreMetrics::dropped`](super::StoreMetrics); the count of events
-    /// dropped since the last successful write is appended as a gap marker
-    /// as soon as writing works again.
+    /// full disk. An event that cannot be recorded (also one the store
+    /// refuses, e.g. an `enforced_at` too far in the future) is counted in
+    /// [`StoreMetrics::dropped`](super::StoreMetrics) and logged with
+    /// `tracing::warn!`: the first drop after a quiet interval with its
+    /// tenant, rule, action and reason, later ones summed into one summary
+    /// line per [`DROP_WARNING_INTERVAL`]. The events dropped since the last
+    /// successful write are appended as a gap marker as soon as writing
+    /// works again, with per (tenant, rule) counts (at most
+    /// [`GAP_LOSSES_MAX`](crate::GAP_LOSSES_MAX) pairs; the rest summed),
+    /// which [`Store::stats`] reports as `missing_at_least`.
+    #[doc(alias = "record_fail_safe")]
+    #[doc(alias = "halt")]
     pub fn record_detached(&self, event: Event) {
         let started = Instant::now();
         let inner = &self.inner;

@@ -1,15 +1,23 @@
 //! The store: what host applications call to record enforcement outcomes
 //! and read them back, on top of the log.
 //!
-//! Three ways to write:
+//! Three ways to write, by what must happen when the disk fails:
+//! - [`Store::record_detached`]: **the halt path** (code that stops, kills or
+//!   blocks an agent). Fail-safe: it never returns an error and never blocks
+//!   longer than [`StoreOptions::detached_timeout`], so no I/O failure can
+//!   hold up the halt. What it cannot record is logged (rate-limited),
+//!   counted, and later written as a gap marker naming who lost what;
+//! - [`Store::record`] / [`Store::record_blocking`]: acknowledged; one event,
+//!   committed on its own (concurrent callers share fsyncs through group
+//!   commit), or an error for a caller that can act on it. Not for the halt
+//!   path: `record().await?` there lets a full disk block the halt;
 //! - [`Store::begin`]: a caller-owned batch; nothing is visible or durable
-//!   until [`EventBatch::commit`], which appends it as one atomic log batch;
-//! - [`Store::record`] / [`Store::record_blocking`]: one event, committed on
-//!   its own (concurrent callers share fsyncs through group commit);
-//! - [`Store::record_detached`]: fire-and-forget and fail-safe; it never
-//!   returns an error and never blocks longer than
-//!   [`StoreOptions::detached_timeout`]. What it cannot record is logged,
-//!   counted, and later written as a gap marker.
+//!   until [`EventBatch::commit`], which appends it as one atomic log batch.
+//!
+//! Invariant: every record of the log is a payload the store encoded. The
+//! store hands out no writer ([`Store::log`] is a read-only [`LogView`]);
+//! an entry that does not decode anyway (written around the store) is
+//! skipped and counted by projections and queries, never a stall.
 //!
 //! A background *supervisor* thread reopens the log when its writer failed
 //! (the reopen recovers from what is on disk) and writes gap markers as soon
@@ -31,6 +39,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use batch::EventBatch;
+pub use detached::DROP_WARNING_INTERVAL;
 pub use metrics::StoreMetrics;
 pub use query::{Query, QueryPage};
 pub use stats::stats_report;
@@ -72,14 +81,14 @@ pub struct StoreOptions {
     /// Later ones are refused ([`EventError::InFuture`](crate::EventError)):
     /// the log is append-only, so one event stamped in year 9999 would stay
     /// the newest time of its tenant for good. Default 1 hour (clock skew
-    /// between hosts, batches built ahead of time); at most 366 days.
+    /// between hosts, batches built ahead of time). Any value is valid;
+    /// `Duration::MAX` turns the check off (importing an archive that holds
+    /// far-future times, testing the timestamp range).
     pub max_future_skew: Duration,
 }
 
 /// The default [`StoreOptions::max_future_skew`]: one hour.
 pub const MAX_FUTURE_SKEW_DEFAULT: Duration = Duration::from_secs(3600);
-/// The greatest [`StoreOptions::max_future_skew`] accepted: 366 days.
-pub const MAX_FUTURE_SKEW_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -123,19 +132,11 @@ impl StoreOptions {
                 reason: "must be longer than zero".into(),
             });
         }
-        if self.max_future_skew > MAX_FUTURE_SKEW_MAX {
-            return Err(Error::InvalidOptions {
-                name: "max_future_skew",
-                reason: format!(
-                    "{:?} is longer than the most allowed, {MAX_FUTURE_SKEW_MAX:?} (366 days)",
-                    self.max_future_skew
-                ),
-            });
-        }
         Ok(())
     }
 
-    /// `max_future_skew` in µs (validated to fit).
+    /// `max_future_skew` in µs; saturates, so any value is safe (the check
+    /// adds it to now with saturation too).
     pub(crate) fn max_future_skew_us(&self) -> i64 {
         i64::try_from(self.max_future_skew.as_micros()).unwrap_or(i64::MAX)
     }
@@ -215,7 +216,10 @@ impl Inner {
 /// let dir = tempfile::tempdir()?;
 /// let store = Store::open(dir.path(), StoreOptions::default())?;
 ///
-/// // Standalone: committed on its own, durable when it returns.
+/// // The halt path: fail-safe, never fails, never blocks for long.
+/// store.record_detached(Event::new("acme", "rate", Action::Aborted));
+///
+/// // Acknowledged: committed on its own, durable when it returns, or an error.
 /// let offset = store.record_blocking(Event::new("acme", "no-prod-writes", Action::Blocked))?;
 ///
 /// // Caller-owned: nothing is visible until commit, then all at once.
@@ -224,9 +228,6 @@ impl Inner {
 /// batch.record(Event::new("globex", "budget", Action::Stopped))?;
 /// let offsets = batch.commit_blocking()?;
 /// assert_eq!(offsets, offset + 1..offset + 3);
-///
-/// // Fire-and-forget: never fails, never blocks for long.
-/// store.record_detached(Event::new("acme", "rate", Action::Aborted));
 ///
 /// let page = store.query(&Query::tenant("acme").action(Action::Killed))?;
 /// assert_eq!(page.events.len(), 1);
@@ -401,7 +402,10 @@ impl Store {
     }
 
     /// Records one event; returns its offset once committed (durable under
-    /// `Durability::Fsync`).
+    /// `Durability::Fsync`), or an error.
+    ///
+    /// Acknowledged, not fail-safe: on the halt path use
+    /// [`Store::record_detached`], which an I/O error can never stop.
     pub async fn record(&self, event: Event) -> Result<u64> {
         let record = self.prepare(event)?;
         let started = Instant::now();
@@ -413,7 +417,7 @@ impl Store {
     /// thread until the event is committed. Called from inside an async
     /// runtime it cannot deadlock (the writer never needs the runtime), but
     /// it holds up that runtime thread for an fsync; prefer `record().await`
-    /// there.
+    /// there. Not for the halt path: see [`Store::record_detached`].
     pub fn record_blocking(&self, event: Event) -> Result<u64> {
         let record = self.prepare(event)?;
         let started = Instant::now();

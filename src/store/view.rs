@@ -18,6 +18,14 @@ use crate::log::{Log, LogMetrics, LogReader, StoreId, VerifyReport};
 /// [`Store::log`](super::Store::log). It is a snapshot of which log the
 /// store uses: after the store reopens a failed log, call `Store::log`
 /// again for the new one.
+///
+/// It cannot append (nor close the store's log):
+///
+/// ```compile_fail
+/// # fn f(store: &enforcelog::Store) {
+/// store.log().append_blocking(enforcelog::Record::now(b"not an event".to_vec()));
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct LogView {
     log: Log,

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use enforcelog::storage::FileStorage;
 use enforcelog::{LogOptions, Store, StoreOptions};
@@ -12,11 +13,18 @@ use crate::Global;
 
 /// Opens (or creates) the store for writing, with the global durability.
 pub fn open_writer(global: &Global) -> Result<Store, Failure> {
+    open_writer_with(global, StoreOptions::default().max_future_skew)
+}
+
+/// [`open_writer`] refusing events stamped more than `max_future_skew`
+/// after now.
+pub fn open_writer_with(global: &Global, max_future_skew: Duration) -> Result<Store, Failure> {
     let options = StoreOptions {
         log: LogOptions {
             durability: global.durability,
             ..LogOptions::default()
         },
+        max_future_skew,
         ..StoreOptions::default()
     };
     Store::open(&global.data_dir, options).map_err(Failure::from)
