@@ -165,6 +165,7 @@ fn stats_of_a_rule_that_lost_events_in_an_outage_say_how_many_are_missing() {
     let quiet = store.stats("initech", "budget", None).expect("stats");
     assert_eq!(quiet.missing_at_least, 0, "seed {seed}");
     assert!(quiet.gap_in_window, "seed {seed}");
+    assert_eq!(quiet.to_json()["missing_at_least_30d"], json!(0));
     // A window that ends before the outage: no gap in it.
     let before = store
         .stats("hooli", "ancient", Some(now - 80 * DAY_US))
@@ -172,6 +173,10 @@ fn stats_of_a_rule_that_lost_events_in_an_outage_say_how_many_are_missing() {
     assert_eq!(before.total_count, 5, "seed {seed}");
     assert!(!before.gap_in_window, "seed {seed}");
     assert_eq!(before.missing_at_least, 0, "seed {seed}");
+    assert!(
+        before.to_json().get("gap_in_window_30d").is_none(),
+        "seed {seed}"
+    );
 
     // The same after a reopen (from the checkpoint) and as of a past
     // instant answered from the log.

@@ -660,6 +660,39 @@ mod tests {
         );
     }
 
+    /// Regression (issue 13, item 8): one tenant's far-future event folded
+    /// every tenant's history (one global horizon), so every "as of now"
+    /// answer needed the log. The horizon is per tenant now.
+    #[test]
+    fn a_far_future_event_of_one_tenant_folds_no_other_tenants_history() {
+        let mut p = TriggerStats::default();
+        let t = 1_000 * DAY;
+        for i in 0..40 {
+            p.record("a", "r", Action::Blocked, t - i * DAY);
+            p.record("b", "r", Action::Killed, t - i * DAY);
+        }
+        p.record("rogue", "r", Action::Stopped, 3_000_000 * DAY);
+        for tenant in ["a", "b"] {
+            let s = exact(p.answer(tenant, "r", t, 81));
+            assert_eq!((s.trigger_count, s.total_count), (30, 40), "{tenant}");
+        }
+        assert_eq!(p.tenant_watermark_us("a"), Some(t));
+        assert_eq!(p.watermark_us(), Some(3_000_000 * DAY));
+        assert_eq!(exact(p.answer("rogue", "r", t, 81)).total_count, 0);
+    }
+
+    #[test]
+    fn a_loss_counts_only_the_events_known_to_be_in_the_window() {
+        // Window (10, 20].
+        assert_eq!(loss_in_window((5, 11, 20), 10, 20), (true, 5));
+        assert_eq!(loss_in_window((5, 5, 15), 10, 20), (true, 1));
+        assert_eq!(loss_in_window((5, 15, 25), 10, 20), (true, 1));
+        assert_eq!(loss_in_window((5, 5, 25), 10, 20), (true, 0));
+        assert_eq!(loss_in_window((5, 1, 10), 10, 20), (false, 0));
+        assert_eq!(loss_in_window((5, 21, 30), 10, 20), (false, 0));
+        assert_eq!(loss_in_window((1, 15, 15), 10, 20), (true, 1));
+    }
+
     #[test]
     fn snapshot_roundtrip() {
         let mut p = TriggerStats::default();

@@ -219,7 +219,9 @@ impl RuleStats {
     /// The statistics as JSON: `tenant_id`, `rule_id`, `trigger_count_<window>`
     /// (the primary window, e.g. `trigger_count_30d`), `last_triggered_at`
     /// (RFC 3339 or null), `total_count`, `by_action_<window>` (non-zero
-    /// actions only) and `windows` when more than one is configured.
+    /// actions only), `windows` when more than one is configured, and when
+    /// a gap overlaps the primary window `gap_in_window_<window>: true` and
+    /// `missing_at_least_<window>` (see [`RuleStats::missing_at_least`]).
     pub fn to_json(&self) -> Value {
         let label = self
             .window_counts
@@ -242,11 +244,15 @@ impl RuleStats {
                 .map_or(Value::Null, |us| json!(format_us(us))),
         );
         out.insert("total_count".into(), json!(self.total_count));
-        out.insert(
-            format!("missing_at_least_{label}"),
-            json!(self.missing_at_least),
-        );
-        out.insert(format!("gap_in_window_{label}"), json!(self.gap_in_window));
+        // Only when a gap overlaps the window: answers without one keep
+        // the shape they always had.
+        if self.gap_in_window {
+            out.insert(format!("gap_in_window_{label}"), json!(true));
+            out.insert(
+                format!("missing_at_least_{label}"),
+                json!(self.missing_at_least),
+            );
+        }
         out.insert(format!("by_action_{label}"), Value::Object(by_action));
         if self.window_counts.len() > 1 {
             let windows: Map<String, Value> = self

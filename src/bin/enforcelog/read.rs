@@ -243,8 +243,13 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
             // The library labels the window from the first rule; say it
             // even when no rule is listed.
             report["window"] = Value::String(units::window_label(args.window));
-            // Entries that are not store payloads were skipped: say so.
-            report["undecodable"] = Value::from(store.undecodable_entries());
+            // Entries that are not store payloads were skipped: say so
+            // (absent when there are none, so the usual report keeps its
+            // shape).
+            let undecodable = store.undecodable_entries();
+            if undecodable > 0 {
+                report["undecodable"] = Value::from(undecodable);
+            }
             let text = serde_json::to_string_pretty(&report)
                 .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
             out.line(&text)?;
