@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 use enforcelog::event::details_from_json;
-use enforcelog::{Action, Event, Store};
+use enforcelog::{Action, Event, Store, StoreOptions};
 use serde_json::Value;
 
 use crate::failure::Failure;
@@ -123,6 +123,13 @@ fn event_of(args: &RecordArgs) -> Result<Event, Failure> {
         event = event.at_us(at);
     }
     event.validate()?;
+    // Refused before the store is opened (or created): a refusal changes
+    // nothing on disk. The store checks again with its own clock.
+    if let Some(at) = event.enforced_at_us {
+        let skew_us =
+            i64::try_from(StoreOptions::default().max_future_skew.as_micros()).unwrap_or(i64::MAX);
+        enforcelog::event::check_not_in_future(at, enforcelog::now_us(), skew_us)?;
+    }
     Ok(event)
 }
 
