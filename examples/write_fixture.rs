@@ -22,7 +22,7 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use enforcelog::timestamp::MAX_US;
-use enforcelog::{Action, Durability, Event, LogOptions, Record, Store, StoreOptions};
+use enforcelog::{Action, Durability, Event, Log, LogOptions, Record, Store, StoreOptions};
 use serde_json::json;
 
 /// 2025-11-25T00:00:00Z, in microseconds since the Unix epoch.
@@ -39,13 +39,15 @@ fn main() -> Result<(), Box<dyn Error>> {
         return Err(format!("{} exists; remove it first", dir.display()).into());
     }
     let options = StoreOptions {
+        // The fixture holds an event at MAX_US (year 9999).
+        max_future_skew: std::time::Duration::MAX,
         log: LogOptions {
             durability: Durability::Fsync,
             ..LogOptions::default()
         },
         ..StoreOptions::default()
     };
-    let store = Store::open(&dir, options)?;
+    let store = Store::open(&dir, options.clone())?;
 
     let mut batch = store.begin();
     batch.record(Event::new("acme", "no-prod-writes", Action::Blocked).at_us(T0_US))?;
@@ -77,9 +79,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
     batch.commit_blocking()?;
 
-    store
-        .log()
-        .append_blocking(Record::new(T0_US + 5 * SECOND_US, gap_payload()))?;
+    // A schema 1 gap marker, as earlier builds wrote them: appended through
+    // a raw log, since the store hands out no writer.
+    store.close()?;
+    drop(store);
+    let log = Log::open(&dir, options.log.clone())?;
+    log.append_blocking(Record::new(T0_US + 5 * SECOND_US, gap_payload()))?;
+    log.close()?;
+    drop(log);
+    let store = Store::open(&dir, options)?;
 
     let singles = [
         Event::new("initech", "pii-leak", Action::Stopped)

@@ -203,6 +203,21 @@ pub enum EventError {
     /// `enforced_at` text that is not RFC 3339 with a zone.
     #[error("enforced_at: {0}")]
     BadTimestamp(#[from] timestamp::TimestampError),
+    /// `enforced_at` further in the future than the store allows
+    /// (`StoreOptions::max_future_skew`).
+    #[error(
+        "enforced_at: {} is more than {max_future_skew_us} µs after now ({}); the store refuses it (StoreOptions::max_future_skew)",
+        timestamp::format_us(*value_us),
+        timestamp::format_us(*now_us)
+    )]
+    InFuture {
+        /// The value given.
+        value_us: i64,
+        /// The store's clock when it refused it.
+        now_us: i64,
+        /// The store's `max_future_skew`, in µs.
+        max_future_skew_us: i64,
+    },
 }
 
 impl EventError {
@@ -218,9 +233,9 @@ impl EventError {
             | EventError::DetailsNotJson { .. }
             | EventError::DetailsTooLarge { .. }
             | EventError::DetailsTooDeep { .. } => Field::Details,
-            EventError::TimestampOutOfRange { .. } | EventError::BadTimestamp(_) => {
-                Field::EnforcedAt
-            }
+            EventError::TimestampOutOfRange { .. }
+            | EventError::BadTimestamp(_)
+            | EventError::InFuture { .. } => Field::EnforcedAt,
         }
     }
 }
@@ -423,6 +438,26 @@ impl Event {
     }
 }
 
+/// Refuses an `enforced_at` more than `max_future_skew_us` after `now_us`.
+///
+/// One event stamped far in the future would stay in the log for good, and
+/// every reader that tracks "the newest time seen" would believe it; so
+/// the store refuses it at the door (see `StoreOptions::max_future_skew`).
+pub fn check_not_in_future(
+    enforced_at_us: i64,
+    now_us: i64,
+    max_future_skew_us: i64,
+) -> Result<(), EventError> {
+    if enforced_at_us > now_us.saturating_add(max_future_skew_us) {
+        return Err(EventError::InFuture {
+            value_us: enforced_at_us,
+            now_us,
+            max_future_skew_us,
+        });
+    }
+    Ok(())
+}
+
 /// An event read back from the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -444,7 +479,7 @@ pub struct StoredEvent {
 
 /// A record of events the store failed to record: an audit trail shows its
 /// own holes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GapMarker {
     /// The marker's offset in the log.
     pub offset: u64,
@@ -454,6 +489,60 @@ pub struct GapMarker {
     pub first_dropped_at_us: i64,
     /// When the last of them was dropped.
     pub last_dropped_at_us: i64,
+    /// Which rules lost the dropped events: at most [`GAP_LOSSES_MAX`]
+    /// (tenant, rule) pairs. Empty in markers written before this was
+    /// recorded (payload schema 1).
+    pub losses: Vec<GapLoss>,
+    /// Dropped events not in `losses`: those of pairs past the first
+    /// [`GAP_LOSSES_MAX`], and those whose ids were invalid. `None` when
+    /// there are none. For a schema 1 marker, all `dropped` events, over
+    /// the drop times.
+    pub unattributed: Option<LossSpan>,
+}
+
+/// Most (tenant, rule) pairs one gap marker names; the losses of further
+/// pairs are summed into [`GapMarker::unattributed`]. Bounds a marker's
+/// payload (each pair is at most about 290 bytes) whatever the outage.
+pub const GAP_LOSSES_MAX: usize = 64;
+
+/// Events dropped together, and the span of their `enforced_at` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossSpan {
+    /// How many.
+    pub count: u64,
+    /// The earliest `enforced_at` among them, µs since the epoch.
+    pub first_at_us: i64,
+    /// The latest.
+    pub last_at_us: i64,
+}
+
+impl LossSpan {
+    /// One event at `at_us`.
+    pub fn one(at_us: i64) -> Self {
+        Self {
+            count: 1,
+            first_at_us: at_us,
+            last_at_us: at_us,
+        }
+    }
+
+    /// Adds one event at `at_us`.
+    pub fn add(&mut self, at_us: i64) {
+        self.count = self.count.saturating_add(1);
+        self.first_at_us = self.first_at_us.min(at_us);
+        self.last_at_us = self.last_at_us.max(at_us);
+    }
+}
+
+/// The events of one (tenant, rule) a gap marker says were dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GapLoss {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The rule.
+    pub rule_id: String,
+    /// How many, and when they were enforced.
+    pub span: LossSpan,
 }
 
 /// An offset whose entry was recorded and then lost to damage on disk: the

@@ -316,6 +316,28 @@ fn import_name(field: Field) -> &'static str {
 }
 
 /// An event error as (import field name, reason without the field).
+/// Refuses a line whose `enforced_at` is more than `max_future_skew_us`
+/// after `now_us`: the store would refuse it, and an import checks every
+/// line before it appends any.
+pub fn check_not_in_future(
+    line: usize,
+    event: &crate::event::Event,
+    now_us: i64,
+    max_future_skew_us: i64,
+) -> Result<(), LineError> {
+    let Some(at) = event.enforced_at_us else {
+        return Ok(());
+    };
+    crate::event::check_not_in_future(at, now_us, max_future_skew_us).map_err(|e| {
+        let (field, reason) = field_error(e);
+        LineError {
+            line,
+            field,
+            reason,
+        }
+    })
+}
+
 fn field_error(e: EventError) -> FieldError {
     let field = e.field();
     let text = e.to_string();

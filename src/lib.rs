@@ -47,13 +47,16 @@ pub mod timestamp;
 
 pub use config::{Durability, LogOptions};
 pub use error::{Error, Result};
-pub use event::{Action, Entry, Event, EventError, Field, GapMarker, LostEntry, StoredEvent};
+pub use event::{
+    Action, Entry, Event, EventError, Field, GapLoss, GapMarker, LossSpan, LostEntry, StoredEvent,
+    GAP_LOSSES_MAX,
+};
 pub use log::{
     verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
 };
 pub use projection::{Projection, RuleStats, TriggerStats};
 pub use record::{now_us, LogRecord, Record};
 pub use store::{
-    stats_report, Delivery, EventBatch, Query, QueryPage, Store, StoreMetrics, StoreOptions,
-    Subscription,
+    stats_report, Delivery, EventBatch, LogView, Query, QueryPage, Store, StoreMetrics,
+    StoreOptions, Subscription,
 };

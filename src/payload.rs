@@ -5,7 +5,17 @@
 //! schema 1, event:      [1, 0, tenant_id, rule_id, action_code, run_id | nil, details | nil]
 //! schema 1, gap marker: [1, 1, dropped, first_dropped_at_us, last_dropped_at_us]
 //! schema 1, lost entry: [1, 2, hole_first_offset, hole_len]
+//! schema 2, gap marker: [2, 1, dropped, first_dropped_at_us, last_dropped_at_us,
+//!                        [[tenant_id, rule_id, count, first_at_us, last_at_us], ...],
+//!                        [count, first_at_us, last_at_us] | nil]
 //! ```
+//!
+//! Events and lost entries are written with schema 1, gap markers with
+//! schema 2, which adds who lost what: at most [`GAP_LOSSES_MAX`] (tenant,
+//! rule) pairs with the count and `enforced_at` span of their dropped
+//! events, and the rest summed as *unattributed*. Schema 1 gap markers
+//! (written by earlier builds) still decode: all their drops are
+//! unattributed, over the drop times.
 //!
 //! A lost entry is written by the log layer, not the store: every record of
 //! a *hole batch* (see `log::hole`) carries it, one per offset that damage
@@ -20,11 +30,14 @@
 use serde_json::{Map, Value};
 
 use crate::event::{
-    check_id, Action, Entry, Event, Field, GapMarker, LostEntry, StoredEvent, DETAILS_MAX_BYTES,
+    check_id, Action, Entry, Event, Field, GapLoss, GapMarker, LossSpan, LostEntry, StoredEvent,
+    DETAILS_MAX_BYTES, GAP_LOSSES_MAX,
 };
 
-/// The schema version this build writes.
+/// The schema version this build writes events with.
 pub const SCHEMA_VERSION: u8 = 1;
+/// The schema version this build writes gap markers with.
+pub const GAP_SCHEMA_VERSION: u8 = 2;
 
 const KIND_EVENT: u8 = 0;
 const KIND_GAP: u8 = 1;
@@ -33,6 +46,9 @@ const KIND_LOST: u8 = 2;
 type EventV1 = (u8, u8, String, String, u8, Option<String>, Option<Value>);
 type GapV1 = (u8, u8, u64, i64, i64);
 type LostV1 = (u8, u8, u64, u64);
+type SpanV2 = (u64, i64, i64);
+type LossV2 = (String, String, u64, i64, i64);
+type GapV2 = (u8, u8, u64, i64, i64, Vec<LossV2>, Option<SpanV2>);
 
 /// Encodes a validated event's payload.
 pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
@@ -49,8 +65,47 @@ pub(crate) fn encode_event(event: &Event) -> Vec<u8> {
     rmp_serde::to_vec(&tuple).unwrap_or_default()
 }
 
-/// Encodes a gap marker's payload.
-pub(crate) fn encode_gap(dropped: u64, first_us: i64, last_us: i64) -> Vec<u8> {
+/// Encodes a gap marker's payload (schema 2). `losses` holds at most
+/// [`GAP_LOSSES_MAX`] pairs with valid ids; the caller sums the rest into
+/// `unattributed`.
+pub(crate) fn encode_gap(
+    dropped: u64,
+    first_us: i64,
+    last_us: i64,
+    losses: &[GapLoss],
+    unattributed: Option<LossSpan>,
+) -> Vec<u8> {
+    debug_assert!(losses.len() <= GAP_LOSSES_MAX);
+    let losses: Vec<LossV2> = losses
+        .iter()
+        .map(|l| {
+            let s = l.span;
+            (
+                l.tenant_id.clone(),
+                l.rule_id.clone(),
+                s.count,
+                s.first_at_us,
+                s.last_at_us,
+            )
+        })
+        .collect();
+    let unattributed = unattributed.map(|s| (s.count, s.first_at_us, s.last_at_us));
+    let tuple: GapV2 = (
+        GAP_SCHEMA_VERSION,
+        KIND_GAP,
+        dropped,
+        first_us,
+        last_us,
+        losses,
+        unattributed,
+    );
+    rmp_serde::to_vec(&tuple).unwrap_or_default()
+}
+
+/// Encodes a schema 1 gap marker, as builds before schema 2 wrote them
+/// (for compatibility tests and fixtures).
+#[doc(hidden)]
+pub fn encode_gap_v1(dropped: u64, first_us: i64, last_us: i64) -> Vec<u8> {
     let tuple: GapV1 = (SCHEMA_VERSION, KIND_GAP, dropped, first_us, last_us);
     rmp_serde::to_vec(&tuple).unwrap_or_default()
 }
@@ -82,12 +137,26 @@ pub struct PayloadError(pub String);
 /// Decodes a record's payload into an entry.
 pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, PayloadError> {
     let (schema, kind) = peek_header(payload)?;
-    if schema != SCHEMA_VERSION {
-        return Err(PayloadError(format!("unknown schema version {schema}")));
-    }
     let bad = |e: rmp_serde::decode::Error| PayloadError(e.to_string());
-    match kind {
-        KIND_EVENT => {
+    match (schema, kind) {
+        (1, KIND_GAP) => {
+            let (_, _, dropped, first, last): GapV1 =
+                rmp_serde::from_slice(payload).map_err(bad)?;
+            Ok(Entry::Gap(GapMarker {
+                offset,
+                dropped,
+                first_dropped_at_us: first,
+                last_dropped_at_us: last,
+                losses: Vec::new(),
+                unattributed: (dropped > 0).then_some(LossSpan {
+                    count: dropped,
+                    first_at_us: first,
+                    last_at_us: last,
+                }),
+            }))
+        }
+        (2, KIND_GAP) => decode_gap_v2(offset, payload),
+        (1, KIND_EVENT) => {
             let (_, _, tenant_id, rule_id, code, run_id, details): EventV1 =
                 rmp_serde::from_slice(payload).map_err(bad)?;
             for (field, id) in [(Field::TenantId, &tenant_id), (Field::RuleId, &rule_id)]
@@ -130,17 +199,7 @@ pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, P
                 enforced_at_us: timestamp_us,
             }))
         }
-        KIND_GAP => {
-            let (_, _, dropped, first, last): GapV1 =
-                rmp_serde::from_slice(payload).map_err(bad)?;
-            Ok(Entry::Gap(GapMarker {
-                offset,
-                dropped,
-                first_dropped_at_us: first,
-                last_dropped_at_us: last,
-            }))
-        }
-        KIND_LOST => {
+        (1, KIND_LOST) => {
             let (_, _, first, len): LostV1 = rmp_serde::from_slice(payload).map_err(bad)?;
             if !(first..first.saturating_add(len)).contains(&offset) {
                 return Err(PayloadError(format!(
@@ -153,8 +212,52 @@ pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, P
                 hole_len: len,
             }))
         }
-        other => Err(PayloadError(format!("unknown entry kind {other}"))),
+        (1 | 2, other) => Err(PayloadError(format!(
+            "unknown entry kind {other} of schema version {schema}"
+        ))),
+        (other, _) => Err(PayloadError(format!("unknown schema version {other}"))),
     }
+}
+
+fn decode_gap_v2(offset: u64, payload: &[u8]) -> Result<Entry, PayloadError> {
+    let (_, _, dropped, first, last, losses, unattributed): GapV2 =
+        rmp_serde::from_slice(payload).map_err(|e| PayloadError(e.to_string()))?;
+    if losses.len() > GAP_LOSSES_MAX {
+        return Err(PayloadError(format!(
+            "gap marker names {} (tenant, rule) pairs, more than {GAP_LOSSES_MAX}",
+            losses.len()
+        )));
+    }
+    let span = |(count, first_at_us, last_at_us): SpanV2| -> Result<LossSpan, PayloadError> {
+        if count == 0 || first_at_us > last_at_us {
+            return Err(PayloadError(format!(
+                "gap marker loss of {count} events from {first_at_us} to {last_at_us} µs"
+            )));
+        }
+        Ok(LossSpan {
+            count,
+            first_at_us,
+            last_at_us,
+        })
+    };
+    let mut out = Vec::with_capacity(losses.len());
+    for (tenant_id, rule_id, count, first_at, last_at) in losses {
+        check_id(Field::TenantId, &tenant_id).map_err(|e| PayloadError(e.to_string()))?;
+        check_id(Field::RuleId, &rule_id).map_err(|e| PayloadError(e.to_string()))?;
+        out.push(GapLoss {
+            tenant_id,
+            rule_id,
+            span: span((count, first_at, last_at))?,
+        });
+    }
+    Ok(Entry::Gap(GapMarker {
+        offset,
+        dropped,
+        first_dropped_at_us: first,
+        last_dropped_at_us: last,
+        losses: out,
+        unattributed: unattributed.map(span).transpose()?,
+    }))
 }
 
 /// Reads the schema version and kind: a MessagePack array (fixarray or
@@ -204,14 +307,50 @@ mod tests {
 
     #[test]
     fn gap_roundtrip() {
-        let bytes = encode_gap(12, -5, 9);
+        let losses = vec![GapLoss {
+            tenant_id: "acme".into(),
+            rule_id: "r-1".into(),
+            span: LossSpan {
+                count: 10,
+                first_at_us: -7,
+                last_at_us: 8,
+            },
+        }];
+        let other = Some(LossSpan {
+            count: 2,
+            first_at_us: 1,
+            last_at_us: 2,
+        });
+        let bytes = encode_gap(12, -5, 9, &losses, other);
         assert_eq!(
             decode(3, 0, &bytes),
             Ok(Entry::Gap(GapMarker {
                 offset: 3,
                 dropped: 12,
                 first_dropped_at_us: -5,
-                last_dropped_at_us: 9
+                last_dropped_at_us: 9,
+                losses,
+                unattributed: other,
+            }))
+        );
+    }
+
+    #[test]
+    fn schema_1_gap_markers_still_decode_as_unattributed_drops() {
+        let bytes = encode_gap_v1(12, -5, 9);
+        assert_eq!(
+            decode(3, 0, &bytes),
+            Ok(Entry::Gap(GapMarker {
+                offset: 3,
+                dropped: 12,
+                first_dropped_at_us: -5,
+                last_dropped_at_us: 9,
+                losses: Vec::new(),
+                unattributed: Some(LossSpan {
+                    count: 12,
+                    first_at_us: -5,
+                    last_at_us: 9
+                }),
             }))
         );
     }

@@ -201,6 +201,8 @@ fn brute_stats(events: &[Ev], windows: &[Duration], as_of_us: i64, offset: u64) 
                 total_count: 0,
                 by_action: [0; 4],
                 offset,
+                missing_at_least: 0,
+                gap_in_window: false,
             });
         s.total_count += 1;
         s.last_triggered_at_us = s.last_triggered_at_us.max(Some(e.at_us));
@@ -318,7 +320,7 @@ fn clean_close_checkpoints_every_projection_and_reopen_restores_it() {
         let bytes = storage.read_file(path).expect("a checkpoint after close");
         let c = Checkpoint::decode(&bytes).expect("a valid checkpoint");
         assert_eq!(c.offset, 150, "{path}");
-        let projection_version = if path == TRIGGER_CKPT { 2 } else { 1 };
+        let projection_version = if path == TRIGGER_CKPT { 3 } else { 1 };
         assert_eq!(c.snapshot_version, projection_version, "{path}");
         assert_eq!(
             (c.anchor_crc, c.anchor_ts),

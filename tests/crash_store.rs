@@ -592,6 +592,9 @@ fn brute_rule(
             .count() as u64,
         by_action,
         offset,
+        // Nothing is dropped in these runs (a gap marker fails them).
+        missing_at_least: 0,
+        gap_in_window: false,
     }
 }
 

@@ -131,6 +131,12 @@ fn expected_entries() -> Vec<Entry> {
             dropped: 3,
             first_dropped_at_us: T0_US + 4 * SECOND_US,
             last_dropped_at_us: T0_US + 4 * SECOND_US + SECOND_US / 2,
+            losses: Vec::new(),
+            unattributed: Some(enforcelog::LossSpan {
+                count: 3,
+                first_at_us: T0_US + 4 * SECOND_US,
+                last_at_us: T0_US + 4 * SECOND_US + SECOND_US / 2,
+            }),
         }),
         event(
             6,

@@ -111,6 +111,9 @@ impl Case {
                 },
                 ..LogOptions::default()
             },
+            // Events at MAX_US (year 9999): the range's end, not the skew
+            // limit, is under test here.
+            max_future_skew: std::time::Duration::MAX,
             ..StoreOptions::default()
         }
     }

@@ -44,7 +44,13 @@ const GAP_WAIT: Duration = Duration::from_secs(5);
 
 fn open_store() -> (SimStorage, Store) {
     let storage = SimStorage::new(1);
-    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, StoreOptions::default())
+    // The range of valid timestamps is under test, up to year 9999; the
+    // future-skew refusal is tested in `one_tenant_degrades_none.rs`.
+    let options = StoreOptions {
+        max_future_skew: std::time::Duration::MAX,
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, options)
         .expect("open store on SimStorage");
     (storage, store)
 }

@@ -70,6 +70,9 @@ fn options() -> StoreOptions {
             durability: Durability::None,
             ..LogOptions::default()
         },
+        // The edges of the timestamp range (year 9999) are accepted here;
+        // the future-skew refusal is tested in one_tenant_degrades_none.rs.
+        max_future_skew: std::time::Duration::MAX,
         ..StoreOptions::default()
     }
 }
@@ -83,6 +86,7 @@ fn small_segments() -> StoreOptions {
             record_max_bytes: 1024,
             ..LogOptions::default()
         },
+        max_future_skew: std::time::Duration::MAX,
         ..StoreOptions::default()
     }
 }

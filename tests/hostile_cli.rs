@@ -334,6 +334,13 @@ fn refused_records() -> Vec<(String, &'static str, OsString, &'static str)> {
     ] {
         add(name, "--at", at.into(), "--at");
     }
+    // Issue 13, item 8: valid, but further ahead than `max_future_skew`.
+    add(
+        "the last time of year 9999",
+        "--at",
+        "9999-12-31T23:59:59.999999Z".into(),
+        "max_future_skew",
+    );
     for (name, action) in [
         ("action with an override", "kill\u{202E}"),
         ("action with a dotless i", "kıll"),
@@ -388,14 +395,16 @@ fn record_stores_values_at_the_limits_exactly() {
                    "details": details, "enforced_at": "0001-01-01T00:00:00.000000Z"}),
         ),
         (
-            "a tenant that looks like a flag, the last time",
+            // The last time of the range (year 9999) is past the default
+            // `max_future_skew`: refused, below.
+            "a tenant that looks like a flag",
             os(&[
                 "--tenant=--data-dir",
                 "--rule=-r",
-                "--at=9999-12-31T23:59:59.999999Z",
+                "--at=2026-11-25T10:00:00.999999Z",
             ]),
             json!({"tenant_id": "--data-dir", "rule_id": "-r",
-                   "enforced_at": "9999-12-31T23:59:59.999999Z"}),
+                   "enforced_at": "2026-11-25T10:00:00.999999Z"}),
         ),
         (
             "a leap second",
@@ -712,15 +721,21 @@ fn import_cases() -> Vec<(&'static str, Vec<u8>, Want)> {
             Refused(2, "enforced_at", "RFC 3339"),
         ),
         (
-            "times at both ends and a leap second",
+            "the first time and a leap second",
             [
                 import_line("t", "r", "kill", "0001-01-01T00:00:00Z"),
-                import_line("t", "r", "kill", "9999-12-31T23:59:59.999999Z"),
                 import_line("t", "r", "kill", "2016-12-31T23:59:60Z"),
             ]
             .join("\n")
             .into_bytes(),
-            Imported(3),
+            Imported(2),
+        ),
+        // Issue 13, item 8: the last time of the range is further ahead than
+        // the default `--max-future-skew`.
+        (
+            "the last time, year 9999",
+            sandwich(import_line("t", "r", "kill", "9999-12-31T23:59:59.999999Z").as_bytes()),
+            Refused(2, "enforced_at", "max_future_skew"),
         ),
     ]
 }

@@ -476,6 +476,8 @@ fn check_library(dir: &Path, events: &[Value], as_of_us: i64, append: &[Vec<Valu
     }
     let options = StoreOptions {
         log,
+        // Generated times reach days past now: not what this checks.
+        max_future_skew: std::time::Duration::MAX,
         ..StoreOptions::default()
     };
     let store =
@@ -827,9 +829,17 @@ impl Campaign {
             cmd.args(["--segment-max-bytes", &bytes.to_string()]);
             self.tally.small_segment_runs += 1;
         }
-        cmd.args(["--durability", shape.durability, "import", "--batch"])
-            .arg(shape.batch.to_string())
-            .arg(&input);
+        // Generated times reach days past now: not what these runs test.
+        cmd.args([
+            "--durability",
+            shape.durability,
+            "import",
+            "--max-future-skew",
+            "none",
+            "--batch",
+        ])
+        .arg(shape.batch.to_string())
+        .arg(&input);
         let (ending, lived) = run_and_kill(cmd, delay, self.tmp.path(), &ctx);
         if lifetime.is_none() {
             self.import_lifetimes[shape_index] = Some(lived);
@@ -1217,7 +1227,8 @@ fn check_after_full_disk(
 /// Imports `sent` with no limit and checks the store holds `prior` + `sent`.
 fn import_in_full(dir: &Path, input: &Path, prior: &[Value], sent: &[Value], ctx: &str) {
     let mut cmd = enforcelog(dir);
-    cmd.args(["import", "--batch", "100"]).arg(input);
+    cmd.args(["import", "--max-future-skew", "none", "--batch", "100"])
+        .arg(input);
     run(cmd, ctx).expect(0);
     let events = observe(dir, ctx).events;
     let landed = check_whole_batch_prefix(&events, prior, sent, 100, ctx);
@@ -1273,8 +1284,14 @@ fn a_full_disk_stops_the_writer_cleanly_and_the_store_reopens() {
             );
             write_jsonl(&input, &sent);
             let mut cmd = fsize_limited(&dir, blocks);
-            cmd.args(["import", "--batch", &batch.to_string()])
-                .arg(&input);
+            cmd.args([
+                "import",
+                "--max-future-skew",
+                "none",
+                "--batch",
+                &batch.to_string(),
+            ])
+            .arg(&input);
             let out = run(cmd, &ctx);
             let error = expect_disk_full(&out, "(os error 27)");
             eprintln!("{ctx}: exit {:?}, {error:?}", out.status.code());
@@ -1341,7 +1358,8 @@ fn a_full_disk_error_is_one_plain_line_on_stderr() {
     let sent = import_events(&mut rng, now_us(), (0, 0), 2000, 10, 0, 0);
     write_jsonl(&input, &sent);
     let mut cmd = fsize_limited(&dir, 16 * 1024 / block);
-    cmd.args(["import", "--batch", "10"]).arg(&input);
+    cmd.args(["import", "--max-future-skew", "none", "--batch", "10"])
+        .arg(&input);
     let out = run(cmd, "import under a 16 KiB limit");
     expect_disk_full(&out, "(os error 27)");
     let lines: Vec<&str> = out
@@ -1440,8 +1458,14 @@ fn a_full_tmpfs_stops_the_writer_cleanly_and_the_store_reopens() {
     let sent = import_events(&mut rng, as_of_us, (0, 0), 8000, batch, 200, 0);
     write_jsonl(&input, &sent);
     let mut cmd = enforcelog(&dir);
-    cmd.args(["import", "--batch", &batch.to_string()])
-        .arg(&input);
+    cmd.args([
+        "import",
+        "--max-future-skew",
+        "none",
+        "--batch",
+        &batch.to_string(),
+    ])
+    .arg(&input);
     let out = run(cmd, &ctx);
     let error = expect_disk_full(&out, "(os error 28)");
     eprintln!(
@@ -1471,7 +1495,8 @@ fn a_full_tmpfs_stops_the_writer_cleanly_and_the_store_reopens() {
         let sent = import_events(&mut rng, as_of_us, (1, i), 400, 10, 100, 0);
         write_jsonl(&input, &sent);
         let mut cmd = enforcelog(&dir);
-        cmd.args(["import", "--batch", "10"]).arg(&input);
+        cmd.args(["import", "--max-future-skew", "none", "--batch", "10"])
+            .arg(&input);
         let out = run(cmd, &ctx);
         if out.status.code() == Some(0) {
             fs::remove_file(&filler).expect("free the space");
@@ -1541,7 +1566,8 @@ fn a_checkpoint_that_does_not_fit_does_not_fail_a_committed_import() {
     write_jsonl(&input, &sent);
     let import = |dir: &Path| {
         let mut cmd = enforcelog(dir);
-        cmd.args(["import", "--batch", "10"]).arg(&input);
+        cmd.args(["import", "--max-future-skew", "none", "--batch", "10"])
+            .arg(&input);
         cmd
     };
 

@@ -953,7 +953,7 @@ fn an_async_subscriber_made_while_the_log_is_down_wakes_after_the_reopen() {
     // fails (opening fsyncs, and the fault lasts). Closing the failed handle
     // here does that same first step now, so the subscription below is made
     // on a log whose writer has certainly stopped.
-    let _ = store.log().close();
+    store.log().stop_failed_writer();
     assert!(store.log().is_poisoned(), "no reopen while fsync fails");
     let mut sub = store.subscribe(0).expect("subscribe while the log is down");
 
@@ -1191,8 +1191,12 @@ fn replay_returns_every_committed_entry_in_order_with_gap_markers() {
             dropped: 1,
             first_dropped_at_us: at,
             last_dropped_at_us: at,
+            losses: Vec::new(),
+            // The event's tenant is invalid: its loss is not attributed.
+            unattributed: gap.unattributed,
         }
     );
+    assert_eq!(gap.unattributed.map(|s| s.count), Some(1));
     want.push(Entry::Gap(gap));
     for i in 41..60 {
         assert_eq!(store.record_blocking(event(i)).expect("record"), i);

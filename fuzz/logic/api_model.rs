@@ -670,6 +670,9 @@ impl Harness {
             total_count: events.len() as u64,
             by_action,
             offset: self.model.len() as u64,
+            // The model drops nothing, so no gap marker is ever written.
+            missing_at_least: 0,
+            gap_in_window: false,
         };
         ensure!(
             self,

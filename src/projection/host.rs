@@ -5,6 +5,10 @@
 //! projections restored from checkpoints of different ages share one
 //! follower: an entry is applied to a projection only if it is at or past
 //! that projection's offset.
+//!
+//! An entry that does not decode (not a store payload) is passed to
+//! [`Projection::skip_undecodable`] instead of `apply`, and the projection
+//! moves past it: the host never stops at one.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,7 @@ use crate::event::Entry;
 use crate::log::dir::write_file_atomically;
 use crate::log::Log;
 use crate::log::StoreId;
+use crate::record::LogRecord;
 use crate::storage::{create_dir_all_durably, read_all, OpenMode, Storage};
 use crate::store::decode_entry;
 
@@ -206,7 +211,7 @@ impl Host {
             if record.offset >= end {
                 break;
             }
-            chunk.push((record.offset, decode_entry(&record)?));
+            chunk.push((record.offset, decode_or_skip(&record)));
             if chunk.len() == CHUNK {
                 self.apply(&mut chunk);
             }
@@ -220,7 +225,7 @@ impl Host {
     /// is skipped, and a chunk that starts past its offset (another thread
     /// reset it meanwhile) is left for the next catch-up. So every
     /// projection sees every offset once, in order.
-    fn apply(&self, chunk: &mut Vec<(u64, Entry)>) {
+    fn apply(&self, chunk: &mut Vec<(u64, Option<Entry>)>) {
         if chunk.is_empty() {
             return;
         }
@@ -228,7 +233,10 @@ impl Host {
         for slot in slots.iter_mut() {
             for (offset, entry) in chunk.iter() {
                 if *offset == slot.offset {
-                    slot.projection.apply(*offset, entry);
+                    match entry {
+                        Some(entry) => slot.projection.apply(*offset, entry),
+                        None => slot.projection.skip_undecodable(*offset),
+                    }
                     slot.offset += 1;
                 }
             }
@@ -354,7 +362,10 @@ impl Host {
                         if record.offset >= offset {
                             break;
                         }
-                        rebuilt.apply(record.offset, &decode_entry(&record)?);
+                        match decode_or_skip(&record) {
+                            Some(entry) => rebuilt.apply(record.offset, &entry),
+                            None => rebuilt.skip_undecodable(record.offset),
+                        }
                     }
                     if rebuilt.snapshot() != restored.snapshot() {
                         check.matches = false;
@@ -366,6 +377,20 @@ impl Host {
             checks.push(check);
         }
         Ok(checks)
+    }
+}
+
+/// Decodes a record for the projections; `None` for a record that is not
+/// a store payload (written around the store, by a raw log handle or an
+/// older tool). Such a record is skipped and counted, never a reason to
+/// stop: one foreign record must not stall every tenant's answers.
+fn decode_or_skip(record: &LogRecord) -> Option<Entry> {
+    match decode_entry(record) {
+        Ok(entry) => Some(entry),
+        Err(e) => {
+            warn!(offset = record.offset, error = %e, "skipping an undecodable log entry");
+            None
+        }
     }
 }
 

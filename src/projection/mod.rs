@@ -67,6 +67,13 @@ pub trait Projection: Any + Send + Sync {
     /// Folds one entry. Called once per entry, in offset order.
     fn apply(&mut self, offset: u64, entry: &Entry);
 
+    /// Called instead of [`Projection::apply`] for a log entry that is not a
+    /// store payload (it does not decode), in the same offset order. The
+    /// projection moves past it either way; the default ignores it.
+    fn skip_undecodable(&mut self, offset: u64) {
+        let _ = offset;
+    }
+
     /// The state as bytes.
     fn snapshot(&self) -> Vec<u8>;
 

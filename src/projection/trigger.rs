@@ -8,17 +8,33 @@
 //! - `total_count` is the number of events with `enforced_at <= T`.
 //!
 //! State per (tenant, rule): one sorted vector of timestamps per action for
-//! the events inside the longest window before the newest event seen (the
-//! *watermark*), and a folded count and greatest timestamp for everything
-//! older. Answers come from binary searches: O(log n) in the events of the
-//! window. They depend only on the set of events, never on their order:
-//! an event older than the fold horizon is folded on arrival.
+//! the events inside the longest window before the newest event *of that
+//! tenant* (the tenant's *watermark*), and a folded count and greatest
+//! timestamp for everything older. Answers come from binary searches:
+//! O(log n) in the events of the window. They depend only on the set of
+//! events, never on their order: an event older than the fold horizon is
+//! folded on arrival.
 //!
 //! An answer is exact whenever the window does not reach back into folded
 //! events (`T - longest window >= the rule's greatest folded timestamp`),
-//! which holds for every `T` at or after the watermark. For an earlier `T`
-//! the projection says so ([`Answer::NeedsReplay`]) and the store answers
-//! from the log instead.
+//! which holds for every `T` at or after the tenant's watermark. For an
+//! earlier `T` the projection says so ([`Answer::NeedsReplay`]) and the
+//! store answers from the log instead.
+//!
+//! Invariant: one tenant's events never move another tenant's fold
+//! horizon. (With one global watermark, a single event stamped in year 9999
+//! folded every tenant's history and sent every "as of now" answer to the
+//! log, for good.) The cost: a tenant that stops recording keeps the events
+//! of its last window unfolded.
+//!
+//! Gap markers: each rule keeps the losses the markers attribute to it
+//! (count and `enforced_at` span), and the projection keeps the losses no
+//! marker attributes to a rule (markers of payload schema 1, pairs past the
+//! per-marker limit). An answer says how many events the primary window is
+//! missing at least, and whether a gap may have taken some of its events.
+//! Losses are never folded: one record per (rule, gap marker).
+//!
+//! Entries that do not decode are counted ([`TriggerStats::undecodable`]).
 //!
 //! Memory (measured by `benches/replay.rs` and `benches/reads.rs`): 8 to 10.5 bytes per event
 //! inside the longest window (8 per timestamp plus vector growth slack), and
@@ -30,7 +46,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Projection;
-use crate::event::{Action, Entry};
+use crate::event::{Action, Entry, LossSpan};
 
 /// Thirty days in microseconds.
 pub const DAYS_30_US: i64 = 30 * 24 * 3600 * 1_000_000;
@@ -59,6 +75,14 @@ pub struct RuleStats {
     pub by_action: [u64; 4],
     /// The log offset the answer reflects: every entry below it was counted.
     pub offset: u64,
+    /// Events of this rule in the primary window that gap markers say were
+    /// dropped, at least (a loss whose span only partly overlaps the window
+    /// counts its events known to be inside: its first and last).
+    pub missing_at_least: u64,
+    /// Whether a gap overlaps the primary window that lost events of this
+    /// rule or events not attributed to any rule: the window's counts may
+    /// be short by more than `missing_at_least`.
+    pub gap_in_window: bool,
 }
 
 impl RuleStats {
@@ -77,12 +101,31 @@ pub enum Answer {
     NeedsReplay,
 }
 
+/// A [`LossSpan`] as stored in snapshots: (count, first_at_us, last_at_us).
+type Loss = (u64, i64, i64);
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct RuleState {
     /// Timestamps of recent events, sorted ascending, one vector per action.
     recent: [Vec<i64>; 4],
     folded_count: u64,
     folded_max_us: Option<i64>,
+    /// Losses gap markers attributed to this rule, in log order.
+    losses: Vec<Loss>,
+}
+
+/// What a loss spanning `[first, last]` with `count` events says about the
+/// window `(lo, hi]`: whether it overlaps, and how many of its events are
+/// certainly inside (all when the span is, else its ends that are).
+fn loss_in_window((count, first, last): Loss, lo_us: i64, hi_us: i64) -> (bool, u64) {
+    let inside = |t: i64| t > lo_us && t <= hi_us;
+    let overlaps = first <= hi_us && last > lo_us;
+    let known = if inside(first) && inside(last) {
+        count
+    } else {
+        u64::from(inside(first)) + u64::from(inside(last) && count > 1)
+    };
+    (overlaps, known)
 }
 
 impl RuleState {
@@ -124,15 +167,25 @@ impl RuleState {
     }
 }
 
-/// Writes the rules sorted by tenant then rule, so a snapshot depends only
-/// on the state, never on hash order.
-fn sorted_rules<S: serde::Serializer>(
-    rules: &HashMap<String, HashMap<String, RuleState>>,
+/// Writes a map sorted by key, so a snapshot depends only on the state,
+/// never on hash order.
+fn sorted<S: serde::Serializer, V: Serialize>(
+    map: &HashMap<String, V>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    let sorted: BTreeMap<&String, BTreeMap<&String, &RuleState>> =
-        rules.iter().map(|(t, r)| (t, r.iter().collect())).collect();
+    let sorted: BTreeMap<&String, &V> = map.iter().collect();
     serde::Serialize::serialize(&sorted, serializer)
+}
+
+/// The rules of one tenant, and the tenant's own fold horizon.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct TenantState {
+    #[serde(serialize_with = "sorted")]
+    rules: HashMap<String, RuleState>,
+    /// The tenant's newest `enforced_at`.
+    watermark_us: Option<i64>,
+    /// The tenant's watermark at its last sweep.
+    swept_at_us: Option<i64>,
 }
 
 /// Counts events of `v` (sorted) in `(lo, hi]`.
@@ -148,12 +201,14 @@ struct State {
     /// instead of allocating a key per event; hashed, because each lookup
     /// then touches one or two cache lines instead of a path of tree nodes.
     /// Snapshots write it sorted, so they stay deterministic.
-    #[serde(serialize_with = "sorted_rules")]
-    rules: HashMap<String, HashMap<String, RuleState>>,
-    watermark_us: Option<i64>,
-    swept_at_us: Option<i64>,
+    #[serde(serialize_with = "sorted")]
+    tenants: HashMap<String, TenantState>,
     gap_markers: u64,
     dropped_events: u64,
+    /// Losses no marker attributed to a rule, in log order.
+    unattributed: Vec<Loss>,
+    /// Entries skipped because they do not decode.
+    undecodable: u64,
     /// Offsets lost to damage (hole entries). Defaulted so checkpoints
     /// written before holes existed still restore.
     #[serde(default)]
@@ -217,9 +272,24 @@ impl TriggerStats {
         &self.windows
     }
 
-    /// The newest `enforced_at` seen.
+    /// The newest `enforced_at` seen, over all tenants.
     pub fn watermark_us(&self) -> Option<i64> {
-        self.state.watermark_us
+        self.state
+            .tenants
+            .values()
+            .filter_map(|t| t.watermark_us)
+            .max()
+    }
+
+    /// The newest `enforced_at` of one tenant: its fold horizon is this
+    /// minus the longest window.
+    pub fn tenant_watermark_us(&self, tenant_id: &str) -> Option<i64> {
+        self.state.tenants.get(tenant_id)?.watermark_us
+    }
+
+    /// Log entries skipped because they do not decode (not store payloads).
+    pub fn undecodable(&self) -> u64 {
+        self.state.undecodable
     }
 
     /// Gap markers seen and the events they say were dropped.
@@ -234,11 +304,11 @@ impl TriggerStats {
 
     /// Number of (tenant, rule) pairs.
     pub fn rule_count(&self) -> usize {
-        self.state.rules.values().map(HashMap::len).sum()
+        self.state.tenants.values().map(|t| t.rules.len()).sum()
     }
 
     fn rule_states(&self) -> impl Iterator<Item = &RuleState> {
-        self.state.rules.values().flat_map(HashMap::values)
+        self.state.tenants.values().flat_map(|t| t.rules.values())
     }
 
     /// Number of recent (unfolded) events held, over all rules.
@@ -248,58 +318,105 @@ impl TriggerStats {
             .sum()
     }
 
-    fn horizon_us(&self) -> i64 {
-        self.state
+    fn horizon_us(&self, tenant: &TenantState) -> i64 {
+        tenant
             .watermark_us
             .map_or(i64::MIN, |w| w.saturating_sub(self.longest_us))
     }
 
+    fn rule_mut(&mut self, tenant_id: &str, rule_id: &str) -> &mut RuleState {
+        let tenants = &mut self.state.tenants;
+        if !tenants.contains_key(tenant_id) {
+            tenants.insert(tenant_id.to_string(), TenantState::default());
+        }
+        let rules = &mut tenants.get_mut(tenant_id).expect("inserted above").rules;
+        if !rules.contains_key(rule_id) {
+            rules.insert(rule_id.to_string(), RuleState::default());
+        }
+        rules.get_mut(rule_id).expect("inserted above")
+    }
+
     fn record(&mut self, tenant_id: &str, rule_id: &str, action: Action, at_us: i64) {
-        let horizon = self.horizon_us();
-        let rules = &mut self.state.rules;
-        if !rules.contains_key(tenant_id) {
-            rules.insert(tenant_id.to_string(), HashMap::new());
-        }
-        let of_tenant = rules.get_mut(tenant_id).expect("inserted above");
-        if !of_tenant.contains_key(rule_id) {
-            of_tenant.insert(rule_id.to_string(), RuleState::default());
-        }
-        of_tenant
-            .get_mut(rule_id)
-            .expect("inserted above")
+        let horizon = self
+            .state
+            .tenants
+            .get(tenant_id)
+            .map_or(i64::MIN, |t| self.horizon_us(t));
+        self.rule_mut(tenant_id, rule_id)
             .insert(action, at_us, horizon);
-        if self.state.watermark_us.is_none_or(|w| at_us > w) {
-            self.state.watermark_us = Some(at_us);
-            self.maybe_sweep();
+        let longest_us = self.longest_us;
+        let tenant = self
+            .state
+            .tenants
+            .get_mut(tenant_id)
+            .expect("inserted above");
+        if tenant.watermark_us.is_none_or(|w| at_us > w) {
+            tenant.watermark_us = Some(at_us);
+            maybe_sweep(tenant, longest_us);
         }
     }
 
-    /// Folds every rule once the watermark moved far enough since the last
-    /// sweep. Deterministic: depends only on the events applied, in order.
-    fn maybe_sweep(&mut self) {
-        let Some(watermark) = self.state.watermark_us else {
-            return;
-        };
-        let step = (self.longest_us / SWEEP_FRACTION).max(1);
-        if self
+    fn record_gap(&mut self, gap: &crate::event::GapMarker) {
+        self.state.gap_markers += 1;
+        self.state.dropped_events += gap.dropped;
+        let as_loss = |s: LossSpan| (s.count, s.first_at_us, s.last_at_us);
+        for loss in &gap.losses {
+            self.rule_mut(&loss.tenant_id, &loss.rule_id)
+                .losses
+                .push(as_loss(loss.span));
+        }
+        if let Some(span) = gap.unattributed {
+            self.state.unattributed.push(as_loss(span));
+        }
+    }
+
+    /// What the gap markers say about one rule's primary window ending at
+    /// `t`: (a gap overlaps it, events certainly missing from it).
+    fn gaps_in_window(&self, rule: Option<&RuleState>, t: i64) -> (bool, u64) {
+        let lo = t.saturating_sub(self.primary_us);
+        let mut overlaps = false;
+        let mut missing = 0u64;
+        for &loss in rule.into_iter().flat_map(|r| &r.losses) {
+            let (o, known) = loss_in_window(loss, lo, t);
+            overlaps |= o;
+            missing = missing.saturating_add(known);
+        }
+        overlaps |= self
             .state
-            .swept_at_us
-            .is_some_and(|s| watermark.saturating_sub(s) < step)
-        {
-            return;
-        }
-        let horizon = self.horizon_us();
-        for rule in self.state.rules.values_mut().flat_map(HashMap::values_mut) {
-            rule.fold(horizon);
-        }
-        self.state.swept_at_us = Some(watermark);
+            .unattributed
+            .iter()
+            .any(|&loss| loss_in_window(loss, lo, t).0);
+        (overlaps, missing)
+    }
+
+    /// Adds what the gap markers say to statistics answered for `stats`'s
+    /// rule (from the projection or from the log).
+    pub fn with_gaps(&self, mut stats: RuleStats) -> RuleStats {
+        let rule = self
+            .state
+            .tenants
+            .get(&stats.tenant_id)
+            .and_then(|t| t.rules.get(&stats.rule_id));
+        let (gap, missing) = self.gaps_in_window(rule, stats.as_of_us);
+        stats.gap_in_window = gap;
+        stats.missing_at_least = missing;
+        stats
     }
 
     /// The statistics of one rule as of `as_of_us`, reflecting `offset`.
     pub fn answer(&self, tenant_id: &str, rule_id: &str, as_of_us: i64, offset: u64) -> Answer {
-        match self.state.rules.get(tenant_id).and_then(|r| r.get(rule_id)) {
+        let rule = self
+            .state
+            .tenants
+            .get(tenant_id)
+            .and_then(|t| t.rules.get(rule_id));
+        let answer = match rule {
             None => Answer::Exact(self.empty(tenant_id, rule_id, as_of_us, offset)),
             Some(rule) => self.answer_rule(tenant_id, rule_id, rule, as_of_us, offset),
+        };
+        match answer {
+            Answer::Exact(stats) => Answer::Exact(self.with_gaps(stats)),
+            Answer::NeedsReplay => Answer::NeedsReplay,
         }
     }
 
@@ -314,6 +431,8 @@ impl TriggerStats {
             total_count: 0,
             by_action: [0; 4],
             offset,
+            missing_at_least: 0,
+            gap_in_window: false,
         }
     }
 
@@ -368,6 +487,8 @@ impl TriggerStats {
             total_count: total,
             by_action,
             offset,
+            missing_at_least: 0,
+            gap_in_window: false,
         })
     }
 
@@ -375,10 +496,10 @@ impl TriggerStats {
     pub fn rules_of<'a>(&'a self, tenant_id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let mut rules: Vec<&str> = self
             .state
-            .rules
+            .tenants
             .get(tenant_id)
             .into_iter()
-            .flatten()
+            .flat_map(|t| &t.rules)
             .filter(|(_, r)| !r.is_empty())
             .map(|(rule, _)| rule.as_str())
             .collect();
@@ -390,9 +511,9 @@ impl TriggerStats {
     pub fn all_rules(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut pairs: Vec<(&str, &str)> = self
             .state
-            .rules
+            .tenants
             .iter()
-            .flat_map(|(t, rules)| rules.keys().map(move |r| (t.as_str(), r.as_str())))
+            .flat_map(|(t, state)| state.rules.keys().map(move |r| (t.as_str(), r.as_str())))
             .collect();
         pairs.sort_unstable();
         pairs.into_iter()
@@ -434,20 +555,22 @@ impl Projection for TriggerStats {
         "trigger_stats"
     }
 
-    /// 2: rules nested by tenant, then rule (1 keyed them by the pair).
+    /// 3: a fold horizon per tenant, gap losses per rule, undecodable
+    /// entries counted (2 had one global horizon; 1 keyed rules by the pair).
     fn version(&self) -> u32 {
-        2
+        3
     }
 
     fn apply(&mut self, _offset: u64, entry: &Entry) {
         match entry {
             Entry::Event(e) => self.record(&e.tenant_id, &e.rule_id, e.action, e.enforced_at_us),
-            Entry::Gap(g) => {
-                self.state.gap_markers += 1;
-                self.state.dropped_events += g.dropped;
-            }
+            Entry::Gap(g) => self.record_gap(g),
             Entry::Lost(_) => self.state.lost_entries += 1,
         }
+    }
+
+    fn skip_undecodable(&mut self, _offset: u64) {
+        self.state.undecodable += 1;
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -475,6 +598,26 @@ impl Projection for TriggerStats {
     fn fresh(&self) -> Box<dyn Projection> {
         Box::new(Self::with_windows(self.windows.clone()))
     }
+}
+
+/// Folds the tenant's rules once its watermark moved far enough since its
+/// last sweep. Deterministic: depends only on the events applied, in order.
+fn maybe_sweep(tenant: &mut TenantState, longest_us: i64) {
+    let Some(watermark) = tenant.watermark_us else {
+        return;
+    };
+    let step = (longest_us / SWEEP_FRACTION).max(1);
+    if tenant
+        .swept_at_us
+        .is_some_and(|s| watermark.saturating_sub(s) < step)
+    {
+        return;
+    }
+    let horizon = watermark.saturating_sub(longest_us);
+    for rule in tenant.rules.values_mut() {
+        rule.fold(horizon);
+    }
+    tenant.swept_at_us = Some(watermark);
 }
 
 #[cfg(test)]
@@ -525,6 +668,39 @@ mod tests {
             forward.answer("a", "r", t - 40 * DAY, 0),
             Answer::NeedsReplay
         );
+    }
+
+    /// Regression (issue 13, item 8): one tenant's far-future event folded
+    /// every tenant's history (one global horizon), so every "as of now"
+    /// answer needed the log. The horizon is per tenant now.
+    #[test]
+    fn a_far_future_event_of_one_tenant_folds_no_other_tenants_history() {
+        let mut p = TriggerStats::default();
+        let t = 1_000 * DAY;
+        for i in 0..40 {
+            p.record("a", "r", Action::Blocked, t - i * DAY);
+            p.record("b", "r", Action::Killed, t - i * DAY);
+        }
+        p.record("rogue", "r", Action::Stopped, 3_000_000 * DAY);
+        for tenant in ["a", "b"] {
+            let s = exact(p.answer(tenant, "r", t, 81));
+            assert_eq!((s.trigger_count, s.total_count), (30, 40), "{tenant}");
+        }
+        assert_eq!(p.tenant_watermark_us("a"), Some(t));
+        assert_eq!(p.watermark_us(), Some(3_000_000 * DAY));
+        assert_eq!(exact(p.answer("rogue", "r", t, 81)).total_count, 0);
+    }
+
+    #[test]
+    fn a_loss_counts_only_the_events_known_to_be_in_the_window() {
+        // Window (10, 20].
+        assert_eq!(loss_in_window((5, 11, 20), 10, 20), (true, 5));
+        assert_eq!(loss_in_window((5, 5, 15), 10, 20), (true, 1));
+        assert_eq!(loss_in_window((5, 15, 25), 10, 20), (true, 1));
+        assert_eq!(loss_in_window((5, 5, 25), 10, 20), (true, 0));
+        assert_eq!(loss_in_window((5, 1, 10), 10, 20), (false, 0));
+        assert_eq!(loss_in_window((5, 21, 30), 10, 20), (false, 0));
+        assert_eq!(loss_in_window((1, 15, 15), 10, 20), (true, 1));
     }
 
     #[test]

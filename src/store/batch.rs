@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::Store;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventError};
+use crate::event::{check_not_in_future, Event, EventError};
 use crate::payload;
 use crate::record::{now_us, Record};
 
@@ -30,7 +30,10 @@ impl EventBatch {
     /// batch stays usable.
     pub fn record(&mut self, event: Event) -> Result<(), EventError> {
         event.validate()?;
-        let at = event.enforced_at_us.unwrap_or_else(now_us);
+        let now = now_us();
+        let at = event.enforced_at_us.unwrap_or(now);
+        let skew_us = self.store.inner.options.max_future_skew_us();
+        check_not_in_future(at, now, skew_us)?;
         self.records
             .push(Record::new(at, payload::encode_event(&event)));
         Ok(())

@@ -3,11 +3,15 @@
 //!
 //! `record_detached` must never stop the host from enforcing: it validates,
 //! queues the event with a deadline, and returns. Whatever cannot be recorded
-//! (refused event, queue full past the deadline, failed writer) is logged
-//! with `tracing::warn!`, counted, and added to the pending *gap*. The
-//! supervisor thread writes the pending gap as a durable gap marker as soon
-//! as an append works again, reopening the log first if its writer failed.
+//! (refused event, queue full past the deadline, failed writer) is counted,
+//! logged with `tracing::warn!` (at most one line per
+//! `DROP_WARNING_INTERVAL`, then a summary), and added to the pending
+//! *gap*, per (tenant, rule) up to `GAP_LOSSES_MAX` pairs. The supervisor
+//! thread writes the pending gap as a durable gap marker as soon as an
+//! append works again, reopening the log first if its writer failed; a
+//! marker that cannot be written is put back, ahead of newer drops.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -17,17 +21,97 @@ use tracing::{info, warn};
 
 use super::{Inner, Store};
 use crate::error::{Error, Result};
-use crate::event::{Action, Event};
+use crate::event::{check_id, Action, Event, Field, GapLoss, LossSpan, GAP_LOSSES_MAX};
 use crate::log::{AppendCallback, Log};
 use crate::payload;
 use crate::record::{now_us, Record};
 
-/// Events dropped since the last gap marker.
-#[derive(Debug, Default, Clone, Copy)]
+/// Events dropped since the last gap marker, and who lost them.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct GapState {
     pub dropped: u64,
     pub first_us: i64,
     pub last_us: i64,
+    /// Per (tenant, rule): at most `GAP_LOSSES_MAX` pairs.
+    losses: BTreeMap<(String, String), LossSpan>,
+    /// Drops of further pairs, and of events whose ids are invalid.
+    unattributed: Option<LossSpan>,
+    /// Drops taken by a gap marker being written (still pending).
+    pub writing: u64,
+}
+
+impl GapState {
+    fn add(&mut self, tenant_id: &str, rule_id: &str, at_us: i64, now_us: i64) {
+        if self.dropped == 0 {
+            self.first_us = now_us;
+        }
+        self.dropped += 1;
+        self.last_us = now_us;
+        let key = (tenant_id.to_string(), rule_id.to_string());
+        let valid = check_id(Field::TenantId, tenant_id).is_ok()
+            && check_id(Field::RuleId, rule_id).is_ok();
+        if let Some(span) = self.losses.get_mut(&key) {
+            span.add(at_us);
+        } else if valid && self.losses.len() < GAP_LOSSES_MAX {
+            self.losses.insert(key, LossSpan::one(at_us));
+        } else {
+            add_span(&mut self.unattributed, LossSpan::one(at_us));
+        }
+    }
+
+    /// Puts back the drops of a marker that could not be written, ahead of
+    /// those that came meanwhile.
+    fn restore(&mut self, taken: GapState) {
+        let newer = std::mem::replace(self, taken);
+        self.writing = 0;
+        self.dropped += newer.dropped;
+        if newer.dropped > 0 {
+            self.last_us = newer.last_us;
+        }
+        for (key, span) in newer.losses {
+            if let Some(mine) = self.losses.get_mut(&key) {
+                let mut merged = Some(*mine);
+                add_span(&mut merged, span);
+                *mine = merged.unwrap_or(span);
+            } else if self.losses.len() < GAP_LOSSES_MAX {
+                self.losses.insert(key, span);
+            } else {
+                add_span(&mut self.unattributed, span);
+            }
+        }
+        if let Some(span) = newer.unattributed {
+            add_span(&mut self.unattributed, span);
+        }
+    }
+}
+
+fn add_span(into: &mut Option<LossSpan>, span: LossSpan) {
+    *into = Some(match *into {
+        None => span,
+        Some(mine) => LossSpan {
+            count: mine.count.saturating_add(span.count),
+            first_at_us: mine.first_at_us.min(span.first_at_us),
+            last_at_us: mine.last_at_us.max(span.last_at_us),
+        },
+    });
+}
+
+/// How often at most the store warns about dropped events: the first drop
+/// after a quiet interval is logged with its tenant, rule, action and
+/// reason; the drops after it within the interval are summed into one
+/// summary line, so an outage that drops thousands of events per second
+/// does not flood the log it may be filling.
+pub const DROP_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The rate limit of drop warnings.
+#[derive(Debug, Default)]
+pub(crate) struct DropWarnings {
+    /// When the last line was written.
+    last_line: Option<Instant>,
+    /// Drops since then not yet named in a line.
+    unreported: u64,
+    /// The reason of the latest of them.
+    last_reason: String,
 }
 
 /// What a warning about a dropped event names.
@@ -35,40 +119,86 @@ struct Dropped {
     tenant_id: String,
     rule_id: String,
     action: Action,
+    at_us: i64,
 }
 
 impl Inner {
     fn drop_event(&self, what: &Dropped, reason: &dyn std::fmt::Display) {
-        warn!(
-            tenant = %what.tenant_id,
-            rule = %what.rule_id,
-            action = %what.action,
-            reason = %reason,
-            "enforcement event not recorded"
-        );
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        let now = now_us();
+        self.warn_drop(what, reason);
         let mut gap = self.gap.lock().unwrap_or_else(|e| e.into_inner());
-        if gap.dropped == 0 {
-            gap.first_us = now;
-        }
-        gap.dropped += 1;
-        gap.last_us = now;
+        gap.add(&what.tenant_id, &what.rule_id, what.at_us, now_us());
         drop(gap);
         self.wake();
+    }
+
+    /// Logs a drop, at most one line per `DROP_WARNING_INTERVAL`.
+    fn warn_drop(&self, what: &Dropped, reason: &dyn std::fmt::Display) {
+        let mut warnings = self.drop_warnings.lock().unwrap_or_else(|e| e.into_inner());
+        let quiet = warnings
+            .last_line
+            .is_none_or(|at| at.elapsed() >= DROP_WARNING_INTERVAL);
+        if quiet && warnings.unreported == 0 {
+            warnings.last_line = Some(Instant::now());
+            drop(warnings);
+            warn!(
+                dir = %self.dir.display(),
+                tenant = %what.tenant_id,
+                rule = %what.rule_id,
+                action = %what.action,
+                reason = %reason,
+                "enforcement event not recorded"
+            );
+            return;
+        }
+        warnings.unreported += 1;
+        warnings.last_reason = reason.to_string();
+        drop(warnings);
+        self.flush_drop_warnings(false);
+    }
+
+    /// Writes the summary of the drops not yet logged, once the interval
+    /// since the last line has passed (or now, with `force`).
+    pub(super) fn flush_drop_warnings(&self, force: bool) {
+        let mut warnings = self.drop_warnings.lock().unwrap_or_else(|e| e.into_inner());
+        let due = warnings
+            .last_line
+            .is_none_or(|at| at.elapsed() >= DROP_WARNING_INTERVAL);
+        if warnings.unreported == 0 || !(due || force) {
+            return;
+        }
+        let dropped = std::mem::take(&mut warnings.unreported);
+        let reason = std::mem::take(&mut warnings.last_reason);
+        warnings.last_line = Some(Instant::now());
+        drop(warnings);
+        warn!(
+            dir = %self.dir.display(),
+            dropped,
+            last_reason = %reason,
+            "more enforcement events not recorded since the last warning (see the gap markers for tenants and rules)"
+        );
     }
 }
 
 impl Store {
-    /// Records an event without waiting for it, and without ever failing.
+    /// Records an event without waiting for it, and without ever failing:
+    /// **the call for the halt path** (code that stops, kills or blocks an
+    /// agent), where an I/O error must never hold up the enforcement.
     ///
     /// Returns within [`StoreOptions::detached_timeout`](super::StoreOptions)
     /// (default 50 ms) whatever happens: a full queue, a failed writer, a
-    /// full disk. An event that cannot be recorded is logged with
-    /// `tracing::warn!` (tenant, rule, action, reason) and counted in
-    /// [`StoreMetrics::dropped`](super::StoreMetrics); the count of events
-    /// dropped since the last successful write is appended as a gap marker
-    /// as soon as writing works again.
+    /// full disk. An event that cannot be recorded (also one the store
+    /// refuses, e.g. an `enforced_at` too far in the future) is counted in
+    /// [`StoreMetrics::dropped`](super::StoreMetrics) and logged with
+    /// `tracing::warn!`: the first drop after a quiet interval with its
+    /// tenant, rule, action and reason, later ones summed into one summary
+    /// line per [`DROP_WARNING_INTERVAL`]. The events dropped since the last
+    /// successful write are appended as a gap marker as soon as writing
+    /// works again, with per (tenant, rule) counts (at most
+    /// [`GAP_LOSSES_MAX`](crate::GAP_LOSSES_MAX) pairs; the rest summed),
+    /// which [`Store::stats`] reports as `missing_at_least`.
+    #[doc(alias = "record_fail_safe")]
+    #[doc(alias = "halt")]
     pub fn record_detached(&self, event: Event) {
         let started = Instant::now();
         let inner = &self.inner;
@@ -76,6 +206,7 @@ impl Store {
             tenant_id: event.tenant_id.clone(),
             rule_id: event.rule_id.clone(),
             action: event.action,
+            at_us: event.enforced_at_us.unwrap_or_else(now_us),
         };
         // See `Inner::detached_gate`: after `close` began, nothing more is
         // queued, so nothing can miss the final gap marker uncounted.
@@ -100,6 +231,7 @@ impl Store {
             tenant_id: what.tenant_id.clone(),
             rule_id: what.rule_id.clone(),
             action: what.action,
+            at_us: record.timestamp_us,
         };
         let weak = Arc::downgrade(inner);
         let callback: AppendCallback = Box::new(move |result| {
@@ -186,6 +318,7 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
             }
         }
         write_gap_marker(&inner);
+        inner.flush_drop_warnings(false);
     }
 }
 
@@ -236,30 +369,54 @@ fn reopen(inner: &Inner) -> bool {
 
 /// Appends the pending gap as a marker, if any and if the log works.
 pub(super) fn write_gap_marker(inner: &Inner) {
-    let gap = *inner.gap.lock().unwrap_or_else(|e| e.into_inner());
-    if gap.dropped == 0 {
-        return;
-    }
     let log = inner.log();
     if log.is_poisoned() || log.on_writer_thread() {
         return;
     }
+    // Takes the pending drops (drops meanwhile start a new gap); a marker
+    // that cannot be written puts them back.
+    let gap = {
+        let mut state = inner.gap.lock().unwrap_or_else(|e| e.into_inner());
+        if state.dropped == 0 || state.writing > 0 {
+            return;
+        }
+        let taken = std::mem::take(&mut *state);
+        state.writing = taken.dropped;
+        taken
+    };
+    let losses: Vec<GapLoss> = gap
+        .losses
+        .iter()
+        .map(|((tenant_id, rule_id), span)| GapLoss {
+            tenant_id: tenant_id.clone(),
+            rule_id: rule_id.clone(),
+            span: *span,
+        })
+        .collect();
     let record = Record::new(
         now_us(),
-        payload::encode_gap(gap.dropped, gap.first_us, gap.last_us),
+        payload::encode_gap(
+            gap.dropped,
+            gap.first_us,
+            gap.last_us,
+            &losses,
+            gap.unattributed,
+        ),
     );
+    let dropped = gap.dropped;
     match log.append_blocking(record) {
         Ok(offset) => {
-            let mut state = inner.gap.lock().unwrap_or_else(|e| e.into_inner());
-            state.dropped -= gap.dropped;
-            if state.dropped > 0 {
-                // Drops that happened while the marker was being written.
-                state.first_us = gap.last_us;
-            }
-            drop(state);
+            inner.gap.lock().unwrap_or_else(|e| e.into_inner()).writing = 0;
             inner.counters.gap_markers.fetch_add(1, Ordering::Relaxed);
-            info!(offset, dropped = gap.dropped, "wrote a gap marker");
+            info!(offset, dropped, "wrote a gap marker");
         }
-        Err(e) => warn!(error = %e, dropped = gap.dropped, "could not write a gap marker yet"),
+        Err(e) => {
+            inner
+                .gap
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .restore(gap);
+            warn!(error = %e, dropped, "could not write a gap marker yet");
+        }
     }
 }

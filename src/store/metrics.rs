@@ -96,6 +96,15 @@ pub struct StoreMetrics {
     pub fsyncs: u64,
     /// Times the store reopened its log after the writer failed.
     pub recoveries: u64,
+    /// `stats` calls answered by replaying the log instead of from the
+    /// projection (an as-of time whose window reaches into folded history).
+    pub stats_replays: u64,
+    /// Log entries that do not decode (not store payloads), as counted by
+    /// the projections, which skip them (see [`Store::undecodable_entries`](super::Store::undecodable_entries)).
+    pub undecodable_entries: u64,
+    /// Undecodable entries queries met and skipped since the store opened
+    /// (one entry met by two queries counts twice).
+    pub undecodable_read: u64,
     /// Append latency (queue to durable acknowledgement), 50th percentile, µs.
     pub append_p50_us: u64,
     /// 90th percentile, µs.

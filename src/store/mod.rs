@@ -1,15 +1,23 @@
 //! The store: what host applications call to record enforcement outcomes
 //! and read them back, on top of the log.
 //!
-//! Three ways to write:
+//! Three ways to write, by what must happen when the disk fails:
+//! - [`Store::record_detached`]: **the halt path** (code that stops, kills or
+//!   blocks an agent). Fail-safe: it never returns an error and never blocks
+//!   longer than [`StoreOptions::detached_timeout`], so no I/O failure can
+//!   hold up the halt. What it cannot record is logged (rate-limited),
+//!   counted, and later written as a gap marker naming who lost what;
+//! - [`Store::record`] / [`Store::record_blocking`]: acknowledged; one event,
+//!   committed on its own (concurrent callers share fsyncs through group
+//!   commit), or an error for a caller that can act on it. Not for the halt
+//!   path: `record().await?` there lets a full disk block the halt;
 //! - [`Store::begin`]: a caller-owned batch; nothing is visible or durable
-//!   until [`EventBatch::commit`], which appends it as one atomic log batch;
-//! - [`Store::record`] / [`Store::record_blocking`]: one event, committed on
-//!   its own (concurrent callers share fsyncs through group commit);
-//! - [`Store::record_detached`]: fire-and-forget and fail-safe; it never
-//!   returns an error and never blocks longer than
-//!   [`StoreOptions::detached_timeout`]. What it cannot record is logged,
-//!   counted, and later written as a gap marker.
+//!   until [`EventBatch::commit`], which appends it as one atomic log batch.
+//!
+//! Invariant: every record of the log is a payload the store encoded. The
+//! store hands out no writer ([`Store::log`] is a read-only [`LogView`]);
+//! an entry that does not decode anyway (written around the store) is
+//! skipped and counted by projections and queries, never a stall.
 //!
 //! A background *supervisor* thread reopens the log when its writer failed
 //! (the reopen recovers from what is on disk) and writes gap markers as soon
@@ -22,6 +30,7 @@ pub(crate) mod metrics;
 mod query;
 mod stats;
 mod subscribe;
+mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,16 +39,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use batch::EventBatch;
+pub use detached::DROP_WARNING_INTERVAL;
 pub use metrics::StoreMetrics;
 pub use query::{Query, QueryPage};
 pub use stats::stats_report;
 pub use subscribe::{Delivery, Subscription};
+pub use view::LogView;
 
-use self::detached::GapState;
+use self::detached::{DropWarnings, GapState};
 use self::metrics::Histogram;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
-use crate::event::{Entry, Event};
+use crate::event::{check_not_in_future, Entry, Event};
 use crate::log::Log;
 use crate::payload;
 use crate::projection::{Host, Projection, TriggerStats};
@@ -71,7 +82,18 @@ pub struct StoreOptions {
     /// How far a subscriber may lag behind the log's end before it is told
     /// (see [`Delivery::Lagging`]). Default 1,000,000 entries.
     pub subscriber_lag_warning: u64,
+    /// How far after the store's clock an event's `enforced_at` may be.
+    /// Later ones are refused ([`EventError::InFuture`](crate::EventError)):
+    /// the log is append-only, so one event stamped in year 9999 would stay
+    /// the newest time of its tenant for good. Default 1 hour (clock skew
+    /// between hosts, batches built ahead of time). Any value is valid;
+    /// `Duration::MAX` turns the check off (importing an archive that holds
+    /// far-future times, testing the timestamp range).
+    pub max_future_skew: Duration,
 }
+
+/// The default [`StoreOptions::max_future_skew`]: one hour.
+pub const MAX_FUTURE_SKEW_DEFAULT: Duration = Duration::from_secs(3600);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -83,6 +105,7 @@ impl Default for StoreOptions {
             checkpoint_every_entries: 100_000,
             checkpoint_interval: Duration::from_secs(60),
             subscriber_lag_warning: 1_000_000,
+            max_future_skew: MAX_FUTURE_SKEW_DEFAULT,
         }
     }
 }
@@ -138,6 +161,12 @@ impl StoreOptions {
         }
         Ok(())
     }
+
+    /// `max_future_skew` in µs; saturates, so any value is safe (the check
+    /// adds it to now with saturation too).
+    pub(crate) fn max_future_skew_us(&self) -> i64 {
+        i64::try_from(self.max_future_skew.as_micros()).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +175,11 @@ struct Counters {
     dropped: AtomicU64,
     gap_markers: AtomicU64,
     recoveries: AtomicU64,
+    /// `stats` calls that had to replay the log (an as-of time whose window
+    /// reaches into history the projection folded).
+    stats_replays: AtomicU64,
+    /// Entries queries skipped because they do not decode.
+    undecodable_read: AtomicU64,
     /// fsyncs of logs replaced by a recovery.
     fsyncs_before: AtomicU64,
     latency: Histogram,
@@ -160,6 +194,7 @@ pub(crate) struct Inner {
     log: RwLock<Log>,
     counters: Counters,
     gap: Mutex<GapState>,
+    drop_warnings: Mutex<DropWarnings>,
     wake: Option<flume::Sender<()>>,
     stopping: AtomicBool,
     supervisor: Mutex<Option<JoinHandle<()>>>,
@@ -213,7 +248,10 @@ impl Inner {
 /// let dir = tempfile::tempdir()?;
 /// let store = Store::open(dir.path(), StoreOptions::default())?;
 ///
-/// // Standalone: committed on its own, durable when it returns.
+/// // The halt path: fail-safe, never fails, never blocks for long.
+/// store.record_detached(Event::new("acme", "rate", Action::Aborted));
+///
+/// // Acknowledged: committed on its own, durable when it returns, or an error.
 /// let offset = store.record_blocking(Event::new("acme", "no-prod-writes", Action::Blocked))?;
 ///
 /// // Caller-owned: nothing is visible until commit, then all at once.
@@ -222,9 +260,6 @@ impl Inner {
 /// batch.record(Event::new("globex", "budget", Action::Stopped))?;
 /// let offsets = batch.commit_blocking()?;
 /// assert_eq!(offsets, offset + 1..offset + 3);
-///
-/// // Fire-and-forget: never fails, never blocks for long.
-/// store.record_detached(Event::new("acme", "rate", Action::Aborted));
 ///
 /// let page = store.query(&Query::tenant("acme").action(Action::Killed))?;
 /// assert_eq!(page.events.len(), 1);
@@ -298,6 +333,7 @@ impl Store {
             log: RwLock::new(log),
             counters: Counters::default(),
             gap: Mutex::new(GapState::default()),
+            drop_warnings: Mutex::new(DropWarnings::default()),
             wake: Some(wake),
             stopping: AtomicBool::new(false),
             supervisor: Mutex::new(None),
@@ -349,6 +385,7 @@ impl Store {
             log: RwLock::new(log),
             counters: Counters::default(),
             gap: Mutex::new(GapState::default()),
+            drop_warnings: Mutex::new(DropWarnings::default()),
             wake: None,
             stopping: AtomicBool::new(false),
             supervisor: Mutex::new(None),
@@ -373,10 +410,13 @@ impl Store {
         &self.inner.dir
     }
 
-    /// The underlying log (for replay and tools). After the store reopens
-    /// a failed log, this returns the new one.
-    pub fn log(&self) -> Log {
-        self.inner.log()
+    /// A read-only view of the underlying log (for replay and tools).
+    /// After the store reopens a failed log, this returns the new one.
+    ///
+    /// Read-only on purpose: a record appended around the store would not
+    /// be an event payload; see [`LogView`].
+    pub fn log(&self) -> LogView {
+        LogView::new(self.inner.log())
     }
 
     /// The store's permanent random id, created with the store and kept in
@@ -396,7 +436,10 @@ impl Store {
     }
 
     /// Records one event; returns its offset once committed (durable under
-    /// `Durability::Fsync`).
+    /// `Durability::Fsync`), or an error.
+    ///
+    /// Acknowledged, not fail-safe: on the halt path use
+    /// [`Store::record_detached`], which an I/O error can never stop.
     pub async fn record(&self, event: Event) -> Result<u64> {
         let record = self.prepare(event)?;
         let started = Instant::now();
@@ -408,7 +451,7 @@ impl Store {
     /// thread until the event is committed. Called from inside an async
     /// runtime it cannot deadlock (the writer never needs the runtime), but
     /// it holds up that runtime thread for an fsync; prefer `record().await`
-    /// there.
+    /// there. Not for the halt path: see [`Store::record_detached`].
     pub fn record_blocking(&self, event: Event) -> Result<u64> {
         let record = self.prepare(event)?;
         let started = Instant::now();
@@ -422,7 +465,9 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         event.validate()?;
-        let at = event.enforced_at_us.unwrap_or_else(now_us);
+        let now = now_us();
+        let at = event.enforced_at_us.unwrap_or(now);
+        check_not_in_future(at, now, self.inner.options.max_future_skew_us())?;
         Ok(Record::new(at, payload::encode_event(&event)))
     }
 
@@ -444,12 +489,10 @@ impl Store {
     /// What the store did since it was opened.
     pub fn metrics(&self) -> StoreMetrics {
         let c = &self.inner.counters;
-        let pending = self
-            .inner
-            .gap
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .dropped;
+        let pending = {
+            let gap = self.inner.gap.lock().unwrap_or_else(|e| e.into_inner());
+            gap.dropped + gap.writing
+        };
         StoreMetrics {
             recorded: c.recorded.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
@@ -457,12 +500,25 @@ impl Store {
             dropped_pending_gap: pending,
             fsyncs: c.fsyncs_before.load(Ordering::Relaxed) + self.inner.log().metrics().fsyncs,
             recoveries: c.recoveries.load(Ordering::Relaxed),
+            stats_replays: c.stats_replays.load(Ordering::Relaxed),
+            undecodable_entries: self.undecodable_entries(),
+            undecodable_read: c.undecodable_read.load(Ordering::Relaxed),
             append_p50_us: c.latency.quantile_us(0.5),
             append_p90_us: c.latency.quantile_us(0.9),
             append_p99_us: c.latency.quantile_us(0.99),
             append_p999_us: c.latency.quantile_us(0.999),
             append_max_us: c.latency.max_us(),
         }
+    }
+
+    /// Log entries that are not store payloads (written around the store),
+    /// as far as the projections have read: they skip them, and so do
+    /// queries and `stats`, so one such entry cannot stall every tenant.
+    pub fn undecodable_entries(&self) -> u64 {
+        self.inner
+            .projections
+            .with::<TriggerStats, _>(|p, _| p.undecodable())
+            .unwrap_or(0)
     }
 
     /// Compares each projection's checkpoint file with a fresh rebuild from
@@ -524,6 +580,7 @@ impl Inner {
         );
         detached::stop_supervisor(self);
         follower::stop(self);
+        self.flush_drop_warnings(true);
         if let Err(e) = self.final_checkpoint() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint the projections at close; the next open replays from the last good checkpoint");
         }

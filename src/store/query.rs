@@ -165,6 +165,9 @@ pub struct QueryPage {
     /// offset, so pages neither skip nor repeat events, even while events
     /// are appended.
     pub next_offset: Option<u64>,
+    /// Entries in the range scanned that do not decode (not store
+    /// payloads, written around the store): skipped, and counted here.
+    pub undecodable: u64,
 }
 
 impl Store {
@@ -177,6 +180,7 @@ impl Store {
             events: Vec::new(),
             gaps: Vec::new(),
             next_offset: None,
+            undecodable: 0,
         };
         let start = query.offsets.start;
         if start >= query.offsets.end || start >= log.next_offset() {
@@ -195,10 +199,19 @@ impl Store {
             if record.offset >= query.offsets.end {
                 return Ok(page);
             }
-            match decode_entry(&record)? {
-                Entry::Event(event) if query.matches(&event) => page.events.push(event),
-                Entry::Gap(gap) if query.include_gaps => page.gaps.push(gap),
-                _ => {}
+            match decode_entry(&record) {
+                Ok(Entry::Event(event)) if query.matches(&event) => page.events.push(event),
+                Ok(Entry::Gap(gap)) if query.include_gaps => page.gaps.push(gap),
+                Ok(_) => {}
+                // Not a store payload: skipped and counted, as the
+                // projections do, so it cannot hide every later event.
+                Err(_) => {
+                    page.undecodable += 1;
+                    self.inner
+                        .counters
+                        .undecodable_read
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
             if page.events.len() == query.limit {
                 let next = record.offset + 1;

@@ -133,12 +133,25 @@ impl Store {
         let mut replayed = if missing.is_empty() {
             BTreeMap::new()
         } else {
-            self.replay_stats(
+            self.inner
+                .counters
+                .stats_replays
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let replayed = self.replay_stats(
                 &missing,
                 &TriggerStats::with_windows(windows),
                 as_of_us,
                 offset,
-            )?
+            )?;
+            // The gap losses are in the projection whatever the as-of time
+            // (they are never folded).
+            self.with_trigger_stats(|p, _| {
+                replayed
+                    .into_iter()
+                    .map(|(key, stats)| (key, p.with_gaps(stats)))
+                    .collect()
+            })
+            .unwrap_or_default()
         };
         Ok(keys
             .iter()
@@ -168,7 +181,9 @@ impl Store {
             if record.offset >= offset {
                 break;
             }
-            if let Entry::Event(e) = decode_entry(&record)? {
+            // An entry that does not decode was skipped (and counted) by
+            // the projection too.
+            if let Ok(Entry::Event(e)) = decode_entry(&record) {
                 if let Some(list) = events.get_mut(&(e.tenant_id, e.rule_id)) {
                     list.push((e.action, e.enforced_at_us));
                 }
@@ -204,7 +219,9 @@ impl RuleStats {
     /// The statistics as JSON: `tenant_id`, `rule_id`, `trigger_count_<window>`
     /// (the primary window, e.g. `trigger_count_30d`), `last_triggered_at`
     /// (RFC 3339 or null), `total_count`, `by_action_<window>` (non-zero
-    /// actions only) and `windows` when more than one is configured.
+    /// actions only), `windows` when more than one is configured, and when
+    /// a gap overlaps the primary window `gap_in_window_<window>: true` and
+    /// `missing_at_least_<window>` (see [`RuleStats::missing_at_least`]).
     pub fn to_json(&self) -> Value {
         let label = self
             .window_counts
@@ -227,6 +244,15 @@ impl RuleStats {
                 .map_or(Value::Null, |us| json!(format_us(us))),
         );
         out.insert("total_count".into(), json!(self.total_count));
+        // Only when a gap overlaps the window: answers without one keep
+        // the shape they always had.
+        if self.gap_in_window {
+            out.insert(format!("gap_in_window_{label}"), json!(true));
+            out.insert(
+                format!("missing_at_least_{label}"),
+                json!(self.missing_at_least),
+            );
+        }
         out.insert(format!("by_action_{label}"), Value::Object(by_action));
         if self.window_counts.len() > 1 {
             let windows: Map<String, Value> = self

@@ -9,7 +9,7 @@ use clap_complete::Shell;
 use enforcelog::log::{
     repair_dir_with, RepairAction, RepairOptions, RepairReport, MANIFEST_FILE, QUARANTINE_DIR,
 };
-use enforcelog::{verify_dir, Problem, ProblemKind, Store, VerifyReport};
+use enforcelog::{verify_dir, Problem, ProblemKind, Store, TriggerStats, VerifyReport};
 
 use crate::failure::Failure;
 use crate::output::{note, Out};
@@ -193,6 +193,17 @@ fn check_checkpoints(dir: &Path, out: &mut Out) -> Result<Vec<String>, Failure> 
                 "warning: {line} (ignored; rebuilt from the log on the next open)"
             ));
         }
+    }
+    // Records appended around the store (not event payloads): not damage
+    // of the log, but stats and queries skip them, so say how many.
+    let undecodable = store
+        .with_projection::<TriggerStats, _>(|p, _| p.undecodable())?
+        .unwrap_or(0);
+    if undecodable > 0 {
+        note(&format!(
+            "warning: {undecodable} log entries are not store payloads (written around the \
+             store); stats and queries skip them"
+        ));
     }
     Ok(damage)
 }

@@ -5,7 +5,7 @@ use std::io::{BufWriter, IsTerminal, StdoutLock, Write};
 use std::time::Duration;
 
 use enforcelog::timestamp::format_us;
-use enforcelog::{GapMarker, StoredEvent};
+use enforcelog::{GapMarker, LossSpan, StoredEvent};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::Value;
@@ -88,10 +88,37 @@ pub fn event_fields(object: JsonObject, event: &StoredEvent) -> JsonObject {
 
 /// Adds a gap marker's fields.
 pub fn gap_fields(object: JsonObject, gap: &GapMarker) -> JsonObject {
-    object
+    let object = object
         .field("dropped", gap.dropped)
         .field("first_dropped_at", format_us(gap.first_dropped_at_us))
-        .field("last_dropped_at", format_us(gap.last_dropped_at_us))
+        .field("last_dropped_at", format_us(gap.last_dropped_at_us));
+    // A marker that says who lost what (payload schema 2); an older one
+    // attributes nothing, and printing its whole count again says nothing.
+    let all_unattributed =
+        gap.losses.is_empty() && gap.unattributed.is_none_or(|s| s.count == gap.dropped);
+    if all_unattributed {
+        return object;
+    }
+    let span = |s: &LossSpan| {
+        serde_json::json!({
+            "count": s.count,
+            "first_enforced_at": format_us(s.first_at_us),
+            "last_enforced_at": format_us(s.last_at_us),
+        })
+    };
+    let losses: Vec<Value> = gap
+        .losses
+        .iter()
+        .map(|l| {
+            let mut v = span(&l.span);
+            v["tenant_id"] = Value::String(l.tenant_id.clone());
+            v["rule_id"] = Value::String(l.rule_id.clone());
+            v
+        })
+        .collect();
+    object
+        .field("losses", losses)
+        .field("unattributed", gap.unattributed.as_ref().map(span))
 }
 
 /// Details as compact JSON for a table cell, cut to `max_chars`.

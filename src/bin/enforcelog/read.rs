@@ -251,6 +251,13 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
             // The library labels the window from the first rule; say it
             // even when no rule is listed.
             report["window"] = Value::String(units::window_label(args.window));
+            // Entries that are not store payloads were skipped: say so
+            // (absent when there are none, so the usual report keeps its
+            // shape).
+            let undecodable = store.undecodable_entries();
+            if undecodable > 0 {
+                report["undecodable"] = Value::from(undecodable);
+            }
             let text = serde_json::to_string_pretty(&report)
                 .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
             out.line(&text)?;
@@ -298,6 +305,7 @@ pub fn stats_table(rules: &[RuleStats], window: Duration) -> Table {
         ("TOTAL", Align::Right),
     ];
     headers.extend(Action::ALL.map(|a| (a.as_str(), Align::Right)));
+    headers.push(("MISSING", Align::Right));
     let mut table = Table::new(&headers);
     for r in rules {
         let mut row = vec![
@@ -308,6 +316,13 @@ pub fn stats_table(rules: &[RuleStats], window: Duration) -> Table {
             r.total_count.to_string(),
         ];
         row.extend(Action::ALL.map(|a| r.count_for(a).to_string()));
+        // `-`: no gap in the window; `>=N`: a gap that lost at least N
+        // events of this rule (0: a gap that may have).
+        row.push(if r.gap_in_window {
+            format!(">={}", r.missing_at_least)
+        } else {
+            "-".into()
+        });
         table.push(row);
     }
     table

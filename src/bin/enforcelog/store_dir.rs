@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use enforcelog::storage::FileStorage;
 use enforcelog::{LogOptions, Store, StoreOptions};
@@ -13,6 +14,12 @@ use crate::Global;
 /// Opens (or creates) the store for writing, with the global durability
 /// (and segment size, when the hidden option sets one).
 pub fn open_writer(global: &Global) -> Result<Store, Failure> {
+    open_writer_with(global, StoreOptions::default().max_future_skew)
+}
+
+/// [`open_writer`] refusing events stamped more than `max_future_skew`
+/// after now.
+pub fn open_writer_with(global: &Global, max_future_skew: Duration) -> Result<Store, Failure> {
     let defaults = LogOptions::default();
     let segment_max_bytes = global
         .segment_max_bytes
@@ -27,6 +34,7 @@ pub fn open_writer(global: &Global) -> Result<Store, Failure> {
             record_max_bytes: defaults.record_max_bytes.min(half_segment.max(1)),
             ..defaults
         },
+        max_future_skew,
         ..StoreOptions::default()
     };
     Store::open(&global.data_dir, options).map_err(Failure::from)

@@ -3,15 +3,16 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use enforcelog::event::details_from_json;
-use enforcelog::{Action, Event, Store};
+use enforcelog::{Action, Event, Store, StoreOptions};
 use serde_json::Value;
 
 use crate::failure::Failure;
 use crate::output::{note, progress, JsonObject, Out};
-use crate::store_dir::open_writer;
+use crate::store_dir::{open_writer, open_writer_with};
 use crate::{units, Global};
 use enforcelog::import::{parse_line, LineError, Parsed};
 
@@ -84,6 +85,19 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch: u32,
+    /// Refuse events stamped further than this after now (30d, 24h, 15m,
+    /// 90s), or `none` for no limit (an archive with far-future times).
+    #[arg(long, value_name = "DURATION|none", default_value = "1h",
+          value_parser = parse_skew)]
+    max_future_skew: Duration,
+}
+
+/// `none` (no limit) or a window such as `1h`.
+fn parse_skew(text: &str) -> Result<Duration, String> {
+    if text == "none" {
+        return Ok(Duration::MAX);
+    }
+    units::parse_window(text)
 }
 
 pub fn record(global: &Global, args: &RecordArgs) -> Result<(), Failure> {
@@ -109,6 +123,13 @@ fn event_of(args: &RecordArgs) -> Result<Event, Failure> {
         event = event.at_us(at);
     }
     event.validate()?;
+    // Refused before the store is opened (or created): a refusal changes
+    // nothing on disk. The store checks again with its own clock.
+    if let Some(at) = event.enforced_at_us {
+        let skew_us =
+            i64::try_from(StoreOptions::default().max_future_skew.as_micros()).unwrap_or(i64::MAX);
+        enforcelog::event::check_not_in_future(at, enforcelog::now_us(), skew_us)?;
+    }
     Ok(event)
 }
 
@@ -126,12 +147,12 @@ struct Checked {
 
 pub fn import(global: &Global, args: &ImportArgs) -> Result<(), Failure> {
     let input = read_input(&args.input)?;
-    let checked = validate(&input)?;
+    let checked = validate(&input, args.max_future_skew)?;
     let mut out = Out::new();
     let imported = if checked.events == 0 {
         None
     } else {
-        let store = open_writer(global)?;
+        let store = open_writer_with(global, args.max_future_skew)?;
         let range = append_all(&store, &input, args.batch as usize, checked.events)?;
         store.close()?;
         Some(range)
@@ -180,14 +201,33 @@ fn lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     })
 }
 
+/// Refuses an event the store would refuse for its time (see
+/// `StoreOptions::max_future_skew`), before anything is appended.
+fn not_in_future(
+    line: usize,
+    event: &enforcelog::Event,
+    max_future_skew: Duration,
+) -> Result<(), LineError> {
+    let skew_us = i64::try_from(max_future_skew.as_micros()).unwrap_or(i64::MAX);
+    enforcelog::import::check_not_in_future(line, event, enforcelog::now_us(), skew_us)
+}
+
 /// Checks every line; on any bad line reports them and fails with exit 2.
-fn validate(input: &[u8]) -> Result<Checked, Failure> {
+fn validate(input: &[u8], max_future_skew: Duration) -> Result<Checked, Failure> {
     let mut checked = Checked { events: 0, gaps: 0 };
     let mut errors: Vec<LineError> = Vec::new();
     let mut bad = 0u64;
     for (n, line) in lines(input) {
         match parse_line(n, line) {
-            Ok(Parsed::Event(_)) => checked.events += 1,
+            Ok(Parsed::Event(event)) => match not_in_future(n, &event, max_future_skew) {
+                Ok(()) => checked.events += 1,
+                Err(e) => {
+                    bad += 1;
+                    if errors.len() < ERRORS_SHOWN {
+                        errors.push(e);
+                    }
+                }
+            },
             Ok(Parsed::Gap) => checked.gaps += 1,
             Ok(Parsed::Blank) => {}
             Err(e) => {
