@@ -312,6 +312,7 @@ fn detached_events_racing_store_close_are_recorded_or_counted() {
                 Entry::Event(e) if e.tenant_id == "detached" => detached_in_log += 1,
                 Entry::Event(_) => blocking_in_log += 1,
                 Entry::Gap(gap) => gap_in_log += gap.dropped,
+                Entry::Lost(lost) => panic!("no damage here, yet a hole: {lost:?}"),
             }
         }
         let attempted = DETACHED_THREADS * PER_THREAD;

@@ -90,7 +90,7 @@ fn markers(store: &Store) -> Vec<GapMarker> {
         .expect("read")
         .filter_map(|e| match e.expect("decodes") {
             Entry::Gap(g) => Some(g),
-            Entry::Event(_) => None,
+            Entry::Event(_) | Entry::Lost(_) => None,
         })
         .collect()
 }

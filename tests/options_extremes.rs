@@ -269,6 +269,7 @@ fn zero_detached_timeout_records_when_the_queue_has_room_and_counts_a_drop_when_
         match entry.unwrap() {
             Entry::Event(_) => events += 1,
             Entry::Gap(marker) => gap += marker.dropped,
+            Entry::Lost(lost) => panic!("no damage here, yet a hole: {lost:?}"),
         }
     }
     assert_eq!(events, 1 + metrics.recorded, "{metrics:?}");
