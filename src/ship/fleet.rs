@@ -92,11 +92,7 @@ impl FleetView {
         timestamp_us: i64,
         bytes: &[u8],
     ) -> Result<()> {
-        let entry =
-            payload::decode(offset, timestamp_us, bytes).map_err(|e| Error::BadPayload {
-                offset,
-                reason: format!("store {store}: {}", e.0),
-            })?;
+        let entry = payload::decode(offset, timestamp_us, bytes);
         if !self
             .seen
             .entry(store.to_string())
@@ -107,6 +103,11 @@ impl FleetView {
             return Ok(());
         }
         self.entries += 1;
+        let Ok(entry) = entry else {
+            // Skipped and counted, never a stall (as in a store).
+            self.stats.skip_undecodable(self.entries);
+            return Ok(());
+        };
         if let Entry::Event(e) = &entry {
             self.history
                 .entry((e.tenant_id.clone(), e.rule_id.clone()))

@@ -226,11 +226,17 @@ impl Shipper {
 
     /// The subject and message of one record.
     fn message(&self, record: &LogRecord) -> Result<(String, Publish)> {
-        let entry = crate::store::decode_entry(record)?;
         let prefix = &self.options.subject_prefix;
-        let subject = match &entry {
-            Entry::Event(e) => event_subject(prefix, &e.tenant_id, &e.rule_id),
-            Entry::Gap(_) | Entry::Lost(_) => gap_subject(prefix, &self.store_id.to_string()),
+        // An entry that does not decode is shipped as it is, on the store's
+        // own subject, so shipping never stalls on it; the fleet view skips
+        // and counts it, as the store's projections do.
+        let subject = match crate::store::decode_entry(record) {
+            Ok(Entry::Event(e)) => event_subject(prefix, &e.tenant_id, &e.rule_id),
+            Ok(Entry::Gap(_) | Entry::Lost(_)) => gap_subject(prefix, &self.store_id.to_string()),
+            Err(e) => {
+                tracing::warn!(offset = record.offset, error = %e, "shipping an entry that does not decode as it is");
+                gap_subject(prefix, &self.store_id.to_string())
+            }
         };
         let publish = Publish::build()
             .payload(bytes::Bytes::copy_from_slice(&record.payload))
