@@ -114,8 +114,9 @@ impl Default for StoreOptions {
 /// call must give the host its thread back promptly.
 pub const DETACHED_TIMEOUT_MAX: Duration = Duration::from_secs(60);
 /// The longest accepted [`StoreOptions::recovery_interval`] (the backoff
-/// multiplies it by up to 64).
-pub const RECOVERY_INTERVAL_MAX: Duration = Duration::from_secs(3600);
+/// multiplies it by up to 64). A day: a test harness may want the
+/// supervisor to stay out of the way.
+pub const RECOVERY_INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
 /// The longest accepted trigger window: 100 years.
 pub const TRIGGER_WINDOW_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
