@@ -19,11 +19,15 @@
 //! later. So readers stop at the end the writer has declared durable.
 //!
 //! Invariants:
-//! - the writer rewrites the file (one `pwrite` of 32 bytes, no fsync) only
-//!   *after* the fsync that made the bytes it names durable, and after a
-//!   roll: the end on disk or in the page cache never names a byte that is
-//!   not durable. After a crash it may lag behind the durable end (its own
-//!   write was not synced); the next writer open rewrites it;
+//! - the writer rewrites the file (one `pwrite` of 32 bytes) only *after*
+//!   the fsync that made the bytes it names durable, and after a roll: the
+//!   end on disk or in the page cache never names a byte that is not
+//!   durable. It fsyncs the file only at a roll and at close, so after a
+//!   power cut it may lag behind the durable end by what the active segment
+//!   gained since its creation (nothing after a clean close); the next
+//!   writer open rewrites it;
+//! - a writer open never cuts a torn tail below it: bytes the last writer
+//!   made durable that fail to verify are damage, not a tear;
 //! - the file's name is made durable (created by an atomic, synced write)
 //!   when a writer opens the store, before anything is appended: a store
 //!   without the file was written only by a release that predates it, and
@@ -209,6 +213,17 @@ impl Publisher {
         let mut bytes = [0u8; DURABLE_LEN];
         self.file.read_exact_at(&mut bytes, 0).ok()?;
         DurableEnd::decode(&bytes)
+    }
+
+    /// Makes the last published end durable (at a roll and at close, so
+    /// that after a power cut readers lag the disk by at most the active
+    /// segment, and not at all after a clean close). A failure is only
+    /// logged: the end on disk then lags, which hides records but never
+    /// shows one that is not durable.
+    pub fn sync(&self) {
+        if let Err(e) = self.file.sync_data() {
+            warn!(file = %self.path.display(), error = %e, "could not fsync the durable-end file");
+        }
     }
 
     /// Publishes a new durable end (no fsync: see the module docs).

@@ -711,11 +711,27 @@ fn create_dir_refusing_foreign(storage: &dyn Storage, dir: &Path) -> Result<()> 
         create_dir_all_durably(storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
         return Ok(());
     }
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
-    let parent = parent.unwrap_or(Path::new("."));
-    storage
-        .sync_dir(parent)
-        .map_err(|e| Error::io("fsync directory", parent, e))?;
+    // Every ancestor, top down: an earlier open may have created several
+    // levels and failed before syncing them all. The store's own parent
+    // must succeed; an ancestor above it that cannot be synced (not
+    // readable by this user, say) was not created by enforcelog.
+    let ancestors: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+        .collect();
+    for (i, ancestor) in ancestors.iter().enumerate().rev() {
+        match storage.sync_dir(ancestor) {
+            Ok(()) => {}
+            Err(e) if i == 0 => return Err(Error::io("fsync directory", *ancestor, e)),
+            Err(_) => {}
+        }
+    }
+    if ancestors.is_empty() {
+        storage
+            .sync_dir(Path::new("."))
+            .map_err(|e| Error::io("fsync directory", Path::new("."), e))?;
+    }
     let listing = dir::list(storage, dir)?;
     if listing.has_version {
         // Checked before the lock too, so a version this build does not

@@ -685,6 +685,35 @@ pub(crate) fn create_segment(
     })
 }
 
+/// A torn tail lies past everything the last writer made durable. When
+/// the published durable end (`DURABLE`, which never names a byte before
+/// its fsync) covers the failure, whatever the bytes look like, it is
+/// damage to acknowledged data: corruption, which is sealed as found, never
+/// cut. After a crash the file may lag the disk; then it protects less,
+/// never wrongly.
+fn refuse_to_cut_durable_bytes(
+    storage: &dyn Storage,
+    dir: &Path,
+    base: u64,
+    scan: &mut Scan,
+) -> Result<()> {
+    let Stop::Torn { position, reason } = &scan.stop else {
+        return Ok(());
+    };
+    let durable = super::durable_end::load(storage, dir)?;
+    if let ReadLimit::Upto(durable_len) = ReadLimit::for_last_segment(durable, base) {
+        if *position < durable_len {
+            scan.stop = Stop::Corrupt {
+                position: *position,
+                reason: format!(
+                    "{reason}; but the writer had made the segment durable up to byte {durable_len}"
+                ),
+            };
+        }
+    }
+    Ok(())
+}
+
 fn open_last(
     storage: &dyn Storage,
     dir: &Path,
@@ -741,6 +770,9 @@ fn open_last(
         )
     };
     let mut scan = scan_all(&bytes);
+    if access == Access::Writer {
+        refuse_to_cut_durable_bytes(storage, dir, base, &mut scan)?;
+    }
     let (file, bytes) = match (&scan.stop, access) {
         (Stop::Corrupt { position, reason }, Access::Writer) => {
             let sealed = seal_damaged(storage, dir, base, &bytes, options, *position, reason)?;

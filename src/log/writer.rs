@@ -282,10 +282,15 @@ impl Writer {
                 Err(e) => self.poison(&e),
             }
         }
+        // After a failure, an append that a roll sealed (fsynced and
+        // published) before it is committed all the same: answering it with
+        // an error would have the caller retry, or count as dropped, a
+        // record the log keeps.
+        let published = self.shared.read_segments().next_offset();
         for p in pending {
             let result = match self.shared.poison_error() {
-                Some(e) => Err(e),
-                None => Ok(p.range),
+                Some(e) if p.range.end > published => Err(e),
+                _ => Ok(p.range),
             };
             p.reply.send(result);
         }
@@ -384,6 +389,11 @@ impl Writer {
     fn roll(&mut self) -> Result<()> {
         self.unsynced = true;
         self.sync()?;
+        // What the segment holds is durable: publish it now, so that a
+        // failure later in the roll (creating the next segment) neither
+        // cuts it nor answers its appends with an error, and the durable
+        // end just published never names bytes that are cut.
+        self.publish();
         let base = self.next_offset;
         let index = SegmentIndex {
             base_offset: self.active.base_offset,
@@ -421,7 +431,11 @@ impl Writer {
         self.written_len = SEGMENT_HEADER_LEN as u64;
         self.published_index = 0;
         self.unsynced = false;
-        self.publish_durable_end()
+        self.publish_durable_end()?;
+        // Sealed segments are durable whole: after a power cut, readers see
+        // at least every one of them.
+        self.durable_end.sync();
+        Ok(())
     }
 
     /// Publishes `synced` as the durable end for readers in other
@@ -504,6 +518,11 @@ impl Writer {
         let result = self.sync();
         if let Err(e) = &result {
             self.poison(e);
+        } else {
+            // A store that no writer opens again (archived, read by
+            // `ship` or `stats` only) must not show readers less than it
+            // holds after a power cut.
+            self.durable_end.sync();
         }
         info!(dir = %self.shared.dir.display(), next_offset = self.next_offset, "log writer stopped");
         result

@@ -315,6 +315,13 @@ impl Host {
         Ok(())
     }
 
+    /// Whether some projection has applied entries at or past `next_offset`:
+    /// after a failed fsync cut records it had counted (under `Interval`),
+    /// the reopened log ends before what it applied.
+    pub fn ahead_of(&self, next_offset: u64) -> bool {
+        self.read_slots().iter().any(|s| s.offset > next_offset)
+    }
+
     /// Forgets every projection's state; the follower rebuilds them.
     pub fn reset_all(&self) {
         let mut slots = self.write_slots();

@@ -352,6 +352,21 @@ fn reopen(inner: &Inner) -> bool {
                 next_offset = log.next_offset(),
                 "reopened the log after a writer failure"
             );
+            if inner.projections.ahead_of(log.next_offset()) {
+                // Records the projections counted were lost with the failed
+                // fsync (acknowledged under `Interval`, never synced): their
+                // offsets will be given again, so count from what the log
+                // holds (checkpoints cover only synced entries).
+                warn!(
+                    dir = %inner.dir.display(),
+                    next_offset = log.next_offset(),
+                    "projections counted records the failure lost; rebuilding them"
+                );
+                inner.projections.reset_all();
+                inner
+                    .projections
+                    .load_checkpoints(&*inner.storage, &inner.dir, &log);
+            }
             *inner.log.write().unwrap_or_else(|e| e.into_inner()) = log;
             inner
                 .counters
