@@ -400,12 +400,23 @@ fn record_all(
         if step == refresh_at {
             check(reader.refresh(), "refresh mid-way")?;
             let seen = everything(reader)?;
-            prop_assert_eq!(
-                &seen,
-                &model,
-                "read-only view after refresh at step {}",
-                step
-            );
+            // A reader beside the writer sees what is durable: everything
+            // under `Fsync`; under `None`, what the last roll synced (a
+            // prefix), the rest once the writer closes.
+            if case.fsync {
+                prop_assert_eq!(
+                    &seen,
+                    &model,
+                    "read-only view after refresh at step {}",
+                    step
+                );
+            } else {
+                prop_assert!(
+                    model.starts_with(&seen),
+                    "read-only view after refresh at step {} is not a prefix",
+                    step
+                );
+            }
         }
     }
     Ok(model)

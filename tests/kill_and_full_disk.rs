@@ -427,6 +427,20 @@ fn observe(dir: &Path, ctx: &str) -> Observed {
         events.len(),
         verified.next_offset
     );
+    // A restart, as a host would make one: the writer open adopts that tail
+    // (or cuts a torn one) and publishes the end; every later read, in this
+    // process or another, then agrees with verify.
+    let log = enforcelog::Log::open(dir, LogOptions::default())
+        .unwrap_or_else(|e| panic!("{ctx}: writer open after the kill: {e}"));
+    log.close()
+        .unwrap_or_else(|e| panic!("{ctx}: close after the kill: {e}"));
+    drop(log);
+    let adopted = dump(dir, ctx);
+    assert!(
+        adopted.len() >= events.len() && adopted[..events.len()] == events[..],
+        "{ctx}: the writer open changed what readers had seen"
+    );
+    let events = adopted;
     Observed {
         exists: true,
         verified,

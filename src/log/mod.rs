@@ -711,10 +711,23 @@ fn create_dir_refusing_foreign(storage: &dyn Storage, dir: &Path) -> Result<()> 
         create_dir_all_durably(storage, dir).map_err(|e| Error::io("create directory", dir, e))?;
         return Ok(());
     }
-    // Every ancestor, top down: an earlier open may have created several
-    // levels and failed before syncing them all. The store's own parent
-    // must succeed; an ancestor above it that cannot be synced (not
-    // readable by this user, say) was not created by enforcelog.
+    let listing = dir::list(storage, dir)?;
+    if listing.has_version {
+        // Checked before the lock too, so a version this build does not
+        // read is refused without a LOCK file left behind.
+        dir::check_version(storage, dir)?;
+    } else if !listing.segments.is_empty() || !listing.foreign.is_empty() {
+        return Err(not_a_log_dir(dir));
+    }
+    sync_ancestors(storage, dir)
+}
+
+/// Syncs every ancestor of an existing store directory, top down: an
+/// earlier open may have created several levels and failed before syncing
+/// them all. The store's own parent must succeed; an ancestor above it that
+/// cannot be synced (not readable by this user, say) was not created by
+/// enforcelog.
+fn sync_ancestors(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let ancestors: Vec<&Path> = dir
         .ancestors()
         .skip(1)
@@ -731,15 +744,6 @@ fn create_dir_refusing_foreign(storage: &dyn Storage, dir: &Path) -> Result<()> 
         storage
             .sync_dir(Path::new("."))
             .map_err(|e| Error::io("fsync directory", Path::new("."), e))?;
-    }
-    let listing = dir::list(storage, dir)?;
-    if listing.has_version {
-        // Checked before the lock too, so a version this build does not
-        // read is refused without a LOCK file left behind.
-        return dir::check_version(storage, dir);
-    }
-    if !listing.segments.is_empty() || !listing.foreign.is_empty() {
-        return Err(not_a_log_dir(dir));
     }
     Ok(())
 }
