@@ -259,7 +259,6 @@ fn after_a_power_cut_a_reader_sees_every_fsynced_record() {
 /// damage in the active segment plus one crash mid-write (the commonest
 /// event there is) stops recording again, which item 7 was meant to end.
 #[test]
-#[ignore = "confirmed: seal_damaged refuses a torn tail after the damage"]
 fn damage_in_the_active_segment_then_a_torn_tail_still_lets_the_writer_record() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), fsync_options()).unwrap();

@@ -518,7 +518,7 @@ fn open_sealed(
         let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
         check_header(&path, &bytes, base, owner)?;
         let (content, _) = rebuilt_segment(&bytes, base, Some(next_base));
-        return Ok((damaged_sealed(&path, base, content, options)?, None));
+        return Ok((damaged_sealed(&path, base, content, options, base)?, None));
     }
     let file = storage
         .open(&path, OpenMode::Read)
@@ -691,27 +691,39 @@ pub(crate) fn create_segment(
 /// damage to acknowledged data: corruption, which is sealed as found, never
 /// cut. After a crash the file may lag the disk; then it protects less,
 /// never wrongly.
-fn refuse_to_cut_durable_bytes(
-    storage: &dyn Storage,
-    dir: &Path,
-    base: u64,
-    scan: &mut Scan,
-) -> Result<()> {
+fn refuse_to_cut_durable_bytes(durable_len: u64, scan: &mut Scan) {
     let Stop::Torn { position, reason } = &scan.stop else {
-        return Ok(());
+        return;
     };
-    let durable = super::durable_end::load(storage, dir)?;
-    if let ReadLimit::Upto(durable_len) = ReadLimit::for_last_segment(durable, base) {
-        if *position < durable_len {
-            scan.stop = Stop::Corrupt {
-                position: *position,
-                reason: format!(
-                    "{reason}; but the writer had made the segment durable up to byte {durable_len}"
-                ),
-            };
-        }
+    if *position < durable_len {
+        scan.stop = Stop::Corrupt {
+            position: *position,
+            reason: format!(
+                "{reason}; but the writer had made the segment durable up to byte {durable_len}"
+            ),
+        };
     }
-    Ok(())
+}
+
+/// What the published durable end says of the last segment.
+#[derive(Debug, Clone, Copy, Default)]
+struct Durable {
+    /// Bytes of it known durable (0 when the end names another segment or
+    /// is missing).
+    len: u64,
+    /// The offset after the last durable record in it (0 likewise).
+    next_offset: u64,
+}
+
+fn durable_in(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Durable> {
+    let end = super::durable_end::load(storage, dir)?;
+    Ok(match (ReadLimit::for_last_segment(end, base), end) {
+        (ReadLimit::Upto(len), Some(end)) => Durable {
+            len,
+            next_offset: end.next_offset,
+        },
+        _ => Durable::default(),
+    })
 }
 
 fn open_last(
@@ -770,12 +782,15 @@ fn open_last(
         )
     };
     let mut scan = scan_all(&bytes);
-    if access == Access::Writer {
-        refuse_to_cut_durable_bytes(storage, dir, base, &mut scan)?;
-    }
+    let durable = match access {
+        Access::Writer => durable_in(storage, dir, base)?,
+        Access::ReadOnly(_) => Durable::default(),
+    };
+    refuse_to_cut_durable_bytes(durable.len, &mut scan);
     let (file, bytes) = match (&scan.stop, access) {
         (Stop::Corrupt { position, reason }, Access::Writer) => {
-            let sealed = seal_damaged(storage, dir, base, &bytes, options, *position, reason)?;
+            let damage = format!("damage at byte {position}: {reason}");
+            let sealed = seal_damaged(storage, dir, base, &bytes, options, durable, &damage)?;
             let active = create_segment(storage, dir, sealed.next_offset, store_tag)?;
             return Ok((active, 0, Some(sealed)));
         }
@@ -857,14 +872,14 @@ fn seal_damaged(
     base: u64,
     bytes: &[u8],
     options: &LogOptions,
-    position: u64,
-    reason: &str,
+    durable: Durable,
+    damage: &str,
 ) -> Result<SealedSegment> {
     let path = dir::segment_path(dir, base);
     let (content, next_offset) = rebuilt_segment(bytes, base, None);
-    let sealed = damaged_sealed(&path, base, content, options)?;
+    let sealed = damaged_sealed(&path, base, content, options, durable.next_offset)?;
     debug_assert_eq!(sealed.next_offset, next_offset);
-    let text = format!("damage at byte {position}: {reason}\n");
+    let text = format!("{damage}\n");
     dir::write_file_atomically(
         storage,
         dir,
@@ -874,8 +889,7 @@ fn seal_damaged(
     )?;
     warn!(
         segment = %path.display(),
-        position,
-        reason,
+        damage,
         next_offset,
         "damage in the active segment: sealed it as found and going on recording in a new \
          segment; `enforcelog repair` records the damage as a hole"
@@ -884,22 +898,32 @@ fn seal_damaged(
 }
 
 /// A sealed segment read through `content`, the rebuild of its damaged
-/// file, which must verify whole and hold a record.
+/// file, which must verify whole and hold a record. A torn tail at or past
+/// `durable_next_offset` (the tear of the last write the segment took
+/// before it was sealed, never acknowledged) is left out; one before it is
+/// damage to durable records the rebuild could not size, refused.
 fn damaged_sealed(
     path: &Path,
     base: u64,
-    content: Vec<u8>,
+    mut content: Vec<u8>,
     options: &LogOptions,
+    durable_next_offset: u64,
 ) -> Result<SealedSegment> {
     let s = scan(
         &content,
         SEGMENT_HEADER_LEN as u64,
         base,
         IndexBuilder::new(options.index_interval_bytes, Vec::new()),
-        false,
+        true,
     );
-    if let Stop::Corrupt { position, reason } | Stop::Torn { position, reason } = s.stop {
-        return Err(Error::corruption(path, position, reason));
+    match s.stop {
+        Stop::Clean => {}
+        Stop::Torn { .. } if s.next_offset >= durable_next_offset => {
+            content.truncate(usize::try_from(s.end).unwrap_or(content.len()));
+        }
+        Stop::Corrupt { position, reason } | Stop::Torn { position, reason } => {
+            return Err(Error::corruption(path, position, reason));
+        }
     }
     if s.records == 0 {
         return Err(Error::corruption(
