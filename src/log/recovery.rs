@@ -434,9 +434,8 @@ pub(crate) fn open_segments(
                 ),
             ));
         }
-        if let Some(&next_base) = listing.segments.get(i + 1) {
-            let (segment, rebuilt) =
-                open_sealed(storage, dir, base, next_base, options, &mut owner)?;
+        if i + 1 < listing.segments.len() {
+            let (segment, rebuilt) = open_sealed(storage, dir, base, options, &mut owner)?;
             expected_base = segment.next_offset;
             sealed.push(Arc::new(segment));
             rebuilt_indexes.extend(rebuilt);
@@ -502,7 +501,6 @@ fn open_sealed(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
-    next_base: u64,
     options: &LogOptions,
     owner: &mut Owner,
 ) -> Result<(SealedSegment, Option<SegmentIndex>)> {
@@ -517,7 +515,10 @@ fn open_sealed(
             .map_err(|e| Error::io("open", &path, e))?;
         let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
         check_header(&path, &bytes, base, owner)?;
-        let (content, _) = rebuilt_segment(&bytes, base, Some(next_base));
+        // Rebuilt exactly as when it was sealed (as the last segment, a
+        // torn last write left out), so that it ends where the next
+        // segment was made to start; `open_segments` checks that it does.
+        let (content, _) = rebuilt_segment(&bytes, base, None);
         return Ok((damaged_sealed(&path, base, content, options, base)?, None));
     }
     let file = storage

@@ -11,7 +11,8 @@
 //! its pending writes away (the kernel marks the pages clean after a failed
 //! writeback). Here it always does: readers keep seeing the bytes (they are
 //! still in the page cache), but no later `sync_data` makes them durable, so
-//! a crash loses them. Code that goes on after a failed fsync as if the
+//! a crash loses them (a later successful `sync_data` does make the file's
+//! current size durable, as `fdatasync` does: the lost pages read as zeros). Code that goes on after a failed fsync as if the
 //! bytes were safe is caught by the next crash.
 //!
 //! [`SimStorage::crash`] throws away what was not durable, in one of the ways
@@ -530,6 +531,12 @@ impl StorageFile for SimFile {
             for op in std::mem::take(&mut d.pending) {
                 apply_pending(&mut d.durable, op);
             }
+            // `fdatasync` makes the file's current size durable too (it is
+            // needed to read the data back): a truncation or extension a
+            // failed fsync dropped takes effect now; pages it dropped stay
+            // lost (read as zeros).
+            let len = d.current.len();
+            d.durable.resize(len, 0);
         }
         Ok(())
     }
