@@ -604,34 +604,14 @@ pub(crate) fn write_index(storage: &dyn Storage, dir: &Path, index: &SegmentInde
     }
 }
 
+/// The view of a segment that holds nothing yet (read-only opens only):
+/// an empty in-memory file, which refuses writes.
 fn empty_view(storage: &dyn Storage, dir: &Path, base: u64) -> ActiveSegment {
-    #[derive(Debug)]
-    struct NoFile;
-    impl StorageFile for NoFile {
-        fn len(&self) -> std::io::Result<u64> {
-            Ok(0)
-        }
-        fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
-            Err(std::io::ErrorKind::UnexpectedEof.into())
-        }
-        fn write_all_at(&self, _: &[u8], _: u64) -> std::io::Result<()> {
-            Err(std::io::ErrorKind::PermissionDenied.into())
-        }
-        fn set_len(&self, _: u64) -> std::io::Result<()> {
-            Err(std::io::ErrorKind::PermissionDenied.into())
-        }
-        fn sync_data(&self) -> std::io::Result<()> {
-            Ok(())
-        }
-        fn map(&self) -> std::io::Result<crate::storage::Mapped> {
-            Ok(crate::storage::Mapped::Owned(Vec::new()))
-        }
-    }
     let _ = storage;
     ActiveSegment {
         base_offset: base,
         path: dir::segment_path(dir, base),
-        file: Arc::new(NoFile),
+        file: Arc::new(InMemory(Vec::new())),
         committed_len: SEGMENT_HEADER_LEN as u64,
         next_offset: base,
         index: Vec::new(),
@@ -942,8 +922,9 @@ fn damaged_sealed(
     ))
 }
 
-/// A read-only file held in memory: the rebuild of a damaged active
-/// segment that a read-only view reads instead of the file.
+/// A read-only file held in memory: an empty segment, or the rebuild of a
+/// damaged segment that is read instead of its file.
+
 #[derive(Debug)]
 struct InMemory(Vec<u8>);
 
