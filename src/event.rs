@@ -243,7 +243,7 @@ impl EventError {
 /// Characters an id may not hold: control characters (Unicode `Cc`), line
 /// and paragraph separators, and the bidirectional overrides and isolates
 /// that can make one id display as another.
-pub(crate) fn is_forbidden_in_id(c: char) -> bool {
+pub fn is_forbidden_in_id(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }

@@ -34,7 +34,6 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod format;
-pub mod import;
 pub mod log;
 pub mod payload;
 pub mod projection;

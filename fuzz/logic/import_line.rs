@@ -1,8 +1,8 @@
 //! The import-line target: `import::parse_line` over arbitrary bytes.
 
-use enforcelog::import::{parse_line, Parsed, SHOWN_MAX_CHARS};
 use enforcelog::timestamp::format_us;
 use enforcelog::Event;
+use enforcelog_cli::import::{parse_line, Parsed, SHOWN_MAX_CHARS};
 use serde_json::{Map, Value};
 
 /// `parse_line`: never panics; a refusal names the line it was given, a

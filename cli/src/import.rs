@@ -11,9 +11,9 @@
 
 use std::fmt;
 
-use crate::event::{check_details, id_from_bytes, EventError, Field};
-use crate::timestamp::parse_us;
-use crate::{Action, Event};
+use enforcelog::event::{check_details, id_from_bytes, EventError, Field};
+use enforcelog::timestamp::parse_us;
+use enforcelog::{Action, Event};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -113,7 +113,7 @@ fn printable(text: &str) -> String {
             shown.push('…');
             break;
         }
-        if c.is_control() || crate::event::is_forbidden_in_id(c) {
+        if c.is_control() || enforcelog::event::is_forbidden_in_id(c) {
             shown.extend(c.escape_default());
         } else {
             shown.push(c);
@@ -321,14 +321,14 @@ fn import_name(field: Field) -> &'static str {
 /// line before it appends any.
 pub fn check_not_in_future(
     line: usize,
-    event: &crate::event::Event,
+    event: &enforcelog::event::Event,
     now_us: i64,
     max_future_skew_us: i64,
 ) -> Result<(), LineError> {
     let Some(at) = event.enforced_at_us else {
         return Ok(());
     };
-    crate::event::check_not_in_future(at, now_us, max_future_skew_us).map_err(|e| {
+    enforcelog::event::check_not_in_future(at, now_us, max_future_skew_us).map_err(|e| {
         let (field, reason) = field_error(e);
         LineError {
             line,

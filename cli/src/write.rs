@@ -14,7 +14,7 @@ use crate::failure::Failure;
 use crate::output::{note, progress, JsonObject, Out};
 use crate::store_dir::{open_writer, open_writer_with};
 use crate::{units, Global};
-use enforcelog::import::{parse_line, LineError, Parsed};
+use enforcelog_cli::import::{parse_line, LineError, Parsed};
 
 pub const RECORD_ABOUT: &str = "Record one enforcement outcome; prints {\"offset\":N}";
 pub const RECORD_LONG_ABOUT: &str = "\
@@ -209,7 +209,7 @@ fn not_in_future(
     max_future_skew: Duration,
 ) -> Result<(), LineError> {
     let skew_us = i64::try_from(max_future_skew.as_micros()).unwrap_or(i64::MAX);
-    enforcelog::import::check_not_in_future(line, event, enforcelog::now_us(), skew_us)
+    enforcelog_cli::import::check_not_in_future(line, event, enforcelog::now_us(), skew_us)
 }
 
 /// Checks every line; on any bad line reports them and fails with exit 2.

@@ -33,6 +33,7 @@
 //!
 //! Deterministic: no randomness. `cargo test --test hostile_cli`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::ffi::{OsStr, OsString};

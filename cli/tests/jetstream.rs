@@ -6,6 +6,7 @@
 //! without NATS can still run the suite.
 #![cfg(feature = "jetstream")]
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

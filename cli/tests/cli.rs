@@ -10,6 +10,7 @@
 //! Inputs are small and `--durability none` is used wherever durability is
 //! not the point, so the whole file runs in seconds.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::ffi::OsStr;
@@ -1133,7 +1134,7 @@ fn import_of_a_missing_file_fails_cleanly() {
 // ---------------------------------------------------------------------------
 
 fn golden(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = &Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let shared = root.join("../shared/golden").join(name);
     if shared.is_file() {
         shared
@@ -1247,7 +1248,9 @@ fn dump_then_import_into_a_fresh_store_reproduces_the_dump() {
 fn dump_of_the_v1_fixture_shows_the_gap_and_import_skips_it() {
     let f = Fixture::new();
     fs::create_dir(&f.dir).unwrap();
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("tests/fixtures/store-v1");
     for name in [SEGMENT, "VERSION"] {
         fs::copy(fixture.join(name), f.dir.join(name)).unwrap();
     }

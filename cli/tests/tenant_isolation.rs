@@ -37,6 +37,7 @@
 //! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test
 //! tenant_isolation`; `ENFORCELOG_ISOLATION_CASES=<n>` runs more cases.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -35,6 +35,7 @@
 //!
 //! Deterministic: no randomness. `cargo test --test hostile_api`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -45,7 +46,6 @@ use std::process::Command;
 use common::capture::Capture;
 use common::disk::{assert_unchanged, diff, snapshot, ReadOnlyStore};
 use enforcelog::event::{DETAILS_MAX_BYTES, ID_MAX_BYTES};
-use enforcelog::import::{parse_line, LineError, Parsed};
 use enforcelog::projection::checkpoint::{Checkpoint, CHECKPOINT_VERSION};
 use enforcelog::projection::{Projection, TriggerStats};
 use enforcelog::timestamp::{parse_us, MAX_US, MIN_US};
@@ -53,6 +53,7 @@ use enforcelog::{
     Action, Durability, Entry, Error, Event, EventError, Field, LogOptions, Query, Store,
     StoreOptions,
 };
+use enforcelog_cli::import::{parse_line, LineError, Parsed};
 use serde_json::{json, Map, Value};
 
 /// 2025-11-25T00:00:00Z.

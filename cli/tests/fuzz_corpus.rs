@@ -15,9 +15,10 @@
 //!   regenerates the seed corpus (deterministically; regression files are
 //!   left alone).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-#[path = "../fuzz/logic/mod.rs"]
+#[path = "../../fuzz/logic/mod.rs"]
 mod logic;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -39,6 +40,7 @@ use serde_json::{json, Value};
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
         .join("fuzz/corpus")
         .join(target)
 }
@@ -1306,7 +1308,9 @@ fn generated_api_model() {
 /// Every target has its fuzz binary, which calls its check.
 #[test]
 fn every_target_is_a_fuzz_binary() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("fuzz");
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("fuzz/Cargo.toml");
     for (target, _) in logic::TARGETS {
         let path = format!("fuzz_targets/{target}.rs");

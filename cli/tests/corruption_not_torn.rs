@@ -19,6 +19,7 @@
 //!
 //! Replay with `ENFORCELOG_SEED=<seed> cargo test --test corruption_not_torn`.
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::fs;
