@@ -572,6 +572,34 @@ impl Log {
             })
     }
 
+    /// Waits until every append queued before this call is durable (whatever
+    /// the [`Durability`](crate::Durability) mode: this is an explicit fsync) or has been
+    /// answered with its error; returns the next offset. Under
+    /// `Durability::Fsync` appends are durable when answered, so this only
+    /// waits for those still in flight, detached ones included.
+    pub async fn sync(&self) -> Result<u64> {
+        let (tx, rx) = flume::bounded(1);
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        writer
+            .tx
+            .send_async(Request::Sync { reply: tx })
+            .await
+            .map_err(|_| self.stopped())?;
+        rx.recv_async().await.map_err(|_| self.stopped())?
+    }
+
+    /// [`Log::sync`] for code that is not async. Blocks the thread; never
+    /// call it from an append callback (it would wait for itself).
+    pub fn sync_blocking(&self) -> Result<u64> {
+        let (tx, rx) = flume::bounded(1);
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        writer
+            .tx
+            .send(Request::Sync { reply: tx })
+            .map_err(|_| self.stopped())?;
+        rx.recv().map_err(|_| self.stopped())?
+    }
+
     /// Whether the calling thread is the writer thread (code running in an
     /// append callback). Blocking appends from there would wait forever.
     pub fn on_writer_thread(&self) -> bool {

@@ -87,6 +87,10 @@ pub(crate) enum Request {
         encoded_len: usize,
         reply: AppendReply,
     },
+    /// Make every append queued before it durable, whatever the durability
+    /// mode, then answer (after those appends were answered) with the next
+    /// offset.
+    Sync { reply: Reply<u64> },
     /// Make everything durable, then stop.
     Close { reply: Reply<()> },
 }
@@ -190,6 +194,9 @@ impl Writer {
         while let Ok(request) = self.rx.recv() {
             match request {
                 Request::Append { reply, .. } => reply.send(Err(Error::Closed)),
+                Request::Sync { reply } => {
+                    let _ = reply.send(Err(Error::Closed));
+                }
                 // A second closer: everything is already durable.
                 Request::Close { reply } => {
                     let _ = reply.send(Ok(()));
@@ -228,8 +235,13 @@ impl Writer {
     }
 
     /// Commits a group; returns the reply of a close request found in it.
+    ///
+    /// Sync requests are answered last, so each is answered after every
+    /// append queued before it: a caller that waits for one knows the fate
+    /// of everything it queued earlier.
     fn commit_group(&mut self, group: Vec<Request>) -> Option<Reply<()>> {
         let mut pending = Vec::with_capacity(group.len());
+        let mut syncs = Vec::new();
         let mut close = None;
         let mut records = 0u64;
         let started = Instant::now();
@@ -242,6 +254,10 @@ impl Writer {
                     close = Some(reply);
                 }
                 Request::Append { reply, .. } if close.is_some() => reply.send(Err(Error::Closed)),
+                Request::Sync { reply } if close.is_some() => {
+                    let _ = reply.send(Err(Error::Closed));
+                }
+                Request::Sync { reply } => syncs.push(reply),
                 Request::Append { reply, .. } if failure.is_some() => {
                     reply.send(Err(self.shared.poison_error().unwrap_or(Error::Closed)));
                 }
@@ -262,9 +278,20 @@ impl Writer {
                 },
             }
         }
+        if failure.is_none() && pending.is_empty() && !syncs.is_empty() {
+            // Bytes an earlier group wrote under `Interval` or `None`.
+            if let Err(e) = self.sync() {
+                self.poison(&e);
+            }
+        }
         if failure.is_none() && !pending.is_empty() {
             let bytes = self.buf.len();
-            match self.flush().and_then(|()| self.sync_for_commit()) {
+            let sync = if syncs.is_empty() {
+                Self::sync_for_commit
+            } else {
+                Self::sync
+            };
+            match self.flush().and_then(|()| sync(self)) {
                 Ok(()) => {
                     self.publish();
                     let m = &self.shared.metrics;
@@ -293,6 +320,13 @@ impl Writer {
                 _ => Ok(p.range),
             };
             p.reply.send(result);
+        }
+        for reply in syncs {
+            let result = match self.shared.poison_error() {
+                Some(e) => Err(e),
+                None => Ok(self.next_offset),
+            };
+            let _ = reply.send(result);
         }
         close
     }
@@ -532,6 +566,6 @@ impl Writer {
 fn request_len(request: &Request) -> usize {
     match request {
         Request::Append { encoded_len, .. } => *encoded_len,
-        Request::Close { .. } => 0,
+        Request::Sync { .. } | Request::Close { .. } => 0,
     }
 }

@@ -248,6 +248,57 @@ impl Store {
             inner.drop_event(&what, &e);
         }
     }
+
+    /// Read-your-writes for the fire-and-forget path: waits until every
+    /// event recorded before this call (by [`Store::record_detached`] or any
+    /// other write mode) is durable, whatever the durability mode, or has
+    /// been counted as dropped. Then [`Store::query`], [`Store::stats`] and
+    /// [`Store::metrics`] in this process include it, and so does a reader
+    /// in another process once it refreshes.
+    ///
+    /// `Err` says that writing failed: some of those events may be counted
+    /// in [`StoreMetrics::dropped`](super::StoreMetrics) instead (their gap
+    /// marker is written when writing works again). Not for the halt path:
+    /// a slow disk makes this wait for its fsync.
+    ///
+    /// An event queued on a log that the store has since replaced after a
+    /// failure is answered by that log's failed writer, at once but on its
+    /// own thread: it may be counted as dropped just after this returns.
+    ///
+    /// ```
+    /// use enforcelog::{Action, Durability, Event, Query, Store, StoreOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut options = StoreOptions::default();
+    /// options.log.durability = Durability::None;
+    /// let store = Store::open(dir.path(), options)?;
+    /// store.record_detached(Event::new("acme", "budget", Action::Stopped));
+    /// store.flush_blocking()?;
+    /// assert_eq!(store.query(&Query::tenant("acme"))?.events.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.log().sync_blocking().map(drop)
+    }
+
+    /// [`Store::flush_blocking`] for async code.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.log().sync().await.map(drop)
+    }
+}
+
+impl Inner {
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
 }
 
 /// Starts the supervisor thread; it stops when the store is dropped.
