@@ -201,7 +201,7 @@ fn make_event(rng: &mut Rng, keys: Keys, pairs: u64, i: u64, n: u64) -> (Written
         Action::ALL[usize::from(action)],
     )
     .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
-    .with_details(json!({
+    .with_details(enforcelog::details!({
         "tool": "shell-exec",
         "step": rng.below(500),
         "reason": "budget of 50000 tokens exceeded at this step",

@@ -37,7 +37,6 @@ use enforcelog::{
     payload, Action, Durability, Entry, Event, Log, LogOptions, RuleStats, Store, StoreOptions,
     StoredEvent, TriggerStats,
 };
-use serde_json::json;
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -162,7 +161,7 @@ fn make_event(rng: &mut Rng, i: u64, n: u64) -> (Written, Event) {
         Action::ALL[usize::from(action)],
     )
     .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
-    .with_details(json!({
+    .with_details(enforcelog::details!({
         "tool": "shell-exec",
         "step": rng.below(500),
         "reason": "budget of 50000 tokens exceeded at this step",

@@ -44,6 +44,12 @@ pub mod storage;
 pub mod store;
 pub mod timestamp;
 
+/// What the exported macros need; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde_json;
+}
+
 pub use config::{Durability, LogOptions};
 pub use error::{Error, Result};
 pub use event::{

@@ -21,11 +21,13 @@ const EVENTS: u64 = 30;
 /// An event whose details look like real ones: nested, with a run of zero
 /// counters (short of a 512-byte sector of zeros).
 fn event(i: u64) -> Event {
-    Event::new("acme", format!("rule-{}", i % 3), Action::Blocked).with_details(json!({
-        "step": i,
-        "budget": {"histogram": vec![0; 40], "limit": {"tokens": 4096, "used": i * 7}},
-        "why": "token budget exceeded",
-    }))
+    Event::new("acme", format!("rule-{}", i % 3), Action::Blocked).with_details(
+        enforcelog::details!({
+            "step": i,
+            "budget": {"histogram": vec![0; 40], "limit": {"tokens": 4096, "used": i * 7}},
+            "why": "token budget exceeded",
+        }),
+    )
 }
 
 fn entries(store: &Store) -> Vec<Entry> {

@@ -224,7 +224,6 @@ fn appends_racing_close_are_all_answered() {
 #[test]
 fn detached_events_racing_store_close_are_recorded_or_counted() {
     use enforcelog::{Action, Entry, Event, Store, StoreOptions};
-    use serde_json::json;
 
     const DETACHED_THREADS: u64 = 4;
     const PER_THREAD: u64 = 400;
@@ -242,11 +241,13 @@ fn detached_events_racing_store_close_are_recorded_or_counted() {
         let (done, finished) = std::sync::mpsc::channel();
         let (started, under_way) = std::sync::mpsc::channel::<()>();
         let event = |tenant: &str, n: u64| {
-            Event::new(tenant, format!("rule-{}", n % 3), Action::Blocked).with_details(json!({
-                "n": n,
-                "histogram": vec![0u8; 48],
-                "nested": {"a": {"b": {"c": [0, 0, {"d": null}]}}},
-            }))
+            Event::new(tenant, format!("rule-{}", n % 3), Action::Blocked).with_details(
+                enforcelog::details!({
+                    "n": n,
+                    "histogram": vec![0u8; 48],
+                    "nested": {"a": {"b": {"c": [0, 0, {"d": null}]}}},
+                }),
+            )
         };
         for t in 0..DETACHED_THREADS {
             let store = store.clone();

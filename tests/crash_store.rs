@@ -164,7 +164,7 @@ fn event(rng: &mut Rng, id: BatchId, index: u16, len: u16, at_us: i64) -> Event 
         *rng.pick(&RULES),
         *rng.pick(&Action::ALL),
     )
-    .with_details(details)
+    .with_details(common::object(details))
     .at_us(at_us);
     if rng.chance(60) {
         event = event.with_run_id(format!("run-{}", rng.range(0..1000)));
@@ -525,7 +525,7 @@ fn stored(offset: u64, e: &Event) -> StoredEvent {
         rule_id: e.rule_id.clone(),
         action: e.action,
         run_id: e.run_id.clone(),
-        details: e.details.as_ref().and_then(|d| d.as_object().cloned()),
+        details: e.details.clone(),
         enforced_at_us: e.enforced_at_us.expect("planned events have a time"),
     }
 }
@@ -1246,7 +1246,7 @@ fn assert_coverage(stats: &Stats, points: u64) {
 /// Events whose payload ends in a zero byte: the details' last value is 0.
 fn zero_ended_event(pad_len: usize, at_us: i64) -> Event {
     Event::new("acme", "budget", Action::Blocked)
-        .with_details(json!({"pad": "p".repeat(pad_len), "zero": 0}))
+        .with_details(enforcelog::details!({"pad": "p".repeat(pad_len), "zero": 0}))
         .at_us(at_us)
 }
 

@@ -35,7 +35,6 @@ use enforcelog::{
     Action, Durability, Entry, Error, Event, EventError, Field, LogOptions, Result, Store,
     StoreOptions, StoredEvent,
 };
-use serde_json::{json, Value};
 
 const DIR: &str = "/store";
 const SEGMENT: &str = "/store/00000000000000000000.log";
@@ -108,7 +107,7 @@ fn open(storage: &SimStorage, options: StoreOptions) -> Store {
 fn event(batch: usize, index: usize, filler_bytes: usize) -> Event {
     let action = Action::ALL[(batch + index) % 4];
     let mut event = Event::new(format!("tenant-{}", batch % 3), "rule", action)
-        .with_details(json!({"batch": batch, "index": index, "filler": "f".repeat(filler_bytes)}))
+        .with_details(enforcelog::details!({"batch": batch, "index": index, "filler": "f".repeat(filler_bytes)}))
         .at_us(T0_US + (batch * 1000 + index) as i64);
     if index.is_multiple_of(2) {
         event = event.with_run_id(format!("run-{batch}"));
@@ -128,10 +127,7 @@ fn stored(offset: u64, event: &Event) -> Entry {
         rule_id: event.rule_id.clone(),
         action: event.action,
         run_id: event.run_id.clone(),
-        details: event.details.clone().map(|d| match d {
-            Value::Object(map) => map,
-            other => panic!("test bug: {other} is not an object"),
-        }),
+        details: event.details.clone(),
         enforced_at_us: event.enforced_at_us.expect("test events have times"),
     })
 }
@@ -409,10 +405,11 @@ fn a_refused_event_leaves_the_batch_usable() {
                 code: 0x0a
             })
         );
-        assert_eq!(
-            batch.record(event(0, 9, 4).with_details(json!("text"))),
-            Err(EventError::DetailsNotObject { found: "a string" })
-        );
+        let too_large = "x".repeat(enforcelog::event::DETAILS_MAX_BYTES);
+        assert!(matches!(
+            batch.record(event(0, 9, 4).with_details(enforcelog::details!({"k": too_large}))),
+            Err(EventError::DetailsTooLarge { .. })
+        ));
         assert_eq!(batch.len(), 1, "{how:?}");
         batch.record(last.clone()).expect("stage last");
         let range = match how {

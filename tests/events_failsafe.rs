@@ -37,7 +37,6 @@ use enforcelog::{
     now_us, Action, Durability, Entry, Error, Event, GapMarker, LogOptions, Store, StoreMetrics,
     StoreOptions, StoredEvent,
 };
-use serde_json::json;
 
 /// The bound `record_detached` promises.
 const DETACHED_TIMEOUT: Duration = Duration::from_millis(50);
@@ -106,7 +105,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn event(tenant: &str, n: u64, rng: &mut Rng) -> Event {
     Event::new(tenant, format!("rule-{}", n % 5), *rng.pick(&Action::ALL))
         .with_run_id(format!("run-{n}"))
-        .with_details(json!({ "n": n, "note": "x".repeat(rng.below(40) as usize) }))
+        .with_details(enforcelog::details!({ "n": n, "note": "x".repeat(rng.below(40) as usize) }))
         .at_us(1_700_000_000_000_000 + i64::try_from(n).expect("small") * 1_000)
 }
 
@@ -115,12 +114,7 @@ fn assert_stored(stored: &StoredEvent, expected: &Event, seed: u64) {
     assert_eq!(stored.rule_id, expected.rule_id, "seed {seed}");
     assert_eq!(stored.action, expected.action, "seed {seed}");
     assert_eq!(stored.run_id, expected.run_id, "seed {seed}");
-    let details = expected
-        .details
-        .as_ref()
-        .and_then(|d| d.as_object())
-        .cloned();
-    assert_eq!(stored.details, details, "seed {seed}");
+    assert_eq!(stored.details, expected.details, "seed {seed}");
     assert_eq!(
         Some(stored.enforced_at_us),
         expected.enforced_at_us,

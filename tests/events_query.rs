@@ -29,7 +29,7 @@ use enforcelog::{
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 const RULES: [&str; 4] = ["budget", "no-prod-writes", "rate", "pii"];
@@ -133,7 +133,8 @@ impl Case {
             event = event.with_run_id(RUNS[run]);
         }
         if let Some(step) = spec.details {
-            event = event.with_details(json!({ "step": step, "why": "over budget" }));
+            event =
+                event.with_details(enforcelog::details!({ "step": step, "why": "over budget" }));
         }
         event
     }

@@ -29,7 +29,7 @@ fn event(i: u64) -> Event {
         Action::Blocked,
     )
     .with_run_id(format!("run-{i}"))
-    .with_details(serde_json::json!({"step": i, "histogram": vec![0u8; (i % 40) as usize]}))
+    .with_details(enforcelog::details!({"step": i, "histogram": vec![0u8; (i % 40) as usize]}))
 }
 
 fn modes() -> [Durability; 3] {

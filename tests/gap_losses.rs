@@ -58,7 +58,7 @@ fn open(storage: &SimStorage, dir: &str) -> Store {
 fn event(tenant: &str, rule: &str, at_us: i64, n: u64) -> Event {
     Event::new(tenant, rule, Action::ALL[(n % 4) as usize])
         .with_run_id(format!("run-{n}"))
-        .with_details(json!({"histogram": [0, 0, 0, n, 0, 0], "deep": {"a": {"b": {"c": [0]}}}}))
+        .with_details(enforcelog::details!({"histogram": [0, 0, 0, n, 0, 0], "deep": {"a": {"b": {"c": [0]}}}}))
         .at_us(at_us)
 }
 

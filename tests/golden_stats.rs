@@ -66,7 +66,7 @@ fn events() -> Vec<Event> {
             }
             if let Some(details) = v.get("details") {
                 let map = details_from_json(&details.to_string()).expect("details");
-                event = event.with_details(Value::Object(map));
+                event = event.with_details(map);
             }
             event
         })

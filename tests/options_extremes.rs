@@ -15,7 +15,6 @@ use enforcelog::storage::sim::SimStorage;
 use enforcelog::{
     Action, Durability, Entry, Error, Event, Log, LogOptions, Record, Store, StoreOptions,
 };
-use serde_json::json;
 
 /// What opening with an option at an extreme must do.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -27,7 +26,7 @@ enum Expect {
 }
 
 fn event(n: u64) -> Event {
-    Event::new("acme", "no-prod-writes", Action::Blocked).with_details(json!({
+    Event::new("acme", "no-prod-writes", Action::Blocked).with_details(enforcelog::details!({
         "n": n,
         "histogram": [0, 0, 0, 0, 0, 0, 0, 0],
         "nested": {"a": {"b": {"c": {"d": [0, {"e": null}]}}}},

@@ -522,7 +522,7 @@ fn one_flipped_bit_in_a_sealed_segment_neither_fails_other_tenants_nor_stops_rec
         for i in 0..12i64 {
             let tenant = if i % 2 == 0 { "tenant-a" } else { "tenant-b" };
             let event = Event::new(tenant, "rule-1", Action::Blocked)
-                .with_details(serde_json::json!({"histogram": vec![0u8; 600]}))
+                .with_details(enforcelog::details!({"histogram": vec![0u8; 600]}))
                 .at_us(1_764_028_800_000_000 + i);
             store.record_blocking(event).unwrap();
         }

@@ -42,7 +42,6 @@ use enforcelog::{
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use serde_json::json;
 
 const DIR: &str = "/store";
 const BASE_US: i64 = 1_764_000_000_000_000;
@@ -91,7 +90,7 @@ fn event(i: u64) -> Event {
         event = event.with_run_id(format!("run-{i}"));
     }
     if i.is_multiple_of(3) {
-        event = event.with_details(json!({"i": i, "note": "subscribe"}));
+        event = event.with_details(enforcelog::details!({"i": i, "note": "subscribe"}));
     }
     event
 }
@@ -104,7 +103,7 @@ fn stored(offset: u64, event: &Event) -> Entry {
         rule_id: event.rule_id.clone(),
         action: event.action,
         run_id: event.run_id.clone(),
-        details: event.details.as_ref().and_then(|d| d.as_object().cloned()),
+        details: event.details.clone(),
         enforced_at_us: event.enforced_at_us.expect("test events carry their time"),
     })
 }

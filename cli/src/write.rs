@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::Args;
 use enforcelog::event::details_from_json;
 use enforcelog::{Action, Event, Store, StoreOptions};
-use serde_json::Value;
 
 use crate::failure::Failure;
 use crate::output::{note, progress, JsonObject, Out};
@@ -117,7 +116,7 @@ fn event_of(args: &RecordArgs) -> Result<Event, Failure> {
         event = event.with_run_id(run.clone());
     }
     if let Some(details) = &args.details {
-        event = event.with_details(Value::Object(details_from_json(details)?));
+        event = event.with_details(details_from_json(details)?);
     }
     if let Some(at) = args.at {
         event = event.at_us(at);

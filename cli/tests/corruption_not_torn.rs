@@ -112,7 +112,7 @@ impl Pristine {
             for k in 0..batch_len {
                 let event = Event::new(format!("tenant-{k}"), "rule-hist", Action::Blocked)
                     .with_run_id(format!("run-{}", rng.index(1000)))
-                    .with_details(histogram_details(&mut rng, buckets))
+                    .with_details(common::object(histogram_details(&mut rng, buckets)))
                     .at_us(1_764_028_800_000_000 + rng.index(1 << 30) as i64);
                 batch.record(event).expect("a valid event");
             }

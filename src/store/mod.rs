@@ -465,7 +465,7 @@ impl Store {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
-        event.validate()?;
+        let event = event.validate_owned()?;
         let now = now_us();
         let at = event.enforced_at_us.unwrap_or(now);
         check_not_in_future(at, now, self.inner.options.max_future_skew_us())?;

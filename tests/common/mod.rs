@@ -113,3 +113,12 @@ impl Rng {
             .collect()
     }
 }
+
+/// The object inside `value`, for tests that build `details` as a
+/// `serde_json::Value` (e.g. nested to a computed depth).
+pub fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => panic!("details must be an object, not {other}"),
+    }
+}
