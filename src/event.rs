@@ -469,9 +469,9 @@ impl Event {
     /// ```
     /// use enforcelog::{Action, Event, EventError};
     /// let event = Event::new("acme", "budget", Action::Stopped);
-    /// assert!(event.clone().try_with_details(crate::details!({"a": 1})).is_ok());
+    /// assert!(event.clone().try_with_details(serde_json::json!({"a": 1})).is_ok());
     /// assert!(matches!(
-    ///     event.try_with_details(crate::details!("budget exceeded")),
+    ///     event.try_with_details(serde_json::json!("budget exceeded")),
     ///     Err(EventError::DetailsNotObject { .. })
     /// ));
     /// ```
