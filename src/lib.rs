@@ -68,6 +68,10 @@
 //! the `enforcelog-cli` package (binary `enforcelog`), so a host that
 //! depends on this crate compiles none of its dependencies.
 
+// The one exception, allowed by name where it lives: the memory map of a
+// sealed segment (`storage::fs`, `FileStorage::map`).
+#![deny(unsafe_code)]
+
 pub mod config;
 pub mod error;
 pub mod event;

@@ -239,6 +239,9 @@ impl LogReader {
                 self.next = self.next.max(view.header.next_offset());
                 c.expected = view.header.next_offset();
                 c.pos += view.len();
+                // `bytes` ends at the limit and a verified batch lies inside
+                // it: the scan never reads past the committed length.
+                debug_assert!(c.pos <= c.limit, "a batch read past the limit");
                 Ok(true)
             }
             Err(BatchError::Incomplete) if c.partial => {

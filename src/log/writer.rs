@@ -44,6 +44,8 @@ use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
 use super::Shared;
 use crate::config::Durability;
 use crate::error::{Error, Result};
+#[cfg(debug_assertions)]
+use crate::format::batch::decode_batch;
 use crate::format::batch::encode_batch;
 use crate::format::index_file::{IndexEntry, SegmentIndex};
 use crate::format::SEGMENT_HEADER_LEN;
@@ -345,6 +347,17 @@ impl Writer {
         let start = self.buf.len();
         encode_batch(&mut self.buf, first, records);
         debug_assert_eq!(self.buf.len() - start, encoded_len);
+        debug_assert!(
+            decode_batch(&self.buf[start..], Some(first)).is_ok_and(|view| {
+                view.frames().count() == records.len()
+                    && view.header.next_offset() == first + records.len() as u64
+                    && view.frames().zip(records).all(|(frame, record)| {
+                        frame.timestamp_us == record.timestamp_us
+                            && frame.payload == record.payload.as_slice()
+                    })
+            }),
+            "a staged batch does not decode back to what was staged"
+        );
         self.index.offer(IndexEntry {
             first_offset: first,
             position,
@@ -456,6 +469,15 @@ impl Writer {
             "rolled to a new segment"
         );
         let mut segments = self.shared.write_segments();
+        // Offsets stay dense across the roll: the sealed segment ends where
+        // the previous one did plus what it holds, and the next one starts
+        // exactly there.
+        debug_assert!(segments
+            .sealed
+            .last()
+            .is_none_or(|prev| prev.next_offset == sealed.base_offset));
+        debug_assert_eq!(next.base_offset, sealed.next_offset);
+        debug_assert_eq!(segments.active.next_offset, sealed.next_offset);
         segments.sealed.push(Arc::new(sealed));
         segments.active = next.clone();
         drop(segments);
