@@ -4,11 +4,11 @@
 //! that the lead has not fixed yet carry `#[ignore = "confirmed: ..."]` so
 //! the suite stays green; run them with `--ignored`.
 
-use std::fs;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+mod common;
 
-use enforcelog::format::{decode_batch, SEGMENT_HEADER_LEN};
+use std::fs;
+
+use common::segment::{append_zero_heavy, batches, flip, segment_files, zero_heavy_payload};
 use enforcelog::{verify_dir, Durability, Log, LogOptions, Record};
 
 const SEGMENT: &str = "00000000000000000000.log";
@@ -18,40 +18,6 @@ fn fsync_options() -> LogOptions {
         durability: Durability::Fsync,
         ..LogOptions::default()
     }
-}
-
-/// A payload as a host writes it: a short tag, then a long run of zero
-/// counts (a histogram), then a few non-zero bytes.
-fn zero_heavy_payload(tag: u8, zeros: usize) -> Vec<u8> {
-    let mut p = vec![0x81, 0xa9, tag];
-    p.extend(std::iter::repeat_n(0u8, zeros));
-    p.extend_from_slice(&[0x91, 0x01, 0x07, tag]);
-    p
-}
-
-/// Positions (start, len) of every batch of a segment file.
-fn batches(segment: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < segment.len() {
-        let view = decode_batch(&segment[pos..], None).expect("a pristine batch verifies");
-        out.push((pos, view.len()));
-        pos += view.len();
-    }
-    out
-}
-
-fn flip(path: &Path, byte: usize, mask: u8) {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    file.read_exact_at(&mut b, byte as u64).unwrap();
-    b[0] ^= mask;
-    file.write_all_at(&b, byte as u64).unwrap();
-    file.sync_all().unwrap();
 }
 
 /// Finding A: the last batch of the active segment was acknowledged under
@@ -65,10 +31,7 @@ fn flip(path: &Path, byte: usize, mask: u8) {
 fn damage_inside_the_durable_end_is_never_cut_as_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), fsync_options()).unwrap();
-    for i in 0..3u8 {
-        log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, 4096)))
-            .unwrap();
-    }
+    append_zero_heavy(&log, 3, 4096);
     log.close().unwrap();
     drop(log);
     let path = dir.path().join(SEGMENT);
@@ -140,10 +103,7 @@ fn a_failed_roll_never_leaves_the_durable_end_past_what_is_kept() {
         };
         let log = Log::open_with_storage(Arc::new(storage.clone()), "/log", options).unwrap();
         // 1000-byte events: three fit in the first segment, the fourth rolls.
-        for i in 0..2u8 {
-            log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, 1000)))
-                .unwrap();
-        }
+        append_zero_heavy(&log, 2, 1000);
         // Hold the writer in an fsync so that the next two batches queue up
         // and form one group: A (fits) then B (rolls).
         storage.set_sync_delay(Duration::from_millis(150));
@@ -229,10 +189,7 @@ fn after_a_power_cut_a_reader_sees_every_fsynced_record() {
 
     let storage = SimStorage::new(3);
     let log = Log::open_with_storage(Arc::new(storage.clone()), "/log", fsync_options()).unwrap();
-    for i in 0..10u8 {
-        log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, 200)))
-            .unwrap();
-    }
+    append_zero_heavy(&log, 10, 200);
     // Every record is acknowledged under Fsync: durable. The log is even
     // closed cleanly. Then the power fails.
     log.close().unwrap();
@@ -262,10 +219,7 @@ fn after_a_power_cut_a_reader_sees_every_fsynced_record() {
 fn damage_in_the_active_segment_then_a_torn_tail_still_lets_the_writer_record() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), fsync_options()).unwrap();
-    for i in 0..5u8 {
-        log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, 300)))
-            .unwrap();
-    }
+    append_zero_heavy(&log, 5, 300);
     log.close().unwrap();
     drop(log);
     let path = dir.path().join(SEGMENT);
@@ -420,10 +374,7 @@ fn an_append_answered_with_an_error_is_not_in_the_log() {
             };
             let log =
                 Log::open_with_storage(Arc::new(storage.clone()), "/log", options.clone()).unwrap();
-            for i in 0..2u8 {
-                log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, 1000)))
-                    .unwrap();
-            }
+            append_zero_heavy(&log, 2, 1000);
             storage.set_sync_delay(Duration::from_millis(100));
             let slow = {
                 let log = log.clone();
@@ -491,17 +442,6 @@ fn small_segment_store_options() -> enforcelog::StoreOptions {
         },
         ..enforcelog::StoreOptions::default()
     }
-}
-
-/// Segment files of a log directory, sorted by base offset.
-fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut segments: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    segments.sort();
-    segments
 }
 
 /// Finding H: item 7 covers damage in the *active* segment only. One
@@ -591,10 +531,7 @@ fn a_retried_first_open_makes_every_new_ancestor_durable() {
         fsync_options(),
     )
     .expect("a retry opens");
-    for i in 0..3u8 {
-        log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, 100)))
-            .unwrap();
-    }
+    append_zero_heavy(&log, 3, 100);
     log.close().unwrap();
     drop(log);
     storage.crash(CrashMode::LoseUnsynced);
@@ -624,10 +561,7 @@ fn refuted_a_reader_never_sees_the_group_whose_fsync_failed() {
     let storage = SimStorage::new(9);
     let log = Log::open_with_storage(Arc::new(storage.clone()), "/log", fsync_options()).unwrap();
     let reader = Log::open_read_only_with_storage(Arc::new(storage.clone()), "/log").unwrap();
-    for i in 0..4u8 {
-        log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, 700)))
-            .unwrap();
-    }
+    append_zero_heavy(&log, 4, 700);
     storage.inject(FaultOp::SyncData, 0, FaultKind::Io, false);
     assert!(log
         .append_blocking(Record::new(50, zero_heavy_payload(50, 700)))
