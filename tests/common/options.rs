@@ -42,7 +42,7 @@ macro_rules! extremes {
             Extreme {
                 label: concat!(stringify!($field), " = ", stringify!($value)),
                 field: stringify!($field),
-                of_log: [$(stringify!($log))?].len() == 1,
+                of_log: false $(|| stringify!($log) == "log")?,
                 options,
                 expect: Expect::$expect,
             }
