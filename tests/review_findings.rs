@@ -20,6 +20,19 @@ fn fsync_options() -> LogOptions {
     }
 }
 
+/// A closed log in a new directory holding `count` zero-heavy records (one
+/// segment): the directory, its segment file and the file's bytes.
+fn one_closed_segment(count: u8, zeros: usize) -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), fsync_options()).unwrap();
+    append_zero_heavy(&log, count, zeros);
+    log.close().unwrap();
+    drop(log);
+    let path = dir.path().join(SEGMENT);
+    let segment = fs::read(&path).unwrap();
+    (dir, path, segment)
+}
+
 /// Finding A: the last batch of the active segment was acknowledged under
 /// `Fsync` and the writer published it as durable (DURABLE names its end),
 /// so nothing in it can be a torn write. Two flipped bits in its zero-heavy
@@ -29,13 +42,7 @@ fn fsync_options() -> LogOptions {
 /// Recovery ignores the durable end it now has.
 #[test]
 fn damage_inside_the_durable_end_is_never_cut_as_a_torn_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), fsync_options()).unwrap();
-    append_zero_heavy(&log, 3, 4096);
-    log.close().unwrap();
-    drop(log);
-    let path = dir.path().join(SEGMENT);
-    let segment = fs::read(&path).unwrap();
+    let (dir, path, segment) = one_closed_segment(3, 4096);
     let &(last, len) = batches(&segment).last().unwrap();
     // Two bits of one zero byte in the middle of the last event's payload.
     flip(&path, last + len / 2, 0b0001_0001);
@@ -217,13 +224,7 @@ fn after_a_power_cut_a_reader_sees_every_fsynced_record() {
 /// event there is) stops recording again, which item 7 was meant to end.
 #[test]
 fn damage_in_the_active_segment_then_a_torn_tail_still_lets_the_writer_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = Log::open(dir.path(), fsync_options()).unwrap();
-    append_zero_heavy(&log, 5, 300);
-    log.close().unwrap();
-    drop(log);
-    let path = dir.path().join(SEGMENT);
-    let segment = fs::read(&path).unwrap();
+    let (dir, path, segment) = one_closed_segment(5, 300);
     let all = batches(&segment);
     // One flipped bit in the second event's payload (valid batches follow).
     let (second, len) = all[1];
