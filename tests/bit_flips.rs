@@ -18,9 +18,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use common::segment::{self, batch_starts, damage_range};
 use common::Rng;
 use enforcelog::format::{decode_batch, SEGMENT_HEADER_LEN};
 use enforcelog::{
@@ -123,11 +123,7 @@ impl Store {
     }
 
     fn write_byte(&self, name: &str, at: usize, byte: u8) {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(self.file_path(name))
-            .and_then(|f| f.write_all_at(&[byte], at as u64))
-            .expect("write one byte");
+        segment::write_byte(&self.file_path(name), at, byte);
     }
 
     /// Puts `name` back as it was, whatever happened to it.
@@ -156,33 +152,6 @@ fn with_zero_runs(rng: &mut Rng, len: usize) -> Vec<u8> {
         payload[..len / 4].fill(0);
     }
     payload
-}
-
-/// Byte positions where the batches of a valid segment start.
-fn batch_starts(segment: &[u8]) -> Vec<usize> {
-    let mut starts = Vec::new();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < segment.len() {
-        let view = decode_batch(&segment[pos..], None).expect("a pristine batch");
-        starts.push(pos);
-        pos += view.len();
-    }
-    starts
-}
-
-/// The positions a report of damage at `byte` may name: the segment header
-/// for a header byte, else anywhere from the start of the damaged batch up
-/// to the damaged byte itself.
-fn damage_range(starts: &[usize], byte: usize) -> std::ops::RangeInclusive<u64> {
-    if byte < SEGMENT_HEADER_LEN {
-        return 0..=(SEGMENT_HEADER_LEN as u64 - 1);
-    }
-    let start = starts
-        .iter()
-        .rev()
-        .find(|&&s| s <= byte)
-        .expect("a batch holds the byte");
-    (*start as u64)..=(byte as u64)
 }
 
 /// Asserts `report` names corruption in `path` within `range`.

@@ -27,10 +27,10 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::capture::Capture;
+use common::capture::{captured, log_lines};
 use common::Rng;
 use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
 use enforcelog::{
@@ -56,33 +56,7 @@ fn seed() -> u64 {
 }
 
 // ---------------------------------------------------------------------------
-// Captured `tracing` output.
-
-/// Installs a subscriber capturing what is logged at INFO and above, once,
-/// for every thread (the writer and the supervisor log from threads of their
-/// own); shared by every test of this file.
-fn captured() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        tracing::subscriber::set_global_default(capture.subscriber(tracing::Level::INFO))
-            .expect("no other global subscriber in this test binary");
-        capture
-    })
-}
-
-/// Captured lines that contain every one of `parts`.
-fn log_lines(parts: &[&str]) -> Vec<String> {
-    captured()
-        .text()
-        .lines()
-        .filter(|line| parts.iter().all(|p| line.contains(p)))
-        .map(str::to_owned)
-        .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Helpers.
+// Helpers (captured `tracing` output: `common::capture`).
 
 fn open_store(storage: &SimStorage, dir: &str, log: LogOptions) -> Store {
     let options = StoreOptions {

@@ -15,10 +15,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::capture::Capture;
+use common::capture::{captured, log_lines};
 use common::Rng;
 use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
 use enforcelog::{now_us, Action, Entry, Event, GapMarker, Store, StoreOptions, GAP_LOSSES_MAX};
@@ -26,25 +26,6 @@ use serde_json::json;
 
 const DAY_US: i64 = 24 * 3_600 * 1_000_000;
 const PROGRESS_LIMIT: Duration = Duration::from_secs(30);
-
-fn captured() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        tracing::subscriber::set_global_default(capture.subscriber(tracing::Level::INFO))
-            .expect("no other global subscriber in this test binary");
-        capture
-    })
-}
-
-fn log_lines(parts: &[&str]) -> Vec<String> {
-    captured()
-        .text()
-        .lines()
-        .filter(|line| parts.iter().all(|p| line.contains(p)))
-        .map(str::to_owned)
-        .collect()
-}
 
 fn open(storage: &SimStorage, dir: &str) -> Store {
     let options = StoreOptions {

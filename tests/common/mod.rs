@@ -1,8 +1,8 @@
 //! Helpers shared by the integration tests: the seed and the random stream
 //! every randomised test derives its choices from, a storage wrapper that
 //! counts mutating calls ([`counting`]), running the `enforcelog` binary
-//! ([`process`]), what is on disk ([`disk`]) and what the library logs
-//! ([`capture`]).
+//! ([`process`]), what is on disk ([`disk`]), the bytes of a log directory
+//! ([`segment`]) and what the library logs ([`capture`]).
 
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -10,7 +10,9 @@
 pub mod capture;
 pub mod counting;
 pub mod disk;
+pub mod options;
 pub mod process;
+pub mod segment;
 
 use std::ops::{Range, RangeInclusive};
 use std::str::FromStr;
