@@ -94,7 +94,7 @@ fn rewritten(report: &RepairReport) -> Vec<&enforcelog::log::DamagedRange> {
         .iter()
         .flat_map(|a| match a {
             RepairAction::Rewritten { damaged, .. } => damaged.iter().collect(),
-            RepairAction::Moved { .. } => Vec::new(),
+            RepairAction::HeaderRewritten { .. } | RepairAction::Moved { .. } => Vec::new(),
         })
         .collect()
 }

@@ -83,6 +83,19 @@ pub enum RepairAction {
         /// The damaged ranges, in position order.
         damaged: Vec<DamagedRange>,
     },
+    /// A segment's header did not decode, but the segment's file name
+    /// gives its base offset and its first batch verifies from that offset:
+    /// it is that segment, in its place. Its header was written again from
+    /// the name and the store's tag (a new file renamed over it); the old
+    /// header's 32 bytes are saved in the quarantine.
+    HeaderRewritten {
+        /// The segment file.
+        segment: PathBuf,
+        /// Why the old header did not decode.
+        reason: String,
+        /// Where the old header's bytes are saved.
+        saved_as: PathBuf,
+    },
     /// A whole file was moved to quarantine.
     Moved {
         /// Where it was.
@@ -154,10 +167,19 @@ enum Piece {
 /// The rebuild of one segment.
 struct Rewrite {
     base: u64,
+    /// A header to write instead of the segment's own, which does not
+    /// decode, and why.
+    header: Option<([u8; SEGMENT_HEADER_LEN], String)>,
     /// The next segment's base offset, for a sealed segment.
     next_base: Option<u64>,
     bytes: Vec<u8>,
     pieces: Vec<Piece>,
+}
+
+impl Rewrite {
+    fn has_holes(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Hole { .. }))
+    }
 }
 
 /// What a repair is going to do.
@@ -205,12 +227,20 @@ pub fn repair_with(
         .transpose()?
         .unwrap_or_default();
     for rewrite in &plan.rewrites {
+        let segment = dir::segment_path(dir, rewrite.base);
+        if let Some((_, reason)) = &rewrite.header {
+            report.actions.push(RepairAction::HeaderRewritten {
+                segment: segment.clone(),
+                reason: reason.clone(),
+                saved_as: quarantine.join(saved_header_name(rewrite.base)),
+            });
+        }
         let damaged = damaged_ranges(rewrite, &quarantine);
+        if damaged.is_empty() {
+            continue;
+        }
         report.lost += damaged.iter().map(|d| d.lost).sum::<u64>();
-        report.actions.push(RepairAction::Rewritten {
-            segment: dir::segment_path(dir, rewrite.base),
-            damaged,
-        });
+        report.actions.push(RepairAction::Rewritten { segment, damaged });
     }
     for (from, to) in &moves {
         report.actions.push(RepairAction::Moved {
@@ -223,7 +253,8 @@ pub fn repair_with(
         return Ok(report);
     }
     save_to_quarantine(storage, dir, &plan, &report, &quarantine)?;
-    if !plan.rewrites.is_empty() {
+    // A header written again changes no record; a hole does.
+    if plan.rewrites.iter().any(|r| r.has_holes()) {
         move_checkpoints(storage, dir, &quarantine)?;
     }
     // The published durable end names byte lengths of the segments about
@@ -340,6 +371,11 @@ pub(crate) fn damage_marker_name(base: u64) -> String {
     format!("{}.damaged", dir::segment_name(base))
 }
 
+/// The quarantine name of a segment's old header, rewritten by a repair.
+fn saved_header_name(base: u64) -> String {
+    format!("{}.header", dir::segment_name(base))
+}
+
 fn saved_name(base: u64, bytes: &Range<usize>) -> String {
     format!(
         "{}.bytes-{}-{}",
@@ -370,6 +406,10 @@ fn save_to_quarantine(
         file.sync_data().map_err(|e| Error::io("fsync", path, e))
     };
     for rewrite in &plan.rewrites {
+        if rewrite.header.is_some() {
+            let path = quarantine.join(saved_header_name(rewrite.base));
+            write(&path, &rewrite.bytes[..SEGMENT_HEADER_LEN])?;
+        }
         for piece in &rewrite.pieces {
             if let Piece::Hole { bytes, .. } = piece {
                 let path = quarantine.join(saved_name(rewrite.base, bytes));
@@ -389,6 +429,7 @@ fn save_to_quarantine(
 ///
 /// ```text
 /// damaged <file name>  <segment> <position> <bytes> <first_offset> <lost> <reason>
+/// header  <file name>  <segment> <reason>
 /// moved   <file name>
 /// ```
 fn manifest(report: &RepairReport) -> String {
@@ -414,6 +455,19 @@ fn manifest(report: &RepairReport) -> String {
                         d.lost
                     );
                 }
+            }
+            RepairAction::HeaderRewritten {
+                segment,
+                reason,
+                saved_as,
+            } => {
+                let reason = reason.replace(['\t', '\n'], " ");
+                let _ = writeln!(
+                    text,
+                    "header\t{}\t{}\t{reason}",
+                    name(saved_as),
+                    name(segment)
+                );
             }
             RepairAction::Moved { to, .. } => {
                 let _ = writeln!(text, "moved\t{}", name(to));
@@ -493,7 +547,10 @@ fn replace_segment(
 
 /// The segment's new bytes: its header, the kept pieces, and the holes.
 fn rebuild(rewrite: &Rewrite) -> Vec<u8> {
-    let mut out = rewrite.bytes[..SEGMENT_HEADER_LEN].to_vec();
+    let mut out = match &rewrite.header {
+        Some((header, _)) => header.to_vec(),
+        None => rewrite.bytes[..SEGMENT_HEADER_LEN].to_vec(),
+    };
     for piece in &rewrite.pieces {
         match piece {
             Piece::Keep(range) => out.extend_from_slice(&rewrite.bytes[range.clone()]),
@@ -516,6 +573,7 @@ pub(crate) fn rebuilt_segment(bytes: &[u8], base: u64, next_base: Option<u64>) -
     let (pieces, next, _) = plan_segment(bytes, base, next_base.is_none(), next_base);
     let content = rebuild(&Rewrite {
         base,
+        header: None,
         next_base,
         bytes: bytes.to_vec(),
         pieces,
@@ -530,6 +588,7 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
     let mut tagged_seen = false;
     let mut plan = Plan::default();
     for (i, &base) in segments.iter().enumerate() {
+        let mut header = None;
         let path = dir::segment_path(dir, base);
         let last = i + 1 == count;
         let file = storage
@@ -550,6 +609,24 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                     let foreign = identity::foreign_reason(h.store_tag, store_id, tagged_seen);
                     tagged_seen |= h.store_tag != 0;
                     foreign
+                }
+                Err(e) if first_batch_verifies(&bytes, base) => {
+                    // The header is redundant: the file name gives the base
+                    // offset and the first batch proves it. Moving the
+                    // segment out would drop every record in it (and
+                    // everything after it) for one bad byte of 32.
+                    let next_tag = match segments.get(i + 1) {
+                        Some(&next) => header_tag(storage, dir, next),
+                        None => None,
+                    };
+                    let store_tag = rewritten_tag(&bytes, store_id, tagged_seen, next_tag);
+                    tagged_seen |= store_tag != 0;
+                    let fixed = SegmentHeader {
+                        store_tag,
+                        base_offset: base,
+                    };
+                    header = Some((fixed.encode(), e.reason()));
+                    None
                 }
                 Err(e) => Some(e.reason()),
             }
@@ -576,6 +653,10 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                 return Ok(plan);
             }
             Ok(pieces) => {
+                if let Some((_, reason)) = &header {
+                    plan.reason
+                        .get_or_insert_with(|| format!("{}: {reason}", path.display()));
+                }
                 if let Some(Piece::Hole {
                     bytes: b, reason, ..
                 }) = pieces.iter().find(|p| matches!(p, Piece::Hole { .. }))
@@ -583,17 +664,68 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                     plan.reason.get_or_insert_with(|| {
                         format!("{}: byte {}: {reason}", path.display(), b.start)
                     });
-                    plan.rewrites.push(Rewrite {
-                        base,
-                        next_base: segments.get(i + 1).copied(),
-                        bytes,
-                        pieces,
-                    });
+                }
+                let rewrite = Rewrite {
+                    base,
+                    header,
+                    next_base: segments.get(i + 1).copied(),
+                    bytes,
+                    pieces,
+                };
+                if rewrite.header.is_some() || rewrite.has_holes() {
+                    plan.rewrites.push(rewrite);
                 }
             }
         }
     }
     Ok(plan)
+}
+
+/// True when the batch right after the segment header verifies and starts
+/// at offset `base` (the offset the segment's file name gives).
+fn first_batch_verifies(bytes: &[u8], base: u64) -> bool {
+    bytes
+        .get(SEGMENT_HEADER_LEN..)
+        .is_some_and(|rest| decode_batch(rest, Some(base)).is_ok())
+}
+
+/// The store tag of the segment at `base`, when its header decodes.
+fn header_tag(storage: &dyn Storage, dir: &Path, base: u64) -> Option<u32> {
+    let path = dir::segment_path(dir, base);
+    let file = storage.open(&path, OpenMode::Read).ok()?;
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    file.read_exact_at(&mut head, 0).ok()?;
+    SegmentHeader::decode(&head).ok().map(|h| h.store_tag)
+}
+
+/// The store tag to write into a segment whose header does not decode.
+///
+/// Only two tags can belong to the segment: zero (written before store ids
+/// existed, only before any tagged segment) and the store id's tag. The
+/// damaged header's own tag bytes are kept when they are one of those
+/// (the damage lies elsewhere); otherwise the neighbours decide: after a
+/// tagged segment it is tagged, before an untagged one untagged.
+fn rewritten_tag(
+    bytes: &[u8],
+    store_id: Option<identity::StoreId>,
+    tagged_seen: bool,
+    next_tag: Option<u32>,
+) -> u32 {
+    let Some(id) = store_id else {
+        return 0;
+    };
+    let raw = bytes
+        .get(12..16)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes);
+    if let Some(raw) = raw.filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none()) {
+        return raw;
+    }
+    if !tagged_seen && next_tag == Some(0) {
+        0
+    } else {
+        id.tag()
+    }
 }
 
 /// Records that verify in segments about to be moved out whole (for the

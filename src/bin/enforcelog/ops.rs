@@ -258,6 +258,18 @@ fn repair_lines(report: &RepairReport) -> Vec<String> {
                     segment.display()
                 ));
             }
+            RepairAction::HeaderRewritten {
+                segment,
+                reason,
+                saved_as,
+            } => {
+                lines.push(format!(
+                    "{}: header ({reason}) {would}rewritten from the file name; every batch \
+                     verifies from its base offset, nothing lost; old header {would}saved as {}",
+                    segment.display(),
+                    saved_as.display()
+                ));
+            }
             RepairAction::Moved { from, to } => {
                 lines.push(format!(
                     "{} {would}moved to {}",
