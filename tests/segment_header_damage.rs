@@ -177,12 +177,8 @@ fn sweep(legacy: bool) {
             );
 
             // A dry run says what it would do and changes nothing.
-            let dry = repair_with(
-                &storage,
-                Path::new(DIR),
-                RepairOptions { dry_run: true },
-            )
-            .unwrap();
+            let dry =
+                repair_with(&storage, Path::new(DIR), RepairOptions { dry_run: true }).unwrap();
             assert!(dry.dry_run, "{at}");
             assert!(
                 log_files(&snapshot(&storage, Path::new(DIR))) == log_files(&damaged),
@@ -279,9 +275,12 @@ fn verify_reports_every_flipped_header_bit_and_checks_every_record_after_it() {
             std::fs::write(path, &bytes).unwrap();
             let report = verify_dir(dir.path()).unwrap();
             assert!(
-                report.problems.iter().any(|p| p.kind == ProblemKind::Corruption
-                    && p.path == *path
-                    && p.position == 0),
+                report
+                    .problems
+                    .iter()
+                    .any(|p| p.kind == ProblemKind::Corruption
+                        && p.path == *path
+                        && p.position == 0),
                 "{}: bit {bit} not reported: {report:?}",
                 path.display()
             );

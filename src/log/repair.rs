@@ -10,10 +10,18 @@
 //! the first offset of the next batch that verifies (or, with nothing valid
 //! after it in the segment, the next segment's base offset).
 //!
-//! Only a segment whose place in the log cannot be trusted (a gap between
-//! segments, a header that does not decode, another store's tag, a sealed
-//! segment without a record) is moved out whole, with every segment after
-//! it.
+//! A segment header that does not decode (a flipped bit, a lost sector) is
+//! written again: it only repeats the base offset the file name gives and
+//! the store's tag (the tag the neighbouring segments and `STORE_ID` agree
+//! on). The segment's batches are then read from that base like any other
+//! segment's: every batch that verifies stays, the rest becomes a hole, and
+//! the old header's bytes go to the quarantine. So a damaged header costs no
+//! record that verifies, and no segment after it moves.
+//!
+//! Only a segment whose place in the log cannot be trusted although its
+//! header decodes (a gap between segments, another store's tag, a header
+//! naming another base offset, a sealed segment without a record) is moved
+//! out whole, with every segment after it.
 //!
 //! Invariants, for a crash (power cut) at any point:
 //! - a segment is never shrunk or written in place (read-only handles may
@@ -83,11 +91,12 @@ pub enum RepairAction {
         /// The damaged ranges, in position order.
         damaged: Vec<DamagedRange>,
     },
-    /// A segment's header did not decode, but the segment's file name
-    /// gives its base offset and its first batch verifies from that offset:
-    /// it is that segment, in its place. Its header was written again from
-    /// the name and the store's tag (a new file renamed over it); the old
-    /// header's 32 bytes are saved in the quarantine.
+    /// A segment's header did not decode. The segment's file name gives
+    /// its base offset, so its header was written again from the name and
+    /// the store's tag (a new file renamed over it), its batches read from
+    /// that base; the old header's 32 bytes are saved in the quarantine.
+    /// Any batch of it that does not verify is reported by a
+    /// [`RepairAction::Rewritten`] of the same segment.
     HeaderRewritten {
         /// The segment file.
         segment: PathBuf,
@@ -240,7 +249,9 @@ pub fn repair_with(
             continue;
         }
         report.lost += damaged.iter().map(|d| d.lost).sum::<u64>();
-        report.actions.push(RepairAction::Rewritten { segment, damaged });
+        report
+            .actions
+            .push(RepairAction::Rewritten { segment, damaged });
     }
     for (from, to) in &moves {
         report.actions.push(RepairAction::Moved {
@@ -610,11 +621,14 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                     tagged_seen |= h.store_tag != 0;
                     foreign
                 }
-                Err(e) if first_batch_verifies(&bytes, base) => {
+                Err(e) if bytes.len() >= SEGMENT_HEADER_LEN => {
                     // The header is redundant: the file name gives the base
-                    // offset and the first batch proves it. Moving the
-                    // segment out would drop every record in it (and
-                    // everything after it) for one bad byte of 32.
+                    // offset, and the batches are read from it as in any
+                    // segment (each checked by its own checksum and
+                    // offset; whatever does not verify becomes a hole).
+                    // Moving the segment out would drop every record in it
+                    // and make every later segment out of place, for one
+                    // bad byte of 32.
                     let next_tag = match segments.get(i + 1) {
                         Some(&next) => header_tag(storage, dir, next),
                         None => None,
@@ -681,14 +695,6 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
     Ok(plan)
 }
 
-/// True when the batch right after the segment header verifies and starts
-/// at offset `base` (the offset the segment's file name gives).
-fn first_batch_verifies(bytes: &[u8], base: u64) -> bool {
-    bytes
-        .get(SEGMENT_HEADER_LEN..)
-        .is_some_and(|rest| decode_batch(rest, Some(base)).is_ok())
-}
-
 /// The store tag of the segment at `base`, when its header decodes.
 fn header_tag(storage: &dyn Storage, dir: &Path, base: u64) -> Option<u32> {
     let path = dir::segment_path(dir, base);
@@ -718,7 +724,8 @@ fn rewritten_tag(
         .get(12..16)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())
         .map(u32::from_le_bytes);
-    if let Some(raw) = raw.filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none()) {
+    if let Some(raw) = raw.filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none())
+    {
         return raw;
     }
     if !tagged_seen && next_tag == Some(0) {

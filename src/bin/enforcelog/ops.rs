@@ -264,8 +264,8 @@ fn repair_lines(report: &RepairReport) -> Vec<String> {
                 saved_as,
             } => {
                 lines.push(format!(
-                    "{}: header ({reason}) {would}rewritten from the file name; every batch \
-                     verifies from its base offset, nothing lost; old header {would}saved as {}",
+                    "{}: header ({reason}) {would}rewritten from the file name and the \
+                     store's tag; old header {would}saved as {}",
                     segment.display(),
                     saved_as.display()
                 ));
