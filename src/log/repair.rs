@@ -10,8 +10,8 @@
 //! the first offset of the next batch that verifies (or, with nothing valid
 //! after it in the segment, the next segment's base offset).
 //!
-//! A segment header that does not decode (a flipped bit, a lost sector) is
-//! written again: it only repeats the base offset the file name gives and
+//! A segment header that damage made unreadable (bad magic or checksum, or
+//! all zeros: a flipped bit, a lost sector) is written again: it only repeats the base offset the file name gives and
 //! the store's tag (the tag the neighbouring segments and `STORE_ID` agree
 //! on). The segment's batches are then read from that base like any other
 //! segment's: every batch that verifies stays, the rest becomes a hole, and
@@ -19,9 +19,10 @@
 //! record that verifies, and no segment after it moves.
 //!
 //! Only a segment whose place in the log cannot be trusted although its
-//! header decodes (a gap between segments, another store's tag, a header
-//! naming another base offset, a sealed segment without a record) is moved
-//! out whole, with every segment after it.
+//! header's checksum matches (a gap between segments, another store's tag,
+//! a header naming another base offset or an unknown version or layout, a
+//! truncated header, a sealed segment without a record) is moved out whole,
+//! with every segment after it.
 //!
 //! Invariants, for a crash (power cut) at any point:
 //! - a segment is never shrunk or written in place (read-only handles may
@@ -52,7 +53,7 @@ use super::segment::IndexBuilder;
 use crate::error::{Error, Result};
 use crate::format::batch::{decode_batch, decode_header, FRAME_HEADER_LEN};
 use crate::format::index_file::SegmentIndex;
-use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
 use crate::record::now_us;
 use crate::storage::{read_all, FileStorage, OpenMode, Storage};
 
@@ -621,7 +622,14 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                     tagged_seen |= h.store_tag != 0;
                     foreign
                 }
-                Err(e) if bytes.len() >= SEGMENT_HEADER_LEN => {
+                Err(
+                    e @ (SegmentHeaderError::BadMagic
+                    | SegmentHeaderError::BadChecksum
+                    | SegmentHeaderError::Unwritten),
+                ) => {
+                    // Damage (a flipped bit, a lost sector), not a header
+                    // written on purpose: one whose checksum matches but
+                    // whose version or layout is unknown is not guessed at.
                     // The header is redundant: the file name gives the base
                     // offset, and the batches are read from it as in any
                     // segment (each checked by its own checksum and

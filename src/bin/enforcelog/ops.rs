@@ -43,8 +43,10 @@ copied to DIR/quarantine/<timestamp>/ (durably, before anything changes) and
 replaced in its segment by a hole: entries of kind \"lost\" covering exactly
 the offsets the damage destroyed, so `dump`, `tail`, `stats` and `verify`
 show the loss and its size. The segment is rewritten to a new file renamed
-over it (never cut in place: readers may have it mapped). Only a segment out
-of place (a gap, a bad header, another store's) is moved out whole, with every
+over it (never cut in place: readers may have it mapped). A segment header
+that damage made unreadable is written again from the file name (the old one
+saved in quarantine). Only a segment out of place (a gap, another store's, a
+header naming another offset or format) is moved out whole, with every
 segment after it. Each change is printed on stdout. With --dry-run, prints
 what would change and changes nothing. A torn tail is left for the next
 writer open to cut (nothing acknowledged is lost). Refuses with exit code 3
