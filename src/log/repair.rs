@@ -18,11 +18,15 @@
 //! the old header's bytes go to the quarantine. So a damaged header costs no
 //! record that verifies, and no segment after it moves.
 //!
-//! Only a segment whose place in the log cannot be trusted although its
-//! header's checksum matches (a gap between segments, another store's tag,
-//! a header naming another base offset or an unknown version or layout, a
-//! truncated header, a sealed segment without a record) is moved out whole,
-//! with every segment after it.
+//! A segment whose content cannot be trusted although its name puts it in
+//! its place (another store's tag, a header naming another base offset or
+//! an unknown version or layout, a truncated header, a sealed segment
+//! without a record) is replaced by a hole of every offset it held (up to
+//! the next segment's base; for the last segment, at least to the durable
+//! end and as many records as its bytes could hold), its bytes saved in the
+//! quarantine: the log's next offset never goes back, and no later segment
+//! moves. Only segments after a gap (a segment starting past or before
+//! where the previous one ends) are moved out whole.
 //!
 //! Invariants, for a crash (power cut) at any point:
 //! - a segment is never shrunk or written in place (read-only handles may
@@ -92,12 +96,14 @@ pub enum RepairAction {
         /// The damaged ranges, in position order.
         damaged: Vec<DamagedRange>,
     },
-    /// A segment's header did not decode. The segment's file name gives
-    /// its base offset, so its header was written again from the name and
-    /// the store's tag (a new file renamed over it), its batches read from
-    /// that base; the old header's 32 bytes are saved in the quarantine.
-    /// Any batch of it that does not verify is reported by a
-    /// [`RepairAction::Rewritten`] of the same segment.
+    /// A segment's header was written again from its file name (which
+    /// gives its base offset) and the store's tag (a new file renamed over
+    /// it); the old header's bytes are saved in the quarantine. Either the
+    /// header did not decode (damage), and the batches are read from that
+    /// base, or the segment's content could not be trusted at all (another
+    /// store's, another base offset, no record), and all of it became a
+    /// hole. Any hole is reported by a [`RepairAction::Rewritten`] of the
+    /// same segment.
     HeaderRewritten {
         /// The segment file.
         segment: PathBuf,
@@ -420,7 +426,8 @@ fn save_to_quarantine(
     for rewrite in &plan.rewrites {
         if rewrite.header.is_some() {
             let path = quarantine.join(saved_header_name(rewrite.base));
-            write(&path, &rewrite.bytes[..SEGMENT_HEADER_LEN])?;
+            let head = rewrite.bytes.len().min(SEGMENT_HEADER_LEN);
+            write(&path, &rewrite.bytes[..head])?;
         }
         for piece in &rewrite.pieces {
             if let Piece::Hole { bytes, .. } = piece {
@@ -667,6 +674,46 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
             }
         };
         match pieces {
+            Err(reason) if base == plan.next_offset => {
+                // In its place by name, but its content cannot be trusted
+                // (another store's, another base offset or format, no
+                // record). Moving it out with every later segment would
+                // drop intact records and give their offsets again; so it
+                // is replaced by a hole of the offsets it held, the whole
+                // file saved in the quarantine.
+                let next_base = segments.get(i + 1).copied();
+                let lost = match next_base {
+                    Some(next) => next.saturating_sub(base),
+                    None => lost_in_last_segment(storage, dir, base, &bytes)?,
+                };
+                let next_tag = match next_base {
+                    Some(next) => header_tag(storage, dir, next),
+                    None => None,
+                };
+                let store_tag = rewritten_tag(&bytes, store_id, tagged_seen, next_tag);
+                tagged_seen |= store_tag != 0;
+                let header = SegmentHeader {
+                    store_tag,
+                    base_offset: base,
+                };
+                let head = bytes.len().min(SEGMENT_HEADER_LEN);
+                plan.reason
+                    .get_or_insert_with(|| format!("{}: {reason}", path.display()));
+                plan.rewrites.push(Rewrite {
+                    base,
+                    header: Some((header.encode(), reason.clone())),
+                    next_base,
+                    pieces: vec![Piece::Hole {
+                        bytes: head..bytes.len(),
+                        first_offset: base,
+                        lost,
+                        timestamp_us: 0,
+                        reason,
+                    }],
+                    bytes,
+                });
+                plan.next_offset = base.saturating_add(lost);
+            }
             Err(reason) => {
                 plan.reason
                     .get_or_insert_with(|| format!("{}: {reason}", path.display()));
@@ -701,6 +748,19 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
         }
     }
     Ok(plan)
+}
+
+/// How many offsets a last segment that cannot be trusted may have held:
+/// at least up to the durable end the writer published, and as many
+/// records as its bytes could hold (one per frame header that fits, at
+/// least one), so that no offset a record might have had is given again.
+fn lost_in_last_segment(storage: &dyn Storage, dir: &Path, base: u64, bytes: &[u8]) -> Result<u64> {
+    let durable = durable_end::load(storage, dir)?
+        .filter(|end| end.segment_base == base)
+        .map_or(0, |end| end.next_offset.saturating_sub(base));
+    let could_hold =
+        (bytes.len().saturating_sub(SEGMENT_HEADER_LEN) / FRAME_HEADER_LEN).max(1) as u64;
+    Ok(durable.max(could_hold))
 }
 
 /// The store tag of the segment at `base`, when its header decodes.
