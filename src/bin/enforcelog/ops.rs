@@ -45,9 +45,10 @@ the offsets the damage destroyed, so `dump`, `tail`, `stats` and `verify`
 show the loss and its size. The segment is rewritten to a new file renamed
 over it (never cut in place: readers may have it mapped). A segment header
 that damage made unreadable is written again from the file name (the old one
-saved in quarantine). Only a segment out of place (a gap, another store's, a
-header naming another offset or format) is moved out whole, with every
-segment after it. Each change is printed on stdout. With --dry-run, prints
+saved in quarantine); a segment whose content cannot be trusted (another
+store's, another offset or format) becomes a hole of the offsets it held.
+Only the segments after a gap between segments are moved out whole. Each
+change is printed on stdout. With --dry-run, prints
 what would change and changes nothing. A torn tail is left for the next
 writer open to cut (nothing acknowledged is lost). Refuses with exit code 3
 while a writer holds the store's lock. `enforcelog quarantine` lists what
