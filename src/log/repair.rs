@@ -11,9 +11,9 @@
 //! after it in the segment, the next segment's base offset).
 //!
 //! A segment header that damage made unreadable (bad magic or checksum, or
-//! all zeros: a flipped bit, a lost sector) is written again: it only repeats the base offset the file name gives and
-//! the store's tag (the tag the neighbouring segments and `STORE_ID` agree
-//! on). The segment's batches are then read from that base like any other
+//! all zeros: a flipped bit, a lost sector) is written again: it only
+//! repeats the base offset the file name gives and the store's tag (the tag
+//! the neighbouring segments and `STORE_ID` agree on). The segment's batches are then read from that base like any other
 //! segment's: every batch that verifies stays, the rest becomes a hole, and
 //! the old header's bytes go to the quarantine. So a damaged header costs no
 //! record that verifies, and no segment after it moves.
@@ -107,7 +107,7 @@ pub enum RepairAction {
     HeaderRewritten {
         /// The segment file.
         segment: PathBuf,
-        /// Why the old header did not decode.
+        /// Why the header was written again.
         reason: String,
         /// Where the old header's bytes are saved.
         saved_as: PathBuf,
@@ -183,8 +183,8 @@ enum Piece {
 /// The rebuild of one segment.
 struct Rewrite {
     base: u64,
-    /// A header to write instead of the segment's own, which does not
-    /// decode, and why.
+    /// A header to write instead of the segment's own (which does not
+    /// decode, or names what the segment cannot be), and why.
     header: Option<([u8; SEGMENT_HEADER_LEN], String)>,
     /// The next segment's base offset, for a sealed segment.
     next_base: Option<u64>,
