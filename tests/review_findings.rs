@@ -254,7 +254,6 @@ fn damage_in_the_active_segment_then_a_torn_tail_still_lets_the_writer_record() 
 /// That is item 6's class (far more thrown away than the damage) plus
 /// offset reuse, by design in `plan` ("a header that does not decode").
 #[test]
-#[ignore = "confirmed: repair moves every later segment out and reuses offsets"]
 fn a_flipped_bit_in_a_segment_header_never_moves_intact_segments_nor_reuses_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {

@@ -475,8 +475,21 @@ struct Owner {
 }
 
 fn check_header(path: &Path, bytes: &[u8], base: u64, owner: &mut Owner) -> Result<()> {
-    let header =
-        SegmentHeader::decode(bytes).map_err(|e| Error::corruption(path, 0, e.reason()))?;
+    // Refused, never guessed: an open changes nothing it cannot prove, and
+    // reading past the header would accept a file that may not be this
+    // segment. `repair` proves it (the first batch verifies from the base
+    // offset the name gives) and writes the header again.
+    let header = SegmentHeader::decode(bytes).map_err(|e| {
+        Error::corruption(
+            path,
+            0,
+            format!(
+                "{}; run `enforcelog repair`: it writes the header again from the file name \
+                 when the segment's batches verify from that offset",
+                e.reason()
+            ),
+        )
+    })?;
     if let Some(reason) = foreign_reason(header.store_tag, owner.store_id, owner.tagged_seen) {
         return Err(Error::corruption(path, 12, reason));
     }
