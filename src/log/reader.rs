@@ -58,6 +58,9 @@ struct Cursor {
     span_at: usize,
     /// The offset after the segment's last committed record.
     segment_next: u64,
+    /// Whether it reads a sealed segment (damage there is read past, see
+    /// [`read_past_damage`]).
+    sealed: bool,
 }
 
 /// Where the cursor goes when it stands at a span that misses the range.
@@ -250,11 +253,15 @@ impl LogReader {
                     BatchError::Incomplete => (0, "committed batch ends past the end of the file"),
                     BatchError::Invalid { at, reason, .. } => (at, reason),
                 };
-                Err(Error::corruption(
-                    &c.path,
-                    c.origin + (c.pos + at) as u64,
-                    reason,
-                ))
+                let damage = Error::corruption(&c.path, c.origin + (c.pos + at) as u64, reason);
+                if !c.sealed {
+                    return Err(damage);
+                }
+                let base = c.segment_base;
+                read_past_damage(&self.shared, base, damage)?;
+                // Located again from `self.next`, through the rebuild.
+                self.cursor = None;
+                Ok(true)
             }
         }
     }
@@ -286,6 +293,7 @@ impl LogReader {
                 spans: self.spans_from(&sealed.index, pos),
                 span_at: 0,
                 segment_next: sealed.next_offset,
+                sealed: true,
             }));
         }
         self.read_active(&segments)
@@ -352,8 +360,51 @@ impl LogReader {
             spans: self.spans_from(&active.index, pos),
             span_at: 0,
             segment_next: active.next_offset,
+            sealed: false,
         }))
     }
+}
+
+/// Damage met in the sealed segment at `base`: one bad batch must not
+/// fail every reader (every other tenant's query, every projection), so the
+/// segment is replaced, for every reader of this log from now on, by its
+/// in-memory rebuild in which each damaged range is a hole
+/// (`recovery::sealed_past_damage`). The file is left as found. `damage`
+/// is returned when the segment already is a rebuild or cannot be rebuilt.
+fn read_past_damage(shared: &Shared, base: u64, damage: Error) -> Result<()> {
+    let Some(segment) = shared
+        .read_segments()
+        .sealed
+        .iter()
+        .find(|s| s.base_offset == base)
+        .cloned()
+    else {
+        return Err(damage);
+    };
+    if segment.is_rebuilt() {
+        return Err(damage);
+    }
+    let bytes = segment.bytes(&*shared.storage)?;
+    let rebuilt = match super::recovery::sealed_past_damage(
+        &segment.path,
+        base,
+        segment.next_offset,
+        &bytes,
+        &shared.options,
+        &damage.to_string(),
+    ) {
+        Ok(rebuilt) => Arc::new(rebuilt),
+        Err(_) => return Err(damage),
+    };
+    let mut segments = shared.write_segments();
+    if let Some(slot) = segments
+        .sealed
+        .iter_mut()
+        .find(|s| Arc::ptr_eq(s, &segment))
+    {
+        *slot = rebuilt;
+    }
+    Ok(())
 }
 
 /// Whether a span with these timestamp bounds may hold a record in `range`.
