@@ -452,7 +452,6 @@ fn small_segment_store_options() -> enforcelog::StoreOptions {
 /// (index files are not fsynced: a crash right after a roll leaves it
 /// empty) the same bit refuses every writer open: recording stops.
 #[test]
-#[ignore = "confirmed: damage in a sealed segment fails other tenants' queries; without an index it stops recording"]
 fn one_flipped_bit_in_a_sealed_segment_neither_fails_other_tenants_nor_stops_recording() {
     use enforcelog::{Action, Event, Store};
 

@@ -49,7 +49,8 @@ use crate::format::batch::encoded_batch_len;
 use crate::record::Record;
 use crate::storage::{create_dir_all_durably, FileStorage, Storage};
 
-/// Counters of what the writer did since the log was opened.
+/// Counters of what the writer did since the log was opened, and how many
+/// damaged segments it reads past.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogMetrics {
     /// Records committed.
@@ -63,6 +64,11 @@ pub struct LogMetrics {
     pub fsyncs: u64,
     /// Bytes written to segment files.
     pub bytes: u64,
+    /// Segments read, right now, through an in-memory rebuild because they
+    /// are damaged (each damaged range a hole of lost entries, see
+    /// DURABILITY.md): found by open or by a reader that met the damage.
+    /// `verify` reports them; `repair` writes the holes to disk.
+    pub damaged_segments: u64,
 }
 
 #[derive(Debug, Default)]
@@ -506,6 +512,14 @@ impl Log {
             groups: m.groups.load(Ordering::Relaxed),
             fsyncs: m.fsyncs.load(Ordering::Relaxed),
             bytes: m.bytes.load(Ordering::Relaxed),
+            damaged_segments: self
+                .inner
+                .shared
+                .read_segments()
+                .sealed
+                .iter()
+                .filter(|s| s.is_rebuilt())
+                .count() as u64,
         }
     }
 
