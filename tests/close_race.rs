@@ -237,7 +237,11 @@ fn detached_events_racing_store_close_are_recorded_or_counted() {
             detached_timeout: Duration::from_millis(20),
             ..StoreOptions::default()
         };
-        let store = Store::open_with_storage(storage.clone(), "/store", options.clone()).unwrap();
+        let store = Store::builder("/store")
+            .storage(storage.clone())
+            .options(options.clone())
+            .open()
+            .unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         let (started, under_way) = std::sync::mpsc::channel::<()>();
         let event = |tenant: &str, n: u64| {
@@ -306,7 +310,11 @@ fn detached_events_racing_store_close_are_recorded_or_counted() {
         let metrics = store.metrics();
         drop(store);
 
-        let reopened = Store::open_with_storage(storage.clone(), "/store", options).unwrap();
+        let reopened = Store::builder("/store")
+            .storage(storage.clone())
+            .options(options)
+            .open()
+            .unwrap();
         let (mut detached_in_log, mut blocking_in_log, mut gap_in_log) = (0u64, 0u64, 0u64);
         for entry in reopened.entries(0).unwrap() {
             match entry.unwrap() {

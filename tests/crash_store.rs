@@ -715,7 +715,11 @@ fn open(storage: Arc<dyn Storage>, config: &Config) -> enforcelog::Result<Store>
     } else {
         Vec::new()
     };
-    Store::open_with_projections(storage, DIR, store_options(config), projections)
+    Store::builder(DIR)
+        .storage(storage)
+        .options(store_options(config))
+        .projections(projections)
+        .open()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1288,7 +1292,10 @@ fn torn_batch_layout(storage: &SimStorage, pad_len: usize) -> (Vec<u8>, usize) {
         checkpoint_interval: Duration::from_secs(3600),
         ..StoreOptions::default()
     };
-    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, options)
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
         .expect("open a new store");
     store
         .record_blocking(zero_ended_event(10, T0_US))
@@ -1336,7 +1343,10 @@ fn torn_sector_starting_on_a_frames_trailing_zero_is_a_torn_tail_not_corruption(
     storage.write_file(&path, &bytes);
     storage.crash(CrashMode::LoseUnsynced);
 
-    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, StoreOptions::default())
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(StoreOptions::default())
+        .open()
         .unwrap_or_else(|e| {
             panic!(
                 "a batch torn at the sector at byte {sector}, never acknowledged, must be \

@@ -100,7 +100,11 @@ fn options() -> StoreOptions {
 }
 
 fn open(storage: &SimStorage, options: StoreOptions) -> Store {
-    Store::open_with_storage(Arc::new(storage.clone()), DIR, options).expect("open store")
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .expect("open store")
 }
 
 /// Event `index` of batch `batch`: the details say where it belongs.
@@ -254,8 +258,10 @@ fn commit_makes_the_whole_batch_visible_at_once() {
         options.log.segment_max_bytes = 4096;
         options.log.record_max_bytes = 1024;
         let store = open(&storage, options);
-        let reader =
-            Store::open_read_only_with_storage(Arc::new(storage.clone()), DIR).expect("read-only");
+        let reader = Store::builder(DIR)
+            .storage(Arc::new(storage.clone()))
+            .open_read_only()
+            .expect("read-only");
         let observations = AtomicUsize::new(0);
         let writer_done = AtomicBool::new(false);
         std::thread::scope(|s| {

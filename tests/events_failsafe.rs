@@ -65,7 +65,11 @@ fn open_store(storage: &SimStorage, dir: &str, log: LogOptions) -> Store {
         recovery_interval: Duration::from_millis(20),
         ..StoreOptions::default()
     };
-    Store::open_with_storage(Arc::new(storage.clone()), dir, options).expect("open the store")
+    Store::builder(dir)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .expect("open the store")
 }
 
 fn runtime() -> tokio::runtime::Runtime {

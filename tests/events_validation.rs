@@ -50,7 +50,10 @@ fn open_store() -> (SimStorage, Store) {
         max_future_skew: std::time::Duration::MAX,
         ..StoreOptions::default()
     };
-    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, options)
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
         .expect("open store on SimStorage");
     (storage, store)
 }

@@ -58,8 +58,11 @@ fn record_detached_then_flush(store: &Store, n: u64, threads: u64) {
 fn after_flush_every_detached_event_is_counted_visible_and_survives_a_power_cut() {
     for durability in modes() {
         let storage = Arc::new(SimStorage::new(11));
-        let store =
-            Store::open_with_storage(storage.clone(), DIR, options(durability)).expect("open");
+        let store = Store::builder(DIR)
+            .storage(storage.clone())
+            .options(options(durability))
+            .open()
+            .expect("open");
         let n = 2_000;
         record_detached_then_flush(&store, n, 4);
 
@@ -85,8 +88,11 @@ fn after_flush_every_detached_event_is_counted_visible_and_survives_a_power_cut(
         std::mem::forget(store);
         storage.crash(CrashMode::LoseUnsynced);
         storage.clear_faults();
-        let reopened =
-            Store::open_with_storage(storage.clone(), DIR, options(durability)).expect("reopen");
+        let reopened = Store::builder(DIR)
+            .storage(storage.clone())
+            .options(options(durability))
+            .open()
+            .expect("reopen");
         assert_eq!(
             reopened.next_offset(),
             n,
@@ -115,8 +121,11 @@ fn a_reader_in_another_process_sees_what_was_flushed() {
 #[test]
 fn flush_after_a_failed_fsync_reports_it_and_every_event_is_counted_as_dropped() {
     let storage = Arc::new(SimStorage::new(12));
-    let store =
-        Store::open_with_storage(storage.clone(), DIR, options(Durability::None)).expect("open");
+    let store = Store::builder(DIR)
+        .storage(storage.clone())
+        .options(options(Durability::None))
+        .open()
+        .expect("open");
     for i in 0..100 {
         store.record_detached(event(i));
     }
@@ -138,8 +147,11 @@ fn flush_after_a_failed_fsync_reports_it_and_every_event_is_counted_as_dropped()
 #[test]
 fn flush_waits_for_the_fsync_it_asks_for() {
     let storage = Arc::new(SimStorage::new(13));
-    let store =
-        Store::open_with_storage(storage.clone(), DIR, options(Durability::None)).expect("open");
+    let store = Store::builder(DIR)
+        .storage(storage.clone())
+        .options(options(Durability::None))
+        .open()
+        .expect("open");
     store.record_detached(event(0));
     let before = storage.sync_count();
     store.flush_blocking().expect("flush");

@@ -33,7 +33,11 @@ fn open(storage: &SimStorage, dir: &str) -> Store {
         recovery_interval: Duration::from_millis(20),
         ..StoreOptions::default()
     };
-    Store::open_with_storage(Arc::new(storage.clone()), dir, options).expect("open the store")
+    Store::builder(dir)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .expect("open the store")
 }
 
 fn event(tenant: &str, rule: &str, at_us: i64, n: u64) -> Event {

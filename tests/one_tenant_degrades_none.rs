@@ -44,7 +44,11 @@ fn options() -> StoreOptions {
 }
 
 fn open(storage: &SimStorage) -> Store {
-    Store::open_with_storage(Arc::new(storage.clone()), DIR, options()).expect("open the store")
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options())
+        .open()
+        .expect("open the store")
 }
 
 /// Details as hosts send them: a histogram of mostly zeros, nesting, and
@@ -317,7 +321,11 @@ fn max_future_skew_of_any_size_is_safe_and_max_turns_the_check_off() {
             max_future_skew: skew,
             ..options()
         };
-        Store::open_with_storage(Arc::new(storage.clone()), dir, options).expect("open")
+        Store::builder(dir)
+            .storage(Arc::new(storage.clone()))
+            .options(options)
+            .open()
+            .expect("open")
     };
     let store = open_with(Duration::MAX, "/skew-max");
     let offset = store

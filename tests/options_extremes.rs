@@ -32,7 +32,11 @@ fn exercise(case: &str, options: &StoreOptions) -> Result<(), Error> {
     let storage = Arc::new(SimStorage::new(11));
     // The log alone checks its own options the same way.
     let log_result = Log::open_with_storage(storage.clone(), "/log", options.log.clone());
-    let store = match Store::open_with_storage(storage.clone(), "/store", options.clone()) {
+    let store = match Store::builder("/store")
+        .storage(storage.clone())
+        .options(options.clone())
+        .open()
+    {
         Ok(store) => store,
         Err(e) => {
             if let Error::InvalidOptions { name, .. } = &e {
@@ -60,7 +64,11 @@ fn exercise(case: &str, options: &StoreOptions) -> Result<(), Error> {
     let metrics = store.metrics();
     drop(store);
 
-    let reopened = Store::open_with_storage(storage, "/store", options.clone()).unwrap();
+    let reopened = Store::builder("/store")
+        .storage(storage)
+        .options(options.clone())
+        .open()
+        .unwrap();
     let events = reopened
         .entries(0)
         .unwrap()
@@ -108,7 +116,11 @@ fn zero_detached_timeout_records_when_the_queue_has_room_and_counts_a_drop_when_
         },
         ..StoreOptions::default()
     };
-    let store = Store::open_with_storage(Arc::new(storage.clone()), "/s", options.clone()).unwrap();
+    let store = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .options(options.clone())
+        .open()
+        .unwrap();
 
     // Room in the queue: recorded.
     store.record_detached(event(0));
@@ -119,7 +131,11 @@ fn zero_detached_timeout_records_when_the_queue_has_room_and_counts_a_drop_when_
 
     // A full queue: the writer sits in a slow fsync with one more event
     // queued; the rest of a burst cannot be queued and is dropped.
-    let store = Store::open_with_storage(Arc::new(storage.clone()), "/s", options.clone()).unwrap();
+    let store = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .options(options.clone())
+        .open()
+        .unwrap();
     storage.set_sync_delay(Duration::from_millis(300));
     const BURST: u64 = 200;
     for n in 1..=BURST {
@@ -131,7 +147,11 @@ fn zero_detached_timeout_records_when_the_queue_has_room_and_counts_a_drop_when_
     drop(store);
     assert!(metrics.dropped >= 1, "{metrics:?}");
 
-    let reopened = Store::open_with_storage(Arc::new(storage), "/s", options).unwrap();
+    let reopened = Store::builder("/s")
+        .storage(Arc::new(storage))
+        .options(options)
+        .open()
+        .unwrap();
     let (mut events, mut gap) = (0u64, 0u64);
     for entry in reopened.entries(0).unwrap() {
         match entry.unwrap() {

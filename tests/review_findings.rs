@@ -317,7 +317,11 @@ fn stats_after_a_failed_fsync_under_interval_count_what_the_log_holds() {
         recovery_interval: Duration::from_millis(20),
         ..StoreOptions::default()
     };
-    let store = Store::open_with_storage(Arc::new(storage.clone()), "/store", options).unwrap();
+    let store = Store::builder("/store")
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .unwrap();
     let event =
         |i: i64| Event::new("tenant-a", "rule-1", Action::Blocked).at_us(1_764_028_800_000_000 + i);
     // The next fsync (the interval's) fails and drops its pages.

@@ -71,7 +71,11 @@ fn options(lag_warning: u64, durability: Durability) -> StoreOptions {
 }
 
 fn open(storage: &SimStorage, options: StoreOptions) -> Store {
-    Store::open_with_storage(Arc::new(storage.clone()), DIR, options).expect("open the store")
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .expect("open the store")
 }
 
 /// The `i`-th event a test records. Timestamps are out of order but all

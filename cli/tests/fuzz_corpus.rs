@@ -189,13 +189,14 @@ fn build_samples() -> Samples {
         ..StoreOptions::default()
     };
     logic::prepare_dir(&storage, Path::new("/s"));
-    let store = Store::open_with_projections(
-        Arc::new(storage.clone()),
-        "/s",
-        options,
-        vec![Box::new(ActionsPerDay::default()) as Box<dyn Projection>],
-    )
-    .expect("a sample store opens");
+    let store = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .projections(vec![
+            Box::new(ActionsPerDay::default()) as Box<dyn Projection>
+        ])
+        .open()
+        .expect("a sample store opens");
     let events = sample_events();
     let mut rest = &events[..];
     let mut size = 1;

@@ -211,7 +211,10 @@ impl Harness {
     }
 
     fn open(&mut self) -> enforcelog::Result<Store> {
-        let store = Store::open_with_storage(Arc::new(self.storage.clone()), DIR, options())?;
+        let store = Store::builder(DIR)
+            .storage(Arc::new(self.storage.clone()))
+            .options(options())
+            .open()?;
         self.index_may_be_missing = self.faults_armed;
         Ok(store)
     }

@@ -437,7 +437,10 @@ fn roundtrip_through_store(event: Event, expected: &StoredEvent) {
         ..StoreOptions::default()
     };
     let storage = SimStorage::new(0);
-    let store = Store::open_with_storage(Arc::new(storage), "/store", options)
+    let store = Store::builder("/store")
+        .storage(Arc::new(storage))
+        .options(options)
+        .open()
         .expect("a fresh in-memory store opens");
     let offset = store.record_blocking(event).expect("a valid event records");
     let read = store

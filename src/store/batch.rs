@@ -67,7 +67,7 @@ impl EventBatch {
     }
 
     fn take(self) -> Result<(Store, Vec<Record>, u64)> {
-        if self.store.inner.read_only {
+        if self.store.inner.read_only() {
             return Err(Error::ReadOnly);
         }
         if self.records.is_empty() {
