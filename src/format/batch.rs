@@ -56,7 +56,8 @@ const H_COUNT: usize = 8;
 const H_FIRST_OFFSET: usize = 12;
 const H_MIN_TS: usize = 20;
 const H_MAX_TS: usize = 28;
-const H_MARKER: usize = 36;
+/// Where the header marker lies in a batch header.
+pub(crate) const H_MARKER: usize = 36;
 
 const F_CRC: usize = 0;
 const F_LEN: usize = 4;
@@ -278,6 +279,12 @@ pub fn decode_header(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         return Err(invalid("batch header offsets overflow"));
     }
     Ok(header)
+}
+
+/// Whether `buf` starts with bytes where a batch header's marker is: the
+/// cheap test a scan for the next header makes before decoding one.
+pub fn has_header_marker(buf: &[u8]) -> bool {
+    buf.get(H_MARKER..H_MARKER + 4) == Some(&HEADER_MARKER[..])
 }
 
 /// Decodes and fully verifies the batch at the start of `buf`.

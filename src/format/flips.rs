@@ -28,7 +28,7 @@ use super::batch::{
 use super::u32_at;
 
 /// Where the header marker lies in a batch header.
-const HEADER_MARKER_AT: usize = 36;
+const HEADER_MARKER_AT: usize = super::batch::H_MARKER;
 /// Where a frame's `payload_len` lies in its header.
 const FRAME_LEN_AT: usize = 4;
 

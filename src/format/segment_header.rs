@@ -25,6 +25,13 @@ const STORE_TAG_AT: usize = 12;
 const BASE_OFFSET_AT: usize = 16;
 const CRC_AT: usize = 28;
 
+/// The store tag field of a segment header's bytes, read whether or not the
+/// header verifies (repair keeps the tag of a damaged header when it is one
+/// the segment may carry); `None` when `bytes` is too short to hold it.
+pub fn raw_store_tag(bytes: &[u8]) -> Option<u32> {
+    (bytes.len() >= STORE_TAG_AT + 4).then(|| u32_at(bytes, STORE_TAG_AT))
+}
+
 /// The decoded segment header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {

@@ -102,6 +102,28 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The one constructor, for writers and read-only views alike.
+    fn new(
+        storage: Arc<dyn Storage>,
+        dir: PathBuf,
+        options: LogOptions,
+        store_id: Option<StoreId>,
+        segments: Segments,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            storage,
+            dir,
+            options,
+            store_id,
+            segments: RwLock::new(segments),
+            poison: Mutex::new(None),
+            metrics: Metrics::default(),
+            watchers: Mutex::new(Vec::new()),
+            watch_closed: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
     /// The tag written into new segments.
     fn store_tag(&self) -> u32 {
         self.store_id.map_or(0, StoreId::tag)
@@ -343,18 +365,7 @@ impl Log {
             "opened log for writing"
         );
         let (tx, rx) = flume::bounded(options.queue_capacity);
-        let shared = Arc::new(Shared {
-            storage,
-            dir,
-            options,
-            store_id: Some(store_id),
-            segments: RwLock::new(opened.segments),
-            poison: Mutex::new(None),
-            metrics: Metrics::default(),
-            watchers: Mutex::new(Vec::new()),
-            watch_closed: std::sync::atomic::AtomicBool::new(false),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        });
+        let shared = Shared::new(storage, dir, options, Some(store_id), opened.segments);
         let writer = Writer::new(shared.clone(), rx, active, publisher, lock);
         let thread = std::thread::Builder::new()
             .name("enforcelog-writer".into())
@@ -411,18 +422,7 @@ impl Log {
         let end = durable_end::load(&*storage, &dir)?;
         let opened =
             recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly(end), store_id)?;
-        let shared = Arc::new(Shared {
-            storage,
-            dir,
-            options,
-            store_id,
-            segments: RwLock::new(opened.segments),
-            poison: Mutex::new(None),
-            metrics: Metrics::default(),
-            watchers: Mutex::new(Vec::new()),
-            watch_closed: std::sync::atomic::AtomicBool::new(false),
-            closed: std::sync::atomic::AtomicBool::new(false),
-        });
+        let shared = Shared::new(storage, dir, options, store_id, opened.segments);
         Ok(Log {
             inner: Arc::new(Inner {
                 shared,

@@ -92,7 +92,7 @@ use super::writer::GROUP_MAX_BYTES;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::{
-    decode_batch, decode_header, find_valid_after, BatchError, HEADER_MARKER,
+    decode_batch, decode_header, find_valid_after, has_header_marker, BatchError,
 };
 use crate::format::flips::flipped_bit;
 use crate::format::index_file::{IndexEntry, SegmentIndex};
@@ -351,7 +351,7 @@ fn next_header(bytes: &[u8], from: usize, min_offset: u64) -> Option<(usize, usi
     let last = bytes.len().checked_sub(BATCH_HEADER_LEN)?;
     (from..=last).find_map(|at| {
         let rest = &bytes[at..];
-        if rest[36..40] != HEADER_MARKER {
+        if !has_header_marker(rest) {
             return None;
         }
         decode_header(rest)
@@ -459,7 +459,7 @@ pub(crate) fn open_segments(
     }
     // No segment yet.
     let active = match access {
-        Access::Writer => create_segment(storage, dir, 0, store_tag)?,
+        Access::Writer => ActiveSegment::create(storage, dir, 0, store_tag)?,
         Access::ReadOnly(_) => empty_view(storage, dir, 0),
     };
     Ok(Opened {
@@ -639,54 +639,6 @@ fn empty_view(storage: &dyn Storage, dir: &Path, base: u64) -> ActiveSegment {
     }
 }
 
-/// Creates a segment: create, write the header, fsync the file, fsync the
-/// directory.
-pub(crate) fn create_segment(
-    storage: &dyn Storage,
-    dir: &Path,
-    base: u64,
-    store_tag: u32,
-) -> Result<ActiveSegment> {
-    let path = dir::segment_path(dir, base);
-    let file = storage
-        .open(&path, OpenMode::CreateNew)
-        .map_err(|e| Error::io("create", &path, e))?;
-    let header = SegmentHeader {
-        store_tag,
-        base_offset: base,
-    };
-    let made_durable = file
-        .write_all_at(&header.encode(), 0)
-        .map_err(|e| Error::io("write", &path, e))
-        .and_then(|()| file.sync_data().map_err(|e| Error::io("fsync", &path, e)))
-        .and_then(|()| {
-            storage
-                .sync_dir(dir)
-                .map_err(|e| Error::io("fsync directory", dir, e))
-        });
-    if let Err(e) = made_durable {
-        // A failed fsync may have dropped the header while the page cache
-        // still shows it: left in place, the next open (with no crash in
-        // between) would take the file for a good empty segment and append
-        // to it, and a power cut would then leave records behind a zeroed
-        // header. The file holds nothing yet: take it away.
-        drop(file);
-        if let Err(remove) = storage.remove(&path) {
-            warn!(segment = %path.display(), error = %remove, "could not remove a segment whose creation failed");
-        }
-        return Err(e);
-    }
-    info!(segment = %path.display(), base_offset = base, "created segment");
-    Ok(ActiveSegment {
-        base_offset: base,
-        path,
-        file,
-        committed_len: SEGMENT_HEADER_LEN as u64,
-        next_offset: base,
-        index: Vec::new(),
-    })
-}
-
 /// A torn tail lies past everything the last writer made durable. When
 /// the published durable end (`DURABLE`, which never names a byte before
 /// its fsync) covers the failure, whatever the bytes look like, it is
@@ -757,7 +709,7 @@ fn open_last(
                     .remove(&path)
                     .map_err(|e| Error::io("remove", &path, e))?;
                 Ok((
-                    create_segment(storage, dir, base, store_tag)?,
+                    ActiveSegment::create(storage, dir, base, store_tag)?,
                     bytes.len() as u64,
                     None,
                 ))
@@ -793,7 +745,7 @@ fn open_last(
         (Stop::Corrupt { position, reason }, Access::Writer) => {
             let damage = format!("damage at byte {position}: {reason}");
             let sealed = seal_damaged(storage, dir, base, &bytes, options, durable, &damage)?;
-            let active = create_segment(storage, dir, sealed.next_offset, store_tag)?;
+            let active = ActiveSegment::create(storage, dir, sealed.next_offset, store_tag)?;
             return Ok((active, 0, Some(sealed)));
         }
         (Stop::Corrupt { position, reason }, Access::ReadOnly(_)) => {

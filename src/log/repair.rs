@@ -57,6 +57,7 @@ use super::segment::IndexBuilder;
 use crate::error::{Error, Result};
 use crate::format::batch::{decode_batch, decode_header, FRAME_HEADER_LEN};
 use crate::format::index_file::SegmentIndex;
+use crate::format::segment_header::raw_store_tag;
 use crate::format::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
 use crate::record::now_us;
 use crate::storage::{read_all, FileStorage, OpenMode, Storage};
@@ -788,10 +789,7 @@ fn rewritten_tag(
     let Some(id) = store_id else {
         return 0;
     };
-    let raw = bytes
-        .get(12..16)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_le_bytes);
+    let raw = raw_store_tag(bytes);
     if let Some(raw) = raw.filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none())
     {
         return raw;

@@ -2,11 +2,15 @@
 //! through a memory map) and the one active segment (written by the writer,
 //! read with `pread` up to its committed length).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tracing::{info, warn};
+
+use super::dir;
 use crate::error::{Error, Result};
 use crate::format::index_file::IndexEntry;
+use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
 use crate::storage::{Mapped, OpenMode, Storage, StorageFile};
 
 /// A sealed segment: complete, fsynced, never written again.
@@ -105,6 +109,56 @@ pub(crate) struct ActiveSegment {
     /// The offset after the last committed record.
     pub next_offset: u64,
     pub index: Vec<IndexEntry>,
+}
+
+impl ActiveSegment {
+    /// Creates a segment: create, write the header, fsync the file, fsync the
+    /// directory.
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        store_tag: u32,
+    ) -> Result<ActiveSegment> {
+        let path = dir::segment_path(dir, base);
+        let file = storage
+            .open(&path, OpenMode::CreateNew)
+            .map_err(|e| Error::io("create", &path, e))?;
+        let header = SegmentHeader {
+            store_tag,
+            base_offset: base,
+        };
+        let made_durable = file
+            .write_all_at(&header.encode(), 0)
+            .map_err(|e| Error::io("write", &path, e))
+            .and_then(|()| file.sync_data().map_err(|e| Error::io("fsync", &path, e)))
+            .and_then(|()| {
+                storage
+                    .sync_dir(dir)
+                    .map_err(|e| Error::io("fsync directory", dir, e))
+            });
+        if let Err(e) = made_durable {
+            // A failed fsync may have dropped the header while the page cache
+            // still shows it: left in place, the next open (with no crash in
+            // between) would take the file for a good empty segment and append
+            // to it, and a power cut would then leave records behind a zeroed
+            // header. The file holds nothing yet: take it away.
+            drop(file);
+            if let Err(remove) = storage.remove(&path) {
+                warn!(segment = %path.display(), error = %remove, "could not remove a segment whose creation failed");
+            }
+            return Err(e);
+        }
+        info!(segment = %path.display(), base_offset = base, "created segment");
+        Ok(ActiveSegment {
+            base_offset: base,
+            path,
+            file,
+            committed_len: SEGMENT_HEADER_LEN as u64,
+            next_offset: base,
+            index: Vec::new(),
+        })
+    }
 }
 
 /// Every segment of the log, as committed so far.

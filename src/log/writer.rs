@@ -39,7 +39,7 @@ use std::time::Instant;
 use tracing::{debug, error, info};
 
 use super::durable_end::{DurableEnd, Publisher};
-use super::recovery::{create_segment, write_index};
+use super::recovery::write_index;
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
 use super::Shared;
 use crate::config::Durability;
@@ -456,7 +456,7 @@ impl Writer {
             self.active.path.clone(),
             index.entries,
         );
-        let next = create_segment(
+        let next = ActiveSegment::create(
             &*self.shared.storage,
             &self.shared.dir,
             base,
