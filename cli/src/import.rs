@@ -253,6 +253,11 @@ fn to_event(raw: RawLine) -> Result<Parsed, FieldError> {
         Some(b"gap") => return Ok(Parsed::Gap),
         Some(_) => return Err(("kind".into(), "must be \"enforcement\" or \"gap\"".into())),
     }
+    // First: a key the format does not know often explains a missing one
+    // (`tenant` for `tenant_id`).
+    if let Some(name) = raw.unknown.first() {
+        return Err((shown_key(name), unknown_fields_reason(&raw.unknown)));
+    }
     let tenant_id = required_id(Field::TenantId, raw.tenant_id)?;
     let rule_id = required_id(Field::RuleId, raw.rule_id)?;
     let action = action_of(raw.action_taken)?;
@@ -268,16 +273,51 @@ fn to_event(raw: RawLine) -> Result<Parsed, FieldError> {
         let at = utf8(Field::EnforcedAt, &at)?;
         event = event.at_us(parse_us(at).map_err(|e| field_error(EventError::from(e)))?);
     }
-    if let Some(name) = raw.unknown.into_iter().next() {
-        return Err((
-            shown_key(&name),
-            "unknown field (expected tenant_id, rule_id, action_taken, run_id, details, \
-             enforced_at)"
-                .into(),
-        ));
-    }
     event.validate().map_err(field_error)?;
     Ok(Parsed::Event(Box::new(event)))
+}
+
+/// Unknown keys shown in one error, at most.
+const UNKNOWN_SHOWN: usize = 8;
+
+/// Why a line with unknown keys is refused: every unknown key (up to
+/// [`UNKNOWN_SHOWN`]), the import name of a command-line flag's name used
+/// as a key (`tenant` is `tenant_id`), and the keys the format knows.
+fn unknown_fields_reason(unknown: &[String]) -> String {
+    let mut reason = if unknown.len() == 1 {
+        "unknown field".to_string()
+    } else {
+        let mut shown: Vec<String> = unknown
+            .iter()
+            .take(UNKNOWN_SHOWN)
+            .map(|k| shown_key(k))
+            .collect();
+        if unknown.len() > UNKNOWN_SHOWN {
+            shown.push(format!("and {} more", unknown.len() - UNKNOWN_SHOWN));
+        }
+        format!("unknown fields {}", shown.join(", "))
+    };
+    let hints: Vec<String> = unknown
+        .iter()
+        .filter_map(|k| flag_key(k).map(|known| format!("{k} is {known}")))
+        .collect();
+    if !hints.is_empty() {
+        reason.push_str(&format!(" ({})", hints.join(", ")));
+    }
+    reason.push_str("; expected tenant_id, rule_id, action_taken, run_id, details, enforced_at");
+    reason
+}
+
+/// The import key for a key named like a command-line flag.
+fn flag_key(key: &str) -> Option<&'static str> {
+    match key {
+        "tenant" => Some("tenant_id"),
+        "rule" => Some("rule_id"),
+        "action" => Some("action_taken"),
+        "run" => Some("run_id"),
+        "at" | "since" | "until" | "time" | "timestamp" => Some("enforced_at"),
+        _ => None,
+    }
 }
 
 fn required_id(field: Field, bytes: Option<Vec<u8>>) -> Result<String, FieldError> {

@@ -70,7 +70,16 @@ impl Storage for FileStorage {
         // `flock` locks belong to the open file description, so a second
         // open of the same file in this process conflicts too.
         match file.try_lock() {
-            Ok(()) => Ok(Box::new(OsLock(file))),
+            Ok(()) => {
+                // The holder's process id, for the message a second writer
+                // gets (`enforcelog` names the process). Informational and
+                // never trusted: a failure to write it leaves it unsaid.
+                let pid = format!("{}\n", std::process::id());
+                let _ = file
+                    .set_len(0)
+                    .and_then(|()| FileExt::write_all_at(&file, pid.as_bytes(), 0));
+                Ok(Box::new(OsLock(file)))
+            }
             Err(TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(TryLockError::Error(e)) => Err(e),
         }
