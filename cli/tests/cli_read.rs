@@ -59,7 +59,14 @@ fn dump_then_import_into_a_fresh_store_reproduces_the_dump() {
     let b = Fixture::new();
     // The dump holds year 9999: past the default `--max-future-skew`.
     let out = b.run_stdin(
-        &["import", "--max-future-skew", "none", "-"],
+        &[
+            "import",
+            "--max-future-skew",
+            "none",
+            "--not-before",
+            "none",
+            "-",
+        ],
         dump_a.as_bytes(),
     );
     out.expect(0);
@@ -117,7 +124,14 @@ fn dump_of_the_v1_fixture_shows_the_gap_and_import_skips_it() {
     let fresh = Fixture::new();
     // The fixture holds year 9999: past the default `--max-future-skew`.
     let out = fresh.run_stdin(
-        &["import", "--max-future-skew", "none", "-"],
+        &[
+            "import",
+            "--max-future-skew",
+            "none",
+            "--not-before",
+            "none",
+            "-",
+        ],
         f.dump_text().as_bytes(),
     );
     out.expect(0);

@@ -31,8 +31,11 @@ fn golden_fixture_through_import_and_stats_json() {
         "json",
     ]);
     stats.expect(0);
+    // The library's golden report with the CLI's fixed keys (made from it
+    // mechanically: trigger_count_30d -> trigger_count plus "window": "30d",
+    // by_action_30d -> by_action with every action, no gap in any window).
     let expected: Value = serde_json::from_str(
-        &fs::read_to_string(golden("events-2000.stats-2026-11-01T00-00-00Z.json")).unwrap(),
+        &fs::read_to_string(golden("events-2000.cli-stats-2026-11-01T00-00-00Z.json")).unwrap(),
     )
     .unwrap();
     assert!(
@@ -86,21 +89,17 @@ fn stats_json_for_all_rules_and_by_tenant_and_rule() {
     let f = stats_fixture();
     let t = us(AS_OF);
     let at = |days: i64| format_us(t + days * DAY_US);
-    let x_r1 = json!({
-        "tenant_id": "x", "rule_id": "r1", "trigger_count_30d": 3,
-        "last_triggered_at": at(-1), "total_count": 4,
-        "by_action_30d": {"BLOCKED": 2, "KILLED": 1}
-    });
-    let x_r2 = json!({
-        "tenant_id": "x", "rule_id": "r2", "trigger_count_30d": 1,
-        "last_triggered_at": at(0), "total_count": 1,
-        "by_action_30d": {"ABORTED": 1}
-    });
-    let y_r1 = json!({
-        "tenant_id": "y", "rule_id": "r1", "trigger_count_30d": 1,
-        "last_triggered_at": at(-3), "total_count": 2,
-        "by_action_30d": {"BLOCKED": 1}
-    });
+    let rule = |tenant: &str, rule: &str, count: u64, last: i64, total: u64, by: [u64; 4]| {
+        json!({
+            "tenant_id": tenant, "rule_id": rule, "window": "30d", "trigger_count": count,
+            "last_triggered_at": at(last), "total_count": total,
+            "by_action": {"STOPPED": by[0], "KILLED": by[1], "ABORTED": by[2], "BLOCKED": by[3]},
+            "gap_in_window": false, "missing_at_least": 0
+        })
+    };
+    let x_r1 = rule("x", "r1", 3, -1, 4, [0, 1, 0, 2]);
+    let x_r2 = rule("x", "r2", 1, 0, 1, [0, 0, 1, 0]);
+    let y_r1 = rule("y", "r1", 1, -3, 2, [0, 0, 0, 1]);
     let report = |rules: Vec<Value>| json!({"as_of": "2026-06-01T00:00:00.000000Z", "window": "30d", "rules": rules});
     assert_eq!(
         stats_json::<&str>(&f, &[]),
@@ -143,10 +142,13 @@ fn stats_window_changes_the_counted_span() {
         (x_r1["tenant_id"].as_str(), x_r1["rule_id"].as_str()),
         (Some("x"), Some("r1"))
     );
-    assert_eq!(x_r1["trigger_count_7d"], 2, "{seven}");
-    assert_eq!(x_r1["by_action_7d"], json!({"BLOCKED": 1, "KILLED": 1}));
+    assert_eq!(x_r1["window"], "7d", "{seven}");
+    assert_eq!(x_r1["trigger_count"], 2, "{seven}");
+    assert_eq!(
+        x_r1["by_action"],
+        json!({"STOPPED": 0, "KILLED": 1, "ABORTED": 0, "BLOCKED": 1})
+    );
     assert_eq!(x_r1["total_count"], 4);
-    assert!(x_r1.get("trigger_count_30d").is_none(), "{seven}");
 
     // A one-day window: as-of itself counts, a day before does not.
     let one = stats_json(&f, &["--window", "1d", "--tenant", "x"]);
@@ -154,7 +156,80 @@ fn stats_window_changes_the_counted_span() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| &r["trigger_count_1d"])
+        .map(|r| &r["trigger_count"])
         .collect();
     assert_eq!(counts, [&json!(0), &json!(1)], "{one}");
+}
+
+/// Regression: `--window 36h` gave `trigger_count_36h` and `by_action_36h`,
+/// so a script could not read the count under one key. Every window now
+/// gives the same keys (the window is a field), for every format.
+#[test]
+fn stats_json_keys_do_not_change_with_the_window() {
+    let f = stats_fixture();
+    let keys_of = |report: &Value| -> Vec<Vec<String>> {
+        report["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .map(|r| {
+                r.as_object()
+                    .expect("a rule object")
+                    .keys()
+                    .cloned()
+                    .collect()
+            })
+            .collect()
+    };
+    let thirty = stats_json::<&str>(&f, &[]);
+    let expected = keys_of(&thirty);
+    assert!(!expected.is_empty());
+    for window in ["36h", "1d12h", "1w", "90s", "1m30s", "100d"] {
+        let report = stats_json(&f, &["--window", window]);
+        assert_eq!(keys_of(&report), expected, "--window {window}: {report}");
+        let label = report["window"].as_str().expect("window").to_string();
+        for r in report["rules"].as_array().unwrap() {
+            assert_eq!(r["window"], label.as_str(), "{r}");
+        }
+        // The label is itself a window that gives the same report.
+        assert_eq!(stats_json(&f, &["--window", &label]), report, "{label}");
+    }
+    // jsonl: one rule object per line, the same objects.
+    let lines = f.ok(&[
+        "stats", "--as-of", AS_OF, "--format", "jsonl", "--window", "36h",
+    ]);
+    let report = stats_json(&f, &["--window", "36h"]);
+    assert_eq!(
+        Value::Array(cli::jsonl(&lines, "stats jsonl")),
+        report["rules"],
+        "{lines}"
+    );
+}
+
+/// The table's per-action and missing columns carry the window they count.
+#[test]
+fn stats_table_columns_say_which_window_they_count() {
+    let f = stats_fixture();
+    for (window, label) in [("30d", "30D"), ("36h", "1D12H"), ("1w", "7D")] {
+        let table = f.ok(&["stats", "--as-of", AS_OF, "--window", window]);
+        let header = table.lines().next().unwrap_or_default();
+        for column in [
+            "TRIGGER_COUNT",
+            "STOPPED",
+            "KILLED",
+            "ABORTED",
+            "BLOCKED",
+            "MISSING",
+        ] {
+            let want = format!("{column}_{label}");
+            assert!(
+                header.split_whitespace().any(|h| h == want),
+                "--window {window}: no column {want} in {header:?}"
+            );
+        }
+        assert!(
+            header.split_whitespace().any(|h| h == "TOTAL"),
+            "TOTAL counts everything up to as-of, not the window: {header:?}"
+        );
+    }
 }

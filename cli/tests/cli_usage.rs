@@ -272,8 +272,10 @@ fn odd_input_never_panics() {
 #[test]
 fn verbose_adds_detail_below_the_one_line_error() {
     let f = Fixture::new();
+    // A rule id with a control character: refused by the library's checks,
+    // which carry detail (a bad --action is refused by the flag parser).
     let args = [
-        "record", "--tenant", "t", "--rule", "r", "--action", "explode",
+        "record", "--tenant", "t", "--rule", "r\u{7}", "--action", "killed",
     ];
     let plain = f.run(&args);
     plain.expect(2).expect_one_error_line();

@@ -192,12 +192,19 @@ impl Fixture {
 
     /// Imports JSON Lines from stdin and returns the summary.
     #[track_caller]
-    /// Times are not limited (`--max-future-skew none`): the tests that use
-    /// this import the edges of the timestamp range; the default limit is
-    /// tested by the bad-line matrix.
+    /// Times are not limited (`--max-future-skew none --not-before none`):
+    /// the tests that use this import the edges of the timestamp range; the
+    /// default limits are tested by the bad-line matrix.
     pub fn import(&self, lines: &[Value]) -> Value {
         let out = self.run_stdin(
-            &["import", "--max-future-skew", "none", "-"],
+            &[
+                "import",
+                "--max-future-skew",
+                "none",
+                "--not-before",
+                "none",
+                "-",
+            ],
             jsonl_text(lines).as_bytes(),
         );
         out.expect(0);
