@@ -7,6 +7,7 @@ mod cli;
 mod common;
 
 use std::fs;
+use std::path::PathBuf;
 
 use cli::*;
 use enforcelog::{Store, StoreOptions};
@@ -331,4 +332,110 @@ fn read_commands_on_a_missing_store_say_so_and_create_nothing() {
     }
     f.run(&["repair"]);
     assert!(!f.dir.exists(), "repair created the store");
+}
+
+/// Regression: a second writer was told only "locked by another writer".
+/// It now names the holding process (its PID, recorded in LOCK by the
+/// holder) and the commands that work meanwhile; each of them does.
+#[test]
+fn a_locked_store_names_the_holding_process_and_the_commands_that_still_work() {
+    let g = five_batches();
+    let store = Store::open(&g.dir, StoreOptions::default()).expect("open writer");
+    let pid = std::process::id();
+    let record = g.run(&["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
+    record.expect(3).expect_one_error_line();
+    record.stderr_has(&format!("process {pid}"));
+    for command in ["query", "stats", "dump", "tail", "info", "verify"] {
+        record.stderr_has(command);
+    }
+    for args in [
+        &["query", "--tenant", "t"][..],
+        &["stats"],
+        &["dump"],
+        &["tail"],
+        &["info"],
+        &["verify"],
+    ] {
+        g.run(args).expect(0);
+    }
+    let info = g.run(&["info", "--format", "json"]).expect(0).json();
+    assert_eq!(info["writer"], true, "{info}");
+    assert_eq!(info["writer_pid"], pid, "{info}");
+    drop(store);
+    let info = g.run(&["info", "--format", "json"]).expect(0).json();
+    assert_eq!(info["writer"], false, "{info}");
+    assert_eq!(info["writer_pid"], Value::Null, "{info}");
+}
+
+/// `info` says what the store holds: segments and bytes, first and next
+/// offset, entries by kind, oldest and newest event, checkpoint age, store
+/// id; read-only (no file changes), in each format.
+#[test]
+fn info_describes_the_store_and_changes_nothing() {
+    let f = Fixture::new();
+    f.import(&[
+        ev("a", "r", "BLOCKED", "2026-03-01T00:00:00Z"),
+        ev("b", "r", "KILLED", "2025-01-01T12:00:00Z"),
+        ev("a", "s", "STOPPED", "2026-02-01T00:00:00Z"),
+    ]);
+    let before: Vec<(PathBuf, Vec<u8>)> = walk(&f.dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let info = f.run(&["info", "--format", "json"]).expect(0).json();
+    let segment_bytes: u64 = f.segments().iter().map(|(_, b)| b.len() as u64).sum();
+    assert_eq!(info["segments"], f.segments().len() as u64, "{info}");
+    assert_eq!(info["segment_bytes"], segment_bytes, "{info}");
+    assert!(
+        info["total_bytes"].as_u64().unwrap() >= segment_bytes,
+        "{info}"
+    );
+    assert_eq!(info["first_offset"], 0, "{info}");
+    assert_eq!(info["next_offset"], 3, "{info}");
+    assert_eq!(info["events"], 3, "{info}");
+    assert_eq!(
+        info["oldest_enforced_at"], "2025-01-01T12:00:00.000000Z",
+        "{info}"
+    );
+    assert_eq!(
+        info["newest_enforced_at"], "2026-03-01T00:00:00.000000Z",
+        "{info}"
+    );
+    let id = fs::read_to_string(f.dir.join("STORE_ID")).unwrap();
+    assert_eq!(info["store_id"], id.trim(), "{info}");
+    let checkpoints = info["checkpoints"].as_array().expect("checkpoints");
+    assert!(
+        !checkpoints.is_empty(),
+        "the import's close wrote one: {info}"
+    );
+    assert!(checkpoints.iter().all(|c| c["age_s"].is_u64()), "{info}");
+    let one_line = f.run(&["info", "--format", "jsonl"]);
+    one_line.expect(0);
+    assert_eq!(one_line.stdout.lines().count(), 1);
+    assert_eq!(one_line.json()["next_offset"], 3);
+    let table = f.ok(&["info"]);
+    for needle in [
+        "segments",
+        "next 3",
+        "2025-01-01T12:00:00",
+        id.trim(),
+        "checkpoint",
+    ] {
+        assert!(table.contains(needle), "{needle:?} not in:\n{table}");
+    }
+    let after: Vec<(PathBuf, Vec<u8>)> = walk(&f.dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    assert!(before == after, "info changed a file");
+    // On a missing store: exit 2, nothing created.
+    let missing = Fixture::new();
+    missing.run(&["info"]).expect(2).expect_one_error_line();
+    assert!(!missing.dir.exists());
 }

@@ -398,3 +398,317 @@ fn tail_follow_prints_events_as_another_process_commits_them() {
     assert!(!lines.iter().any(|l| l.contains("other")), "{lines:?}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `n` events of tenants `a` (even) and `b` (odd), rule `r{i}`, one a minute.
+fn numbered(n: usize) -> Fixture {
+    let f = Fixture::new();
+    let t = us("2026-01-01T00:00:00Z");
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            let tenant = if i % 2 == 0 { "a" } else { "b" };
+            ev(
+                tenant,
+                &format!("r{i}"),
+                "BLOCKED",
+                &format_us(t + i as i64 * 60_000_000),
+            )
+        })
+        .collect();
+    f.import(&events);
+    f
+}
+
+/// The rule ids of `tail --format jsonl` lines.
+fn rules_of(lines: &str) -> Vec<String> {
+    cli::jsonl(lines, "tail")
+        .iter()
+        .map(|v| v["rule_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Regression: `tail` printed the whole log from offset 0. Like tail, it
+/// prints the last 10 entries by default, the last N with `-n N`, and with
+/// `--tenant` the last N of that tenant.
+#[test]
+fn tail_prints_the_last_entries_not_the_whole_log() {
+    let f = numbered(25);
+    let names =
+        |range: std::ops::Range<usize>| -> Vec<String> { range.map(|i| format!("r{i}")).collect() };
+    let last10 = f.ok(&["tail", "--format", "jsonl"]);
+    assert_eq!(rules_of(&last10), names(15..25));
+    assert_eq!(f.ok(&["tail"]).lines().count(), 10, "table: 10 lines");
+    assert_eq!(
+        rules_of(&f.ok(&["tail", "-n", "3", "--format", "jsonl"])),
+        names(22..25)
+    );
+    assert_eq!(
+        rules_of(&f.ok(&["tail", "--lines", "100", "--format", "jsonl"])),
+        names(0..25)
+    );
+    assert_eq!(f.ok(&["tail", "-n", "0"]), "");
+    let a = f.ok(&["tail", "-n", "3", "--tenant", "a", "--format", "jsonl"]);
+    assert_eq!(rules_of(&a), ["r20", "r22", "r24"]);
+    // --from: the last N from that offset on.
+    let from = f.ok(&["tail", "-n", "2", "--from", "5", "--format", "jsonl"]);
+    assert_eq!(rules_of(&from), ["r23", "r24"]);
+    // json: one array of the same objects; refused with --follow (it would
+    // never end).
+    let array = f.run(&["tail", "-n", "2", "--format", "json"]);
+    assert_eq!(
+        array.expect(0).json(),
+        Value::Array(cli::jsonl(
+            &f.ok(&["tail", "-n", "2", "--format", "jsonl"]),
+            "tail"
+        ))
+    );
+    f.run(&["tail", "--follow", "--format", "json"])
+        .expect(2)
+        .expect_one_error_line();
+    f.run(&["tail", "-n", "-1"])
+        .expect(2)
+        .expect_one_error_line();
+}
+
+/// `query --count` counts every match, across pages, in each format.
+#[test]
+fn query_count_counts_every_match_beyond_one_page() {
+    let f = numbered(30);
+    let count = |extra: &[&str]| -> String {
+        let mut args = vec!["query", "--count"];
+        args.extend_from_slice(extra);
+        f.ok(&args).trim().to_string()
+    };
+    assert_eq!(count(&["--tenant", "a"]), "15");
+    assert_eq!(
+        count(&["--tenant", "b", "--format", "json"]),
+        r#"{"count":15}"#
+    );
+    assert_eq!(
+        count(&["--tenant", "b", "--format", "jsonl"]),
+        r#"{"count":15}"#
+    );
+    assert_eq!(count(&["--tenant", "a", "--rule", "r4"]), "1");
+    assert_eq!(count(&["--tenant", "nobody"]), "0");
+    assert_eq!(
+        count(&["--tenant", "a", "--since", "2026-01-01T00:10:00Z"]),
+        "10"
+    );
+    assert_eq!(count(&["--tenant", "a", "--after-offset", "19"]), "5");
+    // Limit is for listing: with --count it is refused, not ignored.
+    f.run(&["query", "--tenant", "a", "--count", "--limit", "2"])
+        .expect(2)
+        .expect_one_error_line();
+}
+
+/// `dump --tenant` keeps one tenant's events (and every gap or lost
+/// entry); `--limit` stops after N lines; `--format` as everywhere.
+#[test]
+fn dump_tenant_and_limit_narrow_the_dump() {
+    let f = numbered(10);
+    let a = cli::jsonl(&f.ok(&["dump", "--tenant", "a"]), "dump");
+    assert_eq!(offsets(&a), [0, 2, 4, 6, 8]);
+    assert!(a.iter().all(|v| v["tenant_id"] == "a"));
+    let two = cli::jsonl(&f.ok(&["dump", "--tenant", "b", "--limit", "2"]), "dump");
+    assert_eq!(offsets(&two), [1, 3]);
+    let from = cli::jsonl(&f.ok(&["dump", "--from", "7", "--limit", "100"]), "dump");
+    assert_eq!(offsets(&from), [7, 8, 9]);
+    let array = f.run(&["dump", "--limit", "3", "--format", "json"]);
+    assert_eq!(array.expect(0).json(), Value::Array(f.dump()[..3].to_vec()));
+    let table = f.ok(&["dump", "--limit", "3", "--format", "table"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    f.run(&["dump", "--limit", "0"])
+        .expect(2)
+        .expect_one_error_line();
+}
+
+/// Regression: a query with a bad filter said "invalid event: ...". It now
+/// says it is a bad filter and names the flag; nothing is created.
+#[test]
+fn a_bad_filter_is_called_a_filter_and_names_its_flag() {
+    let f = numbered(2);
+    let cases: [(&[&str], &str); 6] = [
+        (&["query", "--tenant", "a\u{1}"], "bad filter --tenant"),
+        (
+            &["query", "--tenant", "a", "--rule", ""],
+            "bad filter --rule",
+        ),
+        (
+            &["query", "--tenant", "a", "--run", &"x".repeat(200)],
+            "bad filter --run",
+        ),
+        (
+            &[
+                "query",
+                "--tenant",
+                "a",
+                "--since",
+                "2026-01-02",
+                "--until",
+                "2026-01-01",
+            ],
+            "bad filter --since/--until",
+        ),
+        (&["stats", "--rule", "r\u{7}"], "bad filter --rule"),
+        (&["dump", "--tenant", ""], "bad filter --tenant"),
+    ];
+    for (args, says) in cases {
+        let out = f.run(args);
+        out.expect(2).expect_one_error_line().stderr_has(says);
+        assert!(!out.stderr.contains("invalid event"), "{}", out.show());
+    }
+    let tail = f.run(&["tail", "--tenant", "\u{7}"]);
+    tail.expect(2)
+        .expect_one_error_line()
+        .stderr_has("bad filter --tenant");
+    // A bad action is refused by the flag, naming it and the actions.
+    let action = f.run(&["query", "--tenant", "a", "--action", "melted"]);
+    action
+        .expect(2)
+        .expect_one_error_line()
+        .stderr_has("--action")
+        .stderr_has("blocked");
+    // Actions in any case, and the short forms.
+    for action in ["BLOCKED", "Blocked", "block"] {
+        let n = f.ok(&["query", "--tenant", "a", "--action", action, "--count"]);
+        assert_eq!(n.trim(), "1", "--action {action}");
+    }
+    let missing = Fixture::new();
+    missing
+        .run(&["query", "--tenant", "a\u{1}"])
+        .expect(2)
+        .expect_one_error_line();
+    assert!(!missing.dir.exists());
+}
+
+/// Every command that prints data accepts the same `--format` values.
+#[test]
+fn every_data_command_speaks_table_json_and_jsonl() {
+    let f = numbered(4);
+    let commands: [&[&str]; 5] = [
+        &["query", "--tenant", "a"],
+        &["stats", "--as-of", "2026-02-01T00:00:00Z"],
+        &["dump"],
+        &["tail"],
+        &["info"],
+    ];
+    for args in commands {
+        for format in ["table", "json", "jsonl"] {
+            let mut all = args.to_vec();
+            all.extend(["--format", format]);
+            let out = f.run(&all);
+            out.expect(0);
+            match format {
+                "json" => {
+                    out.json();
+                }
+                "jsonl" => {
+                    out.jsonl();
+                }
+                _ => assert!(!out.stdout.trim().is_empty(), "{}", out.show()),
+            }
+        }
+        let mut bad = args.to_vec();
+        bad.extend(["--format", "yaml"]);
+        f.run(&bad).expect(2).expect_one_error_line();
+    }
+}
+
+/// Times in: RFC 3339 with a zone, a date alone (midnight UTC), `now`, and
+/// a duration before now, for every time flag; refusals name the forms.
+#[test]
+fn times_in_as_dates_and_durations_before_now() {
+    let f = numbered(4);
+    let count = |since: &str, until: &str| -> String {
+        f.ok(&[
+            "query", "--tenant", "a", "--count", "--since", since, "--until", until,
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(count("2026-01-01", "2026-01-02"), "2");
+    assert_eq!(count("2026-01-01T00:01:00Z", "2026-01-02"), "1");
+    assert_eq!(count("2025-12-31", "2026-01-01"), "0");
+    // Relative: the events are in 2026-01-01, far before "1h" ago.
+    assert_eq!(count("2020-01-01", "1h"), "2");
+    assert_eq!(count("1h", "now"), "0");
+    let recent = Fixture::new();
+    recent.ok(&[
+        "record", "--tenant", "a", "--rule", "r", "--action", "kill", "--at", "90s",
+    ]);
+    let n = recent.ok(&["query", "--tenant", "a", "--count", "--since", "1d12h"]);
+    assert_eq!(n.trim(), "1");
+    let stats = recent.run(&[
+        "stats", "--as-of", "now", "--window", "1h", "--format", "json",
+    ]);
+    assert_eq!(stats.expect(0).json()["rules"][0]["trigger_count"], 1);
+    for bad in ["2026-01-01T00:00:00", "yesterday", "2026-1-1", "1x"] {
+        f.run(&["query", "--tenant", "a", "--since", bad])
+            .expect(2)
+            .expect_one_error_line()
+            .stderr_has("--since");
+    }
+}
+
+/// Times out: UTC by default; tables in the local zone with `--local` or
+/// `TZ`; JSON stays UTC whatever the zone.
+#[test]
+fn times_out_are_utc_unless_local_is_asked_for() {
+    let f = numbered(1);
+    let utc = f.ok(&["tail"]);
+    assert!(utc.contains("2026-01-01T00:00:00.000000Z"), "{utc}");
+    // Zones as TZif files written here (the host may have no tz database).
+    let plus1 = fixed_zone(&f, "plus1", 3600);
+    let plus9 = fixed_zone(&f, "plus9", 9 * 3600);
+    let mut paris = f.cmd(&["tail"]);
+    paris.env("TZ", &plus1);
+    let out = run(paris, None);
+    out.expect(0);
+    assert!(
+        out.stdout.contains("2026-01-01T01:00:00.000000+01:00"),
+        "{}",
+        out.show()
+    );
+    let mut local = f.cmd(&["--local", "tail", "--format", "jsonl"]);
+    local.env("TZ", &plus9);
+    let out = run(local, None);
+    assert_eq!(
+        out.expect(0).jsonl()[0]["enforced_at"],
+        "2026-01-01T00:00:00.000000Z"
+    );
+    let mut table = f.cmd(&["--local", "query", "--tenant", "a"]);
+    table.env("TZ", &plus9);
+    let out = run(table, None);
+    assert!(
+        out.expect(0)
+            .stdout
+            .contains("2026-01-01T09:00:00.000000+09:00"),
+        "{}",
+        out.show()
+    );
+    // An unknown zone: one warning, and UTC.
+    let mut nowhere = f.cmd(&["tail"]);
+    nowhere.env("TZ", "Nowhere/Atlantis");
+    let out = run(nowhere, None);
+    out.expect(0).stderr_has("UTC");
+    assert!(
+        out.stdout.contains("2026-01-01T00:00:00.000000Z"),
+        "{}",
+        out.show()
+    );
+}
+
+/// A TZif (version 1) file of one zone `offset_s` east of UTC, no
+/// transitions: what /usr/share/zoneinfo holds for a fixed-offset zone.
+fn fixed_zone(f: &Fixture, name: &str, offset_s: i32) -> std::path::PathBuf {
+    let mut b = b"TZif".to_vec();
+    b.push(0);
+    b.extend([0u8; 15]);
+    // isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt
+    for count in [0u32, 0, 0, 0, 1, 4] {
+        b.extend(count.to_be_bytes());
+    }
+    b.extend(offset_s.to_be_bytes());
+    b.extend([0, 0]);
+    b.extend(b"ZZZ\0");
+    f.write_file(name, &b)
+}
