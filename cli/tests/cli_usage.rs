@@ -399,3 +399,80 @@ fn hidden_segment_size_option_rolls_segments_and_stays_out_of_help() {
     bad.expect_one_error_line().stderr_has("segment_max_bytes");
     assert_ne!(bad.code(), Some(0));
 }
+
+/// Completions offer the action names for `--action` (record and query):
+/// each shell's script lists the four actions as the values of a flag, at
+/// least twice.
+#[test]
+fn completions_offer_the_action_names() {
+    let lists = [
+        ("bash", "\"stopped killed aborted blocked\""),
+        ("zsh", ":(stopped killed aborted blocked)"),
+        (
+            "fish",
+            "\"stopped\\t''\nkilled\\t''\naborted\\t''\nblocked\\t''\"",
+        ),
+    ];
+    for (shell, list) in lists {
+        let mut c = enforcelog();
+        c.args(["completions", shell]);
+        let out = run(c, None);
+        out.expect(0);
+        let offered = out.stdout.matches(list).count();
+        assert!(
+            offered >= 2,
+            "{shell}: record and query offer the actions as {list:?}, found {offered}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+/// One duration syntax for every flag that takes one: the same text means
+/// the same span in --window, --max-future-skew and --durability interval:.
+#[test]
+fn one_duration_syntax_for_every_duration_flag() {
+    let f = Fixture::new();
+    for (flag, value) in [
+        ("--max-future-skew", "1d12h"),
+        ("--max-future-skew", "1w"),
+        ("--max-future-skew", "90s"),
+        ("--max-future-skew", "500ms"),
+    ] {
+        let mut c = f.cmd(&["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
+        c.args([flag, value]);
+        run(c, None).expect(0);
+    }
+    for durability in ["interval:10ms", "interval:1s500ms", "interval:500us"] {
+        let mut c = f.cmd_durable(&["--durability", durability]);
+        c.args(["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
+        run(c, None).expect(0);
+    }
+    for window in ["1w", "1d12h", "36h", "90s", "1m30s"] {
+        f.ok(&["stats", "--window", window]);
+    }
+    // The same refusals everywhere: no unit, zero, units out of order.
+    for bad in ["30", "0s", "1h1d", "1.5h"] {
+        for args in [
+            vec!["stats", "--window", bad],
+            vec![
+                "record",
+                "--tenant",
+                "t",
+                "--rule",
+                "r",
+                "--action",
+                "kill",
+                "--max-future-skew",
+                bad,
+            ],
+            vec!["import", "--max-future-skew", bad, "-"],
+            vec!["query", "--tenant", "t", "--since", bad],
+        ] {
+            f.run(&args).expect(2).expect_one_error_line();
+        }
+        let interval = format!("interval:{bad}");
+        let mut c = f.cmd_durable(&["--durability", interval.as_str()]);
+        c.args(["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
+        run(c, None).expect(2).expect_one_error_line();
+    }
+}

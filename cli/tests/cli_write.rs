@@ -735,3 +735,74 @@ fn an_import_killed_midway_leaves_a_prefix_of_whole_batches() {
         assert_eq!(d["rule_id"], format!("r{i}"), "input order");
     }
 }
+
+/// An event stamped far in the past is refused the same way by `record`
+/// and `import` (before 2000-01-01 by default; `--not-before` moves the
+/// bound, `none` lifts it), as far-future ones are (`--max-future-skew`);
+/// a refusal changes nothing on disk.
+#[test]
+fn far_past_and_far_future_are_refused_alike_by_record_and_import() {
+    let f = Fixture::new();
+    let record = |at: &str, extra: &[&str]| {
+        let mut args = vec![
+            "record", "--tenant", "t", "--rule", "r", "--action", "kill", "--at", at,
+        ];
+        args.extend_from_slice(extra);
+        f.run(&args)
+    };
+    let import = |at: &str, extra: &[&str]| {
+        let mut args = vec!["import"];
+        args.extend_from_slice(extra);
+        args.push("-");
+        let line = jsonl_text(&[ev("t", "r", "KILLED", at)]);
+        f.run_stdin(&args, line.as_bytes())
+    };
+    let far_future = format_us(now_us() + 2 * HOUR_US);
+    for at in [
+        "1999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1970-01-01",
+        far_future.as_str(),
+    ] {
+        let r = record(at, &[]);
+        r.expect(2)
+            .expect_one_error_line()
+            .stderr_has("enforced_at");
+        let i = import(at, &[]);
+        i.expect(2).stderr_has("line 1: enforced_at");
+        assert!(!f.dir.exists(), "a refused event created the store");
+    }
+    let before_bound = "2010-06-01T00:00:00Z";
+    record(before_bound, &["--not-before", "2011-01-01"]).expect(2);
+    import(before_bound, &["--not-before", "2011-01-01"]).expect(2);
+    assert!(!f.dir.exists());
+    record("2000-01-01T00:00:00Z", &[]).expect(0);
+    record("1999-12-31T23:59:59Z", &["--not-before", "none"]).expect(0);
+    import("0001-01-01T00:00:00Z", &["--not-before", "none"]).expect(0);
+    record(&far_future, &["--max-future-skew", "3h"]).expect(0);
+    import(&far_future, &["--max-future-skew", "1d12h"]).expect(0);
+    assert_eq!(f.dump().len(), 5);
+}
+
+/// Import names every unknown key in its error, and when a key is a flag's
+/// name it says which import field that flag is.
+#[test]
+fn import_names_unknown_keys_and_the_field_a_flag_name_means() {
+    let f = Fixture::new();
+    let line = r#"{"tenant":"a","rule_id":"r","action":"kill","colour":"red"}"#;
+    let out = f.run_stdin(&["import", "-"], format!("{line}\n").as_bytes());
+    out.expect(2);
+    let first = out.stderr.lines().next().unwrap_or_default();
+    for needle in [
+        "line 1",
+        "\"tenant\"",
+        "\"action\"",
+        "\"colour\"",
+        "tenant is tenant_id",
+        "action is action_taken",
+        "expected tenant_id",
+    ] {
+        assert!(first.contains(needle), "{needle:?} not in {first:?}");
+    }
+    assert!(!f.dir.exists());
+}

@@ -32,13 +32,14 @@ pub const SEGMENT: &str = "00000000000000000000.log";
 pub const DAY_US: i64 = 86_400_000_000;
 pub const HOUR_US: i64 = 3_600_000_000;
 /// Every subcommand the issue names.
-pub const SUBCOMMANDS: [&str; 10] = [
+pub const SUBCOMMANDS: [&str; 11] = [
     "demo",
     "record",
     "import",
     "query",
     "stats",
     "dump",
+    "info",
     "verify",
     "repair",
     "tail",
