@@ -193,7 +193,9 @@ fn record_bad_input_matrix_exits_2_and_appends_nothing() {
         ("--action", "explode".into(), "action"),
         ("--action", String::new(), "action"),
         ("--at", "2026-01-01T00:00:00".into(), ""),
-        ("--at", "2026-01-01".into(), ""),
+        // A date alone is a time now (midnight UTC); a malformed one is not.
+        ("--at", "2026-1-01".into(), ""),
+        ("--at", "1999-12-31".into(), "not-before"),
         ("--at", "yesterday".into(), ""),
         ("--at", "10000-01-01T00:00:00Z".into(), ""),
         ("--details", "{a:1}".into(), "details"),
