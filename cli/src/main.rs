@@ -211,11 +211,26 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         _ => {
-            let line = first_paragraph(&e.render().to_string());
+            let line = printable(&first_paragraph(&e.render().to_string()));
             let _ = writeln!(std::io::stderr(), "{line} (see --help)");
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// `text` with control characters (and the separators and bidi controls
+/// an id may not hold) escaped: clap echoes the offending argument, and an
+/// argument must not move the cursor or forge a second line.
+fn printable(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || enforcelog::event::is_forbidden_in_id(c) {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// The first paragraph of a clap message and its tips, on one line.

@@ -297,7 +297,10 @@ fn verbose_adds_detail_below_the_one_line_error() {
 #[test]
 fn no_progress_bar_when_stderr_is_not_a_terminal() {
     let f = Fixture::new();
-    let out = f.run(&["demo", "--events", "500", "--producers", "2"]);
+    let demo_dir = f.tmp.path().join("demo");
+    let mut cmd = f.cmd(&["demo", "--events", "500", "--producers", "2", "--dir"]);
+    cmd.arg(&demo_dir);
+    let out = run(cmd, None);
     out.expect(0);
     assert!(
         !out.stderr.contains('\r') && !out.stderr.contains('\u{1b}'),
