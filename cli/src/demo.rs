@@ -37,7 +37,7 @@ With the default --durability fsync every event is acknowledged only once it
 is on disk; concurrent writers share each fdatasync (group commit). The demo
 then prints the durable throughput, the fsyncs issued and events per fsync,
 the append latency, the replay rate after reopening the store read-only (a
-full pass over every entry), and the top rules by trigger_count_30d with
+full pass over every entry), and the top rules by trigger count in the last 30 days with
 last_triggered_at. A progress bar shows on stderr when it is a terminal.
 The last line says where the demo store is and how to look at it.";
 
@@ -98,7 +98,7 @@ pub fn run(global: &Global, args: &DemoArgs) -> Result<(), Failure> {
     }
     out.line("")?;
     out.line(&format!(
-        "top {} rules by trigger_count_30d (as of {}):",
+        "top {} rules by trigger count in the last 30 days (as of {}):",
         top.len(),
         show_us(replay.as_of_us)
     ))?;

@@ -428,7 +428,7 @@ pub fn stats_table(rules: &[RuleStats], window: Duration) -> Table {
         ("RULE", Align::Left),
         (count_header.as_str(), Align::Right),
         ("LAST_TRIGGERED_AT", Align::Left),
-        ("TOTAL", Align::Right),
+        ("TOTAL_COUNT", Align::Right),
     ];
     headers.extend(action_headers.iter().map(|h| (h.as_str(), Align::Right)));
     headers.push((missing_header.as_str(), Align::Right));

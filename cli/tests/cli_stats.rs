@@ -228,7 +228,7 @@ fn stats_table_columns_say_which_window_they_count() {
             );
         }
         assert!(
-            header.split_whitespace().any(|h| h == "TOTAL"),
+            header.split_whitespace().any(|h| h == "TOTAL_COUNT"),
             "TOTAL counts everything up to as-of, not the window: {header:?}"
         );
     }
