@@ -570,10 +570,12 @@ fn last_entries(store: &Store, args: &TailArgs) -> Result<(Vec<Entry>, u64), Fai
     };
     let mut last: VecDeque<Entry> = VecDeque::new();
     let mut resume = next;
+    // Opened first: an offset beyond the end is refused (exit 2), as ever.
+    let entries = store.entries(start)?;
     if want == 0 || start >= next {
         return Ok((Vec::new(), resume));
     }
-    for entry in store.entries(start)? {
+    for entry in entries {
         let entry = entry?;
         resume = resume.max(entry.offset() + 1);
         if !is_shown(&entry, args.tenant.as_ref()) {
