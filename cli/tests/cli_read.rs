@@ -467,6 +467,11 @@ fn tail_prints_the_last_entries_not_the_whole_log() {
     f.run(&["tail", "-n", "-1"])
         .expect(2)
         .expect_one_error_line();
+    // An offset beyond the end is still refused, not an empty answer.
+    f.run(&["tail", "--from", "26"])
+        .expect(2)
+        .expect_one_error_line();
+    assert_eq!(f.ok(&["tail", "--from", "25"]), "");
 }
 
 /// `query --count` counts every match, across pages, in each format.
