@@ -46,6 +46,9 @@ A time with a clock but no zone is refused. Durations, everywhere: 1w, 1d12h,
 30d, 90s, 10ms, 500us (units w d h m s ms us, largest first).
 Times out: UTC with 6 fractional digits; tables show local time with --local
 or when TZ is set. JSON and JSON Lines are always UTC.
+Every command that prints data takes --format table, json or jsonl.
+Flags name the event fields: --tenant tenant_id, --rule rule_id, --action
+action_taken, --run run_id, --at/--since/--until enforced_at.
 Errors are one line on stderr; -v adds detail, -vv the store's own log.";
 
 /// An embeddable, append-only audit log of policy-enforcement outcomes.

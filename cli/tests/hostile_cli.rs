@@ -853,6 +853,7 @@ fn commands() -> Vec<Run> {
         ("stats", os(&["stats", "--as-of", AT]), None),
         ("dump", os(&["dump"]), None),
         ("tail", os(&["tail"]), None),
+        ("info", os(&["info"]), None),
         ("verify", os(&["verify"]), None),
     ]
 }
