@@ -55,7 +55,7 @@ const WHOLE_LINE: &str = "json";
 /// recolour a terminal, or forge a second report line.
 ///
 /// ```
-/// use enforcelog::import::{parse_line, Parsed};
+/// use enforcelog_cli::import::{parse_line, Parsed};
 ///
 /// let line = br#"{"tenant_id":"acme","rule_id":"r1","action_taken":"KILLED","enforced_at":"2026-01-02T03:04:05Z"}"#;
 /// let Ok(Parsed::Event(event)) = parse_line(1, line) else { panic!("a valid line") };
