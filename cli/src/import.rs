@@ -401,6 +401,22 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_are_all_named_with_the_field_a_flag_name_means() {
+        let (field, reason) = error_of(br#"{"tenant":"a","rule_id":"r","action":"kill","x":1}"#);
+        assert_eq!(field, "\"tenant\"");
+        for needle in [
+            "unknown fields \"tenant\", \"action\", \"x\"",
+            "tenant is tenant_id",
+            "action is action_taken",
+            "expected tenant_id",
+        ] {
+            assert!(reason.contains(needle), "{needle:?} not in {reason:?}");
+        }
+        let (_, one) = error_of(br#"{"tenant_id":"a","rule_id":"r","action_taken":"kill","zz":1}"#);
+        assert!(one.starts_with("unknown field;"), "{one}");
+    }
+
+    #[test]
     fn good_lines_parse() {
         let line = br#"{"tenant_id":"t","rule_id":"r","action_taken":"kill","run_id":null,"details":{"a":1},"enforced_at":"2026-11-01T00:00:00+01:00"}"#;
         let Ok(Parsed::Event(event)) = parse_line(1, line) else {
