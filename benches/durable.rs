@@ -279,7 +279,7 @@ impl Gen {
             Action::ALL[self.below(4) as usize],
         )
         .with_run_id(format!("run-{:08}", self.below(100_000_000)))
-        .with_details(json!({
+        .with_details(enforcelog::details!({
             "tool": "shell-exec",
             "step": self.below(500),
             "reason": "budget of 50000 tokens exceeded at this step",
@@ -370,10 +370,9 @@ struct Row {
 /// A user of SQLite turns the event into a row (details as JSON text).
 fn row_of(event: Event) -> Row {
     Row {
-        details: event
-            .details
-            .as_ref()
-            .map_or_else(String::new, Value::to_string),
+        details: event.details.as_ref().map_or_else(String::new, |d| {
+            serde_json::to_string(d).unwrap_or_default()
+        }),
         tenant_id: event.tenant_id,
         rule_id: event.rule_id,
         action: event.action.as_str(),

@@ -39,27 +39,22 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use enforcelog::projection::Projection;
-use enforcelog::{
-    payload, Action, Durability, Entry, Event, Log, LogOptions, Query, RuleStats, Store,
-    StoreOptions, StoredEvent, TriggerStats,
-};
+use enforcelog::{payload, Action, Entry, Log, Query, RuleStats, Store, StoredEvent, TriggerStats};
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "support/dataset.rs"]
+mod dataset;
 
 use counting_alloc::counted;
+use dataset::{
+    build, check_stats, decode_pass, feed, files_with, ms, percentiles, place_checkpoint,
+    read_pass, replay, replay_pass, store_options, us, Checkpoint, DataSet, Keys, Latency, Rng,
+    DAY_US, END_US, SPAN_US, WINDOW_US,
+};
 
-const DAY_US: i64 = 24 * 3600 * 1_000_000;
-const WINDOW_US: i64 = 30 * DAY_US;
-/// The newest instant of the data set (2026-10-01T00:00:00Z): every query
-/// asks as of it.
-const END_US: i64 = 1_790_812_800_000_000;
-const SPAN_US: i64 = 60 * DAY_US;
-const JITTER_US: i64 = 5 * 60 * 1_000_000;
-const BUILD_BATCH: usize = 1_000;
 const DEFAULT_SEED: u64 = 0x5eed_0007;
 /// Stores larger than this are replayed and opened once, not three times.
 const BIG_STORE_EVENTS: u64 = 2_000_000;
@@ -117,7 +112,16 @@ impl Plan {
     }
 
     fn pairs(&self) -> u64 {
-        self.tenants * self.rules_per_tenant
+        self.keys().pairs()
+    }
+
+    /// The key shape of this run's data set (five-digit rule ids).
+    fn keys(&self) -> Keys {
+        Keys {
+            tenants: self.tenants,
+            rules_per_tenant: self.rules_per_tenant,
+            rule_digits: 5,
+        }
     }
 
     fn repeats_for(&self, events: u64) -> usize {
@@ -137,213 +141,8 @@ impl Plan {
     }
 }
 
-/// SplitMix64: a small, seeded, reproducible generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("ENFORCELOG_SEED")
-        .ok()
-        .map(|v| v.parse().expect("ENFORCELOG_SEED is a u64"))
-        .unwrap_or(DEFAULT_SEED)
-}
-
 fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// The ids of the pairs: `pair / rules_per_tenant` is the tenant.
-#[derive(Debug, Clone, Copy)]
-struct Keys {
-    rules_per_tenant: u64,
-}
-
-impl Keys {
-    fn tenant(self, pair: u64) -> String {
-        format!("tenant-{:03}", pair / self.rules_per_tenant)
-    }
-
-    fn rule(self, pair: u64) -> String {
-        format!("rule-{pair:05}")
-    }
-}
-
-/// What the brute-force checks need of one event.
-#[derive(Debug, Clone, Copy)]
-struct Written {
-    pair: u32,
-    action: u8,
-    at_us: i64,
-}
-
-fn make_event(rng: &mut Rng, keys: Keys, pairs: u64, i: u64, n: u64) -> (Written, Event) {
-    let pair = rng.below(pairs);
-    let action = rng.below(4) as u8;
-    let along = i128::from(SPAN_US) * i128::from(i + 1) / i128::from(n);
-    let jitter = rng.below(2 * JITTER_US as u64 + 1) as i64 - JITTER_US;
-    let at_us = (END_US - SPAN_US + along as i64 + jitter).min(END_US);
-    let event = Event::new(
-        keys.tenant(pair),
-        keys.rule(pair),
-        Action::ALL[usize::from(action)],
-    )
-    .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
-    .with_details(json!({
-        "tool": "shell-exec",
-        "step": rng.below(500),
-        "reason": "budget of 50000 tokens exceeded at this step",
-        "host": format!("worker-{:02}.eu-west-1.internal", rng.below(64)),
-        "policy_version": "2026-09-14.3",
-    }))
-    .at_us(at_us);
-    let written = Written {
-        pair: pair as u32,
-        action,
-        at_us,
-    };
-    (written, event)
-}
-
-fn store_options() -> StoreOptions {
-    StoreOptions {
-        log: LogOptions {
-            durability: Durability::None,
-            ..LogOptions::default()
-        },
-        ..StoreOptions::default()
-    }
-}
-
-/// One store on disk, with its two saved checkpoints and what was written.
-struct DataSet {
-    root: tempfile::TempDir,
-    store: PathBuf,
-    fresh_checkpoint: PathBuf,
-    stale_checkpoint: PathBuf,
-    keys: Keys,
-    events: u64,
-    stale_offset: u64,
-    written: Vec<Written>,
-    build_time: Duration,
-}
-
-impl DataSet {
-    fn checkpoint(&self) -> PathBuf {
-        self.store.join("projections").join("trigger_stats.ckpt")
-    }
-
-    fn pairs_seen(&self) -> usize {
-        let mut seen: Vec<u32> = self.written.iter().map(|w| w.pair).collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen.len()
-    }
-}
-
-fn append_events(store: &Store, rng: &mut Rng, plan: &Plan, ds: &mut DataSet, end: u64) {
-    let mut i = ds.written.len() as u64;
-    while i < end {
-        let mut batch = store.begin();
-        let stop = (i + BUILD_BATCH as u64).min(end);
-        for j in i..stop {
-            let (written, event) = make_event(rng, ds.keys, plan.pairs(), j, ds.events);
-            ds.written.push(written);
-            batch.record(event).expect("valid event");
-        }
-        batch.commit_blocking().expect("commit");
-        i = stop;
-    }
-}
-
-/// Writes 99% of the events, closes (the stale checkpoint), writes the last
-/// 1% and closes again (the fresh checkpoint).
-fn build(plan: &Plan, events: u64, seed: u64) -> DataSet {
-    let root = tempfile::Builder::new()
-        .prefix("enforcelog-reads-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("create bench directory");
-    let mut ds = DataSet {
-        store: root.path().join("store"),
-        fresh_checkpoint: root.path().join("fresh.ckpt"),
-        stale_checkpoint: root.path().join("stale.ckpt"),
-        root,
-        keys: Keys {
-            rules_per_tenant: plan.rules_per_tenant,
-        },
-        events,
-        stale_offset: events - events.div_ceil(100),
-        written: Vec::with_capacity(events as usize),
-        build_time: Duration::ZERO,
-    };
-    let mut rng = Rng(seed ^ events);
-    let started = Instant::now();
-    for end in [ds.stale_offset, events] {
-        let store = Store::open(&ds.store, store_options()).expect("open store");
-        append_events(&store, &mut rng, plan, &mut ds, end);
-        store.close().expect("close");
-        drop(store);
-        let keep = if end == events {
-            &ds.fresh_checkpoint
-        } else {
-            &ds.stale_checkpoint
-        };
-        std::fs::copy(ds.checkpoint(), keep).expect("save checkpoint");
-    }
-    ds.build_time = started.elapsed();
-    assert_eq!(
-        Log::open_read_only(&ds.store).expect("log").next_offset(),
-        events,
-        "seed {seed}"
-    );
-    ds
-}
-
-/// Brute-force statistics of one pair as of `as_of_us`, 30-day window:
-/// (window count, last, total, by action).
-fn brute_force(written: &[Written], pair: u64, as_of_us: i64) -> (u64, Option<i64>, u64, [u64; 4]) {
-    let mut window = 0;
-    let mut last = None::<i64>;
-    let mut total = 0;
-    let mut by_action = [0u64; 4];
-    for w in written.iter().filter(|w| u64::from(w.pair) == pair) {
-        if w.at_us > as_of_us {
-            continue;
-        }
-        total += 1;
-        last = Some(last.map_or(w.at_us, |l| l.max(w.at_us)));
-        if w.at_us > as_of_us - WINDOW_US {
-            window += 1;
-            by_action[usize::from(w.action)] += 1;
-        }
-    }
-    (window, last, total, by_action)
-}
-
-fn check_stats(stats: &RuleStats, written: &[Written], pair: u64, seed: u64) {
-    assert_eq!(
-        (
-            stats.trigger_count,
-            stats.last_triggered_at_us,
-            stats.total_count,
-            stats.by_action
-        ),
-        brute_force(written, pair, stats.as_of_us),
-        "pair {pair} as of {}, seed {seed}",
-        stats.as_of_us
-    );
 }
 
 // ---------------------------------------------------------------- replay
@@ -356,16 +155,6 @@ struct Passes {
     replay: Duration,
     projection: TriggerStats,
     projection_heap_bytes: usize,
-}
-
-fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("list store")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == extension))
-        .collect();
-    files.sort();
-    files
 }
 
 /// (c): maps each segment file and sums its bytes, eight at a time.
@@ -389,43 +178,6 @@ fn mmap_pass(dir: &Path) -> (Duration, u64) {
     (started.elapsed(), bytes)
 }
 
-fn log_read_pass(log: &Log) -> Duration {
-    let started = Instant::now();
-    let mut bytes = 0usize;
-    for record in log.read_from(0).expect("read") {
-        bytes += black_box(record.expect("record")).payload.len();
-    }
-    black_box(bytes);
-    started.elapsed()
-}
-
-fn decode_pass(log: &Log) -> Duration {
-    let started = Instant::now();
-    for record in log.read_from(0).expect("read") {
-        let r = record.expect("record");
-        black_box(payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload"));
-    }
-    started.elapsed()
-}
-
-fn replay(log: &Log) -> TriggerStats {
-    let mut projection = TriggerStats::default();
-    for record in log.read_from(0).expect("read") {
-        let r = record.expect("record");
-        let entry = payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload");
-        projection.apply(r.offset, &entry);
-    }
-    projection
-}
-
-fn replay_pass(log: &Log) -> Duration {
-    let started = Instant::now();
-    let projection = replay(log);
-    let elapsed = started.elapsed();
-    black_box(projection);
-    elapsed
-}
-
 fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     let log = Log::open_read_only(&ds.store).expect("open log");
     let mut best = Passes {
@@ -438,13 +190,17 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     };
     for _ in 0..plan.repeats_for(ds.events) {
         best.mmap_read = best.mmap_read.min(mmap_pass(&ds.store).0);
-        best.log_read = best.log_read.min(log_read_pass(&log));
+        best.log_read = best.log_read.min(read_pass(&log));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
     }
     // Once more, untimed, counting what the projection keeps, and checked.
     let (projection, heap) = counted(|| replay(&log));
-    assert_eq!(projection.rule_count(), ds.pairs_seen(), "seed {seed}");
+    assert_eq!(
+        projection.rule_count(),
+        ds.pairs_seen().len(),
+        "seed {seed}"
+    );
     let pairs = plan.pairs();
     for pair in (0..pairs).step_by((pairs / 5).max(1) as usize) {
         match projection.answer(
@@ -466,30 +222,6 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
 
 // ------------------------------------------------------------- cold open
 
-#[derive(Debug, Clone, Copy)]
-enum Checkpoint {
-    Fresh,
-    Stale,
-    Missing,
-}
-
-fn place_checkpoint(ds: &DataSet, which: Checkpoint) {
-    let target = ds.checkpoint();
-    match which {
-        Checkpoint::Fresh => {
-            std::fs::copy(&ds.fresh_checkpoint, &target).expect("place checkpoint");
-        }
-        Checkpoint::Stale => {
-            std::fs::copy(&ds.stale_checkpoint, &target).expect("place checkpoint");
-        }
-        Checkpoint::Missing => {
-            for path in files_with(target.parent().expect("dir"), "ckpt") {
-                std::fs::remove_file(path).expect("delete checkpoint");
-            }
-        }
-    }
-}
-
 /// Median time from `Store::open` to the first answered `stats`. Opens
 /// from a checkpoint are cheap and repeated even on a big store; an open
 /// without one is a full replay.
@@ -498,21 +230,7 @@ fn time_open(plan: &Plan, ds: &DataSet, which: Checkpoint, seed: u64) -> Duratio
         Checkpoint::Missing => plan.repeats_for(ds.events),
         Checkpoint::Fresh | Checkpoint::Stale => plan.repeats,
     };
-    let mut times = Vec::new();
-    for round in 0..repeats {
-        place_checkpoint(ds, which);
-        let pair = (round as u64 * 7919) % plan.pairs();
-        let started = Instant::now();
-        let store = Store::open(&ds.store, store_options()).expect("open store");
-        let stats = store
-            .stats(&ds.keys.tenant(pair), &ds.keys.rule(pair), Some(END_US))
-            .expect("stats");
-        times.push(started.elapsed());
-        assert_eq!(stats.offset, ds.events, "{which:?}, seed {seed}");
-        check_stats(&stats, &ds.written, pair, seed);
-        store.close().expect("close");
-    }
-    median(&mut times)
+    dataset::time_open(ds, which, repeats, 7919, seed)
 }
 
 struct ColdOpen {
@@ -532,30 +250,7 @@ fn cold_open(plan: &Plan, ds: &DataSet, seed: u64) -> ColdOpen {
     open
 }
 
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
 // --------------------------------------------------------------- queries
-
-struct Latency {
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-    max: Duration,
-}
-
-fn percentiles(mut times: Vec<Duration>) -> Latency {
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    Latency {
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: at(1.0),
-    }
-}
 
 impl Latency {
     fn to_json(&self) -> Value {
@@ -934,26 +629,6 @@ struct Memory {
     per_event: f64,
 }
 
-fn feed(projection: &mut TriggerStats, keys: Keys, rules: u64, per_rule: u64) {
-    let step = (WINDOW_US - 1) / per_rule as i64;
-    let mut offset = 0;
-    for pair in 0..rules {
-        for j in 0..per_rule {
-            let event = StoredEvent {
-                offset,
-                tenant_id: keys.tenant(pair),
-                rule_id: keys.rule(pair),
-                action: Action::ALL[(j % 4) as usize],
-                run_id: None,
-                details: None,
-                enforced_at_us: END_US - WINDOW_US + 1 + j as i64 * step,
-            };
-            projection.apply(offset, &Entry::Event(event));
-            offset += 1;
-        }
-    }
-}
-
 fn heap_of(keys: Keys, rules: u64, per_rule: u64) -> usize {
     let (projection, heap) = counted(|| {
         let mut projection = TriggerStats::default();
@@ -965,9 +640,7 @@ fn heap_of(keys: Keys, rules: u64, per_rule: u64) -> usize {
 }
 
 fn memory(plan: &Plan) -> Memory {
-    let keys = Keys {
-        rules_per_tenant: plan.rules_per_tenant,
-    };
+    let keys = plan.keys();
     let per_rule = heap_of(keys, plan.mem_rules, 1) as f64 / plan.mem_rules as f64;
     let (rules, n) = (plan.mem_busy_rules, plan.mem_events_per_rule);
     let heap = heap_of(keys, rules, n) as f64;
@@ -1105,14 +778,6 @@ fn rate(per_s: f64) -> String {
     } else {
         format!("{:.0} k", per_s / 1e3)
     }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.2} µs", d.as_secs_f64() * 1e6)
 }
 
 fn lat(l: &Latency) -> String {
@@ -1323,7 +988,13 @@ fn measure_size(
     work: Option<&Workload>,
 ) -> (SizeReport, Option<QueryReport>) {
     println!("  building {events} events...");
-    let ds = build(plan, events, seed);
+    let ds = build(
+        "enforcelog-reads-",
+        plan.keys(),
+        events,
+        Rng(seed ^ events),
+        seed,
+    );
     let segment_bytes = mmap_pass(&ds.store).1;
     println!("  replay passes...");
     let passes = passes(plan, &ds, seed);
@@ -1340,7 +1011,7 @@ fn measure_size(
         let returned: usize = log.range_counts.iter().sum();
         QueryReport {
             events,
-            rules: ds.pairs_seen(),
+            rules: ds.pairs_seen().len(),
             range_avg_events: returned as f64 / log.range_counts.len() as f64,
             log,
             sqlite,
@@ -1351,7 +1022,7 @@ fn measure_size(
     });
     let report = SizeReport {
         events,
-        pairs_seen: ds.pairs_seen(),
+        pairs_seen: ds.pairs_seen().len(),
         build_time: ds.build_time,
         segment_bytes,
         passes,
@@ -1371,7 +1042,7 @@ fn main() {
         && !args.iter().any(|a| a == "--quick")
         && !env_flag("ENFORCELOG_BENCH_QUICK");
     let plan = Plan::new(full, env_flag("ENFORCELOG_BENCH_10M"));
-    let seed = seed();
+    let seed = dataset::seed(DEFAULT_SEED);
     let started = Instant::now();
     println!(
         "reads bench: {:?} events, {} mode, seed {seed} (ENFORCELOG_SEED to replay{})",

@@ -29,34 +29,33 @@
 //! overhead is not included).
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use enforcelog::projection::Projection;
-use enforcelog::{
-    payload, Action, Durability, Entry, Event, Log, LogOptions, RuleStats, Store, StoreOptions,
-    StoredEvent, TriggerStats,
-};
-use serde_json::json;
+use enforcelog::{Log, Store, TriggerStats};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "support/dataset.rs"]
+mod dataset;
 
 use counting_alloc::counted;
+use dataset::{
+    build, check_stats, decode_pass, feed, median, ms, percentiles, place_checkpoint, read_pass,
+    replay, replay_pass, store_options, us, Checkpoint, DataSet, Keys, Latency, Rng, DAY_US,
+    END_US,
+};
 
 const TENANTS: u64 = 100;
 const RULES_PER_TENANT: u64 = 10;
 const PAIRS: u64 = TENANTS * RULES_PER_TENANT;
-const DAY_US: i64 = 24 * 3600 * 1_000_000;
-/// The newest instant of the data set (2026-10-01T00:00:00Z): every query
-/// asks as of it.
-const END_US: i64 = 1_790_812_800_000_000;
-/// How far back the data set reaches.
-const SPAN_US: i64 = 60 * DAY_US;
-/// Clock skew: each event moves by up to this much either way.
-const JITTER_US: i64 = 5 * 60 * 1_000_000;
-/// Events per committed batch while building the store.
-const BUILD_BATCH: usize = 1_000;
+/// The data set's keys: four-digit rule ids.
+const KEYS: Keys = Keys {
+    tenants: TENANTS,
+    rules_per_tenant: RULES_PER_TENANT,
+    rule_digits: 4,
+};
 /// Default seed of the event stream (`ENFORCELOG_SEED` overrides it).
 const DEFAULT_SEED: u64 = 0x5eed_0005;
 
@@ -109,221 +108,29 @@ impl Plan {
     }
 }
 
-/// SplitMix64: a small, seeded, reproducible generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn seed() -> u64 {
-    std::env::var("ENFORCELOG_SEED")
-        .ok()
-        .map(|v| v.parse().expect("ENFORCELOG_SEED is a u64"))
-        .unwrap_or(DEFAULT_SEED)
-}
-
-fn tenant_of(pair: u64) -> String {
-    format!("tenant-{:03}", pair / RULES_PER_TENANT)
-}
-
-fn rule_of(pair: u64) -> String {
-    format!("rule-{:04}", pair)
-}
-
-/// What the brute-force check needs of one event.
-#[derive(Debug, Clone, Copy)]
-struct Written {
-    pair: u16,
-    action: u8,
-    at_us: i64,
-}
-
-/// The `i`-th event of `n`: its pair, action and time, and the event.
-fn make_event(rng: &mut Rng, i: u64, n: u64) -> (Written, Event) {
-    let pair = rng.below(PAIRS);
-    let action = rng.below(4) as u8;
-    let along = i128::from(SPAN_US) * i128::from(i + 1) / i128::from(n);
-    let jitter = rng.below(2 * JITTER_US as u64 + 1) as i64 - JITTER_US;
-    let at_us = (END_US - SPAN_US + along as i64 + jitter).min(END_US);
-    let event = Event::new(
-        tenant_of(pair),
-        rule_of(pair),
-        Action::ALL[usize::from(action)],
-    )
-    .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
-    .with_details(json!({
-        "tool": "shell-exec",
-        "step": rng.below(500),
-        "reason": "budget of 50000 tokens exceeded at this step",
-        "host": format!("worker-{:02}.eu-west-1.internal", rng.below(64)),
-        "policy_version": "2026-09-14.3",
-    }))
-    .at_us(at_us);
-    let written = Written {
-        pair: pair as u16,
-        action,
-        at_us,
-    };
-    (written, event)
-}
-
-fn store_options() -> StoreOptions {
-    StoreOptions {
-        log: LogOptions {
-            durability: Durability::None,
-            ..LogOptions::default()
-        },
-        ..StoreOptions::default()
-    }
-}
-
-/// The bench directory and the files it keeps beside the store.
-struct BenchDir {
-    _root: tempfile::TempDir,
-    store: PathBuf,
-    fresh_checkpoint: PathBuf,
-    stale_checkpoint: PathBuf,
-}
-
-impl BenchDir {
-    fn checkpoint(&self) -> PathBuf {
-        self.store.join("projections").join("trigger_stats.ckpt")
-    }
-}
-
-/// What building the store produced.
-struct Built {
-    written: Vec<Written>,
-    build_time: Duration,
+/// Bytes of the data set: its payloads and its segment files.
+struct Sizes {
     payload_bytes: u64,
     log_bytes: u64,
-    stale_offset: u64,
 }
 
-fn append_events(
-    store: &Store,
-    rng: &mut Rng,
-    range: std::ops::Range<u64>,
-    n: u64,
-    built: &mut Built,
-) {
-    let mut i = range.start;
-    while i < range.end {
-        let mut batch = store.begin();
-        let end = (i + BUILD_BATCH as u64).min(range.end);
-        for j in i..end {
-            let (written, event) = make_event(rng, j, n);
-            built.written.push(written);
-            batch.record(event).expect("valid event");
-        }
-        batch.commit_blocking().expect("commit");
-        i = end;
-    }
-}
-
-impl Built {
-    /// The pairs that have at least one event.
-    fn pairs_seen(&self) -> std::collections::BTreeSet<u64> {
-        self.written.iter().map(|w| u64::from(w.pair)).collect()
-    }
-}
-
-/// Writes the store: 99% of the events, a close (checkpoint, saved as the
-/// stale one), the last 1%, a close (saved as the fresh checkpoint).
-fn build(plan: &Plan, seed: u64) -> (BenchDir, Built) {
-    let root = tempfile::Builder::new()
-        .prefix("enforcelog-replay-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("create bench directory");
-    let bench = BenchDir {
-        store: root.path().join("store"),
-        fresh_checkpoint: root.path().join("fresh.ckpt"),
-        stale_checkpoint: root.path().join("stale.ckpt"),
-        _root: root,
-    };
-    let n = plan.events;
-    let stale_offset = n - n.div_ceil(100);
-    let mut rng = Rng(seed);
-    let mut built = Built {
-        written: Vec::with_capacity(n as usize),
-        build_time: Duration::ZERO,
-        payload_bytes: 0,
-        log_bytes: 0,
-        stale_offset,
-    };
-    let started = Instant::now();
-    let store = Store::open(&bench.store, store_options()).expect("open store");
-    append_events(&store, &mut rng, 0..stale_offset, n, &mut built);
-    store.close().expect("close");
-    drop(store);
-    std::fs::copy(bench.checkpoint(), &bench.stale_checkpoint).expect("save stale checkpoint");
-    let store = Store::open(&bench.store, store_options()).expect("reopen store");
-    append_events(&store, &mut rng, stale_offset..n, n, &mut built);
-    store.close().expect("close");
-    drop(store);
-    built.build_time = started.elapsed();
-    std::fs::copy(bench.checkpoint(), &bench.fresh_checkpoint).expect("save fresh checkpoint");
-    built.log_bytes = std::fs::read_dir(&bench.store)
+fn sizes(ds: &DataSet) -> Sizes {
+    let log_bytes = std::fs::read_dir(&ds.store)
         .expect("list store")
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
         .map(|e| e.metadata().map_or(0, |m| m.len()))
         .sum();
-    let log = Log::open_read_only(&bench.store).expect("open log");
-    assert_eq!(log.next_offset(), n, "seed {seed}");
-    built.payload_bytes = log
+    let log = Log::open_read_only(&ds.store).expect("open log");
+    let payload_bytes = log
         .read_from(0)
         .expect("read")
         .map(|r| r.expect("record").payload.len() as u64)
         .sum();
-    (bench, built)
-}
-
-/// Brute-force statistics of one pair as of `as_of_us` with the default
-/// 30-day window: (window count, last, total, by action).
-fn brute_force(written: &[Written], pair: u64, as_of_us: i64) -> (u64, Option<i64>, u64, [u64; 4]) {
-    let mut count = 0;
-    let mut last = None::<i64>;
-    let mut total = 0;
-    let mut by_action = [0u64; 4];
-    for w in written.iter().filter(|w| u64::from(w.pair) == pair) {
-        if w.at_us > as_of_us {
-            continue;
-        }
-        total += 1;
-        last = Some(last.map_or(w.at_us, |l| l.max(w.at_us)));
-        if w.at_us > as_of_us - 30 * DAY_US {
-            count += 1;
-            by_action[usize::from(w.action)] += 1;
-        }
+    Sizes {
+        payload_bytes,
+        log_bytes,
     }
-    (count, last, total, by_action)
-}
-
-fn check_stats(stats: &RuleStats, written: &[Written], pair: u64, seed: u64) {
-    let (count, last, total, by_action) = brute_force(written, pair, stats.as_of_us);
-    assert_eq!(
-        (
-            stats.trigger_count,
-            stats.last_triggered_at_us,
-            stats.total_count,
-            stats.by_action
-        ),
-        (count, last, total, by_action),
-        "pair {pair} as of {}, seed {seed}",
-        stats.as_of_us
-    );
 }
 
 /// The three passes over the log, each the best of `repeats`: read only,
@@ -335,44 +142,6 @@ struct Passes {
     replay: Duration,
     projection: TriggerStats,
     projection_heap_bytes: usize,
-}
-
-fn read_pass(log: &Log) -> Duration {
-    let started = Instant::now();
-    let mut bytes = 0usize;
-    for record in log.read_from(0).expect("read") {
-        bytes += black_box(record.expect("record")).payload.len();
-    }
-    black_box(bytes);
-    started.elapsed()
-}
-
-fn decode_pass(log: &Log) -> Duration {
-    let started = Instant::now();
-    for record in log.read_from(0).expect("read") {
-        let r = record.expect("record");
-        let entry = payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload");
-        black_box(entry);
-    }
-    started.elapsed()
-}
-
-fn replay(log: &Log) -> TriggerStats {
-    let mut projection = TriggerStats::default();
-    for record in log.read_from(0).expect("read") {
-        let r = record.expect("record");
-        let entry = payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload");
-        projection.apply(r.offset, &entry);
-    }
-    projection
-}
-
-fn replay_pass(log: &Log) -> Duration {
-    let started = Instant::now();
-    let projection = replay(log);
-    let elapsed = started.elapsed();
-    black_box(projection);
-    elapsed
 }
 
 fn passes(plan: &Plan, dir: &Path) -> Passes {
@@ -396,57 +165,9 @@ fn passes(plan: &Plan, dir: &Path) -> Passes {
     best
 }
 
-/// Which checkpoint the store finds when it opens.
-#[derive(Debug, Clone, Copy)]
-enum Checkpoint {
-    Fresh,
-    Stale,
-    Missing,
-}
-
-fn place_checkpoint(bench: &BenchDir, which: Checkpoint) {
-    let target = bench.checkpoint();
-    match which {
-        Checkpoint::Fresh => {
-            std::fs::copy(&bench.fresh_checkpoint, &target).expect("place checkpoint");
-        }
-        Checkpoint::Stale => {
-            std::fs::copy(&bench.stale_checkpoint, &target).expect("place checkpoint");
-        }
-        Checkpoint::Missing => {
-            for entry in std::fs::read_dir(target.parent().expect("dir")).expect("list") {
-                let path = entry.expect("entry").path();
-                if path.extension().is_some_and(|x| x == "ckpt") {
-                    std::fs::remove_file(path).expect("delete checkpoint");
-                }
-            }
-        }
-    }
-}
-
 /// Median time of `Store::open` + the first `stats` answer.
-fn time_open(
-    plan: &Plan,
-    bench: &BenchDir,
-    built: &Built,
-    which: Checkpoint,
-    seed: u64,
-) -> Duration {
-    let mut times = Vec::new();
-    for round in 0..plan.repeats {
-        place_checkpoint(bench, which);
-        let pair = (round as u64 * 7) % PAIRS;
-        let started = Instant::now();
-        let store = Store::open(&bench.store, store_options()).expect("open store");
-        let stats = store
-            .stats(&tenant_of(pair), &rule_of(pair), Some(END_US))
-            .expect("stats");
-        times.push(started.elapsed());
-        assert_eq!(stats.offset, plan.events, "{which:?}, seed {seed}");
-        check_stats(&stats, &built.written, pair, seed);
-        store.close().expect("close");
-    }
-    median(&mut times)
+fn time_open(plan: &Plan, ds: &DataSet, which: Checkpoint, seed: u64) -> Duration {
+    dataset::time_open(ds, which, plan.repeats, 7, seed)
 }
 
 /// Time to open the log alone (recovery of the active segment, no
@@ -461,31 +182,6 @@ fn time_log_open(plan: &Plan, dir: &Path) -> Duration {
     }
     median(&mut times)
 }
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-/// Percentiles of a set of latencies.
-struct Latency {
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-    max: Duration,
-}
-
-fn percentiles(mut times: Vec<Duration>) -> Latency {
-    times.sort();
-    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
-    Latency {
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: at(1.0),
-    }
-}
-
 struct Queries {
     stats: Latency,
     tenant: Latency,
@@ -493,18 +189,18 @@ struct Queries {
     rebuild: Duration,
 }
 
-fn queries(plan: &Plan, bench: &BenchDir, built: &Built, seed: u64) -> Queries {
-    place_checkpoint(bench, Checkpoint::Fresh);
-    let store = Store::open(&bench.store, store_options()).expect("open store");
+fn queries(plan: &Plan, ds: &DataSet, seed: u64) -> Queries {
+    place_checkpoint(ds, Checkpoint::Fresh);
+    let store = Store::open(&ds.store, store_options()).expect("open store");
     let mut rng = Rng(seed ^ 0x51a7);
-    let keys: Vec<(String, String)> = (0..PAIRS).map(|p| (tenant_of(p), rule_of(p))).collect();
+    let keys: Vec<(String, String)> = (0..PAIRS).map(|p| (KEYS.tenant(p), KEYS.rule(p))).collect();
     let tenants: Vec<String> = (0..TENANTS).map(|t| format!("tenant-{t:03}")).collect();
-    let pairs_seen = built.pairs_seen();
+    let pairs_seen = ds.pairs_seen();
     // Warm up, and check a sample of answers.
     for pair in (0..PAIRS).step_by(97) {
         let (t, r) = &keys[pair as usize];
         let stats = store.stats(t, r, Some(END_US)).expect("stats");
-        check_stats(&stats, &built.written, pair, seed);
+        check_stats(&stats, &ds.written, pair, seed);
     }
     let mut times = Vec::with_capacity(plan.stats_queries);
     for _ in 0..plan.stats_queries {
@@ -523,7 +219,7 @@ fn queries(plan: &Plan, bench: &BenchDir, built: &Built, seed: u64) -> Queries {
         times.push(started.elapsed());
         let want = pairs_seen
             .iter()
-            .filter(|&&p| tenant_of(p) == *tenant)
+            .filter(|&&p| KEYS.tenant(p) == *tenant)
             .count();
         assert_eq!(rules.len(), want, "{tenant}, seed {seed}");
     }
@@ -535,7 +231,7 @@ fn queries(plan: &Plan, bench: &BenchDir, built: &Built, seed: u64) -> Queries {
         .stats(&keys[3].0, &keys[3].1, Some(old))
         .expect("stats");
     let fallback = started.elapsed();
-    check_stats(&stats, &built.written, 3, seed);
+    check_stats(&stats, &ds.written, 3, seed);
     let started = Instant::now();
     let reached = store.rebuild_projections().expect("rebuild");
     let rebuild = started.elapsed();
@@ -554,32 +250,11 @@ fn queries(plan: &Plan, bench: &BenchDir, built: &Built, seed: u64) -> Queries {
 fn heap_of(rules: u64, per_rule: u64) -> (usize, usize, TriggerStats) {
     let (projection, heap) = counted(|| {
         let mut projection = TriggerStats::default();
-        feed(&mut projection, rules, per_rule);
+        feed(&mut projection, KEYS, rules, per_rule);
         projection
     });
     let snapshot = projection.snapshot().len();
     (heap.max(0) as usize, snapshot, projection)
-}
-
-fn feed(projection: &mut TriggerStats, rules: u64, per_rule: u64) {
-    let window = 30 * DAY_US;
-    let step = (window - 1) / per_rule as i64;
-    let mut offset = 0;
-    for pair in 0..rules {
-        for j in 0..per_rule {
-            let event = StoredEvent {
-                offset,
-                tenant_id: tenant_of(pair),
-                rule_id: rule_of(pair),
-                action: Action::ALL[(j % 4) as usize],
-                run_id: None,
-                details: None,
-                enforced_at_us: END_US - window + 1 + j as i64 * step,
-            };
-            projection.apply(offset, &Entry::Event(event));
-            offset += 1;
-        }
-    }
 }
 
 struct Memory {
@@ -622,21 +297,13 @@ fn rate(events: u64, time: Duration) -> String {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.2} µs", d.as_secs_f64() * 1e6)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
         return;
     }
     let plan = Plan::new(args.iter().any(|a| a == "--bench"));
-    let seed = seed();
+    let seed = dataset::seed(DEFAULT_SEED);
     let started = Instant::now();
     println!(
         "replay bench: {} events, {} mode, seed {seed} (ENFORCELOG_SEED to replay)",
@@ -644,29 +311,30 @@ fn main() {
         if plan.full { "full" } else { "smoke" }
     );
 
-    let (bench, built) = build(&plan, seed);
+    let ds = build("enforcelog-replay-", KEYS, plan.events, Rng(seed), seed);
+    let sizes = sizes(&ds);
     let n = plan.events;
-    let passes = passes(&plan, &bench.store);
+    let passes = passes(&plan, &ds.store);
     let projection = &passes.projection;
     assert_eq!(
         projection.rule_count(),
-        built.pairs_seen().len(),
+        ds.pairs_seen().len(),
         "seed {seed}"
     );
     for pair in (0..PAIRS).step_by(13) {
-        match projection.answer(&tenant_of(pair), &rule_of(pair), END_US, n) {
+        match projection.answer(&KEYS.tenant(pair), &KEYS.rule(pair), END_US, n) {
             enforcelog::projection::Answer::Exact(stats) => {
-                check_stats(&stats, &built.written, pair, seed)
+                check_stats(&stats, &ds.written, pair, seed)
             }
             other => panic!("pair {pair}: {other:?}, seed {seed}"),
         }
     }
-    let log_open = time_log_open(&plan, &bench.store);
-    let open_fresh = time_open(&plan, &bench, &built, Checkpoint::Fresh, seed);
-    let open_stale = time_open(&plan, &bench, &built, Checkpoint::Stale, seed);
-    let open_none = time_open(&plan, &bench, &built, Checkpoint::Missing, seed);
-    let queries = queries(&plan, &bench, &built, seed);
-    let checkpoint_bytes = std::fs::metadata(&bench.fresh_checkpoint).map_or(0, |m| m.len());
+    let log_open = time_log_open(&plan, &ds.store);
+    let open_fresh = time_open(&plan, &ds, Checkpoint::Fresh, seed);
+    let open_stale = time_open(&plan, &ds, Checkpoint::Stale, seed);
+    let open_none = time_open(&plan, &ds, Checkpoint::Missing, seed);
+    let queries = queries(&plan, &ds, seed);
+    let checkpoint_bytes = std::fs::metadata(&ds.fresh_checkpoint).map_or(0, |m| m.len());
     let memory = memory(&plan, seed);
 
     let recent = projection.recent_event_count();
@@ -679,10 +347,10 @@ fn main() {
     println!(
         "  data set            {n} events, {PAIRS} (tenant, rule) pairs over {TENANTS} tenants, \
          avg payload {:.0} B ({:.0} B per event in the log), log {:.1} MiB, built in {:.1} s",
-        built.payload_bytes as f64 / n as f64,
-        built.log_bytes as f64 / n as f64,
-        built.log_bytes as f64 / (1 << 20) as f64,
-        built.build_time.as_secs_f64()
+        sizes.payload_bytes as f64 / n as f64,
+        sizes.log_bytes as f64 / n as f64,
+        sizes.log_bytes as f64 / (1 << 20) as f64,
+        ds.build_time.as_secs_f64()
     );
     println!(
         "  (c) bare read       {:>10}  {}  (checksums only)",
@@ -713,7 +381,7 @@ fn main() {
         "  open + first stats  fresh checkpoint {}, stale (1% = {} events behind) {}, no checkpoint {}; \
          Log::open alone {}",
         ms(open_fresh),
-        n - built.stale_offset,
+        n - ds.stale_offset,
         ms(open_stale),
         ms(open_none),
         ms(log_open)

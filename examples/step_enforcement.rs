@@ -42,7 +42,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use enforcelog::{Action, Event, EventBatch, Query, Store, StoreMetrics, StoreOptions};
-use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -234,7 +233,7 @@ impl Run {
         counts[action_index(action)] += 1;
         Event::new(self.tenant, rule, action)
             .with_run_id(self.run_id.as_str())
-            .with_details(json!({
+            .with_details(enforcelog::details!({
                 "step": self.step,
                 "tool": tool,
                 "spent": self.spent,

@@ -23,7 +23,6 @@ use std::path::PathBuf;
 
 use enforcelog::timestamp::MAX_US;
 use enforcelog::{Action, Durability, Event, Log, LogOptions, Record, Store, StoreOptions};
-use serde_json::json;
 
 /// 2025-11-25T00:00:00Z, in microseconds since the Unix epoch.
 const T0_US: i64 = 1_764_028_800_000_000;
@@ -54,13 +53,15 @@ fn main() -> Result<(), Box<dyn Error>> {
     batch.record(
         Event::new("acme", "budget", Action::Killed)
             .with_run_id("run-1")
-            .with_details(json!({"spent_usd": 12.5, "limit_usd": 10, "currency": "USD"}))
+            .with_details(
+                enforcelog::details!({"spent_usd": 12.5, "limit_usd": 10, "currency": "USD"}),
+            )
             .at_us(T0_US + SECOND_US),
     )?;
     batch.record(
         Event::new("acme", "budget", Action::Stopped)
             .with_run_id("run-2")
-            .with_details(json!({
+            .with_details(enforcelog::details!({
                 "step": 7,
                 "tools": ["shell", "http", 3, null],
                 "nested": {"ok": false, "none": null, "deep": {"n": -3, "pi": 3.25}}
@@ -69,7 +70,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     )?;
     batch.record(
         Event::new("globex", "rate-limit", Action::Aborted)
-            .with_details(json!({"reason": "Limit überschritten ✋", "sign": "🚦", "rule": "规则"}))
+            .with_details(enforcelog::details!({"reason": "Limit überschritten ✋", "sign": "🚦", "rule": "规则"}))
             .at_us(T0_US + 3 * SECOND_US),
     )?;
     batch.record(
@@ -92,7 +93,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let singles = [
         Event::new("initech", "pii-leak", Action::Stopped)
             .with_run_id("run-3")
-            .with_details(json!({
+            .with_details(enforcelog::details!({
                 "max_u64": u64::MAX,
                 "min_i64": i64::MIN,
                 "tiny": 1e-7,
@@ -101,7 +102,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             }))
             .at_us(T0_US + 6 * SECOND_US),
         Event::new("initech", "pii-leak", Action::Killed)
-            .with_details(json!({}))
+            .with_details(enforcelog::details!({}))
             .at_us(T0_US + 7 * SECOND_US),
         // Earlier than the entries before it: times need not be monotonic.
         Event::new("ünïcødé", "r/1", Action::Aborted)
@@ -109,7 +110,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             .at_us(T0_US - SECOND_US),
         Event::new("acme", "no-prod-writes", Action::Blocked)
             .with_run_id("run-1")
-            .with_details(json!({"retry": true}))
+            .with_details(enforcelog::details!({"retry": true}))
             .at_us(-1),
         Event::new("acme", "far-future", Action::Killed).at_us(MAX_US),
     ];

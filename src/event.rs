@@ -285,18 +285,24 @@ pub fn id_from_bytes(field: Field, bytes: &[u8]) -> Result<String, EventError> {
 /// Checks `details`: a JSON object of at most [`DETAILS_MAX_BYTES`].
 pub fn check_details(details: &Value) -> Result<(), EventError> {
     let found = match details {
-        Value::Object(_) => None,
-        Value::Null => Some("null"),
-        Value::Bool(_) => Some("a boolean"),
-        Value::Number(_) => Some("a number"),
-        Value::String(_) => Some("a string"),
-        Value::Array(_) => Some("an array"),
+        Value::Object(map) => return check_details_object(map),
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
     };
-    if let Some(found) = found {
-        return Err(EventError::DetailsNotObject { found });
-    }
+    Err(EventError::DetailsNotObject { found })
+}
+
+/// Checks a `details` object: at most [`DETAILS_MAX_BYTES`] of compact JSON,
+/// nested at most [`DETAILS_MAX_DEPTH`] levels.
+pub fn check_details_object(details: &Map<String, Value>) -> Result<(), EventError> {
     // Depth first, without recursion: the length count below recurses.
-    if depth_exceeds(details, DETAILS_MAX_DEPTH) {
+    if details
+        .values()
+        .any(|v| depth_exceeds(v, DETAILS_MAX_DEPTH - 1))
+    {
         return Err(EventError::DetailsTooDeep {
             max_depth: DETAILS_MAX_DEPTH,
         });
@@ -329,8 +335,21 @@ fn depth_exceeds(value: &Value, max: usize) -> bool {
     false
 }
 
+/// Drops `details` one value at a time, children first moved out to a heap
+/// stack, so any depth is safe to drop.
+fn drop_without_recursion(details: Map<String, Value>) {
+    let mut stack: Vec<Value> = details.into_iter().map(|(_, v)| v).collect();
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
 /// The length of `value` as compact JSON, counted without building it.
-fn json_len(value: &Value) -> usize {
+fn json_len(value: &impl serde::Serialize) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -360,13 +379,42 @@ pub fn details_from_json(text: &str) -> Result<Map<String, Value>, EventError> {
     }
 }
 
+/// A `details` object from JSON object syntax, for [`Event::with_details`]:
+/// `details!({"step": 7, "reason": "budget"})`. It takes the same syntax as
+/// `serde_json::json!`, but only an object, so what it builds is always
+/// storable in kind (the size limits are checked when the event is
+/// recorded). Keys keep the order they are written in.
+///
+/// ```
+/// use enforcelog::{details, Action, Event};
+/// let event = Event::new("acme", "budget", Action::Stopped)
+///     .with_details(details!({"spent_usd": 12.5, "limit_usd": 10}));
+/// let keys: Vec<_> = event.details.as_ref().unwrap().keys().cloned().collect();
+/// assert_eq!(keys, ["spent_usd", "limit_usd"]);
+/// ```
+///
+/// Anything but an object does not compile:
+///
+/// ```compile_fail
+/// let details = enforcelog::details!("budget");
+/// ```
+#[macro_export]
+macro_rules! details {
+    ({ $($body:tt)* }) => {
+        match $crate::__private::serde_json::json!({ $($body)* }) {
+            $crate::__private::serde_json::Value::Object(map) => map,
+            _ => unreachable!("an object literal builds an object"),
+        }
+    };
+}
+
 /// An enforcement outcome to record.
 ///
 /// ```
 /// use enforcelog::{Action, Event};
 /// let event = Event::new("acme", "no-prod-writes", Action::Blocked)
 ///     .with_run_id("run-42")
-///     .with_details(serde_json::json!({"step": 7}))
+///     .with_details(enforcelog::details!({"step": 7}))
 ///     .at_us(1_764_028_800_000_000);
 /// assert!(event.validate().is_ok());
 /// assert_eq!("kill".parse::<Action>().unwrap(), Action::Killed);
@@ -381,8 +429,9 @@ pub struct Event {
     pub action: Action,
     /// The run that was halted, if any: same rules as `tenant_id`.
     pub run_id: Option<String>,
-    /// Free-form context: a JSON object of at most 64 KiB.
-    pub details: Option<Value>,
+    /// Free-form context: a JSON object (by its type) of at most
+    /// [`DETAILS_MAX_BYTES`], keys in the order they were written.
+    pub details: Option<Map<String, Value>>,
     /// When, in microseconds since the Unix epoch (UTC); the store's clock
     /// when `None`.
     pub enforced_at_us: Option<i64>,
@@ -407,16 +456,70 @@ impl Event {
         self
     }
 
-    /// Sets the details (must be a JSON object).
-    pub fn with_details(mut self, details: Value) -> Self {
+    /// Sets the details: a JSON object, e.g. from [`details!`](crate::details).
+    /// Its size is checked when the event is recorded ([`Event::validate`]).
+    pub fn with_details(mut self, details: Map<String, Value>) -> Self {
         self.details = Some(details);
         self
+    }
+
+    /// Sets the details from any JSON value, which must be an object that
+    /// [`check_details`] accepts.
+    ///
+    /// ```
+    /// use enforcelog::{Action, Event, EventError};
+    /// let event = Event::new("acme", "budget", Action::Stopped);
+    /// assert!(event.clone().try_with_details(serde_json::json!({"a": 1})).is_ok());
+    /// assert!(matches!(
+    ///     event.try_with_details(serde_json::json!("budget exceeded")),
+    ///     Err(EventError::DetailsNotObject { .. })
+    /// ));
+    /// ```
+    pub fn try_with_details(mut self, details: Value) -> Result<Self, EventError> {
+        check_details(&details)?;
+        match details {
+            Value::Object(map) => self.details = Some(map),
+            _ => unreachable!("check_details accepts only objects"),
+        }
+        Ok(self)
+    }
+
+    /// Sets the details from JSON text, which must hold an object that
+    /// [`check_details`] accepts; keys keep their order.
+    ///
+    /// ```
+    /// use enforcelog::{Action, Event};
+    /// let event = Event::new("acme", "budget", Action::Stopped)
+    ///     .with_details_json(r#"{"reason": "Budget exceeded", "spent": 12.5}"#)?;
+    /// assert_eq!(event.details.unwrap()["reason"], "Budget exceeded");
+    /// # Ok::<(), enforcelog::EventError>(())
+    /// ```
+    pub fn with_details_json(mut self, text: &str) -> Result<Self, EventError> {
+        self.details = Some(details_from_json(text)?);
+        Ok(self)
     }
 
     /// Sets the enforcement time.
     pub fn at_us(mut self, enforced_at_us: i64) -> Self {
         self.enforced_at_us = Some(enforced_at_us);
         self
+    }
+
+    /// [`Event::validate`] for an event the caller hands over: a refused
+    /// event is dropped here, and details nested deeper than the limit are
+    /// taken apart without recursion (serde_json drops a value by
+    /// recursion, one stack frame per level: a host's 10,000-deep value
+    /// would overflow the stack of the thread that drops it).
+    pub(crate) fn validate_owned(mut self) -> Result<Self, EventError> {
+        match self.validate() {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                if let Some(details) = self.details.take() {
+                    drop_without_recursion(details);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Checks every field; the first problem found is returned.
@@ -427,7 +530,7 @@ impl Event {
             check_id(Field::RunId, run_id)?;
         }
         if let Some(details) = &self.details {
-            check_details(details)?;
+            check_details_object(details)?;
         }
         if let Some(us) = self.enforced_at_us {
             if !timestamp::in_range(us) {

@@ -285,13 +285,14 @@ pub fn details_of(entry: &Entry) -> Option<&Map<String, Value>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn event_roundtrip() {
         let event = Event::new("acme", "r-1", Action::Killed)
             .with_run_id("run-9")
-            .with_details(json!({"step": 3, "why": "budget", "nested": {"a": [1, 2.5, null]}}));
+            .with_details(
+                crate::details!({"step": 3, "why": "budget", "nested": {"a": [1, 2.5, null]}}),
+            );
         let bytes = encode_event(&event);
         let Entry::Event(back) = decode(7, 42, &bytes).unwrap() else {
             panic!("not an event");
@@ -302,7 +303,7 @@ mod tests {
         assert_eq!(back.rule_id, "r-1");
         assert_eq!(back.action, Action::Killed);
         assert_eq!(back.run_id.as_deref(), Some("run-9"));
-        assert_eq!(Some(Value::Object(back.details.unwrap())), event.details);
+        assert_eq!(back.details, event.details);
     }
 
     #[test]

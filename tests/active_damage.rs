@@ -21,11 +21,13 @@ const EVENTS: u64 = 30;
 /// An event whose details look like real ones: nested, with a run of zero
 /// counters (short of a 512-byte sector of zeros).
 fn event(i: u64) -> Event {
-    Event::new("acme", format!("rule-{}", i % 3), Action::Blocked).with_details(json!({
-        "step": i,
-        "budget": {"histogram": vec![0; 40], "limit": {"tokens": 4096, "used": i * 7}},
-        "why": "token budget exceeded",
-    }))
+    Event::new("acme", format!("rule-{}", i % 3), Action::Blocked).with_details(
+        enforcelog::details!({
+            "step": i,
+            "budget": {"histogram": vec![0; 40], "limit": {"tokens": 4096, "used": i * 7}},
+            "why": "token budget exceeded",
+        }),
+    )
 }
 
 fn entries(store: &Store) -> Vec<Entry> {
@@ -61,8 +63,11 @@ fn drop_checkpoints(storage: &SimStorage) {
 #[test]
 fn damage_in_the_active_segment_does_not_stop_recording() {
     let storage = SimStorage::new(21);
-    let store =
-        Store::open_with_storage(Arc::new(storage.clone()), DIR, StoreOptions::default()).unwrap();
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(StoreOptions::default())
+        .open()
+        .unwrap();
     for i in 0..EVENTS {
         assert_eq!(store.record_blocking(event(i)).unwrap(), i);
     }
@@ -79,15 +84,21 @@ fn damage_in_the_active_segment_does_not_stop_recording() {
     storage.write_file(&segment, &bytes);
 
     // A read-only open before any writer: reads past the damage, changes nothing.
-    let reader = Store::open_read_only_with_storage(Arc::new(storage.clone()), DIR).unwrap();
+    let reader = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .open_read_only()
+        .unwrap();
     let seen = entries(&reader);
     assert_eq!(seen.len() as u64, EVENTS);
     assert_eq!(lost(&reader), 1);
     drop(reader);
     assert_eq!(storage.read_file(&segment).unwrap(), bytes);
 
-    let store =
-        Store::open_with_storage(Arc::new(storage.clone()), DIR, StoreOptions::default()).unwrap();
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(StoreOptions::default())
+        .open()
+        .unwrap();
     // Recording goes on, at the offset after every one the damaged segment holds.
     assert_eq!(store.record_blocking(event(EVENTS)).unwrap(), EVENTS);
     assert_eq!(
@@ -122,7 +133,10 @@ fn damage_in_the_active_segment_does_not_stop_recording() {
     drop(store);
 
     // The seal survives a reopen (read-only and writer).
-    let reader = Store::open_read_only_with_storage(Arc::new(storage.clone()), DIR).unwrap();
+    let reader = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .open_read_only()
+        .unwrap();
     assert_eq!(entries(&reader).len() as u64, EVENTS + 2);
     drop(reader);
 
@@ -135,8 +149,11 @@ fn damage_in_the_active_segment_does_not_stop_recording() {
     let report = log.verify().unwrap();
     assert!(report.is_clean() && report.lost == 1, "{report:?}");
     drop(log);
-    let store =
-        Store::open_with_storage(Arc::new(storage.clone()), DIR, StoreOptions::default()).unwrap();
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(StoreOptions::default())
+        .open()
+        .unwrap();
     assert_eq!(total(&store), EVENTS + 1);
     assert_eq!(lost(&store), 1);
     assert_eq!(store.record_blocking(event(99)).unwrap(), EVENTS + 2);

@@ -5,8 +5,9 @@
 //! A flipped bit in a segment is damage, never a torn tail: `verify_dir`
 //! reports it as corruption. In the last segment, which open scans, the log
 //! reads past it (the damaged batch reads as a hole) and a writer goes on
-//! recording; in a sealed segment, whose frames are checked when read, the
-//! log refuses to hand out the damaged records until `repair`. A flipped bit in an
+//! recording; in a sealed segment, whose frames are checked when read (or
+//! by open, when its index file is missing), the log reads past it the same
+//! way: no reader fails and the writer records on. A flipped bit in an
 //! index file only costs a rebuild: the index is derived data.
 //!
 //! Each test reuses one scratch directory and rewrites the damaged file for
@@ -18,9 +19,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use common::segment::{self, batch_starts, damage_range};
 use common::Rng;
 use enforcelog::format::{decode_batch, SEGMENT_HEADER_LEN};
 use enforcelog::{
@@ -123,16 +124,33 @@ impl Store {
     }
 
     fn write_byte(&self, name: &str, at: usize, byte: u8) {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(self.file_path(name))
-            .and_then(|f| f.write_all_at(&[byte], at as u64))
-            .expect("write one byte");
+        segment::write_byte(&self.file_path(name), at, byte);
     }
 
     /// Puts `name` back as it was, whatever happened to it.
     fn restore(&self, name: &str) {
         fs::write(self.file_path(name), self.pristine(name)).expect("restore a file");
+    }
+
+    /// Puts every file but `except` back as it was built (only those that
+    /// changed), and removes every file that was not there: undoes a writer
+    /// open's new segment, index and `DURABLE`.
+    fn reset_except(&self, except: &str) {
+        for (name, bytes) in self.files.iter().filter(|(n, _)| *n != except) {
+            if fs::read(self.file_path(name)).ok().as_ref() != Some(bytes) {
+                self.restore(name);
+            }
+        }
+        for entry in fs::read_dir(self.path()).expect("list") {
+            let file = entry
+                .expect("entry")
+                .file_name()
+                .into_string()
+                .expect("utf-8");
+            if file != "LOCK" && !self.files.contains_key(&file) {
+                fs::remove_file(self.file_path(&file)).expect("remove a new file");
+            }
+        }
     }
 
     /// Asserts every file is as it was built.
@@ -156,33 +174,6 @@ fn with_zero_runs(rng: &mut Rng, len: usize) -> Vec<u8> {
         payload[..len / 4].fill(0);
     }
     payload
-}
-
-/// Byte positions where the batches of a valid segment start.
-fn batch_starts(segment: &[u8]) -> Vec<usize> {
-    let mut starts = Vec::new();
-    let mut pos = SEGMENT_HEADER_LEN;
-    while pos < segment.len() {
-        let view = decode_batch(&segment[pos..], None).expect("a pristine batch");
-        starts.push(pos);
-        pos += view.len();
-    }
-    starts
-}
-
-/// The positions a report of damage at `byte` may name: the segment header
-/// for a header byte, else anywhere from the start of the damaged batch up
-/// to the damaged byte itself.
-fn damage_range(starts: &[usize], byte: usize) -> std::ops::RangeInclusive<u64> {
-    if byte < SEGMENT_HEADER_LEN {
-        return 0..=(SEGMENT_HEADER_LEN as u64 - 1);
-    }
-    let start = starts
-        .iter()
-        .rev()
-        .find(|&&s| s <= byte)
-        .expect("a batch holds the byte");
-    (*start as u64)..=(byte as u64)
 }
 
 /// Asserts `report` names corruption in `path` within `range`.
@@ -324,19 +315,7 @@ fn every_bit_flip_in_the_active_segment_is_reported_and_read_past() {
                 log.close().expect("close");
                 drop(log);
                 // Undo the writer's other changes (new files, DURABLE).
-                for other in store.files.keys().filter(|n| *n != name) {
-                    store.restore(other);
-                }
-                for entry in fs::read_dir(store.path()).expect("list") {
-                    let file = entry
-                        .expect("entry")
-                        .file_name()
-                        .into_string()
-                        .expect("utf-8");
-                    if file != "LOCK" && !store.files.contains_key(&file) {
-                        fs::remove_file(store.file_path(&file)).expect("remove a new file");
-                    }
-                }
+                store.reset_except(name);
             }
         }
         let now = fs::read(&path).expect("read");
@@ -389,8 +368,18 @@ fn open_and_read_all(
     outcome
 }
 
+/// Every sampled bit flip in a sealed segment is reported by `verify_dir`
+/// as corruption. A flip in the segment header fails every open. Any other
+/// fails no reader and stops no writer (a reader used to fail at the damage,
+/// failing every other record's reader behind it, and without the index
+/// file every writer open was refused): the log reads every record but
+/// those of the damaged batch, whose offsets read as a hole, whether the
+/// segment's index file is there (the reader meets the damage) or missing
+/// (open's scan finds it; index files are not fsynced, so a crash right
+/// after a roll leaves none). A writer appends on. Nothing changes the
+/// damaged file.
 #[test]
-fn bit_flips_in_sealed_segments_are_reported_when_read_and_by_verify() {
+fn bit_flips_in_sealed_segments_are_reported_and_read_past_with_or_without_an_index() {
     let options = LogOptions {
         segment_max_bytes: 4096,
         record_max_bytes: 1024,
@@ -412,24 +401,76 @@ fn bit_flips_in_sealed_segments_are_reported_when_read_and_by_verify() {
     let mut flips = 0;
     for name in &segments[..3] {
         let path = store.file_path(name);
+        let index = name.replace(".log", ".idx");
+        assert!(
+            store.files.contains_key(&index),
+            "{index} (seed {})",
+            store.seed
+        );
         let starts = batch_starts(store.pristine(name));
         for bit in sampled_bits(store.pristine(name).len()) {
-            store.flip(name, bit);
+            let damaged = store.flip(name, bit);
             flips += 1;
+            // Writer and read-only opens, with and without the index, take
+            // turns; a writer appends on a sample (each one creates files).
+            let writer = bit % 2 == 0 && (bit / 2) % 7 == 0;
+            let without_index = (bit / 2) % 2 == 1;
             let what = format!(
-                "{name}: bit {bit} (byte {}) flipped, seed {}",
+                "{name}: bit {bit} (byte {}) flipped, writer {writer}, without index \
+                 {without_index}, seed {}",
                 bit / 8,
                 store.seed
             );
             let range = damage_range(&starts, bit / 8);
             let report = verify_dir(store.path()).expect("verify_dir");
             assert_reports_corruption(&report, &path, &range, &what);
-            // Open only checks a sealed segment's header, so the damage is
-            // found either by open or by the reader. Writer and read-only
-            // opens take turns: both must find it.
-            let outcome = open_and_read_all(&store, &options, bit % 2 == 0, &what);
-            assert_corruption(outcome, &path, &range, &what);
+            if without_index {
+                fs::remove_file(store.file_path(&index)).expect("remove the index");
+            }
+            if bit / 8 < SEGMENT_HEADER_LEN {
+                let outcome = open_and_read_all(&store, &options, writer, &what);
+                assert_corruption(outcome, &path, &range, &what);
+            } else {
+                let start = *range.start() as usize;
+                let batch = decode_batch(&store.pristine(name)[start..], None).expect("pristine");
+                let lost = batch.header.first_offset..batch.header.next_offset();
+                let log = if writer {
+                    Log::open(store.path(), options.clone())
+                } else {
+                    Log::open_read_only(store.path())
+                };
+                let log = log.unwrap_or_else(|e| panic!("{what}: open: {e}"));
+                let records = read_all(&log).unwrap_or_else(|e| panic!("{what}: read: {e}"));
+                assert_read_past(&records, &store.records, &lost, &what);
+                // A reader that starts inside the damaged segment, after a
+                // reader already replaced it by its rebuild.
+                let from = log
+                    .read_from(batch.header.first_offset)
+                    .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+                    .unwrap_or_else(|e| panic!("{what}: read from the damage: {e}"));
+                assert_eq!(
+                    from[..],
+                    records[batch.header.first_offset as usize..],
+                    "{what}"
+                );
+                if writer {
+                    let next = store.records.len() as u64;
+                    let new = log
+                        .append_blocking(Record::new(7, b"after the damage".to_vec()))
+                        .unwrap_or_else(|e| panic!("{what}: append after damage: {e}"));
+                    assert_eq!(new, next, "{what}");
+                }
+                log.close().expect("close");
+                drop(log);
+            }
+            assert!(
+                fs::read(&path).expect("read") == damaged,
+                "{what}: an open changed the damaged segment"
+            );
             store.unflip(name, bit);
+            if writer || without_index {
+                store.reset_except(name);
+            }
         }
     }
     assert!(flips > 1000, "only {flips} flips");

@@ -115,23 +115,21 @@ fn user_projections(per_day: bool) -> Vec<Box<dyn Projection>> {
 }
 
 fn open(storage: &SimStorage, windows: &[Duration], per_day: bool) -> Store {
-    Store::open_with_projections(
-        Arc::new(storage.clone()),
-        DIR,
-        options(windows, Durability::Fsync),
-        user_projections(per_day),
-    )
-    .expect("open store")
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options(windows, Durability::Fsync))
+        .projections(user_projections(per_day))
+        .open()
+        .expect("open store")
 }
 
 fn open_read_only(storage: &SimStorage, per_day: bool) -> Store {
-    Store::open_read_only_with_projections(
-        Arc::new(storage.clone()),
-        DIR,
-        options(&[DAYS_30], Durability::Fsync),
-        user_projections(per_day),
-    )
-    .expect("open read-only store")
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options(&[DAYS_30], Durability::Fsync))
+        .projections(user_projections(per_day))
+        .open_read_only()
+        .expect("open read-only store")
 }
 
 fn record(store: &Store, events: &[Ev]) {
@@ -522,13 +520,12 @@ fn dropping_the_store_checkpoints_and_releases_the_directory() {
         let bytes = storage.read_file(path).expect("a checkpoint after drop");
         assert_eq!(Checkpoint::decode(&bytes).unwrap().offset, 25, "{path}");
     }
-    let store = Store::open_with_projections(
-        Arc::new(storage.clone()),
-        DIR,
-        options(&[DAYS_30], Durability::Fsync),
-        user_projections(true),
-    )
-    .expect("open again right after the drop");
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options(&[DAYS_30], Durability::Fsync))
+        .projections(user_projections(true))
+        .open()
+        .expect("open again right after the drop");
     assert_all_match(&store, Some(25), "reopened after drop");
     assert_exact(&store, &events, &[DAYS_30], "reopened after drop");
     store.close().unwrap();
@@ -600,13 +597,12 @@ fn checkpoint_covering_records_lost_in_a_crash_is_refused() {
     let storage = SimStorage::new(10);
     closed_store(&storage, &first, true);
 
-    let store = Store::open_with_projections(
-        Arc::new(storage.clone()),
-        DIR,
-        options(&[DAYS_30], Durability::None),
-        user_projections(true),
-    )
-    .unwrap();
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options(&[DAYS_30], Durability::None))
+        .projections(user_projections(true))
+        .open()
+        .unwrap();
     record(&store, &lost);
     store.checkpoint().unwrap();
     assert_eq!(

@@ -224,7 +224,6 @@ fn appends_racing_close_are_all_answered() {
 #[test]
 fn detached_events_racing_store_close_are_recorded_or_counted() {
     use enforcelog::{Action, Entry, Event, Store, StoreOptions};
-    use serde_json::json;
 
     const DETACHED_THREADS: u64 = 4;
     const PER_THREAD: u64 = 400;
@@ -238,15 +237,21 @@ fn detached_events_racing_store_close_are_recorded_or_counted() {
             detached_timeout: Duration::from_millis(20),
             ..StoreOptions::default()
         };
-        let store = Store::open_with_storage(storage.clone(), "/store", options.clone()).unwrap();
+        let store = Store::builder("/store")
+            .storage(storage.clone())
+            .options(options.clone())
+            .open()
+            .unwrap();
         let (done, finished) = std::sync::mpsc::channel();
         let (started, under_way) = std::sync::mpsc::channel::<()>();
         let event = |tenant: &str, n: u64| {
-            Event::new(tenant, format!("rule-{}", n % 3), Action::Blocked).with_details(json!({
-                "n": n,
-                "histogram": vec![0u8; 48],
-                "nested": {"a": {"b": {"c": [0, 0, {"d": null}]}}},
-            }))
+            Event::new(tenant, format!("rule-{}", n % 3), Action::Blocked).with_details(
+                enforcelog::details!({
+                    "n": n,
+                    "histogram": vec![0u8; 48],
+                    "nested": {"a": {"b": {"c": [0, 0, {"d": null}]}}},
+                }),
+            )
         };
         for t in 0..DETACHED_THREADS {
             let store = store.clone();
@@ -305,7 +310,11 @@ fn detached_events_racing_store_close_are_recorded_or_counted() {
         let metrics = store.metrics();
         drop(store);
 
-        let reopened = Store::open_with_storage(storage.clone(), "/store", options).unwrap();
+        let reopened = Store::builder("/store")
+            .storage(storage.clone())
+            .options(options)
+            .open()
+            .unwrap();
         let (mut detached_in_log, mut blocking_in_log, mut gap_in_log) = (0u64, 0u64, 0u64);
         for entry in reopened.entries(0).unwrap() {
             match entry.unwrap() {

@@ -164,7 +164,7 @@ fn event(rng: &mut Rng, id: BatchId, index: u16, len: u16, at_us: i64) -> Event 
         *rng.pick(&RULES),
         *rng.pick(&Action::ALL),
     )
-    .with_details(details)
+    .with_details(common::object(details))
     .at_us(at_us);
     if rng.chance(60) {
         event = event.with_run_id(format!("run-{}", rng.range(0..1000)));
@@ -525,7 +525,7 @@ fn stored(offset: u64, e: &Event) -> StoredEvent {
         rule_id: e.rule_id.clone(),
         action: e.action,
         run_id: e.run_id.clone(),
-        details: e.details.as_ref().and_then(|d| d.as_object().cloned()),
+        details: e.details.clone(),
         enforced_at_us: e.enforced_at_us.expect("planned events have a time"),
     }
 }
@@ -715,7 +715,11 @@ fn open(storage: Arc<dyn Storage>, config: &Config) -> enforcelog::Result<Store>
     } else {
         Vec::new()
     };
-    Store::open_with_projections(storage, DIR, store_options(config), projections)
+    Store::builder(DIR)
+        .storage(storage)
+        .options(store_options(config))
+        .projections(projections)
+        .open()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1246,7 +1250,7 @@ fn assert_coverage(stats: &Stats, points: u64) {
 /// Events whose payload ends in a zero byte: the details' last value is 0.
 fn zero_ended_event(pad_len: usize, at_us: i64) -> Event {
     Event::new("acme", "budget", Action::Blocked)
-        .with_details(json!({"pad": "p".repeat(pad_len), "zero": 0}))
+        .with_details(enforcelog::details!({"pad": "p".repeat(pad_len), "zero": 0}))
         .at_us(at_us)
 }
 
@@ -1288,7 +1292,10 @@ fn torn_batch_layout(storage: &SimStorage, pad_len: usize) -> (Vec<u8>, usize) {
         checkpoint_interval: Duration::from_secs(3600),
         ..StoreOptions::default()
     };
-    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, options)
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
         .expect("open a new store");
     store
         .record_blocking(zero_ended_event(10, T0_US))
@@ -1336,7 +1343,10 @@ fn torn_sector_starting_on_a_frames_trailing_zero_is_a_torn_tail_not_corruption(
     storage.write_file(&path, &bytes);
     storage.crash(CrashMode::LoseUnsynced);
 
-    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, StoreOptions::default())
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(StoreOptions::default())
+        .open()
         .unwrap_or_else(|e| {
             panic!(
                 "a batch torn at the sector at byte {sector}, never acknowledged, must be \

@@ -35,7 +35,6 @@ use enforcelog::{
     Action, Durability, Entry, Error, Event, EventError, Field, LogOptions, Result, Store,
     StoreOptions, StoredEvent,
 };
-use serde_json::{json, Value};
 
 const DIR: &str = "/store";
 const SEGMENT: &str = "/store/00000000000000000000.log";
@@ -101,14 +100,18 @@ fn options() -> StoreOptions {
 }
 
 fn open(storage: &SimStorage, options: StoreOptions) -> Store {
-    Store::open_with_storage(Arc::new(storage.clone()), DIR, options).expect("open store")
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .expect("open store")
 }
 
 /// Event `index` of batch `batch`: the details say where it belongs.
 fn event(batch: usize, index: usize, filler_bytes: usize) -> Event {
     let action = Action::ALL[(batch + index) % 4];
     let mut event = Event::new(format!("tenant-{}", batch % 3), "rule", action)
-        .with_details(json!({"batch": batch, "index": index, "filler": "f".repeat(filler_bytes)}))
+        .with_details(enforcelog::details!({"batch": batch, "index": index, "filler": "f".repeat(filler_bytes)}))
         .at_us(T0_US + (batch * 1000 + index) as i64);
     if index.is_multiple_of(2) {
         event = event.with_run_id(format!("run-{batch}"));
@@ -128,10 +131,7 @@ fn stored(offset: u64, event: &Event) -> Entry {
         rule_id: event.rule_id.clone(),
         action: event.action,
         run_id: event.run_id.clone(),
-        details: event.details.clone().map(|d| match d {
-            Value::Object(map) => map,
-            other => panic!("test bug: {other} is not an object"),
-        }),
+        details: event.details.clone(),
         enforced_at_us: event.enforced_at_us.expect("test events have times"),
     })
 }
@@ -258,8 +258,10 @@ fn commit_makes_the_whole_batch_visible_at_once() {
         options.log.segment_max_bytes = 4096;
         options.log.record_max_bytes = 1024;
         let store = open(&storage, options);
-        let reader =
-            Store::open_read_only_with_storage(Arc::new(storage.clone()), DIR).expect("read-only");
+        let reader = Store::builder(DIR)
+            .storage(Arc::new(storage.clone()))
+            .open_read_only()
+            .expect("read-only");
         let observations = AtomicUsize::new(0);
         let writer_done = AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -409,10 +411,11 @@ fn a_refused_event_leaves_the_batch_usable() {
                 code: 0x0a
             })
         );
-        assert_eq!(
-            batch.record(event(0, 9, 4).with_details(json!("text"))),
-            Err(EventError::DetailsNotObject { found: "a string" })
-        );
+        let too_large = "x".repeat(enforcelog::event::DETAILS_MAX_BYTES);
+        assert!(matches!(
+            batch.record(event(0, 9, 4).with_details(enforcelog::details!({"k": too_large}))),
+            Err(EventError::DetailsTooLarge { .. })
+        ));
         assert_eq!(batch.len(), 1, "{how:?}");
         batch.record(last.clone()).expect("stage last");
         let range = match how {

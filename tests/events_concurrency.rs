@@ -24,7 +24,6 @@ use std::time::Instant;
 
 use common::Rng;
 use enforcelog::{Action, Durability, Entry, Event, LogOptions, Store, StoreOptions, StoredEvent};
-use serde_json::json;
 
 const TASKS: u64 = 64;
 const THREADS: u64 = 8;
@@ -53,7 +52,7 @@ fn event(writer: &str, i: u64, rng: &mut Rng) -> Event {
     .with_run_id(format!("{writer}/{i}"))
     .at_us(1_700_000_000_000_000 + i64::try_from(rng.below(1 << 40)).expect("small"));
     if rng.below(4) != 0 {
-        ev = ev.with_details(json!({
+        ev = ev.with_details(enforcelog::details!({
             "writer": writer,
             "i": i,
             "pad": "p".repeat(rng.below(200) as usize),
@@ -71,12 +70,7 @@ fn assert_stored(stored: &StoredEvent, expected: &Event, seed: u64) {
     assert_eq!(stored.rule_id, expected.rule_id, "offset {at}; seed {seed}");
     assert_eq!(stored.action, expected.action, "offset {at}; seed {seed}");
     assert_eq!(stored.run_id, expected.run_id, "offset {at}; seed {seed}");
-    let details = expected
-        .details
-        .as_ref()
-        .and_then(|d| d.as_object())
-        .cloned();
-    assert_eq!(stored.details, details, "offset {at}; seed {seed}");
+    assert_eq!(stored.details, expected.details, "offset {at}; seed {seed}");
     assert_eq!(
         Some(stored.enforced_at_us),
         expected.enforced_at_us,

@@ -27,17 +27,16 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::capture::Capture;
+use common::capture::{captured, log_lines};
 use common::Rng;
 use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
 use enforcelog::{
     now_us, Action, Durability, Entry, Error, Event, GapMarker, LogOptions, Store, StoreMetrics,
     StoreOptions, StoredEvent,
 };
-use serde_json::json;
 
 /// The bound `record_detached` promises.
 const DETACHED_TIMEOUT: Duration = Duration::from_millis(50);
@@ -57,33 +56,7 @@ fn seed() -> u64 {
 }
 
 // ---------------------------------------------------------------------------
-// Captured `tracing` output.
-
-/// Installs a subscriber capturing what is logged at INFO and above, once,
-/// for every thread (the writer and the supervisor log from threads of their
-/// own); shared by every test of this file.
-fn captured() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        tracing::subscriber::set_global_default(capture.subscriber(tracing::Level::INFO))
-            .expect("no other global subscriber in this test binary");
-        capture
-    })
-}
-
-/// Captured lines that contain every one of `parts`.
-fn log_lines(parts: &[&str]) -> Vec<String> {
-    captured()
-        .text()
-        .lines()
-        .filter(|line| parts.iter().all(|p| line.contains(p)))
-        .map(str::to_owned)
-        .collect()
-}
-
-// ---------------------------------------------------------------------------
-// Helpers.
+// Helpers (captured `tracing` output: `common::capture`).
 
 fn open_store(storage: &SimStorage, dir: &str, log: LogOptions) -> Store {
     let options = StoreOptions {
@@ -92,7 +65,11 @@ fn open_store(storage: &SimStorage, dir: &str, log: LogOptions) -> Store {
         recovery_interval: Duration::from_millis(20),
         ..StoreOptions::default()
     };
-    Store::open_with_storage(Arc::new(storage.clone()), dir, options).expect("open the store")
+    Store::builder(dir)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .expect("open the store")
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -106,7 +83,7 @@ fn runtime() -> tokio::runtime::Runtime {
 fn event(tenant: &str, n: u64, rng: &mut Rng) -> Event {
     Event::new(tenant, format!("rule-{}", n % 5), *rng.pick(&Action::ALL))
         .with_run_id(format!("run-{n}"))
-        .with_details(json!({ "n": n, "note": "x".repeat(rng.below(40) as usize) }))
+        .with_details(enforcelog::details!({ "n": n, "note": "x".repeat(rng.below(40) as usize) }))
         .at_us(1_700_000_000_000_000 + i64::try_from(n).expect("small") * 1_000)
 }
 
@@ -115,12 +92,7 @@ fn assert_stored(stored: &StoredEvent, expected: &Event, seed: u64) {
     assert_eq!(stored.rule_id, expected.rule_id, "seed {seed}");
     assert_eq!(stored.action, expected.action, "seed {seed}");
     assert_eq!(stored.run_id, expected.run_id, "seed {seed}");
-    let details = expected
-        .details
-        .as_ref()
-        .and_then(|d| d.as_object())
-        .cloned();
-    assert_eq!(stored.details, details, "seed {seed}");
+    assert_eq!(stored.details, expected.details, "seed {seed}");
     assert_eq!(
         Some(stored.enforced_at_us),
         expected.enforced_at_us,

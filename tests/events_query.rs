@@ -29,7 +29,7 @@ use enforcelog::{
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 const TENANTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
 const RULES: [&str; 4] = ["budget", "no-prod-writes", "rate", "pii"];
@@ -133,7 +133,8 @@ impl Case {
             event = event.with_run_id(RUNS[run]);
         }
         if let Some(step) = spec.details {
-            event = event.with_details(json!({ "step": step, "why": "over budget" }));
+            event =
+                event.with_details(enforcelog::details!({ "step": step, "why": "over budget" }));
         }
         event
     }
@@ -514,10 +515,17 @@ fn check_query(
 
 fn run_case(case: &Case, runtime: &tokio::runtime::Runtime) -> Result<(), TestCaseError> {
     let storage = SimStorage::new(case.sim_seed);
-    let open = || Store::open_with_storage(Arc::new(storage.clone()), "/store", case.options());
+    let open = || {
+        Store::builder("/store")
+            .storage(Arc::new(storage.clone()))
+            .options(case.options())
+            .open()
+    };
     let store = check(open(), "open")?;
     let reader = check(
-        Store::open_read_only_with_storage(Arc::new(storage.clone()), "/store"),
+        Store::builder("/store")
+            .storage(Arc::new(storage.clone()))
+            .open_read_only(),
         "open read-only beside the writer",
     )?;
     let model = record_all(case, &store, &reader, runtime)?;
@@ -573,7 +581,10 @@ fn queries_match_a_brute_force_filter() {
 /// A store with a few events of two tenants, on the simulated storage.
 fn small_store() -> Store {
     let storage = SimStorage::new(7);
-    let store = Store::open_with_storage(Arc::new(storage), "/store", StoreOptions::default())
+    let store = Store::builder("/store")
+        .storage(Arc::new(storage))
+        .options(StoreOptions::default())
+        .open()
         .expect("open the store");
     let mut batch = store.begin();
     for (i, tenant) in ["acme", "globex", "acme"].into_iter().enumerate() {

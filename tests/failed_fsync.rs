@@ -181,7 +181,10 @@ fn interval_supervisor_does_not_keep_records_a_failed_fsync_dropped() {
         ..StoreOptions::default()
     };
     let open = || {
-        Store::open_with_storage(Arc::new(storage.clone()), "/store", options.clone())
+        Store::builder("/store")
+            .storage(Arc::new(storage.clone()))
+            .options(options.clone())
+            .open()
             .expect("open the store")
     };
     let store = open();

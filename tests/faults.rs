@@ -13,12 +13,15 @@
 //! large, a foreign directory, another format version, a read-only or closed
 //! handle) fail with their own error and change nothing on disk.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::options::{extremes, Expect};
 use enforcelog::storage::sim::{CrashMode, FaultKind, FaultOp, SimStorage};
 use enforcelog::storage::Storage;
 use enforcelog::{Durability, Error, Log, LogOptions, Record};
@@ -586,7 +589,19 @@ fn refused_appends_change_nothing() {
     assert_eq!(log.append_blocking(record(9)).expect("append"), next);
 }
 
+/// Log options out of range: values just past a limit, and every log
+/// option the extremes table (`common::options`) says is refused.
 fn invalid_options() -> Vec<(&'static str, LogOptions)> {
+    let extremes = extremes()
+        .into_iter()
+        .filter(|e| e.of_log && e.expect == Expect::Refused)
+        .map(|e| (e.field, e.options.log));
+    let mut invalid = just_past_a_limit();
+    invalid.extend(extremes);
+    invalid
+}
+
+fn just_past_a_limit() -> Vec<(&'static str, LogOptions)> {
     let base = real_options();
     vec![
         (

@@ -15,10 +15,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::capture::Capture;
+use common::capture::{captured, log_lines};
 use common::Rng;
 use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
 use enforcelog::{now_us, Action, Entry, Event, GapMarker, Store, StoreOptions, GAP_LOSSES_MAX};
@@ -27,38 +27,23 @@ use serde_json::json;
 const DAY_US: i64 = 24 * 3_600 * 1_000_000;
 const PROGRESS_LIMIT: Duration = Duration::from_secs(30);
 
-fn captured() -> &'static Capture {
-    static CAPTURE: OnceLock<Capture> = OnceLock::new();
-    CAPTURE.get_or_init(|| {
-        let capture = Capture::default();
-        tracing::subscriber::set_global_default(capture.subscriber(tracing::Level::INFO))
-            .expect("no other global subscriber in this test binary");
-        capture
-    })
-}
-
-fn log_lines(parts: &[&str]) -> Vec<String> {
-    captured()
-        .text()
-        .lines()
-        .filter(|line| parts.iter().all(|p| line.contains(p)))
-        .map(str::to_owned)
-        .collect()
-}
-
 fn open(storage: &SimStorage, dir: &str) -> Store {
     let options = StoreOptions {
         detached_timeout: Duration::from_millis(500),
         recovery_interval: Duration::from_millis(20),
         ..StoreOptions::default()
     };
-    Store::open_with_storage(Arc::new(storage.clone()), dir, options).expect("open the store")
+    Store::builder(dir)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .open()
+        .expect("open the store")
 }
 
 fn event(tenant: &str, rule: &str, at_us: i64, n: u64) -> Event {
     Event::new(tenant, rule, Action::ALL[(n % 4) as usize])
         .with_run_id(format!("run-{n}"))
-        .with_details(json!({"histogram": [0, 0, 0, n, 0, 0], "deep": {"a": {"b": {"c": [0]}}}}))
+        .with_details(enforcelog::details!({"histogram": [0, 0, 0, n, 0, 0], "deep": {"a": {"b": {"c": [0]}}}}))
         .at_us(at_us)
 }
 

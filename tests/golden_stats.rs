@@ -66,7 +66,7 @@ fn events() -> Vec<Event> {
             }
             if let Some(details) = v.get("details") {
                 let map = details_from_json(&details.to_string()).expect("details");
-                event = event.with_details(Value::Object(map));
+                event = event.with_details(map);
             }
             event
         })
@@ -94,7 +94,11 @@ fn options() -> StoreOptions {
 fn golden_stats_live_after_reopen_and_after_rebuild() {
     let as_of = parse_us("2026-11-01T00:00:00Z").unwrap();
     let storage = SimStorage::new(11);
-    let store = Store::open_with_storage(Arc::new(storage.clone()), "/store", options()).unwrap();
+    let store = Store::builder("/store")
+        .storage(Arc::new(storage.clone()))
+        .options(options())
+        .open()
+        .unwrap();
     let events = events();
     assert_eq!(events.len(), 2000);
     for chunk in events.chunks(97) {
@@ -110,8 +114,11 @@ fn golden_stats_live_after_reopen_and_after_rebuild() {
     store.close().unwrap();
     drop(store);
 
-    let reopened =
-        Store::open_with_storage(Arc::new(storage.clone()), "/store", options()).unwrap();
+    let reopened = Store::builder("/store")
+        .storage(Arc::new(storage.clone()))
+        .options(options())
+        .open()
+        .unwrap();
     let checks = reopened.verify_projections().unwrap();
     assert!(
         checks

@@ -44,7 +44,11 @@ fn options() -> StoreOptions {
 }
 
 fn open(storage: &SimStorage) -> Store {
-    Store::open_with_storage(Arc::new(storage.clone()), DIR, options()).expect("open the store")
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options())
+        .open()
+        .expect("open the store")
 }
 
 /// Details as hosts send them: a histogram of mostly zeros, nesting, and
@@ -74,7 +78,7 @@ fn events(rng: &mut Rng, now: i64, count: u64) -> Vec<Event> {
                 *rng.pick(&Action::ALL),
             )
             .with_run_id(format!("run-{n}"))
-            .with_details(details(rng, n))
+            .with_details(common::object(details(rng, n)))
             .at_us(now - rng.range_i64(0..10 * DAY_US))
         })
         .collect()
@@ -265,7 +269,7 @@ fn a_far_future_event_is_refused_by_every_write_path() {
     let skew_us = options().max_future_skew.as_micros() as i64;
     for at in [YEAR_9999_US, now + skew_us + HOUR_US, now + 400 * DAY_US] {
         let future = Event::new("acme", "budget", Action::Killed)
-            .with_details(json!({"histogram": [0, 0, 0, 0]}))
+            .with_details(enforcelog::details!({"histogram": [0, 0, 0, 0]}))
             .at_us(at);
         let e = store
             .record_blocking(future.clone())
@@ -317,7 +321,11 @@ fn max_future_skew_of_any_size_is_safe_and_max_turns_the_check_off() {
             max_future_skew: skew,
             ..options()
         };
-        Store::open_with_storage(Arc::new(storage.clone()), dir, options).expect("open")
+        Store::builder(dir)
+            .storage(Arc::new(storage.clone()))
+            .options(options)
+            .open()
+            .expect("open")
     };
     let store = open_with(Duration::MAX, "/skew-max");
     let offset = store
@@ -355,7 +363,7 @@ fn a_far_future_event_in_an_old_store_keeps_other_tenants_on_the_fast_path() {
     let old: Vec<Event> = (0..20)
         .map(|n| {
             Event::new("acme", "budget", Action::Blocked)
-                .with_details(details(&mut rng, n))
+                .with_details(common::object(details(&mut rng, n)))
                 .at_us(now - (40 + n as i64) * DAY_US)
         })
         .collect();

@@ -8,158 +8,22 @@
 //! A zero `detached_timeout` means "try once, never wait": the event is
 //! recorded when the queue has room and dropped (and counted) when not.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::options::{extremes, Expect};
 use enforcelog::storage::sim::SimStorage;
-use enforcelog::{
-    Action, Durability, Entry, Error, Event, Log, LogOptions, Record, Store, StoreOptions,
-};
-use serde_json::json;
-
-/// What opening with an option at an extreme must do.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
-    /// Refused with `InvalidOptions` naming this option.
-    Refused(&'static str),
-    /// Opens and works.
-    Works,
-}
+use enforcelog::{Action, Entry, Error, Event, Log, LogOptions, Record, Store, StoreOptions};
 
 fn event(n: u64) -> Event {
-    Event::new("acme", "no-prod-writes", Action::Blocked).with_details(json!({
+    Event::new("acme", "no-prod-writes", Action::Blocked).with_details(enforcelog::details!({
         "n": n,
         "histogram": [0, 0, 0, 0, 0, 0, 0, 0],
         "nested": {"a": {"b": {"c": {"d": [0, {"e": null}]}}}},
         "blob": "\u{0}".repeat(256),
     }))
-}
-
-/// The table: (what is set, the options, what must happen).
-fn cases() -> Vec<(&'static str, StoreOptions, Expect)> {
-    use Expect::{Refused, Works};
-    let log = |f: &dyn Fn(&mut LogOptions)| {
-        let mut options = StoreOptions::default();
-        f(&mut options.log);
-        options
-    };
-    let store = |f: &dyn Fn(&mut StoreOptions)| {
-        let mut options = StoreOptions::default();
-        f(&mut options);
-        options
-    };
-    vec![
-        (
-            "segment_max_bytes = 0",
-            log(&|o| o.segment_max_bytes = 0),
-            Refused("segment_max_bytes"),
-        ),
-        (
-            "segment_max_bytes = MAX",
-            log(&|o| o.segment_max_bytes = u64::MAX),
-            Refused("segment_max_bytes"),
-        ),
-        (
-            "record_max_bytes = 0",
-            log(&|o| o.record_max_bytes = 0),
-            Refused("record_max_bytes"),
-        ),
-        (
-            "record_max_bytes = MAX",
-            log(&|o| o.record_max_bytes = usize::MAX),
-            Refused("record_max_bytes"),
-        ),
-        (
-            "durability = Interval(0)",
-            log(&|o| o.durability = Durability::Interval(Duration::ZERO)),
-            Refused("durability"),
-        ),
-        (
-            "durability = Interval(MAX)",
-            log(&|o| o.durability = Durability::Interval(Duration::MAX)),
-            Works,
-        ),
-        (
-            "queue_capacity = 0",
-            log(&|o| o.queue_capacity = 0),
-            Refused("queue_capacity"),
-        ),
-        (
-            "queue_capacity = MAX",
-            log(&|o| o.queue_capacity = usize::MAX),
-            Refused("queue_capacity"),
-        ),
-        (
-            "index_interval_bytes = 0",
-            log(&|o| o.index_interval_bytes = 0),
-            Refused("index_interval_bytes"),
-        ),
-        (
-            "index_interval_bytes = MAX",
-            log(&|o| o.index_interval_bytes = u64::MAX),
-            Works,
-        ),
-        (
-            "detached_timeout = 0",
-            store(&|o| o.detached_timeout = Duration::ZERO),
-            Works,
-        ),
-        (
-            "detached_timeout = MAX",
-            store(&|o| o.detached_timeout = Duration::MAX),
-            Refused("detached_timeout"),
-        ),
-        (
-            "recovery_interval = 0",
-            store(&|o| o.recovery_interval = Duration::ZERO),
-            Refused("recovery_interval"),
-        ),
-        (
-            "recovery_interval = MAX",
-            store(&|o| o.recovery_interval = Duration::MAX),
-            Refused("recovery_interval"),
-        ),
-        (
-            "trigger_windows = [0]",
-            store(&|o| o.trigger_windows = vec![Duration::ZERO]),
-            Refused("trigger_windows"),
-        ),
-        (
-            "trigger_windows = [MAX]",
-            store(&|o| o.trigger_windows = vec![Duration::MAX]),
-            Refused("trigger_windows"),
-        ),
-        (
-            "checkpoint_every_entries = 0",
-            store(&|o| o.checkpoint_every_entries = 0),
-            Refused("checkpoint_every_entries"),
-        ),
-        (
-            "checkpoint_every_entries = MAX",
-            store(&|o| o.checkpoint_every_entries = u64::MAX),
-            Works,
-        ),
-        (
-            "checkpoint_interval = 0",
-            store(&|o| o.checkpoint_interval = Duration::ZERO),
-            Refused("checkpoint_interval"),
-        ),
-        (
-            "checkpoint_interval = MAX",
-            store(&|o| o.checkpoint_interval = Duration::MAX),
-            Works,
-        ),
-        (
-            "subscriber_lag_warning = 0",
-            store(&|o| o.subscriber_lag_warning = 0),
-            Works,
-        ),
-        (
-            "subscriber_lag_warning = MAX",
-            store(&|o| o.subscriber_lag_warning = u64::MAX),
-            Works,
-        ),
-    ]
 }
 
 /// Opens a store (and a bare log) with `options`; records, reads back,
@@ -168,7 +32,11 @@ fn exercise(case: &str, options: &StoreOptions) -> Result<(), Error> {
     let storage = Arc::new(SimStorage::new(11));
     // The log alone checks its own options the same way.
     let log_result = Log::open_with_storage(storage.clone(), "/log", options.log.clone());
-    let store = match Store::open_with_storage(storage.clone(), "/store", options.clone()) {
+    let store = match Store::builder("/store")
+        .storage(storage.clone())
+        .options(options.clone())
+        .open()
+    {
         Ok(store) => store,
         Err(e) => {
             if let Error::InvalidOptions { name, .. } = &e {
@@ -196,7 +64,11 @@ fn exercise(case: &str, options: &StoreOptions) -> Result<(), Error> {
     let metrics = store.metrics();
     drop(store);
 
-    let reopened = Store::open_with_storage(storage, "/store", options.clone()).unwrap();
+    let reopened = Store::builder("/store")
+        .storage(storage)
+        .options(options.clone())
+        .open()
+        .unwrap();
     let events = reopened
         .entries(0)
         .unwrap()
@@ -210,17 +82,21 @@ fn exercise(case: &str, options: &StoreOptions) -> Result<(), Error> {
 
 #[test]
 fn every_option_at_zero_and_max_is_refused_by_name_or_works() {
-    for (case, options, expect) in cases() {
+    for case in extremes() {
         // An option outside its range must be refused before anything is
         // touched, and must never panic (a panic fails this test too).
-        let result = exercise(case, &options);
-        match (expect, result) {
+        let result = exercise(case.label, &case.options);
+        match (case.expect, result) {
             (Expect::Works, Ok(())) => {}
-            (Expect::Refused(name), Err(Error::InvalidOptions { name: got, reason })) => {
-                assert_eq!(got, name, "{case}: refused as {got}: {reason}");
-                assert!(!reason.is_empty(), "{case}");
+            (Expect::Refused, Err(Error::InvalidOptions { name: got, reason })) => {
+                assert_eq!(
+                    got, case.field,
+                    "{}: refused as {got}: {reason}",
+                    case.label
+                );
+                assert!(!reason.is_empty(), "{}", case.label);
             }
-            (expect, got) => panic!("{case}: expected {expect:?}, got {got:?}"),
+            (expect, got) => panic!("{}: expected {expect:?}, got {got:?}", case.label),
         }
     }
 }
@@ -240,7 +116,11 @@ fn zero_detached_timeout_records_when_the_queue_has_room_and_counts_a_drop_when_
         },
         ..StoreOptions::default()
     };
-    let store = Store::open_with_storage(Arc::new(storage.clone()), "/s", options.clone()).unwrap();
+    let store = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .options(options.clone())
+        .open()
+        .unwrap();
 
     // Room in the queue: recorded.
     store.record_detached(event(0));
@@ -251,7 +131,11 @@ fn zero_detached_timeout_records_when_the_queue_has_room_and_counts_a_drop_when_
 
     // A full queue: the writer sits in a slow fsync with one more event
     // queued; the rest of a burst cannot be queued and is dropped.
-    let store = Store::open_with_storage(Arc::new(storage.clone()), "/s", options.clone()).unwrap();
+    let store = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .options(options.clone())
+        .open()
+        .unwrap();
     storage.set_sync_delay(Duration::from_millis(300));
     const BURST: u64 = 200;
     for n in 1..=BURST {
@@ -263,7 +147,11 @@ fn zero_detached_timeout_records_when_the_queue_has_room_and_counts_a_drop_when_
     drop(store);
     assert!(metrics.dropped >= 1, "{metrics:?}");
 
-    let reopened = Store::open_with_storage(Arc::new(storage), "/s", options).unwrap();
+    let reopened = Store::builder("/s")
+        .storage(Arc::new(storage))
+        .options(options)
+        .open()
+        .unwrap();
     let (mut events, mut gap) = (0u64, 0u64);
     for entry in reopened.entries(0).unwrap() {
         match entry.unwrap() {

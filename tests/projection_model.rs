@@ -433,12 +433,13 @@ fn options(model: &Model, checkpoint_every_entries: u64) -> StoreOptions {
 }
 
 fn open(storage: &SimStorage, options: StoreOptions) -> enforcelog::Result<Store> {
-    Store::open_with_projections(
-        Arc::new(storage.clone()),
-        DIR,
-        options,
-        vec![Box::new(ActionsPerDay::default()) as Box<dyn Projection>],
-    )
+    Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .projections(vec![
+            Box::new(ActionsPerDay::default()) as Box<dyn Projection>
+        ])
+        .open()
 }
 
 /// Records `events` in batches of the case's sizes; stops at the first

@@ -94,7 +94,7 @@ fn rewritten(report: &RepairReport) -> Vec<&enforcelog::log::DamagedRange> {
         .iter()
         .flat_map(|a| match a {
             RepairAction::Rewritten { damaged, .. } => damaged.iter().collect(),
-            RepairAction::Moved { .. } => Vec::new(),
+            RepairAction::HeaderRewritten { .. } | RepairAction::Moved { .. } => Vec::new(),
         })
         .collect()
 }
@@ -231,7 +231,7 @@ fn all_files(storage: &SimStorage) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// A power cut at every step of a repair (a rewrite and whole moves), then
+/// A power cut at every step of a repair (a rewrite and a header rewrite), then
 /// a crash that loses what was not durable: every byte the repair removed
 /// from the log is still in the log or durable in the quarantine; and a
 /// second repair then finishes the job.
@@ -246,9 +246,10 @@ fn a_power_cut_at_any_step_of_repair_loses_no_removed_byte() {
             let first = format!("{DIR}/{}", names[0]);
             let len = storage.read_file(&first).unwrap().len();
             let damaged = flip(&storage, &first, len / 2);
-            // A bad header: this segment and every later one move out whole.
+            // A bad header: written again, the old one saved.
             let moved_name = names[names.len() - 2].clone();
             let moved = flip(&storage, &format!("{DIR}/{moved_name}"), 3);
+            let old_header = &moved[..32];
             let plan =
                 repair_with(&storage, Path::new(DIR), RepairOptions { dry_run: true }).unwrap();
             let range = rewritten(&plan)[0].clone();
@@ -268,20 +269,18 @@ fn a_power_cut_at_any_step_of_repair_loses_no_removed_byte() {
                 in_log || saved,
                 "{mode:?} step {step}: damaged bytes gone: {files:?}"
             );
-            // The segment moved whole: in the log or in the quarantine.
+            // The damaged header: in the log as it was, or saved whole.
             assert!(
-                holds(&|p, b| p.file_name().is_some_and(|n| *n == *moved_name) && b == moved),
-                "{mode:?} step {step}: moved segment gone"
+                holds(&|p, b| p.file_name().is_some_and(|n| *n == *moved_name) && b == moved)
+                    || holds(&|p, b| p.starts_with(format!("{DIR}/quarantine"))
+                        && p.to_string_lossy().ends_with(".header")
+                        && b == old_header),
+                "{mode:?} step {step}: damaged header gone"
             );
             // A repair after the crash leaves the log as one without it would.
             let again = repair(&storage, Path::new(DIR)).unwrap();
             let kept = read_all(&storage);
-            let moved_base: u64 = moved_name.trim_end_matches(".log").parse().unwrap();
-            assert_eq!(
-                kept.len() as u64,
-                moved_base,
-                "{mode:?} step {step}: {again:?}"
-            );
+            assert_eq!(kept.len(), written.len(), "{mode:?} step {step}: {again:?}");
             for (offset, record) in kept.iter().enumerate() {
                 assert!(
                     is_hole(record, offset as u64) || record.payload == written[offset],
@@ -365,24 +364,47 @@ fn a_clean_log_is_left_alone_and_a_locked_one_refused() {
     drop(log);
 }
 
+/// A header that does not decode and a damaged first batch: the header is
+/// written again, the batch becomes a hole, and no segment moves (the
+/// whole-header sweeps are in `tests/segment_header_damage.rs`).
 #[test]
-fn a_damaged_segment_header_moves_the_whole_segment() {
+fn a_damaged_segment_header_and_first_batch_leave_a_hole_and_move_nothing() {
     let storage = SimStorage::new(5);
     let written = build(&storage);
     let names = segments(&storage);
     let victim = format!("{DIR}/{}", names[2]);
+    let later: Vec<_> = names[3..]
+        .iter()
+        .map(|n| storage.read_file(format!("{DIR}/{n}")))
+        .collect();
     flip(&storage, &victim, 3);
+    flip(&storage, &victim, 32 + 40);
     let report = repair(&storage, Path::new(DIR)).unwrap();
     assert!(
-        report
-            .actions
-            .iter()
-            .all(|a| matches!(a, RepairAction::Moved { .. })),
+        matches!(
+            report.actions.as_slice(),
+            [
+                RepairAction::HeaderRewritten { .. },
+                RepairAction::Rewritten { .. }
+            ]
+        ),
         "{report:?}"
     );
-    assert!(report.moved_records > 0, "{report:?}");
+    assert_eq!(report.moved_records, 0, "{report:?}");
+    assert_eq!(report.next_offset, written.len() as u64, "{report:?}");
+    let after: Vec<_> = names[3..]
+        .iter()
+        .map(|n| storage.read_file(format!("{DIR}/{n}")))
+        .collect();
+    assert_eq!(later, after, "a later segment changed");
     let kept = read_all(&storage);
-    let kept: Vec<_> = kept.into_iter().map(|r| r.payload).collect();
-    assert_eq!(&kept[..], &written[..kept.len()]);
-    assert_eq!(kept.len() as u64, report.next_offset);
+    assert_eq!(kept.len(), written.len());
+    let lost = (0..kept.len())
+        .filter(|&o| is_hole(&kept[o], o as u64))
+        .count() as u64;
+    assert_eq!(lost, report.lost);
+    assert!(lost > 0, "{report:?}");
+    for (offset, record) in kept.iter().enumerate() {
+        assert!(is_hole(record, offset as u64) || record.payload == written[offset]);
+    }
 }

@@ -12,8 +12,10 @@
 //! There is no counter of bytes read, so the skip is made observable with
 //! damage: a record is bit-flipped inside a sealed segment, the log is
 //! reopened (a valid `.idx` means open does not check the segment's frames),
-//! and then `read_from(0)` must report the corruption while a time-range read
-//! whose range misses every index span covering the damage must not.
+//! and a time-range read whose range misses every index span covering the
+//! damage must not meet it (`LogMetrics::damaged_segments` stays 0), while
+//! `read_from(0)` meets it and reads past it: the damaged batch reads as a
+//! hole of lost entries, every other record as written.
 //!
 //! Replay a failure with `ENFORCELOG_SEED=<seed> cargo test --test time_range`.
 
@@ -506,34 +508,52 @@ fn expect_exact(
     );
 }
 
-fn expect_corruption_at(
+/// No reader of `log` met damage (every damaged segment is found when a
+/// reader first meets it, and then read through a rebuild).
+fn expect_unread(log: &Log, what: &str) {
+    assert_eq!(
+        log.metrics().damaged_segments,
+        0,
+        "{what}: a read met the damage, so it read a span it should have skipped"
+    );
+}
+
+fn is_hole(record: &LogRecord) -> bool {
+    matches!(
+        enforcelog::payload::decode(record.offset, record.timestamp_us, &record.payload),
+        Ok(enforcelog::Entry::Lost(_))
+    )
+}
+
+/// Every record of the model, at its offset, but those at `lost`, which
+/// must read as a hole.
+fn expect_read_past(
     result: Result<Vec<LogRecord>, Error>,
-    path: &Path,
-    position: u64,
+    model: &[ModelRecord],
+    lost: &std::ops::Range<u64>,
     what: &str,
 ) {
-    match result {
-        Err(Error::Corruption {
-            path: p,
-            position: at,
-            ..
-        }) => {
-            assert_eq!(p, path, "{what}: corruption reported in the wrong file");
-            // The frame holding the damaged byte is reported.
-            let frame_len = (FRAME_HEADER_LEN + PAYLOAD_BYTES) as u64;
-            assert!(
-                at <= position && position < at + frame_len,
-                "{what}: corruption reported at {at}, damage at {position}"
+    let records = result.unwrap_or_else(|e| panic!("{what}: read fails at the damage: {e}"));
+    assert_eq!(records.len(), model.len(), "{what}");
+    for (offset, record) in records.iter().enumerate() {
+        let offset = offset as u64;
+        assert_eq!(record.offset, offset, "{what}");
+        if lost.contains(&offset) {
+            assert!(is_hole(record), "{what}: offset {offset} is not a hole");
+        } else {
+            let (ts, payload) = &model[offset as usize];
+            assert_eq!(
+                (record.timestamp_us, &record.payload),
+                (*ts, payload),
+                "{what}: offset {offset}"
             );
         }
-        Ok(records) => panic!("{what}: read {} records over damage", records.len()),
-        Err(e) => panic!("{what}: expected Corruption, got {e}"),
     }
 }
 
 /// Where a sealed segment was damaged: in the middle batch of the segment.
 struct Damage {
-    path: PathBuf,
+    /// The damaged byte's position in the segment file.
     position: u64,
     /// Batch numbers (`offset / BATCH_RECORDS`) held by the damaged segment.
     segment_batches: std::ops::Range<u64>,
@@ -550,7 +570,6 @@ fn damage_middle_of(written: &Written, segment: usize) -> Damage {
     );
     let position = damage_batch(&written.storage, index, entry);
     Damage {
-        path: segment_path(index.base_offset),
         position,
         segment_batches: index.base_offset / BATCH_RECORDS..index.next_offset / BATCH_RECORDS,
         batch: index.entries[entry].first_offset / BATCH_RECORDS,
@@ -571,23 +590,6 @@ fn time_range_reads_skip_damaged_spans_outside_the_range() {
     let log = reopen(&written, seed);
     let model = &written.model;
     let what = |s: &str| format!("seed {seed}: {s}");
-
-    // The damage is there, and found by a plain read and by a time-range
-    // read whose range covers it.
-    expect_corruption_at(
-        read_range(&log, 0, i64::MIN..=i64::MAX),
-        &damage.path,
-        damage.position,
-        &what("read_time_range(0, everything)"),
-    );
-    let plain: Result<Vec<LogRecord>, Error> = log.read_from(0).expect("read_from").collect();
-    expect_corruption_at(plain, &damage.path, damage.position, &what("read_from(0)"));
-    expect_corruption_at(
-        read_range(&log, 0, batch_window(damage.batch)),
-        &damage.path,
-        damage.position,
-        &what("window on the damaged batch"),
-    );
 
     // Ranges whose index spans exclude the damaged batch never read it.
     let first = damage.segment_batches.start;
@@ -660,10 +662,49 @@ fn time_range_reads_skip_damaged_spans_outside_the_range() {
         seed,
         "from inside the damaged batch",
     );
+    expect_unread(&log, &what("every window that misses the damage"));
+
+    // The damage is there: a plain read and a time-range read whose range
+    // covers it meet it and read past it, the damaged batch as a hole.
+    let lost = damage.batch * BATCH_RECORDS..(damage.batch + 1) * BATCH_RECORDS;
+    let everything = read_range(&log, 0, i64::MIN..=i64::MAX);
+    expect_read_past(
+        everything,
+        model,
+        &lost,
+        &what("read_time_range(0, everything)"),
+    );
+    assert_eq!(
+        log.metrics().damaged_segments,
+        1,
+        "{}",
+        what(&format!("the damage at byte {} counted", damage.position))
+    );
+    let plain: Result<Vec<LogRecord>, Error> = log.read_from(0).expect("read_from").collect();
+    expect_read_past(plain, model, &lost, &what("read_from(0)"));
     assert!(
         log.verify().expect("verify").has_corruption(),
         "{}",
         what("verify sees the damage")
+    );
+    log.close().expect("close");
+    drop(log);
+    // A new open meets it again, through a window on the damaged batch.
+    let fresh = reopen(&written, seed);
+    let window = read_range(&fresh, 0, batch_window(damage.batch))
+        .unwrap_or_else(|e| panic!("{}: {e}", what("window on the damaged batch")));
+    assert!(
+        window
+            .iter()
+            .all(|r| lost.contains(&r.offset) && is_hole(r)),
+        "{}: {window:?}",
+        what("window on the damaged batch: only its hole")
+    );
+    assert_eq!(
+        fresh.metrics().damaged_segments,
+        1,
+        "{}",
+        what("met by a window")
     );
 }
 
@@ -697,4 +738,5 @@ fn spans_after_the_range_in_the_same_segment_are_not_read() {
         seed,
         "window on the segment's first batch",
     );
+    expect_unread(&log, &format!("seed {seed}: windows before the damage"));
 }

@@ -11,7 +11,6 @@ use std::time::Instant;
 use clap::Args;
 use enforcelog::{now_us, Action, Durability, Event, RuleStats, Store, StoreMetrics};
 use indicatif::ProgressBar;
-use serde_json::json;
 
 use crate::clock::show_us;
 use crate::failure::Failure;
@@ -494,7 +493,8 @@ impl Synth {
         let r = self.rng.next();
         if r.is_multiple_of(4) {
             let reason = REASONS[(r >> 8) as usize % REASONS.len()];
-            event = event.with_details(json!({"step": (r >> 16) % 100, "reason": reason}));
+            event = event
+                .with_details(enforcelog::details!({"step": (r >> 16) % 100, "reason": reason}));
         }
         event
     }

@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use enforcelog::event::{check_details, id_from_bytes, EventError, Field};
+use enforcelog::event::{id_from_bytes, EventError, Field};
 use enforcelog::timestamp::parse_us;
 use enforcelog::{Action, Event};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
@@ -266,8 +266,7 @@ fn to_event(raw: RawLine) -> Result<Parsed, FieldError> {
         event = event.with_run_id(id_from_bytes(Field::RunId, &run_id).map_err(field_error)?);
     }
     if let Some(details) = raw.details {
-        check_details(&details).map_err(field_error)?;
-        event = event.with_details(details);
+        event = event.try_with_details(details).map_err(field_error)?;
     }
     if let Some(at) = raw.enforced_at {
         let at = utf8(Field::EnforcedAt, &at)?;

@@ -43,9 +43,12 @@ copied to DIR/quarantine/<timestamp>/ (durably, before anything changes) and
 replaced in its segment by a hole: entries of kind \"lost\" covering exactly
 the offsets the damage destroyed, so `dump`, `tail`, `stats` and `verify`
 show the loss and its size. The segment is rewritten to a new file renamed
-over it (never cut in place: readers may have it mapped). Only a segment out
-of place (a gap, a bad header, another store's) is moved out whole, with every
-segment after it. Each change is printed on stdout. With --dry-run, prints
+over it (never cut in place: readers may have it mapped). A segment header
+that damage made unreadable is written again from the file name (the old one
+saved in quarantine); a segment whose content cannot be trusted (another
+store's, another offset or format) becomes a hole of the offsets it held.
+Only the segments after a gap between segments are moved out whole. Each
+change is printed on stdout. With --dry-run, prints
 what would change and changes nothing. A torn tail is left for the next
 writer open to cut (nothing acknowledged is lost). Refuses with exit code 3
 while a writer holds the store's lock. `enforcelog quarantine` lists what
@@ -256,6 +259,18 @@ fn repair_lines(report: &RepairReport) -> Vec<String> {
                 lines.push(format!(
                     "{} {would}rewritten: every batch that verifies kept",
                     segment.display()
+                ));
+            }
+            RepairAction::HeaderRewritten {
+                segment,
+                reason,
+                saved_as,
+            } => {
+                lines.push(format!(
+                    "{}: header ({reason}) {would}rewritten from the file name and the \
+                     store's tag; old header {would}saved as {}",
+                    segment.display(),
+                    saved_as.display()
                 ));
             }
             RepairAction::Moved { from, to } => {

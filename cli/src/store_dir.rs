@@ -48,13 +48,12 @@ pub fn open_reader(global: &Global) -> Result<Store, Failure> {
 /// [`open_reader`] with projection options (statistics windows).
 pub fn open_reader_with(global: &Global, options: StoreOptions) -> Result<Store, Failure> {
     require_store(&global.data_dir)?;
-    Store::open_read_only_with_projections(
-        Arc::new(FileStorage),
-        &global.data_dir,
-        options,
-        Vec::new(),
-    )
-    .map_err(Failure::from)
+    Store::builder(&global.data_dir)
+        .storage(Arc::new(FileStorage))
+        .options(options)
+        .projections(Vec::new())
+        .open_read_only()
+        .map_err(Failure::from)
 }
 
 /// Fails with exit code 2 unless `dir` holds a store: a directory with a

@@ -9,7 +9,6 @@ use clap::Args;
 use enforcelog::event::details_from_json;
 use enforcelog::timestamp::format_us;
 use enforcelog::{Action, Event, Store};
-use serde_json::Value;
 
 use crate::failure::Failure;
 use crate::output::{note, progress, JsonObject, Out};
@@ -146,7 +145,7 @@ fn event_of(args: &RecordArgs) -> Result<Event, Failure> {
         event = event.with_run_id(run.clone());
     }
     if let Some(details) = &args.details {
-        event = event.with_details(Value::Object(details_from_json(details)?));
+        event = event.with_details(details_from_json(details)?);
     }
     if let Some(at) = args.at {
         event = event.at_us(at);

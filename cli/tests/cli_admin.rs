@@ -220,6 +220,75 @@ fn repair_moves_only_the_damage_to_quarantine_and_keeps_every_other_event() {
     assert_eq!(next.expect(0).json(), json!({"offset": 5}));
 }
 
+/// Finding E (issue 13): one flipped bit in a segment header. Every command
+/// that opens the log refuses it with one line naming the file and `repair`
+/// and changes nothing; `verify` reports it; `repair` writes the header
+/// again from the file name (the segment is then exactly as written), loses
+/// nothing, and the next event takes the next offset.
+#[test]
+fn a_flipped_segment_header_bit_is_refused_naming_repair_and_repair_rewrites_the_header() {
+    let f = five_batches();
+    let dump_before = f.dump();
+    let path = f.dir.join(SEGMENT);
+    let pristine = fs::read(&path).unwrap();
+    let mut damaged = pristine.clone();
+    damaged[17] ^= 0x02; // the base offset field
+    fs::write(&path, &damaged).unwrap();
+
+    f.run(&["verify"]).expect(1);
+    for args in [
+        &["record", "--tenant", "t", "--rule", "r", "--action", "kill"][..],
+        &["dump"][..],
+    ] {
+        let out = f.run(args);
+        assert_ne!(out.code(), Some(0), "{args:?} accepted a bad header");
+        out.expect_one_error_line();
+        assert!(
+            out.stderr.contains(SEGMENT) && out.stderr.contains("repair"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(fs::read(&path).unwrap() == damaged, "{args:?} changed it");
+    }
+
+    let dry = f.run(&["repair", "--dry-run"]);
+    dry.expect(0);
+    assert!(
+        dry.stdout.contains("header") && dry.stdout.contains("would be rewritten"),
+        "{}",
+        dry.stdout
+    );
+    assert!(fs::read(&path).unwrap() == damaged, "a dry run changed it");
+    assert!(!f.dir.join("quarantine").exists());
+
+    let out = f.run(&["repair"]);
+    out.expect(0);
+    assert!(out.stdout.contains("header"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("0 event(s) lost") && out.stdout.contains("next offset 5"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        fs::read(&path).unwrap() == pristine,
+        "the header is as written"
+    );
+    let listed = f.run(&["quarantine"]);
+    listed.expect(0);
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.contains("\theader\t") && l.contains(SEGMENT)),
+        "{}",
+        listed.stdout
+    );
+    f.ok(&["verify"]);
+    assert_eq!(f.dump(), dump_before);
+    let next = f.run(&["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
+    assert_eq!(next.expect(0).json(), json!({"offset": 5}));
+}
+
 #[test]
 fn repair_of_a_clean_store_changes_nothing() {
     let f = five_batches();

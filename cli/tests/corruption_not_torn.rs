@@ -24,14 +24,14 @@ mod common;
 
 use std::fs;
 use std::ops::RangeInclusive;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::process::{self, Watchdog};
+use common::segment;
 use common::Rng;
-use enforcelog::format::{decode_batch, SEGMENT_HEADER_LEN};
+use enforcelog::format::decode_batch;
 use enforcelog::{
     verify_dir, Action, Durability, Entry, Error, Event, Log, LogOptions, LogRecord, ProblemKind,
     Store, StoreOptions,
@@ -112,7 +112,7 @@ impl Pristine {
             for k in 0..batch_len {
                 let event = Event::new(format!("tenant-{k}"), "rule-hist", Action::Blocked)
                     .with_run_id(format!("run-{}", rng.index(1000)))
-                    .with_details(histogram_details(&mut rng, buckets))
+                    .with_details(common::object(histogram_details(&mut rng, buckets)))
                     .at_us(1_764_028_800_000_000 + rng.index(1 << 30) as i64);
                 batch.record(event).expect("a valid event");
             }
@@ -164,38 +164,18 @@ impl Pristine {
     }
 
     fn write_byte(&self, at: usize, byte: u8) {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(self.segment_path())
-            .and_then(|f| f.write_all_at(&[byte], at as u64))
-            .expect("write one byte");
+        segment::write_byte(&self.segment_path(), at, byte);
     }
 
     /// Where the batches start.
     fn batch_starts(&self) -> Vec<usize> {
-        let mut starts = Vec::new();
-        let mut pos = SEGMENT_HEADER_LEN;
-        while pos < self.segment.len() {
-            let view = decode_batch(&self.segment[pos..], None).expect("a pristine batch");
-            starts.push(pos);
-            pos += view.len();
-        }
-        starts
+        segment::batch_starts(&self.segment)
     }
 
     /// The positions a report of damage at `byte` may name: the segment
     /// header, or the damaged batch from its start to the damaged byte.
     fn damage_range(&self, byte: usize) -> RangeInclusive<u64> {
-        if byte < SEGMENT_HEADER_LEN {
-            return 0..=(SEGMENT_HEADER_LEN as u64 - 1);
-        }
-        let start = self
-            .batch_starts()
-            .into_iter()
-            .rev()
-            .find(|&s| s <= byte)
-            .expect("a batch holds the byte");
-        (start as u64)..=(byte as u64)
+        segment::damage_range(&self.batch_starts(), byte)
     }
 
     /// The byte positions of the batch markers (header and trailer).

@@ -36,7 +36,7 @@ use enforcelog::{Action, Durability, Event, LogOptions, Store, StoreOptions};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::{Config, RngSeed, TestError, TestRunner};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 fn corpus_dir(target: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -161,7 +161,7 @@ fn sample_events() -> Vec<Event> {
                 e = e.with_run_id(format!("run-{i}"));
             }
             if i % 3 == 0 {
-                e = e.with_details(json!({
+                e = e.with_details(enforcelog::details!({
                     "step": i, "why": "budget", "ratio": 0.25 * i as f64,
                     "nested": {"list": [1, "two", null, true], "empty": {}},
                 }));
@@ -189,13 +189,14 @@ fn build_samples() -> Samples {
         ..StoreOptions::default()
     };
     logic::prepare_dir(&storage, Path::new("/s"));
-    let store = Store::open_with_projections(
-        Arc::new(storage.clone()),
-        "/s",
-        options,
-        vec![Box::new(ActionsPerDay::default()) as Box<dyn Projection>],
-    )
-    .expect("a sample store opens");
+    let store = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .options(options)
+        .projections(vec![
+            Box::new(ActionsPerDay::default()) as Box<dyn Projection>
+        ])
+        .open()
+        .expect("a sample store opens");
     let events = sample_events();
     let mut rest = &events[..];
     let mut size = 1;

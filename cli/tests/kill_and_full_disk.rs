@@ -211,7 +211,7 @@ fn event_of(v: &Value) -> Event {
         action,
     )
     .with_run_id(v["run_id"].as_str().unwrap())
-    .with_details(v["details"].clone())
+    .with_details(common::object(v["details"].clone()))
     .at_us(parse_us(v["enforced_at"].as_str().unwrap()).unwrap())
 }
 

@@ -467,7 +467,10 @@ fn check_reads(
 
 fn run_case(case: &Case, tenants: &[String]) -> Result<(), TestCaseError> {
     let storage = SimStorage::new(7);
-    let store = Store::open_with_storage(Arc::new(storage.clone()), DIR, options())
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .options(options())
+        .open()
         .map_err(|e| fail(format!("open: {e}")))?;
     let mut specs = case.specs.iter();
     for &cut in case.cuts.iter().cycle() {
@@ -503,7 +506,9 @@ fn run_case(case: &Case, tenants: &[String]) -> Result<(), TestCaseError> {
     check_reads(&store, &events, tenants, case, "writer")?;
     store.close().map_err(|e| fail(format!("close: {e}")))?;
     drop(store);
-    let store = Store::open_read_only_with_storage(Arc::new(storage.clone()), DIR)
+    let store = Store::builder(DIR)
+        .storage(Arc::new(storage.clone()))
+        .open_read_only()
         .map_err(|e| fail(format!("reopen: {e}")))?;
     check_reads(
         &store,

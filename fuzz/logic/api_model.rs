@@ -33,7 +33,6 @@ use enforcelog::{
     Action, Durability, Error, Event, LogOptions, ProblemKind, Query, RuleStats, Store,
     StoreOptions, StoredEvent,
 };
-use serde_json::{json, Value};
 
 use super::Choices;
 
@@ -136,7 +135,7 @@ fn event(c: &mut Choices) -> Event {
     if extras & 4 == 4 {
         // Up to 248 bytes of padding: a few dozen records fill a segment.
         let pad = "x".repeat(usize::from(extras >> 3) * 8);
-        event = event.with_details(json!({ "n": extras, "pad": pad }));
+        event = event.with_details(enforcelog::details!({ "n": extras, "pad": pad }));
     }
     event
 }
@@ -147,7 +146,7 @@ fn same(stored: &StoredEvent, event: &Event) -> bool {
         && stored.rule_id == event.rule_id
         && stored.action == event.action
         && stored.run_id == event.run_id
-        && stored.details.clone().map(Value::Object) == event.details
+        && stored.details == event.details
         && Some(stored.enforced_at_us) == event.enforced_at_us
 }
 
@@ -212,7 +211,10 @@ impl Harness {
     }
 
     fn open(&mut self) -> enforcelog::Result<Store> {
-        let store = Store::open_with_storage(Arc::new(self.storage.clone()), DIR, options())?;
+        let store = Store::builder(DIR)
+            .storage(Arc::new(self.storage.clone()))
+            .options(options())
+            .open()?;
         self.index_may_be_missing = self.faults_armed;
         Ok(store)
     }

@@ -19,7 +19,6 @@ use enforcelog::timestamp::{MAX_US, MIN_US};
 use enforcelog::{
     payload, Action, Durability, Entry, Event, LogOptions, Record, Store, StoreOptions, StoredEvent,
 };
-use serde_json::Value;
 
 /// Where the segment header's checksum sits (docs/FORMAT.md): crc32 of
 /// bytes 0..28, stored at 28..32.
@@ -411,7 +410,7 @@ pub fn check_event_payload(data: &[u8]) {
         rule_id: stored.rule_id.clone(),
         action: stored.action,
         run_id: stored.run_id.clone(),
-        details: stored.details.clone().map(Value::Object),
+        details: stored.details.clone(),
         enforced_at_us: Some(ts),
     };
     match event.validate() {
@@ -438,7 +437,10 @@ fn roundtrip_through_store(event: Event, expected: &StoredEvent) {
         ..StoreOptions::default()
     };
     let storage = SimStorage::new(0);
-    let store = Store::open_with_storage(Arc::new(storage), "/store", options)
+    let store = Store::builder("/store")
+        .storage(Arc::new(storage))
+        .options(options)
+        .open()
         .expect("a fresh in-memory store opens");
     let offset = store.record_blocking(event).expect("a valid event records");
     let read = store

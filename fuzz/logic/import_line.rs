@@ -66,7 +66,7 @@ fn to_import_line(event: &Event) -> String {
         line.insert("run_id".into(), run_id.clone().into());
     }
     if let Some(details) = &event.details {
-        line.insert("details".into(), details.clone());
+        line.insert("details".into(), Value::Object(details.clone()));
     }
     if let Some(at) = event.enforced_at_us {
         line.insert("enforced_at".into(), format_us(at).into());

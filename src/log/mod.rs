@@ -49,7 +49,8 @@ use crate::format::batch::encoded_batch_len;
 use crate::record::Record;
 use crate::storage::{create_dir_all_durably, FileStorage, Storage};
 
-/// Counters of what the writer did since the log was opened.
+/// Counters of what the writer did since the log was opened, and how many
+/// damaged segments it reads past.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogMetrics {
     /// Records committed.
@@ -63,6 +64,11 @@ pub struct LogMetrics {
     pub fsyncs: u64,
     /// Bytes written to segment files.
     pub bytes: u64,
+    /// Segments read, right now, through an in-memory rebuild because they
+    /// are damaged (each damaged range a hole of lost entries, see
+    /// DURABILITY.md): found by open or by a reader that met the damage.
+    /// `verify` reports them; `repair` writes the holes to disk.
+    pub damaged_segments: u64,
 }
 
 #[derive(Debug, Default)]
@@ -508,6 +514,14 @@ impl Log {
             groups: m.groups.load(Ordering::Relaxed),
             fsyncs: m.fsyncs.load(Ordering::Relaxed),
             bytes: m.bytes.load(Ordering::Relaxed),
+            damaged_segments: self
+                .inner
+                .shared
+                .read_segments()
+                .sealed
+                .iter()
+                .filter(|s| s.is_rebuilt())
+                .count() as u64,
         }
     }
 
@@ -572,6 +586,34 @@ impl Log {
                 flume::SendTimeoutError::Timeout(_) => Error::QueueFull,
                 flume::SendTimeoutError::Disconnected(_) => self.stopped(),
             })
+    }
+
+    /// Waits until every append queued before this call is durable (whatever
+    /// the [`Durability`](crate::Durability) mode: this is an explicit fsync) or has been
+    /// answered with its error; returns the next offset. Under
+    /// `Durability::Fsync` appends are durable when answered, so this only
+    /// waits for those still in flight, detached ones included.
+    pub async fn sync(&self) -> Result<u64> {
+        let (tx, rx) = flume::bounded(1);
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        writer
+            .tx
+            .send_async(Request::Sync { reply: tx })
+            .await
+            .map_err(|_| self.stopped())?;
+        rx.recv_async().await.map_err(|_| self.stopped())?
+    }
+
+    /// [`Log::sync`] for code that is not async. Blocks the thread; never
+    /// call it from an append callback (it would wait for itself).
+    pub fn sync_blocking(&self) -> Result<u64> {
+        let (tx, rx) = flume::bounded(1);
+        let writer = self.inner.writer.as_ref().ok_or(Error::ReadOnly)?;
+        writer
+            .tx
+            .send(Request::Sync { reply: tx })
+            .map_err(|_| self.stopped())?;
+        rx.recv().map_err(|_| self.stopped())?
     }
 
     /// Whether the calling thread is the writer thread (code running in an

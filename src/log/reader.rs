@@ -10,7 +10,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::segment::Segments;
+use super::segment::{SealedSegment, Segments};
 use super::Shared;
 use crate::error::{Error, Result};
 use crate::format::batch::{decode_batch, decode_header, BatchError};
@@ -58,6 +58,9 @@ struct Cursor {
     span_at: usize,
     /// The offset after the segment's last committed record.
     segment_next: u64,
+    /// The sealed segment it reads, if any (damage there is read past, see
+    /// [`read_past_damage`]).
+    sealed: Option<Arc<SealedSegment>>,
 }
 
 /// Where the cursor goes when it stands at a span that misses the range.
@@ -239,6 +242,9 @@ impl LogReader {
                 self.next = self.next.max(view.header.next_offset());
                 c.expected = view.header.next_offset();
                 c.pos += view.len();
+                // `bytes` ends at the limit and a verified batch lies inside
+                // it: the scan never reads past the committed length.
+                debug_assert!(c.pos <= c.limit, "a batch read past the limit");
                 Ok(true)
             }
             Err(BatchError::Incomplete) if c.partial => {
@@ -250,11 +256,14 @@ impl LogReader {
                     BatchError::Incomplete => (0, "committed batch ends past the end of the file"),
                     BatchError::Invalid { at, reason, .. } => (at, reason),
                 };
-                Err(Error::corruption(
-                    &c.path,
-                    c.origin + (c.pos + at) as u64,
-                    reason,
-                ))
+                let damage = Error::corruption(&c.path, c.origin + (c.pos + at) as u64, reason);
+                let Some(segment) = c.sealed.clone() else {
+                    return Err(damage);
+                };
+                read_past_damage(&self.shared, &segment, damage)?;
+                // Located again from `self.next`, through the rebuild.
+                self.cursor = None;
+                Ok(true)
             }
         }
     }
@@ -286,6 +295,7 @@ impl LogReader {
                 spans: self.spans_from(&sealed.index, pos),
                 span_at: 0,
                 segment_next: sealed.next_offset,
+                sealed: Some(sealed.clone()),
             }));
         }
         self.read_active(&segments)
@@ -352,8 +362,44 @@ impl LogReader {
             spans: self.spans_from(&active.index, pos),
             span_at: 0,
             segment_next: active.next_offset,
+            sealed: None,
         }))
     }
+}
+
+/// Damage met in the sealed `segment`: one bad batch must not fail every
+/// reader (every other tenant's query, every projection), so the segment
+/// is replaced, for every reader of this log from now on, by its in-memory
+/// rebuild in which each damaged range is a hole
+/// (`recovery::sealed_past_damage`). The file is left as found. Readers
+/// race here (a query and the projections meet the same damage): whoever
+/// comes second finds the segment already replaced and just reads the
+/// rebuild. `damage` is returned when the segment already is a rebuild
+/// (its bytes verify whole, so this is not damage a rebuild can explain)
+/// or cannot be rebuilt.
+fn read_past_damage(shared: &Shared, segment: &Arc<SealedSegment>, damage: Error) -> Result<()> {
+    if segment.is_rebuilt() {
+        return Err(damage);
+    }
+    let bytes = segment.bytes(&*shared.storage)?;
+    let Ok(rebuilt) = super::recovery::sealed_past_damage(
+        &segment.path,
+        segment.base_offset,
+        segment.next_offset,
+        &bytes,
+        &shared.options,
+        &damage.to_string(),
+    ) else {
+        return Err(damage);
+    };
+    let mut segments = shared.write_segments();
+    if let Some(slot) = segments.sealed.iter_mut().find(|s| Arc::ptr_eq(s, segment)) {
+        *slot = Arc::new(rebuilt);
+    }
+    // Not found: another reader replaced it already, or a read-only
+    // refresh read the directory again; either way locating again from
+    // the same offset reads what the log holds now.
+    Ok(())
 }
 
 /// Whether a span with these timestamp bounds may hold a record in `range`.

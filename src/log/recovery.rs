@@ -434,8 +434,9 @@ pub(crate) fn open_segments(
                 ),
             ));
         }
-        if i + 1 < listing.segments.len() {
-            let (segment, rebuilt) = open_sealed(storage, dir, base, options, &mut owner)?;
+        if let Some(&next_base) = listing.segments.get(i + 1) {
+            let (segment, rebuilt) =
+                open_sealed(storage, dir, base, next_base, options, &mut owner)?;
             expected_base = segment.next_offset;
             sealed.push(Arc::new(segment));
             rebuilt_indexes.extend(rebuilt);
@@ -475,8 +476,21 @@ struct Owner {
 }
 
 fn check_header(path: &Path, bytes: &[u8], base: u64, owner: &mut Owner) -> Result<()> {
-    let header =
-        SegmentHeader::decode(bytes).map_err(|e| Error::corruption(path, 0, e.reason()))?;
+    // Refused, never guessed: an open changes nothing it cannot prove, and
+    // reading past the header would accept a file that may not be this
+    // segment. `repair` proves it (the first batch verifies from the base
+    // offset the name gives) and writes the header again.
+    let header = SegmentHeader::decode(bytes).map_err(|e| {
+        Error::corruption(
+            path,
+            0,
+            format!(
+                "{}; run `enforcelog repair`: it writes the header again from the file name \
+                 when the segment's batches verify from that offset",
+                e.reason()
+            ),
+        )
+    })?;
     if let Some(reason) = foreign_reason(header.store_tag, owner.store_id, owner.tagged_seen) {
         return Err(Error::corruption(path, 12, reason));
     }
@@ -496,11 +510,14 @@ fn check_header(path: &Path, bytes: &[u8], base: u64, owner: &mut Owner) -> Resu
 
 /// Opens a sealed segment. When its index file is missing or invalid, the
 /// index is rebuilt from the segment and returned, for the caller to write
-/// once the whole open has succeeded (writers only).
+/// once the whole open has succeeded (writers only); damage that scan finds
+/// is read past (see [`sealed_past_damage`]). `next_base` is the next
+/// segment's base offset.
 fn open_sealed(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
+    next_base: u64,
     options: &LogOptions,
     owner: &mut Owner,
 ) -> Result<(SealedSegment, Option<SegmentIndex>)> {
@@ -551,7 +568,11 @@ fn open_sealed(
         false,
     );
     if let Stop::Corrupt { position, reason } = scan.stop {
-        return Err(Error::corruption(&path, position, reason));
+        // No index is written for it: its file stays as found, and every
+        // open scans it and rebuilds it the same way.
+        let damage = format!("damage at byte {position}: {reason}");
+        let segment = sealed_past_damage(&path, base, next_base, &bytes, options, &damage)?;
+        return Ok((segment, None));
     }
     if scan.records == 0 {
         return Err(Error::corruption(
@@ -874,6 +895,48 @@ fn seal_damaged(
         next_offset,
         "damage in the active segment: sealed it as found and going on recording in a new \
          segment; `enforcelog repair` records the damage as a hole"
+    );
+    Ok(sealed)
+}
+
+/// Damage in a sealed segment (other than the one a writer sealed with
+/// damage, see [`seal_damaged`]) must fail neither other tenants' reads
+/// nor recording: the segment is read through an in-memory rebuild of
+/// `bytes` (its file, which stays as found for `verify` and `repair`) in
+/// which each damaged range is a hole of exactly the offsets it held,
+/// sized by the batches that verify around it and, at its end, by
+/// `next_base`, the next segment's base offset. Found by a scan at open
+/// (no usable index) or by a reader that meets it (`reader`), either way
+/// the rebuild is the same: a function of the file's bytes and of
+/// `next_base`, both durable, so no marker is needed for every later open
+/// to read it alike. Refused (`Corruption`) only when no rebuild ends at
+/// `next_base`.
+pub(crate) fn sealed_past_damage(
+    path: &Path,
+    base: u64,
+    next_base: u64,
+    bytes: &[u8],
+    options: &LogOptions,
+    damage: &str,
+) -> Result<SealedSegment> {
+    let (content, next_offset) = rebuilt_segment(bytes, base, Some(next_base));
+    let sealed = damaged_sealed(path, base, content, options, next_base)?;
+    if next_offset != next_base || sealed.next_offset != next_base {
+        return Err(Error::corruption(
+            path,
+            SEGMENT_HEADER_LEN as u64,
+            format!(
+                "{damage}; its rebuild ends at offset {next_offset}, the next segment starts at \
+                 {next_base}"
+            ),
+        ));
+    }
+    warn!(
+        segment = %path.display(),
+        damage,
+        offsets = %format_args!("{base}..{next_base}"),
+        "damage in a sealed segment: reading every batch that verifies, the damaged ranges as \
+         holes (lost entries); `enforcelog verify` reports it, `enforcelog repair` records it"
     );
     Ok(sealed)
 }

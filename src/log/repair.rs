@@ -10,10 +10,23 @@
 //! the first offset of the next batch that verifies (or, with nothing valid
 //! after it in the segment, the next segment's base offset).
 //!
-//! Only a segment whose place in the log cannot be trusted (a gap between
-//! segments, a header that does not decode, another store's tag, a sealed
-//! segment without a record) is moved out whole, with every segment after
-//! it.
+//! A segment header that damage made unreadable (bad magic or checksum, or
+//! all zeros: a flipped bit, a lost sector) is written again: it only
+//! repeats the base offset the file name gives and the store's tag (the tag
+//! the neighbouring segments and `STORE_ID` agree on). The segment's batches are then read from that base like any other
+//! segment's: every batch that verifies stays, the rest becomes a hole, and
+//! the old header's bytes go to the quarantine. So a damaged header costs no
+//! record that verifies, and no segment after it moves.
+//!
+//! A segment whose content cannot be trusted although its name puts it in
+//! its place (another store's tag, a header naming another base offset or
+//! an unknown version or layout, a truncated header, a sealed segment
+//! without a record) is replaced by a hole of every offset it held (up to
+//! the next segment's base; for the last segment, at least to the durable
+//! end and as many records as its bytes could hold), its bytes saved in the
+//! quarantine: the log's next offset never goes back, and no later segment
+//! moves. Only segments after a gap (a segment starting past or before
+//! where the previous one ends) are moved out whole.
 //!
 //! Invariants, for a crash (power cut) at any point:
 //! - a segment is never shrunk or written in place (read-only handles may
@@ -44,7 +57,7 @@ use super::segment::IndexBuilder;
 use crate::error::{Error, Result};
 use crate::format::batch::{decode_batch, decode_header, FRAME_HEADER_LEN};
 use crate::format::index_file::SegmentIndex;
-use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+use crate::format::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
 use crate::record::now_us;
 use crate::storage::{read_all, FileStorage, OpenMode, Storage};
 
@@ -82,6 +95,22 @@ pub enum RepairAction {
         segment: PathBuf,
         /// The damaged ranges, in position order.
         damaged: Vec<DamagedRange>,
+    },
+    /// A segment's header was written again from its file name (which
+    /// gives its base offset) and the store's tag (a new file renamed over
+    /// it); the old header's bytes are saved in the quarantine. Either the
+    /// header did not decode (damage), and the batches are read from that
+    /// base, or the segment's content could not be trusted at all (another
+    /// store's, another base offset, no record), and all of it became a
+    /// hole. Any hole is reported by a [`RepairAction::Rewritten`] of the
+    /// same segment.
+    HeaderRewritten {
+        /// The segment file.
+        segment: PathBuf,
+        /// Why the header was written again.
+        reason: String,
+        /// Where the old header's bytes are saved.
+        saved_as: PathBuf,
     },
     /// A whole file was moved to quarantine.
     Moved {
@@ -154,10 +183,19 @@ enum Piece {
 /// The rebuild of one segment.
 struct Rewrite {
     base: u64,
+    /// A header to write instead of the segment's own (which does not
+    /// decode, or names what the segment cannot be), and why.
+    header: Option<([u8; SEGMENT_HEADER_LEN], String)>,
     /// The next segment's base offset, for a sealed segment.
     next_base: Option<u64>,
     bytes: Vec<u8>,
     pieces: Vec<Piece>,
+}
+
+impl Rewrite {
+    fn has_holes(&self) -> bool {
+        self.pieces.iter().any(|p| matches!(p, Piece::Hole { .. }))
+    }
 }
 
 /// What a repair is going to do.
@@ -205,12 +243,22 @@ pub fn repair_with(
         .transpose()?
         .unwrap_or_default();
     for rewrite in &plan.rewrites {
+        let segment = dir::segment_path(dir, rewrite.base);
+        if let Some((_, reason)) = &rewrite.header {
+            report.actions.push(RepairAction::HeaderRewritten {
+                segment: segment.clone(),
+                reason: reason.clone(),
+                saved_as: quarantine.join(saved_header_name(rewrite.base)),
+            });
+        }
         let damaged = damaged_ranges(rewrite, &quarantine);
+        if damaged.is_empty() {
+            continue;
+        }
         report.lost += damaged.iter().map(|d| d.lost).sum::<u64>();
-        report.actions.push(RepairAction::Rewritten {
-            segment: dir::segment_path(dir, rewrite.base),
-            damaged,
-        });
+        report
+            .actions
+            .push(RepairAction::Rewritten { segment, damaged });
     }
     for (from, to) in &moves {
         report.actions.push(RepairAction::Moved {
@@ -223,7 +271,8 @@ pub fn repair_with(
         return Ok(report);
     }
     save_to_quarantine(storage, dir, &plan, &report, &quarantine)?;
-    if !plan.rewrites.is_empty() {
+    // A header written again changes no record; a hole does.
+    if plan.rewrites.iter().any(|r| r.has_holes()) {
         move_checkpoints(storage, dir, &quarantine)?;
     }
     // The published durable end names byte lengths of the segments about
@@ -340,6 +389,11 @@ pub(crate) fn damage_marker_name(base: u64) -> String {
     format!("{}.damaged", dir::segment_name(base))
 }
 
+/// The quarantine name of a segment's old header, rewritten by a repair.
+fn saved_header_name(base: u64) -> String {
+    format!("{}.header", dir::segment_name(base))
+}
+
 fn saved_name(base: u64, bytes: &Range<usize>) -> String {
     format!(
         "{}.bytes-{}-{}",
@@ -370,6 +424,11 @@ fn save_to_quarantine(
         file.sync_data().map_err(|e| Error::io("fsync", path, e))
     };
     for rewrite in &plan.rewrites {
+        if rewrite.header.is_some() {
+            let path = quarantine.join(saved_header_name(rewrite.base));
+            let head = rewrite.bytes.len().min(SEGMENT_HEADER_LEN);
+            write(&path, &rewrite.bytes[..head])?;
+        }
         for piece in &rewrite.pieces {
             if let Piece::Hole { bytes, .. } = piece {
                 let path = quarantine.join(saved_name(rewrite.base, bytes));
@@ -389,6 +448,7 @@ fn save_to_quarantine(
 ///
 /// ```text
 /// damaged <file name>  <segment> <position> <bytes> <first_offset> <lost> <reason>
+/// header  <file name>  <segment> <reason>
 /// moved   <file name>
 /// ```
 fn manifest(report: &RepairReport) -> String {
@@ -414,6 +474,19 @@ fn manifest(report: &RepairReport) -> String {
                         d.lost
                     );
                 }
+            }
+            RepairAction::HeaderRewritten {
+                segment,
+                reason,
+                saved_as,
+            } => {
+                let reason = reason.replace(['\t', '\n'], " ");
+                let _ = writeln!(
+                    text,
+                    "header\t{}\t{}\t{reason}",
+                    name(saved_as),
+                    name(segment)
+                );
             }
             RepairAction::Moved { to, .. } => {
                 let _ = writeln!(text, "moved\t{}", name(to));
@@ -493,7 +566,10 @@ fn replace_segment(
 
 /// The segment's new bytes: its header, the kept pieces, and the holes.
 fn rebuild(rewrite: &Rewrite) -> Vec<u8> {
-    let mut out = rewrite.bytes[..SEGMENT_HEADER_LEN].to_vec();
+    let mut out = match &rewrite.header {
+        Some((header, _)) => header.to_vec(),
+        None => rewrite.bytes[..SEGMENT_HEADER_LEN].to_vec(),
+    };
     for piece in &rewrite.pieces {
         match piece {
             Piece::Keep(range) => out.extend_from_slice(&rewrite.bytes[range.clone()]),
@@ -516,6 +592,7 @@ pub(crate) fn rebuilt_segment(bytes: &[u8], base: u64, next_base: Option<u64>) -
     let (pieces, next, _) = plan_segment(bytes, base, next_base.is_none(), next_base);
     let content = rebuild(&Rewrite {
         base,
+        header: None,
         next_base,
         bytes: bytes.to_vec(),
         pieces,
@@ -530,6 +607,7 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
     let mut tagged_seen = false;
     let mut plan = Plan::default();
     for (i, &base) in segments.iter().enumerate() {
+        let mut header = None;
         let path = dir::segment_path(dir, base);
         let last = i + 1 == count;
         let file = storage
@@ -551,6 +629,34 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                     tagged_seen |= h.store_tag != 0;
                     foreign
                 }
+                Err(
+                    e @ (SegmentHeaderError::BadMagic
+                    | SegmentHeaderError::BadChecksum
+                    | SegmentHeaderError::Unwritten),
+                ) => {
+                    // Damage (a flipped bit, a lost sector), not a header
+                    // written on purpose: one whose checksum matches but
+                    // whose version or layout is unknown is not guessed at.
+                    // The header is redundant: the file name gives the base
+                    // offset, and the batches are read from it as in any
+                    // segment (each checked by its own checksum and
+                    // offset; whatever does not verify becomes a hole).
+                    // Moving the segment out would drop every record in it
+                    // and make every later segment out of place, for one
+                    // bad byte of 32.
+                    let next_tag = match segments.get(i + 1) {
+                        Some(&next) => header_tag(storage, dir, next),
+                        None => None,
+                    };
+                    let store_tag = rewritten_tag(&bytes, store_id, tagged_seen, next_tag);
+                    tagged_seen |= store_tag != 0;
+                    let fixed = SegmentHeader {
+                        store_tag,
+                        base_offset: base,
+                    };
+                    header = Some((fixed.encode(), e.reason()));
+                    None
+                }
                 Err(e) => Some(e.reason()),
             }
         };
@@ -568,6 +674,46 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
             }
         };
         match pieces {
+            Err(reason) if base == plan.next_offset => {
+                // In its place by name, but its content cannot be trusted
+                // (another store's, another base offset or format, no
+                // record). Moving it out with every later segment would
+                // drop intact records and give their offsets again; so it
+                // is replaced by a hole of the offsets it held, the whole
+                // file saved in the quarantine.
+                let next_base = segments.get(i + 1).copied();
+                let lost = match next_base {
+                    Some(next) => next.saturating_sub(base),
+                    None => lost_in_last_segment(storage, dir, base, &bytes)?,
+                };
+                let next_tag = match next_base {
+                    Some(next) => header_tag(storage, dir, next),
+                    None => None,
+                };
+                let store_tag = rewritten_tag(&bytes, store_id, tagged_seen, next_tag);
+                tagged_seen |= store_tag != 0;
+                let header = SegmentHeader {
+                    store_tag,
+                    base_offset: base,
+                };
+                let head = bytes.len().min(SEGMENT_HEADER_LEN);
+                plan.reason
+                    .get_or_insert_with(|| format!("{}: {reason}", path.display()));
+                plan.rewrites.push(Rewrite {
+                    base,
+                    header: Some((header.encode(), reason.clone())),
+                    next_base,
+                    pieces: vec![Piece::Hole {
+                        bytes: head..bytes.len(),
+                        first_offset: base,
+                        lost,
+                        timestamp_us: 0,
+                        reason,
+                    }],
+                    bytes,
+                });
+                plan.next_offset = base.saturating_add(lost);
+            }
             Err(reason) => {
                 plan.reason
                     .get_or_insert_with(|| format!("{}: {reason}", path.display()));
@@ -576,6 +722,10 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                 return Ok(plan);
             }
             Ok(pieces) => {
+                if let Some((_, reason)) = &header {
+                    plan.reason
+                        .get_or_insert_with(|| format!("{}: {reason}", path.display()));
+                }
                 if let Some(Piece::Hole {
                     bytes: b, reason, ..
                 }) = pieces.iter().find(|p| matches!(p, Piece::Hole { .. }))
@@ -583,17 +733,74 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
                     plan.reason.get_or_insert_with(|| {
                         format!("{}: byte {}: {reason}", path.display(), b.start)
                     });
-                    plan.rewrites.push(Rewrite {
-                        base,
-                        next_base: segments.get(i + 1).copied(),
-                        bytes,
-                        pieces,
-                    });
+                }
+                let rewrite = Rewrite {
+                    base,
+                    header,
+                    next_base: segments.get(i + 1).copied(),
+                    bytes,
+                    pieces,
+                };
+                if rewrite.header.is_some() || rewrite.has_holes() {
+                    plan.rewrites.push(rewrite);
                 }
             }
         }
     }
     Ok(plan)
+}
+
+/// How many offsets a last segment that cannot be trusted may have held:
+/// at least up to the durable end the writer published, and as many
+/// records as its bytes could hold (one per frame header that fits, at
+/// least one), so that no offset a record might have had is given again.
+fn lost_in_last_segment(storage: &dyn Storage, dir: &Path, base: u64, bytes: &[u8]) -> Result<u64> {
+    let durable = durable_end::load(storage, dir)?
+        .filter(|end| end.segment_base == base)
+        .map_or(0, |end| end.next_offset.saturating_sub(base));
+    let could_hold =
+        (bytes.len().saturating_sub(SEGMENT_HEADER_LEN) / FRAME_HEADER_LEN).max(1) as u64;
+    Ok(durable.max(could_hold))
+}
+
+/// The store tag of the segment at `base`, when its header decodes.
+fn header_tag(storage: &dyn Storage, dir: &Path, base: u64) -> Option<u32> {
+    let path = dir::segment_path(dir, base);
+    let file = storage.open(&path, OpenMode::Read).ok()?;
+    let mut head = [0u8; SEGMENT_HEADER_LEN];
+    file.read_exact_at(&mut head, 0).ok()?;
+    SegmentHeader::decode(&head).ok().map(|h| h.store_tag)
+}
+
+/// The store tag to write into a segment whose header does not decode.
+///
+/// Only two tags can belong to the segment: zero (written before store ids
+/// existed, only before any tagged segment) and the store id's tag. The
+/// damaged header's own tag bytes are kept when they are one of those
+/// (the damage lies elsewhere); otherwise the neighbours decide: after a
+/// tagged segment it is tagged, before an untagged one untagged.
+fn rewritten_tag(
+    bytes: &[u8],
+    store_id: Option<identity::StoreId>,
+    tagged_seen: bool,
+    next_tag: Option<u32>,
+) -> u32 {
+    let Some(id) = store_id else {
+        return 0;
+    };
+    let raw = bytes
+        .get(12..16)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes);
+    if let Some(raw) = raw.filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none())
+    {
+        return raw;
+    }
+    if !tagged_seen && next_tag == Some(0) {
+        0
+    } else {
+        id.tag()
+    }
 }
 
 /// Records that verify in segments about to be moved out whole (for the

@@ -19,6 +19,10 @@ pub(crate) struct SealedSegment {
     pub path: PathBuf,
     pub index: Vec<IndexEntry>,
     map: Mutex<Option<Arc<Mapped>>>,
+    /// Whether it is read through an in-memory rebuild of a damaged file
+    /// (see [`SealedSegment::with_content`]): such bytes verify whole, so a
+    /// reader that still meets damage in them must not rebuild again.
+    rebuilt: bool,
 }
 
 impl SealedSegment {
@@ -40,6 +44,7 @@ impl SealedSegment {
             path,
             index,
             map: Mutex::new(None),
+            rebuilt: false,
         }
     }
 
@@ -54,10 +59,16 @@ impl SealedSegment {
         index: Vec<IndexEntry>,
         content: Vec<u8>,
     ) -> Self {
-        let segment = Self::new(base_offset, next_offset, content.len() as u64, path, index);
+        let mut segment = Self::new(base_offset, next_offset, content.len() as u64, path, index);
+        segment.rebuilt = true;
         *segment.map.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(Arc::new(Mapped::Owned(content)));
         segment
+    }
+
+    /// True when it is read through the rebuild of a damaged file.
+    pub fn is_rebuilt(&self) -> bool {
+        self.rebuilt
     }
 
     /// The segment's bytes, mapped on first use and kept while the log lives.

@@ -44,6 +44,8 @@ use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
 use super::Shared;
 use crate::config::Durability;
 use crate::error::{Error, Result};
+#[cfg(debug_assertions)]
+use crate::format::batch::decode_batch;
 use crate::format::batch::encode_batch;
 use crate::format::index_file::{IndexEntry, SegmentIndex};
 use crate::format::SEGMENT_HEADER_LEN;
@@ -87,6 +89,10 @@ pub(crate) enum Request {
         encoded_len: usize,
         reply: AppendReply,
     },
+    /// Make every append queued before it durable, whatever the durability
+    /// mode, then answer (after those appends were answered) with the next
+    /// offset.
+    Sync { reply: Reply<u64> },
     /// Make everything durable, then stop.
     Close { reply: Reply<()> },
 }
@@ -190,6 +196,9 @@ impl Writer {
         while let Ok(request) = self.rx.recv() {
             match request {
                 Request::Append { reply, .. } => reply.send(Err(Error::Closed)),
+                Request::Sync { reply } => {
+                    let _ = reply.send(Err(Error::Closed));
+                }
                 // A second closer: everything is already durable.
                 Request::Close { reply } => {
                     let _ = reply.send(Ok(()));
@@ -228,8 +237,13 @@ impl Writer {
     }
 
     /// Commits a group; returns the reply of a close request found in it.
+    ///
+    /// Sync requests are answered last, so each is answered after every
+    /// append queued before it: a caller that waits for one knows the fate
+    /// of everything it queued earlier.
     fn commit_group(&mut self, group: Vec<Request>) -> Option<Reply<()>> {
         let mut pending = Vec::with_capacity(group.len());
+        let mut syncs = Vec::new();
         let mut close = None;
         let mut records = 0u64;
         let started = Instant::now();
@@ -242,6 +256,10 @@ impl Writer {
                     close = Some(reply);
                 }
                 Request::Append { reply, .. } if close.is_some() => reply.send(Err(Error::Closed)),
+                Request::Sync { reply } if close.is_some() => {
+                    let _ = reply.send(Err(Error::Closed));
+                }
+                Request::Sync { reply } => syncs.push(reply),
                 Request::Append { reply, .. } if failure.is_some() => {
                     reply.send(Err(self.shared.poison_error().unwrap_or(Error::Closed)));
                 }
@@ -262,9 +280,20 @@ impl Writer {
                 },
             }
         }
+        if failure.is_none() && pending.is_empty() && !syncs.is_empty() {
+            // Bytes an earlier group wrote under `Interval` or `None`.
+            if let Err(e) = self.sync() {
+                self.poison(&e);
+            }
+        }
         if failure.is_none() && !pending.is_empty() {
             let bytes = self.buf.len();
-            match self.flush().and_then(|()| self.sync_for_commit()) {
+            let sync = if syncs.is_empty() {
+                Self::sync_for_commit
+            } else {
+                Self::sync
+            };
+            match self.flush().and_then(|()| sync(self)) {
                 Ok(()) => {
                     self.publish();
                     let m = &self.shared.metrics;
@@ -294,6 +323,13 @@ impl Writer {
             };
             p.reply.send(result);
         }
+        for reply in syncs {
+            let result = match self.shared.poison_error() {
+                Some(e) => Err(e),
+                None => Ok(self.next_offset),
+            };
+            let _ = reply.send(result);
+        }
         close
     }
 
@@ -311,6 +347,17 @@ impl Writer {
         let start = self.buf.len();
         encode_batch(&mut self.buf, first, records);
         debug_assert_eq!(self.buf.len() - start, encoded_len);
+        debug_assert!(
+            decode_batch(&self.buf[start..], Some(first)).is_ok_and(|view| {
+                view.frames().count() == records.len()
+                    && view.header.next_offset() == first + records.len() as u64
+                    && view.frames().zip(records).all(|(frame, record)| {
+                        frame.timestamp_us == record.timestamp_us
+                            && frame.payload == record.payload.as_slice()
+                    })
+            }),
+            "a staged batch does not decode back to what was staged"
+        );
         self.index.offer(IndexEntry {
             first_offset: first,
             position,
@@ -422,6 +469,15 @@ impl Writer {
             "rolled to a new segment"
         );
         let mut segments = self.shared.write_segments();
+        // Offsets stay dense across the roll: the sealed segment ends where
+        // the previous one did plus what it holds, and the next one starts
+        // exactly there.
+        debug_assert!(segments
+            .sealed
+            .last()
+            .is_none_or(|prev| prev.next_offset == sealed.base_offset));
+        debug_assert_eq!(next.base_offset, sealed.next_offset);
+        debug_assert_eq!(segments.active.next_offset, sealed.next_offset);
         segments.sealed.push(Arc::new(sealed));
         segments.active = next.clone();
         drop(segments);
@@ -532,6 +588,6 @@ impl Writer {
 fn request_len(request: &Request) -> usize {
     match request {
         Request::Append { encoded_len, .. } => *encoded_len,
-        Request::Close { .. } => 0,
+        Request::Sync { .. } | Request::Close { .. } => 0,
     }
 }

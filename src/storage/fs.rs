@@ -108,6 +108,8 @@ impl StorageFile for OsFile {
         self.0.sync_data()
     }
 
+    // Memory maps cannot be made safe by the type system: see SAFETY below.
+    #[allow(unsafe_code)]
     fn map(&self) -> io::Result<Mapped> {
         if self.len()? == 0 {
             // Mapping an empty file fails on some systems; nothing to map.

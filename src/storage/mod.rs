@@ -4,7 +4,7 @@
 //! Two implementations ship with the crate:
 //! - [`FileStorage`], the real file system (`pread`/`pwrite`, `fdatasync`,
 //!   `flock`, and read-only memory maps of sealed segments);
-//! - [`SimStorage`], an in-memory file system that remembers which bytes and
+//! - `SimStorage` (feature `test-util`), an in-memory file system that remembers which bytes and
 //!   directory entries were made durable, can fail any call on purpose
 //!   (ENOSPC, EIO), and can simulate a crash that loses, tears or reorders
 //!   writes that were never fsynced. Tests use it to check recovery.
@@ -12,6 +12,7 @@
 //! The traits are deliberately small: what the log needs and nothing more.
 
 mod fs;
+#[cfg(any(test, feature = "test-util"))]
 pub mod sim;
 
 use std::fmt::Debug;
@@ -21,6 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use fs::FileStorage;
+#[cfg(any(test, feature = "test-util"))]
 pub use sim::SimStorage;
 
 /// How to open a file.

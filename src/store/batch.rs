@@ -29,7 +29,7 @@ impl EventBatch {
     /// Validates and stages one event. A refused event is not staged; the
     /// batch stays usable.
     pub fn record(&mut self, event: Event) -> Result<(), EventError> {
-        event.validate()?;
+        let event = event.validate_owned()?;
         let now = now_us();
         let at = event.enforced_at_us.unwrap_or(now);
         let skew_us = self.store.inner.options.max_future_skew_us();
@@ -67,7 +67,7 @@ impl EventBatch {
     }
 
     fn take(self) -> Result<(Store, Vec<Record>, u64)> {
-        if self.store.inner.read_only {
+        if self.store.inner.read_only() {
             return Err(Error::ReadOnly);
         }
         if self.records.is_empty() {

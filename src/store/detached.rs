@@ -1,100 +1,25 @@
-//! Fail-safe recording, gap markers, and the supervisor that recovers a
-//! failed log.
+//! Fail-safe recording: the halt path's call, and the warnings about what
+//! it could not record.
 //!
 //! `record_detached` must never stop the host from enforcing: it validates,
 //! queues the event with a deadline, and returns. Whatever cannot be recorded
 //! (refused event, queue full past the deadline, failed writer) is counted,
 //! logged with `tracing::warn!` (at most one line per
 //! `DROP_WARNING_INTERVAL`, then a summary), and added to the pending
-//! *gap*, per (tenant, rule) up to `GAP_LOSSES_MAX` pairs. The supervisor
-//! thread writes the pending gap as a durable gap marker as soon as an
-//! append works again, reopening the log first if its writer failed; a
-//! marker that cannot be written is put back, ahead of newer drops.
+//! *gap* (see `gap`), which the supervisor (see `supervisor`) writes as a
+//! durable gap marker as soon as an append works again.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{Inner, Store};
 use crate::error::{Error, Result};
-use crate::event::{check_id, Action, Event, Field, GapLoss, LossSpan, GAP_LOSSES_MAX};
-use crate::log::{AppendCallback, Log};
-use crate::payload;
-use crate::record::{now_us, Record};
-
-/// Events dropped since the last gap marker, and who lost them.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct GapState {
-    pub dropped: u64,
-    pub first_us: i64,
-    pub last_us: i64,
-    /// Per (tenant, rule): at most `GAP_LOSSES_MAX` pairs.
-    losses: BTreeMap<(String, String), LossSpan>,
-    /// Drops of further pairs, and of events whose ids are invalid.
-    unattributed: Option<LossSpan>,
-    /// Drops taken by a gap marker being written (still pending).
-    pub writing: u64,
-}
-
-impl GapState {
-    fn add(&mut self, tenant_id: &str, rule_id: &str, at_us: i64, now_us: i64) {
-        if self.dropped == 0 {
-            self.first_us = now_us;
-        }
-        self.dropped += 1;
-        self.last_us = now_us;
-        let key = (tenant_id.to_string(), rule_id.to_string());
-        let valid = check_id(Field::TenantId, tenant_id).is_ok()
-            && check_id(Field::RuleId, rule_id).is_ok();
-        if let Some(span) = self.losses.get_mut(&key) {
-            span.add(at_us);
-        } else if valid && self.losses.len() < GAP_LOSSES_MAX {
-            self.losses.insert(key, LossSpan::one(at_us));
-        } else {
-            add_span(&mut self.unattributed, LossSpan::one(at_us));
-        }
-    }
-
-    /// Puts back the drops of a marker that could not be written, ahead of
-    /// those that came meanwhile.
-    fn restore(&mut self, taken: GapState) {
-        let newer = std::mem::replace(self, taken);
-        self.writing = 0;
-        self.dropped += newer.dropped;
-        if newer.dropped > 0 {
-            self.last_us = newer.last_us;
-        }
-        for (key, span) in newer.losses {
-            if let Some(mine) = self.losses.get_mut(&key) {
-                let mut merged = Some(*mine);
-                add_span(&mut merged, span);
-                *mine = merged.unwrap_or(span);
-            } else if self.losses.len() < GAP_LOSSES_MAX {
-                self.losses.insert(key, span);
-            } else {
-                add_span(&mut self.unattributed, span);
-            }
-        }
-        if let Some(span) = newer.unattributed {
-            add_span(&mut self.unattributed, span);
-        }
-    }
-}
-
-fn add_span(into: &mut Option<LossSpan>, span: LossSpan) {
-    *into = Some(match *into {
-        None => span,
-        Some(mine) => LossSpan {
-            count: mine.count.saturating_add(span.count),
-            first_at_us: mine.first_at_us.min(span.first_at_us),
-            last_at_us: mine.last_at_us.max(span.last_at_us),
-        },
-    });
-}
+use crate::event::{Action, Event};
+use crate::log::AppendCallback;
+use crate::record::now_us;
 
 /// How often at most the store warns about dropped events: the first drop
 /// after a quiet interval is logged with its tenant, rule, action and
@@ -195,7 +120,7 @@ impl Store {
     /// line per [`DROP_WARNING_INTERVAL`]. The events dropped since the last
     /// successful write are appended as a gap marker as soon as writing
     /// works again, with per (tenant, rule) counts (at most
-    /// [`GAP_LOSSES_MAX`](crate::GAP_LOSSES_MAX) pairs; the rest summed),
+    /// [`GAP_LOSSES_MAX`] pairs; the rest summed),
     /// which [`Store::stats`] reports as `missing_at_least`.
     #[doc(alias = "record_fail_safe")]
     #[doc(alias = "halt")]
@@ -248,190 +173,55 @@ impl Store {
             inner.drop_event(&what, &e);
         }
     }
-}
 
-/// Starts the supervisor thread; it stops when the store is dropped.
-pub(super) fn spawn_supervisor(
-    inner: Weak<Inner>,
-    wakeups: flume::Receiver<()>,
-) -> Result<JoinHandle<()>> {
-    let dir = inner.upgrade().map(|i| i.dir.clone()).unwrap_or_default();
-    std::thread::Builder::new()
-        .name("enforcelog-supervisor".into())
-        .spawn(move || supervise(inner, wakeups))
-        .map_err(|e| Error::io("spawn supervisor thread for", dir, e))
-}
+    /// Read-your-writes for the fire-and-forget path: waits until every
+    /// event recorded before this call (by [`Store::record_detached`] or any
+    /// other write mode) is durable, whatever the durability mode, or has
+    /// been counted as dropped. Then [`Store::query`], [`Store::stats`] and
+    /// [`Store::metrics`] in this process include it, and so does a reader
+    /// in another process once it refreshes.
+    ///
+    /// `Err` says that writing failed: some of those events may be counted
+    /// in [`StoreMetrics::dropped`](super::StoreMetrics) instead (their gap
+    /// marker is written when writing works again). Not for the halt path:
+    /// a slow disk makes this wait for its fsync.
+    ///
+    /// An event queued on a log that the store has since replaced after a
+    /// failure is answered by that log's failed writer, at once but on its
+    /// own thread: it may be counted as dropped just after this returns.
+    ///
+    /// ```
+    /// use enforcelog::{Action, Durability, Event, Query, Store, StoreOptions};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mut options = StoreOptions::default();
+    /// options.log.durability = Durability::None;
+    /// let store = Store::open(dir.path(), options)?;
+    /// store.record_detached(Event::new("acme", "budget", Action::Stopped));
+    /// store.flush_blocking()?;
+    /// assert_eq!(store.query(&Query::tenant("acme"))?.events.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.log().sync_blocking().map(drop)
+    }
 
-/// Stops the supervisor and waits for it.
-pub(super) fn stop_supervisor(inner: &Inner) {
-    inner.stopping.store(true, Ordering::Relaxed);
-    inner.wake();
-    let thread = inner
-        .supervisor
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(thread) = thread {
-        if thread.thread().id() != std::thread::current().id() {
-            let _ = thread.join();
-        }
+    /// [`Store::flush_blocking`] for async code.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.check_writable()?;
+        self.inner.log().sync().await.map(drop)
     }
 }
 
-/// Most a failed reopen multiplies `recovery_interval` by, before the next
-/// attempt: 2^6, so 6.4 s with the default 100 ms.
-const MAX_BACKOFF_SHIFT: u32 = 6;
-
-fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
-    // Consecutive failed reopens, and when the next may be tried: a disk
-    // that stays full is not hammered (wake-ups from dropped events come
-    // often, so the wait is kept by time, not by counting wake-ups).
-    let mut failures = 0u32;
-    let mut next_attempt = Instant::now();
-    loop {
-        let interval = match inner.upgrade() {
-            Some(inner) if !inner.stopping.load(Ordering::Relaxed) => {
-                inner.options.recovery_interval
-            }
-            _ => return,
-        };
-        let wait = interval.max(next_attempt.saturating_duration_since(Instant::now()));
-        match wakeups.recv_timeout(wait) {
-            Ok(()) | Err(flume::RecvTimeoutError::Timeout) => {}
-            Err(flume::RecvTimeoutError::Disconnected) => return,
+impl Inner {
+    fn check_writable(&self) -> Result<()> {
+        if self.read_only() {
+            return Err(Error::ReadOnly);
         }
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.stopping.load(Ordering::Relaxed) {
-            return;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
-        if inner.log().is_poisoned() && Instant::now() >= next_attempt {
-            if reopen(&inner) {
-                failures = 0;
-            } else {
-                failures = failures.saturating_add(1);
-                // Checked: a long interval must not kill this thread.
-                let backoff = interval
-                    .checked_mul(1 << failures.min(MAX_BACKOFF_SHIFT))
-                    .unwrap_or(Duration::MAX);
-                let now = Instant::now();
-                next_attempt = now.checked_add(backoff).unwrap_or(now);
-            }
-        }
-        write_gap_marker(&inner);
-        inner.flush_drop_warnings(false);
-    }
-}
-
-/// Replaces a failed log with a fresh open of the same directory, which
-/// recovers from what is on disk.
-///
-/// The slow part (closing the failed writer, recovery) runs without holding
-/// the store's log lock, so callers meanwhile get the failed log's
-/// `Poisoned` error at once instead of waiting; only the swap takes the lock.
-/// The supervisor is the only thread that swaps, so nothing races it.
-///
-/// Returns whether the store has a working log afterwards.
-fn reopen(inner: &Inner) -> bool {
-    let failed = inner.log();
-    if !failed.is_poisoned() {
-        return true;
-    }
-    let fsyncs = failed.metrics().fsyncs;
-    // Everything below this was acknowledged; whatever the failed writer
-    // wrote after it was answered with an error and must not come back.
-    let acknowledged_end = failed.next_offset();
-    // Stops the failed writer and releases the directory lock; its error is
-    // the one already reported.
-    let _ = failed.close();
-    drop(failed);
-    let options = inner.options.log.clone();
-    match Log::reopen_after_failure(inner.storage.clone(), &inner.dir, options, acknowledged_end) {
-        Ok(log) => {
-            info!(
-                dir = %inner.dir.display(),
-                next_offset = log.next_offset(),
-                "reopened the log after a writer failure"
-            );
-            if inner.projections.ahead_of(log.next_offset()) {
-                // Records the projections counted were lost with the failed
-                // fsync (acknowledged under `Interval`, never synced): their
-                // offsets will be given again, so count from what the log
-                // holds (checkpoints cover only synced entries).
-                warn!(
-                    dir = %inner.dir.display(),
-                    next_offset = log.next_offset(),
-                    "projections counted records the failure lost; rebuilding them"
-                );
-                inner.projections.reset_all();
-                inner
-                    .projections
-                    .load_checkpoints(&*inner.storage, &inner.dir, &log);
-            }
-            *inner.log.write().unwrap_or_else(|e| e.into_inner()) = log;
-            inner
-                .counters
-                .fsyncs_before
-                .fetch_add(fsyncs, Ordering::Relaxed);
-            inner.counters.recoveries.fetch_add(1, Ordering::Relaxed);
-            true
-        }
-        Err(e) => {
-            warn!(dir = %inner.dir.display(), error = %e, "could not reopen the log yet");
-            false
-        }
-    }
-}
-
-/// Appends the pending gap as a marker, if any and if the log works.
-pub(super) fn write_gap_marker(inner: &Inner) {
-    let log = inner.log();
-    if log.is_poisoned() || log.on_writer_thread() {
-        return;
-    }
-    // Takes the pending drops (drops meanwhile start a new gap); a marker
-    // that cannot be written puts them back.
-    let gap = {
-        let mut state = inner.gap.lock().unwrap_or_else(|e| e.into_inner());
-        if state.dropped == 0 || state.writing > 0 {
-            return;
-        }
-        let taken = std::mem::take(&mut *state);
-        state.writing = taken.dropped;
-        taken
-    };
-    let losses: Vec<GapLoss> = gap
-        .losses
-        .iter()
-        .map(|((tenant_id, rule_id), span)| GapLoss {
-            tenant_id: tenant_id.clone(),
-            rule_id: rule_id.clone(),
-            span: *span,
-        })
-        .collect();
-    let record = Record::new(
-        now_us(),
-        payload::encode_gap(
-            gap.dropped,
-            gap.first_us,
-            gap.last_us,
-            &losses,
-            gap.unattributed,
-        ),
-    );
-    let dropped = gap.dropped;
-    match log.append_blocking(record) {
-        Ok(offset) => {
-            inner.gap.lock().unwrap_or_else(|e| e.into_inner()).writing = 0;
-            inner.counters.gap_markers.fetch_add(1, Ordering::Relaxed);
-            info!(offset, dropped, "wrote a gap marker");
-        }
-        Err(e) => {
-            inner
-                .gap
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .restore(gap);
-            warn!(error = %e, dropped, "could not write a gap marker yet");
-        }
+        Ok(())
     }
 }

@@ -61,7 +61,7 @@ fn follow(weak: Weak<Inner>, wakeups: flume::Receiver<()>) {
             // A failure is kept in the host and reported by queries.
             let _ = inner.projections.catch_up(&log);
             let o = &inner.options;
-            if !inner.read_only
+            if !inner.read_only()
                 && inner
                     .projections
                     .checkpoint_due(o.checkpoint_every_entries, o.checkpoint_interval)

@@ -23,152 +23,51 @@
 //! (the reopen recovers from what is on disk) and writes gap markers as soon
 //! as writing works again.
 
+// `open` first: rustdoc lists `Store`'s methods in the order of their
+// modules, and a reader of the `Store` page meets opening first.
+mod open;
+
 mod batch;
 mod detached;
 mod follower;
+mod gap;
 pub(crate) mod metrics;
+mod options;
 mod query;
 mod stats;
 mod subscribe;
+mod supervisor;
 mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 pub use batch::EventBatch;
 pub use detached::DROP_WARNING_INTERVAL;
 pub use metrics::StoreMetrics;
+pub use open::StoreBuilder;
+pub use options::{
+    StoreOptions, DETACHED_TIMEOUT_MAX, MAX_FUTURE_SKEW_DEFAULT, RECOVERY_INTERVAL_MAX,
+    TRIGGER_WINDOW_MAX,
+};
 pub use query::{Query, QueryPage};
 pub use stats::stats_report;
 pub use subscribe::{Delivery, Subscription};
 pub use view::LogView;
 
-use self::detached::{DropWarnings, GapState};
+use self::detached::DropWarnings;
+use self::gap::GapState;
 use self::metrics::Histogram;
-use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::event::{check_not_in_future, Entry, Event};
 use crate::log::Log;
 use crate::payload;
-use crate::projection::{Host, Projection, TriggerStats};
+use crate::projection::{Host, TriggerStats};
 use crate::record::{now_us, Record};
-use crate::storage::{FileStorage, Storage};
-
-/// Options for [`Store::open`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreOptions {
-    /// Options of the underlying log (durability, segment size...).
-    pub log: LogOptions,
-    /// Longest time `record_detached` may block its caller, at most
-    /// [`DETACHED_TIMEOUT_MAX`]. Zero means try once and never wait (for a
-    /// host that must not block at all). Default 50 ms.
-    pub detached_timeout: Duration,
-    /// How soon the supervisor retries reopening a failed log: longer than
-    /// zero, at most [`RECOVERY_INTERVAL_MAX`]. Default 100 ms; each failed
-    /// retry doubles the wait, up to 64 times this.
-    pub recovery_interval: Duration,
-    /// Windows of the trigger statistics; the last is the primary one
-    /// (`trigger_count`, `by_action`). Each longer than zero and at most
-    /// [`TRIGGER_WINDOW_MAX`]. Default: 30 days.
-    pub trigger_windows: Vec<Duration>,
-    /// Checkpoint the projections after this many new entries, at least 1.
-    /// Default 100,000.
-    pub checkpoint_every_entries: u64,
-    /// ... or after this long with new entries (longer than zero). Default 60 s.
-    pub checkpoint_interval: Duration,
-    /// How far a subscriber may lag behind the log's end before it is told
-    /// (see [`Delivery::Lagging`]). Default 1,000,000 entries.
-    pub subscriber_lag_warning: u64,
-    /// How far after the store's clock an event's `enforced_at` may be.
-    /// Later ones are refused ([`EventError::InFuture`](crate::EventError)):
-    /// the log is append-only, so one event stamped in year 9999 would stay
-    /// the newest time of its tenant for good. Default 1 hour (clock skew
-    /// between hosts, batches built ahead of time). Any value is valid;
-    /// `Duration::MAX` turns the check off (importing an archive that holds
-    /// far-future times, testing the timestamp range).
-    pub max_future_skew: Duration,
-}
-
-/// The default [`StoreOptions::max_future_skew`]: one hour.
-pub const MAX_FUTURE_SKEW_DEFAULT: Duration = Duration::from_secs(3600);
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            log: LogOptions::default(),
-            detached_timeout: Duration::from_millis(50),
-            recovery_interval: Duration::from_millis(100),
-            trigger_windows: vec![Duration::from_secs(30 * 24 * 3600)],
-            checkpoint_every_entries: 100_000,
-            checkpoint_interval: Duration::from_secs(60),
-            subscriber_lag_warning: 1_000_000,
-            max_future_skew: MAX_FUTURE_SKEW_DEFAULT,
-        }
-    }
-}
-
-/// The longest accepted [`StoreOptions::detached_timeout`]: the fail-safe
-/// call must give the host its thread back promptly.
-pub const DETACHED_TIMEOUT_MAX: Duration = Duration::from_secs(60);
-/// The longest accepted [`StoreOptions::recovery_interval`] (the backoff
-/// multiplies it by up to 64). A day: a test harness may want the
-/// supervisor to stay out of the way.
-pub const RECOVERY_INTERVAL_MAX: Duration = Duration::from_secs(24 * 3600);
-/// The longest accepted trigger window: 100 years.
-pub const TRIGGER_WINDOW_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-impl StoreOptions {
-    /// Checks every option (and the log's); the store refuses to open with
-    /// invalid options, naming the first bad one.
-    fn validate(&self) -> Result<()> {
-        self.log.validate()?;
-        let invalid = |name, reason: String| Err(Error::InvalidOptions { name, reason });
-        // Zero is allowed: try once, never wait (an asyncio host needs it).
-        if self.detached_timeout > DETACHED_TIMEOUT_MAX {
-            return invalid(
-                "detached_timeout",
-                format!(
-                    "{:?} is longer than {DETACHED_TIMEOUT_MAX:?}",
-                    self.detached_timeout
-                ),
-            );
-        }
-        let longest_window = self.trigger_windows.iter().max();
-        if self.trigger_windows.iter().any(|w| w.is_zero())
-            || longest_window.is_some_and(|w| *w > TRIGGER_WINDOW_MAX)
-        {
-            return invalid(
-                "trigger_windows",
-                format!("each window must be longer than zero and at most {TRIGGER_WINDOW_MAX:?}"),
-            );
-        }
-        if self.checkpoint_every_entries == 0 {
-            return invalid("checkpoint_every_entries", "must be at least 1".into());
-        }
-        if self.checkpoint_interval.is_zero() {
-            return invalid("checkpoint_interval", "must be longer than zero".into());
-        }
-        if self.recovery_interval.is_zero() || self.recovery_interval > RECOVERY_INTERVAL_MAX {
-            return invalid(
-                "recovery_interval",
-                format!(
-                    "{:?} is outside (0, {RECOVERY_INTERVAL_MAX:?}]",
-                    self.recovery_interval
-                ),
-            );
-        }
-        Ok(())
-    }
-
-    /// `max_future_skew` in µs; saturates, so any value is safe (the check
-    /// adds it to now with saturation too).
-    pub(crate) fn max_future_skew_us(&self) -> i64 {
-        i64::try_from(self.max_future_skew.as_micros()).unwrap_or(i64::MAX)
-    }
-}
+use crate::storage::Storage;
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -191,14 +90,13 @@ pub(crate) struct Inner {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     options: StoreOptions,
-    read_only: bool,
+    /// What only a writer has; `None` for a read-only store.
+    writer: Option<WriterSide>,
     log: RwLock<Log>,
     counters: Counters,
     gap: Mutex<GapState>,
     drop_warnings: Mutex<DropWarnings>,
-    wake: Option<flume::Sender<()>>,
     stopping: AtomicBool,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
     projections: Host,
     follower: Mutex<Option<JoinHandle<()>>>,
     /// Wakes the follower: on each commit (registered with the log) and
@@ -213,15 +111,27 @@ pub(crate) struct Inner {
     detached_gate: RwLock<()>,
 }
 
+/// The parts of a store that only a writer has.
+#[derive(Debug)]
+pub(crate) struct WriterSide {
+    /// Wakes the supervisor.
+    wake: flume::Sender<()>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
 impl Inner {
+    fn read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
     fn log(&self) -> Log {
         self.log.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Asks the supervisor to look now (after a failure or a drop).
     fn wake(&self) {
-        if let Some(wake) = &self.wake {
-            let _ = wake.try_send(());
+        if let Some(writer) = &self.writer {
+            let _ = writer.wake.try_send(());
         }
     }
 
@@ -297,109 +207,6 @@ impl Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` for writing.
-    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
-        Self::open_with_storage(Arc::new(FileStorage), dir, options)
-    }
-
-    /// Opens (or creates) the store in `dir` for writing, through `storage`.
-    pub fn open_with_storage(
-        storage: Arc<dyn Storage>,
-        dir: impl AsRef<Path>,
-        options: StoreOptions,
-    ) -> Result<Store> {
-        Self::open_with_projections(storage, dir, options, Vec::new())
-    }
-
-    /// Opens (or creates) the store for writing, with user projections kept
-    /// current beside the built-in [`TriggerStats`]. Each projection starts
-    /// from its checkpoint when a valid one exists, otherwise from the log.
-    pub fn open_with_projections(
-        storage: Arc<dyn Storage>,
-        dir: impl AsRef<Path>,
-        options: StoreOptions,
-        projections: Vec<Box<dyn Projection>>,
-    ) -> Result<Store> {
-        options.validate()?;
-        let host = host_for(&options, projections)?;
-        let dir = dir.as_ref().to_path_buf();
-        let log = Log::open_with_storage(storage.clone(), &dir, options.log.clone())?;
-        host.load_checkpoints(&*storage, &dir, &log);
-        let (wake, wakeups) = flume::bounded(1);
-        let inner = Arc::new(Inner {
-            storage,
-            dir,
-            options,
-            read_only: false,
-            log: RwLock::new(log),
-            counters: Counters::default(),
-            gap: Mutex::new(GapState::default()),
-            drop_warnings: Mutex::new(DropWarnings::default()),
-            wake: Some(wake),
-            stopping: AtomicBool::new(false),
-            supervisor: Mutex::new(None),
-            projections: host,
-            follower: Mutex::new(None),
-            follower_wake: flume::bounded(1),
-            closed: AtomicBool::new(false),
-            detached_gate: RwLock::new(()),
-        });
-        let thread = detached::spawn_supervisor(Arc::downgrade(&inner), wakeups)?;
-        *inner.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
-        follower::start(&inner)?;
-        Ok(Store::from_inner(inner))
-    }
-
-    /// Opens the store in `dir` for reading only, beside a writer that may
-    /// be running in another process. Call [`Store::refresh`] to see events
-    /// committed since.
-    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Store> {
-        Self::open_read_only_with_storage(Arc::new(FileStorage), dir)
-    }
-
-    /// [`Store::open_read_only`] through `storage`.
-    pub fn open_read_only_with_storage(
-        storage: Arc<dyn Storage>,
-        dir: impl AsRef<Path>,
-    ) -> Result<Store> {
-        Self::open_read_only_with_projections(storage, dir, StoreOptions::default(), Vec::new())
-    }
-
-    /// [`Store::open_read_only`] with projection options and user
-    /// projections. Checkpoints are read, never written.
-    pub fn open_read_only_with_projections(
-        storage: Arc<dyn Storage>,
-        dir: impl AsRef<Path>,
-        options: StoreOptions,
-        projections: Vec<Box<dyn Projection>>,
-    ) -> Result<Store> {
-        options.validate()?;
-        let host = host_for(&options, projections)?;
-        let dir = dir.as_ref().to_path_buf();
-        let log = Log::open_read_only_with_storage(storage.clone(), &dir)?;
-        host.load_checkpoints(&*storage, &dir, &log);
-        let inner = Arc::new(Inner {
-            storage,
-            dir,
-            options,
-            read_only: true,
-            log: RwLock::new(log),
-            counters: Counters::default(),
-            gap: Mutex::new(GapState::default()),
-            drop_warnings: Mutex::new(DropWarnings::default()),
-            wake: None,
-            stopping: AtomicBool::new(false),
-            supervisor: Mutex::new(None),
-            projections: host,
-            follower: Mutex::new(None),
-            follower_wake: flume::bounded(1),
-            closed: AtomicBool::new(false),
-            detached_gate: RwLock::new(()),
-        });
-        follower::start(&inner)?;
-        Ok(Store::from_inner(inner))
-    }
-
     /// For a read-only store: picks up events committed since it was opened
     /// or last refreshed.
     pub fn refresh(&self) -> Result<()> {
@@ -462,10 +269,10 @@ impl Store {
 
     /// Validates an event and turns it into a log record.
     fn prepare(&self, event: Event) -> Result<Record> {
-        if self.inner.read_only {
+        if self.inner.read_only() {
             return Err(Error::ReadOnly);
         }
-        event.validate()?;
+        let event = event.validate_owned()?;
         let now = now_us();
         let at = event.enforced_at_us.unwrap_or(now);
         check_not_in_future(at, now, self.inner.options.max_future_skew_us())?;
@@ -541,7 +348,7 @@ impl Store {
 
     /// Writes the projections' checkpoints now (writers only).
     pub fn checkpoint(&self) -> Result<()> {
-        if self.inner.read_only {
+        if self.inner.read_only() {
             return Err(Error::ReadOnly);
         }
         let log = self.inner.log();
@@ -579,7 +386,7 @@ impl Inner {
                 .write()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        detached::stop_supervisor(self);
+        supervisor::stop(self);
         follower::stop(self);
         self.flush_drop_warnings(true);
         if let Err(e) = self.final_checkpoint() {
@@ -591,14 +398,14 @@ impl Inner {
     /// Writes a pending gap marker, catches the projections up and
     /// checkpoints them (writers only).
     fn final_checkpoint(&self) -> Result<()> {
-        if self.read_only {
+        if self.read_only() {
             return Ok(());
         }
         let log = self.log();
         if log.is_poisoned() {
             return Ok(()); // the next open replays from the last good checkpoint
         }
-        detached::write_gap_marker(self);
+        gap::write_gap_marker(self);
         self.projections.catch_up(&log)?;
         self.projections.checkpoint(&*self.storage, &self.dir, &log)
     }
@@ -609,22 +416,11 @@ impl Drop for Inner {
         // Normally `CloseOnDrop` closed the store already; this only stops
         // the background threads of a store whose handles were leaked.
         self.stopping.store(true, Ordering::Relaxed);
-        if let Some(wake) = &self.wake {
-            let _ = wake.try_send(());
-        }
+        self.wake();
         let _ = self.follower_wake.0.try_send(());
     }
 }
 
-fn host_for(options: &StoreOptions, mut projections: Vec<Box<dyn Projection>>) -> Result<Host> {
-    projections.insert(
-        0,
-        Box::new(TriggerStats::with_windows(options.trigger_windows.clone())),
-    );
-    Host::new(projections)
-}
-
-/// Decodes a log record into a store entry.
 pub(crate) fn decode_entry(record: &crate::record::LogRecord) -> Result<Entry> {
     payload::decode(record.offset, record.timestamp_us, &record.payload).map_err(|e| {
         Error::BadPayload {

@@ -168,6 +168,10 @@ pub struct QueryPage {
     /// Entries in the range scanned that do not decode (not store
     /// payloads, written around the store): skipped, and counted here.
     pub undecodable: u64,
+    /// Entries in the range scanned lost to damage on disk (holes, see
+    /// [`LostEntry`](crate::LostEntry)): whose they were is unknown, so
+    /// when this is not zero the page may lack events of any tenant.
+    pub lost: u64,
 }
 
 impl Store {
@@ -181,6 +185,7 @@ impl Store {
             gaps: Vec::new(),
             next_offset: None,
             undecodable: 0,
+            lost: 0,
         };
         let start = query.offsets.start;
         if start >= query.offsets.end || start >= log.next_offset() {
@@ -202,6 +207,7 @@ impl Store {
             match decode_entry(&record) {
                 Ok(Entry::Event(event)) if query.matches(&event) => page.events.push(event),
                 Ok(Entry::Gap(gap)) if query.include_gaps => page.gaps.push(gap),
+                Ok(Entry::Lost(_)) => page.lost += 1,
                 Ok(_) => {}
                 // Not a store payload: skipped and counted, as the
                 // projections do, so it cannot hide every later event.

@@ -1,7 +1,11 @@
 //! Capturing what the library logs through `tracing`, to assert on it.
+//!
+//! [`captured`] installs one global subscriber per test binary: the writer
+//! and the supervisor log from threads of their own, so a thread-local
+//! subscriber would miss them. A binary that uses it installs no other.
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A `tracing` writer that keeps every byte it is given.
 #[derive(Clone, Default)]
@@ -38,4 +42,26 @@ impl io::Write for Capture {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Installs a subscriber capturing what is logged at INFO and above, once,
+/// for every thread; shared by every test of the binary.
+pub fn captured() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        tracing::subscriber::set_global_default(capture.subscriber(tracing::Level::INFO))
+            .expect("no other global subscriber in this test binary");
+        capture
+    })
+}
+
+/// Captured lines that contain every one of `parts`.
+pub fn log_lines(parts: &[&str]) -> Vec<String> {
+    captured()
+        .text()
+        .lines()
+        .filter(|line| parts.iter().all(|p| line.contains(p)))
+        .map(str::to_owned)
+        .collect()
 }

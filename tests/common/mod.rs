@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests: the seed and the random stream
 //! every randomised test derives its choices from, a storage wrapper that
 //! counts mutating calls ([`counting`]), running the `enforcelog` binary
-//! ([`process`]), what is on disk ([`disk`]) and what the library logs
-//! ([`capture`]). `cli.rs` beside it (a store driven through the binary) is
-//! not a module here: only the `enforcelog-cli` tests include it, by path.
+//! ([`process`]), what is on disk ([`disk`]), the bytes of a log directory
+//! ([`segment`]) and what the library logs ([`capture`]). `cli.rs` beside
+//! it (a store driven through the binary) is not a module here: only the
+//! `enforcelog-cli` tests include it, by path.
 
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -11,7 +12,9 @@
 pub mod capture;
 pub mod counting;
 pub mod disk;
+pub mod options;
 pub mod process;
+pub mod segment;
 
 use std::ops::{Range, RangeInclusive};
 use std::str::FromStr;
@@ -112,5 +115,14 @@ impl Rng {
         (0..len)
             .map(|_| self.next().to_le_bytes()[0].max(1))
             .collect()
+    }
+}
+
+/// The object inside `value`, for tests that build `details` as a
+/// `serde_json::Value` (e.g. nested to a computed depth).
+pub fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map,
+        other => panic!("details must be an object, not {other}"),
     }
 }

@@ -1,0 +1,428 @@
+//! The data set the read benches share: a seeded stream of enforcement
+//! events over (tenant, rule) pairs, written into a store in two parts so
+//! that a stale and a fresh checkpoint can be kept beside it, the
+//! brute-force answer every figure is checked against, and the passes over
+//! the log both benches time. Shared by `benches/replay.rs` and
+//! `benches/reads.rs` (included with `#[path]`).
+//!
+//! Invariants: the stream depends only on the generator's seed and the
+//! key shape ([`Keys`]), so each bench writes exactly the events it wrote
+//! before this module existed (the benches differ in key shape and seed,
+//! not in the event itself); the store is written with `Durability::None`
+//! under `CARGO_TARGET_TMPDIR` and read back while in the page cache, so
+//! the figures are CPU costs, not disk costs. Nothing here is timed except
+//! what a `*_pass` function or [`time_open`] returns.
+
+use std::collections::BTreeSet;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use enforcelog::projection::Projection;
+use enforcelog::{
+    payload, Action, Durability, Entry, Event, Log, LogOptions, RuleStats, Store, StoreOptions,
+    StoredEvent, TriggerStats,
+};
+
+pub const DAY_US: i64 = 24 * 3600 * 1_000_000;
+/// The trigger-stats window the store answers with by default.
+pub const WINDOW_US: i64 = 30 * DAY_US;
+/// The newest instant of the data set (2026-10-01T00:00:00Z): every query
+/// asks as of it.
+pub const END_US: i64 = 1_790_812_800_000_000;
+/// How far back the data set reaches.
+pub const SPAN_US: i64 = 60 * DAY_US;
+/// Clock skew: each event moves by up to this much either way, as hosts
+/// with skewed clocks would send them.
+const JITTER_US: i64 = 5 * 60 * 1_000_000;
+/// Events per committed batch while building the store.
+const BUILD_BATCH: usize = 1_000;
+
+/// SplitMix64: a small, seeded, reproducible generator.
+pub struct Rng(pub u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The run's seed: `ENFORCELOG_SEED`, or the bench's own default.
+pub fn seed(default: u64) -> u64 {
+    std::env::var("ENFORCELOG_SEED")
+        .ok()
+        .map(|v| v.parse().expect("ENFORCELOG_SEED is a u64"))
+        .unwrap_or(default)
+}
+
+/// The shape of the keys: `tenants` × `rules_per_tenant` pairs, numbered;
+/// `pair / rules_per_tenant` is the tenant. Rule ids are zero-padded to
+/// `rule_digits` (the benches differ there, and the id's length is part of
+/// every payload they measure).
+#[derive(Debug, Clone, Copy)]
+pub struct Keys {
+    pub tenants: u64,
+    pub rules_per_tenant: u64,
+    pub rule_digits: usize,
+}
+
+impl Keys {
+    pub fn pairs(self) -> u64 {
+        self.tenants * self.rules_per_tenant
+    }
+
+    pub fn tenant(self, pair: u64) -> String {
+        format!("tenant-{:03}", pair / self.rules_per_tenant)
+    }
+
+    pub fn rule(self, pair: u64) -> String {
+        format!("rule-{pair:0width$}", width = self.rule_digits)
+    }
+}
+
+/// What the brute-force checks need of one event.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    pub pair: u32,
+    pub action: u8,
+    pub at_us: i64,
+}
+
+/// The `i`-th event of `n`: a random pair and action, a run id, a
+/// `details` object (about 180 to 200 bytes of payload in all), at its
+/// place along the 60 days plus jitter.
+fn make_event(rng: &mut Rng, keys: Keys, i: u64, n: u64) -> (Written, Event) {
+    let pair = rng.below(keys.pairs());
+    let action = rng.below(4) as u8;
+    let along = i128::from(SPAN_US) * i128::from(i + 1) / i128::from(n);
+    let jitter = rng.below(2 * JITTER_US as u64 + 1) as i64 - JITTER_US;
+    let at_us = (END_US - SPAN_US + along as i64 + jitter).min(END_US);
+    let event = Event::new(
+        keys.tenant(pair),
+        keys.rule(pair),
+        Action::ALL[usize::from(action)],
+    )
+    .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
+    .with_details(enforcelog::details!({
+        "tool": "shell-exec",
+        "step": rng.below(500),
+        "reason": "budget of 50000 tokens exceeded at this step",
+        "host": format!("worker-{:02}.eu-west-1.internal", rng.below(64)),
+        "policy_version": "2026-09-14.3",
+    }))
+    .at_us(at_us);
+    let written = Written {
+        pair: pair as u32,
+        action,
+        at_us,
+    };
+    (written, event)
+}
+
+pub fn store_options() -> StoreOptions {
+    StoreOptions {
+        log: LogOptions {
+            durability: Durability::None,
+            ..LogOptions::default()
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// One store on disk, with its two saved checkpoints and what was written.
+pub struct DataSet {
+    /// The bench directory: the store and whatever a bench keeps beside it
+    /// (removed when the data set is dropped).
+    #[allow(
+        dead_code,
+        reason = "reads.rs keeps its SQLite file here; replay.rs only holds it"
+    )]
+    pub root: tempfile::TempDir,
+    pub store: PathBuf,
+    pub fresh_checkpoint: PathBuf,
+    pub stale_checkpoint: PathBuf,
+    pub keys: Keys,
+    pub events: u64,
+    /// Where the stale checkpoint stands: 1% of the events behind.
+    pub stale_offset: u64,
+    pub written: Vec<Written>,
+    /// Writing the events and closing twice (the stale checkpoint's copy
+    /// included, the fresh one's not).
+    pub build_time: Duration,
+}
+
+impl DataSet {
+    /// Where the store keeps its trigger-stats checkpoint.
+    pub fn checkpoint(&self) -> PathBuf {
+        self.store.join("projections").join("trigger_stats.ckpt")
+    }
+
+    /// The pairs that have at least one event.
+    pub fn pairs_seen(&self) -> BTreeSet<u64> {
+        self.written.iter().map(|w| u64::from(w.pair)).collect()
+    }
+
+    fn append_events(&mut self, store: &Store, rng: &mut Rng, end: u64) {
+        let mut i = self.written.len() as u64;
+        while i < end {
+            let mut batch = store.begin();
+            let stop = (i + BUILD_BATCH as u64).min(end);
+            for j in i..stop {
+                let (written, event) = make_event(rng, self.keys, j, self.events);
+                self.written.push(written);
+                batch.record(event).expect("valid event");
+            }
+            batch.commit_blocking().expect("commit");
+            i = stop;
+        }
+    }
+}
+
+/// Writes `events` events drawn from `rng` into a new store under a
+/// directory named `prefix…`: 99% of them, a close (its checkpoint saved as
+/// the stale one), the last 1%, a close (saved as the fresh one). `seed` is
+/// only named in a failure.
+pub fn build(prefix: &str, keys: Keys, events: u64, mut rng: Rng, seed: u64) -> DataSet {
+    let root = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("create bench directory");
+    let mut ds = DataSet {
+        store: root.path().join("store"),
+        fresh_checkpoint: root.path().join("fresh.ckpt"),
+        stale_checkpoint: root.path().join("stale.ckpt"),
+        root,
+        keys,
+        events,
+        stale_offset: events - events.div_ceil(100),
+        written: Vec::with_capacity(events as usize),
+        build_time: Duration::ZERO,
+    };
+    let started = Instant::now();
+    for end in [ds.stale_offset, events] {
+        let store = Store::open(&ds.store, store_options()).expect("open store");
+        ds.append_events(&store, &mut rng, end);
+        store.close().expect("close");
+        drop(store);
+        if end == events {
+            ds.build_time = started.elapsed();
+            std::fs::copy(ds.checkpoint(), &ds.fresh_checkpoint).expect("save fresh checkpoint");
+        } else {
+            std::fs::copy(ds.checkpoint(), &ds.stale_checkpoint).expect("save stale checkpoint");
+        }
+    }
+    assert_eq!(
+        Log::open_read_only(&ds.store).expect("log").next_offset(),
+        events,
+        "seed {seed}"
+    );
+    ds
+}
+
+/// Brute-force statistics of one pair as of `as_of_us` with the default
+/// 30-day window: (window count, last, total, by action).
+fn brute_force(written: &[Written], pair: u64, as_of_us: i64) -> (u64, Option<i64>, u64, [u64; 4]) {
+    let mut window = 0;
+    let mut last = None::<i64>;
+    let mut total = 0;
+    let mut by_action = [0u64; 4];
+    for w in written.iter().filter(|w| u64::from(w.pair) == pair) {
+        if w.at_us > as_of_us {
+            continue;
+        }
+        total += 1;
+        last = Some(last.map_or(w.at_us, |l| l.max(w.at_us)));
+        if w.at_us > as_of_us - WINDOW_US {
+            window += 1;
+            by_action[usize::from(w.action)] += 1;
+        }
+    }
+    (window, last, total, by_action)
+}
+
+/// Fails the bench unless `stats` is the brute-force answer for `pair`.
+pub fn check_stats(stats: &RuleStats, written: &[Written], pair: u64, seed: u64) {
+    assert_eq!(
+        (
+            stats.trigger_count,
+            stats.last_triggered_at_us,
+            stats.total_count,
+            stats.by_action
+        ),
+        brute_force(written, pair, stats.as_of_us),
+        "pair {pair} as of {}, seed {seed}",
+        stats.as_of_us
+    );
+}
+
+// ------------------------------------------------------- passes over the log
+
+/// The files in `dir` with this extension, sorted.
+pub fn files_with(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list store")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == extension))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Frames and checksums only: every payload read, none decoded.
+pub fn read_pass(log: &Log) -> Duration {
+    let started = Instant::now();
+    let mut bytes = 0usize;
+    for record in log.read_from(0).expect("read") {
+        bytes += black_box(record.expect("record")).payload.len();
+    }
+    black_box(bytes);
+    started.elapsed()
+}
+
+/// The bare pass: read and decode every payload, fold nothing.
+pub fn decode_pass(log: &Log) -> Duration {
+    let started = Instant::now();
+    for record in log.read_from(0).expect("read") {
+        let r = record.expect("record");
+        black_box(payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload"));
+    }
+    started.elapsed()
+}
+
+/// The whole log folded into a new projection.
+pub fn replay(log: &Log) -> TriggerStats {
+    let mut projection = TriggerStats::default();
+    for record in log.read_from(0).expect("read") {
+        let r = record.expect("record");
+        let entry = payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload");
+        projection.apply(r.offset, &entry);
+    }
+    projection
+}
+
+/// [`replay`], timed without dropping the projection.
+pub fn replay_pass(log: &Log) -> Duration {
+    let started = Instant::now();
+    let projection = replay(log);
+    let elapsed = started.elapsed();
+    black_box(projection);
+    elapsed
+}
+
+/// Feeds `projection` `rules` × `per_rule` events, all inside the 30-day
+/// window as of `END_US`: what the memory figures are measured on.
+pub fn feed(projection: &mut TriggerStats, keys: Keys, rules: u64, per_rule: u64) {
+    let step = (WINDOW_US - 1) / per_rule as i64;
+    let mut offset = 0;
+    for pair in 0..rules {
+        for j in 0..per_rule {
+            let event = StoredEvent {
+                offset,
+                tenant_id: keys.tenant(pair),
+                rule_id: keys.rule(pair),
+                action: Action::ALL[(j % 4) as usize],
+                run_id: None,
+                details: None,
+                enforced_at_us: END_US - WINDOW_US + 1 + j as i64 * step,
+            };
+            projection.apply(offset, &Entry::Event(event));
+            offset += 1;
+        }
+    }
+}
+
+// ----------------------------------------------------------------- opening
+
+/// Which checkpoint the store finds when it opens.
+#[derive(Debug, Clone, Copy)]
+pub enum Checkpoint {
+    Fresh,
+    Stale,
+    Missing,
+}
+
+pub fn place_checkpoint(ds: &DataSet, which: Checkpoint) {
+    let target = ds.checkpoint();
+    match which {
+        Checkpoint::Fresh => {
+            std::fs::copy(&ds.fresh_checkpoint, &target).expect("place checkpoint");
+        }
+        Checkpoint::Stale => {
+            std::fs::copy(&ds.stale_checkpoint, &target).expect("place checkpoint");
+        }
+        Checkpoint::Missing => {
+            for path in files_with(target.parent().expect("dir"), "ckpt") {
+                std::fs::remove_file(path).expect("delete checkpoint");
+            }
+        }
+    }
+}
+
+/// Median time from `Store::open` to the first answered `stats`, over
+/// `repeats` opens; round `r` asks of pair `r * pair_stride`, and each
+/// answer is checked.
+pub fn time_open(
+    ds: &DataSet,
+    which: Checkpoint,
+    repeats: usize,
+    pair_stride: u64,
+    seed: u64,
+) -> Duration {
+    let mut times = Vec::new();
+    for round in 0..repeats {
+        place_checkpoint(ds, which);
+        let pair = (round as u64 * pair_stride) % ds.keys.pairs();
+        let started = Instant::now();
+        let store = Store::open(&ds.store, store_options()).expect("open store");
+        let stats = store
+            .stats(&ds.keys.tenant(pair), &ds.keys.rule(pair), Some(END_US))
+            .expect("stats");
+        times.push(started.elapsed());
+        assert_eq!(stats.offset, ds.events, "{which:?}, seed {seed}");
+        check_stats(&stats, &ds.written, pair, seed);
+        store.close().expect("close");
+    }
+    median(&mut times)
+}
+
+// ---------------------------------------------------------------- figures
+
+pub fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Percentiles of a set of latencies.
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+}
+
+pub fn percentiles(mut times: Vec<Duration>) -> Latency {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    Latency {
+        p50: at(0.5),
+        p99: at(0.99),
+        p999: at(0.999),
+        max: at(1.0),
+    }
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn us(d: Duration) -> String {
+    format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}
