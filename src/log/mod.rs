@@ -357,6 +357,8 @@ impl Log {
                 next_offset: active.next_offset,
             },
         )?;
+        // Only now: a refused open leaves the lock file as it was.
+        lock.record_holder();
         info!(
             dir = %dir.display(),
             segments = opened.segments.sealed.len() + 1,
