@@ -222,3 +222,127 @@ fn deep_details_recorded_on_a_read_only_store_do_not_overflow_the_stack() {
 fn deep_details_refused_by_try_with_details_do_not_overflow_the_stack() {
     assert!(child_survives("try_with_details"));
 }
+
+// ---------------------------------------------------------------------------
+// Finding R2-3: `preserve_order` changes serde_json for the whole host.
+//
+// Cargo.toml enables serde_json's `preserve_order` feature so that event
+// details keep their key order. Features are unified across a build: every
+// crate of a host that depends on enforcelog (and the CLI, whose own
+// Cargo.toml does not ask for it) now gets insertion-ordered
+// `serde_json::Map`s instead of the sorted maps serde_json documents by
+// default. A host that signs, hashes or diffs canonical (sorted) JSON, or a
+// golden test of its own JSON output, changes behaviour by adding this
+// dependency. This test is written as the host's code would be.
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "confirmed: enforcelog's preserve_order feature makes every host's serde_json::Map insertion-ordered"]
+fn a_host_that_depends_on_enforcelog_keeps_serde_json_sorted_maps() {
+    let host_json = serde_json::json!({"zeta": 1, "alpha": 2});
+    assert_eq!(
+        serde_json::to_string(&host_json).expect("serialize"),
+        r#"{"alpha":2,"zeta":1}"#,
+        "serde_json without preserve_order sorts object keys"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Finding R2-4: one flipped bit in a sealed segment's header stops every
+// tenant and recording until `repair` (recovery.rs `check_header`, called
+// by `open_sealed` for every sealed segment at every open, writer and
+// read-only alike).
+//
+// Finding H's rule is that damage in a sealed segment fails neither other
+// tenants' reads nor recording. The header is 32 of the segment's bytes and
+// entirely redundant (repair rewrites it from the file name and the
+// neighbours' tag), yet a bit flipped in it — here only in its checksum —
+// refuses `Store::open`: the fail-safe path drops every event from then on
+// (the supervisor's reopen is refused the same way) and `ship`/`stats`
+// (read-only opens) stop too.
+// ---------------------------------------------------------------------------
+
+fn store_options() -> StoreOptions {
+    StoreOptions {
+        log: small_segments(),
+        ..StoreOptions::default()
+    }
+}
+
+fn event(i: usize) -> Event {
+    Event::new(["tenant-a", "tenant-b"][i % 2], "rule-0", Action::Blocked)
+        .with_details(enforcelog::details!({"histogram": vec![0u8; 600], "i": i}))
+}
+
+/// A closed store with at least three segments.
+fn store_with_sealed_segments() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), store_options()).expect("open");
+    let mut i = 0;
+    while segment_files(dir.path()).len() < 3 {
+        store.record_blocking(event(i)).expect("record");
+        i += 1;
+    }
+    store.close().expect("close");
+    drop(store);
+    dir
+}
+
+#[test]
+#[ignore = "confirmed (design): a flipped bit in a sealed segment's header refuses every open until repair"]
+fn a_flipped_bit_in_a_sealed_segment_header_stops_neither_recording_nor_other_readers() {
+    let dir = store_with_sealed_segments();
+    let segments = segment_files(dir.path());
+    // Byte 28: the header's own checksum. The header's fields are intact.
+    flip(&segments[0], 28, 0x01);
+    let store = Store::open(dir.path(), store_options())
+        .expect("a writer open goes on recording past a damaged sealed header");
+    store.record_blocking(event(1)).expect("recording goes on");
+    store.close().expect("close");
+    drop(store);
+    Store::open_read_only(dir.path()).expect("read-only opens (ship, stats) go on");
+}
+
+// ---------------------------------------------------------------------------
+// Finding R2-5: repair writes an all-zero (lost-sector) header of a tagged
+// store's first segment back untagged.
+//
+// `repair::rewritten_tag` keeps the damaged header's own tag bytes when
+// they are a tag the segment may have; before any tagged segment that
+// includes 0 ("written before store ids existed"). A header that is all
+// zeros (`SegmentHeaderError::Unwritten`) has tag bytes 0 by the damage
+// itself, so the first segment of a store whose segments are all tagged is
+// rewritten with tag 0: it loses the check that tells a segment of another
+// store (copied or restored into the wrong directory) from this store's.
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "confirmed: repair of a zeroed first-segment header writes tag 0 in a tagged store"]
+fn repair_of_a_zeroed_first_segment_header_writes_the_store_tag() {
+    use enforcelog::format::{SegmentHeader, SEGMENT_HEADER_LEN};
+    use std::os::unix::fs::FileExt;
+
+    let dir = store_with_sealed_segments();
+    let segments = segment_files(dir.path());
+    let header_of = |path: &Path| {
+        let bytes = fs::read(path).expect("read");
+        SegmentHeader::decode(&bytes[..SEGMENT_HEADER_LEN]).expect("a header that decodes")
+    };
+    let tag = header_of(&segments[1]).store_tag;
+    assert_ne!(tag, 0, "a store opened by Store::open is tagged");
+    assert_eq!(header_of(&segments[0]).store_tag, tag);
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&segments[0])
+        .expect("open");
+    file.write_all_at(&[0u8; SEGMENT_HEADER_LEN], 0)
+        .expect("zero the header");
+    file.sync_all().expect("sync");
+    drop(file);
+    enforcelog::log::repair_dir(dir.path()).expect("repair");
+    assert_eq!(
+        header_of(&segments[0]).store_tag,
+        tag,
+        "the rewritten header carries the store's tag, as every neighbour does"
+    );
+}
