@@ -511,6 +511,12 @@ fn the_hole_of_an_untrusted_last_segment_is_not_larger_than_the_segment() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// Finding R2-1 again, through the public Store API: a tenant's details
+// string carries the forged batch; damage in that tenant's own event then
+// makes another tenant's intact event vanish (`lost == 0`).
+// ---------------------------------------------------------------------------
+
 /// A batch of two records at `first_offset..first_offset + 2` whose every
 /// byte is ASCII, so that it fits in a JSON string of an event's details
 /// (a MessagePack str holds it verbatim). Found by varying a nonce until
