@@ -13,9 +13,10 @@ use serde_json::Value;
 use crate::failure::Failure;
 use crate::output::Format;
 use crate::output::Out;
-use crate::read::{check_filter, rule_json, stats_report, stats_table, StatsArgs};
+use crate::read::{check_filter, stats_table, StatsArgs};
 use crate::store_dir::open_reader;
 use crate::Global;
+use enforcelog::stats_report;
 
 pub const SHIP_ABOUT: &str = "Ship committed events to NATS JetStream until stopped";
 pub const SHIP_LONG_ABOUT: &str = "\
@@ -205,7 +206,7 @@ pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failur
         }
         Format::Jsonl => {
             for rule in &rules {
-                out.line(&rule_json(rule, args.stats.window).to_string())?;
+                out.line(&rule.to_json().to_string())?;
             }
         }
         Format::Table => stats_table(&rules, args.stats.window).print(&mut out)?,

@@ -16,7 +16,7 @@ use enforcelog::timestamp::format_us;
 use enforcelog::{
     now_us, Action, Delivery, Entry, Field, Query, RuleStats, Store, StoreOptions, StoredEvent,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::clock::show_us;
 use crate::failure::Failure;
@@ -338,7 +338,7 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
     let mut out = Out::new();
     match args.format {
         Format::Json => {
-            let mut report = stats_report(as_of, args.window, &rules);
+            let mut report = enforcelog::stats_report(as_of, args.window, &rules);
             if lost > 0 {
                 report["lost"] = Value::from(lost);
             }
@@ -355,7 +355,7 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
         }
         Format::Jsonl => {
             for rule in &rules {
-                out.line(&rule_json(rule, args.window).to_string())?;
+                out.line(&rule.to_json().to_string())?;
             }
         }
         Format::Table => {
@@ -382,37 +382,6 @@ fn rules_of(store: &Store, args: &StatsArgs, as_of: i64) -> Result<Vec<RuleStats
         .filter(|r| r.total_count > 0)
         .filter(|r| args.rule.as_ref().is_none_or(|rule| *rule == r.rule_id))
         .collect())
-}
-
-/// The statistics report: `{"as_of", "window", "rules": [...]}` with the
-/// fixed keys of [`rule_json`].
-pub fn stats_report(as_of_us: i64, window: Duration, rules: &[RuleStats]) -> Value {
-    json!({
-        "as_of": format_us(as_of_us),
-        "window": units::window_label(window),
-        "rules": rules.iter().map(|r| rule_json(r, window)).collect::<Vec<_>>(),
-    })
-}
-
-/// One rule's statistics under the names of the `RuleStats` fields, the
-/// same whatever the window: a field `x_us` (µs) prints as `x` (RFC 3339),
-/// and every action has its count, zero included.
-pub fn rule_json(rule: &RuleStats, window: Duration) -> Value {
-    let by_action: Map<String, Value> = Action::ALL
-        .iter()
-        .map(|a| (a.as_str().to_string(), Value::from(rule.count_for(*a))))
-        .collect();
-    json!({
-        "tenant_id": rule.tenant_id,
-        "rule_id": rule.rule_id,
-        "window": units::window_label(window),
-        "trigger_count": rule.trigger_count,
-        "last_triggered_at": rule.last_triggered_at_us.map(format_us),
-        "total_count": rule.total_count,
-        "by_action": by_action,
-        "gap_in_window": rule.gap_in_window,
-        "missing_at_least": rule.missing_at_least,
-    })
 }
 
 /// The statistics as a table, one row per rule; the window's columns carry

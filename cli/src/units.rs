@@ -111,9 +111,10 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
     parse_duration_within(text, Duration::from_secs(1), WINDOW_MAX)
 }
 
-/// A window as the CLI prints it in the `window` field: `30d`, `1d12h`.
+/// A window as the CLI prints it in the `window` field: `30d`, `1d12h`
+/// (the library's label, so CLI and library JSON agree).
 pub fn window_label(window: Duration) -> String {
-    format_duration(window)
+    enforcelog::store::window_label(window)
 }
 
 /// Parses `--max-future-skew`: a duration (up to 100 years) or `none` (no

@@ -789,9 +789,12 @@ fn rewritten_tag(
     let Some(id) = store_id else {
         return 0;
     };
-    let raw = raw_store_tag(bytes);
-    if let Some(raw) = raw.filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none())
-    {
+    // Zero is also what a zeroed header reads as: it is kept only where an
+    // untagged segment may stand, i.e. not before a tagged one.
+    let raw = raw_store_tag(bytes)
+        .filter(|&t| t != 0 || next_tag.is_none_or(|next| next == 0))
+        .filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none());
+    if let Some(raw) = raw {
         return raw;
     }
     if !tagged_seen && next_tag == Some(0) {

@@ -140,6 +140,7 @@ impl Store {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         if inner.closed.load(Ordering::Acquire) {
+            event.discard();
             return inner.drop_event(&what, &Error::Closed);
         }
         let record = match self.prepare(event) {
