@@ -57,7 +57,6 @@ fn payload_with_embedded_batch(forged_offset: u64) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "confirmed: resync after damage accepts a batch embedded in a payload (a forged record replaces an intact one)"]
 fn damage_in_a_record_whose_payload_holds_a_batch_never_replaces_the_next_intact_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Log::open(dir.path(), small_segments()).expect("open");
@@ -557,7 +556,6 @@ fn ascii_batch(first_offset: u64) -> String {
 }
 
 #[test]
-#[ignore = "confirmed: through Store details, one tenant's damaged event forges two records and erases another tenant's event, lost == 0"]
 fn a_tenant_details_string_holding_a_batch_cannot_erase_another_tenants_event_after_damage() {
     use enforcelog::Query;
     let dir = tempfile::tempdir().expect("tempdir");
