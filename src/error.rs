@@ -127,6 +127,12 @@ pub enum Error {
     #[error("invalid event: {0}")]
     InvalidEvent(#[from] crate::event::EventError),
 
+    /// A query's filter is not a valid id (the field and the reason are in
+    /// the [`EventError`](crate::event::EventError)): it could match no
+    /// event. Nothing was read.
+    #[error("invalid query filter: {0}")]
+    InvalidFilter(crate::event::EventError),
+
     /// A committed record whose payload is not a store entry (a log written
     /// by something else, or a schema from a newer release).
     #[error("record at offset {offset} is not a store entry: {reason}")]

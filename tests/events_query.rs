@@ -639,7 +639,7 @@ fn invalid_ids_in_a_query_are_refused() {
     ];
     for (query, field, reason) in cases {
         match store.query(&query) {
-            Err(Error::InvalidEvent(e)) => {
+            Err(Error::InvalidFilter(e)) => {
                 assert_eq!(e.field(), field, "{query:?}: {e}");
                 let found = match &e {
                     EventError::Empty { .. } => "empty",
@@ -649,7 +649,7 @@ fn invalid_ids_in_a_query_are_refused() {
                 };
                 assert_eq!(found, reason, "{query:?}: {e:?}");
             }
-            other => panic!("{query:?}: expected InvalidEvent, got {other:?}"),
+            other => panic!("{query:?}: expected InvalidFilter, got {other:?}"),
         }
     }
     // The check is on the id, not on whether anyone recorded it.

@@ -77,6 +77,7 @@ pub fn exit_code_of(error: &Error) -> u8 {
     match error {
         Error::Corruption { .. } | Error::BadPayload { .. } => EXIT_CORRUPTION,
         Error::InvalidEvent(_)
+        | Error::InvalidFilter(_)
         | Error::InvalidOptions { .. }
         | Error::OffsetOutOfRange { .. }
         | Error::NotALogDirectory { .. }

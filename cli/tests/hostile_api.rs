@@ -1210,7 +1210,7 @@ fn reads_with_hostile_arguments_fail_cleanly_and_change_nothing() {
     let before = snapshot(tmp.path());
     let store = Store::open_read_only(tmp.path()).expect("open read-only");
     let t = || Query::tenant("t");
-    let invalid_event = |e: &Error| matches!(e, Error::InvalidEvent(_));
+    let invalid_filter = |e: &Error| matches!(e, Error::InvalidFilter(_));
     let invalid_limit =
         |e: &Error| matches!(e, Error::InvalidOptions { name, .. } if *name == "limit");
     type Check = fn(&Error) -> bool;
@@ -1218,22 +1218,22 @@ fn reads_with_hostile_arguments_fail_cleanly_and_change_nothing() {
         ("limit 0", t().limit(0), invalid_limit),
         ("limit 100,001", t().limit(100_001), invalid_limit),
         ("limit usize::MAX", t().limit(usize::MAX), invalid_limit),
-        ("empty tenant", Query::tenant(""), invalid_event),
+        ("empty tenant", Query::tenant(""), invalid_filter),
         (
             "tenant of 129 bytes",
             Query::tenant("x".repeat(129)),
-            invalid_event,
+            invalid_filter,
         ),
         (
             "tenant with an override",
             Query::tenant("t\u{202E}"),
-            invalid_event,
+            invalid_filter,
         ),
-        ("rule with NUL", t().rule("\0"), invalid_event),
+        ("rule with NUL", t().rule("\0"), invalid_filter),
         (
             "run with a line separator",
             t().run_id("\u{2028}"),
-            invalid_event,
+            invalid_filter,
         ),
     ];
     for (name, query, check) in refused {
@@ -1279,7 +1279,7 @@ fn reads_with_hostile_arguments_fail_cleanly_and_change_nothing() {
         ),
     ] {
         assert!(
-            matches!(result, Some(Error::InvalidEvent(_))),
+            matches!(result, Some(Error::InvalidFilter(_))),
             "{name}: {result:?}"
         );
     }

@@ -128,7 +128,7 @@ impl Query {
         ];
         for (field, id) in ids {
             if let Some(id) = id {
-                check_id(field, id).map_err(Error::InvalidEvent)?;
+                check_id(field, id).map_err(Error::InvalidFilter)?;
             }
         }
         if self.limit == 0 || self.limit > LIMIT_MAX {

@@ -50,8 +50,8 @@ impl Store {
         rule_id: &str,
         as_of_us: Option<i64>,
     ) -> Result<RuleStats> {
-        check_id(Field::TenantId, tenant_id)?;
-        check_id(Field::RuleId, rule_id)?;
+        check_id(Field::TenantId, tenant_id).map_err(Error::InvalidFilter)?;
+        check_id(Field::RuleId, rule_id).map_err(Error::InvalidFilter)?;
         let keys = [(tenant_id.to_string(), rule_id.to_string())];
         let mut all = self.stats_of(&keys, as_of_us.unwrap_or_else(now_us))?;
         Ok(all.remove(0))
@@ -64,7 +64,7 @@ impl Store {
         tenant_id: &str,
         as_of_us: Option<i64>,
     ) -> Result<Vec<RuleStats>> {
-        check_id(Field::TenantId, tenant_id)?;
+        check_id(Field::TenantId, tenant_id).map_err(Error::InvalidFilter)?;
         self.caught_up()?;
         let keys = self
             .with_trigger_stats(|p, _| {
