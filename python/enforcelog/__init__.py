@@ -16,6 +16,7 @@ from .drivers import (
     PolicyEnforcementWriteDriver,
     get_default_store,
     record_enforcement_standalone,
+    record_enforcement_standalone_sync,
     set_default_store,
 )
 
@@ -24,6 +25,6 @@ _logging.getLogger("enforcelog").addHandler(_logging.NullHandler())
 __all__ = [
     "Store", "Batch", "Action", "Durability", "StoredEvent", "QueryPage", "RuleStats",
     "PolicyEnforcementWriteDriver", "PolicyEnforcementReadDriver",
-    "record_enforcement_standalone", "set_default_store", "get_default_store",
+    "record_enforcement_standalone", "record_enforcement_standalone_sync", "set_default_store", "get_default_store",
     *_errors_all,
 ]

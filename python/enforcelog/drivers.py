@@ -25,6 +25,7 @@ __all__ = [
     "PolicyEnforcementWriteDriver",
     "PolicyEnforcementReadDriver",
     "record_enforcement_standalone",
+    "record_enforcement_standalone_sync",
     "set_default_store",
     "get_default_store",
 ]
@@ -87,6 +88,27 @@ class PolicyEnforcementWriteDriver:
         self._unit.record(tenant_id, rule_id, action_taken, run_id, details)
 
 
+def record_enforcement_standalone_sync(
+    tenant_id: str,
+    rule_id: str,
+    action_taken: ActionLike,
+    run_id: Optional[str] = None,
+    details: Optional[Mapping[str, Any]] = None,
+    store: Optional[Store] = None,
+) -> None:
+    """``record_enforcement_standalone`` for sync code (also sync code called
+    inside a running event loop, where ``asyncio.run()`` fails): the same
+    fail-safe fire-and-forget, without an event loop."""
+    try:
+        target = store if store is not None else get_default_store()
+    except BaseException as e:  # noqa: BLE001 - never raise on the halt path
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        logger.warning("enforcelog: enforcement outcome dropped, no store: %s", e)
+        return
+    target.record_detached(tenant_id, rule_id, action_taken, run_id, details)
+
+
 async def record_enforcement_standalone(
     tenant_id: str,
     rule_id: str,
@@ -97,16 +119,11 @@ async def record_enforcement_standalone(
 ) -> None:
     """Records one outcome on its own, fail-safe: never raises, returns within
     the store's ``detached_timeout_ms``. Without ``store=`` it uses the default
-    store (``set_default_store`` or ``ENFORCELOG_DIR``). What cannot be recorded
-    is logged to the ``enforcelog`` logger and counted."""
-    try:
-        target = store if store is not None else get_default_store()
-    except BaseException as e:  # noqa: BLE001 - never raise on the halt path
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        logger.warning("enforcelog: enforcement outcome dropped, no store: %s", e)
-        return
-    target.record_detached(tenant_id, rule_id, action_taken, run_id, details)
+    store (``set_default_store``, or else ``ENFORCELOG_DIR``, opened on first
+    use). What cannot be recorded is logged to the ``enforcelog`` logger and
+    counted (``metrics()["dropped"]``). ``flush()`` makes it durable; a normal
+    interpreter exit flushes it."""
+    record_enforcement_standalone_sync(tenant_id, rule_id, action_taken, run_id, details, store)
 
 
 class PolicyEnforcementReadDriver:

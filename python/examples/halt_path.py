@@ -61,9 +61,9 @@ class Run:
         if verdict is None:
             return
         rule_id, decision = verdict
-        store = self.store if self.store is not None else enforcelog.get_default_store()
-        store.record_detached(self.tenant_id, rule_id, HALTING[decision], run_id=self.run_id,
-                              details={"step": step, "decision": decision})
+        enforcelog.record_enforcement_standalone_sync(
+            tenant_id=self.tenant_id, rule_id=rule_id, action_taken=HALTING[decision],
+            run_id=self.run_id, details={"step": step, "decision": decision}, store=self.store)
         raise StepEnforcementError(step, rule_id, decision)
 
     async def enforce_async(self, step: str) -> None:
