@@ -14,6 +14,8 @@
 //!   GIL. The Python side completes an asyncio future from it through
 //!   `loop.call_soon_threadsafe`, so awaiting never blocks an event loop.
 
+mod logging;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -425,7 +427,9 @@ impl NativeBatch {
             make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
         )?;
         let mut guard = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = guard.as_mut().ok_or_else(|| to_py_err(py, &Error::Closed))?;
+        let batch = guard
+            .as_mut()
+            .ok_or_else(|| to_py_err(py, &Error::Closed))?;
         result(py, batch.record(event).map_err(Error::from))
     }
 
@@ -455,13 +459,16 @@ impl NativeBatch {
     fn commit_then(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
         let batch = self.take(py)?;
         spawn_then(callback, move || {
-            batch.commit_blocking().map(|range| (range.start, range.end))
+            batch
+                .commit_blocking()
+                .map(|range| (range.start, range.end))
         })
     }
 }
 
 #[pymodule]
 fn _enforcelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::install();
     m.add_class::<NativeStore>()?;
     m.add_class::<NativeBatch>()?;
     Ok(())

@@ -4,6 +4,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -213,3 +214,32 @@ def test_help_reads_well():
     assert "record_detached" in doc and "LockedError" in doc
     for name in enforcelog.__all__:
         assert getattr(enforcelog, name).__doc__, name
+
+
+def test_rust_log_records_go_to_python_logging(store):
+    """The store's own log records (here: a dropped fire-and-forget event on a
+    closed store) reach the `enforcelog` logger, not stderr."""
+    got = threading.Event()
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+            if "enforcelog::" in record.getMessage() and "rule_456" in record.getMessage():
+                got.set()
+
+    handler = Collect(level=logging.DEBUG)
+    log = logging.getLogger("enforcelog")
+    log.addHandler(handler)
+    old_level = log.level
+    log.setLevel(logging.DEBUG)
+    try:
+        store.close()
+        store.record_detached("tenant_123", "rule_456", "BLOCKED")
+        assert got.wait(timeout=30), [r.getMessage() for r in records]
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+    rust = [r for r in records if "enforcelog::" in r.getMessage()]
+    assert any(r.levelno >= logging.WARNING and "rule_456" in r.getMessage() for r in rust), \
+        [r.getMessage() for r in rust]
