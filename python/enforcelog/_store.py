@@ -17,7 +17,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import _enforcelog
 from ._errors import InvalidEventError
@@ -73,6 +73,12 @@ def _id(field_name: str, value: Any, optional: bool = False) -> Optional[str]:
     return value
 
 
+def _required_id(field_name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _invalid(field_name, f"expected a str, got {type(value).__name__}")
+    return value
+
+
 def _details_json(details: Optional[Mapping[str, Any]]) -> Optional[str]:
     if details is None:
         return None
@@ -91,11 +97,11 @@ def _event_args(
     run_id: Any = None,
     details: Optional[Mapping[str, Any]] = None,
     enforced_at: Optional[datetime] = None,
-) -> tuple:
+) -> Tuple[str, str, str, Optional[str], Optional[str], Optional[int]]:
     """The native call's positional arguments for one event."""
     return (
-        _id("tenant_id", tenant_id),
-        _id("rule_id", rule_id),
+        _required_id("tenant_id", tenant_id),
+        _required_id("rule_id", rule_id),
         _action_str(action),
         _id("run_id", run_id, optional=True),
         _details_json(details),
@@ -292,7 +298,8 @@ class Store:
         """``record()`` as an awaitable that never blocks the event loop.
         Cancelling the await does not un-record the event."""
         args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
-        return await _awaitable(lambda cb: self._native.record_then(*args, cb))
+        offset = await _awaitable(lambda cb: self._native.record_then(*args, cb))
+        return int(offset)
 
     def record_detached(
         self,
