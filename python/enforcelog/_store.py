@@ -109,27 +109,45 @@ def _event_args(
     )
 
 
-def _awaitable(start: Callable[[Callable[[Any, Any], None]], None]) -> "asyncio.Future[Any]":
+class _LoopCompletions:
+    """One event loop's pending awaitables. The native side queues each finished
+    call on ``completer`` and wakes the loop through its file descriptor; the
+    loop settles every finished future in one go, on its own thread (no pool
+    thread ever waits for the GIL to do it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.completer = _enforcelog.Completer()
+        self.pending: Dict[int, "asyncio.Future[Any]"] = {}
+        self.next_token = 0
+        loop.add_reader(self.completer.fileno(), self.drain)
+
+    def drain(self) -> None:
+        for token, value, error in self.completer.take():
+            future = self.pending.pop(token, None)
+            if future is None or future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+
+_completions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopCompletions]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _awaitable(start: Callable[[Any, int], None]) -> "asyncio.Future[Any]":
     """A future of the running loop, completed when the native call that
-    ``start`` begins calls back (from its own thread)."""
+    ``start(completer, token)`` begins has finished (on a pool thread)."""
     loop = asyncio.get_running_loop()
+    completions = _completions.get(loop)
+    if completions is None:
+        completions = _completions[loop] = _LoopCompletions(loop)
+    token = completions.next_token
+    completions.next_token += 1
     future = loop.create_future()
-
-    def settle(value: Any, error: Optional[BaseException]) -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(value)
-
-    def callback(value: Any, error: Optional[BaseException]) -> None:
-        try:
-            loop.call_soon_threadsafe(settle, value, error)
-        except RuntimeError:
-            pass  # the loop is closed: no one is waiting any more
-
-    start(callback)
+    start(completions.completer, token)
+    completions.pending[token] = future
     return future
 
 
@@ -298,7 +316,7 @@ class Store:
         """``record()`` as an awaitable that never blocks the event loop.
         Cancelling the await does not un-record the event."""
         args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
-        offset = await _awaitable(lambda cb: self._native.record_then(*args, cb))
+        offset = await _awaitable(lambda c, t: self._native.record_then(*args, c, t))
         return int(offset)
 
     def record_detached(

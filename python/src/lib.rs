@@ -10,21 +10,22 @@
 //!   projections) while holding the GIL: every store call that can wait runs
 //!   inside `py.allow_threads`.
 //! - The `*_then` calls never block the caller: the wait runs on a thread of
-//!   its own, which then calls the Python callback `(result, error)` with the
-//!   GIL. The Python side completes an asyncio future from it through
-//!   `loop.call_soon_threadsafe`, so awaiting never blocks an event loop.
+//!   the await pool (`pool`), and the outcome goes back to the event loop
+//!   through its `Completer` (`completion`), without the GIL.
 
+mod completion;
 mod logging;
+mod pool;
+
+use completion::{Completer, Outcome};
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use enforcelog::{Action, Durability, Error, Event, EventBatch, Query, Store, StoreOptions};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use pyo3::IntoPyObjectExt;
 
 /// The `enforcelog._errors` class for an error, and the invalid field.
 fn error_class(error: &Error) -> (&'static str, Option<String>) {
@@ -50,7 +51,7 @@ fn error_class(error: &Error) -> (&'static str, Option<String>) {
 }
 
 /// Builds the Python exception for a Rust error.
-fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
+pub(crate) fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
     let (class, field) = error_class(error);
     let mut message = error.to_string();
     if let Error::Locked { .. } = error {
@@ -96,36 +97,6 @@ fn make_event(
         event = event.at_us(at_us);
     }
     Ok(event)
-}
-
-/// Calls `callback(value, None)` or `callback(None, exception)` with the GIL.
-fn complete<T: for<'py> IntoPyObject<'py>>(callback: Py<PyAny>, r: enforcelog::Result<T>) {
-    Python::with_gil(|py| {
-        let outcome = match r {
-            Ok(v) => v
-                .into_py_any(py)
-                .and_then(|v| callback.call1(py, (v, py.None()))),
-            Err(e) => callback.call1(py, (py.None(), to_py_err(py, &e).into_value(py))),
-        };
-        // The callback only schedules work on a loop; if even that fails
-        // (the loop is closed) there is no one left to tell.
-        if let Err(e) = outcome {
-            e.write_unraisable(py, None);
-        }
-    });
-}
-
-/// Runs `work` on a thread of its own and hands its result to `callback`.
-fn spawn_then<T, F>(callback: Py<PyAny>, work: F) -> PyResult<()>
-where
-    T: for<'py> IntoPyObject<'py> + Send + 'static,
-    F: FnOnce() -> enforcelog::Result<T> + Send + 'static,
-{
-    std::thread::Builder::new()
-        .name("enforcelog-await".into())
-        .spawn(move || complete(callback, work()))
-        .map(drop)
-        .map_err(|e| PyValueError::new_err(format!("cannot start a thread: {e}")))
 }
 
 /// The native store handle. Use `enforcelog.Store`.
@@ -208,7 +179,7 @@ impl NativeStore {
         result(py, r)
     }
 
-    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us, callback))]
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us, completer, token))]
     #[allow(clippy::too_many_arguments)]
     fn record_then(
         &self,
@@ -219,14 +190,17 @@ impl NativeStore {
         run_id: Option<String>,
         details_json: Option<&str>,
         at_us: Option<i64>,
-        callback: Py<PyAny>,
+        completer: PyRef<'_, Completer>,
+        token: u64,
     ) -> PyResult<()> {
         let event = result(
             py,
             make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
         )?;
         let store = self.store.clone();
-        spawn_then(callback, move || store.record_blocking(event))
+        completer.submit(token, move || {
+            store.record_blocking(event).map(Outcome::Offset)
+        })
     }
 
     /// Fail-safe: never raises for anything the store does; returns within
@@ -259,9 +233,11 @@ impl NativeStore {
         result(py, r)
     }
 
-    fn flush_then(&self, callback: Py<PyAny>) -> PyResult<()> {
+    fn flush_then(&self, completer: PyRef<'_, Completer>, token: u64) -> PyResult<()> {
         let store = self.store.clone();
-        spawn_then(callback, move || store.flush_blocking())
+        completer.submit(token, move || {
+            store.flush_blocking().map(|()| Outcome::Done)
+        })
     }
 
     fn begin(&self) -> NativeBatch {
@@ -456,12 +432,17 @@ impl NativeBatch {
         result(py, r).map(|range| (range.start, range.end))
     }
 
-    fn commit_then(&self, py: Python<'_>, callback: Py<PyAny>) -> PyResult<()> {
+    fn commit_then(
+        &self,
+        py: Python<'_>,
+        completer: PyRef<'_, Completer>,
+        token: u64,
+    ) -> PyResult<()> {
         let batch = self.take(py)?;
-        spawn_then(callback, move || {
+        completer.submit(token, move || {
             batch
                 .commit_blocking()
-                .map(|range| (range.start, range.end))
+                .map(|range| Outcome::Range(range.start, range.end))
         })
     }
 }
@@ -471,5 +452,6 @@ fn _enforcelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
     m.add_class::<NativeStore>()?;
     m.add_class::<NativeBatch>()?;
+    m.add_class::<Completer>()?;
     Ok(())
 }
