@@ -108,3 +108,22 @@ def test_sync_record_releases_the_gil_while_it_waits(store_dir):
         stop.set()
         t.join()
         assert advanced > 25, advanced
+
+
+def test_cancelled_awaits_leave_the_loop_working(store):
+    """A cancelled await is dropped when its outcome arrives; later awaits on
+    the same loop, and on a new loop, complete normally."""
+    async def main():
+        tasks = [asyncio.ensure_future(store.record_async("t", "r", "BLOCKED"))
+                 for _ in range(32)]
+        await asyncio.sleep(0)
+        for t in tasks[::2]:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return await store.record_async("t", "r", "STOPPED")
+    last = asyncio.run(main())
+    again = asyncio.run(store.record_async("t", "r", "KILLED"))
+    assert again == last + 1
+    store.flush()
+    # Cancelling the await does not un-record: every event is there.
+    assert store.stats("t", "r").total_count == again + 1
