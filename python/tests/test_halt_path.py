@@ -182,3 +182,39 @@ def test_the_example_runs_as_a_script(tmp_path):
                          text=True, check=True, stdin=subprocess.DEVNULL)
     assert "halted: step 'pay-invoice'" in out.stdout
     assert "trigger count: 1" in out.stdout
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A store directory on a read-only bind mount (needs root and mount; the
+    skip says so when the machine does not allow it)."""
+    src, dst = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    dst.mkdir()
+    enforcelog.Store(src / "store").close()
+    mounted = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True,
+                             stdin=subprocess.DEVNULL)
+    if mounted.returncode != 0:
+        pytest.skip(f"read-only bind mount not permitted here: {mounted.stderr!r}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(dst)], check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL)
+        yield dst / "store"
+    finally:
+        # Lazy: a closed store may keep its memory maps until it is collected.
+        subprocess.run(["umount", "-l", str(dst)], check=True, stdin=subprocess.DEVNULL)
+
+
+def test_runs_halt_when_the_store_directory_is_read_only(read_only_mount, monkeypatch):
+    with pytest.raises(enforcelog.Error):
+        enforcelog.Store(read_only_mount)
+    monkeypatch.setenv("ENFORCELOG_DIR", str(read_only_mount))
+    enforcelog.set_default_store(None)
+    try:
+        assert run_all_sync(None, N) == halting_runs(N)
+        assert asyncio.run(run_all_async(None, N)) == halting_runs(N)
+    finally:
+        enforcelog.set_default_store(None)
+    with enforcelog.Store(read_only_mount, read_only=True) as ro:
+        assert run_all_sync(ro, N) == halting_runs(N)
+        assert ro.query("tenant_123").events == []
