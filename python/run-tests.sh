@@ -14,7 +14,13 @@ venv="$target/pyvenv"
 python="${PYTHON:-python3}"
 
 if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv "$venv"
+    # Debian's python3 lacks `venv` without the python3-venv package;
+    # virtualenv (from pip) does the same job.
+    if ! "$python" -m venv "$venv"; then
+        rm -rf "$venv"
+        "$python" -m pip install --quiet --disable-pip-version-check virtualenv
+        "$python" -m virtualenv --quiet "$venv"
+    fi
 fi
 if ! "$venv/bin/python" -c 'import maturin, pytest' >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
