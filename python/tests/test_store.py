@@ -196,7 +196,7 @@ def test_detached_never_raises_counts_and_logs_what_it_drops(store, caplog):
     assert store.metrics()["dropped"] == len(bad_inputs) + 1
 
 
-def test_detached_is_flushed_at_interpreter_exit(store_dir):
+def test_detached_events_queued_at_a_normal_exit_are_recorded(store_dir):
     code = (
         "import sys, enforcelog\n"
         "s = enforcelog.Store(sys.argv[1], durability='none')\n"
