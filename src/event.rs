@@ -338,7 +338,11 @@ fn depth_exceeds(value: &Value, max: usize) -> bool {
 /// Drops `details` one value at a time, children first moved out to a heap
 /// stack, so any depth is safe to drop.
 fn drop_without_recursion(details: Map<String, Value>) {
-    let mut stack: Vec<Value> = details.into_iter().map(|(_, v)| v).collect();
+    drop_values_without_recursion(details.into_iter().map(|(_, v)| v).collect());
+}
+
+/// Drops `stack` and everything inside it one value at a time.
+fn drop_values_without_recursion(mut stack: Vec<Value>) {
     while let Some(value) = stack.pop() {
         match value {
             Value::Array(items) => stack.extend(items),
@@ -476,7 +480,11 @@ impl Event {
     /// ));
     /// ```
     pub fn try_with_details(mut self, details: Value) -> Result<Self, EventError> {
-        check_details(&details)?;
+        if let Err(e) = check_details(&details) {
+            // Refused values may be nested to any depth: see `discard`.
+            drop_values_without_recursion(vec![details]);
+            return Err(e);
+        }
         match details {
             Value::Object(map) => self.details = Some(map),
             _ => unreachable!("check_details accepts only objects"),
@@ -510,15 +518,22 @@ impl Event {
     /// taken apart without recursion (serde_json drops a value by
     /// recursion, one stack frame per level: a host's 10,000-deep value
     /// would overflow the stack of the thread that drops it).
-    pub(crate) fn validate_owned(mut self) -> Result<Self, EventError> {
+    pub(crate) fn validate_owned(self) -> Result<Self, EventError> {
         match self.validate() {
             Ok(()) => Ok(self),
             Err(e) => {
-                if let Some(details) = self.details.take() {
-                    drop_without_recursion(details);
-                }
+                self.discard();
                 Err(e)
             }
+        }
+    }
+
+    /// Drops an event the store will not record, taking its details apart
+    /// without recursion (see [`Event::validate_owned`]): every path that
+    /// refuses a caller's event before validating it ends here.
+    pub(crate) fn discard(mut self) {
+        if let Some(details) = self.details.take() {
+            drop_without_recursion(details);
         }
     }
 

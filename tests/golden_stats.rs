@@ -3,13 +3,14 @@
 //! the JSON beside it — from the live projection, after a reopen from a
 //! checkpoint, and after a rebuild.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use enforcelog::event::details_from_json;
 use enforcelog::storage::sim::SimStorage;
 use enforcelog::timestamp::parse_us;
-use enforcelog::{stats_report, Durability, Event, LogOptions, Store, StoreOptions};
+use enforcelog::{stats_report, Action, Durability, Event, LogOptions, Store, StoreOptions};
 use serde_json::Value;
 
 /// The golden files, as committed in this repository.
@@ -73,10 +74,62 @@ fn events() -> Vec<Event> {
         .collect()
 }
 
+/// The golden statistics, written in the window-named keys the fixture
+/// format uses (`trigger_count_30d`, `by_action_30d` with non-zero actions
+/// only), under the fixed names `stats_report` prints (see
+/// [`fixed_keys`]).
 fn expected() -> Value {
     let path = golden_dir().join("events-2000.stats-2026-11-01T00-00-00Z.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("golden stats")).expect("json")
+    let golden = serde_json::from_str(&std::fs::read_to_string(path).expect("golden stats"));
+    fixed_keys(&golden.expect("json"))
 }
+
+/// The fixture's report under the names the library and the CLI print: the
+/// window is a field, `by_action` holds every action, and a rule without a
+/// gap says so.
+fn fixed_keys(golden: &Value) -> Value {
+    let window = golden["window"].as_str().expect("window").to_string();
+    let in_window = |name: &str| format!("{name}_{window}");
+    let rules: Vec<Value> = golden["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            let by_action: serde_json::Map<String, Value> = Action::ALL
+                .iter()
+                .map(|a| {
+                    let n = r[in_window("by_action")][a.as_str()].as_u64().unwrap_or(0);
+                    (a.as_str().to_string(), Value::from(n))
+                })
+                .collect();
+            serde_json::json!({
+                "tenant_id": r["tenant_id"],
+                "rule_id": r["rule_id"],
+                "window": window,
+                "trigger_count": r[in_window("trigger_count")],
+                "last_triggered_at": r["last_triggered_at"],
+                "total_count": r["total_count"],
+                "by_action": by_action,
+                "gap_in_window": r[in_window("gap_in_window")].as_bool().unwrap_or(false),
+                "missing_at_least": r[in_window("missing_at_least")].as_u64().unwrap_or(0),
+            })
+        })
+        .collect();
+    serde_json::json!({"as_of": golden["as_of"], "window": window, "rules": rules})
+}
+
+/// The CLI's copy of the golden statistics (cli/tests) is exactly the
+/// fixture under the fixed names: the two cannot drift apart.
+#[test]
+fn the_cli_golden_file_is_the_fixture_under_fixed_names() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/golden/events-2000.cli-stats-2026-11-01T00-00-00Z.json");
+    let cli: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("cli golden")).expect("json");
+    assert_eq!(cli, expected());
+}
+
+const THIRTY_DAYS: Duration = Duration::from_secs(30 * 86_400);
 
 fn options() -> StoreOptions {
     StoreOptions {
@@ -109,7 +162,7 @@ fn golden_stats_live_after_reopen_and_after_rebuild() {
         batch.commit_blocking().unwrap();
     }
     let want = expected();
-    let live = stats_report(as_of, &store.stats_all(Some(as_of)).unwrap());
+    let live = stats_report(as_of, THIRTY_DAYS, &store.stats_all(Some(as_of)).unwrap());
     assert_eq!(live, want, "live projection");
     store.close().unwrap();
     drop(store);
@@ -127,14 +180,22 @@ fn golden_stats_live_after_reopen_and_after_rebuild() {
         "{checks:?}"
     );
     assert_eq!(
-        stats_report(as_of, &reopened.stats_all(Some(as_of)).unwrap()),
+        stats_report(
+            as_of,
+            THIRTY_DAYS,
+            &reopened.stats_all(Some(as_of)).unwrap()
+        ),
         want,
         "from checkpoint"
     );
 
     reopened.rebuild_projections().unwrap();
     assert_eq!(
-        stats_report(as_of, &reopened.stats_all(Some(as_of)).unwrap()),
+        stats_report(
+            as_of,
+            THIRTY_DAYS,
+            &reopened.stats_all(Some(as_of)).unwrap()
+        ),
         want,
         "rebuilt"
     );

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use enforcelog::timestamp::format_us;
 use enforcelog::{now_us, Action, Durability, Event, RuleStats, Store, StoreMetrics};
 use indicatif::ProgressBar;
 
+use crate::clock::show_us;
 use crate::failure::Failure;
 use crate::output::{progress, Align, Out, Table};
 use crate::store_dir::open_writer;
@@ -23,7 +23,9 @@ pub const ABOUT: &str =
     "Record synthetic outcomes concurrently, then show throughput, replay and stats";
 pub const LONG_ABOUT: &str = "\
 The first command to run. P concurrent producers record N synthetic
-enforcement outcomes into DIR (created if missing, appended to otherwise):
+enforcement outcomes into the demo's own store, --dir (default
+./enforcelog-demo; created if missing, appended to otherwise), never the
+store of --data-dir or ENFORCELOG_DIR that the other commands use:
 half are tokio tasks using record().await and begin() + commit().await, half
 are OS threads using record_blocking() and commit_blocking(); about a quarter
 of their writes are atomic batches of 2 to 32 events. Events are spread over
@@ -34,11 +36,19 @@ With the default --durability fsync every event is acknowledged only once it
 is on disk; concurrent writers share each fdatasync (group commit). The demo
 then prints the durable throughput, the fsyncs issued and events per fsync,
 the append latency, the replay rate after reopening the store read-only (a
-full pass over every entry), and the top rules by trigger_count_30d with
-last_triggered_at. A progress bar shows on stderr when it is a terminal.";
+full pass over every entry), and the top rules by trigger count in the last 30 days with
+last_triggered_at. A progress bar shows on stderr when it is a terminal.
+The last line says where the demo store is and how to look at it.";
+
+/// Where the demo writes unless `--dir` says otherwise.
+pub const DEMO_DIR_DEFAULT: &str = "./enforcelog-demo";
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// The demo's own store directory (never --data-dir: the demo must not
+    /// add synthetic events to the store the other commands use).
+    #[arg(long, value_name = "DIR", default_value = DEMO_DIR_DEFAULT)]
+    dir: std::path::PathBuf,
     /// Events to record.
     #[arg(long, value_name = "N", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
@@ -66,6 +76,10 @@ pub struct DemoArgs {
 }
 
 pub fn run(global: &Global, args: &DemoArgs) -> Result<(), Failure> {
+    let global = &Global {
+        data_dir: args.dir.clone(),
+        ..global.clone()
+    };
     let mut out = Out::new();
     out.line(&intro(global, args))?;
     out.flush()?;
@@ -83,12 +97,32 @@ pub fn run(global: &Global, args: &DemoArgs) -> Result<(), Failure> {
     }
     out.line("")?;
     out.line(&format!(
-        "top {} rules by trigger_count_30d (as of {}):",
+        "top {} rules by trigger count in the last 30 days (as of {}):",
         top.len(),
-        format_us(replay.as_of_us)
+        show_us(replay.as_of_us)
     ))?;
     top_table(&top).print(&mut out)?;
+    out.line("")?;
+    out.line(&format!(
+        "the demo store is {}; look at it with: enforcelog --data-dir {} info (or stats, tail, \
+         query --tenant tenant-000)",
+        global.data_dir.display(),
+        shell_word(&global.data_dir.display().to_string())
+    ))?;
     out.flush()
+}
+
+/// `text` as one shell word: as is when it is plain, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c));
+    if plain {
+        text.to_string()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 fn intro(global: &Global, args: &DemoArgs) -> String {
@@ -377,7 +411,7 @@ fn top_table(rules: &[RuleStats]) -> Table {
             r.tenant_id.clone(),
             r.rule_id.clone(),
             thousands(r.trigger_count),
-            r.last_triggered_at_us.map_or_else(|| "-".into(), format_us),
+            r.last_triggered_at_us.map_or_else(|| "-".into(), show_us),
             thousands(r.total_count),
         ]);
     }

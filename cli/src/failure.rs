@@ -3,6 +3,7 @@
 
 use std::error::Error as _;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 use enforcelog::Error;
@@ -87,8 +88,33 @@ pub fn exit_code_of(error: &Error) -> u8 {
     }
 }
 
+/// The one line for a store another writer holds: who holds it, and what
+/// still works meanwhile.
+fn locked_message(dir: &Path) -> String {
+    let holder = lock_holder(dir).map_or_else(
+        || "a process that did not record its id".to_string(),
+        |pid| format!("process {pid}"),
+    );
+    format!(
+        "the store at {} is locked by another writer ({holder}); read-only commands work \
+         meanwhile: query, stats, dump, tail, info, verify",
+        dir.display()
+    )
+}
+
+/// The process id a writer recorded in `dir/LOCK`, if any. Only the lock
+/// says whether a writer holds the store; this only names it.
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("LOCK")).ok()?;
+    text.trim().parse().ok()
+}
+
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
+        let message = match &error {
+            Error::Locked { path } => locked_message(path),
+            _ => error.to_string(),
+        };
         let mut detail = format!("  detail: {error:?}");
         let mut source = error.source();
         while let Some(cause) = source {
@@ -97,7 +123,7 @@ impl From<Error> for Failure {
         }
         Self {
             code: exit_code_of(&error),
-            message: error.to_string(),
+            message,
             detail: Some(detail),
         }
     }

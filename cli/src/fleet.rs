@@ -11,11 +11,12 @@ use enforcelog::ship::{fold_fleet, FleetConsumer, ShipOptions, Shipper};
 use serde_json::Value;
 
 use crate::failure::Failure;
+use crate::output::Format;
 use crate::output::Out;
-use crate::read::{stats_table, StatsArgs, StatsFormat};
+use crate::read::{check_filter, stats_table, StatsArgs};
 use crate::store_dir::open_reader;
-use crate::units;
 use crate::Global;
+use enforcelog::stats_report;
 
 pub const SHIP_ABOUT: &str = "Ship committed events to NATS JetStream until stopped";
 pub const SHIP_LONG_ABOUT: &str = "\
@@ -166,14 +167,12 @@ pub fn ship(global: &Global, args: &ShipArgs) -> Result<(), Failure> {
 }
 
 pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failure> {
-    for (field, id) in [
-        (enforcelog::Field::TenantId, &args.stats.tenant),
-        (enforcelog::Field::RuleId, &args.stats.rule),
-    ] {
-        if let Some(id) = id {
-            enforcelog::event::check_id(field, id)?;
-        }
-    }
+    check_filter(
+        "tenant",
+        enforcelog::Field::TenantId,
+        args.stats.tenant.as_ref(),
+    )?;
+    check_filter("rule", enforcelog::Field::RuleId, args.stats.rule.as_ref())?;
     let options = args.nats.options();
     options.validate()?;
     let windows = vec![args.stats.window];
@@ -197,16 +196,20 @@ pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failur
         .collect();
     let mut out = Out::new();
     match args.stats.format {
-        StatsFormat::Json => {
-            let mut report = enforcelog::stats_report(as_of, &rules);
-            report["window"] = Value::String(units::window_label(args.stats.window));
+        Format::Json => {
+            let mut report = stats_report(as_of, args.stats.window, &rules);
             report["stores"] = Value::from(view.stores());
             report["duplicates_dropped"] = Value::from(view.duplicates);
             let text = serde_json::to_string_pretty(&report)
                 .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
             out.line(&text)?;
         }
-        StatsFormat::Table => stats_table(&rules, args.stats.window).print(&mut out)?,
+        Format::Jsonl => {
+            for rule in &rules {
+                out.line(&rule.to_json().to_string())?;
+            }
+        }
+        Format::Table => stats_table(&rules, args.stats.window).print(&mut out)?,
     }
     out.flush()
 }

@@ -55,7 +55,7 @@ const WHOLE_LINE: &str = "json";
 /// recolour a terminal, or forge a second report line.
 ///
 /// ```
-/// use enforcelog::import::{parse_line, Parsed};
+/// use enforcelog_cli::import::{parse_line, Parsed};
 ///
 /// let line = br#"{"tenant_id":"acme","rule_id":"r1","action_taken":"KILLED","enforced_at":"2026-01-02T03:04:05Z"}"#;
 /// let Ok(Parsed::Event(event)) = parse_line(1, line) else { panic!("a valid line") };
@@ -253,6 +253,11 @@ fn to_event(raw: RawLine) -> Result<Parsed, FieldError> {
         Some(b"gap") => return Ok(Parsed::Gap),
         Some(_) => return Err(("kind".into(), "must be \"enforcement\" or \"gap\"".into())),
     }
+    // First: a key the format does not know often explains a missing one
+    // (`tenant` for `tenant_id`).
+    if let Some(name) = raw.unknown.first() {
+        return Err((shown_key(name), unknown_fields_reason(&raw.unknown)));
+    }
     let tenant_id = required_id(Field::TenantId, raw.tenant_id)?;
     let rule_id = required_id(Field::RuleId, raw.rule_id)?;
     let action = action_of(raw.action_taken)?;
@@ -267,16 +272,51 @@ fn to_event(raw: RawLine) -> Result<Parsed, FieldError> {
         let at = utf8(Field::EnforcedAt, &at)?;
         event = event.at_us(parse_us(at).map_err(|e| field_error(EventError::from(e)))?);
     }
-    if let Some(name) = raw.unknown.into_iter().next() {
-        return Err((
-            shown_key(&name),
-            "unknown field (expected tenant_id, rule_id, action_taken, run_id, details, \
-             enforced_at)"
-                .into(),
-        ));
-    }
     event.validate().map_err(field_error)?;
     Ok(Parsed::Event(Box::new(event)))
+}
+
+/// Unknown keys shown in one error, at most.
+const UNKNOWN_SHOWN: usize = 8;
+
+/// Why a line with unknown keys is refused: every unknown key (up to
+/// [`UNKNOWN_SHOWN`]), the import name of a command-line flag's name used
+/// as a key (`tenant` is `tenant_id`), and the keys the format knows.
+fn unknown_fields_reason(unknown: &[String]) -> String {
+    let mut reason = if unknown.len() == 1 {
+        "unknown field".to_string()
+    } else {
+        let mut shown: Vec<String> = unknown
+            .iter()
+            .take(UNKNOWN_SHOWN)
+            .map(|k| shown_key(k))
+            .collect();
+        if unknown.len() > UNKNOWN_SHOWN {
+            shown.push(format!("and {} more", unknown.len() - UNKNOWN_SHOWN));
+        }
+        format!("unknown fields {}", shown.join(", "))
+    };
+    let hints: Vec<String> = unknown
+        .iter()
+        .filter_map(|k| flag_key(k).map(|known| format!("{k} is {known}")))
+        .collect();
+    if !hints.is_empty() {
+        reason.push_str(&format!(" ({})", hints.join(", ")));
+    }
+    reason.push_str("; expected tenant_id, rule_id, action_taken, run_id, details, enforced_at");
+    reason
+}
+
+/// The import key for a key named like a command-line flag.
+fn flag_key(key: &str) -> Option<&'static str> {
+    match key {
+        "tenant" => Some("tenant_id"),
+        "rule" => Some("rule_id"),
+        "action" => Some("action_taken"),
+        "run" => Some("run_id"),
+        "at" | "since" | "until" | "time" | "timestamp" => Some("enforced_at"),
+        _ => None,
+    }
 }
 
 fn required_id(field: Field, bytes: Option<Vec<u8>>) -> Result<String, FieldError> {
@@ -357,6 +397,22 @@ mod tests {
             }
             Ok(p) => panic!("accepted {:?}: {p:?}", String::from_utf8_lossy(line)),
         }
+    }
+
+    #[test]
+    fn unknown_keys_are_all_named_with_the_field_a_flag_name_means() {
+        let (field, reason) = error_of(br#"{"tenant":"a","rule_id":"r","action":"kill","x":1}"#);
+        assert_eq!(field, "\"tenant\"");
+        for needle in [
+            "unknown fields \"tenant\", \"action\", \"x\"",
+            "tenant is tenant_id",
+            "action is action_taken",
+            "expected tenant_id",
+        ] {
+            assert!(reason.contains(needle), "{needle:?} not in {reason:?}");
+        }
+        let (_, one) = error_of(br#"{"tenant_id":"a","rule_id":"r","action_taken":"kill","zz":1}"#);
+        assert!(one.starts_with("unknown field;"), "{one}");
     }
 
     #[test]

@@ -7,10 +7,12 @@
 //! input; a panic hook turns a bug into one line and exit code 4 as a last
 //! resort.
 
+mod clock;
 mod demo;
 mod failure;
 #[cfg(feature = "jetstream")]
 mod fleet;
+mod info;
 mod ops;
 mod output;
 mod read;
@@ -38,8 +40,15 @@ Exit codes:
   3  the store is locked by another writer
   4  any other failure (I/O, full disk, internal error)
 
-Times are RFC 3339 with a zone (2026-11-25T10:00:00Z or +01:00); a time
-without a zone is refused. Times printed are UTC with 6 fractional digits.
+Times in: RFC 3339 with a zone (2026-11-25T10:00:00Z or +01:00), a date
+alone (2026-11-01 = midnight UTC), now, or a duration before now (24h, 1w).
+A time with a clock but no zone is refused. Durations, everywhere: 1w, 1d12h,
+30d, 90s, 10ms, 500us (units w d h m s ms us, largest first).
+Times out: UTC with 6 fractional digits; tables show local time with --local
+or when TZ is set. JSON and JSON Lines are always UTC.
+Every command that prints data takes --format table, json or jsonl.
+Flags name the event fields: --tenant tenant_id, --rule rule_id, --action
+action_taken, --run run_id, --at/--since/--until enforced_at.
 Errors are one line on stderr; -v adds detail, -vv the store's own log.";
 
 /// An embeddable, append-only audit log of policy-enforcement outcomes.
@@ -84,6 +93,11 @@ struct Cli {
           help_heading = "Global options")]
     verbose: u8,
 
+    /// Print times in tables in the local time zone (also when TZ is set);
+    /// JSON output stays UTC.
+    #[arg(long, global = true, help_heading = "Global options")]
+    local: bool,
+
     /// Segment size in bytes for writers (hidden: for tests, so that a
     /// small store rolls segments; the library's bounds apply).
     #[arg(
@@ -115,6 +129,8 @@ enum Command {
     Dump(read::DumpArgs),
     #[command(about = read::TAIL_ABOUT, long_about = read::TAIL_LONG_ABOUT)]
     Tail(read::TailArgs),
+    #[command(about = info::INFO_ABOUT, long_about = info::INFO_LONG_ABOUT)]
+    Info(info::InfoArgs),
     #[command(about = ops::VERIFY_ABOUT, long_about = ops::VERIFY_LONG_ABOUT)]
     Verify(ops::VerifyArgs),
     #[command(about = ops::REPAIR_ABOUT, long_about = ops::REPAIR_LONG_ABOUT)]
@@ -148,6 +164,7 @@ fn main() -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     init_tracing(cli.verbose);
+    clock::init(cli.local);
     let global = Global {
         data_dir: cli.data_dir,
         durability: cli.durability,
@@ -169,6 +186,7 @@ fn dispatch(global: &Global, command: Command) -> Result<(), Failure> {
         Command::Stats(args) => read::stats(global, &args),
         Command::Dump(args) => read::dump(global, &args),
         Command::Tail(args) => read::tail(global, &args),
+        Command::Info(args) => info::info(global, &args),
         Command::Verify(args) => ops::verify(global, &args),
         Command::Repair(args) => ops::repair(global, &args),
         Command::Quarantine(args) => ops::quarantine(global, &args),
@@ -196,11 +214,26 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         _ => {
-            let line = first_paragraph(&e.render().to_string());
+            let line = printable(&first_paragraph(&e.render().to_string()));
             let _ = writeln!(std::io::stderr(), "{line} (see --help)");
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// `text` with control characters (and the separators and bidi controls
+/// an id may not hold) escaped: clap echoes the offending argument, and an
+/// argument must not move the cursor or forge a second line.
+fn printable(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || enforcelog::event::is_forbidden_in_id(c) {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    shown
 }
 
 /// The first paragraph of a clap message and its tips, on one line.

@@ -1,5 +1,6 @@
 //! Output: machine output on stdout (JSON with fields in a stable order,
 //! aligned tables), progress bars on stderr only when it is a terminal.
+//! Times in JSON are always UTC; tables print them with [`crate::clock`].
 
 use std::io::{BufWriter, IsTerminal, StdoutLock, Write};
 use std::time::Duration;
@@ -11,6 +12,19 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::failure::{from_stdout, Failure};
+
+/// The one `--format` vocabulary of every command that prints data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned columns (or one line per entry) for people; times follow
+    /// `--local`/`TZ`.
+    #[value(alias = "text")]
+    Table,
+    /// One JSON document (an array, or an object for a report); times UTC.
+    Json,
+    /// One JSON object per line; times UTC.
+    Jsonl,
+}
 
 /// Buffered stdout; a closed pipe ends the command quietly.
 pub struct Out {

@@ -1,42 +1,63 @@
 //! The read commands: `query`, `stats`, `dump` and `tail`. Each opens the
 //! store read-only (beside a writer, if one runs) and never creates it.
+//!
+//! Every filter flag names an event field (`--tenant` = `tenant_id`,
+//! `--rule` = `rule_id`, `--run` = `run_id`, `--action` = `action_taken`,
+//! `--since`/`--until` = `enforced_at`) and is checked before the store is
+//! opened: a bad one is refused as `bad filter --FLAG: reason` (exit 2).
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use enforcelog::event::check_id;
 use enforcelog::timestamp::format_us;
-use enforcelog::{now_us, Action, Delivery, Entry, Query, RuleStats, Store, StoreOptions};
-use serde_json::Value;
+use enforcelog::{
+    now_us, Action, Delivery, Entry, Field, Query, RuleStats, Store, StoreOptions, StoredEvent,
+};
+use serde_json::{json, Value};
 
+use crate::clock::show_us;
 use crate::failure::Failure;
-use crate::output::{details_cell, event_fields, gap_fields, note, Align, JsonObject, Out, Table};
+use crate::output::{
+    details_cell, event_fields, gap_fields, note, Align, Format, JsonObject, Out, Table,
+};
 use crate::store_dir::{open_reader, open_reader_with};
 use crate::{units, Global};
 
-pub const QUERY_ABOUT: &str = "List one tenant's events, filtered (table or JSON Lines)";
+pub const QUERY_ABOUT: &str = "List one tenant's events, filtered (table, json or jsonl)";
 pub const QUERY_LONG_ABOUT: &str = "\
 List one tenant's events in offset order, filtered by rule, action, run and
-time (--since inclusive, --until exclusive; RFC 3339 with a zone).
+time (--since inclusive, --until exclusive). A time is RFC 3339 with a zone,
+a date (2026-11-01: midnight UTC), now, or a duration before now (24h, 1w).
 
 At most --limit events are printed (1 to 100000, default 1000). To page,
 pass the last offset printed as --after-offset: only events with a greater
 offset are listed. When more events may follow, a note on stderr gives the
-next --after-offset. --format jsonl prints one object per event with
-\"offset\" and the import fields (tenant_id, rule_id, action_taken, run_id,
-details, enforced_at), so the output can be fed to `import`.";
+next --after-offset. --count prints only how many events match (every page).
+--format jsonl prints one object per event with \"offset\" and the import
+fields (tenant_id, rule_id, action_taken, run_id, details, enforced_at), so
+the output can be fed to `import`; --format json prints them as one array.";
 
 pub const STATS_ABOUT: &str = "Trigger statistics per rule: count in a window, last triggered";
 pub const STATS_LONG_ABOUT: &str = "\
 Trigger statistics per (tenant, rule) as of an instant T (--as-of, default
 now): the number of events in the window (T - window, T] (--window, default
-30d; units d, h, m, s), the greatest enforced_at at or before T, the number of
-events at or before T, and the window's count by action.
+30d), the greatest enforced_at at or before T, the number of events at or
+before T, and the window's count by action.
 
 Only rules with at least one event at or before T are listed, sorted by
 tenant then rule (UTF-8 bytes). --tenant and --rule narrow the list.
 --format json prints {\"as_of\", \"window\", \"rules\": [{\"tenant_id\",
-\"rule_id\", \"trigger_count_30d\", \"last_triggered_at\", \"total_count\",
-\"by_action_30d\": {\"BLOCKED\": n, ...}}]} (the keys name the window).";
+\"rule_id\", \"window\", \"trigger_count\", \"last_triggered_at\",
+\"total_count\", \"by_action\": {\"STOPPED\": n, \"KILLED\": n, \"ABORTED\": n,
+\"BLOCKED\": n}, \"gap_in_window\", \"missing_at_least\"}]}: the keys are the
+same whatever the window (the window is the \"window\" field) and are the
+names of the Rust RuleStats fields (a Rust field ending _us is printed as
+RFC 3339 text under the name without _us). --format jsonl prints one rule
+object per line. In the table, the window's columns carry its length
+(TRIGGER_COUNT_30D, BLOCKED_30D...).";
 
 pub const DUMP_ABOUT: &str = "Every entry as JSON Lines (import-compatible)";
 pub const DUMP_LONG_ABOUT: &str = "\
@@ -46,60 +67,66 @@ JSON object per line, with \"offset\" and \"kind\":
   enforcement: the import fields tenant_id, rule_id, action_taken, run_id and
                details (when present) and enforced_at;
   gap:         dropped, first_dropped_at, last_dropped_at (events the store
-               failed to record).
+               failed to record);
+  lost:        hole_first_offset, hole_len (destroyed by damage on disk).
 
+--tenant keeps only that tenant's events (gap and lost entries, which
+belong to no one tenant, are always printed); --limit stops after N lines.
 `enforcelog dump | enforcelog --data-dir NEW import -` reproduces the events
 in a fresh store (gap lines are skipped by import, and counted).";
 
-pub const TAIL_ABOUT: &str = "Print events as they commit (--follow to keep waiting)";
+pub const TAIL_ABOUT: &str = "The last entries of the log (-n, default 10); --follow keeps going";
 pub const TAIL_LONG_ABOUT: &str = "\
-Print the entries committed from --from (default 0) on, through the
-subscribe API, then exit; with --follow, keep printing new entries as they
-commit (also those of a writer in another process) until interrupted.
---tenant shows only that tenant's events; gap markers (events the store
-failed to record, of any tenant) are always shown. Text lines read
-`OFFSET ENFORCED_AT TENANT RULE ACTION run=ID DETAILS`; --format jsonl prints
-the objects `dump` prints.";
+Print the last -n entries of the log (default 10) and exit, like tail; with
+--follow (-f), keep printing new entries as they commit (also those of a
+writer in another process) until interrupted. --tenant shows only that
+tenant's events (the last -n of that tenant); gap markers (events the store
+failed to record, of any tenant) are always shown. --from starts the search
+for the last -n at an offset instead. Table lines read
+`OFFSET ENFORCED_AT TENANT RULE ACTION run=ID DETAILS`; --format jsonl
+prints the objects `dump` prints.";
 
-/// How `query` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ListFormat {
-    Table,
-    Jsonl,
+/// The actions, as `--action` offers them to shell completion (any case,
+/// and the short forms `stop`, `kill`, `abort`, `block`, are accepted).
+pub fn action_parser() -> impl TypedValueParser<Value = Action> {
+    let values = [
+        ("stopped", "stop"),
+        ("killed", "kill"),
+        ("aborted", "abort"),
+        ("blocked", "block"),
+    ]
+    .map(|(name, short)| PossibleValue::new(name).alias(short));
+    PossibleValuesParser::new(values).try_map(|text| text.parse::<Action>())
 }
 
-/// How `stats` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StatsFormat {
-    Table,
-    Json,
-}
-
-/// How `tail` prints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TailFormat {
-    Text,
-    Jsonl,
+/// Refuses a bad id filter before the store is opened, naming the flag.
+pub fn check_filter(flag: &str, field: Field, id: Option<&String>) -> Result<(), Failure> {
+    match id {
+        Some(id) => {
+            check_id(field, id).map_err(|e| Failure::usage(format!("bad filter --{flag}: {e}")))
+        }
+        None => Ok(()),
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// The tenant whose events to list.
+    /// The tenant whose events to list (tenant_id).
     #[arg(long, value_name = "T")]
     tenant: String,
-    /// Only this rule.
+    /// Only this rule (rule_id).
     #[arg(long, value_name = "R")]
     rule: Option<String>,
-    /// Only this action: stopped, killed, aborted or blocked.
-    #[arg(long, value_name = "A")]
-    action: Option<String>,
-    /// Only this run.
+    /// Only this action (action_taken).
+    #[arg(long, value_name = "A", ignore_case = true, value_parser = action_parser())]
+    action: Option<Action>,
+    /// Only this run (run_id).
     #[arg(long, value_name = "ID")]
     run: Option<String>,
-    /// Only events enforced at or after TIME.
+    /// Only events enforced (enforced_at) at or after TIME.
     #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     since: Option<i64>,
-    /// Only events enforced before TIME.
+    /// Only events enforced (enforced_at) before TIME.
     #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     until: Option<i64>,
     /// At most N events.
@@ -109,29 +136,32 @@ pub struct QueryArgs {
     /// Only events with an offset greater than O (the last one already seen).
     #[arg(long, value_name = "O")]
     after_offset: Option<u64>,
+    /// Print only the number of matching events (all of them, not --limit).
+    #[arg(long, conflicts_with = "limit")]
+    count: bool,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
-    format: ListFormat,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Only this tenant's rules.
+    /// Only this tenant's rules (tenant_id).
     #[arg(long, value_name = "T")]
     pub tenant: Option<String>,
-    /// Only this rule (of every tenant, or of --tenant).
+    /// Only this rule (rule_id), of every tenant or of --tenant.
     #[arg(long, value_name = "R")]
     pub rule: Option<String>,
     /// The instant the statistics are computed at (default: now).
     #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     pub as_of: Option<i64>,
-    /// The window counted: 30d, 24h, 15m, 90s...
-    #[arg(long, value_name = "WINDOW", default_value = "30d",
+    /// The window counted: 30d, 1w, 1d12h, 90s...
+    #[arg(long, value_name = "DURATION", default_value = "30d",
           value_parser = units::parse_window)]
     pub window: Duration,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
-    pub format: StatsFormat,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
 }
 
 #[derive(Debug, Args)]
@@ -139,37 +169,57 @@ pub struct DumpArgs {
     /// The first offset to print.
     #[arg(long, value_name = "OFFSET", default_value_t = 0)]
     from: u64,
+    /// Only this tenant's events (tenant_id); gap and lost entries are kept.
+    #[arg(long, value_name = "T")]
+    tenant: Option<String>,
+    /// At most N lines.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    limit: Option<u64>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
 }
 
 #[derive(Debug, Args)]
 pub struct TailArgs {
+    /// How many of the last entries to print (0: none, then --follow).
+    #[arg(short = 'n', long = "lines", value_name = "N", default_value_t = 10)]
+    lines: u64,
     /// Keep waiting for new entries (until interrupted).
     #[arg(long, short)]
     follow: bool,
-    /// Only this tenant's events (gap markers are always shown).
+    /// Only this tenant's events (tenant_id); gap markers are always shown.
     #[arg(long, value_name = "T")]
     tenant: Option<String>,
-    /// The first offset to print.
-    #[arg(long, value_name = "OFFSET", default_value_t = 0)]
-    from: u64,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = TailFormat::Text)]
-    format: TailFormat,
+    /// Look for the last -n entries from this offset on.
+    #[arg(long, value_name = "OFFSET")]
+    from: Option<u64>,
+    /// Output format (json is refused with --follow: it never ends).
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 pub fn query(global: &Global, args: &QueryArgs) -> Result<(), Failure> {
     let query = query_of(args)?;
     let store = open_reader(global)?;
+    if args.count {
+        return print_count(&store, query, args.format);
+    }
     let page = store.query(&query)?;
     let mut out = Out::new();
+    let objects = || {
+        page.events
+            .iter()
+            .map(|e| event_fields(JsonObject::new().field("offset", e.offset), e).finish())
+    };
     match args.format {
-        ListFormat::Jsonl => {
-            for event in &page.events {
-                let object = JsonObject::new().field("offset", event.offset);
-                out.line(&event_fields(object, event).finish())?;
+        Format::Jsonl => {
+            for object in objects() {
+                out.line(&object)?;
             }
         }
-        ListFormat::Table => events_table(&page.events).print(&mut out)?,
+        Format::Json => out.line(&json_array(objects()))?,
+        Format::Table => events_table(&page.events).print(&mut out)?,
     }
     out.flush()?;
     if let (Some(_), Some(last)) = (page.next_offset, page.events.last()) {
@@ -181,13 +231,55 @@ pub fn query(global: &Global, args: &QueryArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Counts every event `query` matches, page after page.
+fn print_count(store: &Store, query: Query, format: Format) -> Result<(), Failure> {
+    let mut query = query.limit(100_000);
+    let mut count = 0u64;
+    loop {
+        let page = store.query(&query)?;
+        count += page.events.len() as u64;
+        match page.next_offset {
+            Some(next) => query = query.from_offset(next),
+            None => break,
+        }
+    }
+    let mut out = Out::new();
+    match format {
+        Format::Table => out.line(&count.to_string())?,
+        Format::Json | Format::Jsonl => out.line(&json!({ "count": count }).to_string())?,
+    }
+    out.flush()
+}
+
+/// Lines already JSON, as one JSON array (one element per line).
+fn json_array(objects: impl Iterator<Item = String>) -> String {
+    let items: Vec<String> = objects.collect();
+    if items.is_empty() {
+        return "[]".into();
+    }
+    format!("[\n{}\n]", items.join(",\n"))
+}
+
 fn query_of(args: &QueryArgs) -> Result<Query, Failure> {
+    check_filter("tenant", Field::TenantId, Some(&args.tenant))?;
+    check_filter("rule", Field::RuleId, args.rule.as_ref())?;
+    check_filter("run", Field::RunId, args.run.as_ref())?;
+    if let (Some(since), Some(until)) = (args.since, args.until) {
+        if since >= until {
+            return Err(Failure::usage(format!(
+                "bad filter --since/--until: --since {} is not before --until {} (the range is \
+                 since inclusive, until exclusive)",
+                format_us(since),
+                format_us(until)
+            )));
+        }
+    }
     let mut query = Query::tenant(args.tenant.clone()).limit(args.limit as usize);
     if let Some(rule) = &args.rule {
         query = query.rule(rule.clone());
     }
-    if let Some(action) = &args.action {
-        query = query.action(action.parse::<Action>()?);
+    if let Some(action) = args.action {
+        query = query.action(action);
     }
     if let Some(run) = &args.run {
         query = query.run_id(run.clone());
@@ -204,7 +296,7 @@ fn query_of(args: &QueryArgs) -> Result<Query, Failure> {
     Ok(query)
 }
 
-fn events_table(events: &[enforcelog::StoredEvent]) -> Table {
+fn events_table(events: &[StoredEvent]) -> Table {
     let mut table = Table::new(&[
         ("OFFSET", Align::Right),
         ("ENFORCED_AT", Align::Left),
@@ -217,7 +309,7 @@ fn events_table(events: &[enforcelog::StoredEvent]) -> Table {
     for e in events {
         table.push(vec![
             e.offset.to_string(),
-            format_us(e.enforced_at_us),
+            show_us(e.enforced_at_us),
             e.tenant_id.clone(),
             e.rule_id.clone(),
             e.action.as_str().to_string(),
@@ -229,6 +321,8 @@ fn events_table(events: &[enforcelog::StoredEvent]) -> Table {
 }
 
 pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
+    check_filter("tenant", Field::TenantId, args.tenant.as_ref())?;
+    check_filter("rule", Field::RuleId, args.rule.as_ref())?;
     let options = StoreOptions {
         trigger_windows: vec![args.window],
         ..StoreOptions::default()
@@ -243,14 +337,11 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
         .unwrap_or(0);
     let mut out = Out::new();
     match args.format {
-        StatsFormat::Json => {
-            let mut report = enforcelog::stats_report(as_of, &rules);
+        Format::Json => {
+            let mut report = enforcelog::stats_report(as_of, args.window, &rules);
             if lost > 0 {
                 report["lost"] = Value::from(lost);
             }
-            // The library labels the window from the first rule; say it
-            // even when no rule is listed.
-            report["window"] = Value::String(units::window_label(args.window));
             // Entries that are not store payloads were skipped: say so
             // (absent when there are none, so the usual report keeps its
             // shape).
@@ -262,7 +353,12 @@ pub fn stats(global: &Global, args: &StatsArgs) -> Result<(), Failure> {
                 .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
             out.line(&text)?;
         }
-        StatsFormat::Table => {
+        Format::Jsonl => {
+            for rule in &rules {
+                out.line(&rule.to_json().to_string())?;
+            }
+        }
+        Format::Table => {
             if lost > 0 {
                 note(&format!(
                     "warning: {lost} event(s) were lost to damage on disk (holes left by a \
@@ -279,12 +375,7 @@ fn rules_of(store: &Store, args: &StatsArgs, as_of: i64) -> Result<Vec<RuleStats
     let rules = match (&args.tenant, &args.rule) {
         (Some(tenant), Some(rule)) => vec![store.stats(tenant, rule, Some(as_of))?],
         (Some(tenant), None) => store.stats_for_tenant(tenant, Some(as_of))?,
-        (None, rule) => {
-            if let Some(rule) = rule {
-                enforcelog::event::check_id(enforcelog::Field::RuleId, rule)?;
-            }
-            store.stats_all(Some(as_of))?
-        }
+        (None, _) => store.stats_all(Some(as_of))?,
     };
     Ok(rules
         .into_iter()
@@ -293,26 +384,30 @@ fn rules_of(store: &Store, args: &StatsArgs, as_of: i64) -> Result<Vec<RuleStats
         .collect())
 }
 
-/// The statistics as a table, one row per rule.
+/// The statistics as a table, one row per rule; the window's columns carry
+/// its length (`TRIGGER_COUNT_30D`, `BLOCKED_30D`, `MISSING_30D`).
 pub fn stats_table(rules: &[RuleStats], window: Duration) -> Table {
     let label = units::window_label(window).to_uppercase();
-    let count_header = format!("TRIGGER_COUNT_{label}");
+    let in_window = |name: &str| format!("{name}_{label}");
+    let count_header = in_window("TRIGGER_COUNT");
+    let action_headers = Action::ALL.map(|a| in_window(a.as_str()));
+    let missing_header = in_window("MISSING");
     let mut headers = vec![
         ("TENANT", Align::Left),
         ("RULE", Align::Left),
         (count_header.as_str(), Align::Right),
         ("LAST_TRIGGERED_AT", Align::Left),
-        ("TOTAL", Align::Right),
+        ("TOTAL_COUNT", Align::Right),
     ];
-    headers.extend(Action::ALL.map(|a| (a.as_str(), Align::Right)));
-    headers.push(("MISSING", Align::Right));
+    headers.extend(action_headers.iter().map(|h| (h.as_str(), Align::Right)));
+    headers.push((missing_header.as_str(), Align::Right));
     let mut table = Table::new(&headers);
     for r in rules {
         let mut row = vec![
             r.tenant_id.clone(),
             r.rule_id.clone(),
             r.trigger_count.to_string(),
-            r.last_triggered_at_us.map_or_else(|| "-".into(), format_us),
+            r.last_triggered_at_us.map_or_else(|| "-".into(), show_us),
             r.total_count.to_string(),
         ];
         row.extend(Action::ALL.map(|a| r.count_for(a).to_string()));
@@ -329,12 +424,47 @@ pub fn stats_table(rules: &[RuleStats], window: Duration) -> Table {
 }
 
 pub fn dump(global: &Global, args: &DumpArgs) -> Result<(), Failure> {
+    check_filter("tenant", Field::TenantId, args.tenant.as_ref())?;
     let store = open_reader(global)?;
     let mut out = Out::new();
+    let limit = args.limit.unwrap_or(u64::MAX);
+    let mut printed = 0u64;
+    let mut table_rows = Vec::new();
+    let mut json_items = Vec::new();
     for entry in store.entries(args.from)? {
-        out.line(&entry_json(&entry?))?;
+        if printed >= limit {
+            break;
+        }
+        let entry = entry?;
+        if !is_shown(&entry, args.tenant.as_ref()) {
+            continue;
+        }
+        printed += 1;
+        match args.format {
+            Format::Jsonl => out.line(&entry_json(&entry))?,
+            Format::Json => json_items.push(entry_json(&entry)),
+            Format::Table => table_rows.push(entry_text(&entry)),
+        }
+    }
+    match args.format {
+        Format::Jsonl => {}
+        Format::Json => out.line(&json_array(json_items.into_iter()))?,
+        Format::Table => {
+            for line in table_rows {
+                out.line(&line)?;
+            }
+        }
     }
     out.flush()
+}
+
+/// Whether an entry passes a `--tenant` filter: events of that tenant, and
+/// every gap and lost entry (they belong to no one tenant).
+fn is_shown(entry: &Entry, tenant: Option<&String>) -> bool {
+    match (entry, tenant) {
+        (Entry::Event(e), Some(tenant)) => e.tenant_id == *tenant,
+        _ => true,
+    }
 }
 
 /// An entry as `dump` prints it.
@@ -356,41 +486,82 @@ fn entry_json(entry: &Entry) -> String {
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 pub fn tail(global: &Global, args: &TailArgs) -> Result<(), Failure> {
-    if let Some(tenant) = &args.tenant {
-        enforcelog::event::check_id(enforcelog::Field::TenantId, tenant)?;
+    check_filter("tenant", Field::TenantId, args.tenant.as_ref())?;
+    if args.follow && args.format == Format::Json {
+        return Err(Failure::usage(
+            "--format json prints one document and --follow never ends it; use --format jsonl",
+        ));
     }
     let store = open_reader(global)?;
-    let mut subscription = store.subscribe(args.from)?;
+    let (last, resume) = last_entries(&store, args)?;
     let mut out = Out::new();
+    if args.format == Format::Json {
+        out.line(&json_array(last.iter().map(entry_json)))?;
+        return out.flush();
+    }
+    for entry in &last {
+        print_entry(&mut out, args, entry)?;
+    }
+    out.flush()?;
+    if !args.follow {
+        return Ok(());
+    }
+    let mut subscription = store.subscribe(resume)?;
     loop {
         while let Some(delivery) = subscription.try_next()? {
-            print_delivery(&mut out, args, &delivery)?;
+            match delivery {
+                Delivery::Entry(entry) if is_shown(&entry, args.tenant.as_ref()) => {
+                    print_entry(&mut out, args, &entry)?
+                }
+                Delivery::Entry(_) => {}
+                Delivery::Lagging { behind } => {
+                    note(&format!("warning: tail is {behind} entries behind the log"));
+                }
+            }
         }
         out.flush()?;
-        if !args.follow {
-            return Ok(());
-        }
         std::thread::sleep(FOLLOW_POLL);
         store.refresh()?;
     }
 }
 
-fn print_delivery(out: &mut Out, args: &TailArgs, delivery: &Delivery) -> Result<(), Failure> {
-    let entry = match delivery {
-        Delivery::Entry(entry) => entry,
-        Delivery::Lagging { behind } => {
-            note(&format!("warning: tail is {behind} entries behind the log"));
-            return Ok(());
-        }
+/// The last `-n` entries shown (from `--from`, or where they can start),
+/// and the offset after the last entry read: where `--follow` goes on.
+fn last_entries(store: &Store, args: &TailArgs) -> Result<(Vec<Entry>, u64), Failure> {
+    let next = store.next_offset();
+    let want = usize::try_from(args.lines).unwrap_or(usize::MAX);
+    // Offsets are dense, so without a tenant filter the last N entries
+    // start N offsets before the end; with one, they may be anywhere.
+    let start = match (args.from, &args.tenant) {
+        (Some(from), _) => from,
+        (None, None) => next.saturating_sub(args.lines),
+        (None, Some(_)) => 0,
     };
-    if let (Entry::Event(e), Some(tenant)) = (entry, &args.tenant) {
-        if e.tenant_id != *tenant {
-            return Ok(());
-        }
+    let mut last: VecDeque<Entry> = VecDeque::new();
+    let mut resume = next;
+    // Opened first: an offset beyond the end is refused (exit 2), as ever.
+    let entries = store.entries(start)?;
+    if want == 0 || start >= next {
+        return Ok((Vec::new(), resume));
     }
+    for entry in entries {
+        let entry = entry?;
+        resume = resume.max(entry.offset() + 1);
+        if !is_shown(&entry, args.tenant.as_ref()) {
+            continue;
+        }
+        if last.len() == want {
+            last.pop_front();
+        }
+        last.push_back(entry);
+    }
+    Ok((last.into(), resume))
+}
+
+fn print_entry(out: &mut Out, args: &TailArgs, entry: &Entry) -> Result<(), Failure> {
     match args.format {
-        TailFormat::Jsonl => out.line(&entry_json(entry)),
-        TailFormat::Text => out.line(&entry_text(entry)),
+        Format::Jsonl | Format::Json => out.line(&entry_json(entry)),
+        Format::Table => out.line(&entry_text(entry)),
     }
 }
 
@@ -399,7 +570,7 @@ fn entry_text(entry: &Entry) -> String {
         Entry::Event(e) => format!(
             "{} {} {} {} {} run={} {}",
             e.offset,
-            format_us(e.enforced_at_us),
+            show_us(e.enforced_at_us),
             e.tenant_id,
             e.rule_id,
             e.action,
@@ -410,8 +581,8 @@ fn entry_text(entry: &Entry) -> String {
             "{} GAP: {} event(s) dropped between {} and {}",
             g.offset,
             g.dropped,
-            format_us(g.first_dropped_at_us),
-            format_us(g.last_dropped_at_us),
+            show_us(g.first_dropped_at_us),
+            show_us(g.last_dropped_at_us),
         ),
         Entry::Lost(l) => format!(
             "{} LOST: recorded, then destroyed by damage on disk (hole of {} offset(s) from {})",

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use clap::Args;
 use enforcelog::event::details_from_json;
-use enforcelog::{Action, Event, Store, StoreOptions};
+use enforcelog::timestamp::format_us;
+use enforcelog::{Action, Event, Store};
 
 use crate::failure::Failure;
 use crate::output::{note, progress, JsonObject, Out};
-use crate::store_dir::{open_writer, open_writer_with};
+use crate::read::action_parser;
+use crate::store_dir::open_writer_with;
 use crate::{units, Global};
 use enforcelog_cli::import::{parse_line, LineError, Parsed};
 
@@ -61,18 +63,57 @@ pub struct RecordArgs {
     /// The rule that fired.
     #[arg(long, value_name = "R")]
     rule: String,
-    /// What the rule did: stopped, killed, aborted or blocked (any case).
-    #[arg(long, value_name = "A")]
-    action: String,
+    /// What the rule did (action_taken): stopped, killed, aborted or blocked.
+    #[arg(long, value_name = "A", ignore_case = true, value_parser = action_parser())]
+    action: Action,
     /// The run that was halted.
     #[arg(long, value_name = "ID")]
     run: Option<String>,
-    /// When it happened: RFC 3339 with a zone (default: now).
+    /// When it happened (enforced_at; default: now): RFC 3339, a date, or
+    /// a duration before now (90s).
     #[arg(long, value_name = "TIME", value_parser = units::parse_time)]
     at: Option<i64>,
     /// Context: a JSON object of at most 64 KiB.
     #[arg(long, value_name = "JSON")]
     details: Option<String>,
+    #[command(flatten)]
+    bounds: TimeBounds,
+}
+
+/// The times `record` and `import` accept: not further in the future than
+/// `--max-future-skew`, not before `--not-before`.
+#[derive(Debug, Args)]
+pub struct TimeBounds {
+    /// Refuse events stamped further than this after now (1h, 1d12h...),
+    /// or `none` for no limit (an archive with far-future times).
+    #[arg(long, value_name = "DURATION|none", default_value = "1h",
+          value_parser = units::parse_skew)]
+    max_future_skew: Duration,
+    /// Refuse events stamped before this time (default 2000-01-01: an
+    /// earlier time is far more likely a typo or an unset clock), or
+    /// `none` for no limit.
+    #[arg(long, value_name = "TIME|none", default_value = units::NOT_BEFORE_DEFAULT,
+          value_parser = units::parse_not_before)]
+    not_before: i64,
+}
+
+impl TimeBounds {
+    /// Refuses `enforced_at_us` outside the bounds, as the event error the
+    /// store would give (future) or its own (past).
+    fn check(&self, enforced_at_us: i64) -> Result<(), String> {
+        let skew_us = i64::try_from(self.max_future_skew.as_micros()).unwrap_or(i64::MAX);
+        enforcelog::event::check_not_in_future(enforced_at_us, enforcelog::now_us(), skew_us)
+            .map_err(|e| e.to_string())?;
+        if enforced_at_us < self.not_before {
+            return Err(format!(
+                "enforced_at: {} is before --not-before {} (pass --not-before none, or an \
+                 earlier time, to accept it)",
+                format_us(enforced_at_us),
+                format_us(self.not_before)
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -84,24 +125,13 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch: u32,
-    /// Refuse events stamped further than this after now (30d, 24h, 15m,
-    /// 90s), or `none` for no limit (an archive with far-future times).
-    #[arg(long, value_name = "DURATION|none", default_value = "1h",
-          value_parser = parse_skew)]
-    max_future_skew: Duration,
-}
-
-/// `none` (no limit) or a window such as `1h`.
-fn parse_skew(text: &str) -> Result<Duration, String> {
-    if text == "none" {
-        return Ok(Duration::MAX);
-    }
-    units::parse_window(text)
+    #[command(flatten)]
+    bounds: TimeBounds,
 }
 
 pub fn record(global: &Global, args: &RecordArgs) -> Result<(), Failure> {
     let event = event_of(args)?;
-    let store = open_writer(global)?;
+    let store = open_writer_with(global, args.bounds.max_future_skew)?;
     let offset = store.record_blocking(event)?;
     store.close()?;
     let mut out = Out::new();
@@ -110,8 +140,7 @@ pub fn record(global: &Global, args: &RecordArgs) -> Result<(), Failure> {
 }
 
 fn event_of(args: &RecordArgs) -> Result<Event, Failure> {
-    let action: Action = args.action.parse()?;
-    let mut event = Event::new(args.tenant.clone(), args.rule.clone(), action);
+    let mut event = Event::new(args.tenant.clone(), args.rule.clone(), args.action);
     if let Some(run) = &args.run {
         event = event.with_run_id(run.clone());
     }
@@ -125,9 +154,7 @@ fn event_of(args: &RecordArgs) -> Result<Event, Failure> {
     // Refused before the store is opened (or created): a refusal changes
     // nothing on disk. The store checks again with its own clock.
     if let Some(at) = event.enforced_at_us {
-        let skew_us =
-            i64::try_from(StoreOptions::default().max_future_skew.as_micros()).unwrap_or(i64::MAX);
-        enforcelog::event::check_not_in_future(at, enforcelog::now_us(), skew_us)?;
+        args.bounds.check(at).map_err(Failure::usage)?;
     }
     Ok(event)
 }
@@ -146,12 +173,12 @@ struct Checked {
 
 pub fn import(global: &Global, args: &ImportArgs) -> Result<(), Failure> {
     let input = read_input(&args.input)?;
-    let checked = validate(&input, args.max_future_skew)?;
+    let checked = validate(&input, &args.bounds)?;
     let mut out = Out::new();
     let imported = if checked.events == 0 {
         None
     } else {
-        let store = open_writer_with(global, args.max_future_skew)?;
+        let store = open_writer_with(global, args.bounds.max_future_skew)?;
         let range = append_all(&store, &input, args.batch as usize, checked.events)?;
         store.close()?;
         Some(range)
@@ -200,25 +227,29 @@ fn lines(input: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     })
 }
 
-/// Refuses an event the store would refuse for its time (see
-/// `StoreOptions::max_future_skew`), before anything is appended.
-fn not_in_future(
-    line: usize,
-    event: &enforcelog::Event,
-    max_future_skew: Duration,
-) -> Result<(), LineError> {
-    let skew_us = i64::try_from(max_future_skew.as_micros()).unwrap_or(i64::MAX);
-    enforcelog_cli::import::check_not_in_future(line, event, enforcelog::now_us(), skew_us)
+/// Refuses an event outside the time bounds, before anything is appended.
+fn within_bounds(line: usize, event: &Event, bounds: &TimeBounds) -> Result<(), LineError> {
+    let Some(at) = event.enforced_at_us else {
+        return Ok(());
+    };
+    bounds.check(at).map_err(|reason| LineError {
+        line,
+        field: "enforced_at".into(),
+        reason: reason
+            .strip_prefix("enforced_at: ")
+            .unwrap_or(&reason)
+            .to_string(),
+    })
 }
 
 /// Checks every line; on any bad line reports them and fails with exit 2.
-fn validate(input: &[u8], max_future_skew: Duration) -> Result<Checked, Failure> {
+fn validate(input: &[u8], bounds: &TimeBounds) -> Result<Checked, Failure> {
     let mut checked = Checked { events: 0, gaps: 0 };
     let mut errors: Vec<LineError> = Vec::new();
     let mut bad = 0u64;
     for (n, line) in lines(input) {
         match parse_line(n, line) {
-            Ok(Parsed::Event(event)) => match not_in_future(n, &event, max_future_skew) {
+            Ok(Parsed::Event(event)) => match within_bounds(n, &event, bounds) {
                 Ok(()) => checked.events += 1,
                 Err(e) => {
                     bad += 1;

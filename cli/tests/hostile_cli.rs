@@ -391,6 +391,8 @@ fn record_stores_values_at_the_limits_exactly() {
                 format!("--run={}", ">".repeat(128)).into(),
                 format!("--details={details}").into(),
                 "--at=0001-01-01T00:00:00Z".into(),
+                // The first time of the range is before the default bound.
+                "--not-before=none".into(),
             ],
             json!({"tenant_id": max_id, "rule_id": "🚦".repeat(32), "run_id": ">".repeat(128),
                    "details": details, "enforced_at": "0001-01-01T00:00:00.000000Z"}),
@@ -731,6 +733,12 @@ fn import_cases() -> Vec<(&'static str, Vec<u8>, Want)> {
             .into_bytes(),
             Imported(2),
         ),
+        // Issue 14: far in the past is refused too, by default before 2000.
+        (
+            "before 2000",
+            sandwich(import_line("t", "r", "kill", "1999-12-31T23:59:59Z").as_bytes()),
+            Refused(2, "enforced_at", "--not-before"),
+        ),
         // Issue 13, item 8: the last time of the range is further ahead than
         // the default `--max-future-skew`.
         (
@@ -790,7 +798,9 @@ fn import_accepts_odd_but_valid_input_exactly() {
             continue;
         };
         let dir = tmp.path().join(format!("store-{i}"));
-        let out = run(&at_dir(&dir, os(&["import", "-"])), Some(&input));
+        // The range's first time is before the default `--not-before`.
+        let args = os(&["import", "--not-before", "none", "-"]);
+        let out = run(&at_dir(&dir, args), Some(&input));
         assert_eq!(out.code(), Some(0), "{name}: {}", out.stderr);
         let summary: Value = serde_json::from_str(out.stdout.trim()).expect("summary");
         assert_eq!(summary["imported"], json!(n), "{name}");
@@ -843,6 +853,7 @@ fn commands() -> Vec<Run> {
         ("stats", os(&["stats", "--as-of", AT]), None),
         ("dump", os(&["dump"]), None),
         ("tail", os(&["tail"]), None),
+        ("info", os(&["info"]), None),
         ("verify", os(&["verify"]), None),
     ]
 }

@@ -304,15 +304,16 @@ fn check_cli_stats(dir: &Path, events: &[Value], as_of_us: i64, ctx: &str) {
             let last_us = r["last_triggered_at"]
                 .as_str()
                 .map(|t| parse_us(t).unwrap());
-            let by_action = r["by_action_30d"]
+            assert_eq!(r["window"], "30d", "{r}");
+            let by_action = r["by_action"]
                 .as_object()
-                .expect("by_action_30d")
+                .expect("by_action")
                 .iter()
                 .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
                 .filter(|(_, n)| *n > 0)
                 .collect();
             let counted = Counted {
-                window: r["trigger_count_30d"].as_u64().unwrap(),
+                window: r["trigger_count"].as_u64().unwrap(),
                 total: r["total_count"].as_u64().unwrap(),
                 last_us,
                 by_action,
@@ -998,6 +999,8 @@ impl Campaign {
             "--rules",
             "5",
         ])
+        .arg("--dir")
+        .arg(&dir)
         .args(["--events", &shape.events.to_string()])
         .args(["--producers", &shape.producers.to_string()])
         .args(["--seed", &demo_seed.to_string()]);
@@ -1348,7 +1351,9 @@ fn a_full_disk_stops_the_writer_cleanly_and_the_store_reopens() {
         "--tenants",
         "3",
     ])
-    .args(["--rules", "5", "--seed", &seed.to_string()]);
+    .args(["--rules", "5", "--seed", &seed.to_string()])
+    .arg("--dir")
+    .arg(&dir);
     let out = run(cmd, &ctx);
     let error = expect_disk_full(&out, "(os error 27)");
     eprintln!("{ctx}: exit {:?}, {error:?}", out.status.code());

@@ -673,7 +673,12 @@ fn cli_reads_show_only_the_named_tenant() {
 
         let (out, _) = cli(
             &dir,
-            &["tail".into(), flag.clone(), "--format=jsonl".into()],
+            &[
+                "tail".into(),
+                flag.clone(),
+                "--format=jsonl".into(),
+                format!("-n{}", u64::MAX),
+            ],
         );
         let lines = jsonl(&out);
         assert!(

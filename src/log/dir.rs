@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! <dir>/VERSION                     "enforcelog-log <FORMAT_VERSION>\n"
-//! <dir>/LOCK                        empty; flock-ed by the one writer
+//! <dir>/LOCK                        flock-ed by the one writer; holds its PID (text)
 //! <dir>/STORE_ID                    the store's random id (see `identity`)
 //! <dir>/DURABLE                     how far the log is durable (see `durable_end`)
 //! <dir>/<base offset, 20 digits>.log  segments

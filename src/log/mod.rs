@@ -357,6 +357,8 @@ impl Log {
                 next_offset: active.next_offset,
             },
         )?;
+        // Only now: a refused open leaves the lock file as it was.
+        lock.record_holder();
         info!(
             dir = %dir.display(),
             segments = opened.segments.sealed.len() + 1,
@@ -464,7 +466,7 @@ impl Log {
 
     /// Like [`Log::watch`], with a channel of the caller's (which may also
     /// carry other wake-ups). After the writer stopped, `tx` is dropped.
-    pub fn watch_with(&self, tx: flume::Sender<()>) {
+    pub(crate) fn watch_with(&self, tx: flume::Sender<()>) {
         let shared = &self.inner.shared;
         let mut watchers = shared.watchers.lock().unwrap_or_else(|e| e.into_inner());
         // After the writer stopped, `tx` is dropped here: the receiver is
@@ -476,7 +478,7 @@ impl Log {
 
     /// Whether `other` is a handle to the same open log (a clone of this
     /// one), not a later reopen of the same directory.
-    pub fn same_as(&self, other: &Log) -> bool {
+    pub(crate) fn same_as(&self, other: &Log) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
@@ -616,7 +618,7 @@ impl Log {
 
     /// Whether the calling thread is the writer thread (code running in an
     /// append callback). Blocking appends from there would wait forever.
-    pub fn on_writer_thread(&self) -> bool {
+    pub(crate) fn on_writer_thread(&self) -> bool {
         self.inner
             .writer
             .as_ref()

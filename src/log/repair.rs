@@ -789,9 +789,12 @@ fn rewritten_tag(
     let Some(id) = store_id else {
         return 0;
     };
-    let raw = raw_store_tag(bytes);
-    if let Some(raw) = raw.filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none())
-    {
+    // Zero is also what a zeroed header reads as: it is kept only where an
+    // untagged segment may stand, i.e. not before a tagged one.
+    let raw = raw_store_tag(bytes)
+        .filter(|&t| t != 0 || next_tag.is_none_or(|next| next == 0))
+        .filter(|&t| identity::foreign_reason(t, store_id, tagged_seen).is_none());
+    if let Some(raw) = raw {
         return raw;
     }
     if !tagged_seen && next_tag == Some(0) {
@@ -862,7 +865,7 @@ fn plan_segment(
             }
             Stop::Corrupt { reason, .. } => reason,
         };
-        let (resume, lost) = match next_valid(bytes, pos + 1, expected) {
+        let (resume, lost) = match resync(bytes, pos, expected, last, next_base) {
             Some((at, first)) => (at, first - expected),
             None => (
                 bytes.len(),
@@ -907,6 +910,68 @@ fn lost_to_the_end(bytes: &[u8], pos: usize, expected: u64, next_base: Option<u6
         Ok(h) if h.first_offset == expected => u64::from(h.record_count),
         _ => ((bytes.len() - pos) / FRAME_HEADER_LEN).max(1) as u64,
     }
+}
+
+/// Where reading resumes after damage found at `pos`, where the batch for
+/// `expected` should start: (position, first offset there), or `None` when
+/// nothing after the damage can be trusted.
+///
+/// Payloads are opaque bytes, so a host's `details` may hold a whole valid
+/// batch: the first position where *some* batch verifies is not proof of
+/// anything. So:
+/// - when the damaged batch's own header verifies and names `expected`,
+///   its length is trusted: reading resumes right after it (the damage is
+///   in its frames), and nothing inside it is ever read as a batch;
+/// - otherwise a candidate must name an offset the damaged bytes could
+///   have held (at most one record per frame header that fits, and not past
+///   the next segment's base), and the batches from it must chain, each
+///   verifying at the offset the one before ends, up to the end of the
+///   segment (or, in the last segment, to a torn tail), ending at the next
+///   segment's base. A batch forged inside a payload does not chain into
+///   the real batches after it.
+fn resync(
+    bytes: &[u8],
+    pos: usize,
+    expected: u64,
+    last: bool,
+    next_base: Option<u64>,
+) -> Option<(usize, u64)> {
+    if let Ok(h) = decode_header(&bytes[pos..]) {
+        let end = pos.checked_add(h.batch_len as usize)?;
+        if h.first_offset == expected && end <= bytes.len() && end > pos {
+            return (end < bytes.len()).then(|| (end, h.next_offset()));
+        }
+    }
+    let mut from = pos + 1;
+    while let Some((at, first)) = next_valid(bytes, from, expected) {
+        from = at + 1;
+        let room = ((at - pos) / FRAME_HEADER_LEN).max(1) as u64;
+        if first - expected > room || next_base.is_some_and(|next| first > next) {
+            continue;
+        }
+        let chain = scan(
+            bytes,
+            at as u64,
+            first,
+            IndexBuilder::new(u64::MAX, Vec::new()),
+            last,
+        );
+        let chains = match chain.stop {
+            Stop::Clean => next_base.is_none_or(|next| chain.next_offset == next),
+            Stop::Torn { .. } => last,
+            // More damage further on: the chain still proves itself if it
+            // runs into a batch whose own header names the offset it ends at.
+            Stop::Corrupt { .. } => {
+                chain.batches > 0
+                    && decode_header(&bytes[chain.end as usize..])
+                        .is_ok_and(|h| h.first_offset == chain.next_offset)
+            }
+        };
+        if chains {
+            return Some((at, first));
+        }
+    }
+    None
 }
 
 /// The first position from `from` on where a whole batch verifies on its

@@ -16,9 +16,19 @@ pub struct FileStorage;
 struct OsFile(File);
 
 #[derive(Debug)]
-struct OsLock(#[expect(dead_code, reason = "held only for its lock, released on drop")] File);
+struct OsLock(File);
 
-impl LockGuard for OsLock {}
+impl LockGuard for OsLock {
+    fn record_holder(&self) {
+        // Informational and never trusted (only the flock says whether a
+        // writer lives): a failure to write it leaves the holder unnamed.
+        let pid = format!("{}\n", std::process::id());
+        let _ = self
+            .0
+            .set_len(0)
+            .and_then(|()| FileExt::write_all_at(&self.0, pid.as_bytes(), 0));
+    }
+}
 
 impl Storage for FileStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {

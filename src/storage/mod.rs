@@ -82,7 +82,13 @@ pub trait StorageFile: Debug + Send + Sync {
 }
 
 /// A held lock; released on drop.
-pub trait LockGuard: Debug + Send + Sync {}
+pub trait LockGuard: Debug + Send + Sync {
+    /// Records this process as the holder (its id, in the lock file), so
+    /// that a refused second writer can be told who holds the lock. Called
+    /// once a writer open has succeeded, so a refused open changes nothing;
+    /// best effort, and nothing reads it back but tools.
+    fn record_holder(&self) {}
+}
 
 /// Bytes of a whole file: a memory map or an owned copy.
 #[derive(Debug)]

@@ -120,7 +120,7 @@ impl Store {
     /// line per [`DROP_WARNING_INTERVAL`]. The events dropped since the last
     /// successful write are appended as a gap marker as soon as writing
     /// works again, with per (tenant, rule) counts (at most
-    /// [`GAP_LOSSES_MAX`] pairs; the rest summed),
+    /// [`GAP_LOSSES_MAX`](crate::GAP_LOSSES_MAX) pairs; the rest summed),
     /// which [`Store::stats`] reports as `missing_at_least`.
     #[doc(alias = "record_fail_safe")]
     #[doc(alias = "halt")]
@@ -140,6 +140,7 @@ impl Store {
             .read()
             .unwrap_or_else(|e| e.into_inner());
         if inner.closed.load(Ordering::Acquire) {
+            event.discard();
             return inner.drop_event(&what, &Error::Closed);
         }
         let record = match self.prepare(event) {

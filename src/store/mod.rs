@@ -54,7 +54,7 @@ pub use options::{
     TRIGGER_WINDOW_MAX,
 };
 pub use query::{Query, QueryPage};
-pub use stats::stats_report;
+pub use stats::{stats_report, window_label};
 pub use subscribe::{Delivery, Subscription};
 pub use view::LogView;
 
@@ -270,6 +270,7 @@ impl Store {
     /// Validates an event and turns it into a log record.
     fn prepare(&self, event: Event) -> Result<Record> {
         if self.inner.read_only() {
+            event.discard();
             return Err(Error::ReadOnly);
         }
         let event = event.validate_owned()?;

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 #[allow(unused_imports)] // doc links
 use crate::store::Delivery;
 
-/// Options for [`Store::open`].
+/// Options for [`Store::open`](crate::Store::open).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
     /// Options of the underlying log (durability, segment size...).

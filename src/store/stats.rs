@@ -203,57 +203,79 @@ fn empty(key: &(String, String), as_of_us: i64, offset: u64) -> RuleStats {
     TriggerStats::default().from_entries(&key.0, &key.1, as_of_us, offset, std::iter::empty())
 }
 
-/// A window length as text: `30d`, `24h`, `15m` or `90s`.
+/// A window length as text, largest units first: `30d`, `1d12h`, `90s`,
+/// `10ms` (the units `d`, `h`, `m`, `s`, `ms`, `us`; the syntax the CLI
+/// reads).
 pub fn window_label(window: Duration) -> String {
-    let s = window.as_secs();
-    match s {
-        _ if window.subsec_nanos() != 0 || s == 0 => format!("{}us", window.as_micros()),
-        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
-        _ if s.is_multiple_of(3_600) => format!("{}h", s / 3_600),
-        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
-        _ => format!("{s}s"),
+    const UNITS_US: [(&str, u64); 6] = [
+        ("d", 86_400_000_000),
+        ("h", 3_600_000_000),
+        ("m", 60_000_000),
+        ("s", 1_000_000),
+        ("ms", 1_000),
+        ("us", 1),
+    ];
+    let mut us = u64::try_from(window.as_micros()).unwrap_or(u64::MAX);
+    if us == 0 {
+        return "0s".into();
     }
+    let mut text = String::new();
+    for (name, unit_us) in UNITS_US {
+        if us >= unit_us {
+            text.push_str(&format!("{}{name}", us / unit_us));
+            us %= unit_us;
+        }
+    }
+    text
 }
 
 impl RuleStats {
-    /// The statistics as JSON: `tenant_id`, `rule_id`, `trigger_count_<window>`
-    /// (the primary window, e.g. `trigger_count_30d`), `last_triggered_at`
-    /// (RFC 3339 or null), `total_count`, `by_action_<window>` (non-zero
-    /// actions only), `windows` when more than one is configured, and when
-    /// a gap overlaps the primary window `gap_in_window_<window>: true` and
-    /// `missing_at_least_<window>` (see [`RuleStats::missing_at_least`]).
-    pub fn to_json(&self) -> Value {
-        let label = self
-            .window_counts
+    /// The primary window these statistics count (`trigger_count`,
+    /// `by_action`, `missing_at_least`).
+    pub fn window(&self) -> Duration {
+        self.window_counts
             .last()
-            .map_or_else(|| "30d".to_string(), |(w, _)| window_label(*w));
-        let mut by_action = Map::new();
-        for action in Action::ALL {
-            let n = self.count_for(action);
-            if n > 0 {
-                by_action.insert(action.as_str().to_string(), json!(n));
-            }
-        }
+            .map_or(Duration::from_secs(30 * 86_400), |(w, _)| *w)
+    }
+
+    /// The statistics as JSON, under the names of the fields, the same
+    /// whatever the window (a jq script can rely on them): `tenant_id`,
+    /// `rule_id`, `window` (e.g. `"30d"`), `trigger_count`,
+    /// `last_triggered_at` (a field `x_us` prints as `x`, RFC 3339, or
+    /// null), `total_count`, `by_action` (every action, zeros included),
+    /// `gap_in_window`, `missing_at_least`, and `windows` (each configured
+    /// window's count) when more than one is configured.
+    ///
+    /// ```
+    /// # use enforcelog::{Action, Event, Store, StoreOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = Store::open(dir.path(), StoreOptions::default())?;
+    /// store.record_blocking(Event::new("acme", "budget", Action::Killed))?;
+    /// let json = store.stats("acme", "budget", None)?.to_json();
+    /// assert_eq!(json["window"], "30d");
+    /// assert_eq!(json["trigger_count"], 1);
+    /// assert_eq!(json["by_action"]["KILLED"], 1);
+    /// # Ok::<(), enforcelog::Error>(())
+    /// ```
+    pub fn to_json(&self) -> Value {
+        let by_action: Map<String, Value> = Action::ALL
+            .iter()
+            .map(|a| (a.as_str().to_string(), json!(self.count_for(*a))))
+            .collect();
         let mut out = Map::new();
         out.insert("tenant_id".into(), json!(self.tenant_id));
         out.insert("rule_id".into(), json!(self.rule_id));
-        out.insert(format!("trigger_count_{label}"), json!(self.trigger_count));
+        out.insert("window".into(), json!(window_label(self.window())));
+        out.insert("trigger_count".into(), json!(self.trigger_count));
         out.insert(
             "last_triggered_at".into(),
             self.last_triggered_at_us
                 .map_or(Value::Null, |us| json!(format_us(us))),
         );
         out.insert("total_count".into(), json!(self.total_count));
-        // Only when a gap overlaps the window: answers without one keep
-        // the shape they always had.
-        if self.gap_in_window {
-            out.insert(format!("gap_in_window_{label}"), json!(true));
-            out.insert(
-                format!("missing_at_least_{label}"),
-                json!(self.missing_at_least),
-            );
-        }
-        out.insert(format!("by_action_{label}"), Value::Object(by_action));
+        out.insert("by_action".into(), Value::Object(by_action));
+        out.insert("gap_in_window".into(), json!(self.gap_in_window));
+        out.insert("missing_at_least".into(), json!(self.missing_at_least));
         if self.window_counts.len() > 1 {
             let windows: Map<String, Value> = self
                 .window_counts
@@ -267,15 +289,13 @@ impl RuleStats {
 }
 
 /// The report of [`Store::stats_all`] or [`Store::stats_for_tenant`] as
-/// JSON: `{"as_of": ..., "window": "30d", "rules": [...]}`.
-pub fn stats_report(as_of_us: i64, rules: &[RuleStats]) -> Value {
-    let window = rules
-        .first()
-        .and_then(|r| r.window_counts.last())
-        .map_or_else(|| "30d".to_string(), |(w, _)| window_label(*w));
+/// JSON: `{"as_of": ..., "window": "30d", "rules": [...]}` with the rules of
+/// [`RuleStats::to_json`]. `window` is the primary window the rules were
+/// counted with (given, so that a report without rules still says it).
+pub fn stats_report(as_of_us: i64, window: Duration, rules: &[RuleStats]) -> Value {
     json!({
         "as_of": format_us(as_of_us),
-        "window": window,
+        "window": window_label(window),
         "rules": rules.iter().map(RuleStats::to_json).collect::<Vec<_>>(),
     })
 }

@@ -2,7 +2,9 @@
 //! every randomised test derives its choices from, a storage wrapper that
 //! counts mutating calls ([`counting`]), running the `enforcelog` binary
 //! ([`process`]), what is on disk ([`disk`]), the bytes of a log directory
-//! ([`segment`]) and what the library logs ([`capture`]).
+//! ([`segment`]) and what the library logs ([`capture`]). `cli.rs` beside
+//! it (a store driven through the binary) is not a module here: only the
+//! `enforcelog-cli` tests include it, by path.
 
 // Each test crate compiles this module and uses only part of it.
 #![allow(dead_code)]
