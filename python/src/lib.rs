@@ -61,15 +61,30 @@ pub(crate) fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
              process its own directory",
         );
     }
+    py_error(py, class, message, field.as_deref())
+}
+
+/// An instance of `enforcelog._errors.<class>` with `.field` set.
+fn py_error(py: Python<'_>, class: &str, message: String, field: Option<&str>) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let module = py.import("enforcelog._errors")?;
-        let exc = module.getattr(class)?.call1((message.clone(),))?;
-        if let Some(field) = &field {
+        let exc = module.getattr(class)?.call1((message,))?;
+        if let Some(field) = field {
             exc.setattr("field", field)?;
         }
         Ok(PyErr::from_value(exc))
     };
     build().unwrap_or_else(|e| e)
+}
+
+/// A batch used after its commit or discard.
+fn batch_done(py: Python<'_>) -> PyErr {
+    py_error(
+        py,
+        "ClosedError",
+        "this batch was already committed or discarded; start another with store.begin()".into(),
+        None,
+    )
 }
 
 fn result<T>(py: Python<'_>, r: enforcelog::Result<T>) -> PyResult<T> {
@@ -380,7 +395,7 @@ struct NativeBatch {
 impl NativeBatch {
     fn take(&self, py: Python<'_>) -> PyResult<EventBatch> {
         let taken = self.batch.lock().unwrap_or_else(|e| e.into_inner()).take();
-        taken.ok_or_else(|| to_py_err(py, &Error::Closed))
+        taken.ok_or_else(|| batch_done(py))
     }
 }
 
@@ -403,9 +418,7 @@ impl NativeBatch {
             make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
         )?;
         let mut guard = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        let batch = guard
-            .as_mut()
-            .ok_or_else(|| to_py_err(py, &Error::Closed))?;
+        let batch = guard.as_mut().ok_or_else(|| batch_done(py))?;
         result(py, batch.record(event).map_err(Error::from))
     }
 

@@ -106,8 +106,10 @@ def test_batch_commit_returns_offsets_and_refuses_reuse(store):
     batch.record("t", "r", "BLOCKED")
     batch.record("t", "r", "BLOCKED")
     assert batch.commit() == range(0, 2)
-    with pytest.raises(enforcelog.ClosedError):
+    with pytest.raises(enforcelog.ClosedError, match="already committed"):
         batch.commit()
+    with pytest.raises(enforcelog.ClosedError, match="already committed"):
+        batch.record("t", "r", "BLOCKED")
     with pytest.raises(enforcelog.EmptyBatchError):
         store.begin().commit()
 
