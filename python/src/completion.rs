@@ -1,6 +1,7 @@
 //! Completing awaitables on their event loop without taking the GIL.
 //!
-//! An awaitable call's wait runs on a pool thread (`pool`). If that thread
+//! An awaitable call's future (the store's own async API) is driven by one
+//! "await" thread running a current-thread tokio runtime. If that thread
 //! took the GIL to complete the asyncio future, it would queue for the GIL
 //! behind the busy loop thread (up to the 5 ms switch interval, per call).
 //! Instead it pushes the outcome onto the loop's [`Completer`] and, when the
@@ -12,10 +13,11 @@
 //! queue, and a push onto an empty queue always writes a byte, so an outcome
 //! pushed after a take finds the queue empty and wakes the loop again.
 
+use std::future::Future;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
@@ -36,6 +38,20 @@ struct Shared {
     wake: UnixStream,
 }
 
+impl Shared {
+    fn push(&self, token: u64, outcome: enforcelog::Result<Outcome>) {
+        let was_empty = {
+            let mut finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+            finished.push((token, outcome));
+            finished.len() == 1
+        };
+        if was_empty {
+            // WouldBlock: the socket is full of wake-ups already.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+}
+
 /// One event loop's queue of finished calls, keyed by the loop's tokens.
 #[pyclass(module = "enforcelog._enforcelog", frozen)]
 pub(crate) struct Completer {
@@ -43,26 +59,40 @@ pub(crate) struct Completer {
     watched: UnixStream,
 }
 
+/// The one thread that drives every awaitable call's future: the store's
+/// futures need no particular runtime (they wait on channels), so a
+/// current-thread runtime polls them all, where a thread per call in flight
+/// would cost a context switch per call.
+fn runtime() -> PyResult<&'static tokio::runtime::Handle> {
+    static HANDLE: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let handle = rt.handle().clone();
+            std::thread::Builder::new()
+                .name("enforcelog-await".into())
+                .spawn(move || rt.block_on(std::future::pending::<()>()))
+                .map_err(|e| e.to_string())?;
+            Ok(handle)
+        })
+        .as_ref()
+        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start a thread: {e}")))
+}
+
 impl Completer {
-    /// Runs `work` on a pool thread; its outcome comes back under `token`.
-    pub(crate) fn submit<F>(&self, token: u64, work: F) -> PyResult<()>
+    /// Drives `work` on the await thread; its outcome comes back under `token`.
+    pub(crate) fn submit_async<F>(&self, token: u64, work: F) -> PyResult<()>
     where
-        F: FnOnce() -> enforcelog::Result<Outcome> + Send + 'static,
+        F: Future<Output = enforcelog::Result<Outcome>> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        crate::pool::spawn(Box::new(move || {
-            let outcome = work();
-            let was_empty = {
-                let mut finished = shared.finished.lock().unwrap_or_else(|e| e.into_inner());
-                finished.push((token, outcome));
-                finished.len() == 1
-            };
-            if was_empty {
-                // WouldBlock: the socket is full of wake-ups already.
-                let _ = (&shared.wake).write(&[1]);
-            }
-        }))
-        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot start a thread: {e}")))
+        runtime()?.spawn(async move {
+            let outcome = work.await;
+            shared.push(token, outcome);
+        });
+        Ok(())
     }
 }
 

@@ -9,13 +9,12 @@
 //! - No call waits (for an fsync, the writer's queue, a lock, the
 //!   projections) while holding the GIL: every store call that can wait runs
 //!   inside `py.allow_threads`.
-//! - The `*_then` calls never block the caller: the wait runs on a thread of
-//!   the await pool (`pool`), and the outcome goes back to the event loop
-//!   through its `Completer` (`completion`), without the GIL.
+//! - The `*_then` calls never block the caller: the store's future runs on
+//!   the await thread, and the outcome goes back to the event loop through
+//!   its `Completer` (`completion`), without the GIL.
 
 mod completion;
 mod logging;
-mod pool;
 
 use completion::{Completer, Outcome};
 
@@ -213,8 +212,8 @@ impl NativeStore {
             make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
         )?;
         let store = self.store.clone();
-        completer.submit(token, move || {
-            store.record_blocking(event).map(Outcome::Offset)
+        completer.submit_async(token, async move {
+            store.record(event).await.map(Outcome::Offset)
         })
     }
 
@@ -250,9 +249,10 @@ impl NativeStore {
 
     fn flush_then(&self, completer: PyRef<'_, Completer>, token: u64) -> PyResult<()> {
         let store = self.store.clone();
-        completer.submit(token, move || {
-            store.flush_blocking().map(|()| Outcome::Done)
-        })
+        completer.submit_async(
+            token,
+            async move { store.flush().await.map(|()| Outcome::Done) },
+        )
     }
 
     fn begin(&self) -> NativeBatch {
@@ -452,9 +452,10 @@ impl NativeBatch {
         token: u64,
     ) -> PyResult<()> {
         let batch = self.take(py)?;
-        completer.submit(token, move || {
+        completer.submit_async(token, async move {
             batch
-                .commit_blocking()
+                .commit()
+                .await
                 .map(|range| Outcome::Range(range.start, range.end))
         })
     }
