@@ -79,13 +79,17 @@ def _required_id(field_name: str, value: Any) -> str:
     return value
 
 
+# Built once: json.dumps with options builds an encoder per call.
+_DETAILS_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
 def _details_json(details: Optional[Mapping[str, Any]]) -> Optional[str]:
     if details is None:
         return None
     if not isinstance(details, Mapping):
         raise _invalid("details", f"must be a dict, not {type(details).__name__}")
     try:
-        return json.dumps(dict(details), ensure_ascii=False, allow_nan=False)
+        return _DETAILS_ENCODER.encode(details if isinstance(details, dict) else dict(details))
     except (TypeError, ValueError, RecursionError) as e:
         raise _invalid("details", f"not JSON-serialisable: {e}") from None
 
