@@ -107,7 +107,9 @@ def test_sync_record_releases_the_gil_while_it_waits(store_dir):
                 advanced += 1
         stop.set()
         t.join()
-        assert advanced > 25, advanced
+        # Held through the wait, the GIL would let the spinner run only when
+        # the interpreter forces a switch (every 5 ms), which is rare here.
+        assert advanced > 10, advanced
 
 
 def test_cancelled_awaits_leave_the_loop_working(store):
