@@ -44,7 +44,6 @@ use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
 use super::Shared;
 use crate::config::Durability;
 use crate::error::{Error, Result};
-#[cfg(debug_assertions)]
 use crate::format::batch::decode_batch;
 use crate::format::batch::encode_batch;
 use crate::format::index_file::{IndexEntry, SegmentIndex};

@@ -1,0 +1,498 @@
+"""``Store`` and ``Batch``: the Python face of the Rust store.
+
+Every call that can wait (an fsync, the writer's queue, the projections)
+releases the GIL while it waits. The ``*_async`` calls never block the event
+loop: the wait runs on a native thread, which completes an asyncio future
+through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import enum
+import json
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+from . import _enforcelog
+from ._errors import InvalidEventError
+from ._time import from_us, to_us
+
+logger = logging.getLogger("enforcelog")
+
+
+class Action(str, enum.Enum):
+    """How a policy halted a run. Plain strings work too, case-insensitively
+    (``"BLOCKED"``, ``"blocked"``, ``"block"``)."""
+
+    STOPPED = "STOPPED"
+    KILLED = "KILLED"
+    ABORTED = "ABORTED"
+    BLOCKED = "BLOCKED"
+
+
+class Durability(str, enum.Enum):
+    """When a write is acknowledged (docs/DURABILITY.md)."""
+
+    #: After the records are written and fsynced (group commit). The default.
+    FSYNC = "fsync"
+    #: After the write; fsync at most once per ``interval_ms``.
+    INTERVAL = "interval"
+    #: Never fsync except on segment seal and close. For tests and bulk loads.
+    NONE = "none"
+
+
+ActionLike = Union[str, Action, enum.Enum]
+
+
+def _invalid(field_name: str, message: str) -> InvalidEventError:
+    err = InvalidEventError(f"{field_name}: {message}")
+    err.field = field_name
+    return err
+
+
+def _action_str(action: ActionLike) -> str:
+    if isinstance(action, enum.Enum):
+        value = action.value if isinstance(action.value, str) else action.name
+        return str(value)
+    if isinstance(action, str):
+        return action
+    raise _invalid("action", f"expected a str or an enum member, got {type(action).__name__}")
+
+
+def _id(field_name: str, value: Any, optional: bool = False) -> Optional[str]:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(field_name, f"expected a str, got {type(value).__name__}")
+    return value
+
+
+def _required_id(field_name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise _invalid(field_name, f"expected a str, got {type(value).__name__}")
+    return value
+
+
+# Built once: json.dumps with options builds an encoder per call.
+_DETAILS_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
+
+
+def _details_json(details: Optional[Mapping[str, Any]]) -> Optional[str]:
+    if details is None:
+        return None
+    if not isinstance(details, Mapping):
+        raise _invalid("details", f"must be a dict, not {type(details).__name__}")
+    try:
+        return _DETAILS_ENCODER.encode(details if isinstance(details, dict) else dict(details))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise _invalid("details", f"not JSON-serialisable: {e}") from None
+
+
+def _event_args(
+    tenant_id: Any,
+    rule_id: Any,
+    action: ActionLike,
+    run_id: Any = None,
+    details: Optional[Mapping[str, Any]] = None,
+    enforced_at: Optional[datetime] = None,
+) -> Tuple[str, str, str, Optional[str], Optional[str], Optional[int]]:
+    """The native call's positional arguments for one event."""
+    return (
+        _required_id("tenant_id", tenant_id),
+        _required_id("rule_id", rule_id),
+        _action_str(action),
+        _id("run_id", run_id, optional=True),
+        _details_json(details),
+        to_us(enforced_at),
+    )
+
+
+class _LoopCompletions:
+    """One event loop's pending awaitables. The native side queues each finished
+    call on ``completer`` and wakes the loop through its file descriptor; the
+    loop settles every finished future in one go, on its own thread (no pool
+    thread ever waits for the GIL to do it)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.completer = _enforcelog.Completer()
+        self.pending: Dict[int, "asyncio.Future[Any]"] = {}
+        self.next_token = 0
+        loop.add_reader(self.completer.fileno(), self.drain)
+
+    def drain(self) -> None:
+        for token, value, error in self.completer.take():
+            future = self.pending.pop(token, None)
+            if future is None or future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+
+_completions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopCompletions]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _awaitable(start: Callable[[Any, int], None]) -> "asyncio.Future[Any]":
+    """A future of the running loop, completed when the native call that
+    ``start(completer, token)`` begins has finished (on a pool thread)."""
+    loop = asyncio.get_running_loop()
+    completions = _completions.get(loop)
+    if completions is None:
+        completions = _completions[loop] = _LoopCompletions(loop)
+    token = completions.next_token
+    completions.next_token += 1
+    future = loop.create_future()
+    start(completions.completer, token)
+    completions.pending[token] = future
+    return future
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event read back from the store."""
+
+    offset: int
+    tenant_id: str
+    rule_id: str
+    action: Action
+    run_id: Optional[str]
+    details: Optional[Dict[str, Any]]
+    enforced_at: datetime
+
+
+@dataclass(frozen=True)
+class QueryPage:
+    """One page of query results; pass ``next_offset`` as ``from_offset`` for the next."""
+
+    events: List[StoredEvent]
+    next_offset: Optional[int]
+    undecodable: int
+    lost: int
+
+
+@dataclass(frozen=True)
+class RuleStats:
+    """Statistics of one (tenant, rule) as of an instant."""
+
+    tenant_id: str
+    rule_id: str
+    as_of: datetime
+    #: Events in the primary window (the last 30 days by default).
+    trigger_count: int
+    #: The latest ``enforced_at`` at or before ``as_of``, or None.
+    last_triggered_at: Optional[datetime]
+    #: Events at or before ``as_of``.
+    total_count: int
+    #: Primary-window counts by action name (``"STOPPED"``...).
+    by_action: Dict[str, int]
+    #: Counts per configured window, keyed by the window's length in seconds.
+    window_counts: Dict[int, int]
+    #: The log offset the answer reflects.
+    offset: int
+    missing_at_least: int
+    gap_in_window: bool
+
+    @classmethod
+    def _from_native(cls, d: Dict[str, Any]) -> "RuleStats":
+        return cls(
+            tenant_id=d["tenant_id"],
+            rule_id=d["rule_id"],
+            as_of=from_us(d["as_of_us"]),  # type: ignore[arg-type]
+            trigger_count=d["trigger_count"],
+            last_triggered_at=from_us(d["last_triggered_at_us"]),
+            total_count=d["total_count"],
+            by_action=dict(d["by_action"]),
+            window_counts=dict(d["window_counts"]),
+            offset=d["offset"],
+            missing_at_least=d["missing_at_least"],
+            gap_in_window=d["gap_in_window"],
+        )
+
+
+# Stores that took fire-and-forget calls: flushed at interpreter exit.
+_detached_stores: "weakref.WeakSet[Store]" = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for store in list(_detached_stores):
+        try:
+            store.flush()
+        except Exception:  # noqa: BLE001 - exit must not fail over the audit log
+            logger.warning("enforcelog: flush at exit failed", exc_info=True)
+
+
+class Store:
+    """An enforcelog store, opened in this process.
+
+    ``Store(path, durability="fsync", interval_ms=100, detached_timeout_ms=50,
+    read_only=False)``. One process at a time may open a directory for
+    writing; another gets ``LockedError``. Use as ``with Store(...) as store:``
+    or ``async with``; ``close()`` is idempotent.
+
+    Write modes: ``record()`` / ``await record_async()`` (durable, returns
+    the offset, raises on failure); ``begin()`` (a caller-owned batch); and
+    ``record_detached()`` (fail-safe fire-and-forget for the halt path:
+    never raises, returns within ``detached_timeout_ms``).
+    """
+
+    def __init__(
+        self,
+        path: Any,
+        *,
+        durability: Union[str, Durability] = Durability.FSYNC,
+        interval_ms: int = 100,
+        detached_timeout_ms: int = 50,
+        read_only: bool = False,
+    ) -> None:
+        mode = durability.value if isinstance(durability, Durability) else str(durability).lower()
+        self._native = _enforcelog.NativeStore(
+            str(path), mode, int(interval_ms), int(detached_timeout_ms), bool(read_only)
+        )
+        self._read_only = bool(read_only)
+        self._dropped_here = 0
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------
+    @property
+    def path(self) -> str:
+        """The store's directory."""
+        return str(self._native.dir())
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only."""
+        return self._read_only
+
+    def close(self) -> None:
+        """Flushes and closes the store; later writes raise ``ClosedError``
+        (``record_detached`` counts them as dropped). Idempotent."""
+        self._native.close()
+
+    async def close_async(self) -> None:
+        """``close()`` without blocking the event loop."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Store":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close_async()
+
+    # -- writing -------------------------------------------------------
+    def record(
+        self,
+        tenant_id: str,
+        rule_id: str,
+        action: ActionLike,
+        run_id: Optional[str] = None,
+        details: Optional[Mapping[str, Any]] = None,
+        enforced_at: Optional[datetime] = None,
+    ) -> int:
+        """Records one event durably; returns its offset. Raises on failure.
+        Releases the GIL while it waits."""
+        args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
+        return self._native.record(*args)
+
+    async def record_async(
+        self,
+        tenant_id: str,
+        rule_id: str,
+        action: ActionLike,
+        run_id: Optional[str] = None,
+        details: Optional[Mapping[str, Any]] = None,
+        enforced_at: Optional[datetime] = None,
+    ) -> int:
+        """``record()`` as an awaitable that never blocks the event loop.
+        Cancelling the await does not un-record the event."""
+        args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
+        offset = await _awaitable(lambda c, t: self._native.record_then(*args, c, t))
+        return int(offset)
+
+    def record_detached(
+        self,
+        tenant_id: Any,
+        rule_id: Any,
+        action: Any,
+        run_id: Any = None,
+        details: Any = None,
+        enforced_at: Any = None,
+    ) -> None:
+        """Fail-safe fire-and-forget: never raises (not for bad input, a closed
+        store, a read-only store or a failing disk), returns within
+        ``detached_timeout_ms``. An event it cannot record is logged to the
+        ``enforcelog`` logger and counted in ``metrics()["dropped"]``.
+        Safe from sync code inside a running event loop. ``flush()`` makes the
+        queued events durable; interpreter exit flushes them too."""
+        try:
+            _detached_stores.add(self)
+            args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
+            refused = self._native.record_detached(*args)
+            if refused is not None:
+                self._drop(refused)
+        except BaseException as e:  # noqa: BLE001 - the halt path must never fail here
+            if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                raise
+            self._drop(f"{type(e).__name__}: {e}")
+
+    def _drop(self, reason: str) -> None:
+        with self._lock:
+            self._dropped_here += 1
+        try:
+            logger.warning("enforcelog: fire-and-forget event dropped: %s", reason)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def begin(self) -> "Batch":
+        """A caller-owned batch: ``with store.begin() as batch:`` commits on normal
+        exit and records nothing on an exception."""
+        return Batch(self._native.begin())
+
+    def flush(self) -> None:
+        """Waits until every event recorded so far (fire-and-forget included) is durable."""
+        self._native.flush()
+
+    async def flush_async(self) -> None:
+        """``flush()`` without blocking the event loop."""
+        await _awaitable(self._native.flush_then)
+
+    # -- reading -------------------------------------------------------
+    def stats(self, tenant_id: str, rule_id: str, as_of: Optional[datetime] = None) -> RuleStats:
+        """Statistics of one (tenant, rule) as of ``as_of`` (default: now).
+        Reflects everything committed before the call."""
+        return RuleStats._from_native(self._native.stats(tenant_id, rule_id, to_us(as_of)))
+
+    def query(
+        self,
+        tenant_id: Optional[str] = None,
+        *,
+        rule_id: Optional[str] = None,
+        action: Optional[ActionLike] = None,
+        run_id: Optional[str] = None,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+        from_offset: Optional[int] = None,
+        limit: Optional[int] = None,
+    ) -> QueryPage:
+        """Events in log order, filtered; ``tenant_id=None`` means all tenants.
+        ``since`` is inclusive, ``until`` exclusive."""
+        page = self._native.query(
+            tenant_id,
+            rule_id,
+            None if action is None else _action_str(action),
+            run_id,
+            to_us(since),
+            to_us(until),
+            from_offset,
+            limit,
+        )
+        events = [
+            StoredEvent(
+                offset=e["offset"],
+                tenant_id=e["tenant_id"],
+                rule_id=e["rule_id"],
+                action=Action(e["action"]),
+                run_id=e["run_id"],
+                details=None if e["details_json"] is None else json.loads(e["details_json"]),
+                enforced_at=from_us(e["enforced_at_us"]),  # type: ignore[arg-type]
+            )
+            for e in page["events"]
+        ]
+        return QueryPage(events, page["next_offset"], page["undecodable"], page["lost"])
+
+    def metrics(self) -> Dict[str, int]:
+        """What the store did since it was opened: ``recorded``, ``dropped``
+        (fire-and-forget events not recorded, bad input included), ``fsyncs``,
+        append latency quantiles in µs, ..."""
+        m = dict(self._native.metrics())
+        with self._lock:
+            m["dropped"] += self._dropped_here
+        return m
+
+    def __repr__(self) -> str:
+        return f"enforcelog.Store({self.path!r}, read_only={self._read_only})"
+
+
+class Batch:
+    """Events staged by the caller and committed together (one atomic append).
+
+    ``with store.begin() as batch:`` / ``async with``: commits on normal exit
+    (an empty batch commits nothing), records nothing on an exception. Outside
+    a ``with``, nothing is recorded unless ``commit()`` is called.
+    """
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    def record(
+        self,
+        tenant_id: str,
+        rule_id: str,
+        action: ActionLike,
+        run_id: Optional[str] = None,
+        details: Optional[Mapping[str, Any]] = None,
+        enforced_at: Optional[datetime] = None,
+    ) -> None:
+        """Stages one event (validated now, so a bad one raises here)."""
+        self._native.record(*_event_args(tenant_id, rule_id, action, run_id, details, enforced_at))
+
+    def __len__(self) -> int:
+        return len(self._native)
+
+    @property
+    def is_open(self) -> bool:
+        """False once committed or discarded."""
+        return bool(self._native.is_open())
+
+    def commit(self) -> range:
+        """Commits the staged events; returns their offsets. Blocks (without the GIL)."""
+        start, end = self._native.commit()
+        return range(start, end)
+
+    async def commit_async(self) -> range:
+        """``commit()`` without blocking the event loop."""
+        start, end = await _awaitable(self._native.commit_then)
+        return range(start, end)
+
+    def discard(self) -> None:
+        """Drops the staged events."""
+        self._native.discard()
+
+    def __enter__(self) -> "Batch":
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None or not self.is_open:
+            self.discard()
+        elif len(self) == 0:
+            self.discard()
+        else:
+            self.commit()
+
+    async def __aenter__(self) -> "Batch":
+        return self
+
+    async def __aexit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is not None or not self.is_open:
+            self.discard()
+        elif len(self) == 0:
+            self.discard()
+        else:
+            await self.commit_async()
+
+
+__all__ = ["Action", "Durability", "Store", "Batch", "StoredEvent", "QueryPage", "RuleStats"]

@@ -1,0 +1,149 @@
+"""The enforcement drivers hosts already call, on an enforcelog store.
+
+- ``PolicyEnforcementWriteDriver(unit)``: stages events on the caller's unit of
+  work (a batch from ``store.begin()``); the caller commits.
+- ``record_enforcement_standalone(...)``: fail-safe fire-and-forget for the
+  halt path; commits by itself, never raises, never blocks the halt for longer
+  than the store's ``detached_timeout_ms``.
+- ``PolicyEnforcementReadDriver(store)``: the trigger queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from ._store import ActionLike, Batch, RuleStats, Store
+
+logger = logging.getLogger("enforcelog")
+
+__all__ = [
+    "PolicyEnforcementWriteDriver",
+    "PolicyEnforcementReadDriver",
+    "record_enforcement_standalone",
+    "record_enforcement_standalone_sync",
+    "set_default_store",
+    "get_default_store",
+]
+
+_default_lock = threading.Lock()
+_default_store: Optional[Store] = None
+
+
+def set_default_store(store: Optional[Store]) -> None:
+    """Sets (or with ``None`` clears) the store ``record_enforcement_standalone``
+    uses when called without ``store=``."""
+    global _default_store
+    with _default_lock:
+        _default_store = store
+
+
+def get_default_store() -> Store:
+    """The process's default store: the one set by ``set_default_store``, or else
+    one opened on first use from the ``ENFORCELOG_DIR`` environment variable (the
+    CLI's convention). Raises ``LookupError`` when neither is there."""
+    global _default_store
+    with _default_lock:
+        if _default_store is None:
+            path = os.environ.get("ENFORCELOG_DIR")
+            if not path:
+                raise LookupError(
+                    "no default enforcelog store: call enforcelog.set_default_store(store) "
+                    "or set ENFORCELOG_DIR"
+                )
+            _default_store = Store(path)
+        return _default_store
+
+
+class PolicyEnforcementWriteDriver:
+    """Records enforcement outcomes inside the caller's unit of work.
+
+    ``unit`` is a batch from ``store.begin()``: the events are recorded when the
+    caller commits it (or leaves its ``with``/``async with`` normally), and not
+    at all when it does not.
+    """
+
+    def __init__(self, unit: Batch) -> None:
+        if not isinstance(unit, Batch):
+            raise TypeError(
+                f"PolicyEnforcementWriteDriver needs a batch from store.begin(), "
+                f"got {type(unit).__name__}"
+            )
+        self._unit = unit
+
+    async def record_enforcement(
+        self,
+        tenant_id: str,
+        rule_id: str,
+        action_taken: ActionLike,
+        run_id: Optional[str] = None,
+        details: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """Stages one outcome on the unit. Raises ``InvalidEventError`` (``.field``
+        names the field) for a bad one; nothing is written until the commit."""
+        self._unit.record(tenant_id, rule_id, action_taken, run_id, details)
+
+
+def record_enforcement_standalone_sync(
+    tenant_id: str,
+    rule_id: str,
+    action_taken: ActionLike,
+    run_id: Optional[str] = None,
+    details: Optional[Mapping[str, Any]] = None,
+    store: Optional[Store] = None,
+) -> None:
+    """``record_enforcement_standalone`` for sync code (also sync code called
+    inside a running event loop, where ``asyncio.run()`` fails): the same
+    fail-safe fire-and-forget, without an event loop."""
+    try:
+        target = store if store is not None else get_default_store()
+    except BaseException as e:  # noqa: BLE001 - never raise on the halt path
+        if isinstance(e, (KeyboardInterrupt, SystemExit)):
+            raise
+        logger.warning("enforcelog: enforcement outcome dropped, no store: %s", e)
+        return
+    target.record_detached(tenant_id, rule_id, action_taken, run_id, details)
+
+
+async def record_enforcement_standalone(
+    tenant_id: str,
+    rule_id: str,
+    action_taken: ActionLike,
+    run_id: Optional[str] = None,
+    details: Optional[Mapping[str, Any]] = None,
+    store: Optional[Store] = None,
+) -> None:
+    """Records one outcome on its own, fail-safe: never raises, returns within
+    the store's ``detached_timeout_ms``. Without ``store=`` it uses the default
+    store (``set_default_store``, or else ``ENFORCELOG_DIR``, opened on first
+    use). What cannot be recorded is logged to the ``enforcelog`` logger and
+    counted (``metrics()["dropped"]``). ``flush()`` makes it durable; a normal
+    interpreter exit flushes it."""
+    record_enforcement_standalone_sync(tenant_id, rule_id, action_taken, run_id, details, store)
+
+
+class PolicyEnforcementReadDriver:
+    """The trigger queries, answered from the store's projections (read-your-writes:
+    everything committed before the call is counted)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def stats(
+        self, tenant_id: str, rule_id: str, as_of: Optional[datetime] = None
+    ) -> RuleStats:
+        """The full statistics of one (tenant, rule)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._store.stats, tenant_id, rule_id, as_of)
+
+    async def trigger_count_30d(self, tenant_id: str, rule_id: str) -> int:
+        """Outcomes of the rule for the tenant in the last 30 days."""
+        return (await self.stats(tenant_id, rule_id)).trigger_count
+
+    async def last_triggered_at(self, tenant_id: str, rule_id: str) -> Optional[datetime]:
+        """When the rule last fired for the tenant (aware UTC), or None."""
+        return (await self.stats(tenant_id, rule_id)).last_triggered_at

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the Python extension into a virtual environment under the cargo
+# target directory and runs the Python tests. CI-safe: reads no stdin,
+# installs maturin and pytest into the venv itself when they are missing.
+#
+#   python/run-tests.sh [pytest args...]
+#
+# PYTHON picks the interpreter (default: python3, CPython >= 3.9).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+venv="$target/pyvenv"
+python="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+    # Debian's python3 lacks `venv` without the python3-venv package;
+    # virtualenv (from pip) does the same job.
+    if ! "$python" -m venv "$venv"; then
+        rm -rf "$venv"
+        "$python" -m pip install --quiet --disable-pip-version-check virtualenv
+        "$python" -m virtualenv --quiet "$venv"
+    fi
+fi
+if ! "$venv/bin/python" -c 'import maturin, pytest' >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        'maturin>=1.5,<2' 'pytest>=7'
+fi
+export VIRTUAL_ENV="$venv"
+export PATH="$venv/bin:$PATH"
+export CARGO_TARGET_DIR="$target"
+(cd "$here" && maturin develop --quiet --locked --release </dev/null)
+cd "$here"
+exec python -m pytest -q -p no:cacheprovider "$@" tests </dev/null

@@ -1,0 +1,471 @@
+//! `enforcelog._enforcelog`: the native half of the Python package.
+//!
+//! Thin by design: Python (`python/enforcelog/`) converts `datetime`s,
+//! `dict` details and enum actions and owns the public classes; this module
+//! turns plain values into [`Event`]s, calls the store, and maps every Rust
+//! [`Error`] onto the exception classes of `enforcelog._errors`.
+//!
+//! Invariants:
+//! - No call waits (for an fsync, the writer's queue, a lock, the
+//!   projections) while holding the GIL: every store call that can wait runs
+//!   inside `py.allow_threads`.
+//! - The `*_then` calls never block the caller: the store's future runs on
+//!   the await thread, and the outcome goes back to the event loop through
+//!   its `Completer` (`completion`), without the GIL.
+
+mod completion;
+mod logging;
+
+use completion::{Completer, Outcome};
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use enforcelog::{Action, Durability, Error, Event, EventBatch, Query, Store, StoreOptions};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+/// The `enforcelog._errors` class for an error, and the invalid field.
+fn error_class(error: &Error) -> (&'static str, Option<String>) {
+    match error {
+        Error::Locked { .. } => ("LockedError", None),
+        Error::InvalidEvent(e) => ("InvalidEventError", Some(e.field().to_string())),
+        Error::Closed => ("ClosedError", None),
+        Error::ReadOnly => ("ReadOnlyError", None),
+        Error::Io { .. } => ("IoError", None),
+        Error::Corruption { .. } => ("CorruptionError", None),
+        Error::RecordTooLarge { .. } | Error::BatchTooLarge { .. } => ("TooLargeError", None),
+        Error::EmptyBatch => ("EmptyBatchError", None),
+        Error::Poisoned { .. } => ("PoisonedError", None),
+        Error::QueueFull => ("QueueFullError", None),
+        Error::UnsupportedVersion { .. } | Error::NotALogDirectory { .. } => {
+            ("NotAStoreError", None)
+        }
+        Error::InvalidOptions { name, .. } => ("InvalidOptionsError", Some(name.to_string())),
+        Error::OffsetOutOfRange { .. } => ("OffsetOutOfRangeError", None),
+        Error::ProjectionStalled { .. } => ("ProjectionStalledError", None),
+        _ => ("Error", None),
+    }
+}
+
+/// Builds the Python exception for a Rust error.
+pub(crate) fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
+    let (class, field) = error_class(error);
+    let mut message = error.to_string();
+    if let Error::Locked { .. } = error {
+        message.push_str(
+            ": another process (or another Store in this process) has this store open for \
+             writing. Close it first, open this one with read_only=True to read, or give each \
+             process its own directory",
+        );
+    }
+    py_error(py, class, message, field.as_deref())
+}
+
+/// An instance of `enforcelog._errors.<class>` with `.field` set.
+fn py_error(py: Python<'_>, class: &str, message: String, field: Option<&str>) -> PyErr {
+    let build = || -> PyResult<PyErr> {
+        let module = py.import("enforcelog._errors")?;
+        let exc = module.getattr(class)?.call1((message,))?;
+        if let Some(field) = field {
+            exc.setattr("field", field)?;
+        }
+        Ok(PyErr::from_value(exc))
+    };
+    build().unwrap_or_else(|e| e)
+}
+
+/// A batch used after its commit or discard.
+fn batch_done(py: Python<'_>) -> PyErr {
+    py_error(
+        py,
+        "ClosedError",
+        "this batch was already committed or discarded; start another with store.begin()".into(),
+        None,
+    )
+}
+
+fn result<T>(py: Python<'_>, r: enforcelog::Result<T>) -> PyResult<T> {
+    r.map_err(|e| to_py_err(py, &e))
+}
+
+/// An event from the plain values the Python side passes.
+fn make_event(
+    tenant_id: String,
+    rule_id: String,
+    action: &str,
+    run_id: Option<String>,
+    details_json: Option<&str>,
+    at_us: Option<i64>,
+) -> Result<Event, Error> {
+    let action: Action = action.parse()?;
+    let mut event = Event::new(tenant_id, rule_id, action);
+    if let Some(run_id) = run_id {
+        event = event.with_run_id(run_id);
+    }
+    if let Some(json) = details_json {
+        event = event.with_details_json(json)?;
+    }
+    if let Some(at_us) = at_us {
+        event = event.at_us(at_us);
+    }
+    Ok(event)
+}
+
+/// The native store handle. Use `enforcelog.Store`.
+#[pyclass(module = "enforcelog._enforcelog", frozen)]
+struct NativeStore {
+    store: Store,
+}
+
+#[pymethods]
+impl NativeStore {
+    #[new]
+    #[pyo3(signature = (path, durability, interval_ms, detached_timeout_ms, read_only))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        durability: &str,
+        interval_ms: u64,
+        detached_timeout_ms: u64,
+        read_only: bool,
+    ) -> PyResult<Self> {
+        let mut options = StoreOptions::default();
+        options.log.durability = match durability {
+            "fsync" => Durability::Fsync,
+            "interval" => Durability::Interval(Duration::from_millis(interval_ms)),
+            "none" => Durability::None,
+            other => {
+                return Err(to_py_err(
+                    py,
+                    &Error::InvalidOptions {
+                        name: "durability",
+                        reason: format!("{other:?} is not one of fsync, interval, none"),
+                    },
+                ))
+            }
+        };
+        options.detached_timeout = Duration::from_millis(detached_timeout_ms);
+        let opened = py.allow_threads(|| {
+            let builder = Store::builder(&path).options(options);
+            if read_only {
+                builder.open_read_only()
+            } else {
+                builder.open()
+            }
+        });
+        Ok(Self {
+            store: result(py, opened)?,
+        })
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let r = py.allow_threads(|| self.store.close());
+        result(py, r)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.store.dir().to_path_buf()
+    }
+
+    fn next_offset(&self) -> u64 {
+        self.store.next_offset()
+    }
+
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us))]
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        rule_id: String,
+        action: &str,
+        run_id: Option<String>,
+        details_json: Option<&str>,
+        at_us: Option<i64>,
+    ) -> PyResult<u64> {
+        let event = result(
+            py,
+            make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
+        )?;
+        let r = py.allow_threads(|| self.store.record_blocking(event));
+        result(py, r)
+    }
+
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us, completer, token))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_then(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        rule_id: String,
+        action: &str,
+        run_id: Option<String>,
+        details_json: Option<&str>,
+        at_us: Option<i64>,
+        completer: PyRef<'_, Completer>,
+        token: u64,
+    ) -> PyResult<()> {
+        let event = result(
+            py,
+            make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
+        )?;
+        let store = self.store.clone();
+        completer.submit_async(token, async move {
+            store.record(event).await.map(Outcome::Offset)
+        })
+    }
+
+    /// Fail-safe: never raises for anything the store does; returns within
+    /// the store's detached timeout. Returns whether the event was valid.
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us))]
+    #[allow(clippy::too_many_arguments)]
+    fn record_detached(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        rule_id: String,
+        action: &str,
+        run_id: Option<String>,
+        details_json: Option<&str>,
+        at_us: Option<i64>,
+    ) -> Option<String> {
+        match make_event(tenant_id, rule_id, action, run_id, details_json, at_us) {
+            Ok(event) => {
+                py.allow_threads(|| self.store.record_detached(event));
+                None
+            }
+            // An action that does not parse never reaches the store, which
+            // would count and log it: the Python side does both.
+            Err(e) => Some(e.to_string()),
+        }
+    }
+
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let r = py.allow_threads(|| self.store.flush_blocking());
+        result(py, r)
+    }
+
+    fn flush_then(&self, completer: PyRef<'_, Completer>, token: u64) -> PyResult<()> {
+        let store = self.store.clone();
+        completer.submit_async(
+            token,
+            async move { store.flush().await.map(|()| Outcome::Done) },
+        )
+    }
+
+    fn begin(&self) -> NativeBatch {
+        NativeBatch {
+            batch: Mutex::new(Some(self.store.begin())),
+        }
+    }
+
+    #[pyo3(signature = (tenant_id, rule_id, as_of_us=None))]
+    fn stats<'py>(
+        &self,
+        py: Python<'py>,
+        tenant_id: &str,
+        rule_id: &str,
+        as_of_us: Option<i64>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let r = py.allow_threads(|| self.store.stats(tenant_id, rule_id, as_of_us));
+        let s = result(py, r)?;
+        let d = PyDict::new(py);
+        d.set_item("tenant_id", &s.tenant_id)?;
+        d.set_item("rule_id", &s.rule_id)?;
+        d.set_item("as_of_us", s.as_of_us)?;
+        d.set_item("trigger_count", s.trigger_count)?;
+        let windows = PyDict::new(py);
+        for (window, count) in &s.window_counts {
+            windows.set_item(window.as_secs(), *count)?;
+        }
+        d.set_item("window_counts", windows)?;
+        d.set_item("last_triggered_at_us", s.last_triggered_at_us)?;
+        d.set_item("total_count", s.total_count)?;
+        let by_action = PyDict::new(py);
+        for (action, count) in Action::ALL.iter().zip(s.by_action) {
+            by_action.set_item(action.as_str(), count)?;
+        }
+        d.set_item("by_action", by_action)?;
+        d.set_item("offset", s.offset)?;
+        d.set_item("missing_at_least", s.missing_at_least)?;
+        d.set_item("gap_in_window", s.gap_in_window)?;
+        Ok(d)
+    }
+
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, since_us, until_us, from_offset, limit))]
+    #[allow(clippy::too_many_arguments)]
+    fn query<'py>(
+        &self,
+        py: Python<'py>,
+        tenant_id: Option<String>,
+        rule_id: Option<String>,
+        action: Option<&str>,
+        run_id: Option<String>,
+        since_us: Option<i64>,
+        until_us: Option<i64>,
+        from_offset: Option<u64>,
+        limit: Option<usize>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut q = match tenant_id {
+            Some(t) => Query::tenant(t),
+            None => Query::all_tenants(),
+        };
+        if let Some(r) = rule_id {
+            q = q.rule(r);
+        }
+        if let Some(a) = action {
+            let a = result(py, a.parse::<Action>().map_err(Error::from))?;
+            q = q.action(a);
+        }
+        if let Some(r) = run_id {
+            q = q.run_id(r);
+        }
+        if let Some(s) = since_us {
+            q = q.since_us(s);
+        }
+        if let Some(u) = until_us {
+            q = q.until_us(u);
+        }
+        if let Some(o) = from_offset {
+            q = q.from_offset(o);
+        }
+        if let Some(l) = limit {
+            q = q.limit(l);
+        }
+        let r = py.allow_threads(|| self.store.query(&q));
+        let page = result(py, r)?;
+        let events = PyList::empty(py);
+        for e in &page.events {
+            let d = PyDict::new(py);
+            d.set_item("offset", e.offset)?;
+            d.set_item("tenant_id", &e.tenant_id)?;
+            d.set_item("rule_id", &e.rule_id)?;
+            d.set_item("action", e.action.as_str())?;
+            d.set_item("run_id", &e.run_id)?;
+            let details = e
+                .details
+                .as_ref()
+                .map(|m| serde_json::to_string(m).unwrap_or_default());
+            d.set_item("details_json", details)?;
+            d.set_item("enforced_at_us", e.enforced_at_us)?;
+            events.append(d)?;
+        }
+        let out = PyDict::new(py);
+        out.set_item("events", events)?;
+        out.set_item("next_offset", page.next_offset)?;
+        out.set_item("undecodable", page.undecodable)?;
+        out.set_item("lost", page.lost)?;
+        Ok(out)
+    }
+
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let m = self.store.metrics();
+        let d = PyDict::new(py);
+        for (name, value) in [
+            ("recorded", m.recorded),
+            ("dropped", m.dropped),
+            ("gap_markers", m.gap_markers),
+            ("dropped_pending_gap", m.dropped_pending_gap),
+            ("fsyncs", m.fsyncs),
+            ("recoveries", m.recoveries),
+            ("stats_replays", m.stats_replays),
+            ("undecodable_entries", m.undecodable_entries),
+            ("undecodable_read", m.undecodable_read),
+            ("append_p50_us", m.append_p50_us),
+            ("append_p90_us", m.append_p90_us),
+            ("append_p99_us", m.append_p99_us),
+            ("append_p999_us", m.append_p999_us),
+            ("append_max_us", m.append_max_us),
+        ] {
+            d.set_item(name, value)?;
+        }
+        Ok(d)
+    }
+}
+
+/// The native batch handle. Use `store.begin()`.
+#[pyclass(module = "enforcelog._enforcelog", frozen)]
+struct NativeBatch {
+    /// `None` once committed or discarded.
+    batch: Mutex<Option<EventBatch>>,
+}
+
+impl NativeBatch {
+    fn take(&self, py: Python<'_>) -> PyResult<EventBatch> {
+        let taken = self.batch.lock().unwrap_or_else(|e| e.into_inner()).take();
+        taken.ok_or_else(|| batch_done(py))
+    }
+}
+
+#[pymethods]
+impl NativeBatch {
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us))]
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        py: Python<'_>,
+        tenant_id: String,
+        rule_id: String,
+        action: &str,
+        run_id: Option<String>,
+        details_json: Option<&str>,
+        at_us: Option<i64>,
+    ) -> PyResult<()> {
+        let event = result(
+            py,
+            make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
+        )?;
+        let mut guard = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = guard.as_mut().ok_or_else(|| batch_done(py))?;
+        result(py, batch.record(event).map_err(Error::from))
+    }
+
+    fn __len__(&self) -> usize {
+        let guard = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map_or(0, |b| b.len())
+    }
+
+    fn is_open(&self) -> bool {
+        self.batch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Drops the staged events.
+    fn discard(&self) {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn commit(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+        let batch = self.take(py)?;
+        let r = py.allow_threads(|| batch.commit_blocking());
+        result(py, r).map(|range| (range.start, range.end))
+    }
+
+    fn commit_then(
+        &self,
+        py: Python<'_>,
+        completer: PyRef<'_, Completer>,
+        token: u64,
+    ) -> PyResult<()> {
+        let batch = self.take(py)?;
+        completer.submit_async(token, async move {
+            batch
+                .commit()
+                .await
+                .map(|range| Outcome::Range(range.start, range.end))
+        })
+    }
+}
+
+#[pymodule]
+fn _enforcelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    logging::install();
+    m.add_class::<NativeStore>()?;
+    m.add_class::<NativeBatch>()?;
+    m.add_class::<Completer>()?;
+    Ok(())
+}
