@@ -255,7 +255,7 @@ impl RuleStats {
     /// assert_eq!(json["window"], "30d");
     /// assert_eq!(json["trigger_count"], 1);
     /// assert_eq!(json["by_action"]["KILLED"], 1);
-    /// # Ok::<(), enforcelog::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn to_json(&self) -> Value {
         let by_action: Map<String, Value> = Action::ALL
