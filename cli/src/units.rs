@@ -76,18 +76,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A duration in the syntax [`parse_duration`] reads, largest units first,
 /// weeks left as days (`30d`, `1d12h`, `1m30s`, `10ms`).
 pub fn format_duration(duration: Duration) -> String {
-    let mut us = u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
-    if us == 0 {
-        return "0s".into();
-    }
-    let mut text = String::new();
-    for (name, unit_us) in &UNITS[1..] {
-        if us >= *unit_us {
-            text.push_str(&format!("{}{name}", us / unit_us));
-            us %= unit_us;
-        }
-    }
-    text
+    // One writer of the syntax: the library's, which the stats JSON uses.
+    enforcelog::store::window_label(duration)
 }
 
 /// [`parse_duration`] within `min..=max` (both said in the error).
@@ -111,10 +101,9 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
     parse_duration_within(text, Duration::from_secs(1), WINDOW_MAX)
 }
 
-/// A window as the CLI prints it in the `window` field: `30d`, `1d12h`
-/// (the library's label, so CLI and library JSON agree).
+/// A window as the CLI prints it in the `window` field: `30d`, `1d12h`.
 pub fn window_label(window: Duration) -> String {
-    enforcelog::store::window_label(window)
+    format_duration(window)
 }
 
 /// Parses `--max-future-skew`: a duration (up to 100 years) or `none` (no
