@@ -4,8 +4,6 @@ use std::time::Duration;
 
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
-#[allow(unused_imports)] // doc links
-use crate::store::Delivery;
 
 /// Options for [`Store::open`](crate::Store::open).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +28,7 @@ pub struct StoreOptions {
     /// ... or after this long with new entries (longer than zero). Default 60 s.
     pub checkpoint_interval: Duration,
     /// How far a subscriber may lag behind the log's end before it is told
-    /// (see [`Delivery::Lagging`]). Default 1,000,000 entries.
+    /// (see [`Delivery::Lagging`](crate::store::Delivery::Lagging)). Default 1,000,000 entries.
     pub subscriber_lag_warning: u64,
     /// How far after the store's clock an event's `enforced_at` may be.
     /// Later ones are refused ([`EventError::InFuture`](crate::EventError)):
