@@ -11,8 +11,12 @@ otherwise use on this machine.
 - aiosqlite (if installed): 64 tasks, one connection, a commit per record
   (what an asyncio host writes naively).
 
-Compare the enforcelog rows with ``cargo bench --bench durable`` (Rust, same
-event shape) for the overhead ratio; docs/BENCHMARKS.md has the table.
+- Rust: the same work from ``producers`` tokio tasks inside this process
+  (``_enforcelog.rust_producers``, the shape of ``cargo bench --bench
+  durable``), in turns with the Python run of the same size, so that the
+  Python/Rust ratio compares like with like on a disk whose speed drifts.
+
+docs/BENCHMARKS.md has the table.
 """
 
 from __future__ import annotations
@@ -163,29 +167,54 @@ def bench_aiosqlite(path: str, tasks: int, seconds: float) -> float:
     return n / (time.perf_counter() - started)
 
 
+def rust_tasks(path: str, tasks: int, seconds: float) -> float:
+    import json
+    return float(enforcelog._enforcelog.rust_producers(path, tasks, seconds, json.dumps(DETAILS)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="measured time per system and configuration")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="turns taken by Python and Rust per configuration")
+    parser.add_argument("--tasks", type=str, default="1,8,64",
+                        help="comma-separated asyncio task counts")
     args = parser.parse_args()
-    rows = []
 
-    def run(name: str, fn, *fn_args) -> None:
+    def measure(fn, *fn_args, seconds: float) -> float:
         with tempfile.TemporaryDirectory(prefix="enforcelog-bench-", dir=os.getcwd()) as d:
-            rate = fn(os.path.join(d, "store") if fn in (bench_tasks, bench_threads) else d,
-                      *fn_args, args.seconds)
-        rows.append((name, rate))
-        print(f"{name:<34} {rate / 1000:8.1f} k records/s", flush=True)
+            store_dir = os.path.join(d, "store")
+            return fn(store_dir if fn in (bench_tasks, bench_threads, rust_tasks) else d,
+                      *fn_args, seconds)
 
-    for tasks in (1, 8, 64):
-        run(f"enforcelog, {tasks} asyncio tasks", bench_tasks, tasks)
-    run("enforcelog, 8 threads", bench_threads, 8)
-    run("sqlite3 batched, 64 asyncio tasks", bench_sqlite_batched, 64)
+    print(f"{'work':<34} {'Python':>12} {'Rust':>12} {'Python/Rust':>12}", flush=True)
+    for tasks in (int(t) for t in args.tasks.split(",")):
+        # Turns, the order alternating, so that neither side gets the
+        # disk's good or bad second.
+        py_rates, rust_rates = [], []
+        slice_s = args.seconds / args.rounds
+        for r in range(args.rounds):
+            order = [(bench_tasks, py_rates), (rust_tasks, rust_rates)]
+            for fn, rates in (order if r % 2 == 0 else order[::-1]):
+                rates.append(measure(fn, tasks, seconds=slice_s))
+        py_rate = sum(py_rates) / len(py_rates)
+        rust_rate = sum(rust_rates) / len(rust_rates)
+        print(f"{f'{tasks} tasks / producers':<34} {py_rate / 1000:9.1f} k/s {rust_rate / 1000:9.1f} k/s"
+              f" {py_rate / rust_rate:11.0%}", flush=True)
+
+    def row(name: str, fn, *fn_args) -> None:
+        rate = measure(fn, *fn_args, seconds=args.seconds)
+        print(f"{name:<34} {rate / 1000:9.1f} k/s", flush=True)
+
+    row("8 threads, sync record()", bench_threads, 8)
+    row("sqlite3 batched, 64 asyncio tasks", bench_sqlite_batched, 64)
     try:
         import aiosqlite  # noqa: F401
     except ImportError:
         print("aiosqlite: not installed (pip install aiosqlite), skipped")
     else:
-        run("aiosqlite, 64 asyncio tasks", bench_aiosqlite, 64)
+        row("aiosqlite, 64 asyncio tasks", bench_aiosqlite, 64)
 
 
 if __name__ == "__main__":

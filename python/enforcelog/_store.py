@@ -2,8 +2,8 @@
 
 Every call that can wait (an fsync, the writer's queue, the projections)
 releases the GIL while it waits. The ``*_async`` calls never block the event
-loop: the wait runs on a native thread, which completes an asyncio future
-through ``loop.call_soon_threadsafe``.
+loop: the store's future is polled on the loop's own thread and settles an
+asyncio future when the writer answers (python/src/completion.rs).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import _enforcelog
 from ._errors import InvalidEventError
@@ -50,109 +50,62 @@ class Durability(str, enum.Enum):
 ActionLike = Union[str, Action, enum.Enum]
 
 
-def _invalid(field_name: str, message: str) -> InvalidEventError:
-    err = InvalidEventError(f"{field_name}: {message}")
-    err.field = field_name
-    return err
-
-
 def _action_str(action: ActionLike) -> str:
+    """A query's action filter as text (writes convert natively)."""
     if isinstance(action, enum.Enum):
         value = action.value if isinstance(action.value, str) else action.name
         return str(value)
     if isinstance(action, str):
         return action
-    raise _invalid("action", f"expected a str or an enum member, got {type(action).__name__}")
-
-
-def _id(field_name: str, value: Any, optional: bool = False) -> Optional[str]:
-    if value is None and optional:
-        return None
-    if not isinstance(value, str):
-        raise _invalid(field_name, f"expected a str, got {type(value).__name__}")
-    return value
-
-
-def _required_id(field_name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise _invalid(field_name, f"expected a str, got {type(value).__name__}")
-    return value
+    err = InvalidEventError(f"action: expected a str or an enum member, got {type(action).__name__}")
+    err.field = "action"
+    raise err
 
 
 # Built once: json.dumps with options builds an encoder per call.
 _DETAILS_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 
 
-def _details_json(details: Optional[Mapping[str, Any]]) -> Optional[str]:
-    if details is None:
-        return None
+def _details_json(details: Any) -> str:
+    """``details`` as JSON text. The native side walks plain dicts itself and
+    calls this only for what its walk does not cover exactly (non-``str``
+    keys, integers beyond 64 bits, other mappings and types, deep nesting),
+    so the answer for those is what the standard encoder says."""
     if not isinstance(details, Mapping):
-        raise _invalid("details", f"must be a dict, not {type(details).__name__}")
+        err = InvalidEventError(f"details: must be a dict, not {type(details).__name__}")
+        err.field = "details"
+        raise err
     try:
         return _DETAILS_ENCODER.encode(details if isinstance(details, dict) else dict(details))
     except (TypeError, ValueError, RecursionError) as e:
-        raise _invalid("details", f"not JSON-serialisable: {e}") from None
+        err = InvalidEventError(f"details: not JSON-serialisable: {e}")
+        err.field = "details"
+        raise err from None
 
 
-def _event_args(
-    tenant_id: Any,
-    rule_id: Any,
-    action: ActionLike,
-    run_id: Any = None,
-    details: Optional[Mapping[str, Any]] = None,
-    enforced_at: Optional[datetime] = None,
-) -> Tuple[str, str, str, Optional[str], Optional[str], Optional[int]]:
-    """The native call's positional arguments for one event."""
-    return (
-        _required_id("tenant_id", tenant_id),
-        _required_id("rule_id", rule_id),
-        _action_str(action),
-        _id("run_id", run_id, optional=True),
-        _details_json(details),
-        to_us(enforced_at),
-    )
-
-
-class _LoopCompletions:
-    """One event loop's pending awaitables. The native side queues each finished
-    call on ``completer`` and wakes the loop through its file descriptor; the
-    loop settles every finished future in one go, on its own thread (no pool
-    thread ever waits for the GIL to do it)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.completer = _enforcelog.Completer()
-        self.pending: Dict[int, "asyncio.Future[Any]"] = {}
-        self.next_token = 0
-        loop.add_reader(self.completer.fileno(), self.drain)
-
-    def drain(self) -> None:
-        for token, value, error in self.completer.take():
-            future = self.pending.pop(token, None)
-            if future is None or future.done():
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(value)
-
-
-_completions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopCompletions]" = (
+# The running loop's completer, cached: most processes run one loop, and
+# this lookup is on every awaitable call.
+_completers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = (
     weakref.WeakKeyDictionary())
+_last: Tuple[Optional["weakref.ReferenceType[asyncio.AbstractEventLoop]"], Any] = (None, None)
 
 
-def _awaitable(start: Callable[[Any, int], None]) -> "asyncio.Future[Any]":
-    """A future of the running loop, completed when the native call that
-    ``start(completer, token)`` begins has finished (on a pool thread)."""
+def _completer() -> Any:
+    """The running loop's ``Completer`` (python/src/completion.rs): it polls
+    the store's futures on the loop thread and settles their asyncio
+    futures, woken through a file descriptor the loop watches."""
+    global _last
     loop = asyncio.get_running_loop()
-    completions = _completions.get(loop)
-    if completions is None:
-        completions = _completions[loop] = _LoopCompletions(loop)
-    token = completions.next_token
-    completions.next_token += 1
-    future = loop.create_future()
-    start(completions.completer, token)
-    completions.pending[token] = future
-    return future
+    ref, completer = _last
+    if ref is not None and ref() is loop:
+        return completer
+    completer = _completers.get(loop)
+    if completer is None:
+        completer = _enforcelog.Completer(loop)
+        loop.add_reader(completer.fileno(), completer.drain)
+        _completers[loop] = completer
+    _last = (weakref.ref(loop), completer)
+    return completer
 
 
 @dataclass(frozen=True)
@@ -305,8 +258,7 @@ class Store:
     ) -> int:
         """Records one event durably; returns its offset. Raises on failure.
         Releases the GIL while it waits."""
-        args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
-        return self._native.record(*args)
+        return self._native.record(tenant_id, rule_id, action, run_id, details, to_us(enforced_at))
 
     async def record_async(
         self,
@@ -319,9 +271,9 @@ class Store:
     ) -> int:
         """``record()`` as an awaitable that never blocks the event loop.
         Cancelling the await does not un-record the event."""
-        args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
-        offset = await _awaitable(lambda c, t: self._native.record_then(*args, c, t))
-        return int(offset)
+        at_us = None if enforced_at is None else to_us(enforced_at)
+        return await self._native.record_async(  # type: ignore[no-any-return]
+            _completer(), tenant_id, rule_id, action, run_id, details, at_us)
 
     def record_detached(
         self,
@@ -340,8 +292,8 @@ class Store:
         queued events durable; interpreter exit flushes them too."""
         try:
             _detached_stores.add(self)
-            args = _event_args(tenant_id, rule_id, action, run_id, details, enforced_at)
-            refused = self._native.record_detached(*args)
+            at_us = None if enforced_at is None else to_us(enforced_at)
+            refused = self._native.record_detached(tenant_id, rule_id, action, run_id, details, at_us)
             if refused is not None:
                 self._drop(refused)
         except BaseException as e:  # noqa: BLE001 - the halt path must never fail here
@@ -368,7 +320,7 @@ class Store:
 
     async def flush_async(self) -> None:
         """``flush()`` without blocking the event loop."""
-        await _awaitable(self._native.flush_then)
+        await self._native.flush_async(_completer())
 
     # -- reading -------------------------------------------------------
     def stats(self, tenant_id: str, rule_id: str, as_of: Optional[datetime] = None) -> RuleStats:
@@ -448,7 +400,7 @@ class Batch:
         enforced_at: Optional[datetime] = None,
     ) -> None:
         """Stages one event (validated now, so a bad one raises here)."""
-        self._native.record(*_event_args(tenant_id, rule_id, action, run_id, details, enforced_at))
+        self._native.record(tenant_id, rule_id, action, run_id, details, to_us(enforced_at))
 
     def __len__(self) -> int:
         return len(self._native)
@@ -465,7 +417,7 @@ class Batch:
 
     async def commit_async(self) -> range:
         """``commit()`` without blocking the event loop."""
-        start, end = await _awaitable(self._native.commit_then)
+        start, end = await self._native.commit_async(_completer())
         return range(start, end)
 
     def discard(self) -> None:

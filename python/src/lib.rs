@@ -1,19 +1,22 @@
 //! `enforcelog._enforcelog`: the native half of the Python package.
 //!
-//! Thin by design: Python (`python/enforcelog/`) converts `datetime`s,
-//! `dict` details and enum actions and owns the public classes; this module
-//! turns plain values into [`Event`]s, calls the store, and maps every Rust
+//! Python (`python/enforcelog/`) owns the public classes and converts
+//! `datetime`s; this module turns the caller's values into [`Event`]s
+//! (`convert`, one path for every write call), calls the store, drives the
+//! awaitable calls on the event loop (`completion`), and maps every Rust
 //! [`Error`] onto the exception classes of `enforcelog._errors`.
 //!
 //! Invariants:
 //! - No call waits (for an fsync, the writer's queue, a lock, the
 //!   projections) while holding the GIL: every store call that can wait runs
 //!   inside `py.allow_threads`.
-//! - The `*_then` calls never block the caller: the store's future runs on
-//!   the await thread, and the outcome goes back to the event loop through
-//!   its `Completer` (`completion`), without the GIL.
+//! - The `*_async` calls never block the caller: they return an asyncio
+//!   future that the loop's `Completer` (`completion`) settles once the
+//!   store's future is ready; no store thread takes the GIL for it.
 
+mod baseline;
 mod completion;
+mod convert;
 mod logging;
 
 use completion::{Completer, Outcome};
@@ -22,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use enforcelog::{Action, Durability, Error, Event, EventBatch, Query, Store, StoreOptions};
+use enforcelog::{Action, Durability, Error, EventBatch, Query, Store, StoreOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -64,7 +67,7 @@ pub(crate) fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
 }
 
 /// An instance of `enforcelog._errors.<class>` with `.field` set.
-fn py_error(py: Python<'_>, class: &str, message: String, field: Option<&str>) -> PyErr {
+pub(crate) fn py_error(py: Python<'_>, class: &str, message: String, field: Option<&str>) -> PyErr {
     let build = || -> PyResult<PyErr> {
         let module = py.import("enforcelog._errors")?;
         let exc = module.getattr(class)?.call1((message,))?;
@@ -90,34 +93,16 @@ fn result<T>(py: Python<'_>, r: enforcelog::Result<T>) -> PyResult<T> {
     r.map_err(|e| to_py_err(py, &e))
 }
 
-/// An event from the plain values the Python side passes.
-fn make_event(
-    tenant_id: String,
-    rule_id: String,
-    action: &str,
-    run_id: Option<String>,
-    details_json: Option<&str>,
-    at_us: Option<i64>,
-) -> Result<Event, Error> {
-    let action: Action = action.parse()?;
-    let mut event = Event::new(tenant_id, rule_id, action);
-    if let Some(run_id) = run_id {
-        event = event.with_run_id(run_id);
-    }
-    if let Some(json) = details_json {
-        event = event.with_details_json(json)?;
-    }
-    if let Some(at_us) = at_us {
-        event = event.at_us(at_us);
-    }
-    Ok(event)
-}
-
 /// The native store handle. Use `enforcelog.Store`.
 #[pyclass(module = "enforcelog._enforcelog", frozen)]
 struct NativeStore {
     store: Store,
+    /// Unique in the process: tells stores apart for `Completer::stage`.
+    id: u64,
 }
+
+/// The next [`NativeStore::id`].
+static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 #[pymethods]
 impl NativeStore {
@@ -157,6 +142,7 @@ impl NativeStore {
         });
         Ok(Self {
             store: result(py, opened)?,
+            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -173,70 +159,64 @@ impl NativeStore {
         self.store.next_offset()
     }
 
-    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us))]
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details, at_us))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         py: Python<'_>,
-        tenant_id: String,
-        rule_id: String,
-        action: &str,
-        run_id: Option<String>,
-        details_json: Option<&str>,
+        tenant_id: &Bound<'_, PyAny>,
+        rule_id: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        run_id: Option<&Bound<'_, PyAny>>,
+        details: Option<&Bound<'_, PyAny>>,
         at_us: Option<i64>,
     ) -> PyResult<u64> {
-        let event = result(
-            py,
-            make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
-        )?;
+        let event = convert::event(py, tenant_id, rule_id, action, run_id, details, at_us)?;
         let r = py.allow_threads(|| self.store.record_blocking(event));
         result(py, r)
     }
 
-    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us, completer, token))]
+    /// Returns an asyncio future of `completer`'s loop, settled with the
+    /// offset once the event is durable. Bad input raises here, at once.
+    #[pyo3(signature = (completer, tenant_id, rule_id, action, run_id, details, at_us))]
     #[allow(clippy::too_many_arguments)]
-    fn record_then(
+    fn record_async(
         &self,
         py: Python<'_>,
-        tenant_id: String,
-        rule_id: String,
-        action: &str,
-        run_id: Option<String>,
-        details_json: Option<&str>,
-        at_us: Option<i64>,
         completer: PyRef<'_, Completer>,
-        token: u64,
-    ) -> PyResult<()> {
-        let event = result(
-            py,
-            make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
-        )?;
-        let store = self.store.clone();
-        completer.submit_async(token, async move {
-            store.record(event).await.map(Outcome::Offset)
-        })
+        tenant_id: &Bound<'_, PyAny>,
+        rule_id: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        run_id: Option<&Bound<'_, PyAny>>,
+        details: Option<&Bound<'_, PyAny>>,
+        at_us: Option<i64>,
+    ) -> PyResult<PyObject> {
+        let event = convert::event(py, tenant_id, rule_id, action, run_id, details, at_us)?;
+        completer.stage(py, self.id, &self.store, event)
     }
 
     /// Fail-safe: never raises for anything the store does; returns within
-    /// the store's detached timeout. Returns whether the event was valid.
-    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us))]
+    /// the store's detached timeout. Returns why the input was refused, or
+    /// `None` when the event went to the store (which counts and logs its
+    /// own drops).
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details, at_us))]
     #[allow(clippy::too_many_arguments)]
     fn record_detached(
         &self,
         py: Python<'_>,
-        tenant_id: String,
-        rule_id: String,
-        action: &str,
-        run_id: Option<String>,
-        details_json: Option<&str>,
+        tenant_id: &Bound<'_, PyAny>,
+        rule_id: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        run_id: Option<&Bound<'_, PyAny>>,
+        details: Option<&Bound<'_, PyAny>>,
         at_us: Option<i64>,
     ) -> Option<String> {
-        match make_event(tenant_id, rule_id, action, run_id, details_json, at_us) {
+        match convert::event(py, tenant_id, rule_id, action, run_id, details, at_us) {
             Ok(event) => {
                 py.allow_threads(|| self.store.record_detached(event));
                 None
             }
-            // An action that does not parse never reaches the store, which
+            // Input that never makes an event never reaches the store, which
             // would count and log it: the Python side does both.
             Err(e) => Some(e.to_string()),
         }
@@ -247,11 +227,11 @@ impl NativeStore {
         result(py, r)
     }
 
-    fn flush_then(&self, completer: PyRef<'_, Completer>, token: u64) -> PyResult<()> {
+    fn flush_async(&self, py: Python<'_>, completer: PyRef<'_, Completer>) -> PyResult<PyObject> {
         let store = self.store.clone();
-        completer.submit_async(
-            token,
-            async move { store.flush().await.map(|()| Outcome::Done) },
+        completer.start(
+            py,
+            Box::pin(async move { store.flush().await.map(|()| Outcome::Done) }),
         )
     }
 
@@ -401,22 +381,19 @@ impl NativeBatch {
 
 #[pymethods]
 impl NativeBatch {
-    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details_json, at_us))]
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, details, at_us))]
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         py: Python<'_>,
-        tenant_id: String,
-        rule_id: String,
-        action: &str,
-        run_id: Option<String>,
-        details_json: Option<&str>,
+        tenant_id: &Bound<'_, PyAny>,
+        rule_id: &Bound<'_, PyAny>,
+        action: &Bound<'_, PyAny>,
+        run_id: Option<&Bound<'_, PyAny>>,
+        details: Option<&Bound<'_, PyAny>>,
         at_us: Option<i64>,
     ) -> PyResult<()> {
-        let event = result(
-            py,
-            make_event(tenant_id, rule_id, action, run_id, details_json, at_us),
-        )?;
+        let event = convert::event(py, tenant_id, rule_id, action, run_id, details, at_us)?;
         let mut guard = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         let batch = guard.as_mut().ok_or_else(|| batch_done(py))?;
         result(py, batch.record(event).map_err(Error::from))
@@ -445,19 +422,17 @@ impl NativeBatch {
         result(py, r).map(|range| (range.start, range.end))
     }
 
-    fn commit_then(
-        &self,
-        py: Python<'_>,
-        completer: PyRef<'_, Completer>,
-        token: u64,
-    ) -> PyResult<()> {
+    fn commit_async(&self, py: Python<'_>, completer: PyRef<'_, Completer>) -> PyResult<PyObject> {
         let batch = self.take(py)?;
-        completer.submit_async(token, async move {
-            batch
-                .commit()
-                .await
-                .map(|range| Outcome::Range(range.start, range.end))
-        })
+        completer.start(
+            py,
+            Box::pin(async move {
+                batch
+                    .commit()
+                    .await
+                    .map(|range| Outcome::Range(range.start, range.end))
+            }),
+        )
     }
 }
 
@@ -467,5 +442,6 @@ fn _enforcelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeStore>()?;
     m.add_class::<NativeBatch>()?;
     m.add_class::<Completer>()?;
+    m.add_function(wrap_pyfunction!(baseline::rust_producers, m)?)?;
     Ok(())
 }
