@@ -62,13 +62,18 @@ def get_default_store() -> Store:
 
 
 def _sqlalchemy_session(unit: Any) -> Any:
-    """The SQLAlchemy ``Session`` behind ``unit`` (itself, or an ``AsyncSession``'s
-    ``sync_session``), or None. Imports nothing: a host that holds a session has
+    """The SQLAlchemy ``Session`` behind ``unit`` (itself, an ``AsyncSession``'s
+    ``sync_session``, or a scoped session's current one), or None. Imports nothing: a host that holds a session has
     already imported the SQLAlchemy modules that define it."""
     orm = sys.modules.get("sqlalchemy.orm")
+    aio = sys.modules.get("sqlalchemy.ext.asyncio")
+    # A scoped session stands for the session of the current scope.
+    if orm is not None and isinstance(unit, orm.scoped_session):
+        unit = unit()
+    elif aio is not None and isinstance(unit, aio.async_scoped_session):
+        unit = unit()
     if orm is not None and isinstance(unit, orm.Session):
         return unit
-    aio = sys.modules.get("sqlalchemy.ext.asyncio")
     if aio is not None and isinstance(unit, aio.AsyncSession):
         return unit.sync_session
     return None
@@ -90,10 +95,16 @@ class PolicyEnforcementWriteDriver:
       store, else the process's default (``get_default_store()``). When
       ``session.commit()`` returns the events are durable; if recording fails
       after the database committed, the events are logged and counted as
-      dropped, never raised. Details: the module ``enforcelog.session``.
+      dropped, never raised. For an ``AsyncSession`` that wait (one fsync)
+      happens on the event loop's thread, inside ``await session.commit()``.
+      Details: the module ``enforcelog.session``.
     """
 
     def __init__(self, unit: Any, *, store: Optional[Store] = None) -> None:
+        """Raises ``TypeError`` for a unit that is neither a batch nor a session
+        (and for ``store=`` with a batch); for a session, ``LookupError`` when
+        there is no ``store=`` and no default store, ``ReadOnlyError`` for a
+        read-only store."""
         self._batch: Optional[Batch] = None
         self._session: Any = None
         self._store: Optional[Store] = None

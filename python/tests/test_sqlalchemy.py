@@ -499,3 +499,65 @@ def test_async_sessions_in_concurrent_tasks_keep_their_own_events(async_engine, 
     assert sorted({e[3] for e in events}) == committed
     for run in committed:
         assert [e[2] for e in events if e[3] == run] == ["BLOCKED", "STOPPED"]
+
+
+# -- more than one store; scoped sessions; lifetime -------------------------------
+
+def test_one_transaction_two_stores_one_batch_each(engine, db_path, store, tmp_path, caplog):
+    with enforcelog.Store(tmp_path / "second") as second, Session(engine) as session:
+        to_first = PolicyEnforcementWriteDriver(session, store=store)
+        to_second = PolicyEnforcementWriteDriver(session, store=second)
+        halt(to_first, "run_1", "BLOCKED")
+        halt(to_second, "run_1", "KILLED")
+        halt(to_first, "run_1", "STOPPED")
+        session.commit()
+        assert [e[2] for e in events_in(store)] == ["BLOCKED", "STOPPED"]
+        assert [e[2] for e in events_in(second)] == ["KILLED"]
+        # One store failing does not cost the other its events.
+        halt(to_first, "run_2", "BLOCKED")
+        halt(to_second, "run_2", "KILLED")
+        store.close()
+        with caplog.at_level(logging.ERROR, logger="enforcelog"):
+            session.commit()
+        assert [e[3] for e in events_in(second)] == ["run_1", "run_2"]
+    assert store.metrics()["dropped"] == 1
+    assert second.metrics()["dropped"] == 0
+
+
+def test_scoped_sessions_stand_for_their_current_session(engine, async_engine, store):
+    from sqlalchemy.ext.asyncio import async_scoped_session
+    from sqlalchemy.orm import scoped_session
+
+    scoped = scoped_session(sessionmaker(engine))
+    halt(PolicyEnforcementWriteDriver(scoped, store=store), "sync_scoped")
+    scoped.commit()
+    scoped.remove()
+
+    async def main():
+        scoped_async = async_scoped_session(async_sessionmaker(async_engine),
+                                            scopefunc=asyncio.current_task)
+        await PolicyEnforcementWriteDriver(scoped_async, store=store).record_enforcement(
+            tenant_id="tenant_123", rule_id="rule_456", action_taken="BLOCKED",
+            run_id="async_scoped")
+        await scoped_async.commit()
+        await scoped_async.remove()
+    asyncio.run(main())
+    assert [e[3] for e in events_in(store)] == ["sync_scoped", "async_scoped"]
+
+
+def test_sessions_with_drivers_are_freed(engine, store):
+    import gc
+    import weakref
+
+    refs = []
+    for i in range(20):
+        session = Session(engine)
+        halt(PolicyEnforcementWriteDriver(session, store=store), f"run_{i}")
+        if i % 2:
+            session.commit()
+        session.close()
+        refs.append(weakref.ref(session))
+        del session
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
+    assert len(events_in(store)) == 10
