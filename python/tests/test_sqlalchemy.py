@@ -474,10 +474,11 @@ def test_async_sessions_in_concurrent_tasks_keep_their_own_events(async_engine, 
     async def host_task(make_session, i):
         async with make_session() as session:
             driver = PolicyEnforcementWriteDriver(session, store=store)
-            await session.execute(text("INSERT INTO runs VALUES (:id, 'halted')"),
-                                  {"id": f"run_{i}"})
+            # Staged before the session touches the database: autobegins.
             await driver.record_enforcement(tenant_id=f"tenant_{i}", rule_id="rule_456",
                                             action_taken="BLOCKED", run_id=f"run_{i}")
+            await session.execute(text("INSERT INTO runs VALUES (:id, 'halted')"),
+                                  {"id": f"run_{i}"})
             await asyncio.sleep(0)  # let the other tasks interleave
             await driver.record_enforcement(tenant_id=f"tenant_{i}", rule_id="rule_456",
                                             action_taken="STOPPED", run_id=f"run_{i}")
@@ -561,3 +562,35 @@ def test_sessions_with_drivers_are_freed(engine, store):
     gc.collect()
     assert [r for r in refs if r() is not None] == []
     assert len(events_in(store)) == 10
+
+
+def test_a_commit_the_database_refuses_records_no_events(engine, db_path, store):
+    from sqlalchemy import String
+    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Run(Base):
+        __tablename__ = "runs"
+        id: Mapped[str] = mapped_column(String, primary_key=True)
+        status: Mapped[str] = mapped_column(String)
+
+    with Session(engine) as session:
+        driver = PolicyEnforcementWriteDriver(session, store=store)
+        halt(driver, "run_1")  # staged first: autobegins, as add() would
+        session.add(Run(id="run_1", status="halted"))
+        session.commit()
+        halt(driver, "run_1_again", "KILLED")
+        session.add(Run(id="run_1", status="halted"))  # duplicate key: the flush fails
+        with pytest.raises(IntegrityError):
+            session.commit()
+        assert staged_count(session) == 1  # until the host rolls back
+        session.rollback()
+        assert staged_count(session) == 0
+        halt(driver, "run_2", "STOPPED")
+        session.add(Run(id="run_2", status="halted"))
+        session.commit()
+    assert runs_in_db(db_path) == [("run_1", "halted"), ("run_2", "halted")]
+    assert [e[3] for e in events_in(store)] == ["run_1", "run_2"]
