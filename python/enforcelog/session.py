@@ -149,7 +149,8 @@ def _autobegin(session: Session) -> SessionTransaction:
     and no transaction, as ``add()`` does."""
     autobegin = getattr(session, "_autobegin_t", None)
     if autobegin is not None:
-        return autobegin()
+        transaction: SessionTransaction = autobegin()
+        return transaction
     # A SQLAlchemy without the (private) autobegin hook: an explicit begin.
     return session.begin()
 
