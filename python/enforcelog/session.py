@@ -194,8 +194,7 @@ def check_writable(store: Store) -> None:
     """Refuses a read-only store when the driver is made, not after the
     database has committed."""
     if store.read_only:
-        err = ReadOnlyError(f"{store!r} is read-only; a write driver needs a writable store")
-        raise err
+        raise ReadOnlyError(f"{store!r} is read-only; a write driver needs a writable store")
 
 
 def _after_commit(session: Session) -> None:
@@ -242,19 +241,24 @@ def _record(events: List[_StagedEvent]) -> None:
                 batch.record(e.tenant_id, e.rule_id, e.action, e.run_id, e.details, e.enforced_at)
             batch.commit()
         except Exception as e:  # noqa: BLE001 - the database has committed: never raise
-            _count_dropped(store, len(staged_events))
-            try:
-                logger.error(
-                    "enforcelog: %d enforcement event(s) of a committed SQLAlchemy transaction "
-                    "were not recorded in %s: %s: %s",
-                    len(staged_events), store.path, type(e).__name__, e,
-                )
-            except Exception:  # noqa: BLE001 - a broken log handler must not raise here either
-                pass
+            _dropped(store, len(staged_events), e)
 
 
-def _count_dropped(store: Store, count: int) -> None:
-    # The store keeps the count of events dropped on the Python side (the
-    # fire-and-forget call's) in `_dropped_here`; `metrics()["dropped"]` adds it.
-    with store._lock:
-        store._dropped_here += count
+def _dropped(store: Store, count: int, error: Exception) -> None:
+    """Counts and logs the events of a failed batch. Never raises."""
+    try:
+        # The store keeps the count of events dropped on the Python side (the
+        # fire-and-forget call's) in `_dropped_here`; `metrics()["dropped"]`
+        # adds it to the native count.
+        with store._lock:
+            store._dropped_here += count
+    except Exception:  # noqa: BLE001 - still log the loss below
+        logger.warning("enforcelog: could not count dropped session events", exc_info=True)
+    try:
+        logger.error(
+            "enforcelog: %d enforcement event(s) of a committed SQLAlchemy transaction "
+            "were not recorded in %s: %s: %s",
+            count, store.path, type(error).__name__, error,
+        )
+    except Exception:  # noqa: BLE001 - a broken log handler must not raise here either
+        pass

@@ -594,3 +594,50 @@ def test_a_commit_the_database_refuses_records_no_events(engine, db_path, store)
         session.commit()
     assert runs_in_db(db_path) == [("run_1", "halted"), ("run_2", "halted")]
     assert [e[3] for e in events_in(store)] == ["run_1", "run_2"]
+
+
+def test_disk_full_after_db_commit_is_logged_counted_and_not_raised(tmp_path):
+    """A child process with a file-size limit (RLIMIT_FSIZE) the database's
+    small writes stay under and the events' batch does not: the write fails
+    with EFBIG after the database committed."""
+    import textwrap
+
+    script = textwrap.dedent("""
+        import logging, resource, signal, sys
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.orm import Session
+        import enforcelog
+        from enforcelog import PolicyEnforcementWriteDriver
+
+        store_dir, db = sys.argv[1], sys.argv[2]
+        logging.basicConfig(stream=sys.stderr)
+        engine = create_engine(f"sqlite:///{db}")
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE runs (id TEXT PRIMARY KEY, status TEXT NOT NULL)"))
+        store = enforcelog.Store(store_dir)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        limit = 256 << 10
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        with Session(engine) as session:
+            driver = PolicyEnforcementWriteDriver(session, store=store)
+            session.execute(text("INSERT INTO runs VALUES ('run_1', 'halted')"))
+            pad = ("\\x00" * 8 + "y" * 1016) * 40  # ~42 KB of JSON
+            for i in range(8):  # ~340 KB in one batch: past the limit
+                driver.record_enforcement_sync(
+                    tenant_id="tenant_123", rule_id="rule_456", action_taken="BLOCKED",
+                    run_id="run_1", details={"i": i, "pad": pad})
+            session.commit()  # must not raise
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id FROM runs")).fetchall()
+        print(len(rows), store.metrics()["dropped"])
+    """)
+    store_dir, db = tmp_path / "store", tmp_path / "host.sqlite"
+    out = subprocess.run([sys.executable, "-c", script, str(store_dir), str(db)],
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "8"]
+    assert "8 enforcement event(s) of a committed SQLAlchemy transaction" in out.stderr
+    assert runs_in_db(db) == [("run_1", "halted")]
+    # Reopened without the limit: none of the batch is in the log.
+    with enforcelog.Store(store_dir) as reopened:
+        assert reopened.query().events == []
