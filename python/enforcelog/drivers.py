@@ -63,8 +63,9 @@ def get_default_store() -> Store:
 
 def _sqlalchemy_session(unit: Any) -> Any:
     """The SQLAlchemy ``Session`` behind ``unit`` (itself, an ``AsyncSession``'s
-    ``sync_session``, or a scoped session's current one), or None. Imports nothing: a host that holds a session has
-    already imported the SQLAlchemy modules that define it."""
+    ``sync_session``, or a scoped session's current one), or None. Imports
+    nothing: a host that holds a session has already imported the SQLAlchemy
+    modules that define it."""
     orm = sys.modules.get("sqlalchemy.orm")
     aio = sys.modules.get("sqlalchemy.ext.asyncio")
     # A scoped session stands for the session of the current scope.
@@ -88,9 +89,9 @@ class PolicyEnforcementWriteDriver:
     - a batch from ``store.begin()``: the events are recorded when the caller
       commits it (or leaves its ``with``/``async with`` normally), and not at
       all when it does not; or
-    - a SQLAlchemy 2.x ``Session`` or ``AsyncSession`` (optional extra
-      ``enforcelog[sqlalchemy]``): the events are staged on the session's
-      transaction, recorded in one atomic batch when the session commits, and
+    - a SQLAlchemy 2.x ``Session`` or ``AsyncSession``, or a scoped one (the
+      optional extra ``enforcelog[sqlalchemy]``): the events are staged on the
+      session's transaction, recorded in one atomic batch when the session commits, and
       dropped when it (or their savepoint) rolls back. ``store=`` picks the
       store, else the process's default (``get_default_store()``). When
       ``session.commit()`` returns the events are durable; if recording fails
