@@ -95,6 +95,22 @@ def insert_run(session, run_id):
     session.execute(text("INSERT INTO runs (id, status) VALUES (:id, 'halted')"), {"id": run_id})
 
 
+def mapped_run_class():
+    """An ORM class on the runs table (a registry of its own per test)."""
+    from sqlalchemy import String
+    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Run(Base):
+        __tablename__ = "runs"
+        id: Mapped[str] = mapped_column(String, primary_key=True)
+        status: Mapped[str] = mapped_column(String)
+
+    return Run
+
+
 def halt(driver, run_id, action="BLOCKED", details=DETAILS):
     driver.record_enforcement_sync(tenant_id="tenant_123", rule_id="rule_456",
                                    action_taken=action, run_id=run_id, details=details)
@@ -565,18 +581,9 @@ def test_sessions_with_drivers_are_freed(engine, store):
 
 
 def test_a_commit_the_database_refuses_records_no_events(engine, db_path, store):
-    from sqlalchemy import String
     from sqlalchemy.exc import IntegrityError
-    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-    class Base(DeclarativeBase):
-        pass
-
-    class Run(Base):
-        __tablename__ = "runs"
-        id: Mapped[str] = mapped_column(String, primary_key=True)
-        status: Mapped[str] = mapped_column(String)
-
+    Run = mapped_run_class()
     with Session(engine) as session:
         driver = PolicyEnforcementWriteDriver(session, store=store)
         halt(driver, "run_1")  # staged first: autobegins, as add() would
@@ -641,3 +648,30 @@ def test_disk_full_after_db_commit_is_logged_counted_and_not_raised(tmp_path):
     # Reopened without the limit: none of the batch is in the log.
     with enforcelog.Store(store_dir) as reopened:
         assert reopened.query().events == []
+
+
+def test_events_staged_from_flush_hooks_share_the_transaction(engine, db_path, store):
+    # Hosts stage outcomes from their own session hooks; during a flush the
+    # session is inside SQLAlchemy's internal subtransaction.
+    Run = mapped_run_class()
+    with Session(engine) as session:
+        driver = PolicyEnforcementWriteDriver(session, store=store)
+
+        @event.listens_for(session, "after_flush")
+        def _record_halts(session, _flush_context):
+            for obj in session.new:
+                halt(driver, obj.id)
+
+        session.add(Run(id="run_1", status="halted"))
+        session.flush()
+        savepoint = session.begin_nested()
+        session.add(Run(id="run_sp", status="halted"))
+        session.flush()  # staged inside the savepoint...
+        savepoint.rollback()  # ...and dropped with it
+        session.add(Run(id="run_2", status="halted"))
+        session.commit()  # flushes, then commits
+        session.add(Run(id="run_rolled_back", status="halted"))
+        session.flush()
+        session.rollback()
+    assert runs_in_db(db_path) == [("run_1", "halted"), ("run_2", "halted")]
+    assert [e[3] for e in events_in(store)] == ["run_1", "run_2"]
