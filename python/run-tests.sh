@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Python extension into a virtual environment under the cargo
 # target directory and runs the Python tests. CI-safe: reads no stdin,
-# installs maturin and pytest into the venv itself when they are missing.
+# installs maturin, pytest, SQLAlchemy and aiosqlite into the venv itself when
+# they are missing.
 #
 #   python/run-tests.sh [pytest args...]
 #
@@ -22,9 +23,12 @@ if [ ! -x "$venv/bin/python" ]; then
         "$python" -m virtualenv --quiet "$venv"
     fi
 fi
-if ! "$venv/bin/python" -c 'import maturin, pytest' >/dev/null 2>&1; then
+# The SQLAlchemy tests (the optional extra `enforcelog[sqlalchemy]`) run
+# against real SQLite databases, sync and asyncio (aiosqlite, greenlet): no
+# test is skipped for want of a package.
+if ! "$venv/bin/python" -c 'import maturin, pytest, sqlalchemy, aiosqlite, greenlet' >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        'maturin>=1.5,<2' 'pytest>=7'
+        'maturin>=1.5,<2' 'pytest>=7' 'sqlalchemy[asyncio]>=2.0' 'aiosqlite>=0.17'
 fi
 export VIRTUAL_ENV="$venv"
 export PATH="$venv/bin:$PATH"

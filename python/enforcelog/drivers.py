@@ -1,7 +1,8 @@
 """The enforcement drivers hosts already call, on an enforcelog store.
 
 - ``PolicyEnforcementWriteDriver(unit)``: stages events on the caller's unit of
-  work (a batch from ``store.begin()``); the caller commits.
+  work (a batch from ``store.begin()``, or a SQLAlchemy session: see
+  ``enforcelog.session``); the caller commits.
 - ``record_enforcement_standalone(...)``: fail-safe fire-and-forget for the
   halt path; commits by itself, never raises, never blocks the halt for longer
   than the store's ``detached_timeout_ms``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 from datetime import datetime
 from typing import Any, Mapping, Optional
@@ -59,21 +61,91 @@ def get_default_store() -> Store:
         return _default_store
 
 
-class PolicyEnforcementWriteDriver:
-    """Records enforcement outcomes inside the caller's unit of work.
+def _sqlalchemy_session(unit: Any) -> Any:
+    """The SQLAlchemy ``Session`` behind ``unit`` (itself, an ``AsyncSession``'s
+    ``sync_session``, or a scoped session's current one), or None. Imports
+    nothing: a host that holds a session has already imported the SQLAlchemy
+    modules that define it."""
+    orm = sys.modules.get("sqlalchemy.orm")
+    aio = sys.modules.get("sqlalchemy.ext.asyncio")
+    # A scoped session stands for the session of the current scope.
+    if orm is not None and isinstance(unit, orm.scoped_session):
+        unit = unit()
+    elif aio is not None and isinstance(unit, aio.async_scoped_session):
+        unit = unit()
+    if orm is not None and isinstance(unit, orm.Session):
+        return unit
+    if aio is not None and isinstance(unit, aio.AsyncSession):
+        return unit.sync_session
+    return None
 
-    ``unit`` is a batch from ``store.begin()``: the events are recorded when the
-    caller commits it (or leaves its ``with``/``async with`` normally), and not
-    at all when it does not.
+
+class PolicyEnforcementWriteDriver:
+    """Records enforcement outcomes inside the caller's unit of work; the caller
+    commits.
+
+    ``unit`` is either
+
+    - a batch from ``store.begin()``: the events are recorded when the caller
+      commits it (or leaves its ``with``/``async with`` normally), and not at
+      all when it does not; or
+    - a SQLAlchemy 2.x ``Session`` or ``AsyncSession``, or a scoped one (the
+      optional extra ``enforcelog[sqlalchemy]``): the events are staged on the
+      session's transaction, recorded in one atomic batch when the session commits, and
+      dropped when it (or their savepoint) rolls back. ``store=`` picks the
+      store, else the process's default (``get_default_store()``). When
+      ``session.commit()`` returns the events are durable; if recording fails
+      after the database committed, the events are logged and counted as
+      dropped, never raised. For an ``AsyncSession`` that wait (one fsync)
+      happens on the event loop's thread, inside ``await session.commit()``.
+      Details: the module ``enforcelog.session``.
     """
 
-    def __init__(self, unit: Batch) -> None:
-        if not isinstance(unit, Batch):
+    def __init__(self, unit: Any, *, store: Optional[Store] = None) -> None:
+        """Raises ``TypeError`` for a unit that is neither a batch nor a session
+        (and for ``store=`` with a batch); for a session, ``LookupError`` when
+        there is no ``store=`` and no default store, ``ReadOnlyError`` for a
+        read-only store."""
+        self._batch: Optional[Batch] = None
+        self._session: Any = None
+        self._store: Optional[Store] = None
+        if isinstance(unit, Batch):
+            if store is not None:
+                raise TypeError("store= is for a SQLAlchemy session; a batch writes to its own store")
+            self._batch = unit
+            return
+        session = _sqlalchemy_session(unit)
+        if session is None:
             raise TypeError(
-                f"PolicyEnforcementWriteDriver needs a batch from store.begin(), "
-                f"got {type(unit).__name__}"
+                f"PolicyEnforcementWriteDriver needs a batch from store.begin() or a "
+                f"SQLAlchemy Session or AsyncSession, got {type(unit).__name__}"
             )
-        self._unit = unit
+        from . import session as _session
+
+        target = store if store is not None else get_default_store()
+        if not isinstance(target, Store):
+            raise TypeError(f"store= must be an enforcelog.Store, got {type(target).__name__}")
+        _session.check_writable(target)
+        self._session = session
+        self._store = target
+
+    def record_enforcement_sync(
+        self,
+        tenant_id: str,
+        rule_id: str,
+        action_taken: ActionLike,
+        run_id: Optional[str] = None,
+        details: Optional[Mapping[str, Any]] = None,
+    ) -> None:
+        """``record_enforcement`` for sync code (a sync ``Session``): the same
+        staging, without an event loop."""
+        if self._batch is not None:
+            self._batch.record(tenant_id, rule_id, action_taken, run_id, details)
+            return
+        from . import session as _session
+
+        assert self._store is not None
+        _session.stage(self._session, self._store, tenant_id, rule_id, action_taken, run_id, details)
 
     async def record_enforcement(
         self,
@@ -84,8 +156,9 @@ class PolicyEnforcementWriteDriver:
         details: Optional[Mapping[str, Any]] = None,
     ) -> None:
         """Stages one outcome on the unit. Raises ``InvalidEventError`` (``.field``
-        names the field) for a bad one; nothing is written until the commit."""
-        self._unit.record(tenant_id, rule_id, action_taken, run_id, details)
+        names the field) for a bad one, staging nothing; nothing is written
+        until the unit commits. Never blocks: staging does no I/O."""
+        self.record_enforcement_sync(tenant_id, rule_id, action_taken, run_id, details)
 
 
 def record_enforcement_standalone_sync(
