@@ -17,7 +17,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import _enforcelog
 from ._errors import InvalidEventError
@@ -83,11 +83,13 @@ def _details_json(details: Any) -> str:
         raise err from None
 
 
-# The running loop's completer, cached: most processes run one loop, and
-# this lookup is on every awaitable call.
-_completers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any]" = (
+# Each loop's completer. The loop's reader callback is the completer's only
+# strong reference: it holds the loop's futures (and so the loop), and a
+# strong value here would keep every loop that ever ran alive. The last
+# answer is cached, weakly too: this lookup is on every awaitable call.
+_completers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], Any]]" = (
     weakref.WeakKeyDictionary())
-_last: Tuple[Optional["weakref.ReferenceType[asyncio.AbstractEventLoop]"], Any] = (None, None)
+_last: Tuple[Callable[[], Any], Callable[[], Any]] = (lambda: None, lambda: None)
 
 
 def _completer() -> Any:
@@ -96,15 +98,18 @@ def _completer() -> Any:
     futures, woken through a file descriptor the loop watches."""
     global _last
     loop = asyncio.get_running_loop()
-    ref, completer = _last
-    if ref is not None and ref() is loop:
-        return completer
-    completer = _completers.get(loop)
+    loop_ref, completer_ref = _last
+    if loop_ref() is loop:
+        completer = completer_ref()
+        if completer is not None:
+            return completer
+    found = _completers.get(loop)
+    completer = None if found is None else found()
     if completer is None:
         completer = _enforcelog.Completer(loop)
         loop.add_reader(completer.fileno(), completer.drain)
-        _completers[loop] = completer
-    _last = (weakref.ref(loop), completer)
+        _completers[loop] = weakref.ref(completer)
+    _last = (weakref.ref(loop), weakref.ref(completer))
     return completer
 
 
@@ -301,9 +306,15 @@ class Store:
                 raise
             self._drop(f"{type(e).__name__}: {e}")
 
-    def _drop(self, reason: str) -> None:
+    def _count_dropped(self, count: int) -> None:
+        """Counts events lost on the Python side (refused fire-and-forget
+        input, session events after a database commit) into
+        ``metrics()["dropped"]``."""
         with self._lock:
-            self._dropped_here += 1
+            self._dropped_here += count
+
+    def _drop(self, reason: str) -> None:
+        self._count_dropped(1)
         try:
             logger.warning("enforcelog: fire-and-forget event dropped: %s", reason)
         except Exception:  # noqa: BLE001
@@ -368,7 +379,9 @@ class Store:
 
     def metrics(self) -> Dict[str, int]:
         """What the store did since it was opened: ``recorded``, ``dropped``
-        (fire-and-forget events not recorded, bad input included), ``fsyncs``,
+        (fire-and-forget events not recorded, bad input included, and events
+        of SQLAlchemy sessions whose enforcelog commit failed after the
+        database committed: ``enforcelog.session``), ``fsyncs``,
         append latency quantiles in µs, ..."""
         m = dict(self._native.metrics())
         with self._lock:

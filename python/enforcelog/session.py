@@ -247,11 +247,7 @@ def _record(events: List[_StagedEvent]) -> None:
 def _dropped(store: Store, count: int, error: Exception) -> None:
     """Counts and logs the events of a failed batch. Never raises."""
     try:
-        # The store keeps the count of events dropped on the Python side (the
-        # fire-and-forget call's) in `_dropped_here`; `metrics()["dropped"]`
-        # adds it to the native count.
-        with store._lock:
-            store._dropped_here += count
+        store._count_dropped(count)
     except Exception:  # noqa: BLE001 - still log the loss below
         logger.warning("enforcelog: could not count dropped session events", exc_info=True)
     try:

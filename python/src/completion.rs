@@ -51,6 +51,7 @@ use enforcelog::{Error, Event, EventBatch, Store};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
+use pyo3::{PyTraverseError, PyVisit};
 
 use crate::to_py_err;
 
@@ -133,8 +134,10 @@ const FRESH_MAX_EVENTS: usize = 256;
 const KICK: u64 = u64::MAX;
 
 /// One event loop's awaitable calls. Made by `enforcelog._store` once per
-/// loop, which registers [`Completer::drain`] with `loop.add_reader`.
-#[pyclass(module = "enforcelog._enforcelog", frozen)]
+/// loop, which registers [`Completer::drain`] with `loop.add_reader`: that
+/// reader is the only strong reference to it, so it goes when the loop
+/// closes (and commits any staged events it still holds).
+#[pyclass(module = "enforcelog._enforcelog", frozen, weakref)]
 pub(crate) struct Completer {
     shared: Arc<Shared>,
     watched: UnixStream,
@@ -333,6 +336,35 @@ impl Completer {
             fresh: Mutex::new(Vec::new()),
             next_token: AtomicU64::new(0),
         })
+    }
+
+    /// The garbage collector's view: the completer holds the loop (through
+    /// `create_future`) and futures of the loop, and the loop holds the
+    /// completer (its reader callback), so an unclosed loop dropped with
+    /// calls in flight is a cycle only the collector can free. A lock held
+    /// elsewhere only hides edges: the collector then keeps the objects.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.create_future)?;
+        if let Ok(calls) = self.calls.try_lock() {
+            for call in calls.values() {
+                match &call.target {
+                    Target::One(future) => visit.call(future)?,
+                    Target::Each(futures) => {
+                        for future in futures {
+                            visit.call(future)?;
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(fresh) = self.fresh.try_lock() {
+            for f in fresh.iter() {
+                for future in &f.futures {
+                    visit.call(future)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The file descriptor the loop watches for readability.
