@@ -21,6 +21,9 @@
 
 use enforcelog::event::{details_from_json, DETAILS_MAX_DEPTH};
 use enforcelog::{Action, Error, Event, EventError};
+use std::ffi::c_char;
+
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde_json::{Map, Number, Value};
@@ -37,6 +40,40 @@ pub(crate) fn invalid(py: Python<'_>, field: &str, message: String) -> PyErr {
     )
 }
 
+/// The UTF-8 text of a `str`, borrowed from the object: nothing allocated.
+///
+/// PyO3's abi3-py39 build reads a `str` through a new `bytes` object per
+/// call (`PyUnicode_AsUTF8AndSize` entered the limited API only in 3.10),
+/// and an event has a dozen strings. CPython has exported that function,
+/// with this signature, since 3.3, so the one abi3 wheel can call it on
+/// every version it supports. A `str` that is not valid UTF-8 (a lone
+/// surrogate) raises `UnicodeEncodeError`, as PyO3's own reading does.
+fn utf8<'a>(s: &'a Bound<'_, PyString>) -> PyResult<&'a str> {
+    extern "C" {
+        fn PyUnicode_AsUTF8AndSize(
+            unicode: *mut ffi::PyObject,
+            size: *mut ffi::Py_ssize_t,
+        ) -> *const c_char;
+    }
+    let mut len: ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a live `str` (the type is checked by the downcast that
+    // made the `Bound<PyString>`) and we hold the GIL (`Bound` proves it);
+    // `len` is a valid place for the length.
+    let data = unsafe { PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut len) };
+    if data.is_null() {
+        return Err(PyErr::fetch(s.py()));
+    }
+    let len = usize::try_from(len).map_err(|_| PyErr::fetch(s.py()))?;
+    // SAFETY: on success CPython returns `len` bytes of valid UTF-8 that
+    // the `str` owns (its ASCII data, or a UTF-8 copy it caches) and frees
+    // only with itself; `s` outlives the borrow by the signature.
+    Ok(
+        unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(data.cast::<u8>(), len))
+        },
+    )
+}
+
 fn type_name(value: &Bound<'_, PyAny>) -> String {
     value
         .get_type()
@@ -47,7 +84,7 @@ fn type_name(value: &Bound<'_, PyAny>) -> String {
 
 fn id(py: Python<'_>, field: &str, value: &Bound<'_, PyAny>) -> PyResult<String> {
     match value.downcast::<PyString>() {
-        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Ok(s) => Ok(utf8(s)?.to_owned()),
         Err(_) => Err(invalid(
             py,
             field,
@@ -59,13 +96,13 @@ fn id(py: Python<'_>, field: &str, value: &Bound<'_, PyAny>) -> PyResult<String>
 /// The action's text: a `str`, or an enum member's `str` value or name.
 pub(crate) fn action_text(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = value.downcast::<PyString>() {
-        return Ok(s.to_cow()?.into_owned());
+        return Ok(utf8(s)?.to_owned());
     }
     let enum_type = py.import("enum")?.getattr("Enum")?;
     if value.is_instance(&enum_type)? {
         let inner = value.getattr("value")?;
         let text = match inner.downcast::<PyString>() {
-            Ok(s) => s.to_cow()?.into_owned(),
+            Ok(s) => utf8(s)?.to_owned(),
             Err(_) => value.getattr("name")?.extract::<String>()?,
         };
         return Ok(text);
@@ -106,7 +143,7 @@ fn walk_dict(dict: &Bound<'_, PyDict>, depth: usize) -> PyResult<Option<Map<Stri
         let Some(item) = walk(&item, depth)? else {
             return Ok(None);
         };
-        map.insert(key.to_cow()?.into_owned(), item);
+        map.insert(utf8(&key)?.to_owned(), item);
     }
     Ok(Some(map))
 }
@@ -116,7 +153,7 @@ fn walk(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<Value>> {
         return Ok(Some(Value::Null));
     }
     if let Ok(s) = value.downcast::<PyString>() {
-        return Ok(Some(Value::String(s.to_cow()?.into_owned())));
+        return Ok(Some(Value::String(utf8(s)?.to_owned())));
     }
     // Before `int`: `bool` is a subclass of it.
     if let Ok(b) = value.downcast::<PyBool>() {

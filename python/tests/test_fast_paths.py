@@ -267,3 +267,29 @@ def test_a_loop_that_ran_awaitables_is_freed_with_its_descriptors(store):
         asyncio.run(main())
     gc.collect()
     assert open_fds() == before
+
+
+@pytest.mark.parametrize("where", ["tenant_id", "rule_id", "run_id", "details key", "details value",
+                                   "action"])
+def test_a_lone_surrogate_is_refused_everywhere_and_stages_nothing(store, where):
+    bad = "x\ud800y"
+    kwargs = dict(tenant_id="t", rule_id="r", action="BLOCKED", run_id=None, details=None)
+    if where in ("tenant_id", "rule_id", "run_id", "action"):
+        kwargs[where] = bad
+    elif where == "details key":
+        kwargs["details"] = {bad: 1}
+    else:
+        kwargs["details"] = {"k": [bad]}
+    expected = (enforcelog.InvalidEventError, UnicodeEncodeError, ValueError)
+    with pytest.raises(expected):
+        store.record(**kwargs)
+    with pytest.raises(expected):
+        asyncio.run(store.record_async(**kwargs))
+    with pytest.raises(expected):
+        with store.begin() as batch:
+            batch.record(**kwargs)
+    before = store.metrics()["dropped"]
+    store.record_detached(**kwargs)  # never raises
+    store.flush()
+    assert store.metrics()["dropped"] == before + 1
+    assert store.query(None).events == []
