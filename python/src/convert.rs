@@ -143,7 +143,7 @@ fn walk_dict(dict: &Bound<'_, PyDict>, depth: usize) -> PyResult<Option<Map<Stri
         let Some(item) = walk(&item, depth)? else {
             return Ok(None);
         };
-        map.insert(utf8(&key)?.to_owned(), item);
+        map.insert(utf8(key)?.to_owned(), item);
     }
     Ok(Some(map))
 }
