@@ -275,7 +275,13 @@ class Store:
         enforced_at: Optional[datetime] = None,
     ) -> int:
         """``record()`` as an awaitable that never blocks the event loop.
-        Cancelling the await does not un-record the event."""
+
+        Bad input raises ``InvalidEventError`` when awaited, before anything is
+        staged. The calls one loop iteration makes on a store are sent to its
+        writer as one append (one atomic batch: after a crash all of them are
+        in the log or none is), so they share one fsync; each call still gets
+        the offset of its own event. Cancelling the await does not un-record
+        the event."""
         at_us = None if enforced_at is None else to_us(enforced_at)
         return await self._native.record_async(  # type: ignore[no-any-return]
             _completer(), tenant_id, rule_id, action, run_id, details, at_us)

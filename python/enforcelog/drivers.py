@@ -201,7 +201,12 @@ async def record_enforcement_standalone(
 
 class PolicyEnforcementReadDriver:
     """The trigger queries, answered from the store's projections (read-your-writes:
-    everything committed before the call is counted)."""
+    everything committed before the call is counted).
+
+    The queries are awaitables, like the write driver's: an answer may wait
+    for the projections to fold what was just committed, and that wait runs
+    off the event loop. Sync code asks the store directly:
+    ``store.stats(tenant_id, rule_id).trigger_count``."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
