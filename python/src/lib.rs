@@ -1,7 +1,7 @@
 //! `enforcelog._enforcelog`: the native half of the Python package.
 //!
 //! Python (`python/enforcelog/`) owns the public classes and converts
-//! `datetime`s; this module turns the caller's values into [`Event`]s
+//! `datetime`s; this module turns the caller's values into [`Event`](enforcelog::Event)s
 //! (`convert`, one path for every write call), calls the store, drives the
 //! awaitable calls on the event loop (`completion`), and maps every Rust
 //! [`Error`] onto the exception classes of `enforcelog._errors`.
