@@ -447,6 +447,104 @@ def test_session_joined_to_an_outer_transaction_records_nothing_when_it_rolls_ba
     assert fast_store.query("tenant_123").events == []
 
 
+def _savepoint_engine(path):
+    """SQLite through pysqlite with real BEGIN/SAVEPOINT (SQLAlchemy's recipe:
+    pysqlite's own transaction handling breaks savepoints)."""
+    from sqlalchemy import event as sa_event
+
+    engine = create_engine(f"sqlite:///{path}")
+
+    @sa_event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @sa_event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    with engine.begin() as c:
+        c.execute(text("create table runs (id text primary key)"))
+    return engine
+
+
+def _nested_scenarios():
+    def a(s, rec):  # savepoint rolled back, outer commits
+        rec("o"); n = s.begin_nested(); rec("n"); n.rollback(); s.commit()
+
+    def b(s, rec):  # exception inside `with begin_nested()`
+        rec("o")
+        try:
+            with s.begin_nested():
+                rec("n")
+                raise ValueError("savepoint body failed")
+        except ValueError:
+            pass
+        s.commit()
+
+    def c(s, rec):  # commit with a savepoint still open commits it too
+        rec("o"); s.begin_nested(); rec("n"); s.commit()
+
+    def d(s, rec):  # savepoint released, outer rolled back
+        rec("o"); n = s.begin_nested(); rec("n"); n.commit(); s.rollback()
+
+    def e(s, rec):  # rollback from inside a savepoint, then a new transaction
+        s.begin_nested(); rec("n"); s.rollback(); rec("x"); s.commit()
+
+    def f(s, rec):  # one session, three transactions
+        rec("1"); s.commit(); rec("2"); s.rollback(); rec("3"); s.commit()
+
+    def g(s, rec):  # inner released into an outer savepoint that rolls back
+        n1 = s.begin_nested(); rec("1"); n2 = s.begin_nested(); rec("2"); n2.commit()
+        n1.rollback(); rec("3"); s.commit()
+
+    def h(s, rec):  # inner rolled back, outer savepoint released
+        n1 = s.begin_nested(); rec("1"); n2 = s.begin_nested(); rec("2"); n2.rollback()
+        n1.commit(); s.commit()
+
+    def j(s, rec):  # `with session.begin()` around a rolled-back savepoint
+        with s.begin():
+            rec("1"); n = s.begin_nested(); rec("2"); n.rollback(); rec("3")
+
+    return [a, b, c, d, e, f, g, h, j]
+
+
+@pytest.mark.parametrize("scenario", _nested_scenarios(), ids=lambda f: f.__name__)
+def test_session_records_exactly_the_rows_the_database_kept(tmp_path, fast_store, scenario):
+    """Refutes: begin_nested edge cases recording a rolled-back savepoint's
+    events or losing a released one's: each event is staged beside a row of
+    its own, and the log must hold exactly the rows the database kept."""
+    engine = _savepoint_engine(tmp_path / "db.sqlite")
+    session = Session(engine)
+    driver = PolicyEnforcementWriteDriver(session, store=fast_store)
+
+    def rec(run):
+        session.execute(text("insert into runs values (:r)"), {"r": run})
+        driver.record_enforcement_sync("t", "r", "BLOCKED", run_id=run, details=DETAILS)
+
+    scenario(session, rec)
+    session.close()
+    with engine.connect() as c:
+        kept = sorted(r[0] for r in c.execute(text("select id from runs")))
+    engine.dispose()
+    assert sorted(e.run_id for e in fast_store.query("t").events) == kept
+
+
+def test_two_interleaved_sessions_keep_their_own_events(tmp_path, fast_store):
+    """Refutes: staging shared between sessions (one rolls back, one commits)."""
+    engine = _savepoint_engine(tmp_path / "db.sqlite")
+    one, two = Session(engine), Session(engine)
+    PolicyEnforcementWriteDriver(one, store=fast_store).record_enforcement_sync(
+        "t", "r", "BLOCKED", run_id="one")
+    PolicyEnforcementWriteDriver(two, store=fast_store).record_enforcement_sync(
+        "t", "r", "BLOCKED", run_id="two")
+    two.rollback()
+    one.commit()
+    one.close()
+    two.close()
+    engine.dispose()
+    assert [e.run_id for e in fast_store.query("t").events] == ["one"]
+
+
 # ---------------------------------------------------------------------------
 # 6. Tenant isolation through the Python API
 # ---------------------------------------------------------------------------
