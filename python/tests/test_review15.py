@@ -175,6 +175,38 @@ def test_flush_async_called_before_close_succeeds(store):
     asyncio.run(main())
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "confirmed: events staged on a loop that stops before its next drain are committed "
+    "by the Completer's Drop on a thread of its own (python/src/completion.rs:244), which "
+    "nothing orders before Store.close(): closed first, they are lost, only a warning "
+    "logged, not counted in metrics()['dropped']. With gc before close() it is a race "
+    "(probe: 10 of 250 lost)"))
+def test_events_staged_on_a_stopped_loop_end_recorded_or_counted(store):
+    loop = asyncio.new_event_loop()
+
+    async def stage_then_stop():
+        for _ in range(5):
+            task = asyncio.ensure_future(store.record_async("t", "r", "BLOCKED"))
+            task._log_destroy_pending = False
+        await asyncio.sleep(0)  # the five calls are made: staged
+        loop.stop()  # the loop stops before its next drain
+        await asyncio.sleep(3600)
+
+    main = loop.create_task(stage_then_stop())
+    main._log_destroy_pending = False
+    loop.run_forever()
+    store.close()
+    del main, loop
+    gc.collect()  # the unclosed loop and its Completer go
+    dropped = store.metrics()["dropped"]
+    reopened = enforcelog.Store(store.path, read_only=True)
+    try:
+        recorded = len(reopened.query("t").events)
+    finally:
+        reopened.close()
+    assert recorded + dropped == 5
+
+
 FORK_CHILD_RECORDS = """
     import os, signal, sys
     import enforcelog
