@@ -259,6 +259,26 @@ def test_forked_child_exits_without_hanging_in_the_atexit_flush(store_dir):
     assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
 
 
+CLOSED_STORE_AT_EXIT = """
+    import logging, os
+    import enforcelog
+    logging.basicConfig(level=logging.WARNING)  # a host that logs warnings
+    store = enforcelog.Store(os.environ["STORE"])  # a host's module-level store
+    store.record_detached("t", "r", "BLOCKED")
+    store.close()  # the host's shutdown hook closes it; then the interpreter exits
+"""
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "confirmed (minor): a store closed by the host before exit still gets the atexit flush "
+    "(python/enforcelog/_store.py:182 _flush_at_exit), which fails with ClosedError and "
+    "logs a WARNING with a ClosedError traceback at every normal exit"))
+def test_exit_after_close_logs_nothing(store_dir):
+    child = _run_child(CLOSED_STORE_AT_EXIT, store_dir)
+    assert child.returncode == 0
+    assert child.stderr == ""
+
+
 # ---------------------------------------------------------------------------
 # 3. Crashes and conversions
 # ---------------------------------------------------------------------------
