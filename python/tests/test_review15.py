@@ -287,7 +287,7 @@ def test_exit_after_close_logs_nothing(store_dir):
 @pytest.mark.xfail(strict=True, reason=(
     "confirmed: integers outside i64/u64 in details are stored as floats: "
     "python/src/convert.rs:169 hands them to the JSON encoder, whose exact digits "
-    "enforcelog::event::details_from_json parses as f64 (serde_json without "
+    "enforcelog::event::details_from_json (src/event.rs:375) parses as f64 (serde_json without "
     "arbitrary_precision); -2**63-1 and 10**30 read back changed, silently"))
 @pytest.mark.parametrize("n", [-(2**63) - 1, 10**30, 2**64 + 1])
 def test_details_int_beyond_64_bits_is_kept_exactly_or_refused(fast_store, n):
@@ -441,7 +441,7 @@ def test_record_detached_never_raises_when_the_error_cannot_be_printed(fast_stor
 
 @pytest.mark.xfail(strict=True, reason=(
     "confirmed: record_enforcement_standalone(store=<not a Store>) raises AttributeError: "
-    "python/enforcelog/drivers.py record_enforcement_standalone_sync calls "
+    "python/enforcelog/drivers.py:182 record_enforcement_standalone_sync calls "
     "target.record_detached outside its guard"))
 def test_standalone_never_raises_for_a_store_of_the_wrong_type(store_dir):
     async def main():
