@@ -319,9 +319,10 @@ def test_details_dict_changed_during_the_walk_never_panics(fast_store):
         if phase == "start" and len(details) < 8:
             details[f"k{len(details)}"] = 1
 
-    threshold = gc.get_threshold()
+    threshold, enabled = gc.get_threshold(), gc.isenabled()
     gc.callbacks.append(grow)
     gc.set_threshold(1)
+    gc.enable()
     try:
         fast_store.record("t", "r", "BLOCKED", details=details)
     except enforcelog.Error:
@@ -331,6 +332,8 @@ def test_details_dict_changed_during_the_walk_never_panics(fast_store):
     finally:
         gc.set_threshold(*threshold)
         gc.callbacks.remove(grow)
+        if not enabled:
+            gc.disable()
 
 
 def test_str_subclass_ids_and_details_record_their_own_text(fast_store):
