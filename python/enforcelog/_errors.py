@@ -6,7 +6,7 @@ The native module raises these by name (``python/src/lib.rs``, ``error_class``).
 from typing import Optional
 
 __all__ = [
-    "Error", "LockedError", "InvalidEventError", "ClosedError", "ReadOnlyError",
+    "Error", "LockedError", "InvalidEventError", "InvalidFilterError", "ClosedError", "ReadOnlyError",
     "IoError", "CorruptionError", "TooLargeError", "EmptyBatchError", "PoisonedError",
     "QueueFullError", "NotAStoreError", "InvalidOptionsError", "OffsetOutOfRangeError",
     "ProjectionStalledError",
@@ -27,6 +27,11 @@ class LockedError(Error):
 class InvalidEventError(Error, ValueError):
     """An event field is invalid; ``.field`` names it (tenant_id, rule_id, action, run_id,
     details, enforced_at)."""
+
+
+class InvalidFilterError(Error, ValueError):
+    """A read's filter is invalid (``stats("", rule)``, an id too long...);
+    ``.field`` names it (tenant_id, rule_id, run_id, action)."""
 
 
 class ClosedError(Error):

@@ -13,6 +13,7 @@ import atexit
 import enum
 import json
 import logging
+import os
 import threading
 import weakref
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import _enforcelog
-from ._errors import InvalidEventError
+from ._errors import ClosedError, InvalidEventError, InvalidOptionsError
 from ._time import from_us, to_us
 
 logger = logging.getLogger("enforcelog")
@@ -50,6 +51,14 @@ class Durability(str, enum.Enum):
 ActionLike = Union[str, Action, enum.Enum]
 
 
+def _describe(error: BaseException) -> str:
+    """``Type: message``, even for an exception whose ``str()`` fails."""
+    try:
+        return f"{type(error).__name__}: {error}"
+    except BaseException:  # noqa: BLE001 - a broken __str__ must not escape
+        return f"{type(error).__name__} (its message cannot be printed)"
+
+
 def _action_str(action: ActionLike) -> str:
     """A query's action filter as text (writes convert natively)."""
     if isinstance(action, enum.Enum):
@@ -76,11 +85,30 @@ def _details_json(details: Any) -> str:
         err.field = "details"
         raise err
     try:
-        return _DETAILS_ENCODER.encode(details if isinstance(details, dict) else dict(details))
+        text = _DETAILS_ENCODER.encode(details if isinstance(details, dict) else dict(details))
     except (TypeError, ValueError, RecursionError) as e:
         err = InvalidEventError(f"details: not JSON-serialisable: {e}")
         err.field = "details"
         raise err from None
+    # The store parses integers into 64 bits; a larger one would come back
+    # as the nearest float. Only this path can see one (the native walk
+    # refuses them itself), and it is the rare path: parse again to check.
+    try:
+        json.loads(text, parse_int=_int64)
+    except RecursionError:
+        pass  # too deep to parse here: the store refuses it by its depth
+    return text
+
+
+def _int64(digits: str) -> int:
+    value = int(digits)
+    if not -(2**63) <= value < 2**64:
+        shown = digits if len(digits) <= 40 else digits[:40] + "..."
+        err = InvalidEventError(
+            f"details: the integer {shown} is outside the 64-bit range details keep exactly")
+        err.field = "details"
+        raise err
+    return value
 
 
 # Each loop's completer. The loop's reader callback is the completer's only
@@ -184,8 +212,24 @@ def _flush_at_exit() -> None:
     for store in list(_detached_stores):
         try:
             store.flush()
+        except ClosedError:
+            pass  # closed meanwhile: close() flushed it
         except Exception:  # noqa: BLE001 - exit must not fail over the audit log
             logger.warning("enforcelog: flush at exit failed", exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's store threads: its stores
+    refuse every call (the native side checks the process), so they are
+    not flushed at exit, and each loop's completer belongs to the parent."""
+    global _last
+    _detached_stores.clear()
+    _completers.clear()
+    _last = (lambda: None, lambda: None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Store:
@@ -212,8 +256,16 @@ class Store:
         read_only: bool = False,
     ) -> None:
         mode = durability.value if isinstance(durability, Durability) else str(durability).lower()
+        for name, value in (("interval_ms", interval_ms),
+                            ("detached_timeout_ms", detached_timeout_ms)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                err = InvalidOptionsError(
+                    f"invalid option {name}: expected a non-negative int of milliseconds, "
+                    f"got {value!r}")
+                err.field = name
+                raise err
         self._native = _enforcelog.NativeStore(
-            str(path), mode, int(interval_ms), int(detached_timeout_ms), bool(read_only)
+            str(path), mode, interval_ms, detached_timeout_ms, bool(read_only)
         )
         self._read_only = bool(read_only)
         self._dropped_here = 0
@@ -232,8 +284,10 @@ class Store:
 
     def close(self) -> None:
         """Flushes and closes the store; later writes raise ``ClosedError``
-        (``record_detached`` counts them as dropped). Idempotent."""
+        (``record_detached`` counts them as dropped). Idempotent. Awaitable
+        ``record_async`` calls made before it are recorded by it."""
         self._native.close()
+        _detached_stores.discard(self)
 
     async def close_async(self) -> None:
         """``close()`` without blocking the event loop."""
@@ -310,7 +364,7 @@ class Store:
         except BaseException as e:  # noqa: BLE001 - the halt path must never fail here
             if isinstance(e, (KeyboardInterrupt, SystemExit)):
                 raise
-            self._drop(f"{type(e).__name__}: {e}")
+            self._drop(_describe(e))
 
     def _count_dropped(self, count: int) -> None:
         """Counts events lost on the Python side (refused fire-and-forget

@@ -36,6 +36,19 @@ _default_lock = threading.Lock()
 _default_store: Optional[Store] = None
 
 
+def _forget_default_store_in_child() -> None:
+    """A forked child cannot use the parent's store (its writer did not
+    survive the fork): the next default-store call opens its own, from
+    ``ENFORCELOG_DIR``, or reports that there is none."""
+    global _default_store, _default_lock
+    _default_lock = threading.Lock()  # the parent may have held it
+    _default_store = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_default_store_in_child)
+
+
 def set_default_store(store: Optional[Store]) -> None:
     """Sets (or with ``None`` clears) the store ``record_enforcement_standalone``
     uses when called without ``store=``."""
@@ -178,6 +191,10 @@ def record_enforcement_standalone_sync(
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
         logger.warning("enforcelog: enforcement outcome dropped, no store: %s", e)
+        return
+    if not isinstance(target, Store):
+        logger.warning("enforcelog: enforcement outcome dropped: store= is a %s, not an "
+                       "enforcelog.Store", type(target).__name__)
         return
     target.record_detached(tenant_id, rule_id, action_taken, run_id, details)
 

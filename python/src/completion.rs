@@ -1,19 +1,18 @@
 //! Awaitable calls, driven on their event loop's own thread.
 //!
 //! An awaitable call (`record_async`, `commit_async`, `flush_async`) is the
-//! store's own future, which needs no runtime: it waits on channels. The
-//! loop thread polls it first in the `drain` after the call (that queues the
-//! work with the writer; see [`Completer::start`] for why not at once), and
-//! again each time its waker fires. Wakers fire on the
-//! store's threads; all they do is push the call's token onto the shared
-//! `woken` list and, when that list was empty, write one byte to a socket
-//! the loop watches (`loop.add_reader`). The loop, which holds the GIL
-//! anyway, then polls every woken call and settles the asyncio futures of
-//! the finished ones ([`Completer::drain`]).
+//! store's own future, which needs no runtime: it waits on channels. It is
+//! polled on the loop's thread: first when it is sent to the writer, then
+//! each time its waker fires. Wakers fire on the store's threads; all they
+//! do is push the call's token onto the shared `woken` list and, when that
+//! list was empty, write one byte to a socket the loop watches
+//! (`loop.add_reader`). The loop, which holds the GIL anyway, then polls
+//! every woken call and settles the asyncio futures of the finished ones
+//! ([`Completer::drain`]).
 //!
-//! `record_async` calls go further: the events of every such call a loop
-//! iteration makes on one store are staged in one [`EventBatch`] and
-//! committed by the next `drain` as one append ([`Completer::stage`]), each
+//! `record_async` calls are not sent at once: the events of every such call
+//! a loop iteration makes on one store are staged in one [`EventBatch`] and
+//! sent by the next `drain` as one append ([`Completer::stage`]), each
 //! caller getting its own offset. Sent one by one, the first of them would
 //! find the writer idle and be committed alone, with an fsync of its own,
 //! while the rest queued behind it: with many tasks that halves the
@@ -28,14 +27,20 @@
 //! - No lost wake-up: `drain` reads the socket empty *before* it takes the
 //!   woken list, and a push onto an empty list always writes a byte, so a
 //!   token pushed after a take finds the list empty and wakes the loop again.
+//! - Staged events are sent before anything that must see them: the next
+//!   `drain`, any other awaitable call of the loop ([`Completer::start`]),
+//!   and the store's `flush` and `close` from any thread ([`send_staged`]).
+//!   So a call made before `close()` is recorded, and a flush covers every
+//!   `record_async` call made before it.
 //! - A call stays in `calls` until its future is ready, even if its asyncio
 //!   future was cancelled: cancelling an await never un-records an event,
 //!   and the work is polled to its end like any other.
-//! - `calls` and `fresh` are touched only on the loop thread (with the
-//!   GIL); their mutexes are never contended and only make the class `Sync`.
-//! - A staged event is committed even if its caller's await is cancelled,
-//!   and even if the loop never drains again: dropping the completer
-//!   commits what is left on a thread of its own.
+//! - `calls` and `fresh` are touched with the GIL held (the loop's thread,
+//!   or `send_staged` from a store call), so their mutexes are never
+//!   contended; they only make the state `Sync`.
+//! - Dropping a completer (its loop closed or collected) sends what it has
+//!   staged and drops its calls, which breaks the `Arc` cycle between a
+//!   call's waker and the state that holds the call.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,7 +49,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 
 use enforcelog::{Error, Event, EventBatch, Store};
@@ -65,41 +70,6 @@ pub(crate) enum Outcome {
 
 /// A call's work: one of the store's futures.
 pub(crate) type Work = Pin<Box<dyn Future<Output = enforcelog::Result<Outcome>> + Send>>;
-
-struct Shared {
-    woken: Mutex<Vec<u64>>,
-    wake: UnixStream,
-}
-
-impl Shared {
-    fn push(&self, token: u64) {
-        let was_empty = {
-            let mut woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
-            woken.push(token);
-            woken.len() == 1
-        };
-        if was_empty {
-            // WouldBlock: the socket is full of wake-ups already.
-            let _ = (&self.wake).write(&[1]);
-        }
-    }
-}
-
-/// Wakes one call: its token goes onto the loop's woken list.
-struct TokenWaker {
-    shared: Arc<Shared>,
-    token: u64,
-}
-
-impl Wake for TokenWaker {
-    fn wake(self: Arc<Self>) {
-        self.shared.push(self.token);
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.push(self.token);
-    }
-}
 
 /// Who hears of a call's outcome.
 enum Target {
@@ -133,29 +103,143 @@ const FRESH_MAX_EVENTS: usize = 256;
 /// Pushed onto the woken list to have the next `drain` send staged events.
 const KICK: u64 = u64::MAX;
 
+/// One loop's state, shared with the wakers (and, weakly, the registry).
+struct Shared {
+    woken: Mutex<Vec<u64>>,
+    wake: UnixStream,
+    calls: Mutex<HashMap<u64, Call>>,
+    /// Calls that finished when first polled, waiting to be settled.
+    ready: Mutex<Vec<(Target, enforcelog::Result<Outcome>)>>,
+    fresh: Mutex<Vec<Fresh>>,
+    next_token: AtomicU64,
+}
+
+impl Shared {
+    fn push(&self, token: u64) {
+        let was_empty = {
+            let mut woken = self.woken.lock().unwrap_or_else(|e| e.into_inner());
+            woken.push(token);
+            woken.len() == 1
+        };
+        if was_empty {
+            // WouldBlock: the socket is full of wake-ups already.
+            let _ = (&self.wake).write(&[1]);
+        }
+    }
+
+    /// Registers `work` under a new token and polls it once, which sends it
+    /// to the writer. Finished at once, it is woken like any other call, so
+    /// only a `drain` ever settles a future.
+    fn send(self: &Arc<Self>, work: Work, target: Target) {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let waker = Waker::from(Arc::new(TokenWaker {
+            shared: Arc::clone(self),
+            token,
+        }));
+        let mut call = Call {
+            work,
+            target,
+            waker,
+        };
+        match poll(&mut call) {
+            Poll::Ready(outcome) => {
+                // Settled by the next drain, on the loop's thread: this may
+                // be another thread (a `close` or `flush` of the store).
+                self.ready
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((call.target, outcome));
+                self.push(token);
+            }
+            Poll::Pending => {
+                self.calls
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(token, call);
+            }
+        }
+    }
+
+    /// Sends the staged batches that `take` picks.
+    fn send_fresh(self: &Arc<Self>, take: impl Fn(&Fresh) -> bool) {
+        let taken: Vec<Fresh> = {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+            let (taken, kept) = std::mem::take(&mut *fresh).into_iter().partition(&take);
+            *fresh = kept;
+            taken
+        };
+        for f in taken {
+            let batch = f.batch;
+            let work: Work = Box::pin(async move {
+                batch
+                    .commit()
+                    .await
+                    .map(|range| Outcome::Range(range.start, range.end))
+            });
+            self.send(work, Target::Each(f.futures));
+        }
+    }
+}
+
+/// Every live loop's state, so that a store's `flush` and `close` can send
+/// what any loop has staged for it.
+static REGISTRY: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Sends every batch staged for the store `store_id`, on every loop. Called
+/// (with the GIL) before the store's `flush` and `close`, so that they
+/// cover every `record_async` call made before them.
+pub(crate) fn send_staged(store_id: u64) {
+    let live: Vec<Arc<Shared>> = {
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        registry.retain(|w| w.strong_count() > 0);
+        registry.iter().filter_map(Weak::upgrade).collect()
+    };
+    for shared in live {
+        shared.send_fresh(|f| f.store_id == store_id);
+    }
+}
+
+/// Wakes one call: its token goes onto the loop's woken list.
+struct TokenWaker {
+    shared: Arc<Shared>,
+    token: u64,
+}
+
+impl Wake for TokenWaker {
+    fn wake(self: Arc<Self>) {
+        self.shared.push(self.token);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shared.push(self.token);
+    }
+}
+
+fn poll(call: &mut Call) -> Poll<enforcelog::Result<Outcome>> {
+    let mut cx = Context::from_waker(&call.waker);
+    call.work.as_mut().poll(&mut cx)
+}
+
 /// One event loop's awaitable calls. Made by `enforcelog._store` once per
 /// loop, which registers [`Completer::drain`] with `loop.add_reader`: that
 /// reader is the only strong reference to it, so it goes when the loop
-/// closes (and commits any staged events it still holds).
+/// closes.
 #[pyclass(module = "enforcelog._enforcelog", frozen, weakref)]
 pub(crate) struct Completer {
     shared: Arc<Shared>,
     watched: UnixStream,
     /// The loop's `create_future`, looked up once.
     create_future: Py<PyAny>,
-    calls: Mutex<HashMap<u64, Call>>,
-    fresh: Mutex<Vec<Fresh>>,
-    next_token: AtomicU64,
 }
 
 impl Completer {
-    /// Registers `work` and returns the asyncio future it will settle. The
-    /// work is first polled (which queues it with the writer) by the next
-    /// `drain`, with the other calls of this loop iteration.
+    /// Sends `work` to the writer now, after everything this loop has
+    /// staged (so a `flush_async` covers the `record_async` calls before
+    /// it), and returns the asyncio future it will settle.
     pub(crate) fn start(&self, py: Python<'_>, work: Work) -> PyResult<Py<PyAny>> {
         let future = self.create_future.call0(py)?;
-        let token = self.register(work, Target::One(future.clone_ref(py)));
-        self.shared.push(token);
+        self.shared.send_fresh(|_| true);
+        self.shared.send(work, Target::One(future.clone_ref(py)));
         Ok(future)
     }
 
@@ -171,7 +255,7 @@ impl Completer {
     ) -> PyResult<Py<PyAny>> {
         // Made first: once the event is in the batch, nothing may fail.
         let future = self.create_future.call0(py)?;
-        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = self.shared.fresh.lock().unwrap_or_else(|e| e.into_inner());
         let was_empty = fresh.is_empty();
         let slot = match fresh
             .iter()
@@ -200,72 +284,26 @@ impl Completer {
         }
         Ok(future)
     }
-
-    fn register(&self, work: Work, target: Target) -> u64 {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let waker = Waker::from(Arc::new(TokenWaker {
-            shared: Arc::clone(&self.shared),
-            token,
-        }));
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            token,
-            Call {
-                work,
-                target,
-                waker,
-            },
-        );
-        token
-    }
-
-    /// Turns every staged batch into a call; returns their tokens.
-    fn send_fresh(&self) -> Vec<u64> {
-        let fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()));
-        fresh
-            .into_iter()
-            .map(|f| {
-                let batch = f.batch;
-                let work: Work = Box::pin(async move {
-                    batch
-                        .commit()
-                        .await
-                        .map(|range| Outcome::Range(range.start, range.end))
-                });
-                self.register(work, Target::Each(f.futures))
-            })
-            .collect()
-    }
 }
 
 impl Drop for Completer {
-    /// Staged events whose loop never drained again are committed all the
-    /// same, off the thread that drops the completer (a finaliser must not
-    /// wait for an fsync). Their callers' futures are gone with the loop.
+    /// Sends what is still staged (its loop never drained again), so those
+    /// events are committed, ordered before any later `close` of their
+    /// store; nobody is left to hear how. Then drops the calls in flight:
+    /// their requests are with the writer already.
     fn drop(&mut self) {
-        let fresh = std::mem::take(&mut *self.fresh.lock().unwrap_or_else(|e| e.into_inner()));
-        if fresh.is_empty() {
-            return;
-        }
-        let commit = move || {
-            for f in fresh {
-                if let Err(e) = f.batch.commit_blocking() {
-                    tracing::warn!(error = %e, "enforcelog: events of a closed event loop not recorded");
-                }
+        self.shared.send_fresh(|_| true);
+        let calls =
+            std::mem::take(&mut *self.shared.calls.lock().unwrap_or_else(|e| e.into_inner()));
+        let ready =
+            std::mem::take(&mut *self.shared.ready.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, outcome) in ready {
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "enforcelog: a closed event loop's call failed");
             }
-        };
-        if std::thread::Builder::new()
-            .name("enforcelog-leftover".into())
-            .spawn(commit)
-            .is_err()
-        {
-            tracing::warn!("enforcelog: cannot start a thread to record a closed loop's events");
         }
+        drop(calls);
     }
-}
-
-fn poll(call: &mut Call) -> Poll<enforcelog::Result<Outcome>> {
-    let mut cx = Context::from_waker(&call.waker);
-    call.work.as_mut().poll(&mut cx)
 }
 
 /// Tells `target` of `outcome`.
@@ -323,18 +361,24 @@ impl Completer {
         let (watched, wake) = UnixStream::pair()?;
         watched.set_nonblocking(true)?;
         wake.set_nonblocking(true)?;
+        let shared = Arc::new(Shared {
+            woken: Mutex::new(Vec::new()),
+            wake,
+            calls: Mutex::new(HashMap::new()),
+            ready: Mutex::new(Vec::new()),
+            fresh: Mutex::new(Vec::new()),
+            next_token: AtomicU64::new(0),
+        });
+        REGISTRY
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&shared));
         Ok(Self {
-            shared: Arc::new(Shared {
-                woken: Mutex::new(Vec::new()),
-                wake,
-            }),
+            shared,
             watched,
             create_future: event_loop
                 .getattr(intern!(event_loop.py(), "create_future"))?
                 .unbind(),
-            calls: Mutex::new(HashMap::new()),
-            fresh: Mutex::new(Vec::new()),
-            next_token: AtomicU64::new(0),
         })
     }
 
@@ -345,19 +389,23 @@ impl Completer {
     /// elsewhere only hides edges: the collector then keeps the objects.
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
         visit.call(&self.create_future)?;
-        if let Ok(calls) = self.calls.try_lock() {
+        let visit_target = |target: &Target| -> Result<(), PyTraverseError> {
+            match target {
+                Target::One(future) => visit.call(future),
+                Target::Each(futures) => futures.iter().try_for_each(|f| visit.call(f)),
+            }
+        };
+        if let Ok(calls) = self.shared.calls.try_lock() {
             for call in calls.values() {
-                match &call.target {
-                    Target::One(future) => visit.call(future)?,
-                    Target::Each(futures) => {
-                        for future in futures {
-                            visit.call(future)?;
-                        }
-                    }
-                }
+                visit_target(&call.target)?;
             }
         }
-        if let Ok(fresh) = self.fresh.try_lock() {
+        if let Ok(ready) = self.shared.ready.try_lock() {
+            for (target, _) in ready.iter() {
+                visit_target(target)?;
+            }
+        }
+        if let Ok(fresh) = self.shared.fresh.try_lock() {
             for f in fresh.iter() {
                 for future in &f.futures {
                     visit.call(future)?;
@@ -375,13 +423,15 @@ impl Completer {
     /// Calls in flight and events staged (their asyncio futures may be
     /// done already).
     fn __len__(&self) -> usize {
-        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner()).len();
-        let fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
-        calls + fresh.iter().map(|f| f.futures.len()).sum::<usize>()
+        let s = &self.shared;
+        let calls = s.calls.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let ready = s.ready.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let fresh = s.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        calls + ready + fresh.iter().map(|f| f.futures.len()).sum::<usize>()
     }
 
-    /// Polls every woken call; settles the futures of those that finished.
-    /// The loop's reader callback.
+    /// Sends what is staged, polls every woken call, and settles the futures
+    /// of those that finished. The loop's reader callback.
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
         let mut buf = [0u8; 256];
         while let Ok(n) = (&self.watched).read(&mut buf) {
@@ -389,15 +439,15 @@ impl Completer {
                 break;
             }
         }
-        let mut woken =
-            std::mem::take(&mut *self.shared.woken.lock().unwrap_or_else(|e| e.into_inner()));
+        let shared = &self.shared;
+        let woken = std::mem::take(&mut *shared.woken.lock().unwrap_or_else(|e| e.into_inner()));
         if woken.contains(&KICK) {
-            // Polled below, back to back: the first poll sends each batch.
-            woken.extend(self.send_fresh());
+            shared.send_fresh(|_| true);
         }
-        let mut finished = Vec::new();
+        let mut finished =
+            std::mem::take(&mut *shared.ready.lock().unwrap_or_else(|e| e.into_inner()));
         {
-            let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            let mut calls = shared.calls.lock().unwrap_or_else(|e| e.into_inner());
             for token in woken {
                 // A call can be woken more than once; only the first finds it.
                 let Some(call) = calls.get_mut(&token) else {
@@ -410,7 +460,7 @@ impl Completer {
                 }
             }
         }
-        // Settled outside the lock: a done callback may start another call.
+        // Settled outside the locks: a done callback may start another call.
         let mut first_error = None;
         for (target, outcome) in finished {
             if let Err(e) = settle(py, target, outcome) {

@@ -10,10 +10,12 @@
 //!   `enum.Enum` member, read by its `str` value or else its name;
 //! - `details` is walked straight into the JSON map the store keeps, in the
 //!   dict's order, without JSON text in between. What the walk does not
-//!   cover exactly (non-`str` keys, integers beyond 64 bits, mappings that
-//!   are not dicts, other types, nesting deeper than the store keeps) goes
-//!   through the Python encoder (`enforcelog._store._details_json`), which
-//!   decides as it always has: the fast path changes speed, never answers.
+//!   cover exactly (non-`str` keys, mappings that are not dicts, other
+//!   types, nesting deeper than the store keeps) goes through the Python
+//!   encoder (`enforcelog._store._details_json`), which decides as it always
+//!   has: the fast path changes speed, never answers. An integer outside
+//!   the 64-bit range is refused on both paths: the store would keep the
+//!   nearest float.
 //!
 //! Invariant: the walk recurses at most [`DETAILS_MAX_DEPTH`] + 1 levels
 //! (then it hands over to the encoder), so a self-containing dict or a
@@ -135,8 +137,13 @@ fn walk_dict(dict: &Bound<'_, PyDict>, depth: usize) -> PyResult<Option<Map<Stri
     if depth > DETAILS_MAX_DEPTH {
         return Ok(None);
     }
-    let mut map = Map::with_capacity(dict.len());
-    for (key, item) in dict.iter() {
+    // A snapshot: the walk allocates, an allocation may run the garbage
+    // collector, and its callbacks may change the dict, which PyO3's
+    // iterator answers with a panic.
+    let items = dict.items();
+    let mut map = Map::with_capacity(items.len());
+    for pair in items.iter() {
+        let (key, item): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair.extract()?;
         let Ok(key) = key.downcast::<PyString>() else {
             return Ok(None);
         };
@@ -166,7 +173,8 @@ fn walk(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<Value>> {
         if let Ok(u) = value.extract::<u64>() {
             return Ok(Some(Value::Number(u.into())));
         }
-        return Ok(None);
+        // Stored, it would come back as the nearest float: refused instead.
+        return Err(int_out_of_range(value));
     }
     if let Ok(f) = value.downcast::<PyFloat>() {
         // NaN and the infinities are not JSON: the encoder refuses them.
@@ -195,6 +203,18 @@ fn walk(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<Value>> {
         return walk_items(t.iter().collect());
     }
     Ok(None)
+}
+
+/// `InvalidEventError` for an integer the details cannot keep exactly.
+pub(crate) fn int_out_of_range(value: &Bound<'_, PyAny>) -> PyErr {
+    let text = value.str().map(|s| s.to_string()).unwrap_or_default();
+    let shown: String = text.chars().take(40).collect();
+    let more = if text.chars().count() > 40 { "..." } else { "" };
+    invalid(
+        value.py(),
+        "details",
+        format!("the integer {shown}{more} is outside the 64-bit range details keep exactly"),
+    )
 }
 
 /// The event the Python arguments describe, or the exception to raise.

@@ -34,10 +34,12 @@ fn error_class(error: &Error) -> (&'static str, Option<String>) {
     match error {
         Error::Locked { .. } => ("LockedError", None),
         Error::InvalidEvent(e) => ("InvalidEventError", Some(e.field().to_string())),
+        Error::InvalidFilter(e) => ("InvalidFilterError", Some(e.field().to_string())),
         Error::Closed => ("ClosedError", None),
         Error::ReadOnly => ("ReadOnlyError", None),
         Error::Io { .. } => ("IoError", None),
-        Error::Corruption { .. } => ("CorruptionError", None),
+        // A stored payload that does not decode is damage like any other.
+        Error::Corruption { .. } | Error::BadPayload { .. } => ("CorruptionError", None),
         Error::RecordTooLarge { .. } | Error::BatchTooLarge { .. } => ("TooLargeError", None),
         Error::EmptyBatch => ("EmptyBatchError", None),
         Error::Poisoned { .. } => ("PoisonedError", None),
@@ -96,9 +98,46 @@ fn result<T>(py: Python<'_>, r: enforcelog::Result<T>) -> PyResult<T> {
 /// The native store handle. Use `enforcelog.Store`.
 #[pyclass(module = "enforcelog._enforcelog", frozen)]
 struct NativeStore {
-    store: Store,
+    /// `None` only while dropping.
+    store: Option<Store>,
     /// Unique in the process: tells stores apart for `Completer::stage`.
     id: u64,
+    /// The process that opened it. A child made by `fork` has no writer
+    /// thread (threads do not survive a fork): every call there would wait
+    /// forever, so it is refused instead, and the child never closes it.
+    pid: u32,
+}
+
+impl NativeStore {
+    /// The store, in the process that opened it.
+    fn store(&self, py: Python<'_>) -> PyResult<&Store> {
+        match &self.store {
+            Some(store) if std::process::id() == self.pid => Ok(store),
+            _ => Err(py_error(
+                py,
+                "ClosedError",
+                format!(
+                    "this store was opened by process {} before a fork; a forked process \
+                     must open the store again (its writer did not survive the fork)",
+                    self.pid
+                ),
+                None,
+            )),
+        }
+    }
+}
+
+impl Drop for NativeStore {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.take() {
+            if std::process::id() == self.pid {
+                drop(store);
+            } else {
+                // Closing would wait for a writer thread that is not there.
+                std::mem::forget(store);
+            }
+        }
+    }
 }
 
 /// The next [`NativeStore::id`].
@@ -141,22 +180,26 @@ impl NativeStore {
             }
         });
         Ok(Self {
-            store: result(py, opened)?,
+            store: Some(result(py, opened)?),
             id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            pid: std::process::id(),
         })
     }
 
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let r = py.allow_threads(|| self.store.close());
+        let store = self.store(py)?;
+        // `record_async` calls made before the close are recorded by it.
+        completion::send_staged(self.id);
+        let r = py.allow_threads(|| store.close());
         result(py, r)
     }
 
-    fn dir(&self) -> PathBuf {
-        self.store.dir().to_path_buf()
+    fn dir(&self, py: Python<'_>) -> PyResult<PathBuf> {
+        Ok(self.store(py)?.dir().to_path_buf())
     }
 
-    fn next_offset(&self) -> u64 {
-        self.store.next_offset()
+    fn next_offset(&self, py: Python<'_>) -> PyResult<u64> {
+        Ok(self.store(py)?.next_offset())
     }
 
     #[pyo3(signature = (tenant_id, rule_id, action, run_id, details, at_us))]
@@ -172,7 +215,8 @@ impl NativeStore {
         at_us: Option<i64>,
     ) -> PyResult<u64> {
         let event = convert::event(py, tenant_id, rule_id, action, run_id, details, at_us)?;
-        let r = py.allow_threads(|| self.store.record_blocking(event));
+        let store = self.store(py)?;
+        let r = py.allow_threads(|| store.record_blocking(event));
         result(py, r)
     }
 
@@ -192,7 +236,7 @@ impl NativeStore {
         at_us: Option<i64>,
     ) -> PyResult<PyObject> {
         let event = convert::event(py, tenant_id, rule_id, action, run_id, details, at_us)?;
-        completer.stage(py, self.id, &self.store, event)
+        completer.stage(py, self.id, self.store(py)?, event)
     }
 
     /// Fail-safe: never raises for anything the store does; returns within
@@ -210,35 +254,53 @@ impl NativeStore {
         run_id: Option<&Bound<'_, PyAny>>,
         details: Option<&Bound<'_, PyAny>>,
         at_us: Option<i64>,
-    ) -> Option<String> {
+    ) -> PyResult<Option<String>> {
+        let refused = |e: PyErr| -> PyResult<Option<String>> {
+            // Fail-safe is for the host's data, not for the host's own
+            // interrupts: those go on up, wherever they were raised.
+            if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py)
+                || e.is_instance_of::<pyo3::exceptions::PySystemExit>(py)
+            {
+                return Err(e);
+            }
+            Ok(Some(e.to_string()))
+        };
+        let store = match self.store(py) {
+            Ok(store) => store,
+            Err(e) => return refused(e),
+        };
         match convert::event(py, tenant_id, rule_id, action, run_id, details, at_us) {
             Ok(event) => {
-                py.allow_threads(|| self.store.record_detached(event));
-                None
+                py.allow_threads(|| store.record_detached(event));
+                Ok(None)
             }
             // Input that never makes an event never reaches the store, which
             // would count and log it: the Python side does both.
-            Err(e) => Some(e.to_string()),
+            Err(e) => refused(e),
         }
     }
 
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        let r = py.allow_threads(|| self.store.flush_blocking());
+        let store = self.store(py)?;
+        completion::send_staged(self.id);
+        let r = py.allow_threads(|| store.flush_blocking());
         result(py, r)
     }
 
     fn flush_async(&self, py: Python<'_>, completer: PyRef<'_, Completer>) -> PyResult<PyObject> {
-        let store = self.store.clone();
+        let store = self.store(py)?.clone();
+        completion::send_staged(self.id);
         completer.start(
             py,
             Box::pin(async move { store.flush().await.map(|()| Outcome::Done) }),
         )
     }
 
-    fn begin(&self) -> NativeBatch {
-        NativeBatch {
-            batch: Mutex::new(Some(self.store.begin())),
-        }
+    fn begin(&self, py: Python<'_>) -> PyResult<NativeBatch> {
+        Ok(NativeBatch {
+            batch: Mutex::new(Some(self.store(py)?.begin())),
+            pid: self.pid,
+        })
     }
 
     #[pyo3(signature = (tenant_id, rule_id, as_of_us=None))]
@@ -249,7 +311,8 @@ impl NativeStore {
         rule_id: &str,
         as_of_us: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let r = py.allow_threads(|| self.store.stats(tenant_id, rule_id, as_of_us));
+        let store = self.store(py)?;
+        let r = py.allow_threads(|| store.stats(tenant_id, rule_id, as_of_us));
         let s = result(py, r)?;
         let d = PyDict::new(py);
         d.set_item("tenant_id", &s.tenant_id)?;
@@ -314,7 +377,8 @@ impl NativeStore {
         if let Some(l) = limit {
             q = q.limit(l);
         }
-        let r = py.allow_threads(|| self.store.query(&q));
+        let store = self.store(py)?;
+        let r = py.allow_threads(|| store.query(&q));
         let page = result(py, r)?;
         let events = PyList::empty(py);
         for e in &page.events {
@@ -341,7 +405,7 @@ impl NativeStore {
     }
 
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let m = self.store.metrics();
+        let m = self.store(py)?.metrics();
         let d = PyDict::new(py);
         for (name, value) in [
             ("recorded", m.recorded),
@@ -370,12 +434,46 @@ impl NativeStore {
 struct NativeBatch {
     /// `None` once committed or discarded.
     batch: Mutex<Option<EventBatch>>,
+    /// The process whose store it belongs to: see [`NativeStore::pid`].
+    pid: u32,
 }
 
 impl NativeBatch {
     fn take(&self, py: Python<'_>) -> PyResult<EventBatch> {
+        self.check_process(py)?;
         let taken = self.batch.lock().unwrap_or_else(|e| e.into_inner()).take();
         taken.ok_or_else(|| batch_done(py))
+    }
+
+    fn check_process(&self, py: Python<'_>) -> PyResult<()> {
+        if std::process::id() == self.pid {
+            return Ok(());
+        }
+        Err(py_error(
+            py,
+            "ClosedError",
+            format!(
+                "this batch belongs to a store opened by process {} before a fork; a forked \
+                 process must open the store again",
+                self.pid
+            ),
+            None,
+        ))
+    }
+}
+
+impl Drop for NativeBatch {
+    fn drop(&mut self) {
+        let batch = self
+            .batch
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if std::process::id() != self.pid {
+            // It may hold the last handle of its store, whose close would
+            // wait for a writer thread the fork did not copy.
+            std::mem::forget(batch);
+        }
     }
 }
 
@@ -393,6 +491,7 @@ impl NativeBatch {
         details: Option<&Bound<'_, PyAny>>,
         at_us: Option<i64>,
     ) -> PyResult<()> {
+        self.check_process(py)?;
         let event = convert::event(py, tenant_id, rule_id, action, run_id, details, at_us)?;
         let mut guard = self.batch.lock().unwrap_or_else(|e| e.into_inner());
         let batch = guard.as_mut().ok_or_else(|| batch_done(py))?;

@@ -143,10 +143,6 @@ def test_cancelled_record_async_is_recorded_and_later_calls_settle(fast_store):
     assert events[1].offset == after
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: a record_async called before close() fails with ClosedError: its event "
-    "sits in the loop's Completer (python/src/completion.rs:165 stage) until the next "
-    "drain, which close() (python/src/lib.rs:149) neither flushes nor waits for"))
 def test_record_async_called_before_close_is_recorded_by_close(store):
     async def main():
         task = asyncio.ensure_future(store.record_async("t", "r", "BLOCKED"))
@@ -162,9 +158,6 @@ def test_record_async_called_before_close_is_recorded_by_close(store):
         reopened.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: flush_async() called before close() raises ClosedError: its work is first "
-    "polled by the next drain (python/src/completion.rs:155 start), after close() ran"))
 def test_flush_async_called_before_close_succeeds(store):
     async def main():
         task = asyncio.ensure_future(store.flush_async())
@@ -175,12 +168,6 @@ def test_flush_async_called_before_close_succeeds(store):
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: events staged on a loop that stops before its next drain are committed "
-    "by the Completer's Drop on a thread of its own (python/src/completion.rs:244), which "
-    "nothing orders before Store.close(): closed first, they are lost, only a warning "
-    "logged, not counted in metrics()['dropped']. With gc before close() it is a race "
-    "(probe: 10 of 250 lost)"))
 def test_events_staged_on_a_stopped_loop_end_recorded_or_counted(store):
     loop = asyncio.new_event_loop()
 
@@ -226,10 +213,6 @@ FORK_CHILD_RECORDS = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: after os.fork() the child's Store has no writer thread; record() (and "
-    "flush(), record_async) waits forever for it (src/store, src/log: no fork check; "
-    "python/src/lib.rs:175 record_blocking)"))
 def test_store_used_in_a_forked_child_raises_instead_of_hanging(store_dir):
     child = _run_child(FORK_CHILD_RECORDS, store_dir)
     assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
@@ -250,10 +233,6 @@ FORK_CHILD_EXITS = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: a forked child (gunicorn --preload worker, a fork()ing host) that exits "
-    "normally hangs in the atexit flush (python/enforcelog/_store.py:182 _flush_at_exit -> "
-    "store.flush() waits for the parent's writer thread)"))
 def test_forked_child_exits_without_hanging_in_the_atexit_flush(store_dir):
     child = _run_child(FORK_CHILD_EXITS, store_dir)
     assert child.returncode == 0, (child.returncode, child.stderr[-2000:])
@@ -269,10 +248,6 @@ CLOSED_STORE_AT_EXIT = """
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed (minor): a store closed by the host before exit still gets the atexit flush "
-    "(python/enforcelog/_store.py:182 _flush_at_exit), which fails with ClosedError and "
-    "logs a WARNING with a ClosedError traceback at every normal exit"))
 def test_exit_after_close_logs_nothing(store_dir):
     child = _run_child(CLOSED_STORE_AT_EXIT, store_dir)
     assert child.returncode == 0
@@ -284,11 +259,6 @@ def test_exit_after_close_logs_nothing(store_dir):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: integers outside i64/u64 in details are stored as floats: "
-    "python/src/convert.rs:169 hands them to the JSON encoder, whose exact digits "
-    "enforcelog::event::details_from_json (src/event.rs:375) parses as f64 (serde_json without "
-    "arbitrary_precision); -2**63-1 and 10**30 read back changed, silently"))
 @pytest.mark.parametrize("n", [-(2**63) - 1, 10**30, 2**64 + 1])
 def test_details_int_beyond_64_bits_is_kept_exactly_or_refused(fast_store, n):
     try:
@@ -307,11 +277,6 @@ def test_details_ints_at_the_64_bit_edges_are_kept_exactly(fast_store):
     assert fast_store.query("t").events[0].details["v"] == values
 
 
-@pytest.mark.xfail(sys.version_info < (3, 12), strict=True, reason=(
-    "confirmed (CPython < 3.12, where the collector runs inside allocations): a dict that "
-    "changes size during the native walk panics in PyO3's dict iterator "
-    "(python/src/convert.rs:139 dict.iter()); record() raises pyo3 PanicException, a "
-    "BaseException (not enforcelog.Error), and a Rust backtrace goes to stderr"))
 def test_details_dict_changed_during_the_walk_never_panics(fast_store):
     details = {"big": 2**63, "a": 1, "b": 2}  # 2**63: the i64 read fails, allocating
 
@@ -429,9 +394,6 @@ def test_record_detached_survives_hostile_actions_and_details(fast_store):
     assert fast_store.metrics()["dropped"] == len(calls)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: record_detached raises when str() of the exception it caught fails: "
-    "python/enforcelog/_store.py:313 formats f'{e}' outside any guard"))
 def test_record_detached_never_raises_when_the_error_cannot_be_printed(fast_store):
     class HostileTime(dt.datetime):
         def utcoffset(self):
@@ -442,10 +404,6 @@ def test_record_detached_never_raises_when_the_error_cannot_be_printed(fast_stor
     assert fast_store.metrics()["dropped"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: record_enforcement_standalone(store=<not a Store>) raises AttributeError: "
-    "python/enforcelog/drivers.py:182 record_enforcement_standalone_sync calls "
-    "target.record_detached outside its guard"))
 def test_standalone_never_raises_for_a_store_of_the_wrong_type(store_dir):
     async def main():
         await enforcelog.record_enforcement_standalone(
@@ -454,11 +412,6 @@ def test_standalone_never_raises_for_a_store_of_the_wrong_type(store_dir):
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: KeyboardInterrupt policy differs by where it is raised: _store.py:311 "
-    "re-raises it, but one raised inside the native conversion (an enum .value, the "
-    "details encoder, a signal handler running there) is turned into a 'dropped' string "
-    "by python/src/lib.rs:221 and swallowed"))
 def test_record_detached_lets_keyboard_interrupt_through_wherever_it_is_raised(fast_store):
     class Interrupted(enum.Enum):
         X = 1
@@ -656,10 +609,6 @@ def test_look_alike_tenants_are_kept_apart_and_empty_ids_refused(fast_store):
         fast_store.stats(None, "r")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: an invalid read filter (Rust Error::InvalidFilter) falls into the catch-all "
-    "of python/src/lib.rs:51 error_class: a bare enforcelog.Error, not a ValueError, with "
-    "no .field; BadPayload and Remote fall there too"))
 def test_an_empty_tenant_in_a_read_raises_a_value_error_naming_the_field(fast_store):
     with pytest.raises(ValueError) as e:
         fast_store.stats("", "r")
@@ -671,10 +620,6 @@ def test_an_empty_tenant_in_a_read_raises_a_value_error_naming_the_field(fast_st
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed (minor): a negative interval_ms / detached_timeout_ms raises a bare "
-    "OverflowError from PyO3's u64 conversion (python/src/lib.rs:115-116), not "
-    "InvalidOptionsError naming the option as every other bad option does"))
 @pytest.mark.parametrize("option", ["interval_ms", "detached_timeout_ms"])
 def test_negative_option_is_an_invalid_options_error_naming_it(store_dir, option):
     with pytest.raises(enforcelog.InvalidOptionsError) as e:
