@@ -131,7 +131,9 @@ impl Drop for NativeStore {
     fn drop(&mut self) {
         if let Some(store) = self.store.take() {
             if std::process::id() == self.pid {
-                drop(store);
+                // The last handle closes the store (a flush and an fsync):
+                // other Python threads run meanwhile.
+                Python::with_gil(|py| py.allow_threads(move || drop(store)));
             } else {
                 // Closing would wait for a writer thread that is not there.
                 std::mem::forget(store);
@@ -405,7 +407,9 @@ impl NativeStore {
     }
 
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let m = self.store(py)?.metrics();
+        let store = self.store(py)?;
+        // Takes the projections' lock: never with the GIL held.
+        let m = py.allow_threads(|| store.metrics());
         let d = PyDict::new(py);
         for (name, value) in [
             ("recorded", m.recorded),

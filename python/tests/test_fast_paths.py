@@ -293,3 +293,74 @@ def test_a_lone_surrogate_is_refused_everywhere_and_stages_nothing(store, where)
     store.flush()
     assert store.metrics()["dropped"] == before + 1
     assert store.query(None).events == []
+
+
+@pytest.mark.parametrize("ending", ["flush", "flush_async", "close", "close_async",
+                                    "commit_async"])
+@pytest.mark.parametrize("loops", [1, 3])
+def test_every_record_async_made_before_a_flush_or_close_is_covered_by_it(store_dir, ending,
+                                                                           loops):
+    """Calls staged (not yet sent) on one or several loops, then, before any
+    loop drains, the store is flushed or closed: every staged event must be
+    in the log when that returns, and every caller gets its own offset."""
+    store = enforcelog.Store(store_dir)
+    per_loop = 5
+    barrier = threading.Barrier(loops)
+    staged = threading.Barrier(loops + 1)
+    ended = threading.Event()
+    results = {}
+
+    def run(k):
+        async def main():
+            tasks = [asyncio.ensure_future(
+                store.record_async("t", "r", "BLOCKED", run_id=f"{k}-{i}"))
+                for i in range(per_loop)]
+            await asyncio.sleep(0)  # every task has staged its event; no drain yet
+            barrier.wait()
+            if k == 0 and loops == 1:
+                await _end(store, ending)
+            else:
+                staged.wait()
+                ended.wait()
+            results[k] = await asyncio.gather(*tasks, return_exceptions=True)
+        asyncio.run(main())
+
+    ts = [threading.Thread(target=run, args=(k,)) for k in range(loops)]
+    for t in ts:
+        t.start()
+    if loops > 1:
+        staged.wait()
+        asyncio.run(_end(store, ending))
+        ended.set()
+    for t in ts:
+        t.join()
+    runs = sorted(f"{k}-{i}" for k in range(loops) for i in range(per_loop))
+    if ending.startswith("close"):
+        reopened = enforcelog.Store(store_dir, read_only=True)
+        kept = reopened.query("t").events
+        reopened.close()
+    else:
+        kept = store.query("t").events
+        store.close()
+    assert sorted(e.run_id for e in kept) == runs
+    offsets = [o for k in results for o in results[k]]
+    assert len(set(offsets)) == len(runs) and all(isinstance(o, int) for o in offsets)
+    by_offset = {e.offset: e.run_id for e in kept}
+    for k in results:
+        for i, offset in enumerate(results[k]):
+            assert by_offset[offset] == f"{k}-{i}"
+
+
+async def _end(store, ending):
+    if ending == "flush":
+        store.flush()
+    elif ending == "flush_async":
+        await store.flush_async()
+    elif ending == "close":
+        store.close()
+    elif ending == "close_async":
+        await store.close_async()
+    else:
+        batch = store.begin()
+        batch.record("other", "r", "BLOCKED")
+        await batch.commit_async()
