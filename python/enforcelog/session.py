@@ -63,6 +63,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from sqlalchemy import event
+from sqlalchemy.engine import Connection, NestedTransaction
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ._errors import ReadOnlyError
@@ -138,6 +140,62 @@ def _boundary(transaction: Optional[SessionTransaction]) -> Optional[SessionTran
     return transaction
 
 
+def _root(transaction: SessionTransaction) -> SessionTransaction:
+    """The outermost transaction ``transaction`` belongs to."""
+    while transaction.parent is not None:
+        transaction = transaction.parent
+    return transaction
+
+
+def _has_ended(transaction: SessionTransaction) -> bool:
+    """True when ``transaction`` has committed or is being closed: an event
+    staged on it would never be recorded. (A transaction that is only
+    deactivated by a failed flush still ends by its rollback, which drops its
+    events as documented; one provisioning a connection, inside an
+    ``after_begin`` hook, is under way.)"""
+    state = getattr(transaction, "_state", None)
+    if state is None:
+        # A SQLAlchemy without the (private) state: the public flag.
+        return not transaction.is_active
+    return state.name in ("COMMITTED", "CLOSED")
+
+
+def _connections(session: Session, root: SessionTransaction) -> List[Tuple[Connection, Any, bool]]:
+    """The connections of the outermost transaction ``root``: (connection, its
+    Core transaction, whether the session commits that transaction). Read
+    from SQLAlchemy's private bookkeeping (no public accessor exists); empty
+    when it is missing."""
+    entries = getattr(root, "_connections", None)
+    if not isinstance(entries, dict):
+        return []
+    seen: Dict[int, Tuple[Connection, Any, bool]] = {}
+    for entry in entries.values():
+        if isinstance(entry, tuple) and len(entry) >= 3 and isinstance(entry[0], Connection):
+            seen[id(entry[0])] = (entry[0], entry[1], bool(entry[2]))
+    return list(seen.values())
+
+
+def _joined_connection(session: Session, root: SessionTransaction) -> Optional[Connection]:
+    """A connection whose database transaction the session's commit of
+    ``root`` would not commit (the session joined a transaction the host
+    began on a Connection it bound the session to), else None."""
+    used = _connections(session, root)
+    for conn, core_transaction, should_commit in used:
+        if not should_commit or isinstance(core_transaction, NestedTransaction):
+            # rollback_only (commit leaves the outer transaction to the host),
+            # or a savepoint (create_savepoint, or a host savepoint under
+            # control_fully): the commit only releases a savepoint.
+            return conn
+    bind = session.bind
+    if isinstance(bind, Connection) and all(conn is not bind for conn, _, _ in used):
+        # Not used yet: the session will join the transaction the bind is in,
+        # and commit it only in control_fully mode and outside a savepoint.
+        if bind.in_transaction() and (
+                session.join_transaction_mode != "control_fully" or bind.in_nested_transaction()):
+            return bind
+    return None
+
+
 def _current(session: Session) -> Optional[SessionTransaction]:
     """The innermost savepoint, else the outermost transaction, else None."""
     return session.get_nested_transaction() or session.get_transaction()
@@ -177,8 +235,32 @@ def stage(
         scratch.discard()
     snapshot = None if details is None else copy.deepcopy(dict(details))
     staged = _StagedEvent(store, tenant_id, rule_id, action_taken, run_id, snapshot, enforced_at)
-    transaction = _boundary(_current(session) or _autobegin(session))
+    transaction = _current(session)
+    if transaction is not None and _has_ended(transaction):
+        # Staged here, the event would belong to a transaction whose commit is
+        # over (an after_commit hook) or that is being closed: nothing would
+        # ever record it.
+        raise InvalidRequestError(
+            "enforcelog: cannot stage an enforcement event on a SQLAlchemy session "
+            "transaction that has already committed or is closing (an after_commit "
+            "or after_transaction_end hook); record it before session.commit(), or "
+            "in the session's next transaction, or with record_enforcement_standalone"
+        )
+    transaction = _boundary(transaction or _autobegin(session))
     assert transaction is not None
+    root = _root(transaction)
+    joined = _joined_connection(session, root)
+    if joined is not None:
+        raise InvalidRequestError(
+            f"enforcelog: this SQLAlchemy session joins a transaction it does not commit "
+            f"(the Connection {joined!r} it is bound to was already in a transaction; "
+            f"join_transaction_mode={session.join_transaction_mode!r}): session.commit() "
+            f"commits nothing to the database, and enforcelog cannot know whether the "
+            f"outer transaction will commit, so it records nothing rather than an outcome "
+            f"that may be rolled back. Record on a session that owns its transaction (bound "
+            f"to an Engine, or join_transaction_mode='control_fully'), or on a batch from "
+            f"store.begin() committed after the outer transaction"
+        )
     _staging(session).add(transaction, [staged])
 
 
@@ -214,7 +296,41 @@ def _after_commit(session: Session) -> None:
         assert enclosing is not None
         staging.add(enclosing, events)
         return
+    uncommitted = _still_in_transaction(session, transaction)
+    if uncommitted is not None:
+        # The session joined an outer transaction after its events were
+        # staged (stage() refuses the ones it can see): the database has
+        # committed nothing, so recording could create a phantom. Counted and
+        # logged, never recorded.
+        error = InvalidRequestError(
+            f"the session's commit did not commit the transaction of {uncommitted!r} "
+            f"(it joined an outer transaction), so its outcome is unknown")
+        for store, count in _per_store(events):
+            _dropped(store, count, error)
+        return
     _record(events)
+
+
+def _still_in_transaction(session: Session, root: SessionTransaction) -> Optional[Connection]:
+    """After the commit of the outermost ``root``: a connection of the session
+    still in a database transaction (so the commit did not reach the
+    database), else None. Public API: every connection the session commits is
+    out of its transaction by now."""
+    candidates = [conn for conn, _, _ in _connections(session, root)]
+    if isinstance(session.bind, Connection):
+        candidates.append(session.bind)
+    for conn in candidates:
+        if not conn.closed and conn.in_transaction():
+            return conn
+    return None
+
+
+def _per_store(events: List[_StagedEvent]) -> List[Tuple[Store, int]]:
+    counts: Dict[int, Tuple[Store, int]] = {}
+    for staged in events:
+        store, count = counts.get(id(staged.store), (staged.store, 0))
+        counts[id(staged.store)] = (store, count + 1)
+    return list(counts.values())
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -225,7 +341,11 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     staging.pop(transaction)
     if transaction.parent is None:
         # The outermost transaction is over; nothing of it may outlive it.
-        staging.by_transaction.clear()
+        # Only ITS entries: a hook that ran before this one may already have
+        # begun the session's next transaction and staged events on it.
+        for key, (staged_on, _) in list(staging.by_transaction.items()):
+            if _root(staged_on) is transaction:
+                del staging.by_transaction[key]
 
 
 def _record(events: List[_StagedEvent]) -> None:
