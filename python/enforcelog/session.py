@@ -27,13 +27,33 @@ What is recorded, and when:
   other way than by committing (``session.close()``, an exception inside
   ``with session.begin():``), drops its events. A session used for several
   transactions records each transaction's events once, at its own commit.
+- **Only a session that commits its database transaction.** A session bound
+  to a ``Connection`` that is already in a transaction (the test-fixture
+  pattern ``Session(bind=conn)`` inside ``conn.begin()``) joins it, and in
+  every ``join_transaction_mode`` but ``"control_fully"`` (outside a
+  savepoint) its ``commit()`` commits nothing to the database: the outer
+  transaction, the host's, decides. SQLAlchemy has no hook after a
+  ``Connection``'s own COMMIT (its ``commit`` event runs before it, and that
+  COMMIT can still fail), so recording then could leave a phantom. Staging on
+  such a session raises ``sqlalchemy.exc.InvalidRequestError`` at once, and
+  stages nothing. A session that joins only after its events were staged
+  (the connection was idle then) records nothing at its commit: the events
+  are logged and counted as dropped (below), never recorded.
+- **Not after the commit.** Staging on a transaction that has already
+  committed (from a host's ``after_commit`` hook, also a savepoint's), has
+  rolled back or must (an ``after_rollback`` hook, after a failed flush), or
+  is closing raises ``InvalidRequestError``: nothing would record it.
+  Staging from an ``after_transaction_end`` hook of the outermost transaction
+  starts the session's next transaction, like ``session.add()``, and is
+  recorded at its commit.
 
 When the enforcelog commit fails after the database has committed (store
 closed, disk full, the batch too large): the database transaction stands and
 cannot be undone, so raising from ``session.commit()`` would only tell the
 caller something false (that the transaction failed). The events are instead
-handled by the fail-safe contract of ``record_enforcement_standalone``: each
-failed batch is logged (level ERROR) to the ``enforcelog`` logger and its events
+handled by the fail-safe contract of ``record_enforcement_standalone`` (and so
+are those of a late-joined session, whose outer transaction's fate is not
+known when its ``commit()`` returns): each failed batch is logged (level ERROR) to the ``enforcelog`` logger and its events
 are counted in ``store.metrics()["dropped"]``; ``session.commit()`` returns
 normally. The count is kept in this process (no gap marker is written to the
 log for these events). A process that dies between the database's commit and
@@ -148,16 +168,17 @@ def _root(transaction: SessionTransaction) -> SessionTransaction:
 
 
 def _has_ended(transaction: SessionTransaction) -> bool:
-    """True when ``transaction`` has committed or is being closed: an event
-    staged on it would never be recorded. (A transaction that is only
-    deactivated by a failed flush still ends by its rollback, which drops its
-    events as documented; one provisioning a connection, inside an
-    ``after_begin`` hook, is under way.)"""
+    """True when ``transaction`` can no longer commit: it has committed (an
+    ``after_commit`` hook), has rolled back or must (an ``after_rollback``
+    hook, a failed flush), or is being closed. An event staged on it would
+    never be recorded. (One provisioning a connection, inside an
+    ``after_begin`` hook, is under way; one prepared for two-phase commit
+    still commits.)"""
     state = getattr(transaction, "_state", None)
     if state is None:
         # A SQLAlchemy without the (private) state: the public flag.
         return not transaction.is_active
-    return state.name in ("COMMITTED", "CLOSED")
+    return getattr(state, "name", None) in ("COMMITTED", "DEACTIVE", "CLOSED")
 
 
 def _connections(session: Session, root: SessionTransaction) -> List[Tuple[Connection, Any, bool]]:
@@ -224,7 +245,11 @@ def stage(
 ) -> None:
     """Validates one event and stages it on ``session``'s current transaction
     (see the module documentation). Raises ``InvalidEventError`` for a bad
-    event, staging nothing."""
+    event, and ``sqlalchemy.exc.InvalidRequestError`` when the session's
+    current transaction has committed, rolled back (or must) or is closing,
+    or when the session
+    joins a transaction that its commit does not commit; each stages
+    nothing."""
     enforced_at = datetime.now(timezone.utc)
     # Validated by the store's own batch, so exactly what a batch would refuse
     # is refused here, and the same error is raised.
@@ -238,13 +263,14 @@ def stage(
     transaction = _current(session)
     if transaction is not None and _has_ended(transaction):
         # Staged here, the event would belong to a transaction whose commit is
-        # over (an after_commit hook) or that is being closed: nothing would
-        # ever record it.
+        # over (an after_commit hook), that rolls back, or that is being
+        # closed: nothing would ever record it.
         raise InvalidRequestError(
             "enforcelog: cannot stage an enforcement event on a SQLAlchemy session "
-            "transaction that has already committed or is closing (an after_commit "
-            "or after_transaction_end hook); record it before session.commit(), or "
-            "in the session's next transaction, or with record_enforcement_standalone"
+            "transaction that has already committed, rolled back (or must, after a "
+            "failed flush) or is closing (an after_commit or after_rollback hook); "
+            "record it before session.commit(), after session.rollback() in the "
+            "session's next transaction, or with record_enforcement_standalone"
         )
     transaction = _boundary(transaction or _autobegin(session))
     assert transaction is not None

@@ -843,3 +843,41 @@ def test_event_staged_when_the_transaction_ends_goes_to_the_next_one(engine, sto
     session.commit()
     session.close()
     assert [e[3] for e in events_in(store)] == ["first", "next"]
+
+
+def test_event_staged_after_a_failed_flush_or_in_a_rollback_hook_is_refused(
+        engine, db_path, store):
+    Run = mapped_run_class()
+    session = Session(engine)
+    driver = PolicyEnforcementWriteDriver(session, store=store)
+    insert_run(session, "run_1")
+    session.commit()
+    refused = []
+
+    def on_rollback(s):  # the failed flush rolls the database transaction back
+        try:
+            halt(driver, "in_after_rollback")
+        except InvalidRequestError as e:
+            refused.append(e)
+
+    def on_soft_rollback(s, previous):
+        if previous.parent is None:  # the outermost is over: the next one starts
+            halt(driver, "next")
+
+    event.listen(session, "after_rollback", on_rollback)
+    event.listen(session, "after_soft_rollback", on_soft_rollback)
+    halt(driver, "doomed")  # staged on a transaction that then fails
+    session.add(Run(id="run_1", status="duplicate"))
+    with pytest.raises(Exception, match="UNIQUE"):
+        session.flush()
+    assert len(refused) == 1
+    # The transaction can only roll back now: refused, not staged to vanish.
+    with pytest.raises(InvalidRequestError, match="rolled back"):
+        halt(driver, "after_failed_flush")
+    session.rollback()  # drops "doomed"; the hook stages on the next transaction
+    assert staged_count(session) == 1
+    session.commit()
+    session.close()
+    assert [e[3] for e in events_in(store)] == ["next"]
+    assert len(refused) == 1 and store.metrics()["dropped"] == 0
+    assert runs_in_db(db_path) == [("run_1", "halted")]
