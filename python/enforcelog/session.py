@@ -53,8 +53,9 @@ cannot be undone, so raising from ``session.commit()`` would only tell the
 caller something false (that the transaction failed). The events are instead
 handled by the fail-safe contract of ``record_enforcement_standalone`` (and so
 are those of a late-joined session, whose outer transaction's fate is not
-known when its ``commit()`` returns): each failed batch is logged (level ERROR) to the ``enforcelog`` logger and its events
-are counted in ``store.metrics()["dropped"]``; ``session.commit()`` returns
+known when its ``commit()`` returns): each failed batch is logged (level
+ERROR) to the ``enforcelog`` logger and its events are counted in
+``store.metrics()["dropped"]``; ``session.commit()`` returns
 normally. The count is kept in this process (no gap marker is written to the
 log for these events). A process that dies between the database's commit and
 the batch's fsync loses the events silently: the order is chosen so that the
@@ -196,6 +197,13 @@ def _connections(session: Session, root: SessionTransaction) -> List[Tuple[Conne
     return list(seen.values())
 
 
+def _join_mode(session: Session) -> str:
+    """The session's ``join_transaction_mode``; SQLAlchemy's default (which
+    never commits a joined outer transaction) when the attribute is missing."""
+    mode = getattr(session, "join_transaction_mode", None)
+    return mode if isinstance(mode, str) else "conditional_savepoint"
+
+
 def _joined_connection(session: Session, root: SessionTransaction) -> Optional[Connection]:
     """A connection whose database transaction the session's commit of
     ``root`` would not commit (the session joined a transaction the host
@@ -212,7 +220,7 @@ def _joined_connection(session: Session, root: SessionTransaction) -> Optional[C
         # Not used yet: the session will join the transaction the bind is in,
         # and commit it only in control_fully mode and outside a savepoint.
         if bind.in_transaction() and (
-                session.join_transaction_mode != "control_fully" or bind.in_nested_transaction()):
+                _join_mode(session) != "control_fully" or bind.in_nested_transaction()):
             return bind
     return None
 
@@ -247,9 +255,8 @@ def stage(
     (see the module documentation). Raises ``InvalidEventError`` for a bad
     event, and ``sqlalchemy.exc.InvalidRequestError`` when the session's
     current transaction has committed, rolled back (or must) or is closing,
-    or when the session
-    joins a transaction that its commit does not commit; each stages
-    nothing."""
+    or when the session joins a transaction that its commit does not commit;
+    each stages nothing."""
     enforced_at = datetime.now(timezone.utc)
     # Validated by the store's own batch, so exactly what a batch would refuse
     # is refused here, and the same error is raised.
@@ -280,7 +287,7 @@ def stage(
         raise InvalidRequestError(
             f"enforcelog: this SQLAlchemy session joins a transaction it does not commit "
             f"(the Connection {joined!r} it is bound to was already in a transaction; "
-            f"join_transaction_mode={session.join_transaction_mode!r}): session.commit() "
+            f"join_transaction_mode={_join_mode(session)!r}): session.commit() "
             f"commits nothing to the database, and enforcelog cannot know whether the "
             f"outer transaction will commit, so it records nothing rather than an outcome "
             f"that may be rolled back. Record on a session that owns its transaction (bound "
