@@ -70,9 +70,11 @@ millisecond to a few milliseconds) per such commit; other threads keep running.
 Hosts for which that matters stage events in a batch from ``store.begin()``
 and ``await batch.commit_async()`` instead.
 
-Listeners are installed once per session, on its first driver (instance-level
-session events); nothing is installed on the ``Session`` class. The staging
-lives in ``session.info`` under the key ``"enforcelog"``.
+Listeners are installed once per session, on its first staged event
+(instance-level session events; ``after_commit`` ahead of the host's own
+instance listeners, so that one that raises does not stop it); nothing is
+installed on the ``Session`` class. The staging lives in ``session.info``
+under the key ``"enforcelog"``.
 """
 
 from __future__ import annotations
@@ -147,7 +149,11 @@ def _staging(session: Session) -> _Staging:
         return staging
     staging = _Staging()
     session.info[INFO_KEY] = staging
-    event.listen(session, "after_commit", _after_commit)
+    # First among the session's own after_commit listeners: a host listener
+    # that raises stops the ones after it, and the database has committed by
+    # then, so ours must not be among them. (Listeners on the Session class or
+    # a sessionmaker still run before any instance listener.)
+    event.listen(session, "after_commit", _after_commit, insert=True)
     event.listen(session, "after_transaction_end", _after_transaction_end)
     return staging
 

@@ -881,3 +881,23 @@ def test_event_staged_after_a_failed_flush_or_in_a_rollback_hook_is_refused(
     assert [e[3] for e in events_in(store)] == ["next"]
     assert len(refused) == 1 and store.metrics()["dropped"] == 0
     assert runs_in_db(db_path) == [("run_1", "halted")]
+
+
+def test_a_host_after_commit_hook_that_raises_does_not_lose_committed_events(
+        engine, db_path, store):
+    # The host's hook is on the session before enforcelog's; SQLAlchemy stops
+    # at the first listener that raises, after the database has committed.
+    session = Session(engine)
+
+    def failing_host_hook(s):
+        raise RuntimeError("host after_commit hook failed")
+
+    event.listen(session, "after_commit", failing_host_hook)
+    driver = PolicyEnforcementWriteDriver(session, store=store)
+    insert_run(session, "run_1")
+    halt(driver, "run_1")
+    with pytest.raises(RuntimeError, match="host after_commit hook failed"):
+        session.commit()
+    session.close()
+    assert runs_in_db(db_path) == [("run_1", "halted")]
+    assert events_in(store) == [("tenant_123", "rule_456", "BLOCKED", "run_1", DETAILS)]
