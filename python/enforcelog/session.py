@@ -210,11 +210,12 @@ def _join_mode(session: Session) -> str:
     return mode if isinstance(mode, str) else "conditional_savepoint"
 
 
-def _joined_connection(session: Session, root: SessionTransaction) -> Optional[Connection]:
+def _joined_connection(session: Session, root: Optional[SessionTransaction]) -> Optional[Connection]:
     """A connection whose database transaction the session's commit of
-    ``root`` would not commit (the session joined a transaction the host
-    began on a Connection it bound the session to), else None."""
-    used = _connections(session, root)
+    ``root`` (its outermost transaction, None before it has one) would not
+    commit (the session joined a transaction the host began on a Connection
+    it bound the session to), else None."""
+    used = [] if root is None else _connections(session, root)
     for conn, core_transaction, should_commit in used:
         if not should_commit or isinstance(core_transaction, NestedTransaction):
             # rollback_only (commit leaves the outer transaction to the host),
@@ -288,6 +289,19 @@ def stage(
     transaction = _boundary(transaction or _autobegin(session))
     assert transaction is not None
     root = _root(transaction)
+    _refuse_joined(session, root)
+    _staging(session).add(transaction, [staged])
+
+
+def check_joinable(session: Session) -> None:
+    """Refuses, when the driver is made, a session that joins a transaction
+    its commit does not commit (see the module documentation); ``stage()``
+    checks again, as the connection's state can change in between. Raises
+    ``sqlalchemy.exc.InvalidRequestError``."""
+    _refuse_joined(session, session.get_transaction())
+
+
+def _refuse_joined(session: Session, root: Optional[SessionTransaction]) -> None:
     joined = _joined_connection(session, root)
     if joined is not None:
         raise InvalidRequestError(
@@ -300,7 +314,6 @@ def stage(
             f"to an Engine, or join_transaction_mode='control_fully'), or on a batch from "
             f"store.begin() committed after the outer transaction"
         )
-    _staging(session).add(transaction, [staged])
 
 
 def staged_count(session: Any) -> int:

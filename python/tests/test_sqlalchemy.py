@@ -901,3 +901,22 @@ def test_a_host_after_commit_hook_that_raises_does_not_lose_committed_events(
     session.close()
     assert runs_in_db(db_path) == [("run_1", "halted")]
     assert events_in(store) == [("tenant_123", "rule_456", "BLOCKED", "run_1", DETAILS)]
+
+
+def test_check_joinable_refuses_a_joined_session_before_any_record(engine, store):
+    # enforcelog.session.check_joinable is what a driver can call when made.
+    from enforcelog.session import check_joinable
+
+    with engine.connect() as idle:
+        check_joinable(Session(bind=idle))  # owns the transaction it will begin
+    check_joinable(Session(engine))
+    with engine.connect() as conn:
+        conn.begin()
+        check_joinable(Session(bind=conn, join_transaction_mode="control_fully"))
+        session = Session(bind=conn)
+        with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+            check_joinable(session)
+        insert_run(session, "run_1")  # joined now: refused all the same
+        with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+            check_joinable(session)
+        session.close()
