@@ -210,7 +210,9 @@ def _join_mode(session: Session) -> str:
     return mode if isinstance(mode, str) else "conditional_savepoint"
 
 
-def _joined_connection(session: Session, root: Optional[SessionTransaction]) -> Optional[Connection]:
+def _joined_connection(
+    session: Session, root: Optional[SessionTransaction]
+) -> Optional[Connection]:
     """A connection whose database transaction the session's commit of
     ``root`` (its outermost transaction, None before it has one) would not
     commit (the session joined a transaction the host began on a Connection
