@@ -27,14 +27,35 @@ What is recorded, and when:
   other way than by committing (``session.close()``, an exception inside
   ``with session.begin():``), drops its events. A session used for several
   transactions records each transaction's events once, at its own commit.
+- **Only a session that commits its database transaction.** A session bound
+  to a ``Connection`` that is already in a transaction (the test-fixture
+  pattern ``Session(bind=conn)`` inside ``conn.begin()``) joins it, and in
+  every ``join_transaction_mode`` but ``"control_fully"`` (outside a
+  savepoint) its ``commit()`` commits nothing to the database: the outer
+  transaction, the host's, decides. SQLAlchemy has no hook after a
+  ``Connection``'s own COMMIT (its ``commit`` event runs before it, and that
+  COMMIT can still fail), so recording then could leave a phantom. Staging on
+  such a session raises ``sqlalchemy.exc.InvalidRequestError`` at once, and
+  stages nothing. A session that joins only after its events were staged
+  (the connection was idle then) records nothing at its commit: the events
+  are logged and counted as dropped (below), never recorded.
+- **Not after the commit.** Staging on a transaction that has already
+  committed (from a host's ``after_commit`` hook, also a savepoint's), has
+  rolled back or must (an ``after_rollback`` hook, after a failed flush), or
+  is closing raises ``InvalidRequestError``: nothing would record it.
+  Staging from an ``after_transaction_end`` hook of the outermost transaction
+  starts the session's next transaction, like ``session.add()``, and is
+  recorded at its commit.
 
 When the enforcelog commit fails after the database has committed (store
 closed, disk full, the batch too large): the database transaction stands and
 cannot be undone, so raising from ``session.commit()`` would only tell the
 caller something false (that the transaction failed). The events are instead
-handled by the fail-safe contract of ``record_enforcement_standalone``: each
-failed batch is logged (level ERROR) to the ``enforcelog`` logger and its events
-are counted in ``store.metrics()["dropped"]``; ``session.commit()`` returns
+handled by the fail-safe contract of ``record_enforcement_standalone`` (and so
+are those of a late-joined session, whose outer transaction's fate is not
+known when its ``commit()`` returns): each failed batch is logged (level
+ERROR) to the ``enforcelog`` logger and its events are counted in
+``store.metrics()["dropped"]``; ``session.commit()`` returns
 normally. The count is kept in this process (no gap marker is written to the
 log for these events). A process that dies between the database's commit and
 the batch's fsync loses the events silently: the order is chosen so that the
@@ -49,9 +70,11 @@ millisecond to a few milliseconds) per such commit; other threads keep running.
 Hosts for which that matters stage events in a batch from ``store.begin()``
 and ``await batch.commit_async()`` instead.
 
-Listeners are installed once per session, on its first driver (instance-level
-session events); nothing is installed on the ``Session`` class. The staging
-lives in ``session.info`` under the key ``"enforcelog"``.
+Listeners are installed once per session, on its first staged event
+(instance-level session events; ``after_commit`` ahead of the host's own
+instance listeners, so that one that raises does not stop it); nothing is
+installed on the ``Session`` class. The staging lives in ``session.info``
+under the key ``"enforcelog"``.
 """
 
 from __future__ import annotations
@@ -63,6 +86,8 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from sqlalchemy import event
+from sqlalchemy.engine import Connection, NestedTransaction
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ._errors import ReadOnlyError
@@ -124,7 +149,11 @@ def _staging(session: Session) -> _Staging:
         return staging
     staging = _Staging()
     session.info[INFO_KEY] = staging
-    event.listen(session, "after_commit", _after_commit)
+    # First among the session's own after_commit listeners: a host listener
+    # that raises stops the ones after it, and the database has committed by
+    # then, so ours must not be among them. (Listeners on the Session class or
+    # a sessionmaker still run before any instance listener.)
+    event.listen(session, "after_commit", _after_commit, insert=True)
     event.listen(session, "after_transaction_end", _after_transaction_end)
     return staging
 
@@ -136,6 +165,73 @@ def _boundary(transaction: Optional[SessionTransaction]) -> Optional[SessionTran
     while transaction is not None and not transaction.nested and transaction.parent is not None:
         transaction = transaction.parent
     return transaction
+
+
+def _root(transaction: SessionTransaction) -> SessionTransaction:
+    """The outermost transaction ``transaction`` belongs to."""
+    while transaction.parent is not None:
+        transaction = transaction.parent
+    return transaction
+
+
+def _has_ended(transaction: SessionTransaction) -> bool:
+    """True when ``transaction`` can no longer commit: it has committed (an
+    ``after_commit`` hook), has rolled back or must (an ``after_rollback``
+    hook, a failed flush), or is being closed. An event staged on it would
+    never be recorded. (One provisioning a connection, inside an
+    ``after_begin`` hook, is under way; one prepared for two-phase commit
+    still commits.)"""
+    state = getattr(transaction, "_state", None)
+    if state is None:
+        # A SQLAlchemy without the (private) state: the public flag.
+        return not transaction.is_active
+    return getattr(state, "name", None) in ("COMMITTED", "DEACTIVE", "CLOSED")
+
+
+def _connections(session: Session, root: SessionTransaction) -> List[Tuple[Connection, Any, bool]]:
+    """The connections of the outermost transaction ``root``: (connection, its
+    Core transaction, whether the session commits that transaction). Read
+    from SQLAlchemy's private bookkeeping (no public accessor exists); empty
+    when it is missing."""
+    entries = getattr(root, "_connections", None)
+    if not isinstance(entries, dict):
+        return []
+    seen: Dict[int, Tuple[Connection, Any, bool]] = {}
+    for entry in entries.values():
+        if isinstance(entry, tuple) and len(entry) >= 3 and isinstance(entry[0], Connection):
+            seen[id(entry[0])] = (entry[0], entry[1], bool(entry[2]))
+    return list(seen.values())
+
+
+def _join_mode(session: Session) -> str:
+    """The session's ``join_transaction_mode``; SQLAlchemy's default (which
+    never commits a joined outer transaction) when the attribute is missing."""
+    mode = getattr(session, "join_transaction_mode", None)
+    return mode if isinstance(mode, str) else "conditional_savepoint"
+
+
+def _joined_connection(
+    session: Session, root: Optional[SessionTransaction]
+) -> Optional[Connection]:
+    """A connection whose database transaction the session's commit of
+    ``root`` (its outermost transaction, None before it has one) would not
+    commit (the session joined a transaction the host began on a Connection
+    it bound the session to), else None."""
+    used = [] if root is None else _connections(session, root)
+    for conn, core_transaction, should_commit in used:
+        if not should_commit or isinstance(core_transaction, NestedTransaction):
+            # rollback_only (commit leaves the outer transaction to the host),
+            # or a savepoint (create_savepoint, or a host savepoint under
+            # control_fully): the commit only releases a savepoint.
+            return conn
+    bind = session.bind
+    if isinstance(bind, Connection) and all(conn is not bind for conn, _, _ in used):
+        # Not used yet: the session will join the transaction the bind is in,
+        # and commit it only in control_fully mode and outside a savepoint.
+        if bind.in_transaction() and (
+                _join_mode(session) != "control_fully" or bind.in_nested_transaction()):
+            return bind
+    return None
 
 
 def _current(session: Session) -> Optional[SessionTransaction]:
@@ -166,7 +262,10 @@ def stage(
 ) -> None:
     """Validates one event and stages it on ``session``'s current transaction
     (see the module documentation). Raises ``InvalidEventError`` for a bad
-    event, staging nothing."""
+    event, and ``sqlalchemy.exc.InvalidRequestError`` when the session's
+    current transaction has committed, rolled back (or must) or is closing,
+    or when the session joins a transaction that its commit does not commit;
+    each stages nothing."""
     enforced_at = datetime.now(timezone.utc)
     # Validated by the store's own batch, so exactly what a batch would refuse
     # is refused here, and the same error is raised.
@@ -177,9 +276,46 @@ def stage(
         scratch.discard()
     snapshot = None if details is None else copy.deepcopy(dict(details))
     staged = _StagedEvent(store, tenant_id, rule_id, action_taken, run_id, snapshot, enforced_at)
-    transaction = _boundary(_current(session) or _autobegin(session))
+    transaction = _current(session)
+    if transaction is not None and _has_ended(transaction):
+        # Staged here, the event would belong to a transaction whose commit is
+        # over (an after_commit hook), that rolls back, or that is being
+        # closed: nothing would ever record it.
+        raise InvalidRequestError(
+            "enforcelog: cannot stage an enforcement event on a SQLAlchemy session "
+            "transaction that has already committed, rolled back (or must, after a "
+            "failed flush) or is closing (an after_commit or after_rollback hook); "
+            "record it before session.commit(), after session.rollback() in the "
+            "session's next transaction, or with record_enforcement_standalone"
+        )
+    transaction = _boundary(transaction or _autobegin(session))
     assert transaction is not None
+    root = _root(transaction)
+    _refuse_joined(session, root)
     _staging(session).add(transaction, [staged])
+
+
+def check_joinable(session: Session) -> None:
+    """Refuses, when the driver is made, a session that joins a transaction
+    its commit does not commit (see the module documentation); ``stage()``
+    checks again, as the connection's state can change in between. Raises
+    ``sqlalchemy.exc.InvalidRequestError``."""
+    _refuse_joined(session, session.get_transaction())
+
+
+def _refuse_joined(session: Session, root: Optional[SessionTransaction]) -> None:
+    joined = _joined_connection(session, root)
+    if joined is not None:
+        raise InvalidRequestError(
+            f"enforcelog: this SQLAlchemy session joins a transaction it does not commit "
+            f"(the Connection {joined!r} it is bound to was already in a transaction; "
+            f"join_transaction_mode={_join_mode(session)!r}): session.commit() "
+            f"commits nothing to the database, and enforcelog cannot know whether the "
+            f"outer transaction will commit, so it records nothing rather than an outcome "
+            f"that may be rolled back. Record on a session that owns its transaction (bound "
+            f"to an Engine, or join_transaction_mode='control_fully'), or on a batch from "
+            f"store.begin() committed after the outer transaction"
+        )
 
 
 def staged_count(session: Any) -> int:
@@ -214,7 +350,41 @@ def _after_commit(session: Session) -> None:
         assert enclosing is not None
         staging.add(enclosing, events)
         return
+    uncommitted = _still_in_transaction(session, transaction)
+    if uncommitted is not None:
+        # The session joined an outer transaction after its events were
+        # staged (stage() refuses the ones it can see): the database has
+        # committed nothing, so recording could create a phantom. Counted and
+        # logged, never recorded.
+        error = InvalidRequestError(
+            f"the session's commit did not commit the transaction of {uncommitted!r} "
+            f"(it joined an outer transaction), so its outcome is unknown")
+        for store, count in _per_store(events):
+            _dropped(store, count, error)
+        return
     _record(events)
+
+
+def _still_in_transaction(session: Session, root: SessionTransaction) -> Optional[Connection]:
+    """After the commit of the outermost ``root``: a connection of the session
+    still in a database transaction (so the commit did not reach the
+    database), else None. Public API: every connection the session commits is
+    out of its transaction by now."""
+    candidates = [conn for conn, _, _ in _connections(session, root)]
+    if isinstance(session.bind, Connection):
+        candidates.append(session.bind)
+    for conn in candidates:
+        if not conn.closed and conn.in_transaction():
+            return conn
+    return None
+
+
+def _per_store(events: List[_StagedEvent]) -> List[Tuple[Store, int]]:
+    counts: Dict[int, Tuple[Store, int]] = {}
+    for staged in events:
+        store, count = counts.get(id(staged.store), (staged.store, 0))
+        counts[id(staged.store)] = (store, count + 1)
+    return list(counts.values())
 
 
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
@@ -225,7 +395,11 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
     staging.pop(transaction)
     if transaction.parent is None:
         # The outermost transaction is over; nothing of it may outlive it.
-        staging.by_transaction.clear()
+        # Only ITS entries: a hook that ran before this one may already have
+        # begun the session's next transaction and staged events on it.
+        for key, (staged_on, _) in list(staging.by_transaction.items()):
+            if _root(staged_on) is transaction:
+                del staging.by_transaction[key]
 
 
 def _record(events: List[_StagedEvent]) -> None:

@@ -429,14 +429,10 @@ def test_record_detached_lets_keyboard_interrupt_through_wherever_it_is_raised(f
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: phantom outcome. A Session joined to a Connection already in a transaction "
-    "(SQLAlchemy 2.0's default join_transaction_mode, the usual test-fixture and "
-    "unit-of-work pattern) fires after_commit on session.commit() although the database "
-    "commits nothing; python/enforcelog/session.py:200 _after_commit records the events, "
-    "and the outer rollback then removes the transaction they belong to"))
 def test_session_joined_to_an_outer_transaction_records_nothing_when_it_rolls_back(
         tmp_path, fast_store):
+    from sqlalchemy.exc import InvalidRequestError
+
     engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     with engine.begin() as c:
         c.execute(text("create table runs (id integer primary key)"))
@@ -445,7 +441,10 @@ def test_session_joined_to_an_outer_transaction_records_nothing_when_it_rolls_ba
         session = Session(bind=conn)
         driver = PolicyEnforcementWriteDriver(session, store=fast_store)
         session.execute(text("insert into runs values (1)"))
-        driver.record_enforcement_sync("tenant_123", "rule_456", "BLOCKED", details=DETAILS)
+        # Refused: the session's commit commits nothing, enforcelog cannot
+        # know the outer transaction's fate (session.py, stage()).
+        with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+            driver.record_enforcement_sync("tenant_123", "rule_456", "BLOCKED", details=DETAILS)
         session.commit()
         session.close()
         outer.rollback()
@@ -455,11 +454,6 @@ def test_session_joined_to_an_outer_transaction_records_nothing_when_it_rolls_ba
     assert fast_store.query("tenant_123").events == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "confirmed: an event staged from an after_commit hook (the transaction has committed, "
-    "the session's next one has not begun) is attached to the committed transaction "
-    "(python/enforcelog/session.py:180 via _current, session.py:143) and dropped by "
-    "_after_transaction_end (session.py:224-228): not recorded, not raised, not counted"))
 def test_event_staged_after_the_commit_is_recorded_raised_or_counted(tmp_path, fast_store):
     from sqlalchemy import event as sa_event
     from sqlalchemy.exc import InvalidRequestError
@@ -476,7 +470,7 @@ def test_event_staged_after_the_commit_is_recorded_raised_or_counted(tmp_path, f
         except (enforcelog.Error, InvalidRequestError) as e:
             raised.append(e)
 
-    sa_event.listen(session, "after_commit", host_hook)
+    sa_event.listen(session, "after_commit", host_hook, once=True)
     session.commit()
     session.commit()  # a second transaction, in case the event went to the next one
     session.close()
@@ -484,6 +478,7 @@ def test_event_staged_after_the_commit_is_recorded_raised_or_counted(tmp_path, f
     recorded = [e.run_id for e in fast_store.query("t").events]
     assert recorded[0] == "first"
     assert len(recorded) - 1 + len(raised) + fast_store.metrics()["dropped"] == 1
+    assert fast_store.metrics()["dropped"] == 0 and len(raised) == 1  # refused, clearly
 
 
 def _savepoint_engine(path):

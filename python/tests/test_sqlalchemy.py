@@ -675,3 +675,248 @@ def test_events_staged_from_flush_hooks_share_the_transaction(engine, db_path, s
         session.rollback()
     assert runs_in_db(db_path) == [("run_1", "halted"), ("run_2", "halted")]
     assert [e[3] for e in events_in(store)] == ["run_1", "run_2"]
+
+
+# -- sessions joined to a transaction they do not commit (review15 finding 6) ---
+
+JOIN_CASES = [
+    # (join_transaction_mode, host opens a savepoint on the connection first)
+    (None, False),  # SQLAlchemy's default: the host's transaction is left to the host
+    (None, True),
+    ("rollback_only", False),
+    ("create_savepoint", False),
+    ("control_fully", True),  # fully, but of the host's savepoint only
+]
+
+
+@pytest.mark.parametrize("outer_commits", [True, False], ids=["outer_commit", "outer_rollback"])
+@pytest.mark.parametrize("mode,host_savepoint", JOIN_CASES)
+def test_session_joined_to_an_outer_transaction_is_refused_at_record_time(
+        engine, db_path, store, mode, host_savepoint, outer_commits):
+    with engine.connect() as conn:
+        outer = conn.begin()
+        if host_savepoint:
+            conn.begin_nested()
+        kw = {} if mode is None else {"join_transaction_mode": mode}
+        session = Session(bind=conn, **kw)
+        driver = PolicyEnforcementWriteDriver(session, store=store)
+        # Refused before and after the session has joined (executed SQL).
+        with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+            halt(driver, "before_sql")
+        insert_run(session, "run_1")
+        with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+            halt(driver, "after_sql")
+        assert staged_count(session) == 0
+        session.commit()  # the session goes on working; nothing was staged
+        session.close()
+        if outer_commits:
+            outer.commit()
+        else:
+            outer.rollback()
+    assert runs_in_db(db_path) == ([("run_1", "halted")] if outer_commits else [])
+    assert events_in(store) == []
+    assert store.metrics()["dropped"] == 0
+
+
+def test_session_controlling_the_outer_transaction_commits_it_and_records_once(
+        engine, db_path, store):
+    with engine.connect() as conn:
+        conn.begin()
+        session = Session(bind=conn, join_transaction_mode="control_fully")
+        driver = PolicyEnforcementWriteDriver(session, store=store)
+        insert_run(session, "run_1")
+        halt(driver, "run_1")
+        session.commit()  # commits the connection's transaction
+        assert not conn.in_transaction()
+        session.close()
+    assert runs_in_db(db_path) == [("run_1", "halted")]
+    assert events_in(store) == [("tenant_123", "rule_456", "BLOCKED", "run_1", DETAILS)]
+
+
+@pytest.mark.parametrize("sql_first", [True, False], ids=["sql_first", "record_first"])
+def test_session_bound_to_an_idle_connection_owns_its_transaction_and_records(
+        engine, db_path, store, sql_first):
+    with engine.connect() as conn:
+        with Session(bind=conn) as session:
+            driver = PolicyEnforcementWriteDriver(session, store=store)
+            if sql_first:  # the session began the connection's transaction itself
+                insert_run(session, "run_1")
+                halt(driver, "run_1")
+            else:
+                halt(driver, "run_1")
+                insert_run(session, "run_1")
+            session.commit()
+            assert not conn.in_transaction()
+    assert runs_in_db(db_path) == [("run_1", "halted")]
+    assert events_in(store) == [("tenant_123", "rule_456", "BLOCKED", "run_1", DETAILS)]
+
+
+@pytest.mark.parametrize("outer_commits", [True, False], ids=["outer_commit", "outer_rollback"])
+def test_session_joining_an_outer_transaction_after_staging_records_nothing_and_counts(
+        engine, db_path, store, caplog, outer_commits):
+    # Staged while the connection was idle (so not refused), then the host
+    # begins a transaction on it and the session joins it: the session's
+    # commit commits nothing, so the events are counted and logged, never
+    # recorded (a record could be a phantom; the outer fate is unknown then).
+    with engine.connect() as conn:
+        session = Session(bind=conn)
+        driver = PolicyEnforcementWriteDriver(session, store=store)
+        halt(driver, "run_1")
+        outer = conn.begin()
+        insert_run(session, "run_1")
+        with caplog.at_level(logging.ERROR, logger="enforcelog"):
+            session.commit()
+        assert staged_count(session) == 0
+        session.close()
+        if outer_commits:
+            outer.commit()
+        else:
+            outer.rollback()
+    assert runs_in_db(db_path) == ([("run_1", "halted")] if outer_commits else [])
+    assert events_in(store) == []
+    assert store.metrics()["dropped"] == 1
+    [message] = [r.getMessage() for r in caplog.records if r.name == "enforcelog"]
+    assert "1 enforcement event(s)" in message and "joined an outer transaction" in message
+
+
+def test_async_session_joined_to_an_outer_transaction_is_refused(async_engine, db_path, store):
+    async def main():
+        async with async_engine.connect() as conn:
+            outer = await conn.begin()
+            session = AsyncSession(bind=conn)
+            driver = PolicyEnforcementWriteDriver(session, store=store)
+            await session.execute(text("INSERT INTO runs VALUES ('run_1', 'halted')"))
+            with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+                await driver.record_enforcement(tenant_id="tenant_123", rule_id="rule_456",
+                                                action_taken="BLOCKED", run_id="run_1")
+            await session.commit()
+            await session.close()
+            await outer.commit()
+    asyncio.run(main())
+    assert runs_in_db(db_path) == [("run_1", "halted")]
+    assert events_in(store) == []
+
+
+# -- staging from the session's own event hooks (review15 finding 8) -----------
+
+def test_event_staged_from_a_savepoint_release_hook_is_refused_and_the_rest_recorded(
+        engine, db_path, store):
+    session = Session(engine)
+    driver = PolicyEnforcementWriteDriver(session, store=store)
+    refused = []
+
+    def host_hook(s):  # fires for the savepoint's release, then the outer commit
+        try:
+            halt(driver, "late")
+        except InvalidRequestError as e:
+            refused.append(str(e))
+
+    halt(driver, "outer")
+    savepoint = session.begin_nested()
+    halt(driver, "inside")
+    event.listen(session, "after_commit", host_hook)
+    savepoint.commit()
+    session.commit()
+    session.close()
+    assert [e[3] for e in events_in(store)] == ["outer", "inside"]
+    assert len(refused) == 2 and all("already committed" in m for m in refused)
+    assert store.metrics()["dropped"] == 0
+
+
+def test_event_staged_when_the_transaction_ends_goes_to_the_next_one(engine, store):
+    # A host hook that runs before enforcelog's own after_transaction_end
+    # starts the session's next transaction (autobegin) and stages on it: the
+    # end of the old transaction must not drop it.
+    session = Session(engine)
+    staged_at_end = []
+
+    def host_end_hook(s, transaction):
+        if transaction.parent is None and not staged_at_end:
+            staged_at_end.append(True)
+            halt(driver, "next")
+
+    event.listen(session, "after_transaction_end", host_end_hook)
+    driver = PolicyEnforcementWriteDriver(session, store=store)
+    halt(driver, "first")
+    session.commit()
+    assert staged_count(session) == 1
+    session.commit()
+    session.close()
+    assert [e[3] for e in events_in(store)] == ["first", "next"]
+
+
+def test_event_staged_after_a_failed_flush_or_in_a_rollback_hook_is_refused(
+        engine, db_path, store):
+    Run = mapped_run_class()
+    session = Session(engine)
+    driver = PolicyEnforcementWriteDriver(session, store=store)
+    insert_run(session, "run_1")
+    session.commit()
+    refused = []
+
+    def on_rollback(s):  # the failed flush rolls the database transaction back
+        try:
+            halt(driver, "in_after_rollback")
+        except InvalidRequestError as e:
+            refused.append(e)
+
+    def on_soft_rollback(s, previous):
+        if previous.parent is None:  # the outermost is over: the next one starts
+            halt(driver, "next")
+
+    event.listen(session, "after_rollback", on_rollback)
+    event.listen(session, "after_soft_rollback", on_soft_rollback)
+    halt(driver, "doomed")  # staged on a transaction that then fails
+    session.add(Run(id="run_1", status="duplicate"))
+    with pytest.raises(Exception, match="UNIQUE"):
+        session.flush()
+    assert len(refused) == 1
+    # The transaction can only roll back now: refused, not staged to vanish.
+    with pytest.raises(InvalidRequestError, match="rolled back"):
+        halt(driver, "after_failed_flush")
+    session.rollback()  # drops "doomed"; the hook stages on the next transaction
+    assert staged_count(session) == 1
+    session.commit()
+    session.close()
+    assert [e[3] for e in events_in(store)] == ["next"]
+    assert len(refused) == 1 and store.metrics()["dropped"] == 0
+    assert runs_in_db(db_path) == [("run_1", "halted")]
+
+
+def test_a_host_after_commit_hook_that_raises_does_not_lose_committed_events(
+        engine, db_path, store):
+    # The host's hook is on the session before enforcelog's; SQLAlchemy stops
+    # at the first listener that raises, after the database has committed.
+    session = Session(engine)
+
+    def failing_host_hook(s):
+        raise RuntimeError("host after_commit hook failed")
+
+    event.listen(session, "after_commit", failing_host_hook)
+    driver = PolicyEnforcementWriteDriver(session, store=store)
+    insert_run(session, "run_1")
+    halt(driver, "run_1")
+    with pytest.raises(RuntimeError, match="host after_commit hook failed"):
+        session.commit()
+    session.close()
+    assert runs_in_db(db_path) == [("run_1", "halted")]
+    assert events_in(store) == [("tenant_123", "rule_456", "BLOCKED", "run_1", DETAILS)]
+
+
+def test_check_joinable_refuses_a_joined_session_before_any_record(engine, store):
+    # enforcelog.session.check_joinable is what a driver can call when made.
+    from enforcelog.session import check_joinable
+
+    with engine.connect() as idle:
+        check_joinable(Session(bind=idle))  # owns the transaction it will begin
+    check_joinable(Session(engine))
+    with engine.connect() as conn:
+        conn.begin()
+        check_joinable(Session(bind=conn, join_transaction_mode="control_fully"))
+        session = Session(bind=conn)
+        with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+            check_joinable(session)
+        insert_run(session, "run_1")  # joined now: refused all the same
+        with pytest.raises(InvalidRequestError, match="joins a transaction it does not commit"):
+            check_joinable(session)
+        session.close()
