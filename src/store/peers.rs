@@ -1,0 +1,173 @@
+//! The other shards of a store's directory, as this store reads them: each
+//! one's log opened read-only, with its own trigger statistics folded from
+//! it, so that `stats` can add them to the store's own.
+//!
+//! What a store sees of another shard is what that shard's writer had made
+//! durable (its `DURABLE` end) at the last refresh. Refreshes happen in the
+//! follower thread at most every `shard_refresh_interval`, and at once on
+//! [`Store::refresh`](super::Store::refresh); a read (`stats`, `query`)
+//! never touches the file system for them, so it costs no system call.
+//!
+//! Invariants:
+//! - a peer's statistics reflect exactly the entries below its host's
+//!   applied offset, which is the peer log's end as of its last refresh
+//!   (the refresh catches up before it publishes the peer);
+//! - the store's own shard is never a peer (its own statistics are read
+//!   through its writer: read-your-writes);
+//! - refreshes run one at a time (`refreshing`), and a read sees either the
+//!   set before a refresh or the one after, never half of one.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use super::shards;
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::projection::{Host, TriggerStats};
+use crate::storage::Storage;
+
+/// Another shard, read-only.
+#[derive(Debug)]
+pub(crate) struct Peer {
+    pub shard: u32,
+    pub log: Log,
+    pub host: Host,
+}
+
+/// What the last refresh found.
+#[derive(Debug, Default)]
+pub(crate) struct View {
+    /// The other shards, ascending.
+    pub peers: Vec<Arc<Peer>>,
+    /// Why the last refresh failed, if it did: `peers` are then as of the
+    /// refresh before, and answers built on them may be short.
+    pub failure: Option<String>,
+}
+
+/// The other shards of the directory.
+#[derive(Debug)]
+pub(crate) struct Peers {
+    storage: Arc<dyn Storage>,
+    root: PathBuf,
+    own: u32,
+    windows: Vec<Duration>,
+    interval: Duration,
+    view: RwLock<Arc<View>>,
+    /// When the last refresh finished; held while one runs.
+    refreshing: Mutex<Option<Instant>>,
+}
+
+impl Peers {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        root: &Path,
+        own: u32,
+        windows: Vec<Duration>,
+        interval: Duration,
+    ) -> Peers {
+        Peers {
+            storage,
+            root: root.to_path_buf(),
+            own,
+            windows,
+            interval,
+            view: RwLock::default(),
+            refreshing: Mutex::new(None),
+        }
+    }
+
+    /// The peers as of the last refresh (a cheap `Arc` clone).
+    pub fn current(&self) -> Arc<View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn publish(&self, view: View) {
+        *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+    }
+
+    /// Refreshes if the last refresh is older than the interval (the
+    /// follower's call); a failure is logged and the previous view kept.
+    pub fn refresh_if_due(&self) {
+        let due = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none_or(|at| at.elapsed() >= self.interval);
+        if due {
+            if let Err(e) = self.refresh() {
+                tracing::warn!(dir = %self.root.display(), error = %e, "could not read the other shards of the store; answers leave out what they wrote since the last refresh");
+            }
+        }
+    }
+
+    /// Looks at the directory now: opens shards that appeared, picks up
+    /// what every shard made durable since, and folds it. A failure is
+    /// kept in the view (and reported by every `stats` until a refresh
+    /// succeeds) as well as returned.
+    pub fn refresh(&self) -> Result<()> {
+        let mut refreshing = self.refreshing.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current();
+        *refreshing = Some(Instant::now());
+        match self.look(&old.peers) {
+            Ok(peers) => {
+                self.publish(View {
+                    peers,
+                    failure: None,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.publish(View {
+                    peers: old.peers.clone(),
+                    failure: Some(e.to_string()),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn look(&self, old: &[Arc<Peer>]) -> Result<Vec<Arc<Peer>>> {
+        let mut numbers = vec![0];
+        numbers.extend(shards::list(&*self.storage, &self.root)?);
+        numbers.retain(|&n| n != self.own);
+        let mut fresh = Vec::with_capacity(numbers.len());
+        for n in numbers {
+            let peer = match old.iter().find(|p| p.shard == n) {
+                Some(peer) => {
+                    peer.log.refresh()?;
+                    peer.clone()
+                }
+                None => match self.open(n)? {
+                    Some(peer) => Arc::new(peer),
+                    None => continue,
+                },
+            };
+            peer.host.catch_up(&peer.log)?;
+            fresh.push(peer);
+        }
+        Ok(fresh)
+    }
+
+    /// Opens shard `n` read-only; `None` if it is not a store yet (its
+    /// writer is creating it).
+    fn open(&self, n: u32) -> Result<Option<Peer>> {
+        let dir = shards::shard_dir(&self.root, n);
+        let log = match Log::open_read_only_with_storage(self.storage.clone(), &dir) {
+            Ok(log) => log,
+            Err(Error::NotALogDirectory { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let host = Host::new(vec![Box::new(TriggerStats::with_windows(
+            self.windows.clone(),
+        ))])?;
+        // Its writer's checkpoint, when valid for what is durable, saves
+        // replaying the whole shard.
+        host.load_checkpoints(&*self.storage, &dir, &log);
+        Ok(Some(Peer {
+            shard: n,
+            log,
+            host,
+        }))
+    }
+}
