@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use enforcelog::{Action, Event, Store, StoreOptions};
 
@@ -49,16 +49,20 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 2_000 } else { 100 });
     let separate = std::env::var("ENFORCELOG_BENCH_LAYOUT").as_deref() == Ok("separate");
-    let counts: &[usize] = if full { &[1, 2, 4, 8] } else { &[1, 2] };
+    let counts: Vec<usize> = match std::env::var("ENFORCELOG_BENCH_PROCESSES") {
+        Ok(list) => list.split(',').filter_map(|n| n.parse().ok()).collect(),
+        Err(_) if full => vec![1, 2, 4, 8],
+        Err(_) => vec![1, 2],
+    };
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-shards");
     let _ = std::fs::remove_dir_all(&root);
     println!(
         "durable events/s, {PRODUCERS} producers per process, {} layout, window {window_ms} ms",
         if separate { "separate" } else { "shared" }
     );
-    println!("| processes | N processes | 1 process, same producers | ratio |");
-    println!("|-:|-:|-:|-:|");
-    for &n in counts {
+    println!("| processes | N processes: events/s | fsyncs/s | 1 process, same producers: events/s | fsyncs/s | ratio |");
+    println!("|-:|-:|-:|-:|-:|-:|");
+    for &n in &counts {
         let dir = root.join(format!("n{n}"));
         let many = run(&dir, n, PRODUCERS, window_ms, separate);
         let one = run(
@@ -69,18 +73,28 @@ fn main() {
             false,
         );
         println!(
-            "| {n} | {:.0} | {:.0} | {:.2} |",
-            many,
-            one,
-            many / one.max(1.0)
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            many.0,
+            many.1,
+            one.0,
+            one.1,
+            many.0 / one.0.max(1.0)
         );
     }
     let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Runs `processes` children of `producers` threads each; returns the
-/// aggregate acknowledged events per second over the common window.
-fn run(dir: &Path, processes: usize, producers: usize, window_ms: u64, separate: bool) -> f64 {
+/// aggregate acknowledged events per second over the common window, and
+/// the fsyncs per second of group commit over each child's whole run
+/// (warm-up included: an approximation of the window's rate).
+fn run(
+    dir: &Path,
+    processes: usize,
+    producers: usize,
+    window_ms: u64,
+    separate: bool,
+) -> (f64, f64) {
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
@@ -104,6 +118,7 @@ fn run(dir: &Path, processes: usize, producers: usize, window_ms: u64, separate:
         .collect();
     let mut total = 0u64;
     let mut acknowledged = 0u64;
+    let mut fsyncs_per_s = 0.0;
     for child in children {
         let out = child.wait_with_output().expect("child output");
         assert!(out.status.success(), "a child failed: {:?}", out.status);
@@ -113,6 +128,9 @@ fn run(dir: &Path, processes: usize, producers: usize, window_ms: u64, separate:
             .map(|f| f.parse::<u64>().expect("count"));
         total += fields.next().expect("window count");
         acknowledged += fields.next().expect("acknowledged count");
+        let fsyncs = fields.next().expect("fsyncs");
+        let run_ms = fields.next().expect("run time").max(1);
+        fsyncs_per_s += fsyncs as f64 / (run_ms as f64 / 1000.0);
     }
     // Every acknowledged event is in the directory (all shards).
     let store = if separate {
@@ -128,8 +146,32 @@ fn run(dir: &Path, processes: usize, producers: usize, window_ms: u64, separate:
             stored, acknowledged,
             "every acknowledged event is stored once"
         );
+        drop(store);
+        if processes > 1 {
+            stats_latency(dir, &stats[0].tenant_id, &stats[0].rule_id, processes);
+        }
     }
-    total as f64 / (window_ms as f64 / 1000.0)
+    (total as f64 / (window_ms as f64 / 1000.0), fsyncs_per_s)
+}
+
+/// Times `Store::stats` of one rule on a writer of the directory whose
+/// other `processes - 1` shards hold events: p50 and p99 of single calls.
+fn stats_latency(dir: &Path, tenant: &str, rule: &str, processes: usize) {
+    let store = Store::open(dir, StoreOptions::default()).expect("open a writer");
+    let mut samples_ns: Vec<u64> = Vec::with_capacity(100_000);
+    for _ in 0..100_000 {
+        let started = std::time::Instant::now();
+        let stats = store.stats(tenant, rule, None).expect("stats");
+        samples_ns.push(started.elapsed().as_nanos() as u64);
+        std::hint::black_box(stats);
+    }
+    samples_ns.sort_unstable();
+    let q = |f: f64| samples_ns[((samples_ns.len() - 1) as f64 * f) as usize] as f64 / 1000.0;
+    println!(
+        "stats() with {processes} shards holding events: p50 {:.2} µs, p99 {:.2} µs",
+        q(0.5),
+        q(0.99)
+    );
 }
 
 /// A child: opens the store, runs the producers from the start instant,
@@ -143,6 +185,7 @@ fn child(spec: &str) {
     let start_ms: u64 = start_ms.parse().expect("start");
     let window_ms: u64 = window_ms.parse().expect("window");
     let store = Store::open(dir, StoreOptions::default()).expect("open the store");
+    let opened = std::time::Instant::now();
     let in_window = Arc::new(AtomicU64::new(0));
     let acknowledged = Arc::new(AtomicU64::new(0));
     let epoch_ms = || {
@@ -181,10 +224,11 @@ fn child(spec: &str) {
     for t in threads {
         t.join().expect("producer");
     }
+    let run_ms = opened.elapsed().as_millis();
+    let fsyncs = store.metrics().fsyncs;
     store.close().expect("close");
-    std::thread::sleep(Duration::from_millis(1));
     println!(
-        "{} {}",
+        "{} {} {fsyncs} {run_ms}",
         in_window.load(Ordering::Relaxed),
         acknowledged.load(Ordering::Relaxed)
     );
