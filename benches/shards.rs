@@ -35,7 +35,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use enforcelog::{Action, Event, Store, StoreOptions};
 
 const CHILD_ENV: &str = "ENFORCELOG_SHARDS_CHILD";
-/// Producers per process.
+/// Producers per process (`ENFORCELOG_BENCH_PRODUCERS` changes it).
 const PRODUCERS: usize = 8;
 
 fn main() {
@@ -48,6 +48,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 2_000 } else { 100 });
+    let producers: usize = std::env::var("ENFORCELOG_BENCH_PRODUCERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PRODUCERS);
     let separate = std::env::var("ENFORCELOG_BENCH_LAYOUT").as_deref() == Ok("separate");
     let counts: Vec<usize> = match std::env::var("ENFORCELOG_BENCH_PROCESSES") {
         Ok(list) => list.split(',').filter_map(|n| n.parse().ok()).collect(),
@@ -57,18 +61,18 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-shards");
     let _ = std::fs::remove_dir_all(&root);
     println!(
-        "durable events/s, {PRODUCERS} producers per process, {} layout, window {window_ms} ms",
+        "durable events/s, {producers} producers per process, {} layout, window {window_ms} ms",
         if separate { "separate" } else { "shared" }
     );
     println!("| processes | N processes: events/s | fsyncs/s | 1 process, same producers: events/s | fsyncs/s | ratio |");
     println!("|-:|-:|-:|-:|-:|-:|");
     for &n in &counts {
         let dir = root.join(format!("n{n}"));
-        let many = run(&dir, n, PRODUCERS, window_ms, separate);
+        let many = run(&dir, n, producers, window_ms, separate);
         let one = run(
             &root.join(format!("one{n}")),
             1,
-            n * PRODUCERS,
+            n * producers,
             window_ms,
             false,
         );

@@ -285,6 +285,70 @@ fn strangers_under_shards_and_unfinished_shards_are_left_alone() {
     assert_exact(&a, &oracle);
 }
 
+/// Pages over several shards return every matching event once, shard by
+/// shard in offset order, whatever the page size, and a page boundary at
+/// the end of a shard continues in the next one.
+#[test]
+fn query_pages_cover_every_shard_once_in_shard_then_offset_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<Store> = (0..3)
+        .map(|_| Store::open(dir.path(), options()).expect("open"))
+        .collect();
+    // Shard 1 gets exactly 10 events, so a page of 5 or 10 ends with it.
+    let mut want: Vec<(u32, u64, String)> = Vec::new();
+    for (who, count) in [(0u64, 7u64), (1, 10), (2, 4)] {
+        for i in 0..count {
+            let ev = event(who, i);
+            let run = ev.run_id.clone().unwrap();
+            let offset = stores[who as usize].record_blocking(ev).unwrap();
+            want.push((who as u32, offset, run));
+        }
+    }
+    for store in &stores {
+        store.refresh().unwrap();
+    }
+    for limit in [1, 2, 5, 7, 10, 21, 100] {
+        for store in &stores {
+            let mut query = Query::all_tenants().limit(limit);
+            let mut got = Vec::new();
+            for _ in 0..100 {
+                let page = store.query(&query).unwrap();
+                assert!(page.events.len() <= limit);
+                assert_eq!(page.events.len(), page.shards.len());
+                for (e, &shard) in page.events.iter().zip(&page.shards) {
+                    got.push((shard, e.offset, e.run_id.clone().unwrap()));
+                }
+                match page.next_query(&query) {
+                    Some(next) => query = next,
+                    None => break,
+                }
+            }
+            assert_eq!(got, want, "limit {limit}, from shard {}", store.shard());
+        }
+    }
+    // One tenant's events, from shard 1 on.
+    let page = stores[0]
+        .query(&Query::tenant("tenant-1").from_shard(1).limit(100))
+        .unwrap();
+    let expected: Vec<_> = want
+        .iter()
+        .filter(|(shard, _, run)| {
+            let mut parts = run.strip_prefix("run-").unwrap().split('-');
+            let who: u64 = parts.next().unwrap().parse().unwrap();
+            let i: u64 = parts.next().unwrap().parse().unwrap();
+            *shard >= 1 && (who + i) % 3 == 1
+        })
+        .map(|(shard, offset, _)| (*shard, *offset))
+        .collect();
+    let got: Vec<_> = page
+        .shards
+        .iter()
+        .zip(&page.events)
+        .map(|(s, e)| (*s, e.offset))
+        .collect();
+    assert_eq!(got, expected);
+}
+
 // ---------------------------------------------------------------------
 // Child processes.
 
@@ -419,10 +483,10 @@ fn killed_writer_shard_is_reused_and_keeps_every_acknowledged_event_once() {
     let report = verify_dir(&shard1).expect("verify");
     assert!(report.is_clean(), "{:?}", report.problems);
     own.refresh().unwrap();
-    let page = Store::open_read_only(&shard1)
-        .expect("open the shard")
+    let page = own
         .query(&Query::all_tenants().limit(100_000))
         .expect("query");
+    assert!(page.shards.iter().all(|&shard| shard == 1));
     let mut per_writer: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for e in &page.events {
         let run = e.run_id.as_deref().unwrap();
