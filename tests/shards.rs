@@ -26,6 +26,10 @@ const T0_US: i64 = 1_790_812_800_000_000;
 /// (tenant, rule) → every acknowledged event's (action, enforced_at).
 type Oracle = BTreeMap<(String, String), Vec<(Action, i64)>>;
 
+/// What is compared of a rule's statistics: tenant, rule, trigger count,
+/// total count, last time, counts by action.
+type Summary = (String, String, u64, u64, Option<i64>, [u64; 4]);
+
 /// Details that look like what hosts send: nesting, runs of zero bytes,
 /// and now and then a blob near the 64 KiB limit (as JSON).
 fn details(i: u64) -> Map<String, Value> {
@@ -35,7 +39,7 @@ fn details(i: u64) -> Map<String, Value> {
     }
     let mut map = Map::new();
     map.insert("request".into(), nested);
-    if i % 97 == 0 {
+    if i.is_multiple_of(97) {
         map.insert("blob".into(), json!("\u{0}x".repeat(8 * 1024)));
     }
     map
@@ -62,10 +66,7 @@ fn note(oracle: &mut Oracle, event: &Event) {
 }
 
 /// What `stats_all` must say, by brute force over the acknowledged events.
-fn expected(
-    oracle: &Oracle,
-    as_of_us: i64,
-) -> Vec<(String, String, u64, u64, Option<i64>, [u64; 4])> {
+fn expected(oracle: &Oracle, as_of_us: i64) -> Vec<Summary> {
     let window_us = 30 * DAY_US;
     let mut out = Vec::new();
     for ((t, r), events) in oracle {
@@ -94,7 +95,7 @@ fn expected(
     out
 }
 
-fn summary(stats: &[RuleStats]) -> Vec<(String, String, u64, u64, Option<i64>, [u64; 4])> {
+fn summary(stats: &[RuleStats]) -> Vec<Summary> {
     stats
         .iter()
         .map(|s| {

@@ -229,6 +229,10 @@ impl Store {
 
     /// The store directory (the one it was opened on, whichever shard of
     /// it this store writes).
+    #[expect(
+        clippy::misnamed_getters,
+        reason = "the directory opened is `root`; `Inner::dir` is this store's own shard"
+    )]
     pub fn dir(&self) -> &Path {
         &self.inner.root
     }
