@@ -33,6 +33,25 @@ pub(crate) struct Peer {
     pub shard: u32,
     pub log: Log,
     pub host: Host,
+    /// The shard's published durable end when `log` was last refreshed
+    /// (read before the refresh); `None` when it had none (always refresh).
+    seen_end: Mutex<Option<(u64, u64, u64)>>,
+}
+
+impl Peer {
+    /// Re-reads the shard, unless its published durable end is the one
+    /// seen at the last refresh (then nothing new is readable: the common
+    /// case of an idle writer costs a 32-byte read, not a reopen).
+    fn refresh(&self) -> Result<()> {
+        let end = self.log.published_end()?;
+        let mut seen = self.seen_end.lock().unwrap_or_else(|e| e.into_inner());
+        if end.is_some() && end == *seen {
+            return Ok(());
+        }
+        self.log.refresh()?;
+        *seen = end;
+        Ok(())
+    }
 }
 
 /// What the last refresh found.
@@ -135,7 +154,7 @@ impl Peers {
         for n in numbers {
             let peer = match old.iter().find(|p| p.shard == n) {
                 Some(peer) => {
-                    peer.log.refresh()?;
+                    peer.refresh()?;
                     peer.clone()
                 }
                 None => match self.open(n)? {
@@ -153,6 +172,9 @@ impl Peers {
     /// writer is creating it).
     fn open(&self, n: u32) -> Result<Option<Peer>> {
         let dir = shards::shard_dir(&self.root, n);
+        // Read before the open, so that the open sees at least this end.
+        // (A failure to read it only costs a full refresh next time.)
+        let end = Log::published_end_in(&*self.storage, &dir).unwrap_or(None);
         let log = match Log::open_read_only_with_storage(self.storage.clone(), &dir) {
             Ok(log) => log,
             Err(Error::NotALogDirectory { .. }) => return Ok(None),
@@ -168,6 +190,7 @@ impl Peers {
             shard: n,
             log,
             host,
+            seen_end: Mutex::new(end),
         }))
     }
 }
