@@ -127,6 +127,20 @@ fn assert_exact(store: &Store, oracle: &Oracle) {
             expected(oracle, as_of),
             "stats_all as of {as_of}"
         );
+        for tenant in ["tenant-0", "tenant-1", "tenant-2"] {
+            let rules = store
+                .stats_for_tenant(tenant, Some(as_of))
+                .expect("stats_for_tenant");
+            let want: Vec<Summary> = expected(oracle, as_of)
+                .into_iter()
+                .filter(|e| e.0 == tenant)
+                .collect();
+            assert_eq!(
+                summary(&rules),
+                want,
+                "stats_for_tenant({tenant}) as of {as_of}"
+            );
+        }
         for ((t, r), _) in oracle.iter().take(4) {
             let one = store.stats(t, r, Some(as_of)).expect("stats");
             let want = expected(oracle, as_of)
