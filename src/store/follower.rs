@@ -60,7 +60,6 @@ fn follow(weak: Weak<Inner>, wakeups: flume::Receiver<()>) {
             }
             // A failure is kept in the host and reported by queries.
             let _ = inner.projections.catch_up(&log);
-            inner.peers.refresh_if_due();
             let o = &inner.options;
             if !inner.read_only()
                 && inner

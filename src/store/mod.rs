@@ -418,6 +418,7 @@ impl Inner {
         );
         supervisor::stop(self);
         follower::stop(self);
+        peers::stop(self);
         self.flush_drop_warnings(true);
         if let Err(e) = self.final_checkpoint() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint the projections at close; the next open replays from the last good checkpoint");
@@ -447,6 +448,7 @@ impl Drop for Inner {
         // the background threads of a store whose handles were leaked.
         self.stopping.store(true, Ordering::Relaxed);
         self.wake();
+        self.peers.wake();
         let _ = self.follower_wake.0.try_send(());
     }
 }

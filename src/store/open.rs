@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::peers::Peers;
+use super::peers::{self, Peers};
 use super::{follower, shards, supervisor, Counters, Inner, Store, StoreOptions, WriterSide};
 use crate::error::Result;
 use crate::log::Log;
@@ -139,6 +139,7 @@ impl StoreBuilder {
         }
         look_at_other_shards(&inner);
         follower::start(&inner)?;
+        peers::start(&inner)?;
         Ok(Store::from_inner(inner))
     }
 
@@ -152,6 +153,7 @@ impl StoreBuilder {
         let inner = Inner::new(self.storage, (self.dir, 0), self.options, None, log, host);
         look_at_other_shards(&inner);
         follower::start(&inner)?;
+        peers::start(&inner)?;
         Ok(Store::from_inner(inner))
     }
 }

@@ -3,10 +3,13 @@
 //! it, so that `stats` can add them to the store's own.
 //!
 //! What a store sees of another shard is what that shard's writer had made
-//! durable (its `DURABLE` end) at the last refresh. Refreshes happen in the
-//! follower thread at most every `shard_refresh_interval`, and at once on
+//! durable (its `DURABLE` end) at the last refresh. Refreshes happen at
+//! open, in a thread of their own (`enforcelog-shards`) every
+//! `shard_refresh_interval`, and at once on
 //! [`Store::refresh`](super::Store::refresh); a read (`stats`, `query`)
-//! never touches the file system for them, so it costs no system call.
+//! never touches the file system for them, so it costs no system call. The
+//! thread is not the projection follower's, so re-reading a busy shard
+//! never delays the folding of the store's own commits (read-your-writes).
 //!
 //! Invariants:
 //! - a peer's statistics reflect exactly the entries below its host's
@@ -18,10 +21,12 @@
 //!   set before a refresh or the one after, never half of one.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::shards;
+use super::{shards, Inner};
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::projection::{Host, TriggerStats};
@@ -73,8 +78,11 @@ pub(crate) struct Peers {
     windows: Vec<Duration>,
     interval: Duration,
     view: RwLock<Arc<View>>,
-    /// When the last refresh finished; held while one runs.
+    /// When the last refresh started; held while one runs.
     refreshing: Mutex<Option<Instant>>,
+    /// The refresher thread, and what wakes it to stop.
+    thread: Mutex<Option<JoinHandle<()>>>,
+    wake: (flume::Sender<()>, flume::Receiver<()>),
 }
 
 impl Peers {
@@ -93,7 +101,14 @@ impl Peers {
             interval,
             view: RwLock::default(),
             refreshing: Mutex::new(None),
+            thread: Mutex::new(None),
+            wake: flume::bounded(1),
         }
+    }
+
+    /// Wakes the refresher (to see that the store is stopping).
+    pub fn wake(&self) {
+        let _ = self.wake.0.try_send(());
     }
 
     /// The peers as of the last refresh (a cheap `Arc` clone).
@@ -106,8 +121,8 @@ impl Peers {
     }
 
     /// Refreshes if the last refresh is older than the interval (the
-    /// follower's call); a failure is logged and the previous view kept.
-    pub fn refresh_if_due(&self) {
+    /// refresher's call); a failure is logged and the previous view kept.
+    fn refresh_if_due(&self) {
         let due = self
             .refreshing
             .lock()
@@ -192,5 +207,49 @@ impl Peers {
             host,
             seen_end: Mutex::new(end),
         }))
+    }
+}
+
+/// Starts the refresher thread of a store.
+pub(super) fn start(inner: &Arc<Inner>) -> Result<()> {
+    let weak = Arc::downgrade(inner);
+    let wakeups = inner.peers.wake.1.clone();
+    let interval = inner.peers.interval;
+    let thread = std::thread::Builder::new()
+        .name("enforcelog-shards".into())
+        .spawn(move || refresh_loop(weak, wakeups, interval))
+        .map_err(|e| Error::io("spawn shard refresh thread for", inner.root.clone(), e))?;
+    *inner.peers.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+    Ok(())
+}
+
+/// Stops the refresher and waits for it (`stopping` is already set).
+pub(super) fn stop(inner: &Inner) {
+    inner.peers.wake();
+    let thread = inner
+        .peers
+        .thread
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(thread) = thread {
+        if thread.thread().id() != std::thread::current().id() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Refreshes every `interval` until the store stops or is gone. Holds no
+/// strong reference while it waits, so dropping the store is never delayed.
+fn refresh_loop(weak: Weak<Inner>, wakeups: flume::Receiver<()>, interval: Duration) {
+    loop {
+        {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            inner.peers.refresh_if_due();
+        }
+        let _ = wakeups.recv_timeout(interval);
     }
 }
