@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use super::peers::View;
 use super::{decode_entry, Store};
 use crate::error::{Error, Result};
 use crate::event::{check_id, Action, Entry, Field};
@@ -54,7 +55,8 @@ impl Store {
         check_id(Field::TenantId, tenant_id).map_err(Error::InvalidFilter)?;
         check_id(Field::RuleId, rule_id).map_err(Error::InvalidFilter)?;
         let keys = [(tenant_id.to_string(), rule_id.to_string())];
-        let mut all = self.stats_of(&keys, as_of_us.unwrap_or_else(now_us))?;
+        let view = self.inner.peers.current();
+        let mut all = self.stats_of(&view, &keys, as_of_us.unwrap_or_else(now_us))?;
         Ok(all.remove(0))
     }
 
@@ -67,34 +69,36 @@ impl Store {
     ) -> Result<Vec<RuleStats>> {
         check_id(Field::TenantId, tenant_id).map_err(Error::InvalidFilter)?;
         self.caught_up()?;
-        let keys = self.keys_of_every_shard(|p| {
+        let view = self.inner.peers.current();
+        let keys = self.keys_of_every_shard(&view, |p| {
             p.rules_of(tenant_id)
                 .map(|rule| (tenant_id.to_string(), rule.to_string()))
                 .collect()
         });
-        self.listed(&keys, as_of_us)
+        self.listed(&view, &keys, as_of_us)
     }
 
     /// Statistics of every (tenant, rule) that fired at or before
     /// `as_of_us`, sorted by tenant then rule (UTF-8 bytes). For operators.
     pub fn stats_all(&self, as_of_us: Option<i64>) -> Result<Vec<RuleStats>> {
         self.caught_up()?;
-        let keys = self.keys_of_every_shard(|p| {
+        let view = self.inner.peers.current();
+        let keys = self.keys_of_every_shard(&view, |p| {
             p.all_rules()
                 .map(|(t, r)| (t.to_string(), r.to_string()))
                 .collect()
         });
-        self.listed(&keys, as_of_us)
+        self.listed(&view, &keys, as_of_us)
     }
 
     /// The (tenant, rule) pairs `list` finds in any shard's trigger
     /// projection, sorted by tenant then rule, each once.
     fn keys_of_every_shard(
         &self,
+        view: &View,
         list: impl Fn(&TriggerStats) -> Vec<(String, String)>,
     ) -> Vec<(String, String)> {
         let mut keys = self.with_trigger_stats(|p, _| list(p)).unwrap_or_default();
-        let view = self.inner.peers.current();
         if !view.peers.is_empty() {
             for peer in &view.peers {
                 keys.extend(
@@ -109,8 +113,13 @@ impl Store {
         keys
     }
 
-    fn listed(&self, keys: &[(String, String)], as_of_us: Option<i64>) -> Result<Vec<RuleStats>> {
-        let stats = self.stats_of(keys, as_of_us.unwrap_or_else(now_us))?;
+    fn listed(
+        &self,
+        view: &View,
+        keys: &[(String, String)],
+        as_of_us: Option<i64>,
+    ) -> Result<Vec<RuleStats>> {
+        let stats = self.stats_of(view, keys, as_of_us.unwrap_or_else(now_us))?;
         Ok(stats.into_iter().filter(|s| s.total_count > 0).collect())
     }
 
@@ -133,9 +142,15 @@ impl Store {
     /// The statistics of `keys` summed over every shard of the directory:
     /// this store's own (caught up with everything it committed) and the
     /// others as of their last refresh.
-    fn stats_of(&self, keys: &[(String, String)], as_of_us: i64) -> Result<Vec<RuleStats>> {
+    /// One view of the peers serves a whole call, so a rule list and its
+    /// counts come from the same refresh.
+    fn stats_of(
+        &self,
+        view: &View,
+        keys: &[(String, String)],
+        as_of_us: i64,
+    ) -> Result<Vec<RuleStats>> {
         self.caught_up()?;
-        let view = self.inner.peers.current();
         if let Some(reason) = &view.failure {
             return Err(Error::ProjectionStalled {
                 reason: format!("the other shards of the store cannot be read: {reason}"),
