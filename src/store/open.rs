@@ -160,8 +160,8 @@ impl StoreBuilder {
 
 impl Inner {
     /// The one constructor of a store's shared state; `writer` is `None`
-    /// for a read-only store.
-    /// `(root, shard)`: the directory opened, and which shard of it.
+    /// for a read-only store; `(root, shard)` are the directory opened and
+    /// which shard of it the store writes (0 for a read-only store).
     fn new(
         storage: Arc<dyn Storage>,
         (root, shard): (PathBuf, u32),

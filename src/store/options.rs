@@ -44,10 +44,10 @@ pub struct StoreOptions {
     /// [`Store::shard`](crate::Store::shard)); `false`, fail with
     /// [`Error::Locked`] as a store did before shards existed.
     pub share_directory: bool,
-    /// How often the store looks at the directory's other shards (other
-    /// writers' events) for `stats` and `query`, at most: they are read
-    /// through what their writers have made durable, refreshed in the
-    /// background no more often than this, and at once by
+    /// How often the store looks again at the directory's other shards
+    /// (other writers' events) for `stats` and `query`: they are read as
+    /// far as their writers have made them durable, at open, in the
+    /// background every this long, and at once by
     /// [`Store::refresh`](crate::Store::refresh). Longer than zero, at
     /// most [`RECOVERY_INTERVAL_MAX`]. Default 1 s.
     pub shard_refresh_interval: Duration,
