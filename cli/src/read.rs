@@ -238,8 +238,8 @@ fn print_count(store: &Store, query: Query, format: Format) -> Result<(), Failur
     loop {
         let page = store.query(&query)?;
         count += page.events.len() as u64;
-        match page.next_offset {
-            Some(next) => query = query.from_offset(next),
+        match page.next_query(&query) {
+            Some(next) => query = next,
             None => break,
         }
     }

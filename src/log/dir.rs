@@ -7,6 +7,7 @@
 //! <dir>/DURABLE                     how far the log is durable (see `durable_end`)
 //! <dir>/<base offset, 20 digits>.log  segments
 //! <dir>/<base offset, 20 digits>.idx  sparse index of a sealed segment (derived)
+//! <dir>/shards/                     the store's other shards (see `store::shards`)
 //! ```
 //!
 //! No name in the directory is ever derived from user data.
@@ -21,6 +22,10 @@ use crate::storage::{OpenMode, Storage};
 pub(crate) const VERSION_FILE: &str = "VERSION";
 /// The lock file's name.
 pub(crate) const LOCK_FILE: &str = "LOCK";
+/// The directory of a store's shards: part of the store, not a foreign
+/// name, even before `VERSION` exists (a second writer may claim a shard
+/// while the first is still creating the root store).
+pub(crate) const SHARDS_DIR: &str = "shards";
 const VERSION_PREFIX: &str = "enforcelog-log ";
 
 /// A segment file's name for `base_offset`.
@@ -77,6 +82,7 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
         } else if name == VERSION_FILE {
             listing.has_version = true;
         } else if name != LOCK_FILE
+            && name != SHARDS_DIR
             && name != super::identity::STORE_ID_FILE
             && name != super::durable_end::DURABLE_FILE
             && !is_index_name(&name)

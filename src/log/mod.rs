@@ -454,6 +454,24 @@ impl Log {
         Ok(())
     }
 
+    /// The end the log's writer last published in `DURABLE` (segment base,
+    /// durable length, next offset), or `None` without one. A read-only
+    /// handle refreshed when the file said the same has nothing new to
+    /// find: a refresh reads the last segment only up to that end.
+    pub(crate) fn published_end(&self) -> Result<Option<(u64, u64, u64)>> {
+        let shared = &self.inner.shared;
+        Self::published_end_in(&*shared.storage, &shared.dir)
+    }
+
+    /// [`Log::published_end`] of the log in `dir`, without opening it.
+    pub(crate) fn published_end_in(
+        storage: &dyn Storage,
+        dir: &Path,
+    ) -> Result<Option<(u64, u64, u64)>> {
+        let end = durable_end::load(storage, dir)?;
+        Ok(end.map(|e| (e.segment_base, e.segment_len, e.next_offset)))
+    }
+
     /// A channel that receives a wake-up (coalesced: at most one pending)
     /// each time records are committed, or a read-only handle's refresh
     /// finds new ones. Followers wait on it and then read from where they

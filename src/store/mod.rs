@@ -33,7 +33,9 @@ mod follower;
 mod gap;
 pub(crate) mod metrics;
 mod options;
+mod peers;
 mod query;
+pub mod shards;
 mod stats;
 mod subscribe;
 mod supervisor;
@@ -88,7 +90,14 @@ struct Counters {
 #[derive(Debug)]
 pub(crate) struct Inner {
     storage: Arc<dyn Storage>,
+    /// The directory the store was opened on (shard 0's).
+    root: PathBuf,
+    /// This store's shard of `root` (0: the root store itself).
+    shard: u32,
+    /// This store's own log directory: `root` or `root/shards/<shard>`.
     dir: PathBuf,
+    /// The directory's other shards, read-only.
+    peers: peers::Peers,
     options: StoreOptions,
     /// What only a writer has; `None` for a read-only store.
     writer: Option<WriterSide>,
@@ -207,15 +216,34 @@ impl Store {
 }
 
 impl Store {
-    /// For a read-only store: picks up events committed since it was opened
-    /// or last refreshed.
+    /// Picks up, now, what other writers of the directory made durable:
+    /// the other shards' events (and, for a read-only store, the events
+    /// committed since it was opened or last refreshed). Without it, a
+    /// store looks at the other shards in the background at most every
+    /// [`StoreOptions::shard_refresh_interval`]. Its own shard's events a
+    /// writer sees at once, without this.
     pub fn refresh(&self) -> Result<()> {
-        self.inner.log().refresh()
+        self.inner.log().refresh()?;
+        self.inner.peers.refresh()
     }
 
-    /// The store directory.
+    /// The store directory (the one it was opened on, whichever shard of
+    /// it this store writes).
+    #[expect(
+        clippy::misnamed_getters,
+        reason = "the directory opened is `root`; `Inner::dir` is this store's own shard"
+    )]
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.inner.root
+    }
+
+    /// The shard of the directory this store writes: 0 for the root store
+    /// (the only one, when one writer at a time opens the directory), `n`
+    /// for `dir/shards/<n>/`, claimed because other writers held the lower
+    /// ones (see [`StoreOptions::share_directory`]). A read-only store
+    /// reports 0: it reads the root store and, through it, every shard.
+    pub fn shard(&self) -> u32 {
+        self.inner.shard
     }
 
     /// A read-only view of the underlying log (for replay and tools).
@@ -228,7 +256,8 @@ impl Store {
     }
 
     /// The store's permanent random id, created with the store and kept in
-    /// `STORE_ID`; see [`Log::store_id`](crate::Log::store_id).
+    /// `STORE_ID`; see [`Log::store_id`](crate::Log::store_id). Each shard
+    /// has its own: `(store id, offset)` names one event in the directory.
     pub fn store_id(&self) -> Option<crate::StoreId> {
         self.log().store_id()
     }
@@ -389,6 +418,7 @@ impl Inner {
         );
         supervisor::stop(self);
         follower::stop(self);
+        peers::stop(self);
         self.flush_drop_warnings(true);
         if let Err(e) = self.final_checkpoint() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint the projections at close; the next open replays from the last good checkpoint");
@@ -418,6 +448,7 @@ impl Drop for Inner {
         // the background threads of a store whose handles were leaked.
         self.stopping.store(true, Ordering::Relaxed);
         self.wake();
+        self.peers.wake();
         let _ = self.follower_wake.0.try_send(());
     }
 }

@@ -6,15 +6,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::{follower, supervisor, Counters, Inner, Store, StoreOptions, WriterSide};
+use super::peers::{self, Peers};
+use super::{follower, shards, supervisor, Counters, Inner, Store, StoreOptions, WriterSide};
 use crate::error::Result;
 use crate::log::Log;
 use crate::projection::{Host, Projection, TriggerStats};
 use crate::storage::{FileStorage, Storage};
 
 impl Store {
-    /// Opens (or creates) the store in `dir` for writing. The directory is
-    /// locked: one writer at a time ([`Error::Locked`](crate::Error::Locked)).
+    /// Opens (or creates) the store in `dir` for writing. When another
+    /// writer holds the directory, the store claims a shard of it (see
+    /// [`Store::shard`]), unless [`StoreOptions::share_directory`] is off:
+    /// then it fails with [`Error::Locked`](crate::Error::Locked).
     ///
     /// Shorthand for `Store::builder(dir).options(options).open()`.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
@@ -109,9 +112,14 @@ impl StoreBuilder {
     pub fn open(self) -> Result<Store> {
         self.options.validate()?;
         let host = host_for(&self.options, self.projections)?;
-        let log =
-            Log::open_with_storage(self.storage.clone(), &self.dir, self.options.log.clone())?;
-        host.load_checkpoints(&*self.storage, &self.dir, &log);
+        let (shard, log) = shards::open_claiming(
+            &self.storage,
+            &self.dir,
+            &self.options.log,
+            self.options.share_directory,
+        )?;
+        let own_dir = shards::shard_dir(&self.dir, shard);
+        host.load_checkpoints(&*self.storage, &own_dir, &log);
         let (wake, wakeups) = flume::bounded(1);
         let writer = WriterSide {
             wake,
@@ -119,7 +127,7 @@ impl StoreBuilder {
         };
         let inner = Inner::new(
             self.storage,
-            self.dir,
+            (self.dir, shard),
             self.options,
             Some(writer),
             log,
@@ -129,7 +137,9 @@ impl StoreBuilder {
         if let Some(writer) = &inner.writer {
             *writer.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         }
+        look_at_other_shards(&inner);
         follower::start(&inner)?;
+        peers::start(&inner)?;
         Ok(Store::from_inner(inner))
     }
 
@@ -140,26 +150,39 @@ impl StoreBuilder {
         let host = host_for(&self.options, self.projections)?;
         let log = Log::open_read_only_with_storage(self.storage.clone(), &self.dir)?;
         host.load_checkpoints(&*self.storage, &self.dir, &log);
-        let inner = Inner::new(self.storage, self.dir, self.options, None, log, host);
+        let inner = Inner::new(self.storage, (self.dir, 0), self.options, None, log, host);
+        look_at_other_shards(&inner);
         follower::start(&inner)?;
+        peers::start(&inner)?;
         Ok(Store::from_inner(inner))
     }
 }
 
 impl Inner {
     /// The one constructor of a store's shared state; `writer` is `None`
-    /// for a read-only store.
+    /// for a read-only store; `(root, shard)` are the directory opened and
+    /// which shard of it the store writes (0 for a read-only store).
     fn new(
         storage: Arc<dyn Storage>,
-        dir: PathBuf,
+        (root, shard): (PathBuf, u32),
         options: StoreOptions,
         writer: Option<WriterSide>,
         log: Log,
         projections: Host,
     ) -> Arc<Inner> {
+        let peers = Peers::new(
+            storage.clone(),
+            &root,
+            shard,
+            options.trigger_windows.clone(),
+            options.shard_refresh_interval,
+        );
         Arc::new(Inner {
             storage,
-            dir,
+            dir: shards::shard_dir(&root, shard),
+            root,
+            shard,
+            peers,
             options,
             writer,
             log: RwLock::new(log),
@@ -173,6 +196,16 @@ impl Inner {
             closed: AtomicBool::new(false),
             detached_gate: RwLock::new(()),
         })
+    }
+}
+
+/// The first look at the other shards, before the store is handed out, so
+/// that its first answers include what they made durable. A failure does
+/// not fail the open (a writer must be able to record whatever another
+/// shard's state): it is logged and kept, and `stats` reports it.
+fn look_at_other_shards(inner: &Inner) {
+    if let Err(e) = inner.peers.refresh() {
+        tracing::warn!(dir = %inner.root.display(), error = %e, "could not read the other shards of the store");
     }
 }
 

@@ -38,6 +38,19 @@ pub struct StoreOptions {
     /// `Duration::MAX` turns the check off (importing an archive that holds
     /// far-future times, testing the timestamp range).
     pub max_future_skew: Duration,
+    /// What [`Store::open`](crate::Store::open) does when another writer
+    /// (another process, or another open in this one) holds the directory:
+    /// `true` (default), claim a shard of the directory (see
+    /// [`Store::shard`](crate::Store::shard)); `false`, fail with
+    /// [`Error::Locked`] as a store did before shards existed.
+    pub share_directory: bool,
+    /// How often the store looks again at the directory's other shards
+    /// (other writers' events) for `stats` and `query`: they are read as
+    /// far as their writers have made them durable, at open, in the
+    /// background every this long, and at once by
+    /// [`Store::refresh`](crate::Store::refresh). Longer than zero, at
+    /// most [`RECOVERY_INTERVAL_MAX`]. Default 1 s.
+    pub shard_refresh_interval: Duration,
 }
 
 /// The default [`StoreOptions::max_future_skew`]: one hour.
@@ -54,6 +67,8 @@ impl Default for StoreOptions {
             checkpoint_interval: Duration::from_secs(60),
             subscriber_lag_warning: 1_000_000,
             max_future_skew: MAX_FUTURE_SKEW_DEFAULT,
+            share_directory: true,
+            shard_refresh_interval: Duration::from_secs(1),
         }
     }
 }
@@ -105,6 +120,17 @@ impl StoreOptions {
                 format!(
                     "{:?} is outside (0, {RECOVERY_INTERVAL_MAX:?}]",
                     self.recovery_interval
+                ),
+            );
+        }
+        if self.shard_refresh_interval.is_zero()
+            || self.shard_refresh_interval > RECOVERY_INTERVAL_MAX
+        {
+            return invalid(
+                "shard_refresh_interval",
+                format!(
+                    "{:?} is outside (0, {RECOVERY_INTERVAL_MAX:?}]",
+                    self.shard_refresh_interval
                 ),
             );
         }

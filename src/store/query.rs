@@ -5,6 +5,7 @@ use std::ops::Range;
 use super::{decode_entry, Store};
 use crate::error::{Error, Result};
 use crate::event::{check_id, Action, Entry, Field, GapMarker, StoredEvent};
+use crate::log::Log;
 
 /// The most events one page returns.
 pub const LIMIT_MAX: usize = 100_000;
@@ -35,6 +36,7 @@ pub struct Query {
     since_us: Option<i64>,
     until_us: Option<i64>,
     offsets: Range<u64>,
+    first_shard: u32,
     limit: usize,
     include_gaps: bool,
 }
@@ -49,6 +51,7 @@ impl Query {
             since_us: None,
             until_us: None,
             offsets: 0..u64::MAX,
+            first_shard: 0,
             limit: LIMIT_DEFAULT,
             include_gaps: false,
         }
@@ -94,16 +97,28 @@ impl Query {
         self
     }
 
-    /// Only events whose offset is in this range.
+    /// Only events whose offset is in this range. Offsets count within
+    /// one shard (see [`Query::from_shard`]): the start applies to the
+    /// first shard read, the end to every shard.
     pub fn offsets(mut self, offsets: Range<u64>) -> Self {
         self.offsets = offsets;
         self
     }
 
-    /// Only events at or after this offset: how to ask for the next page
-    /// (`page.next_offset`).
+    /// Only events at or after this offset (of the first shard read): how
+    /// to ask for the next page (`page.next_offset`, with
+    /// `page.next_shard`).
     pub fn from_offset(mut self, offset: u64) -> Self {
         self.offsets.start = offset;
+        self
+    }
+
+    /// Starts at this shard of the directory (default 0): shards are read
+    /// in ascending order, each in offset order, so shards below this one
+    /// are skipped; with [`Query::from_offset`], the cursor of the next
+    /// page (`page.next_shard`, `page.next_offset`).
+    pub fn from_shard(mut self, shard: u32) -> Self {
+        self.first_shard = shard;
         self
     }
 
@@ -154,17 +169,28 @@ impl Query {
 }
 
 /// One page of query results.
+///
+/// A store whose directory has several shards (several writers, see
+/// [`Store::shard`]) answers from all of them: shard by shard in ascending
+/// shard number, each in offset order. An event is named by its shard's
+/// store id and its offset; `shards` says which shard each event is from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryPage {
-    /// Matching events in log (offset) order.
+    /// Matching events, by shard, then in log (offset) order.
     pub events: Vec<StoredEvent>,
+    /// The shard of each event: `shards[i]` is the shard of `events[i]`.
+    pub shards: Vec<u32>,
     /// Gap markers in the range scanned, with [`Query::include_gaps`].
     pub gaps: Vec<GapMarker>,
-    /// Where the next page starts (`query.from_offset(n)`), or `None` when
-    /// the scan reached the end of the range or of the log. A cursor is an
-    /// offset, so pages neither skip nor repeat events, even while events
-    /// are appended.
+    /// Where the next page starts (`query.from_offset(n)`, with
+    /// `next_shard`), or `None` when the scan reached the end of the range
+    /// or of the log (of every shard). A cursor is a position in one
+    /// shard's log, so pages neither skip nor repeat events, even while
+    /// events are appended.
     pub next_offset: Option<u64>,
+    /// The shard `next_offset` is in (`query.from_shard(n)`); `None` when
+    /// `next_offset` is.
+    pub next_shard: Option<u32>,
     /// Entries in the range scanned that do not decode (not store
     /// payloads, written around the store): skipped, and counted here.
     pub undecodable: u64,
@@ -174,27 +200,113 @@ pub struct QueryPage {
     pub lost: u64,
 }
 
+impl QueryPage {
+    /// The query for the page after this one (`query` from this page's
+    /// cursor), or `None` when this page was the last.
+    ///
+    /// ```
+    /// # use enforcelog::{Action, Event, Query, Store, StoreOptions};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let store = Store::open(dir.path(), StoreOptions::default())?;
+    /// # for _ in 0..5 { store.record_blocking(Event::new("acme", "r", Action::Blocked))?; }
+    /// let mut query = Query::tenant("acme").limit(2);
+    /// let mut seen = 0;
+    /// loop {
+    ///     let page = store.query(&query)?;
+    ///     seen += page.events.len();
+    ///     match page.next_query(&query) {
+    ///         Some(next) => query = next,
+    ///         None => break,
+    ///     }
+    /// }
+    /// assert_eq!(seen, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn next_query(&self, query: &Query) -> Option<Query> {
+        let offset = self.next_offset?;
+        let shard = self.next_shard.unwrap_or(query.first_shard);
+        Some(query.clone().from_shard(shard).from_offset(offset))
+    }
+}
+
+/// How the scan of one shard ended.
+enum Scan {
+    /// The page is full; the next page starts at this offset of the same
+    /// shard, if the shard has more to read.
+    Full(Option<u64>),
+    /// The shard has nothing more in range.
+    Exhausted,
+}
+
 impl Store {
     /// Runs a query. Time ranges skip every part of the log whose index
     /// bounds lie outside the range, without reading it.
+    ///
+    /// The other shards of the directory are read as of their last
+    /// refresh (see [`Store::refresh`]); this store's own shard as of now.
     pub fn query(&self, query: &Query) -> Result<QueryPage> {
         query.check()?;
-        let log = self.inner.log();
+        let view = self.inner.peers.current();
+        if let Some(reason) = &view.failure {
+            return Err(Error::ProjectionStalled {
+                reason: format!("the other shards of the store cannot be read: {reason}"),
+            });
+        }
+        let mut logs: Vec<(u32, Log)> = view
+            .peers
+            .iter()
+            .map(|p| (p.shard, p.log.clone()))
+            .collect();
+        logs.push((self.inner.shard, self.inner.log()));
+        logs.sort_unstable_by_key(|(shard, _)| *shard);
+        logs.retain(|(shard, _)| *shard >= query.first_shard);
         let mut page = QueryPage {
             events: Vec::new(),
+            shards: Vec::new(),
             gaps: Vec::new(),
             next_offset: None,
+            next_shard: None,
             undecodable: 0,
             lost: 0,
         };
-        let start = query.offsets.start;
+        for (i, (shard, log)) in logs.iter().enumerate() {
+            let start = if *shard == query.first_shard {
+                query.offsets.start
+            } else {
+                0
+            };
+            if let Scan::Full(next) = self.scan_shard(query, *shard, log, start, &mut page)? {
+                // The next page starts where this one stopped, or at the
+                // start of the next shard.
+                let cursor = match next {
+                    Some(offset) => Some((*shard, offset)),
+                    None => logs.get(i + 1).map(|(next_shard, _)| (*next_shard, 0)),
+                };
+                page.next_shard = cursor.map(|c| c.0);
+                page.next_offset = cursor.map(|c| c.1);
+                return Ok(page);
+            }
+        }
+        Ok(page)
+    }
+
+    /// Adds the matches of one shard's log, from `start`, to `page`, until
+    /// the page is full.
+    fn scan_shard(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        start: u64,
+        page: &mut QueryPage,
+    ) -> Result<Scan> {
         if start >= query.offsets.end || start >= log.next_offset() {
-            return Ok(page);
+            return Ok(Scan::Exhausted);
         }
         let since = query.since_us.unwrap_or(i64::MIN);
         let until = query.until_us.map_or(i64::MAX, |u| u.saturating_sub(1));
         if since > until {
-            return Ok(page);
+            return Ok(Scan::Exhausted);
         }
         // Gap markers are stamped with the time they were written; a time
         // range applies to them too.
@@ -202,10 +314,13 @@ impl Store {
         for record in reader {
             let record = record?;
             if record.offset >= query.offsets.end {
-                return Ok(page);
+                return Ok(Scan::Exhausted);
             }
             match decode_entry(&record) {
-                Ok(Entry::Event(event)) if query.matches(&event) => page.events.push(event),
+                Ok(Entry::Event(event)) if query.matches(&event) => {
+                    page.events.push(event);
+                    page.shards.push(shard);
+                }
                 Ok(Entry::Gap(gap)) if query.include_gaps => page.gaps.push(gap),
                 Ok(Entry::Lost(_)) => page.lost += 1,
                 Ok(_) => {}
@@ -221,11 +336,11 @@ impl Store {
             }
             if page.events.len() == query.limit {
                 let next = record.offset + 1;
-                page.next_offset =
-                    (next < query.offsets.end && next < log.next_offset()).then_some(next);
-                return Ok(page);
+                return Ok(Scan::Full(
+                    (next < query.offsets.end && next < log.next_offset()).then_some(next),
+                ));
             }
         }
-        Ok(page)
+        Ok(Scan::Exhausted)
     }
 }

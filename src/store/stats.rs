@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
+use super::peers::View;
 use super::{decode_entry, Store};
 use crate::error::{Error, Result};
 use crate::event::{check_id, Action, Entry, Field};
-use crate::projection::{Answer, Projection, RuleStats, TriggerStats};
+use crate::log::Log;
+use crate::projection::{Answer, Host, Projection, RuleStats, TriggerStats};
 use crate::record::now_us;
 use crate::timestamp::format_us;
 
@@ -53,7 +55,8 @@ impl Store {
         check_id(Field::TenantId, tenant_id).map_err(Error::InvalidFilter)?;
         check_id(Field::RuleId, rule_id).map_err(Error::InvalidFilter)?;
         let keys = [(tenant_id.to_string(), rule_id.to_string())];
-        let mut all = self.stats_of(&keys, as_of_us.unwrap_or_else(now_us))?;
+        let view = self.inner.peers.current();
+        let mut all = self.stats_of(&view, &keys, as_of_us.unwrap_or_else(now_us))?;
         Ok(all.remove(0))
     }
 
@@ -66,32 +69,57 @@ impl Store {
     ) -> Result<Vec<RuleStats>> {
         check_id(Field::TenantId, tenant_id).map_err(Error::InvalidFilter)?;
         self.caught_up()?;
-        let keys = self
-            .with_trigger_stats(|p, _| {
-                p.rules_of(tenant_id)
-                    .map(|rule| (tenant_id.to_string(), rule.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        self.listed(&keys, as_of_us)
+        let view = self.inner.peers.current();
+        let keys = self.keys_of_every_shard(&view, |p| {
+            p.rules_of(tenant_id)
+                .map(|rule| (tenant_id.to_string(), rule.to_string()))
+                .collect()
+        });
+        self.listed(&view, &keys, as_of_us)
     }
 
     /// Statistics of every (tenant, rule) that fired at or before
     /// `as_of_us`, sorted by tenant then rule (UTF-8 bytes). For operators.
     pub fn stats_all(&self, as_of_us: Option<i64>) -> Result<Vec<RuleStats>> {
         self.caught_up()?;
-        let keys = self
-            .with_trigger_stats(|p, _| {
-                p.all_rules()
-                    .map(|(t, r)| (t.to_string(), r.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        self.listed(&keys, as_of_us)
+        let view = self.inner.peers.current();
+        let keys = self.keys_of_every_shard(&view, |p| {
+            p.all_rules()
+                .map(|(t, r)| (t.to_string(), r.to_string()))
+                .collect()
+        });
+        self.listed(&view, &keys, as_of_us)
     }
 
-    fn listed(&self, keys: &[(String, String)], as_of_us: Option<i64>) -> Result<Vec<RuleStats>> {
-        let stats = self.stats_of(keys, as_of_us.unwrap_or_else(now_us))?;
+    /// The (tenant, rule) pairs `list` finds in any shard's trigger
+    /// projection, sorted by tenant then rule, each once.
+    fn keys_of_every_shard(
+        &self,
+        view: &View,
+        list: impl Fn(&TriggerStats) -> Vec<(String, String)>,
+    ) -> Vec<(String, String)> {
+        let mut keys = self.with_trigger_stats(|p, _| list(p)).unwrap_or_default();
+        if !view.peers.is_empty() {
+            for peer in &view.peers {
+                keys.extend(
+                    peer.host
+                        .with::<TriggerStats, _>(|p, _| list(p))
+                        .unwrap_or_default(),
+                );
+            }
+            keys.sort_unstable();
+            keys.dedup();
+        }
+        keys
+    }
+
+    fn listed(
+        &self,
+        view: &View,
+        keys: &[(String, String)],
+        as_of_us: Option<i64>,
+    ) -> Result<Vec<RuleStats>> {
+        let stats = self.stats_of(view, keys, as_of_us.unwrap_or_else(now_us))?;
         Ok(stats.into_iter().filter(|s| s.total_count > 0).collect())
     }
 
@@ -111,10 +139,79 @@ impl Store {
         Ok(self.inner.projections.with::<P, R>(f))
     }
 
-    fn stats_of(&self, keys: &[(String, String)], as_of_us: i64) -> Result<Vec<RuleStats>> {
+    /// The statistics of `keys` summed over every shard of the directory:
+    /// this store's own (caught up with everything it committed) and the
+    /// others as of their last refresh.
+    /// One view of the peers serves a whole call, so a rule list and its
+    /// counts come from the same refresh.
+    fn stats_of(
+        &self,
+        view: &View,
+        keys: &[(String, String)],
+        as_of_us: i64,
+    ) -> Result<Vec<RuleStats>> {
         self.caught_up()?;
-        let (answers, windows, offset) = self
-            .with_trigger_stats(|p, offset| {
+        if let Some(reason) = &view.failure {
+            return Err(Error::ProjectionStalled {
+                reason: format!("the other shards of the store cannot be read: {reason}"),
+            });
+        }
+        let own = self.inner.log();
+        let mut totals = self.shard_stats(&self.inner.projections, &own, keys, as_of_us)?;
+        for peer in &view.peers {
+            self.add_peer_stats(&peer.host, &peer.log, keys, as_of_us, &mut totals)?;
+        }
+        Ok(totals)
+    }
+
+    /// Adds the statistics of `keys` in another shard to `totals`. The
+    /// common case (every answer exact from the projection) allocates no
+    /// more than each answer does: this runs once per shard per `stats`.
+    fn add_peer_stats(
+        &self,
+        host: &Host,
+        log: &Log,
+        keys: &[(String, String)],
+        as_of_us: i64,
+        totals: &mut [RuleStats],
+    ) -> Result<()> {
+        let missing = host
+            .with::<TriggerStats, _>(|p, offset| {
+                let mut missing = Vec::new();
+                for (i, (t, r)) in keys.iter().enumerate() {
+                    match p.answer(t, r, as_of_us, offset) {
+                        Answer::Exact(stats) => add_shard(&mut totals[i], stats),
+                        Answer::NeedsReplay => missing.push(i),
+                    }
+                }
+                missing
+            })
+            .ok_or_else(|| Error::ProjectionStalled {
+                reason: "the trigger projection is not registered".into(),
+            })?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // The window reaches into what this shard folded: replay its log.
+        let replay_keys: Vec<(String, String)> = missing.iter().map(|&i| keys[i].clone()).collect();
+        let part = self.shard_stats(host, log, &replay_keys, as_of_us)?;
+        for (i, stats) in missing.into_iter().zip(part) {
+            add_shard(&mut totals[i], stats);
+        }
+        Ok(())
+    }
+
+    /// The statistics of `keys` in one shard: from its trigger projection,
+    /// or replayed from its log where the projection folded the window.
+    fn shard_stats(
+        &self,
+        host: &Host,
+        log: &Log,
+        keys: &[(String, String)],
+        as_of_us: i64,
+    ) -> Result<Vec<RuleStats>> {
+        let (answers, windows, offset) = host
+            .with::<TriggerStats, _>(|p, offset| {
                 let answers: Vec<Answer> = keys
                     .iter()
                     .map(|(t, r)| p.answer(t, r, as_of_us, offset))
@@ -137,7 +234,8 @@ impl Store {
                 .counters
                 .stats_replays
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let replayed = self.replay_stats(
+            let replayed = replay_stats(
+                log,
                 &missing,
                 &TriggerStats::with_windows(windows),
                 as_of_us,
@@ -145,7 +243,7 @@ impl Store {
             )?;
             // The gap losses are in the projection whatever the as-of time
             // (they are never folded).
-            self.with_trigger_stats(|p, _| {
+            host.with::<TriggerStats, _>(|p, _| {
                 replayed
                     .into_iter()
                     .map(|(key, stats)| (key, p.with_gaps(stats)))
@@ -164,39 +262,62 @@ impl Store {
             })
             .collect())
     }
+}
 
-    /// Exact statistics of `keys` from one pass over the log below `offset`,
-    /// reading only the spans whose timestamps can be at or before `as_of_us`.
-    fn replay_stats(
-        &self,
-        keys: &[&(String, String)],
-        config: &TriggerStats,
-        as_of_us: i64,
-        offset: u64,
-    ) -> Result<BTreeMap<(String, String), RuleStats>> {
-        let mut events: BTreeMap<(String, String), Vec<(Action, i64)>> =
-            keys.iter().map(|&k| (k.clone(), Vec::new())).collect();
-        for record in self.inner.log().read_time_range(0, i64::MIN..=as_of_us)? {
-            let record = record?;
-            if record.offset >= offset {
-                break;
-            }
-            // An entry that does not decode was skipped (and counted) by
-            // the projection too.
-            if let Ok(Entry::Event(e)) = decode_entry(&record) {
-                if let Some(list) = events.get_mut(&(e.tenant_id, e.rule_id)) {
-                    list.push((e.action, e.enforced_at_us));
-                }
+/// Adds one shard's statistics of a rule to the sum over shards: counts
+/// add up (each event lives in exactly one shard), the last time is the
+/// latest, a gap in any shard's window is a gap in the sum, and `offset`
+/// becomes the number of entries counted over all shards.
+fn add_shard(total: &mut RuleStats, part: RuleStats) {
+    debug_assert_eq!(
+        (&total.tenant_id, &total.rule_id, total.as_of_us),
+        (&part.tenant_id, &part.rule_id, part.as_of_us)
+    );
+    total.trigger_count += part.trigger_count;
+    for ((_, sum), (_, n)) in total.window_counts.iter_mut().zip(part.window_counts) {
+        *sum += n;
+    }
+    total.last_triggered_at_us = total.last_triggered_at_us.max(part.last_triggered_at_us);
+    total.total_count += part.total_count;
+    for (sum, n) in total.by_action.iter_mut().zip(part.by_action) {
+        *sum += n;
+    }
+    total.offset += part.offset;
+    total.missing_at_least += part.missing_at_least;
+    total.gap_in_window |= part.gap_in_window;
+}
+
+/// Exact statistics of `keys` from one pass over `log` below `offset`,
+/// reading only the spans whose timestamps can be at or before `as_of_us`.
+fn replay_stats(
+    log: &Log,
+    keys: &[&(String, String)],
+    config: &TriggerStats,
+    as_of_us: i64,
+    offset: u64,
+) -> Result<BTreeMap<(String, String), RuleStats>> {
+    let mut events: BTreeMap<(String, String), Vec<(Action, i64)>> =
+        keys.iter().map(|&k| (k.clone(), Vec::new())).collect();
+    for record in log.read_time_range(0, i64::MIN..=as_of_us)? {
+        let record = record?;
+        if record.offset >= offset {
+            break;
+        }
+        // An entry that does not decode was skipped (and counted) by
+        // the projection too.
+        if let Ok(Entry::Event(e)) = decode_entry(&record) {
+            if let Some(list) = events.get_mut(&(e.tenant_id, e.rule_id)) {
+                list.push((e.action, e.enforced_at_us));
             }
         }
-        Ok(events
-            .into_iter()
-            .map(|((t, r), list)| {
-                let stats = config.from_entries(&t, &r, as_of_us, offset, list.into_iter());
-                ((t, r), stats)
-            })
-            .collect())
     }
+    Ok(events
+        .into_iter()
+        .map(|((t, r), list)| {
+            let stats = config.from_entries(&t, &r, as_of_us, offset, list.into_iter());
+            ((t, r), stats)
+        })
+        .collect())
 }
 
 fn empty(key: &(String, String), as_of_us: i64, offset: u64) -> RuleStats {
