@@ -98,3 +98,56 @@ fn oversized_version_file_is_refused_after_reading_at_most_65_bytes() {
         assert_eq!(sim.read_file("/log/VERSION").unwrap(), version);
     }
 }
+
+/// A reader that opened a store while it was being created (its `VERSION`
+/// written, its `STORE_ID` and first segment not yet: another process's
+/// shard, claimed a moment earlier) kept "no id" for good, so every later
+/// refresh refused the segment the writer then made: "segment carries store
+/// tag ... but the directory has no STORE_ID file". Found by four Python
+/// worker processes claiming shards of one directory while each read the
+/// others. A segment that is listed proves its id was durable first, so the
+/// reader now reads the id again; a directory that really lacks it is still
+/// refused.
+#[test]
+fn a_reader_that_opened_a_store_being_created_reads_it_once_the_writer_has_written() {
+    let root = tempfile::tempdir().unwrap();
+    let made = root.path().join("made");
+    let log = Log::open(&made, LogOptions::default()).unwrap();
+    log.append_blocking(Record::new(1_000, b"first".to_vec()))
+        .unwrap();
+    log.close().unwrap();
+
+    // The state a reader can meet: VERSION only.
+    let dir = root.path().join("being-created");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::copy(made.join("VERSION"), dir.join("VERSION")).unwrap();
+    let reader = Log::open_read_only(&dir).expect("a store with only its VERSION opens empty");
+    assert_eq!(reader.next_offset(), 0);
+    assert_eq!(reader.store_id(), None);
+
+    // The writer goes on: its id, then its first segment.
+    for entry in std::fs::read_dir(&made).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "STORE_ID" || name.to_string_lossy().ends_with(".log") {
+            std::fs::copy(entry.path(), dir.join(&name)).unwrap();
+        }
+    }
+    reader
+        .refresh()
+        .expect("the id is read again once a segment is there");
+    assert_eq!(
+        reader.store_id(),
+        Log::open_read_only(&made).unwrap().store_id()
+    );
+    let records: Vec<_> = reader.read_from(0).unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(records.len(), 1);
+    assert_eq!(&records[0].payload[..], b"first");
+
+    // A tagged segment in a directory that has no id is still refused.
+    std::fs::remove_file(dir.join("STORE_ID")).unwrap();
+    assert!(matches!(
+        Log::open_read_only(&dir),
+        Err(Error::Corruption { .. })
+    ));
+}

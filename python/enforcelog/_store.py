@@ -152,16 +152,23 @@ class StoredEvent:
     run_id: Optional[str]
     details: Optional[Dict[str, Any]]
     enforced_at: datetime
+    #: The shard of the directory it was written to (0: the root store; see
+    #: ``Store.shard``). ``(shard's store, offset)`` identifies it.
+    shard: int = 0
 
 
 @dataclass(frozen=True)
 class QueryPage:
-    """One page of query results; pass ``next_offset`` as ``from_offset`` for the next."""
+    """One page of query results; pass ``next_shard`` and ``next_offset`` as
+    ``from_shard`` and ``from_offset`` for the next."""
 
     events: List[StoredEvent]
     next_offset: Optional[int]
     undecodable: int
     lost: int
+    #: The shard ``next_offset`` is in: pass both (``from_shard=``,
+    #: ``from_offset=``) for the next page.
+    next_shard: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -236,9 +243,14 @@ class Store:
     """An enforcelog store, opened in this process.
 
     ``Store(path, durability="fsync", interval_ms=100, detached_timeout_ms=50,
-    read_only=False)``. One process at a time may open a directory for
-    writing; another gets ``LockedError``. Use as ``with Store(...) as store:``
-    or ``async with``; ``close()`` is idempotent.
+    read_only=False, share_directory=True, shard_refresh_ms=1000)``. Several
+    worker processes may open one directory for writing: the first writes
+    the root store, each other claims a shard of it (``store.shard``), and
+    ``stats``/``query`` in any of them answer for all; other processes'
+    events are seen as of the last refresh (at most ``shard_refresh_ms`` ago,
+    or at once after ``refresh()``), this process's own at once. With
+    ``share_directory=False`` a held directory raises ``LockedError``. Use as
+    ``with Store(...) as store:`` or ``async with``; ``close()`` is idempotent.
 
     Write modes: ``record()`` / ``await record_async()`` (durable, returns
     the offset, raises on failure); ``begin()`` (a caller-owned batch); and
@@ -254,10 +266,13 @@ class Store:
         interval_ms: int = 100,
         detached_timeout_ms: int = 50,
         read_only: bool = False,
+        share_directory: bool = True,
+        shard_refresh_ms: int = 1000,
     ) -> None:
         mode = durability.value if isinstance(durability, Durability) else str(durability).lower()
         for name, value in (("interval_ms", interval_ms),
-                            ("detached_timeout_ms", detached_timeout_ms)):
+                            ("detached_timeout_ms", detached_timeout_ms),
+                            ("shard_refresh_ms", shard_refresh_ms)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 err = InvalidOptionsError(
                     f"invalid option {name}: expected a non-negative int of milliseconds, "
@@ -265,7 +280,8 @@ class Store:
                 err.field = name
                 raise err
         self._native = _enforcelog.NativeStore(
-            str(path), mode, interval_ms, detached_timeout_ms, bool(read_only)
+            str(path), mode, interval_ms, detached_timeout_ms, bool(read_only),
+            bool(share_directory), shard_refresh_ms,
         )
         self._read_only = bool(read_only)
         self._dropped_here = 0
@@ -281,6 +297,20 @@ class Store:
     def read_only(self) -> bool:
         """Whether the store was opened read-only."""
         return self._read_only
+
+    @property
+    def shard(self) -> int:
+        """The shard of the directory this store writes: 0 for the root store
+        (the first writer), ``n`` for ``<path>/shards/<n>/``, claimed because
+        other processes were writing the lower ones (``share_directory``)."""
+        return int(self._native.shard())
+
+    def refresh(self) -> None:
+        """Picks up now what the directory's other writers (other processes'
+        shards) have made durable; without it, ``stats`` and ``query`` see
+        them as of the last background look, at most ``shard_refresh_ms``
+        ago. This process's own writes are seen at once."""
+        self._native.refresh()
 
     def close(self) -> None:
         """Flushes and closes the store; later writes raise ``ClosedError``
@@ -410,9 +440,11 @@ class Store:
         until: Optional[datetime] = None,
         from_offset: Optional[int] = None,
         limit: Optional[int] = None,
+        from_shard: Optional[int] = None,
     ) -> QueryPage:
-        """Events in log order, filtered; ``tenant_id=None`` means all tenants.
-        ``since`` is inclusive, ``until`` exclusive."""
+        """Events shard by shard, each in log order, filtered; ``tenant_id=None``
+        means all tenants. ``since`` is inclusive, ``until`` exclusive. For the
+        next page pass the page's ``next_shard`` and ``next_offset``."""
         page = self._native.query(
             tenant_id,
             rule_id,
@@ -422,6 +454,7 @@ class Store:
             to_us(until),
             from_offset,
             limit,
+            from_shard,
         )
         events = [
             StoredEvent(
@@ -432,10 +465,12 @@ class Store:
                 run_id=e["run_id"],
                 details=None if e["details_json"] is None else json.loads(e["details_json"]),
                 enforced_at=from_us(e["enforced_at_us"]),  # type: ignore[arg-type]
+                shard=e["shard"],
             )
             for e in page["events"]
         ]
-        return QueryPage(events, page["next_offset"], page["undecodable"], page["lost"])
+        return QueryPage(events, page["next_offset"], page["undecodable"], page["lost"],
+                         page["next_shard"])
 
     def metrics(self) -> Dict[str, int]:
         """What the store did since it was opened: ``recorded``, ``dropped``

@@ -64,10 +64,7 @@ pub(crate) fn rust_producers(
         });
         Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
     };
-    let rate = py
-        .allow_threads(run)
-        .map_err(|e| PyOSError::new_err(e.to_string()))?;
-    py.allow_threads(|| store.close())
-        .map_err(|e| to_py_err(py, &e))?;
+    let rate = crate::gil::without_gil(py, run).map_err(|e| PyOSError::new_err(e.to_string()))?;
+    crate::gil::without_gil(py, || store.close()).map_err(|e| to_py_err(py, &e))?;
     Ok(rate)
 }

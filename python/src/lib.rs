@@ -9,7 +9,7 @@
 //! Invariants:
 //! - No call waits (for an fsync, the writer's queue, a lock, the
 //!   projections) while holding the GIL: every store call that can wait runs
-//!   inside `py.allow_threads`.
+//!   inside `gil::without_gil`.
 //! - The `*_async` calls never block the caller: they return an asyncio
 //!   future that the loop's `Completer` (`completion`) settles once the
 //!   store's future is ready; no store thread takes the GIL for it.
@@ -17,6 +17,7 @@
 mod baseline;
 mod completion;
 mod convert;
+mod gil;
 mod logging;
 
 use completion::{Completer, Outcome};
@@ -61,8 +62,9 @@ pub(crate) fn to_py_err(py: Python<'_>, error: &Error) -> PyErr {
     if let Error::Locked { .. } = error {
         message.push_str(
             ": another process (or another Store in this process) has this store open for \
-             writing. Close it first, open this one with read_only=True to read, or give each \
-             process its own directory",
+             writing, and share_directory=False asks for it alone. Close the other first, open \
+             this one with read_only=True to read, or leave share_directory on (the default) to \
+             write into a shard of the same directory",
         );
     }
     py_error(py, class, message, field.as_deref())
@@ -133,7 +135,7 @@ impl Drop for NativeStore {
             if std::process::id() == self.pid {
                 // The last handle closes the store (a flush and an fsync):
                 // other Python threads run meanwhile.
-                Python::with_gil(|py| py.allow_threads(move || drop(store)));
+                Python::with_gil(|py| gil::without_gil(py, move || drop(store)));
             } else {
                 // Closing would wait for a writer thread that is not there.
                 std::mem::forget(store);
@@ -148,7 +150,9 @@ static NEXT_STORE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 #[pymethods]
 impl NativeStore {
     #[new]
-    #[pyo3(signature = (path, durability, interval_ms, detached_timeout_ms, read_only))]
+    #[pyo3(signature = (path, durability, interval_ms, detached_timeout_ms, read_only,
+                        share_directory, shard_refresh_ms))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -156,6 +160,8 @@ impl NativeStore {
         interval_ms: u64,
         detached_timeout_ms: u64,
         read_only: bool,
+        share_directory: bool,
+        shard_refresh_ms: u64,
     ) -> PyResult<Self> {
         let mut options = StoreOptions::default();
         options.log.durability = match durability {
@@ -173,7 +179,9 @@ impl NativeStore {
             }
         };
         options.detached_timeout = Duration::from_millis(detached_timeout_ms);
-        let opened = py.allow_threads(|| {
+        options.share_directory = share_directory;
+        options.shard_refresh_interval = Duration::from_millis(shard_refresh_ms);
+        let opened = gil::without_gil(py, || {
             let builder = Store::builder(&path).options(options);
             if read_only {
                 builder.open_read_only()
@@ -192,7 +200,7 @@ impl NativeStore {
         let store = self.store(py)?;
         // `record_async` calls made before the close are recorded by it.
         completion::send_staged(self.id);
-        let r = py.allow_threads(|| store.close());
+        let r = gil::without_gil(py, || store.close());
         result(py, r)
     }
 
@@ -202,6 +210,16 @@ impl NativeStore {
 
     fn next_offset(&self, py: Python<'_>) -> PyResult<u64> {
         Ok(self.store(py)?.next_offset())
+    }
+
+    fn shard(&self, py: Python<'_>) -> PyResult<u32> {
+        Ok(self.store(py)?.shard())
+    }
+
+    fn refresh(&self, py: Python<'_>) -> PyResult<()> {
+        let store = self.store(py)?;
+        let r = gil::without_gil(py, || store.refresh());
+        result(py, r)
     }
 
     #[pyo3(signature = (tenant_id, rule_id, action, run_id, details, at_us))]
@@ -218,7 +236,7 @@ impl NativeStore {
     ) -> PyResult<u64> {
         let event = convert::event(py, tenant_id, rule_id, action, run_id, details, at_us)?;
         let store = self.store(py)?;
-        let r = py.allow_threads(|| store.record_blocking(event));
+        let r = gil::without_gil(py, || store.record_blocking(event));
         result(py, r)
     }
 
@@ -273,7 +291,7 @@ impl NativeStore {
         };
         match convert::event(py, tenant_id, rule_id, action, run_id, details, at_us) {
             Ok(event) => {
-                py.allow_threads(|| store.record_detached(event));
+                gil::without_gil(py, || store.record_detached(event));
                 Ok(None)
             }
             // Input that never makes an event never reaches the store, which
@@ -285,7 +303,7 @@ impl NativeStore {
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
         let store = self.store(py)?;
         completion::send_staged(self.id);
-        let r = py.allow_threads(|| store.flush_blocking());
+        let r = gil::without_gil(py, || store.flush_blocking());
         result(py, r)
     }
 
@@ -314,7 +332,7 @@ impl NativeStore {
         as_of_us: Option<i64>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let store = self.store(py)?;
-        let r = py.allow_threads(|| store.stats(tenant_id, rule_id, as_of_us));
+        let r = gil::without_gil(py, || store.stats(tenant_id, rule_id, as_of_us));
         let s = result(py, r)?;
         let d = PyDict::new(py);
         d.set_item("tenant_id", &s.tenant_id)?;
@@ -339,7 +357,8 @@ impl NativeStore {
         Ok(d)
     }
 
-    #[pyo3(signature = (tenant_id, rule_id, action, run_id, since_us, until_us, from_offset, limit))]
+    #[pyo3(signature = (tenant_id, rule_id, action, run_id, since_us, until_us, from_offset, limit,
+                        from_shard=None))]
     #[allow(clippy::too_many_arguments)]
     fn query<'py>(
         &self,
@@ -352,6 +371,7 @@ impl NativeStore {
         until_us: Option<i64>,
         from_offset: Option<u64>,
         limit: Option<usize>,
+        from_shard: Option<u32>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let mut q = match tenant_id {
             Some(t) => Query::tenant(t),
@@ -379,13 +399,17 @@ impl NativeStore {
         if let Some(l) = limit {
             q = q.limit(l);
         }
+        if let Some(shard) = from_shard {
+            q = q.from_shard(shard);
+        }
         let store = self.store(py)?;
-        let r = py.allow_threads(|| store.query(&q));
+        let r = gil::without_gil(py, || store.query(&q));
         let page = result(py, r)?;
         let events = PyList::empty(py);
-        for e in &page.events {
+        for (e, shard) in page.events.iter().zip(&page.shards) {
             let d = PyDict::new(py);
             d.set_item("offset", e.offset)?;
+            d.set_item("shard", shard)?;
             d.set_item("tenant_id", &e.tenant_id)?;
             d.set_item("rule_id", &e.rule_id)?;
             d.set_item("action", e.action.as_str())?;
@@ -401,6 +425,7 @@ impl NativeStore {
         let out = PyDict::new(py);
         out.set_item("events", events)?;
         out.set_item("next_offset", page.next_offset)?;
+        out.set_item("next_shard", page.next_shard)?;
         out.set_item("undecodable", page.undecodable)?;
         out.set_item("lost", page.lost)?;
         Ok(out)
@@ -409,7 +434,7 @@ impl NativeStore {
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let store = self.store(py)?;
         // Takes the projections' lock: never with the GIL held.
-        let m = py.allow_threads(|| store.metrics());
+        let m = gil::without_gil(py, || store.metrics());
         let d = PyDict::new(py);
         for (name, value) in [
             ("recorded", m.recorded),
@@ -521,7 +546,7 @@ impl NativeBatch {
 
     fn commit(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
         let batch = self.take(py)?;
-        let r = py.allow_threads(|| batch.commit_blocking());
+        let r = gil::without_gil(py, || batch.commit_blocking());
         result(py, r).map(|range| (range.start, range.end))
     }
 
@@ -542,6 +567,11 @@ impl NativeBatch {
 #[pymodule]
 fn _enforcelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
+    // Before the interpreter begins to finalise: see `gil`.
+    let at_exit = wrap_pyfunction!(gil::at_exit, m)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (at_exit,))?;
     m.add_class::<NativeStore>()?;
     m.add_class::<NativeBatch>()?;
     m.add_class::<Completer>()?;

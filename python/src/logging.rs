@@ -7,10 +7,19 @@
 //! queue without blocking; one forwarding thread takes the GIL and calls
 //! `logging`. When the queue is full, records are counted and dropped, and
 //! the count is logged with the next record that gets through.
+//!
+//! Invariant: the forwarding thread never takes the GIL once the interpreter
+//! has begun to exit. A thread that asks for the GIL during finalisation is
+//! ended by CPython (`pthread_exit`), which a Rust thread cannot survive
+//! (the process aborts). So it takes the GIL only under [`FORWARDING`], and
+//! an `atexit` callback ([`stop`], through `gil::at_exit`) waits for any forwarding under way and
+//! turns it off; records logged after that (stores closed by the
+//! interpreter's own teardown) are dropped.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
@@ -91,6 +100,18 @@ impl Subscriber for PythonLogging {
     fn exit(&self, _span: &Id) {}
 }
 
+/// Whether records still go to Python; held while one does.
+static FORWARDING: Mutex<bool> = Mutex::new(true);
+
+/// Stops forwarding for good, after the record under way (if any). Called
+/// at exit ([`crate::gil::at_exit`]), with the GIL, which it lets go while
+/// it waits: the record under way may be waiting for it.
+pub(crate) fn stop(py: Python<'_>) {
+    py.allow_threads(|| {
+        *FORWARDING.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    });
+}
+
 /// Installs the forwarder as the process's `tracing` subscriber, unless
 /// another one is installed already (a host embedding Rust of its own).
 pub(crate) fn install() {
@@ -106,6 +127,10 @@ pub(crate) fn install() {
         .name("enforcelog-logging".into())
         .spawn(move || {
             for record in receiver {
+                let forwarding = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+                if !*forwarding {
+                    continue;
+                }
                 Python::with_gil(|py| {
                     let logged = py.import("logging").and_then(|logging| {
                         let logger = logging.call_method1("getLogger", ("enforcelog",))?;
@@ -118,6 +143,7 @@ pub(crate) fn install() {
                     // handler): nowhere left to report it.
                     drop(logged);
                 });
+                drop(forwarding);
             }
         });
     drop(spawned);

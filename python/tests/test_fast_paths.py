@@ -13,6 +13,8 @@ import enum
 import gc
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 import types
@@ -364,3 +366,35 @@ async def _end(store, ending):
         batch = store.begin()
         batch.record("other", "r", "BLOCKED")
         await batch.commit_async()
+
+
+EXITING_WITH_DAEMON_THREADS = r"""
+import logging, os, sys, threading, time
+import enforcelog
+logging.basicConfig(level=logging.WARNING, stream=open(os.devnull, "w"))
+live = enforcelog.Store(sys.argv[1] + "/live", detached_timeout_ms=0)
+closed = enforcelog.Store(sys.argv[1] + "/closed")
+closed.close()
+def spam(store, tenant):
+    while True:
+        # Rust logs (drops) and waits without the GIL on every call.
+        store.record_detached(tenant, "r", "BLOCKED", details={"reason": "x" * 100})
+for store in (live, closed):
+    for tenant in ("t", ""):
+        threading.Thread(target=spam, args=(store, tenant), daemon=True).start()
+time.sleep(0.05)
+sys.exit(0)
+"""
+
+
+def test_daemon_threads_calling_the_store_as_the_interpreter_exits_never_abort(tmp_path):
+    """A daemon thread inside a native call when the interpreter finalises
+    was ended by CPython with pthread_exit, which aborted the process
+    (SIGABRT, "exception not rethrown") every time."""
+    for i in range(5):
+        d = tmp_path / str(i)
+        d.mkdir()
+        out = subprocess.run([sys.executable, "-c", EXITING_WITH_DAEMON_THREADS, str(d)],
+                             capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                             timeout=60)
+        assert out.returncode == 0, (out.returncode, out.stderr[-2000:])

@@ -159,18 +159,20 @@ def test_metrics_is_a_dict_of_counts(store):
     assert all(isinstance(v, int) for v in m.values())
 
 
-def test_second_process_opening_for_writing_gets_locked_error_with_advice(store, store_dir):
+def test_second_process_asking_for_the_directory_alone_gets_locked_error_with_advice(
+        store, store_dir):
     code = (
         "import sys, enforcelog\n"
         "try:\n"
-        "    enforcelog.Store(sys.argv[1])\n"
+        "    enforcelog.Store(sys.argv[1], share_directory=False)\n"
         "except enforcelog.LockedError as e:\n"
         "    print('LOCKED', e)\n"
     )
     out = subprocess.run([sys.executable, "-c", code, str(store_dir)], capture_output=True,
                          text=True, check=True, stdin=subprocess.DEVNULL)
     assert out.stdout.startswith("LOCKED"), out
-    assert "read_only=True" in out.stdout and "locked" in out.stdout
+    assert "read_only=True" in out.stdout and "share_directory" in out.stdout
+    assert not (store_dir / "shards").exists()
     # A reader in another process is fine.
     code_ro = "import sys, enforcelog; print(enforcelog.Store(sys.argv[1], read_only=True).path)"
     subprocess.run([sys.executable, "-c", code_ro, str(store_dir)], check=True,

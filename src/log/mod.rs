@@ -86,9 +86,10 @@ pub(crate) struct Shared {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     options: LogOptions,
-    /// Always set for a writer; `None` for a read-only view of a store made
-    /// before store ids existed and not opened for writing since.
-    store_id: Option<StoreId>,
+    /// Always set for a writer. A read-only view has none for a store made
+    /// before store ids existed and not opened for writing since, and until
+    /// it first finds one for a store being created as it opened.
+    store_id: std::sync::OnceLock<StoreId>,
     segments: RwLock<Segments>,
     poison: Mutex<Option<String>>,
     metrics: Metrics,
@@ -110,11 +111,15 @@ impl Shared {
         store_id: Option<StoreId>,
         segments: Segments,
     ) -> Arc<Shared> {
+        let known = std::sync::OnceLock::new();
+        if let Some(id) = store_id {
+            let _ = known.set(id);
+        }
         Arc::new(Shared {
             storage,
             dir,
             options,
-            store_id,
+            store_id: known,
             segments: RwLock::new(segments),
             poison: Mutex::new(None),
             metrics: Metrics::default(),
@@ -126,7 +131,7 @@ impl Shared {
 
     /// The tag written into new segments.
     fn store_tag(&self) -> u32 {
-        self.store_id.map_or(0, StoreId::tag)
+        self.store_id.get().map_or(0, |id| id.tag())
     }
 
     /// Tells every watcher that the committed end moved; forgets watchers
@@ -422,8 +427,7 @@ impl Log {
         // Loaded before the segments are listed; either order is safe (see
         // `durable_end::ReadLimit`), this one reads less of a stale end.
         let end = durable_end::load(&*storage, &dir)?;
-        let opened =
-            recovery::open_segments(&*storage, &dir, &options, Access::ReadOnly(end), store_id)?;
+        let (opened, store_id) = open_segments_read_only(&*storage, &dir, &options, end, store_id)?;
         let shared = Shared::new(storage, dir, options, store_id, opened.segments);
         Ok(Log {
             inner: Arc::new(Inner {
@@ -442,13 +446,17 @@ impl Log {
         }
         let shared = &self.inner.shared;
         let end = durable_end::load(&*shared.storage, &shared.dir)?;
-        let opened = recovery::open_segments(
+        let (opened, store_id) = open_segments_read_only(
             &*shared.storage,
             &shared.dir,
             &shared.options,
-            Access::ReadOnly(end),
-            shared.store_id,
+            end,
+            shared.store_id.get().copied(),
         )?;
+        if let Some(id) = store_id {
+            // Set once: a store's id never changes.
+            let _ = shared.store_id.set(id);
+        }
         *shared.write_segments() = opened.segments;
         shared.notify_committed();
         Ok(())
@@ -514,7 +522,7 @@ impl Log {
     /// a writer, which assigns one on first open; `None` only for a
     /// read-only view of a store made before store ids existed.
     pub fn store_id(&self) -> Option<StoreId> {
-        self.inner.shared.store_id
+        self.inner.shared.store_id.get().copied()
     }
 
     /// The offset the next committed record will get; equally, the number
@@ -749,6 +757,38 @@ impl Log {
             Some(writer) => close_writer(writer),
             None => Ok(()),
         }
+    }
+}
+
+/// [`recovery::open_segments`] for a reader, which may meet a store being
+/// created by another process: it loaded `STORE_ID` (absent) before it
+/// listed the segments, and the writer made its id durable and then its
+/// first tagged segment in between. A segment that was listed proves its
+/// id was durable first, so when the open fails without an id, the id is
+/// read again and, if it is there now, the open is tried once more with it.
+/// Returns the id the segments were checked against.
+fn open_segments_read_only(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &LogOptions,
+    end: Option<durable_end::DurableEnd>,
+    known_id: Option<StoreId>,
+) -> Result<(recovery::Opened, Option<StoreId>)> {
+    match recovery::open_segments(storage, dir, options, Access::ReadOnly(end), known_id) {
+        Err(e) if known_id.is_none() => match identity::load(storage, dir)? {
+            Some(id) => {
+                let opened = recovery::open_segments(
+                    storage,
+                    dir,
+                    options,
+                    Access::ReadOnly(end),
+                    Some(id),
+                )?;
+                Ok((opened, Some(id)))
+            }
+            None => Err(e),
+        },
+        other => other.map(|opened| (opened, known_id)),
     }
 }
 
