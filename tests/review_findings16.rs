@@ -432,6 +432,40 @@ fn shard_that_changed_hands_during_reopen_keeps_the_other_writers_events() {
 }
 
 // ---------------------------------------------------------------------------
+// Finding R16-7 (freshness, README): README.md ("Several worker processes
+// on one directory") says `stats` and `query` answer "the other processes'
+// acknowledged writes as of the last refresh (... or at once with
+// `store.refresh()`)". A peer is read only up to its writer's published
+// `DURABLE` end (peers.rs, `Log::refresh`), which a writer under
+// `Durability::None` moves only at a roll or a close (and under
+// `Interval(d)` only at its next sync): its acknowledged events stay
+// invisible to every other process, `refresh()` or not, for as long as its
+// active segment does not fill. DESIGN.md says so; the README, the page a
+// newcomer reads, does not.
+
+#[test]
+#[ignore = "confirmed: README promises other processes' acknowledged writes after refresh(); not under Durability::None"]
+fn acknowledged_event_of_another_writer_is_seen_after_refresh_whatever_its_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    let unsynced = StoreOptions {
+        log: LogOptions {
+            durability: Durability::None,
+            ..LogOptions::default()
+        },
+        ..manual()
+    };
+    let a = Store::open(dir.path(), unsynced).expect("a, Durability::None");
+    let b = Store::open(dir.path(), manual()).expect("b");
+    a.record_blocking(event("a", 0)).expect("acknowledged by a");
+    b.refresh().expect("refresh");
+    assert_eq!(
+        tenant_total(&b, "tenant-a"),
+        1,
+        "a's acknowledged event is not in b's answers after b.refresh()"
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Refuted suspicions. Each passes; the doc comment says what was checked.
 
 /// Refuted: two processes (here: threads, `flock` conflicts within a
