@@ -353,8 +353,36 @@ fn shipper_of_a_shard_keeps_its_own_shipped_offset() {
 // here, the simulated failed fsync lost that batch's pages.
 
 #[test]
-#[ignore = "confirmed: the supervisor's reopen after a shard changed hands truncates the other writer's acknowledged events"]
 fn shard_that_changed_hands_during_reopen_keeps_the_other_writers_events() {
+    let outcome = shard_changes_hands_during_reopen();
+    assert!(
+        outcome.lost.is_empty() && !outcome.resurrected,
+        "b's acknowledged events lost: {:?}; a's failed (never acknowledged) event read as \
+         committed by b: {}; shard 1 holds {:?}",
+        outcome.lost,
+        outcome.resurrected,
+        outcome.stored
+    );
+}
+
+#[test]
+#[ignore = "confirmed, not fixed: while another process holds the shard a failed writer let go of, that writer's stats leave the other's events out without an error"]
+fn a_failed_writer_whose_shard_changed_hands_does_not_answer_short_without_an_error() {
+    let outcome = shard_changes_hands_during_reopen();
+    assert!(
+        !outcome.a_silently_short,
+        "while b held the shard, a's stats left b's events out without an error"
+    );
+}
+
+struct HandsChanged {
+    lost: Vec<String>,
+    resurrected: bool,
+    a_silently_short: bool,
+    stored: Vec<String>,
+}
+
+fn shard_changes_hands_during_reopen() -> HandsChanged {
     use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
     use std::sync::Arc;
 
@@ -433,12 +461,12 @@ fn shard_that_changed_hands_during_reopen_keeps_the_other_writers_events() {
         .filter(|r| !stored.contains(r))
         .collect();
     let resurrected = found_by_b.contains(&"run-a-1".to_string());
-    assert!(
-        lost.is_empty() && !resurrected && !a_silently_short,
-        "b's acknowledged events lost: {lost:?}; a's failed (never acknowledged) event \
-         read as committed by b: {resurrected}; while b held the shard, a's stats left \
-         b's events out without an error: {a_silently_short}; shard 1 holds {stored:?}"
-    );
+    HandsChanged {
+        lost: lost.into_iter().cloned().collect(),
+        resurrected,
+        a_silently_short,
+        stored,
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -340,7 +340,13 @@ impl Log {
             None => assign_store_id(&*storage, &dir)?,
         };
         if let Some(end) = keep_below {
-            recovery::drop_unacknowledged(&mut opened.segments.active, end)?;
+            // Between the failure and this reopen the lock was free: another
+            // process may have claimed this directory (a shard of a shared
+            // one), recorded and closed. What it published as durable it
+            // acknowledged; the failed writer's own published end never
+            // passes `end` (it publishes only after an fsync succeeded).
+            let published = durable_end::load(&*storage, &dir)?.map_or(0, |d| d.next_offset);
+            recovery::drop_unacknowledged(&mut opened.segments.active, end.max(published))?;
         }
         let active = opened.segments.active.clone();
         // What an earlier process wrote may not be durable yet: its last
