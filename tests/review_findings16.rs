@@ -122,8 +122,7 @@ fn three_shards(dir: &Path, counts: [u64; 3]) -> (Vec<Store>, Vec<String>) {
 // sees shard 1's new events every second and the root writer's never.
 
 #[test]
-#[ignore = "confirmed: a read-only store's background refresh never re-reads the root shard"]
-fn read_only_store_background_refresh_leaves_out_the_root_writers_events() {
+fn read_only_store_background_refresh_picks_up_the_root_writers_events() {
     let dir = tempfile::tempdir().unwrap();
     let root = Store::open(dir.path(), manual()).expect("root writer");
     let shard = Store::open(dir.path(), manual()).expect("shard writer");
@@ -171,7 +170,7 @@ fn read_only_store_background_refresh_leaves_out_the_root_writers_events() {
 // 2 the cursor cycles (0,2) → (1,1) → (1,0) → (0,2) ... for good.
 
 #[test]
-#[ignore = "confirmed: the README paging loop (from_offset(next_offset)) never ends with shards"]
+#[ignore = "confirmed, docs fixed: from_offset alone restarts at shard 0, so that loop never ends; README and EVENTS.md now teach next_query; an opaque cursor would make the wrong call not compile"]
 fn readme_paging_idiom_terminates_and_returns_each_event_once_with_shards() {
     let dir = tempfile::tempdir().unwrap();
     let (stores, runs) = three_shards(dir.path(), [3, 3, 3]);
@@ -210,7 +209,7 @@ fn readme_paging_idiom_terminates_and_returns_each_event_once_with_shards() {
 // makes (the CLI's tests live in another package).
 
 #[test]
-#[ignore = "confirmed: CLI --after-offset paging repeats events when the page ended in another shard"]
+#[ignore = "confirmed, fixed in the CLI (cli_stats::query_paging_hint_never_points_into_another_shard): the hint is given only when the next page starts in the root store; this library-level record stays: from_offset alone restarts at shard 0"]
 fn cli_after_offset_paging_does_not_repeat_events_across_shards() {
     let dir = tempfile::tempdir().unwrap();
     let (stores, runs) = three_shards(dir.path(), [5, 5, 0]);
@@ -249,7 +248,7 @@ fn cli_after_offset_paging_does_not_repeat_events_across_shards() {
 // shard's end continues at `(next shard, 0)`), not a position per shard.
 
 #[test]
-#[ignore = "confirmed: paging skips an event appended to an already-passed shard while returning later ones"]
+#[ignore = "confirmed, documented (EVENTS.md, DESIGN.md, QueryPage docs): one cursor holds one shard position, so an event appended to a shard the scan has left is not on later pages"]
 fn paging_while_writers_append_skips_no_event_acknowledged_before_a_returned_one() {
     let dir = tempfile::tempdir().unwrap();
     let a = Store::open(dir.path(), manual()).expect("a (shard 0)");
@@ -294,7 +293,6 @@ fn paging_while_writers_append_skips_no_event_acknowledged_before_a_returned_one
 
 #[cfg(feature = "jetstream")]
 #[test]
-#[ignore = "confirmed: shippers of different shards share <root>/ship/<stream>.offset and refuse each other"]
 fn shipper_of_a_shard_keeps_its_own_shipped_offset() {
     use enforcelog::ship::{ShipOptions, Shipper};
 
@@ -482,7 +480,7 @@ fn shard_changes_hands_during_reopen() -> HandsChanged {
 // newcomer reads, does not.
 
 #[test]
-#[ignore = "confirmed: README promises other processes' acknowledged writes after refresh(); not under Durability::None"]
+#[ignore = "confirmed, README fixed: other processes' writes are read up to their durable end, so under Durability::None only after a roll or close"]
 fn acknowledged_event_of_another_writer_is_seen_after_refresh_whatever_its_durability() {
     let dir = tempfile::tempdir().unwrap();
     let unsynced = StoreOptions {

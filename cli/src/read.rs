@@ -222,11 +222,23 @@ pub fn query(global: &Global, args: &QueryArgs) -> Result<(), Failure> {
         Format::Table => events_table(&page.events).print(&mut out)?,
     }
     out.flush()?;
-    if let (Some(_), Some(last)) = (page.next_offset, page.events.last()) {
-        note(&format!(
-            "more events may follow: --after-offset {}",
-            last.offset
-        ));
+    if page.next_offset.is_some() {
+        // `--after-offset` is a position in the root store only: a page that
+        // ended in (or before) another shard of the directory cannot be
+        // continued with it without repeating or skipping events.
+        match (page.next_shard, page.shards.last(), page.events.last()) {
+            (Some(0), Some(0), Some(last)) => {
+                note(&format!(
+                    "more events may follow: --after-offset {}",
+                    last.offset
+                ));
+            }
+            _ => note(
+                "more events may follow, in other shards of the directory (other \
+                 writers' processes): raise --limit to see them; --after-offset pages \
+                 the root store only",
+            ),
+        }
     }
     Ok(())
 }

@@ -285,3 +285,45 @@ fn stats_and_query_read_every_shard_of_the_directory() {
     assert_eq!(sharded.run(&count).expect(0).json(), json!({"count": 80}));
     assert_eq!(single.run(&count).expect(0).json(), json!({"count": 80}));
 }
+
+/// `query`'s paging hint names an offset of the root store: on a page that
+/// ended in another shard, `--after-offset <that offset>` restarted in the
+/// root and repeated events (review finding R16-3). The hint is now given
+/// only when the next page starts in the root store; otherwise the note says
+/// more events follow in other shards, and never suggests `--after-offset`.
+#[test]
+fn query_paging_hint_never_points_into_another_shard() {
+    use enforcelog::{Action, Event, Store, StoreOptions};
+    let fx = Fixture::new();
+    let writers: Vec<Store> = (0..2)
+        .map(|_| Store::open(&fx.dir, StoreOptions::default()).expect("open"))
+        .collect();
+    for i in 0..10 {
+        writers[i % 2]
+            .record_blocking(
+                Event::new("acme", "rule", Action::Blocked).with_run_id(format!("run-{i}")),
+            )
+            .unwrap();
+    }
+    drop(writers);
+    // 5 events in the root, 5 in shard 1.
+    let in_root = fx.run(&["query", "--tenant", "acme", "--limit", "3"]);
+    in_root.expect(0);
+    assert!(
+        in_root.stderr.contains("--after-offset 2"),
+        "{}",
+        in_root.stderr
+    );
+    let past_root = fx.run(&["query", "--tenant", "acme", "--limit", "7"]);
+    past_root.expect(0);
+    assert!(
+        !past_root.stderr.contains("follow: --after-offset"),
+        "{}",
+        past_root.stderr
+    );
+    assert!(
+        past_root.stderr.contains("other shards"),
+        "{}",
+        past_root.stderr
+    );
+}

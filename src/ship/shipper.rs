@@ -89,7 +89,9 @@ impl Shipper {
             name: "store",
             reason: "the store has no id yet: open it for writing once".into(),
         })?;
-        let ship_dir = store.dir().join(SHIP_DIR);
+        // Per shard: each shard is a log of its own, with its own store id
+        // and its own shipped offset (the root store's stays where it was).
+        let ship_dir = store.shard_dir().join(SHIP_DIR);
         let offset_name = format!("{}.offset", options.stream);
         let shipper = Shipper {
             store: store.clone(),

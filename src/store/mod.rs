@@ -237,6 +237,13 @@ impl Store {
         &self.inner.root
     }
 
+    /// The directory of the shard this store writes (the root for shard 0):
+    /// where what belongs to this shard's log alone is kept.
+    #[cfg_attr(not(feature = "jetstream"), allow(dead_code))]
+    pub(crate) fn shard_dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
     /// The shard of the directory this store writes: 0 for the root store
     /// (the only one, when one writer at a time opens the directory), `n`
     /// for `dir/shards/<n>/`, claimed because other writers held the lower

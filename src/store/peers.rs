@@ -241,15 +241,38 @@ pub(super) fn stop(inner: &Inner) {
 
 /// Refreshes every `interval` until the store stops or is gone. Holds no
 /// strong reference while it waits, so dropping the store is never delayed.
+///
+/// A read-only store's own log is another process's shard too (the root's
+/// writer, for a reader opened on the root): it is refreshed here as well,
+/// when its writer has published a new durable end since the last look.
 fn refresh_loop(weak: Weak<Inner>, wakeups: flume::Receiver<()>, interval: Duration) {
+    let mut own_end = None;
     loop {
         {
             let Some(inner) = weak.upgrade() else { return };
             if inner.stopping.load(Ordering::Relaxed) {
                 return;
             }
+            if inner.read_only() {
+                refresh_own_log(&inner, &mut own_end);
+            }
             inner.peers.refresh_if_due();
         }
         let _ = wakeups.recv_timeout(interval);
+    }
+}
+
+/// Refreshes a read-only store's own log if its published end moved.
+fn refresh_own_log(inner: &Inner, last_end: &mut Option<(u64, u64, u64)>) {
+    let log = inner.log();
+    let refreshed = log.published_end().and_then(|end| {
+        if end.is_some() && end != *last_end {
+            log.refresh()?;
+            *last_end = end;
+        }
+        Ok(())
+    });
+    if let Err(e) = refreshed {
+        tracing::warn!(dir = %inner.dir.display(), error = %e, "could not read what the store's writer added; answers leave it out until a refresh succeeds");
     }
 }

@@ -185,8 +185,10 @@ pub struct QueryPage {
     /// Where the next page starts (`query.from_offset(n)`, with
     /// `next_shard`), or `None` when the scan reached the end of the range
     /// or of the log (of every shard). A cursor is a position in one
-    /// shard's log, so pages neither skip nor repeat events, even while
-    /// events are appended.
+    /// shard's log, so pages never repeat an event; with one shard they
+    /// skip none either, even while events are appended (with several, an
+    /// event appended to a shard the scan has left is not on later pages).
+    /// Use [`QueryPage::next_query`]: `from_offset` alone restarts at shard 0.
     pub next_offset: Option<u64>,
     /// The shard `next_offset` is in (`query.from_shard(n)`); `None` when
     /// `next_offset` is.
