@@ -73,7 +73,9 @@ pub struct RuleStats {
     pub total_count: u64,
     /// Events in the primary window by action, in [`Action::ALL`] order.
     pub by_action: [u64; 4],
-    /// The log offset the answer reflects: every entry below it was counted.
+    /// The log offset the answer reflects: every entry below it was
+    /// counted. From a store whose directory has several shards, the sum
+    /// of that over the shards: how many entries in all were counted.
     pub offset: u64,
     /// Events of this rule in the primary window that gap markers say were
     /// dropped, at least (a loss whose span only partly overlaps the window
