@@ -30,16 +30,7 @@ pub(super) fn start(inner: &Arc<Inner>) -> Result<()> {
 pub(super) fn stop(inner: &Inner) {
     inner.stopping.store(true, Ordering::Relaxed);
     let _ = inner.follower_wake.0.try_send(());
-    let thread = inner
-        .follower
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(thread) = thread {
-        if thread.thread().id() != std::thread::current().id() {
-            let _ = thread.join();
-        }
-    }
+    super::join_background(&inner.follower);
 }
 
 /// Waits on one channel, woken by commits of the log it watches (it

@@ -468,3 +468,15 @@ pub(crate) fn decode_entry(record: &crate::record::LogRecord) -> Result<Entry> {
         }
     })
 }
+
+/// Joins the background thread in `slot` (the follower, the supervisor, the
+/// shards refresher), unless it is the calling thread: the last handle can
+/// be dropped on that thread itself, which must not wait for itself.
+pub(super) fn join_background(slot: &Mutex<Option<JoinHandle<()>>>) {
+    let thread = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(thread) = thread {
+        if thread.thread().id() != std::thread::current().id() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -226,17 +226,7 @@ pub(super) fn start(inner: &Arc<Inner>) -> Result<()> {
 /// Stops the refresher and waits for it (`stopping` is already set).
 pub(super) fn stop(inner: &Inner) {
     inner.peers.wake();
-    let thread = inner
-        .peers
-        .thread
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(thread) = thread {
-        if thread.thread().id() != std::thread::current().id() {
-            let _ = thread.join();
-        }
-    }
+    super::join_background(&inner.peers.thread);
 }
 
 /// Refreshes every `interval` until the store stops or is gone. Holds no

@@ -29,16 +29,7 @@ pub(super) fn stop(inner: &Inner) {
     inner.stopping.store(true, Ordering::Relaxed);
     inner.wake();
     let Some(writer) = &inner.writer else { return };
-    let thread = writer
-        .supervisor
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(thread) = thread {
-        if thread.thread().id() != std::thread::current().id() {
-            let _ = thread.join();
-        }
-    }
+    super::join_background(&writer.supervisor);
 }
 
 /// Most a failed reopen multiplies `recovery_interval` by, before the next
