@@ -94,39 +94,66 @@ pub struct CompletionsArgs {
 pub fn verify(global: &Global, _args: &VerifyArgs) -> Result<(), Failure> {
     let dir = &global.data_dir;
     require_store(dir)?;
-    let report = verify_dir(dir)?;
     let mut out = Out::new();
     let mut damage: Vec<String> = Vec::new();
-    for problem in &report.problems {
-        if let Some(line) = report_problem(problem) {
-            out.line(&line)?;
-            damage.push(line);
+    let mut version_problem = false;
+    let mut first_damaged_shard = None;
+    let mut summaries = Vec::new();
+    // The root store, then each shard other writers made (issue 16): each
+    // is a log of its own, checked on its own.
+    for (shard, shard_dir) in Store::shard_dirs(dir)? {
+        let report = verify_dir(&shard_dir)?;
+        let mut found: Vec<String> = Vec::new();
+        for problem in &report.problems {
+            if let Some(line) = report_problem(problem) {
+                out.line(&line)?;
+                found.push(line);
+            }
         }
-    }
-    if damage.is_empty() {
-        damage = check_checkpoints(dir, &mut out)?;
-    } else {
-        note("warning: checkpoints not checked: the log itself is damaged");
+        if found.is_empty() {
+            found = check_checkpoints(&shard_dir, &mut out)?;
+        } else {
+            note("warning: checkpoints not checked: the log itself is damaged");
+        }
+        version_problem |= report
+            .problems
+            .iter()
+            .any(|p| p.path.file_name().is_some_and(|n| n == "VERSION"));
+        if found.is_empty() {
+            summaries.push(match shard {
+                0 => summary(&report),
+                n => format!("shards/{n}: {}", summary(&report)),
+            });
+        }
+        if !found.is_empty() && first_damaged_shard.is_none() {
+            first_damaged_shard = Some(shard);
+        }
+        damage.extend(found);
     }
     if let Some(first) = damage.first() {
         out.flush()?;
         // Repair refuses a store whose VERSION it does not read; say so.
-        let version_problem = report
-            .problems
-            .iter()
-            .any(|p| p.path.file_name().is_some_and(|n| n == "VERSION"));
         let hint = if version_problem {
             "the store's VERSION is not one this build reads: use the enforcelog that wrote it \
              (repair cannot help)"
         } else {
             "`enforcelog repair` moves what cannot be trusted to quarantine"
         };
+        let hint = match first_damaged_shard {
+            Some(n) if n > 0 => format!(
+                "{hint} (run it on the shard's own directory: --data-dir {}/shards/{n})",
+                dir.display()
+            ),
+            _ => hint.to_string(),
+        };
         return Err(Failure::corruption(format!(
             "{} problem(s) found, the first: {first}; {hint}",
             damage.len()
         )));
     }
-    out.line(&summary(&report))?;
+    for line in &summaries {
+        out.line(line)?;
+    }
     out.flush()
 }
 

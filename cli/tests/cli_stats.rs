@@ -327,3 +327,54 @@ fn query_paging_hint_never_points_into_another_shard() {
         past_root.stderr
     );
 }
+
+/// `verify` checks every shard of the directory, not only the root store:
+/// a clean directory reports one summary per shard, and a flipped byte in a
+/// shard's segment is found and named, with the shard's directory for
+/// `repair`.
+#[test]
+fn verify_checks_every_shard_of_the_directory() {
+    use enforcelog::{Action, Event, Store, StoreOptions};
+    let fx = Fixture::new();
+    let writers: Vec<Store> = (0..3)
+        .map(|_| Store::open(&fx.dir, StoreOptions::default()).expect("open"))
+        .collect();
+    for i in 0..30 {
+        writers[i % 3]
+            .record_blocking(
+                Event::new("acme", "rule", Action::Blocked)
+                    .with_run_id(format!("run-{i}"))
+                    .with_details_json(r#"{"pad": "\u0000\u0000\u0000\u0000"}"#)
+                    .unwrap(),
+            )
+            .unwrap();
+    }
+    drop(writers);
+    let clean = fx.run(&["verify"]);
+    clean.expect(0);
+    let lines: Vec<&str> = clean.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", clean.stdout);
+    assert!(lines[0].starts_with("ok: "), "{}", clean.stdout);
+    assert!(lines[1].starts_with("shards/1: ok: "), "{}", clean.stdout);
+    assert!(lines[2].starts_with("shards/2: ok: "), "{}", clean.stdout);
+    assert!(
+        lines.iter().all(|l| l.contains("10 records")),
+        "{}",
+        clean.stdout
+    );
+
+    // One flipped byte in the middle of shard 2's segment.
+    let segment = fx.dir.join("shards/2/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let damaged = fx.run(&["verify"]);
+    damaged.expect(1);
+    assert!(damaged.stdout.contains("shards/2"), "{}", damaged.stdout);
+    assert!(
+        damaged.stderr.contains("--data-dir") && damaged.stderr.contains("shards/2"),
+        "{}",
+        damaged.stderr
+    );
+}

@@ -70,6 +70,39 @@ pub(crate) fn list(storage: &dyn Storage, root: &Path) -> Result<Vec<u32>> {
     Ok(shards)
 }
 
+impl crate::Store {
+    /// The directories of the shards of the store directory `root`, with
+    /// their numbers, ascending: `(0, root)` first, then every
+    /// `root/shards/<n>/` that holds a store (its `VERSION` written), for
+    /// tools that look at each shard's log on its own (`verify`).
+    ///
+    /// ```
+    /// # use enforcelog::{Store, StoreOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let first = Store::open(dir.path(), StoreOptions::default())?;
+    /// let second = Store::open(dir.path(), StoreOptions::default())?; // claims shard 1
+    /// let shards = Store::shard_dirs(dir.path())?;
+    /// assert_eq!(shards.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [0, 1]);
+    /// # drop((first, second));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shard_dirs(root: &Path) -> Result<Vec<(u32, PathBuf)>> {
+        let storage = crate::storage::FileStorage;
+        let mut dirs = vec![(0, root.to_path_buf())];
+        for n in list(&storage, root)? {
+            let dir = shard_dir(root, n);
+            let version = dir.join(crate::log::dir::VERSION_FILE);
+            if storage
+                .exists(&version)
+                .map_err(|e| Error::io("stat", &version, e))?
+            {
+                dirs.push((n, dir));
+            }
+        }
+        Ok(dirs)
+    }
+}
+
 /// Opens the root store for writing or, when its lock is held and
 /// `share` is set, the lowest shard whose lock is free. Returns the shard
 /// number and its log.
