@@ -369,10 +369,12 @@ impl Completer {
             fresh: Mutex::new(Vec::new()),
             next_token: AtomicU64::new(0),
         });
-        REGISTRY
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&shared));
+        let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+        // Closed loops' entries go here too, not only at the next flush: a
+        // process that runs `asyncio.run` again and again never flushes.
+        registry.retain(|w| w.strong_count() > 0);
+        registry.push(Arc::downgrade(&shared));
+        drop(registry);
         Ok(Self {
             shared,
             watched,

@@ -96,7 +96,7 @@ fn id(py: Python<'_>, field: &str, value: &Bound<'_, PyAny>) -> PyResult<String>
 }
 
 /// The action's text: a `str`, or an enum member's `str` value or name.
-pub(crate) fn action_text(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<String> {
+fn action_text(py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(s) = value.downcast::<PyString>() {
         return Ok(utf8(s)?.to_owned());
     }
@@ -206,7 +206,7 @@ fn walk(value: &Bound<'_, PyAny>, depth: usize) -> PyResult<Option<Value>> {
 }
 
 /// `InvalidEventError` for an integer the details cannot keep exactly.
-pub(crate) fn int_out_of_range(value: &Bound<'_, PyAny>) -> PyErr {
+fn int_out_of_range(value: &Bound<'_, PyAny>) -> PyErr {
     let text = value.str().map(|s| s.to_string()).unwrap_or_default();
     let shown: String = text.chars().take(40).collect();
     let more = if text.chars().count() > 40 { "..." } else { "" };

@@ -24,10 +24,10 @@
 //! the GIL back mid-call, if the interpreter's switch interval falls inside
 //! it just as a daemon thread is caught by the exit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
@@ -37,17 +37,16 @@ const EXIT_WAIT: Duration = Duration::from_secs(5);
 static EXITING: AtomicBool = AtomicBool::new(false);
 static EXIT_THREAD: OnceLock<ThreadId> = OnceLock::new();
 /// Threads inside [`without_gil`], from entry until they hold the GIL again.
-static ACTIVE: Mutex<usize> = Mutex::new(0);
-static ACTIVE_CHANGED: Condvar = Condvar::new();
+/// A counter, not a lock: every blocking call passes here, and only the
+/// exit waits on it (polling).
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
 fn exiting_elsewhere() -> bool {
-    EXITING.load(Ordering::Acquire) && EXIT_THREAD.get() != Some(&std::thread::current().id())
+    EXITING.load(Ordering::SeqCst) && EXIT_THREAD.get() != Some(&std::thread::current().id())
 }
 
 fn leave() {
-    let mut active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
-    *active -= 1;
-    ACTIVE_CHANGED.notify_all();
+    ACTIVE.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn park_for_good() -> ! {
@@ -66,7 +65,9 @@ where
     if exiting_elsewhere() {
         py.allow_threads(|| park_for_good())
     }
-    *ACTIVE.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    // With the GIL, as `at_exit` sets the mark: no thread counts itself in
+    // after the exit looked.
+    ACTIVE.fetch_add(1, Ordering::SeqCst);
     let out = py.allow_threads(|| {
         let out = f();
         if exiting_elsewhere() {
@@ -83,10 +84,12 @@ where
 #[pyfunction]
 pub(crate) fn at_exit(py: Python<'_>) {
     let _ = EXIT_THREAD.set(std::thread::current().id());
-    EXITING.store(true, Ordering::Release);
+    EXITING.store(true, Ordering::SeqCst);
     py.allow_threads(|| {
-        let active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = ACTIVE_CHANGED.wait_timeout_while(active, EXIT_WAIT, |n| *n > 0);
+        let started = Instant::now();
+        while ACTIVE.load(Ordering::SeqCst) > 0 && started.elapsed() < EXIT_WAIT {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     });
     crate::logging::stop(py);
 }

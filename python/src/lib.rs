@@ -114,7 +114,7 @@ impl NativeStore {
     /// The store, in the process that opened it.
     fn store(&self, py: Python<'_>) -> PyResult<&Store> {
         match &self.store {
-            Some(store) if std::process::id() == self.pid => Ok(store),
+            Some(store) if this_process() == self.pid => Ok(store),
             _ => Err(py_error(
                 py,
                 "ClosedError",
@@ -132,7 +132,7 @@ impl NativeStore {
 impl Drop for NativeStore {
     fn drop(&mut self) {
         if let Some(store) = self.store.take() {
-            if std::process::id() == self.pid {
+            if this_process() == self.pid {
                 // The last handle closes the store (a flush and an fsync):
                 // other Python threads run meanwhile.
                 Python::with_gil(|py| gil::without_gil(py, move || drop(store)));
@@ -142,6 +142,21 @@ impl Drop for NativeStore {
             }
         }
     }
+}
+
+/// This process's id: set at import and again in a forked child (an
+/// `os.register_at_fork` hook), so that the check every call makes
+/// ([`NativeStore::store`]) costs a load, not a `getpid` system call.
+static PROCESS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn this_process() -> u32 {
+    PROCESS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `os.register_at_fork(after_in_child=...)`: the child is a new process.
+#[pyfunction]
+fn after_fork_in_child() {
+    PROCESS.store(std::process::id(), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The next [`NativeStore::id`].
@@ -192,7 +207,7 @@ impl NativeStore {
         Ok(Self {
             store: Some(result(py, opened)?),
             id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            pid: std::process::id(),
+            pid: this_process(),
         })
     }
 
@@ -206,10 +221,6 @@ impl NativeStore {
 
     fn dir(&self, py: Python<'_>) -> PyResult<PathBuf> {
         Ok(self.store(py)?.dir().to_path_buf())
-    }
-
-    fn next_offset(&self, py: Python<'_>) -> PyResult<u64> {
-        Ok(self.store(py)?.next_offset())
     }
 
     fn shard(&self, py: Python<'_>) -> PyResult<u32> {
@@ -475,7 +486,7 @@ impl NativeBatch {
     }
 
     fn check_process(&self, py: Python<'_>) -> PyResult<()> {
-        if std::process::id() == self.pid {
+        if this_process() == self.pid {
             return Ok(());
         }
         Err(py_error(
@@ -498,7 +509,7 @@ impl Drop for NativeBatch {
             .get_mut()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if std::process::id() != self.pid {
+        if this_process() != self.pid {
             // It may hold the last handle of its store, whose close would
             // wait for a writer thread the fork did not copy.
             std::mem::forget(batch);
@@ -567,6 +578,14 @@ impl NativeBatch {
 #[pymodule]
 fn _enforcelog(m: &Bound<'_, PyModule>) -> PyResult<()> {
     logging::install();
+    after_fork_in_child();
+    let os = m.py().import("os")?;
+    if os.hasattr("register_at_fork")? {
+        let hook = wrap_pyfunction!(after_fork_in_child, m)?;
+        let kwargs = pyo3::types::PyDict::new(m.py());
+        kwargs.set_item("after_in_child", hook)?;
+        os.call_method("register_at_fork", (), Some(&kwargs))?;
+    }
     // Before the interpreter begins to finalise: see `gil`.
     let at_exit = wrap_pyfunction!(gil::at_exit, m)?;
     m.py()
