@@ -122,6 +122,18 @@ pub enum Error {
         next_offset: u64,
     },
 
+    /// A saved union position ([`Positions`](crate::store::Positions))
+    /// cannot be resumed in this directory: the shard's store id is not
+    /// the one saved (another directory, or a shard replaced), or the
+    /// position is beyond what the shard holds.
+    #[error("position in shard {shard} cannot be resumed: {reason}")]
+    BadPosition {
+        /// The shard.
+        shard: u32,
+        /// Why.
+        reason: String,
+    },
+
     /// An event was refused: the field and the reason are in the
     /// [`EventError`](crate::event::EventError). Nothing was written.
     #[error("invalid event: {0}")]

@@ -119,6 +119,7 @@ pub use record::{now_us, LogRecord, Record};
 pub struct ReadmeDoctests;
 
 pub use store::{
-    stats_report, Delivery, EventBatch, LogView, Query, QueryPage, Store, StoreMetrics,
-    StoreOptions, Subscription,
+    stats_report, Delivery, EventBatch, LogView, Positions, Query, QueryPage, ShardEntry,
+    ShardPosition, Store, StoreMetrics, StoreOptions, Subscription, UnionDelivery, UnionReplay,
+    UnionSubscription,
 };

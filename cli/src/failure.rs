@@ -80,6 +80,7 @@ pub fn exit_code_of(error: &Error) -> u8 {
         | Error::InvalidFilter(_)
         | Error::InvalidOptions { .. }
         | Error::OffsetOutOfRange { .. }
+        | Error::BadPosition { .. }
         | Error::NotALogDirectory { .. }
         | Error::RecordTooLarge { .. }
         | Error::BatchTooLarge { .. }

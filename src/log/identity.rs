@@ -102,6 +102,27 @@ impl FromStr for StoreId {
     }
 }
 
+/// As its text (32 hex digits), so that a saved union position
+/// ([`Positions`](crate::store::Positions)) reads like the id printed
+/// everywhere else.
+impl serde::Serialize for StoreId {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StoreId {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Reads `dir/STORE_ID`; `None` when the file does not exist (a store made
 /// before ids existed, or a directory being created).
 pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Option<StoreId>> {

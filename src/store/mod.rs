@@ -39,6 +39,7 @@ pub mod shards;
 mod stats;
 mod subscribe;
 mod supervisor;
+mod union;
 mod view;
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,9 @@ pub use options::{
 pub use query::{Query, QueryPage};
 pub use stats::{stats_report, window_label};
 pub use subscribe::{Delivery, Subscription};
+pub use union::{
+    Positions, ShardEntry, ShardPosition, UnionDelivery, UnionReplay, UnionSubscription,
+};
 pub use view::LogView;
 
 use self::detached::DropWarnings;

@@ -83,6 +83,10 @@ pub(crate) struct Peers {
     /// The refresher thread, and what wakes it to stop.
     thread: Mutex<Option<JoinHandle<()>>>,
     wake: (flume::Sender<()>, flume::Receiver<()>),
+    /// Woken (coalesced, no data) each time a view is published: union
+    /// subscriptions wait on these for the other shards' new entries and
+    /// for shards that appeared.
+    watchers: Mutex<Vec<flume::Sender<()>>>,
 }
 
 impl Peers {
@@ -103,7 +107,18 @@ impl Peers {
             refreshing: Mutex::new(None),
             thread: Mutex::new(None),
             wake: flume::bounded(1),
+            watchers: Mutex::default(),
         }
+    }
+
+    /// A channel woken after each published view (see `watchers`).
+    pub fn watch(&self) -> flume::Receiver<()> {
+        let (tx, rx) = flume::bounded(1);
+        self.watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
     }
 
     /// Wakes the refresher (to see that the store is stopping).
@@ -118,6 +133,9 @@ impl Peers {
 
     fn publish(&self, view: View) {
         *self.view.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(view);
+        // After the view is in place, so that a woken reader finds it.
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        watchers.retain(|w| !matches!(w.try_send(()), Err(flume::TrySendError::Disconnected(_))));
     }
 
     /// Refreshes if the last refresh is older than the interval (the
