@@ -192,8 +192,8 @@ impl Store {
     /// each in offset order; there is no order across shards.
     ///
     /// Fails with [`Error::BadPosition`] if `from` names a shard whose
-    /// store id differs, that the store does not see, or beyond a shard's
-    /// end. An entry that does not decode is an `Err` item, and the replay
+    /// store id differs, or, even after a refresh, one the store does not
+    /// see or a position beyond a shard's end. An entry that does not decode is an `Err` item, and the replay
     /// goes on past it; a read error ends it (after the `Err` item).
     ///
     /// A user projection folded over the union equals what the store's own
@@ -235,8 +235,7 @@ impl Store {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn replay_union(&self, from: &Positions) -> Result<UnionReplay> {
-        let sources = self.shard_logs(self.inner.log());
-        check_position(from, &sources)?;
+        let sources = self.checked_sources(from, self.inner.log())?;
         let plan = sources
             .into_iter()
             .map(|s| {
@@ -265,7 +264,7 @@ impl Store {
         let own = self.inner.log();
         let own_watch = own.watch();
         let peers_watch = self.inner.peers.watch();
-        check_position(&from, &self.shard_logs(own.clone()))?;
+        self.checked_sources(&from, own.clone())?;
         Ok(UnionSubscription {
             store: self.clone(),
             positions: from,
@@ -277,6 +276,23 @@ impl Store {
             lag_warning: self.inner.options.subscriber_lag_warning,
             lagging: false,
         })
+    }
+}
+
+impl Store {
+    /// The shards as the store sees them, once `from` is known to resume
+    /// in them. A position ahead of what the store has seen (a shard not
+    /// seen yet, or grown since the last refresh) is checked again after a
+    /// refresh before it is refused.
+    fn checked_sources(&self, from: &Positions, own: Log) -> Result<Vec<Source>> {
+        let sources = self.shard_logs(own.clone());
+        if check_position(from, &sources).is_ok() {
+            return Ok(sources);
+        }
+        self.refresh()?;
+        let sources = self.shard_logs(own);
+        check_position(from, &sources)?;
+        Ok(sources)
     }
 }
 
