@@ -454,12 +454,19 @@ fn child_writer() {
     let who: u64 = who.parse().unwrap();
     let count: u64 = count.parse().unwrap();
     let store = Store::open(dir, manual()).expect("child open");
-    println!("SHARD {}", store.shard());
+    // The parent may stop reading (then close the pipe) before it kills
+    // this writer: a failed print must not end it first.
+    let say = |text: String| {
+        use std::io::Write;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    };
+    say(format!("SHARD {}", store.shard()));
     for i in 0..count {
         store.record_blocking(event(who, i)).expect("child record");
-        println!("ACK {i}");
+        say(format!("ACK {i}"));
     }
-    println!("DONE");
+    say("DONE".into());
     if then == "hang" {
         loop {
             std::thread::park();

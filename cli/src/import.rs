@@ -208,7 +208,7 @@ impl<'de> Visitor<'de> for LineVisitor<'_> {
 }
 
 /// The keys of the import format.
-const KNOWN_KEYS: [&str; 8] = [
+const KNOWN_KEYS: [&str; 10] = [
     "tenant_id",
     "rule_id",
     "action_taken",
@@ -217,6 +217,8 @@ const KNOWN_KEYS: [&str; 8] = [
     "enforced_at",
     "offset",
     "kind",
+    "shard",
+    "store_id",
 ];
 
 fn read_value<'de, A: MapAccess<'de>>(
@@ -234,7 +236,8 @@ fn read_value<'de, A: MapAccess<'de>>(
         "run_id" => raw.run_id = optional(map)?,
         "enforced_at" => raw.enforced_at = optional(map)?,
         "details" => raw.details = map.next_value::<Option<Value>>()?,
-        "offset" => {
+        // Where `dump` found the line (a new store gives new offsets).
+        "offset" | "shard" | "store_id" => {
             map.next_value::<IgnoredAny>()?;
         }
         _ => {

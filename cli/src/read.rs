@@ -6,7 +6,7 @@
 //! `--since`/`--until` = `enforced_at`) and is checked before the store is
 //! opened: a bad one is refused as `bad filter --FLAG: reason` (exit 2).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
@@ -14,7 +14,8 @@ use clap::Args;
 use enforcelog::event::check_id;
 use enforcelog::timestamp::format_us;
 use enforcelog::{
-    now_us, Action, Delivery, Entry, Field, Query, RuleStats, Store, StoreOptions, StoredEvent,
+    now_us, Action, Entry, Error, Field, Positions, Query, RuleStats, ShardEntry, Store,
+    StoreOptions, StoredEvent, UnionDelivery,
 };
 use serde_json::{json, Value};
 
@@ -73,7 +74,14 @@ JSON object per line, with \"offset\" and \"kind\":
 --tenant keeps only that tenant's events (gap and lost entries, which
 belong to no one tenant, are always printed); --limit stops after N lines.
 `enforcelog dump | enforcelog --data-dir NEW import -` reproduces the events
-in a fresh store (gap lines are skipped by import, and counted).";
+in a fresh store (gap lines are skipped by import, and counted).
+
+A directory several writer processes share has shards (shards/<n>/ beside
+the root store, shard 0), each with its own offsets. dump then prints every
+shard, shard by shard in ascending order, each in offset order (there is no
+order across shards), and each line also carries \"shard\" and the shard's
+\"store_id\" (with \"offset\", the event's identity); in the table, the
+offset reads SHARD:OFFSET. --from starts every shard at that offset.";
 
 pub const TAIL_ABOUT: &str = "The last entries of the log (-n, default 10); --follow keeps going";
 pub const TAIL_LONG_ABOUT: &str = "\
@@ -84,7 +92,13 @@ tenant's events (the last -n of that tenant); gap markers (events the store
 failed to record, of any tenant) are always shown. --from starts the search
 for the last -n at an offset instead. Table lines read
 `OFFSET ENFORCED_AT TENANT RULE ACTION run=ID DETAILS`; --format jsonl
-prints the objects `dump` prints.";
+prints the objects `dump` prints.
+
+In a directory with shards (several writer processes), tail prints the last
+-n entries of each shard, shard by shard, and --follow prints every shard's
+new entries (shards created later included) as the store sees them: within
+about 200 ms of their writer making them durable. Lines carry their shard
+as dump's do.";
 
 /// The actions, as `--action` offers them to shell completion (any case,
 /// and the short forms `stop`, `kill`, `abort`, `block`, are accepted).
@@ -438,24 +452,27 @@ pub fn stats_table(rules: &[RuleStats], window: Duration) -> Table {
 pub fn dump(global: &Global, args: &DumpArgs) -> Result<(), Failure> {
     check_filter("tenant", Field::TenantId, args.tenant.as_ref())?;
     let store = open_reader(global)?;
+    let end = store.union_end();
+    let sharded = has_shards(&end);
+    let from = every_shard_from(&end, args.from)?;
     let mut out = Out::new();
     let limit = args.limit.unwrap_or(u64::MAX);
     let mut printed = 0u64;
     let mut table_rows = Vec::new();
     let mut json_items = Vec::new();
-    for entry in store.entries(args.from)? {
+    for entry in store.replay_union(&from)? {
         if printed >= limit {
             break;
         }
         let entry = entry?;
-        if !is_shown(&entry, args.tenant.as_ref()) {
+        if !is_shown(&entry.entry, args.tenant.as_ref()) {
             continue;
         }
         printed += 1;
         match args.format {
-            Format::Jsonl => out.line(&entry_json(&entry))?,
-            Format::Json => json_items.push(entry_json(&entry)),
-            Format::Table => table_rows.push(entry_text(&entry)),
+            Format::Jsonl => out.line(&entry_json(&entry, sharded))?,
+            Format::Json => json_items.push(entry_json(&entry, sharded)),
+            Format::Table => table_rows.push(entry_text(&entry, sharded)),
         }
     }
     match args.format {
@@ -470,6 +487,32 @@ pub fn dump(global: &Global, args: &DumpArgs) -> Result<(), Failure> {
     out.flush()
 }
 
+/// Whether the directory has shards besides the root (as `end`, the
+/// union's end when the command started, names them): lines then say
+/// their shard.
+fn has_shards(end: &Positions) -> bool {
+    end.iter().any(|(shard, _)| shard != 0)
+}
+
+/// Every shard from `from` on (a shard that ends before it, at its end);
+/// `from` beyond every shard's end is refused, as beyond the log's end was
+/// before shards.
+fn every_shard_from(end: &Positions, from: u64) -> Result<Positions, Failure> {
+    let last = end.iter().map(|(_, p)| p.next_offset).max().unwrap_or(0);
+    if from > last {
+        return Err(Error::OffsetOutOfRange {
+            requested: from,
+            next_offset: last,
+        }
+        .into());
+    }
+    let mut start = end.clone();
+    for (shard, at) in end.iter() {
+        start.set(shard, from.min(at.next_offset));
+    }
+    Ok(start)
+}
+
 /// Whether an entry passes a `--tenant` filter: events of that tenant, and
 /// every gap and lost entry (they belong to no one tenant).
 fn is_shown(entry: &Entry, tenant: Option<&String>) -> bool {
@@ -479,9 +522,17 @@ fn is_shown(entry: &Entry, tenant: Option<&String>) -> bool {
     }
 }
 
-/// An entry as `dump` prints it.
-fn entry_json(entry: &Entry) -> String {
-    let object = JsonObject::new().field("offset", entry.offset());
+/// An entry as `dump` prints it: with its shard and the shard's store id
+/// first when the directory has shards (or the entry is not the root's).
+fn entry_json(shard_entry: &ShardEntry, sharded: bool) -> String {
+    let entry = &shard_entry.entry;
+    let mut object = JsonObject::new();
+    if sharded || shard_entry.shard != 0 {
+        object = object
+            .field("shard", shard_entry.shard)
+            .field("store_id", shard_entry.store_id.map(|id| id.to_string()));
+    }
+    let object = object.field("offset", entry.offset());
     match entry {
         Entry::Event(e) => event_fields(object.field("kind", "enforcement"), e).finish(),
         Entry::Gap(g) => gap_fields(object.field("kind", "gap"), g).finish(),
@@ -493,8 +544,8 @@ fn entry_json(entry: &Entry) -> String {
     }
 }
 
-/// How long `tail --follow` waits before looking for new commits of a
-/// writer in another process.
+/// How often `tail --follow` looks for what writers in other processes
+/// made durable (the store's shard refresh interval).
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 pub fn tail(global: &Global, args: &TailArgs) -> Result<(), Failure> {
@@ -504,84 +555,114 @@ pub fn tail(global: &Global, args: &TailArgs) -> Result<(), Failure> {
             "--format json prints one document and --follow never ends it; use --format jsonl",
         ));
     }
-    let store = open_reader(global)?;
-    let (last, resume) = last_entries(&store, args)?;
+    let options = StoreOptions {
+        shard_refresh_interval: FOLLOW_POLL,
+        ..StoreOptions::default()
+    };
+    let store = open_reader_with(global, options)?;
+    let end = store.union_end();
+    let sharded = has_shards(&end);
+    let (last, resume) = last_entries(&store, &end, args)?;
     let mut out = Out::new();
     if args.format == Format::Json {
-        out.line(&json_array(last.iter().map(entry_json)))?;
+        out.line(&json_array(last.iter().map(|e| entry_json(e, sharded))))?;
         return out.flush();
     }
     for entry in &last {
-        print_entry(&mut out, args, entry)?;
+        print_entry(&mut out, args, entry, sharded)?;
     }
     out.flush()?;
     if !args.follow {
         return Ok(());
     }
-    let mut subscription = store.subscribe(resume)?;
+    // Wakes on the root's new commits and on each look at the other
+    // shards (every FOLLOW_POLL), never polls in between.
+    let mut subscription = store.subscribe_union(resume)?;
     loop {
-        while let Some(delivery) = subscription.try_next()? {
-            match delivery {
-                Delivery::Entry(entry) if is_shown(&entry, args.tenant.as_ref()) => {
-                    print_entry(&mut out, args, &entry)?
-                }
-                Delivery::Entry(_) => {}
-                Delivery::Lagging { behind } => {
-                    note(&format!("warning: tail is {behind} entries behind the log"));
-                }
+        let delivery = match subscription.try_next()? {
+            Some(delivery) => delivery,
+            None => {
+                out.flush()?;
+                subscription.next_blocking()?
+            }
+        };
+        match delivery {
+            UnionDelivery::Entry(entry) if is_shown(&entry.entry, args.tenant.as_ref()) => {
+                print_entry(&mut out, args, &entry, sharded)?
+            }
+            UnionDelivery::Entry(_) => {}
+            UnionDelivery::Lagging { behind } => {
+                note(&format!("warning: tail is {behind} entries behind the log"));
             }
         }
-        out.flush()?;
-        std::thread::sleep(FOLLOW_POLL);
-        store.refresh()?;
     }
 }
 
-/// The last `-n` entries shown (from `--from`, or where they can start),
-/// and the offset after the last entry read: where `--follow` goes on.
-fn last_entries(store: &Store, args: &TailArgs) -> Result<(Vec<Entry>, u64), Failure> {
-    let next = store.next_offset();
+/// The last `-n` entries shown of each shard (from `--from`, or where they
+/// can start), and the position after everything read: where `--follow`
+/// goes on.
+fn last_entries(
+    store: &Store,
+    end: &Positions,
+    args: &TailArgs,
+) -> Result<(Vec<ShardEntry>, Positions), Failure> {
     let want = usize::try_from(args.lines).unwrap_or(usize::MAX);
-    // Offsets are dense, so without a tenant filter the last N entries
-    // start N offsets before the end; with one, they may be anywhere.
-    let start = match (args.from, &args.tenant) {
-        (Some(from), _) => from,
-        (None, None) => next.saturating_sub(args.lines),
-        (None, Some(_)) => 0,
-    };
-    let mut last: VecDeque<Entry> = VecDeque::new();
-    let mut resume = next;
-    // Opened first: an offset beyond the end is refused (exit 2), as ever.
-    let entries = store.entries(start)?;
-    if want == 0 || start >= next {
-        return Ok((Vec::new(), resume));
+    // An offset beyond every shard's end is refused (exit 2), as ever.
+    let mut start = every_shard_from(end, args.from.unwrap_or(0))?;
+    for (shard, at) in end.iter() {
+        // Offsets are dense, so without a tenant filter the last N entries
+        // start N offsets before the end; with one, they may be anywhere.
+        let first = match (args.from, &args.tenant) {
+            (Some(from), _) => from.min(at.next_offset),
+            (None, None) => at.next_offset.saturating_sub(args.lines),
+            (None, Some(_)) => 0,
+        };
+        start.set(shard, first);
     }
-    for entry in entries {
+    if want == 0 {
+        return Ok((Vec::new(), end.clone()));
+    }
+    let mut last: BTreeMap<u32, VecDeque<ShardEntry>> = BTreeMap::new();
+    let mut replay = store.replay_union(&start)?;
+    for entry in &mut replay {
         let entry = entry?;
-        resume = resume.max(entry.offset() + 1);
-        if !is_shown(&entry, args.tenant.as_ref()) {
+        if !is_shown(&entry.entry, args.tenant.as_ref()) {
             continue;
         }
-        if last.len() == want {
-            last.pop_front();
+        let shard = last.entry(entry.shard).or_default();
+        if shard.len() == want {
+            shard.pop_front();
         }
-        last.push_back(entry);
+        shard.push_back(entry);
     }
-    Ok((last.into(), resume))
+    let resume = replay.positions().clone();
+    Ok((last.into_values().flatten().collect(), resume))
 }
 
-fn print_entry(out: &mut Out, args: &TailArgs, entry: &Entry) -> Result<(), Failure> {
+fn print_entry(
+    out: &mut Out,
+    args: &TailArgs,
+    entry: &ShardEntry,
+    sharded: bool,
+) -> Result<(), Failure> {
     match args.format {
-        Format::Jsonl | Format::Json => out.line(&entry_json(entry)),
-        Format::Table => out.line(&entry_text(entry)),
+        Format::Jsonl | Format::Json => out.line(&entry_json(entry, sharded)),
+        Format::Table => out.line(&entry_text(entry, sharded)),
     }
 }
 
-fn entry_text(entry: &Entry) -> String {
-    match entry {
+/// An entry as a table line; its offset reads `SHARD:OFFSET` when the
+/// directory has shards (or the entry is not the root's).
+fn entry_text(shard_entry: &ShardEntry, sharded: bool) -> String {
+    let offset = if sharded || shard_entry.shard != 0 {
+        format!("{}:{}", shard_entry.shard, shard_entry.entry.offset())
+    } else {
+        shard_entry.entry.offset().to_string()
+    };
+    match &shard_entry.entry {
         Entry::Event(e) => format!(
             "{} {} {} {} {} run={} {}",
-            e.offset,
+            offset,
             show_us(e.enforced_at_us),
             e.tenant_id,
             e.rule_id,
@@ -591,14 +672,14 @@ fn entry_text(entry: &Entry) -> String {
         ),
         Entry::Gap(g) => format!(
             "{} GAP: {} event(s) dropped between {} and {}",
-            g.offset,
+            offset,
             g.dropped,
             show_us(g.first_dropped_at_us),
             show_us(g.last_dropped_at_us),
         ),
         Entry::Lost(l) => format!(
             "{} LOST: recorded, then destroyed by damage on disk (hole of {} offset(s) from {})",
-            l.offset, l.hole_len, l.hole_first_offset
+            offset, l.hole_len, l.hole_first_offset
         ),
     }
 }
