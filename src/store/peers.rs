@@ -18,7 +18,9 @@
 //! - the store's own shard is never a peer (its own statistics are read
 //!   through its writer: read-your-writes);
 //! - refreshes run one at a time (`refreshing`), and a read sees either the
-//!   set before a refresh or the one after, never half of one.
+//!   set before a refresh or the one after, never half of one;
+//! - watchers (union subscriptions) are woken after a view is published,
+//!   never before, so a woken reader finds what woke it.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
