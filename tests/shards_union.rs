@@ -263,7 +263,7 @@ fn blocked_union_next_wakes_on_a_refresh_that_finds_another_shards_event() {
     let dir = tempfile::tempdir().unwrap();
     let a = Store::open(dir.path(), manual()).unwrap();
     let b = Store::open(dir.path(), manual()).unwrap();
-    let mut sub = a.subscribe_union(a.union_end()).unwrap();
+    let mut sub = a.subscribe_union(a.union_end().unwrap()).unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for _ in 0..2 {
@@ -289,7 +289,7 @@ async fn async_union_next_wakes_on_own_commits_and_peer_refreshes() {
     let dir = tempfile::tempdir().unwrap();
     let a = Store::open(dir.path(), manual()).unwrap();
     let b = Store::open(dir.path(), manual()).unwrap();
-    let mut sub = a.subscribe_union(a.union_end()).unwrap();
+    let mut sub = a.subscribe_union(a.union_end().unwrap()).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         for _ in 0..2 {
@@ -325,7 +325,8 @@ fn foreign_or_impossible_union_positions_are_refused_by_shard() {
         stranger.record_blocking(event(9, i)).unwrap();
     }
     let foreign: Positions =
-        serde_json::from_str(&serde_json::to_string(&stranger.union_end()).unwrap()).unwrap();
+        serde_json::from_str(&serde_json::to_string(&stranger.union_end().unwrap()).unwrap())
+            .unwrap();
     let mut beyond = Positions::new();
     beyond.set(0, 4);
     let mut unknown = Positions::new();
@@ -349,6 +350,30 @@ fn foreign_or_impossible_union_positions_are_refused_by_shard() {
     }
     assert_eq!(a.next_offset(), 3);
     assert_eq!(a.replay_union(&Positions::new()).unwrap().count(), 3);
+}
+
+/// A shard the store cannot read (here: a foreign VERSION) fails the
+/// union readers, as it fails `stats`, rather than leaving its events out
+/// of a replay that would then look complete.
+#[test]
+fn unreadable_shard_fails_the_union_readers_instead_of_being_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path(), manual()).unwrap();
+    a.record_blocking(event(0, 0)).unwrap();
+    let shard = dir.path().join("shards/1");
+    std::fs::create_dir_all(&shard).unwrap();
+    std::fs::write(shard.join("VERSION"), b"not a version\n\0\0\0").unwrap();
+    assert!(a.refresh().is_err(), "the shard cannot be read");
+    let stalled = |r: Result<(), Error>| match r {
+        Err(Error::ProjectionStalled { reason }) => {
+            assert!(reason.contains("other shards"), "{reason}")
+        }
+        other => panic!("expected ProjectionStalled, got {other:?}"),
+    };
+    stalled(a.replay_union(&Positions::new()).map(|_| ()));
+    stalled(a.subscribe_union(Positions::new()).map(|_| ()));
+    stalled(a.union_end().map(|_| ()));
+    assert!(a.stats_all(None).is_err(), "stats agrees");
 }
 
 /// Replay is shard by shard, ascending, each in offset order, bounded by
@@ -517,7 +542,7 @@ fn union_subscriber_gets_every_acknowledged_event_of_every_writer_process_once()
     const PER_CHILD: u64 = 150;
     let dir = tempfile::tempdir().unwrap();
     let own = Store::open(dir.path(), quick()).expect("open");
-    let start = own.union_end();
+    let start = own.union_end().unwrap();
     assert_eq!(start.iter().map(|(s, _)| s).collect::<Vec<_>>(), [0]);
     let want = (OWN + 3 * PER_CHILD) as usize;
     let half = collect(own.subscribe_union(start.clone()).unwrap(), want / 2);
@@ -591,7 +616,7 @@ fn union_subscriber_gets_every_acknowledged_event_of_every_writer_process_once()
 fn union_subscriber_follows_a_killed_writers_shard_into_its_reuse_once() {
     let dir = tempfile::tempdir().unwrap();
     let own = Store::open(dir.path(), quick()).expect("open");
-    let start = own.union_end();
+    let start = own.union_end().unwrap();
     let mut sub = own.subscribe_union(start.clone()).unwrap();
     let mut dead = spawn_child(dir.path(), 20, 1_000_000, "hang");
     let (shard, acked) = read_child(&mut dead, Some(60));

@@ -452,7 +452,7 @@ pub fn stats_table(rules: &[RuleStats], window: Duration) -> Table {
 pub fn dump(global: &Global, args: &DumpArgs) -> Result<(), Failure> {
     check_filter("tenant", Field::TenantId, args.tenant.as_ref())?;
     let store = open_reader(global)?;
-    let end = store.union_end();
+    let end = store.union_end()?;
     let sharded = has_shards(&end);
     let from = every_shard_from(&end, args.from)?;
     let mut out = Out::new();
@@ -560,7 +560,7 @@ pub fn tail(global: &Global, args: &TailArgs) -> Result<(), Failure> {
         ..StoreOptions::default()
     };
     let store = open_reader_with(global, options)?;
-    let end = store.union_end();
+    let end = store.union_end()?;
     let sharded = has_shards(&end);
     let (last, resume) = last_entries(&store, &end, args)?;
     let mut out = Out::new();

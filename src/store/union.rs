@@ -155,7 +155,19 @@ struct Source {
 
 impl Store {
     /// The store's own shard and every other shard as of the last refresh,
-    /// ascending.
+    /// ascending; fails, as `stats` and `query` do, while the last refresh
+    /// failed (a shard could be missing from the view, and a union reader
+    /// must not pass over it unawares).
+    fn shard_logs_checked(&self, own: Log) -> Result<Vec<Source>> {
+        if let Some(reason) = &self.inner.peers.current().failure {
+            return Err(Error::ProjectionStalled {
+                reason: format!("the other shards of the store cannot be read: {reason}"),
+            });
+        }
+        Ok(self.shard_logs(own))
+    }
+
+    /// [`Store::shard_logs_checked`] without the check (for the lag).
     fn shard_logs(&self, own: Log) -> Vec<Source> {
         let view = self.inner.peers.current();
         let mut sources = vec![Source {
@@ -172,17 +184,18 @@ impl Store {
 
     /// The end of every shard this store sees now: a position to
     /// [`subscribe_union`](Store::subscribe_union) from to get only what
-    /// commits (or becomes visible) from now on.
-    pub fn union_end(&self) -> Positions {
+    /// commits (or becomes visible) from now on. Fails while the other
+    /// shards cannot be read (the last refresh failed).
+    pub fn union_end(&self) -> Result<Positions> {
         let mut end = Positions::new();
-        for source in self.shard_logs(self.inner.log()) {
+        for source in self.shard_logs_checked(self.inner.log())? {
             end.advance(
                 source.shard,
                 source.log.store_id(),
                 source.log.next_offset(),
             );
         }
-        end
+        Ok(end)
     }
 
     /// Every entry of every shard of the directory from `from` on, as the
@@ -285,12 +298,12 @@ impl Store {
     /// seen yet, or grown since the last refresh) is checked again after a
     /// refresh before it is refused.
     fn checked_sources(&self, from: &Positions, own: Log) -> Result<Vec<Source>> {
-        let sources = self.shard_logs(own.clone());
+        let sources = self.shard_logs_checked(own.clone())?;
         if check_position(from, &sources).is_ok() {
             return Ok(sources);
         }
         self.refresh()?;
-        let sources = self.shard_logs(own);
+        let sources = self.shard_logs_checked(own)?;
         check_position(from, &sources)?;
         Ok(sources)
     }
@@ -487,7 +500,7 @@ impl UnionSubscription {
     /// The next delivery if one is ready now, without waiting.
     pub fn try_next(&mut self) -> Result<Option<UnionDelivery>> {
         self.follow_reopened_log();
-        let sources = self.store.shard_logs(self.own.clone());
+        let sources = self.store.shard_logs_checked(self.own.clone())?;
         for source in &sources {
             let saved = self.positions.get(source.shard).and_then(|p| p.store_id);
             check_identity(source.shard, saved, source.log.store_id())?;
