@@ -44,6 +44,9 @@ pub fn open_writer_with(global: &Global, max_future_skew: Duration) -> Result<St
         // Beside another writer, claim a shard unless told not to: a host's
         // CLI invocations must not fail because a worker process records.
         share_directory: !global.exclusive,
+        // A write command reads nothing of the other shards: their
+        // background re-reads would only take CPU from the writers.
+        shard_refresh_interval: enforcelog::store::RECOVERY_INTERVAL_MAX,
         ..StoreOptions::default()
     };
     Store::open(&global.data_dir, options).map_err(Failure::from)
