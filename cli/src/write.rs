@@ -65,9 +65,11 @@ as soon as the batch is committed (durable under --durability fsync):
 \"first_offset\":a,\"last_offset\":b}: batch k (from 1) of n events is in the
 store, and so is every event of input lines 1 to L (total events so far).
 If the import is killed, the last such line says what is acknowledged: a
-restart with the lines after L imports the rest (the batch that was being
-committed when it died may or may not be in the store: it is atomic, so
-look for one of its events before importing it again).";
+restart with the lines after L imports the rest. The batch that was being
+committed when it died is in the store whole or not at all; readers may not
+see it until a writer has opened the dead import's shard again (its
+recovery settles it; writers claim the lowest free shard first), so look
+for one of its events (query --run) only after that.";
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
