@@ -425,3 +425,38 @@ fn info_describes_every_shard_and_the_totals() {
     assert_eq!(one["shards"].as_array().map(Vec::len), Some(1));
     assert_eq!(one["writers"], 0);
 }
+
+/// `demo` beside another writer of its directory writes a shard: it says
+/// so, times the replay of its own shard (only its events), and its top
+/// rules count every shard's events.
+#[test]
+fn demo_beside_another_writer_replays_its_own_shard() {
+    let f = Fixture::new();
+    let holder = Store::open(&f.dir, StoreOptions::default()).expect("open");
+    for _ in 0..500 {
+        holder
+            .record_blocking(Event::new("tenant-000", "held-rule", Action::Blocked))
+            .unwrap();
+    }
+    let dir = f.dir.to_str().unwrap();
+    let out = f.run(&[
+        "demo",
+        "--dir",
+        dir,
+        "--events",
+        "300",
+        "--producers",
+        "2",
+        "--tenants",
+        "1",
+    ]);
+    out.expect(0);
+    assert!(out.stdout.contains(", shard 1 ("), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("read all 300 entries"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("held-rule"), "{}", out.stdout);
+    holder.close().unwrap();
+}
