@@ -291,6 +291,19 @@ fn store_json(info: &Info) -> serde_json::Map<String, Value> {
     }
 }
 
+/// The keys of the report whose value is a total over every shard (the
+/// others at the top level are the root store's).
+const SUMMED_KEYS: [&str; 8] = [
+    "segments",
+    "segment_bytes",
+    "total_bytes",
+    "events",
+    "gaps",
+    "lost",
+    "oldest_enforced_at",
+    "newest_enforced_at",
+];
+
 /// The report: the root store's keys, the totals in place of its counts
 /// and sizes, and every shard.
 fn info_json(dir: &Path, shards: &[Shard]) -> Value {
@@ -300,17 +313,7 @@ fn info_json(dir: &Path, shards: &[Shard]) -> Value {
         .map(|s| store_json(&s.info))
         .unwrap_or_default();
     for (key, value) in store_json(&totals) {
-        let summed = [
-            "segments",
-            "segment_bytes",
-            "total_bytes",
-            "events",
-            "gaps",
-            "lost",
-            "oldest_enforced_at",
-            "newest_enforced_at",
-        ];
-        if summed.contains(&key.as_str()) {
+        if SUMMED_KEYS.contains(&key.as_str()) {
             top.insert(key, value);
         }
     }
