@@ -30,6 +30,7 @@ The CLI binary: ``ENFORCELOG_BIN`` (python/run-tests.sh sets it after
 import json
 import os
 import random
+import shutil
 import subprocess
 import threading
 import time
@@ -348,3 +349,6 @@ def test_eight_cli_writers_and_four_python_workers_with_sigkills_match_the_oracl
     # would mean dead writers' shards were not reused.
     shard_dirs = [p for p in (data_dir / "shards").iterdir() if p.name.isdigit()]
     assert 1 <= len(shard_dirs) <= CLI_WRITERS + PY_WORKERS + 1, len(shard_dirs)
+    # About 150 MB: not left behind for pytest's last-three-runs keeping
+    # (on a failure it stays, for a look).
+    shutil.rmtree(tmp_path, ignore_errors=True)
