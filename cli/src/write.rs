@@ -42,10 +42,10 @@ tenant_id, rule_id and action_taken (stopped, killed, aborted or blocked, any
 case) are required; run_id, details (a JSON object) and enforced_at (RFC 3339
 with a zone; default: when appended) are optional, and null means absent.
 Blank lines are skipped. The fields \"offset\", \"shard\" and \"kind\" written
-by `dump` and `query` are accepted (and ignored), so `enforcelog dump | enforcelog --data-dir NEW import -`
-copies a store: lines of kind \"gap\" (events the source store failed to
-record) are skipped and counted on stderr. Any other field, or a field given
-twice, is an error.
+by `dump` and `query` are accepted (and ignored), so
+`enforcelog dump | enforcelog --data-dir NEW import -` copies a store: lines
+of kind \"gap\" (events the source store failed to record) are skipped and
+counted on stderr. Any other field, or a field given twice, is an error.
 
 The whole input is validated before anything is appended. If any line is
 bad, nothing is appended, every bad line is reported on stderr as
@@ -325,8 +325,8 @@ fn validate(input: &[u8], bounds: &TimeBounds) -> Result<Checked, Failure> {
 }
 
 /// Appends every event of the (validated) input in batches; returns the
-/// first and last offsets. With `progress`, each batch is reported there
-/// (and flushed) once it is committed, never before.
+/// first and last offsets. With `progress_out`, each batch is reported
+/// there (and flushed) once it is committed, never before.
 fn append_all(
     store: &Store,
     input: &[u8],
