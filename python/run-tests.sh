@@ -30,6 +30,17 @@ if ! "$venv/bin/python" -c 'import maturin, pytest, sqlalchemy, aiosqlite, green
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         'maturin>=1.5,<2' 'pytest>=7' 'sqlalchemy[asyncio]>=2.0' 'aiosqlite>=0.17'
 fi
+# The many-writers test (tests/test_many_writers.py) runs the CLI binary
+# beside the package: the README's command has built it with `cargo test`;
+# build it here when it is missing (or when ENFORCELOG_BIN names none).
+if [ -z "${ENFORCELOG_BIN:-}" ]; then
+    ENFORCELOG_BIN="$target/debug/enforcelog"
+    if [ ! -x "$ENFORCELOG_BIN" ]; then
+        (cd "$root" && cargo build --quiet --locked -p enforcelog-cli </dev/null)
+    fi
+fi
+case "$ENFORCELOG_BIN" in /*) ;; *) ENFORCELOG_BIN="$PWD/$ENFORCELOG_BIN" ;; esac
+export ENFORCELOG_BIN
 export VIRTUAL_ENV="$venv"
 export PATH="$venv/bin:$PATH"
 export CARGO_TARGET_DIR="$target"

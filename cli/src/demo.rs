@@ -84,14 +84,18 @@ pub fn run(global: &Global, args: &DemoArgs) -> Result<(), Failure> {
     out.line(&intro(global, args))?;
     out.flush()?;
     let store = open_writer(global)?;
+    // Beside another writer of the demo directory the demo writes a shard
+    // of it; the replay times that shard's log, the statistics are the
+    // directory's.
+    let shard = store.shard();
     let start_offset = store.next_offset();
     let written = write_phase(&store, args)?;
     let closing = Instant::now();
     store.close()?;
     let close_secs = closing.elapsed().as_secs_f64();
     drop(store);
-    let replay = replay_phase(global)?;
-    let top = top_rules(&replay.store, args.top as usize)?;
+    let replay = replay_phase(global, shard)?;
+    let top = top_rules(&replay.stats_store, args.top as usize)?;
     for line in report(global, &written, close_secs, start_offset, &replay) {
         out.line(&line)?;
     }
@@ -286,7 +290,11 @@ fn produce_blocking(mut plan: Plan) -> enforcelog::Result<()> {
 
 /// The replay after reopening.
 struct Replayed {
-    store: Store,
+    /// The directory's statistics (every shard).
+    stats_store: Store,
+    /// The shard the demo wrote and replayed, and its directory.
+    shard: u32,
+    shard_dir: std::path::PathBuf,
     open_secs: f64,
     entries: u64,
     replay_secs: f64,
@@ -294,9 +302,14 @@ struct Replayed {
     as_of_us: i64,
 }
 
-fn replay_phase(global: &Global) -> Result<Replayed, Failure> {
+fn replay_phase(global: &Global, shard: u32) -> Result<Replayed, Failure> {
+    let shard_dir = Store::shard_dirs(&global.data_dir)?
+        .into_iter()
+        .find(|(n, _)| *n == shard)
+        .map(|(_, dir)| dir)
+        .ok_or_else(|| Failure::other(format!("the demo's shard {shard} is gone")))?;
     let opening = Instant::now();
-    let store = Store::open_read_only(&global.data_dir)?;
+    let store = Store::open_read_only(&shard_dir)?;
     let open_secs = opening.elapsed().as_secs_f64();
     let replaying = Instant::now();
     let mut entries = 0u64;
@@ -305,12 +318,19 @@ fn replay_phase(global: &Global) -> Result<Replayed, Failure> {
         entries += 1;
     }
     let replay_secs = replaying.elapsed().as_secs_f64();
+    let stats_store = if shard == 0 {
+        store
+    } else {
+        Store::open_read_only(&global.data_dir)?
+    };
     Ok(Replayed {
-        store,
+        stats_store,
+        shard,
+        log_bytes: segment_bytes(&shard_dir),
+        shard_dir,
         open_secs,
         entries,
         replay_secs,
-        log_bytes: segment_bytes(&global.data_dir),
         as_of_us: now_us(),
     })
 }
@@ -377,8 +397,17 @@ fn report(
             per_second(r.entries, r.replay_secs)
         ),
         format!(
-            "store          {} holds offsets 0..{} (this run: {}..{})",
+            "store          {}{} holds offsets 0..{} (this run: {}..{})",
             global.data_dir.display(),
+            if r.shard == 0 {
+                String::new()
+            } else {
+                format!(
+                    ", shard {} ({}; another writer held the store)",
+                    r.shard,
+                    r.shard_dir.display()
+                )
+            },
             thousands(r.entries),
             thousands(start_offset),
             thousands(start_offset + w.events)

@@ -5,8 +5,8 @@
 //! Fields: `tenant_id`, `rule_id`, `action_taken` (required strings),
 //! `run_id` (string), `details` (object), `enforced_at` (RFC 3339 with a
 //! zone; default: when appended); `null` means absent for the optional
-//! ones. `offset` and `kind` (what `dump` writes) are accepted; a line of
-//! kind `gap` is skipped. Any other field, or a field given twice, is an
+//! ones. `offset`, `shard` and `kind` (what `dump` and `query` write) are
+//! accepted and ignored; a line of kind `gap` is skipped. Any other field, or a field given twice, is an
 //! error: a typo must not silently drop data from an audit log.
 
 use std::fmt;
@@ -236,7 +236,8 @@ fn read_value<'de, A: MapAccess<'de>>(
         "run_id" => raw.run_id = optional(map)?,
         "enforced_at" => raw.enforced_at = optional(map)?,
         "details" => raw.details = map.next_value::<Option<Value>>()?,
-        // Where `dump` found the line (a new store gives new offsets).
+        // Where `dump` and `query` found the event: a new store gives it
+        // its own place.
         "offset" | "shard" | "store_id" => {
             map.next_value::<IgnoredAny>()?;
         }

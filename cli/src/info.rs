@@ -1,38 +1,51 @@
 //! `info`: what a store holds and how it stands, read-only (it works while
-//! a writer holds the store, and never creates or changes a file).
+//! writers run, and never creates or changes a file).
 //!
-//! Sizes and the segment count come from the directory listing; offsets,
-//! the store id and the event times from a read-only open and one pass over
-//! every entry (so `info` on a large store takes as long as a replay);
-//! checkpoint ages from the checkpoint files' modification times.
+//! A directory several writers share has shards (the root store, shard 0,
+//! and `shards/<n>/`): `info` describes each, and the totals. Sizes and the
+//! segment count come from the directory listings; offsets, the store ids
+//! and the event times from a read-only open of each shard and one pass
+//! over every entry (so `info` on a large store takes as long as a
+//! replay); checkpoint ages from the checkpoint files' modification times.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use clap::Args;
 use enforcelog::timestamp::format_us;
-use enforcelog::{now_us, Entry};
+use enforcelog::{now_us, Entry, Store};
 use serde_json::{json, Value};
 
 use crate::clock::show_us;
 use crate::failure::{lock_holder, Failure};
 use crate::output::{Format, Out};
-use crate::store_dir::open_reader;
+use crate::store_dir::require_store;
 use crate::units::{format_duration, thousands};
 use crate::Global;
 
 pub const INFO_ABOUT: &str =
-    "What a store holds: segments, sizes, offsets, event times (read-only)";
+    "What a store holds: shards, segments, sizes, offsets, event times (read-only)";
 pub const INFO_LONG_ABOUT: &str = "\
 Describe the store: its id, the number of segments and their bytes, the
 first and next offset, how many entries are events, gap markers and holes,
 the oldest and newest enforced_at, each projection checkpoint's age, and
 whether a writer holds the store (with its process id). Read-only: it works
-while a writer runs. --format json prints one object with the keys
-store_id, dir, segments, segment_bytes, total_bytes, first_offset,
-next_offset, events, gaps, lost, oldest_enforced_at, newest_enforced_at,
-checkpoints [{name, bytes, age_s, written_at}], writer_pid (null when no
-writer holds the store).";
+while writers run.
+
+A directory several writers share has shards (the root store is shard 0,
+DIR/shards/<n>/ the others, one per writer that ran beside another): the
+table then adds a line per shard, and the counts and sizes above them are
+totals over every shard.
+
+--format json prints one object with the keys store_id, dir, segments,
+segment_bytes, total_bytes, first_offset, next_offset, events, gaps, lost,
+oldest_enforced_at, newest_enforced_at, checkpoints [{name, bytes, age_s,
+written_at}], writer_pid (null when no writer holds the store), writer,
+writers and shards. segments, segment_bytes, total_bytes, events, gaps,
+lost and the enforced_at range are totals over every shard; store_id,
+first_offset, next_offset, checkpoints, writer_pid and writer are the root
+store's (shard 0); writers counts the shards a writer holds; shards lists
+every shard as an object with shard, dir and the per-store keys above.";
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -41,7 +54,8 @@ pub struct InfoArgs {
     format: Format,
 }
 
-/// What `info` found.
+/// What `info` found in one shard (or, summed, in the directory).
+#[derive(Default)]
 struct Info {
     segments: u64,
     segment_bytes: u64,
@@ -58,43 +72,82 @@ struct Info {
     writer_pid: Option<Option<u32>>,
 }
 
+impl Info {
+    /// Adds a shard's counts and sizes into these totals.
+    fn add(&mut self, shard: &Info) {
+        self.segments += shard.segments;
+        self.segment_bytes += shard.segment_bytes;
+        self.total_bytes += shard.total_bytes;
+        self.events += shard.events;
+        self.gaps += shard.gaps;
+        self.lost += shard.lost;
+        self.oldest_us = min_some(self.oldest_us, shard.oldest_us);
+        self.newest_us = max_some(self.newest_us, shard.newest_us);
+    }
+}
+
+fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    a.into_iter().chain(b).min()
+}
+
+fn max_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    a.into_iter().chain(b).max()
+}
+
 struct Checkpoint {
     name: String,
     bytes: u64,
     written_us: Option<i64>,
 }
 
+/// One shard of the directory: its number, directory and what it holds.
+struct Shard {
+    number: u32,
+    dir: PathBuf,
+    info: Info,
+}
+
 pub fn info(global: &Global, args: &InfoArgs) -> Result<(), Failure> {
     let dir = &global.data_dir;
-    let store = open_reader(global)?;
-    let mut info = Info {
-        segments: 0,
-        segment_bytes: 0,
-        total_bytes: 0,
-        first_offset: 0,
-        next_offset: store.next_offset(),
-        events: 0,
-        gaps: 0,
-        lost: 0,
-        oldest_us: None,
-        newest_us: None,
-        checkpoints: checkpoints(&dir.join("projections")),
-        store_id: store.store_id().map(|id| id.to_string()),
-        writer_pid: writer(dir),
-    };
-    list_files(dir, &mut info)?;
-    count_entries(&store, &mut info)?;
+    require_store(dir)?;
+    let mut shards = Vec::new();
+    for (number, shard_dir) in Store::shard_dirs(dir)? {
+        let info = describe(&shard_dir)?;
+        shards.push(Shard {
+            number,
+            dir: shard_dir,
+            info,
+        });
+    }
     let mut out = Out::new();
     match args.format {
         Format::Table => {
-            for line in table_lines(dir, &info) {
+            for line in table_lines(dir, &shards) {
                 out.line(&line)?;
             }
         }
-        Format::Json => out.line(&pretty(&info_json(dir, &info))?)?,
-        Format::Jsonl => out.line(&info_json(dir, &info).to_string())?,
+        Format::Json => out.line(&pretty(&info_json(dir, &shards))?)?,
+        Format::Jsonl => out.line(&info_json(dir, &shards).to_string())?,
     }
     out.flush()
+}
+
+/// What one shard's directory holds (a read-only open of that shard alone).
+fn describe(dir: &Path) -> Result<Info, Failure> {
+    let store = Store::builder(dir)
+        .projections(Vec::new())
+        .open_read_only()
+        .map_err(Failure::from)?;
+    let mut info = Info {
+        next_offset: store.next_offset(),
+        checkpoints: checkpoints(&dir.join("projections")),
+        store_id: store.store_id().map(|id| id.to_string()),
+        writer_pid: writer(dir),
+        ..Info::default()
+    };
+    list_files(dir, &mut info)?;
+    count_entries(&store, &mut info)?;
+    Ok(info)
 }
 
 fn pretty(value: &Value) -> Result<String, Failure> {
@@ -202,7 +255,8 @@ fn age_s(us: i64) -> u64 {
     u64::try_from(now_us().saturating_sub(us) / 1_000_000).unwrap_or(0)
 }
 
-fn info_json(dir: &Path, info: &Info) -> Value {
+/// The per-store keys of one shard (also the root's, at the top level).
+fn store_json(info: &Info) -> serde_json::Map<String, Value> {
     let checkpoints: Vec<Value> = info
         .checkpoints
         .iter()
@@ -215,9 +269,8 @@ fn info_json(dir: &Path, info: &Info) -> Value {
             })
         })
         .collect();
-    json!({
+    let value = json!({
         "store_id": info.store_id,
-        "dir": dir.display().to_string(),
         "segments": info.segments,
         "segment_bytes": info.segment_bytes,
         "total_bytes": info.total_bytes,
@@ -231,69 +284,191 @@ fn info_json(dir: &Path, info: &Info) -> Value {
         "checkpoints": checkpoints,
         "writer_pid": info.writer_pid.flatten(),
         "writer": info.writer_pid.is_some(),
-    })
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }
 
-fn table_lines(dir: &Path, info: &Info) -> Vec<String> {
-    let mib = |b: u64| {
-        format!(
-            "{} bytes ({:.1} MiB)",
-            thousands(b),
-            b as f64 / (1 << 20) as f64
-        )
-    };
-    let time = |us: Option<i64>| us.map_or_else(|| "-".into(), show_us);
+/// The keys of the report whose value is a total over every shard (the
+/// others at the top level are the root store's).
+const SUMMED_KEYS: [&str; 8] = [
+    "segments",
+    "segment_bytes",
+    "total_bytes",
+    "events",
+    "gaps",
+    "lost",
+    "oldest_enforced_at",
+    "newest_enforced_at",
+];
+
+/// The report: the root store's keys, the totals in place of its counts
+/// and sizes, and every shard.
+fn info_json(dir: &Path, shards: &[Shard]) -> Value {
+    let totals = totals(shards);
+    let mut top = shards
+        .first()
+        .map(|s| store_json(&s.info))
+        .unwrap_or_default();
+    for (key, value) in store_json(&totals) {
+        if SUMMED_KEYS.contains(&key.as_str()) {
+            top.insert(key, value);
+        }
+    }
+    top.insert("dir".into(), Value::from(dir.display().to_string()));
+    top.insert("writers".into(), Value::from(writers(shards)));
+    let each: Vec<Value> = shards
+        .iter()
+        .map(|s| {
+            let mut object = serde_json::Map::new();
+            object.insert("shard".into(), Value::from(s.number));
+            object.insert("dir".into(), Value::from(s.dir.display().to_string()));
+            object.extend(store_json(&s.info));
+            Value::Object(object)
+        })
+        .collect();
+    top.insert("shards".into(), Value::from(each));
+    Value::Object(top)
+}
+
+/// The counts and sizes summed over every shard.
+fn totals(shards: &[Shard]) -> Info {
+    let mut totals = Info::default();
+    for s in shards {
+        totals.add(&s.info);
+    }
+    totals
+}
+
+/// How many shards a writer holds.
+fn writers(shards: &[Shard]) -> u64 {
+    shards
+        .iter()
+        .filter(|s| s.info.writer_pid.is_some())
+        .count() as u64
+}
+
+fn mib(b: u64) -> String {
+    format!(
+        "{} bytes ({:.1} MiB)",
+        thousands(b),
+        b as f64 / (1 << 20) as f64
+    )
+}
+
+fn time(us: Option<i64>) -> String {
+    us.map_or_else(|| "-".into(), show_us)
+}
+
+fn table_lines(dir: &Path, shards: &[Shard]) -> Vec<String> {
+    let root = shards.first().map(|s| &s.info);
+    let totals = totals(shards);
+    let several = shards.len() > 1;
+    let of_all = if several { " (all shards)" } else { "" };
     let mut lines = vec![
         format!("store            {}", dir.display()),
         format!(
             "store id         {}",
-            info.store_id
-                .as_deref()
+            root.and_then(|r| r.store_id.as_deref())
                 .unwrap_or("- (made before store ids)")
         ),
         format!(
-            "segments         {}, {}",
-            info.segments,
-            mib(info.segment_bytes)
+            "segments         {}, {}{of_all}",
+            totals.segments,
+            mib(totals.segment_bytes)
         ),
-        format!("all files        {}", mib(info.total_bytes)),
+        format!("all files        {}{of_all}", mib(totals.total_bytes)),
         format!(
-            "offsets          first {}, next {}",
-            info.first_offset, info.next_offset
+            "offsets          first {}, next {}{}",
+            root.map_or(0, |r| r.first_offset),
+            root.map_or(0, |r| r.next_offset),
+            if several { " (shard 0)" } else { "" }
         ),
         format!(
-            "entries          {} events, {} gap markers, {} lost to damage",
-            thousands(info.events),
-            thousands(info.gaps),
-            thousands(info.lost)
+            "entries          {} events, {} gap markers, {} lost to damage{of_all}",
+            thousands(totals.events),
+            thousands(totals.gaps),
+            thousands(totals.lost)
         ),
-        format!("oldest event     {}", time(info.oldest_us)),
-        format!("newest event     {}", time(info.newest_us)),
+        format!("oldest event     {}", time(totals.oldest_us)),
+        format!("newest event     {}", time(totals.newest_us)),
     ];
-    if info.checkpoints.is_empty() {
-        lines.push("checkpoints      none".into());
+    if let Some(root) = root {
+        lines.extend(checkpoint_lines(root));
+        lines.push(writer_line(root.writer_pid));
     }
-    for c in &info.checkpoints {
-        let age = c.written_us.map_or_else(
-            || "age unknown".into(),
-            |us| match age_s(us) {
-                0 => "written just now".to_string(),
-                s => format!(
-                    "written {} ago",
-                    format_duration(std::time::Duration::from_secs(s))
-                ),
-            },
-        );
+    if several {
         lines.push(format!(
-            "checkpoint       {}: {} bytes, {age}",
-            c.name,
-            thousands(c.bytes)
+            "shards           {} (shard 0 is the root store), {} with a writer",
+            shards.len(),
+            writers(shards)
         ));
+        for s in shards.iter().skip(1) {
+            lines.push(shard_line(dir, s));
+        }
     }
-    lines.push(match info.writer_pid {
+    lines
+}
+
+/// One line for a shard other than the root.
+fn shard_line(root: &Path, s: &Shard) -> String {
+    let shown = s
+        .dir
+        .strip_prefix(root)
+        .unwrap_or(&s.dir)
+        .display()
+        .to_string();
+    let writer = match s.info.writer_pid {
+        None => "no writer".to_string(),
+        Some(Some(pid)) => format!("writer process {pid}"),
+        Some(None) => "a writer".to_string(),
+    };
+    format!(
+        "shard {:<10} {shown}: id {}, {} events, {} gap markers, {} lost, next offset {}, {} \
+         segment(s) {}, {writer}",
+        s.number,
+        s.info.store_id.as_deref().unwrap_or("-"),
+        thousands(s.info.events),
+        thousands(s.info.gaps),
+        thousands(s.info.lost),
+        s.info.next_offset,
+        s.info.segments,
+        mib(s.info.segment_bytes),
+    )
+}
+
+fn checkpoint_lines(info: &Info) -> Vec<String> {
+    if info.checkpoints.is_empty() {
+        return vec!["checkpoints      none".into()];
+    }
+    info.checkpoints
+        .iter()
+        .map(|c| {
+            let age = c.written_us.map_or_else(
+                || "age unknown".into(),
+                |us| match age_s(us) {
+                    0 => "written just now".to_string(),
+                    s => format!(
+                        "written {} ago",
+                        format_duration(std::time::Duration::from_secs(s))
+                    ),
+                },
+            );
+            format!(
+                "checkpoint       {}: {} bytes, {age}",
+                c.name,
+                thousands(c.bytes)
+            )
+        })
+        .collect()
+}
+
+fn writer_line(writer_pid: Option<Option<u32>>) -> String {
+    match writer_pid {
         None => "writer           none (the store is not locked)".into(),
         Some(Some(pid)) => format!("writer           process {pid} holds the store"),
         Some(None) => "writer           a process holds the store (its id is not recorded)".into(),
-    });
-    lines
+    }
 }

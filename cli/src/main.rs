@@ -37,7 +37,8 @@ Exit codes:
   1  corruption found (verify), or a damaged record met while reading
   2  bad input or usage; also a read command pointed at a directory that
      holds no store (read commands never create one)
-  3  the store is locked by another writer
+  3  the store is locked by another writer (only with --exclusive, or
+     for repair; otherwise a writer beside another one claims a shard)
   4  any other failure (I/O, full disk, internal error)
 
 Times in: RFC 3339 with a zone (2026-11-25T10:00:00Z or +01:00), a date
@@ -98,6 +99,18 @@ struct Cli {
     #[arg(long, global = true, help_heading = "Global options")]
     local: bool,
 
+    /// Writers fail (exit 3) when another process writes the directory,
+    /// instead of claiming a shard of it.
+    ///
+    /// By default `record`, `import` and `demo` share the directory with
+    /// other writers (other CLI invocations, worker processes using the
+    /// library): when another process holds the store, the command writes
+    /// into a shard of it (`DIR/shards/<n>/`), and every read command
+    /// answers for all shards. With --exclusive a writer must be the only
+    /// one, as before shards existed. Read commands ignore it.
+    #[arg(long, global = true, help_heading = "Global options")]
+    exclusive: bool,
+
     /// Segment size in bytes for writers (hidden: for tests, so that a
     /// small store rolls segments; the library's bounds apply).
     #[arg(
@@ -155,6 +168,8 @@ pub struct Global {
     pub verbose: u8,
     /// `--segment-max-bytes` (hidden), if given.
     pub segment_max_bytes: Option<u64>,
+    /// `--exclusive`: writers refuse to share the directory (exit 3).
+    pub exclusive: bool,
 }
 
 fn main() -> ExitCode {
@@ -170,6 +185,7 @@ fn main() -> ExitCode {
         durability: cli.durability,
         verbose: cli.verbose,
         segment_max_bytes: cli.segment_max_bytes,
+        exclusive: cli.exclusive,
     };
     match dispatch(&global, cli.command) {
         Ok(()) => ExitCode::SUCCESS,

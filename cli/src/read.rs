@@ -33,13 +33,24 @@ List one tenant's events in offset order, filtered by rule, action, run and
 time (--since inclusive, --until exclusive). A time is RFC 3339 with a zone,
 a date (2026-11-01: midnight UTC), now, or a duration before now (24h, 1w).
 
+A directory several writers share has shards (the root store is shard 0,
+DIR/shards/<n>/ the others): events are listed shard by shard in ascending
+shard number, each shard in offset order, and an event is named by its
+shard and its offset (offsets count within a shard).
+
 At most --limit events are printed (1 to 100000, default 1000). To page,
-pass the last offset printed as --after-offset: only events with a greater
-offset are listed. When more events may follow, a note on stderr gives the
-next --after-offset. --count prints only how many events match (every page).
---format jsonl prints one object per event with \"offset\" and the import
-fields (tenant_id, rule_id, action_taken, run_id, details, enforced_at), so
-the output can be fed to `import`; --format json prints them as one array.";
+pass the position of the last event printed: --after-offset O, with
+--after-shard S when it is in shard S > 0. Only events after it are listed
+(the rest of shard S, then the shards above it). When more events may
+follow, a note on stderr gives the flags for the next page; a page with
+fewer than --limit events is the last. A shard that does not exist, or an
+offset beyond a shard's end, is refused (exit 2). --count prints only how
+many events match (every page, from the position given, if any).
+--format jsonl prints one object per event with \"offset\" (and \"shard\"
+when it is not 0) and the import fields (tenant_id, rule_id, action_taken,
+run_id, details, enforced_at), so the output can be fed to `import`;
+--format json prints them as one array. The table has a SHARD column when
+an event shown is from a shard other than 0.";
 
 pub const STATS_ABOUT: &str = "Trigger statistics per rule: count in a window, last triggered";
 pub const STATS_LONG_ABOUT: &str = "\
@@ -147,9 +158,13 @@ pub struct QueryArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     limit: u32,
-    /// Only events with an offset greater than O (the last one already seen).
+    /// Only events after offset O (of shard --after-shard; the last one
+    /// already seen).
     #[arg(long, value_name = "O")]
     after_offset: Option<u64>,
+    /// The shard of --after-offset (default 0, the root store).
+    #[arg(long, value_name = "S", requires = "after_offset")]
+    after_shard: Option<u32>,
     /// Print only the number of matching events (all of them, not --limit).
     #[arg(long, conflicts_with = "limit")]
     count: bool,
@@ -216,15 +231,22 @@ pub struct TailArgs {
 pub fn query(global: &Global, args: &QueryArgs) -> Result<(), Failure> {
     let query = query_of(args)?;
     let store = open_reader(global)?;
+    check_cursor(&store, global, args)?;
     if args.count {
         return print_count(&store, query, args.format);
     }
     let page = store.query(&query)?;
     let mut out = Out::new();
     let objects = || {
-        page.events
-            .iter()
-            .map(|e| event_fields(JsonObject::new().field("offset", e.offset), e).finish())
+        page.events.iter().zip(&page.shards).map(|(e, &shard)| {
+            let object = JsonObject::new().field("offset", e.offset);
+            let object = if shard == 0 {
+                object
+            } else {
+                object.field("shard", shard)
+            };
+            event_fields(object, e).finish()
+        })
     };
     match args.format {
         Format::Jsonl => {
@@ -233,26 +255,61 @@ pub fn query(global: &Global, args: &QueryArgs) -> Result<(), Failure> {
             }
         }
         Format::Json => out.line(&json_array(objects()))?,
-        Format::Table => events_table(&page.events).print(&mut out)?,
+        Format::Table => events_table(&page.events, &page.shards).print(&mut out)?,
     }
     out.flush()?;
+    // The cursor is the last event printed: the next page lists what comes
+    // after it in (shard, offset) order, whichever shard it is in.
     if page.next_offset.is_some() {
-        // `--after-offset` is a position in the root store only: a page that
-        // ended in (or before) another shard of the directory cannot be
-        // continued with it without repeating or skipping events.
-        match (page.next_shard, page.shards.last(), page.events.last()) {
-            (Some(0), Some(0), Some(last)) => {
-                note(&format!(
-                    "more events may follow: --after-offset {}",
-                    last.offset
-                ));
-            }
-            _ => note(
-                "more events may follow, in other shards of the directory (other \
-                 writers' processes): raise --limit to see them; --after-offset pages \
-                 the root store only",
-            ),
+        if let (Some(&shard), Some(last)) = (page.shards.last(), page.events.last()) {
+            note(&format!(
+                "more events may follow: {}",
+                cursor_flags(shard, last.offset)
+            ));
         }
+    }
+    Ok(())
+}
+
+/// The flags that continue a listing after the event at (`shard`, `offset`).
+fn cursor_flags(shard: u32, offset: u64) -> String {
+    if shard == 0 {
+        format!("--after-offset {offset}")
+    } else {
+        format!("--after-shard {shard} --after-offset {offset}")
+    }
+}
+
+/// Refuses a position that names no event of the directory: a shard that
+/// does not exist, or an offset at or beyond its shard's end. A cursor from
+/// an earlier page always names one (shards are never removed, offsets
+/// only grow), so this is a typo or another directory's cursor, and an
+/// empty page would hide that.
+fn check_cursor(store: &Store, global: &Global, args: &QueryArgs) -> Result<(), Failure> {
+    let Some(offset) = args.after_offset else {
+        return Ok(());
+    };
+    let shard = args.after_shard.unwrap_or(0);
+    let dirs = Store::shard_dirs(&global.data_dir)?;
+    let shown = cursor_flags(shard, offset);
+    let Some((_, dir)) = dirs.iter().find(|(n, _)| *n == shard) else {
+        let have: Vec<String> = dirs.iter().map(|(n, _)| n.to_string()).collect();
+        return Err(Failure::usage(format!(
+            "bad position {shown}: the store at {} has no shard {shard} (its shards: {})",
+            global.data_dir.display(),
+            have.join(", ")
+        )));
+    };
+    let next = if shard == 0 {
+        store.next_offset()
+    } else {
+        enforcelog::Log::open_read_only(dir)?.next_offset()
+    };
+    if offset >= next {
+        return Err(Failure::usage(format!(
+            "bad position {shown}: shard {shard} holds offsets below {next} only (the \
+             position is the shard and offset of the last event already seen)"
+        )));
     }
     Ok(())
 }
@@ -317,14 +374,22 @@ fn query_of(args: &QueryArgs) -> Result<Query, Failure> {
         query = query.until_us(until);
     }
     if let Some(after) = args.after_offset {
-        query = query.from_offset(after.saturating_add(1));
+        query = query
+            .from_shard(args.after_shard.unwrap_or(0))
+            .from_offset(after.saturating_add(1));
     }
     Ok(query)
 }
 
-fn events_table(events: &[StoredEvent]) -> Table {
-    let mut table = Table::new(&[
-        ("OFFSET", Align::Right),
+/// The events as a table; a SHARD column when any of them is from a shard
+/// other than the root store.
+fn events_table(events: &[StoredEvent], shards: &[u32]) -> Table {
+    let with_shard = shards.iter().any(|&s| s != 0);
+    let mut headers = vec![("OFFSET", Align::Right)];
+    if with_shard {
+        headers.insert(0, ("SHARD", Align::Right));
+    }
+    headers.extend([
         ("ENFORCED_AT", Align::Left),
         ("TENANT", Align::Left),
         ("RULE", Align::Left),
@@ -332,8 +397,9 @@ fn events_table(events: &[StoredEvent]) -> Table {
         ("RUN_ID", Align::Left),
         ("DETAILS", Align::Left),
     ]);
-    for e in events {
-        table.push(vec![
+    let mut table = Table::new(&headers);
+    for (e, shard) in events.iter().zip(shards) {
+        let mut row = vec![
             e.offset.to_string(),
             show_us(e.enforced_at_us),
             e.tenant_id.clone(),
@@ -341,7 +407,11 @@ fn events_table(events: &[StoredEvent]) -> Table {
             e.action.as_str().to_string(),
             e.run_id.clone().unwrap_or_else(|| "-".into()),
             details_cell(e.details.as_ref(), 60),
-        ]);
+        ];
+        if with_shard {
+            row.insert(0, shard.to_string());
+        }
+        table.push(row);
     }
     table
 }

@@ -1,5 +1,11 @@
 //! Opening the store named by `--data-dir`: writers create it, readers
 //! require it and say so clearly when it is not there (exit code 2).
+//!
+//! A writer (`record`, `import`, `demo`) shares the directory with other
+//! writers as the library does: when another process holds the root store
+//! it claims a shard (`dir/shards/<n>/`), and every read command answers
+//! for all shards. `--exclusive` keeps the old contract (one writer per
+//! directory, exit 3 for a second one).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,10 +41,12 @@ pub fn open_writer_with(global: &Global, max_future_skew: Duration) -> Result<St
             ..defaults
         },
         max_future_skew,
-        // One writer at a time (exit 3 for a second one) until the tool's
-        // reads (`dump`, `tail`, `verify`, `info`) cover every shard: a
-        // record written into a shard would be missing from them.
-        share_directory: false,
+        // Beside another writer, claim a shard unless told not to: a host's
+        // CLI invocations must not fail because a worker process records.
+        share_directory: !global.exclusive,
+        // A write command reads nothing of the other shards: their
+        // background re-reads would only take CPU from the writers.
+        shard_refresh_interval: enforcelog::store::RECOVERY_INTERVAL_MAX,
         ..StoreOptions::default()
     };
     Store::open(&global.data_dir, options).map_err(Failure::from)

@@ -20,7 +20,10 @@ use enforcelog_cli::import::{parse_line, LineError, Parsed};
 pub const RECORD_ABOUT: &str = "Record one enforcement outcome; prints {\"offset\":N}";
 pub const RECORD_LONG_ABOUT: &str = "\
 Record one enforcement outcome and print its offset as {\"offset\":N} once it
-is committed (durable under the default --durability fsync).
+is committed (durable under the default --durability fsync). Beside another
+writer of the directory the event goes into a shard of it (see --exclusive)
+and the line names it: {\"offset\":N,\"shard\":S} (shard 0, the root store,
+is not named); (shard, offset) identifies the event in the directory.
 
 The event is validated before the store is opened: ids are 1 to 128 bytes
 of UTF-8 without control characters; --details must be a JSON object of at
@@ -38,11 +41,11 @@ line:
 tenant_id, rule_id and action_taken (stopped, killed, aborted or blocked, any
 case) are required; run_id, details (a JSON object) and enforced_at (RFC 3339
 with a zone; default: when appended) are optional, and null means absent.
-Blank lines are skipped. The fields \"offset\" and \"kind\" written by `dump`
-are accepted, so `enforcelog dump | enforcelog --data-dir NEW import -`
-copies a store: lines of kind \"gap\" (events the source store failed to
-record) are skipped and counted on stderr. Any other field, or a field given
-twice, is an error.
+Blank lines are skipped. The fields \"offset\", \"shard\" and \"kind\" written
+by `dump` and `query` are accepted (and ignored), so
+`enforcelog dump | enforcelog --data-dir NEW import -` copies a store: lines
+of kind \"gap\" (events the source store failed to record) are skipped and
+counted on stderr. Any other field, or a field given twice, is an error.
 
 The whole input is validated before anything is appended. If any line is
 bad, nothing is appended, every bad line is reported on stderr as
@@ -53,7 +56,20 @@ Events are appended in input order, --batch N at a time, each batch one
 atomic log batch (a batch is cut early if its input exceeds 16 MiB). If the
 import is killed, the store holds a prefix of whole batches. On success it
 prints {\"imported\":n,\"first_offset\":a,\"last_offset\":b} (offsets null when
-nothing was imported).";
+nothing was imported), with \"shard\":S when it wrote into shard S of the
+directory (beside another writer; see --exclusive).
+
+--progress-json prints, before that summary, one line per committed batch
+as soon as the batch is committed (durable under --durability fsync):
+{\"batch\":k,\"events\":n,\"imported\":total,\"last_line\":L,\"shard\":S,
+\"first_offset\":a,\"last_offset\":b}: batch k (from 1) of n events is in the
+store, and so is every event of input lines 1 to L (total events so far).
+If the import is killed, the last such line says what is acknowledged: a
+restart with the lines after L imports the rest. The batch that was being
+committed when it died is in the store whole or not at all; readers may not
+see it until a writer has opened the dead import's shard again (its
+recovery settles it; writers claim the lowest free shard first), so look
+for one of its events (query --run) only after that.";
 
 #[derive(Debug, Args)]
 pub struct RecordArgs {
@@ -125,6 +141,10 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     batch: u32,
+    /// Print a JSON line on stdout as each batch commits (what a killed
+    /// import had acknowledged).
+    #[arg(long)]
+    progress_json: bool,
     #[command(flatten)]
     bounds: TimeBounds,
 }
@@ -133,10 +153,21 @@ pub fn record(global: &Global, args: &RecordArgs) -> Result<(), Failure> {
     let event = event_of(args)?;
     let store = open_writer_with(global, args.bounds.max_future_skew)?;
     let offset = store.record_blocking(event)?;
+    let shard = store.shard();
     store.close()?;
     let mut out = Out::new();
-    out.line(&JsonObject::new().field("offset", offset).finish())?;
+    out.line(&with_shard(JsonObject::new().field("offset", offset), shard).finish())?;
     out.flush()
+}
+
+/// `object` with `"shard"` when the store written is a shard of the
+/// directory: the root store's output keeps the shape it had before shards.
+fn with_shard(object: JsonObject, shard: u32) -> JsonObject {
+    if shard == 0 {
+        object
+    } else {
+        object.field("shard", shard)
+    }
 }
 
 fn event_of(args: &RecordArgs) -> Result<Event, Failure> {
@@ -175,19 +206,27 @@ pub fn import(global: &Global, args: &ImportArgs) -> Result<(), Failure> {
     let input = read_input(&args.input)?;
     let checked = validate(&input, &args.bounds)?;
     let mut out = Out::new();
-    let imported = if checked.events == 0 {
-        None
+    let (imported, shard) = if checked.events == 0 {
+        (None, 0)
     } else {
         let store = open_writer_with(global, args.bounds.max_future_skew)?;
-        let range = append_all(&store, &input, args.batch as usize, checked.events)?;
+        let progress = args.progress_json.then_some(&mut out);
+        let range = append_all(
+            &store,
+            &input,
+            args.batch as usize,
+            checked.events,
+            progress,
+        )?;
+        let shard = store.shard();
         store.close()?;
-        Some(range)
+        (Some(range), shard)
     };
     let summary = JsonObject::new()
         .field("imported", checked.events)
         .field("first_offset", imported.map(|r| r.0))
         .field("last_offset", imported.map(|r| r.1));
-    out.line(&summary.finish())?;
+    out.line(&with_shard(summary, shard).finish())?;
     out.flush()?;
     if checked.gaps > 0 {
         note(&format!(
@@ -286,26 +325,36 @@ fn validate(input: &[u8], bounds: &TimeBounds) -> Result<Checked, Failure> {
 }
 
 /// Appends every event of the (validated) input in batches; returns the
-/// first and last offsets.
+/// first and last offsets. With `progress_out`, each batch is reported
+/// there (and flushed) once it is committed, never before.
 fn append_all(
     store: &Store,
     input: &[u8],
     batch_max: usize,
     events: u64,
+    mut progress_out: Option<&mut Out>,
 ) -> Result<(u64, u64), Failure> {
     let bar = progress(events, "importing");
     let mut batch = store.begin();
     let mut batch_bytes = 0usize;
     let mut first = None;
     let mut last = 0;
-    let mut commit = |batch: enforcelog::EventBatch| -> Result<(), Failure> {
+    let mut committed = Committed::default();
+    let mut commit = |batch: enforcelog::EventBatch, line: usize| -> Result<(), Failure> {
         let n = batch.len() as u64;
         let range = batch.commit_blocking()?;
         first.get_or_insert(range.start);
         last = range.end - 1;
         bar.inc(n);
+        committed.batches += 1;
+        committed.events += n;
+        if let Some(out) = progress_out.as_deref_mut() {
+            out.line(&committed.line(n, line, store.shard(), &range))?;
+            out.flush()?;
+        }
         Ok(())
     };
+    let mut last_line = 0;
     for (n, line) in lines(input) {
         let Parsed::Event(event) = parse_line(n, line)
             .map_err(|e| Failure::other(format!("input changed after validation: {e}")))?
@@ -313,16 +362,40 @@ fn append_all(
             continue;
         };
         batch.record(*event)?;
+        last_line = n;
         batch_bytes += line.len();
         if batch.len() >= batch_max || batch_bytes >= BATCH_INPUT_MAX_BYTES {
-            commit(std::mem::replace(&mut batch, store.begin()))?;
+            commit(std::mem::replace(&mut batch, store.begin()), n)?;
             batch_bytes = 0;
         }
     }
     if !batch.is_empty() {
-        commit(batch)?;
+        commit(batch, last_line)?;
     }
     bar.finish_and_clear();
     let first = first.ok_or_else(|| Failure::other("nothing was appended"))?;
     Ok((first, last))
+}
+
+/// What an import has committed so far, for `--progress-json`.
+#[derive(Debug, Default)]
+struct Committed {
+    batches: u64,
+    events: u64,
+}
+
+impl Committed {
+    /// The progress line of the batch just committed: `events` events at
+    /// `offsets` of `shard`, the last from input line `line`.
+    fn line(&self, events: u64, line: usize, shard: u32, offsets: &std::ops::Range<u64>) -> String {
+        JsonObject::new()
+            .field("batch", self.batches)
+            .field("events", events)
+            .field("imported", self.events)
+            .field("last_line", line)
+            .field("shard", shard)
+            .field("first_offset", offsets.start)
+            .field("last_offset", offsets.end - 1)
+            .finish()
+    }
 }

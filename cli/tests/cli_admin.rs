@@ -303,12 +303,23 @@ fn repair_of_a_clean_store_changes_nothing() {
 // Exit 3: locked; exit 4: I/O
 // ---------------------------------------------------------------------------
 
+/// With `--exclusive`, a writer beside another one fails as before shards
+/// (without it, it claims a shard: `cli_shards.rs`).
 #[test]
 fn a_store_locked_by_another_writer_exits_3() {
     let g = five_batches();
     let store = Store::open(&g.dir, StoreOptions::default()).expect("open writer");
     let before = g.segments();
-    let record = g.run(&["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
+    let record = g.run(&[
+        "--exclusive",
+        "record",
+        "--tenant",
+        "t",
+        "--rule",
+        "r",
+        "--action",
+        "kill",
+    ]);
     record.expect(3).expect_one_error_line();
     assert!(
         record.stderr.to_lowercase().contains("lock"),
@@ -316,11 +327,12 @@ fn a_store_locked_by_another_writer_exits_3() {
         record.stderr
     );
     let lines = jsonl_text(&[ev("t", "r", "BLOCKED", "2026-01-01T00:00:00Z")]);
-    g.run_stdin(&["import", "-"], lines.as_bytes())
+    g.run_stdin(&["import", "--exclusive", "-"], lines.as_bytes())
         .expect(3)
         .expect_one_error_line();
     g.run(&["repair"]).expect(3).expect_one_error_line();
     assert!(g.segments() == before, "nothing written while locked");
+    assert!(!g.dir.join("shards").exists(), "no shard claimed");
     drop(store);
     let after = g.run(&["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
     assert_eq!(after.expect(0).json(), json!({"offset": 5}));
@@ -411,7 +423,16 @@ fn a_locked_store_names_the_holding_process_and_the_commands_that_still_work() {
     let g = five_batches();
     let store = Store::open(&g.dir, StoreOptions::default()).expect("open writer");
     let pid = std::process::id();
-    let record = g.run(&["record", "--tenant", "t", "--rule", "r", "--action", "kill"]);
+    let record = g.run(&[
+        "record",
+        "--exclusive",
+        "--tenant",
+        "t",
+        "--rule",
+        "r",
+        "--action",
+        "kill",
+    ]);
     record.expect(3).expect_one_error_line();
     record.stderr_has(&format!("process {pid}"));
     for command in ["query", "stats", "dump", "tail", "info", "verify"] {

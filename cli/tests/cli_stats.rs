@@ -288,9 +288,10 @@ fn stats_and_query_read_every_shard_of_the_directory() {
 
 /// `query`'s paging hint names an offset of the root store: on a page that
 /// ended in another shard, `--after-offset <that offset>` restarted in the
-/// root and repeated events (review finding R16-3). The hint is now given
-/// only when the next page starts in the root store; otherwise the note says
-/// more events follow in other shards, and never suggests `--after-offset`.
+/// root and repeated events (review finding R16-3). The hint now names the
+/// shard too (`--after-shard 1 --after-offset 1`) when the last event
+/// printed is in another shard; following the hints lists each event once
+/// (`cli_shards.rs` pages through many shards).
 #[test]
 fn query_paging_hint_never_points_into_another_shard() {
     use enforcelog::{Action, Event, Store, StoreOptions};
@@ -310,22 +311,37 @@ fn query_paging_hint_never_points_into_another_shard() {
     let in_root = fx.run(&["query", "--tenant", "acme", "--limit", "3"]);
     in_root.expect(0);
     assert!(
-        in_root.stderr.contains("--after-offset 2"),
+        in_root.stderr.contains("follow: --after-offset 2\n"),
         "{}",
         in_root.stderr
     );
     let past_root = fx.run(&["query", "--tenant", "acme", "--limit", "7"]);
     past_root.expect(0);
     assert!(
-        !past_root.stderr.contains("follow: --after-offset"),
+        past_root
+            .stderr
+            .contains("follow: --after-shard 1 --after-offset 1\n"),
         "{}",
         past_root.stderr
     );
-    assert!(
-        past_root.stderr.contains("other shards"),
-        "{}",
-        past_root.stderr
-    );
+    let rest = fx.run(&[
+        "query",
+        "--tenant",
+        "acme",
+        "--after-shard",
+        "1",
+        "--after-offset",
+        "1",
+        "--format",
+        "jsonl",
+    ]);
+    let runs: Vec<Value> = rest
+        .expect(0)
+        .jsonl()
+        .iter()
+        .map(|e| e["run_id"].clone())
+        .collect();
+    assert_eq!(runs, [json!("run-5"), json!("run-7"), json!("run-9")]);
 }
 
 /// `verify` checks every shard of the directory, not only the root store:

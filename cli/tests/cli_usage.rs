@@ -37,7 +37,7 @@ fn help_on_every_subcommand_exits_zero_and_names_the_flags() {
             top.stdout
         );
     }
-    for flag in ["--data-dir", "--durability"] {
+    for flag in ["--data-dir", "--durability", "--exclusive"] {
         assert!(top.stdout.contains(flag), "--help names {flag}");
     }
     let flags: [(&str, &[&str]); 10] = [
@@ -53,7 +53,7 @@ fn help_on_every_subcommand_exits_zero_and_names_the_flags() {
                 "--details",
             ],
         ),
-        ("import", &["--batch"]),
+        ("import", &["--batch", "--progress-json"]),
         (
             "query",
             &[
@@ -65,6 +65,7 @@ fn help_on_every_subcommand_exits_zero_and_names_the_flags() {
                 "--until",
                 "--limit",
                 "--after-offset",
+                "--after-shard",
                 "--format",
             ],
         ),
