@@ -17,6 +17,7 @@ mod hole;
 mod identity;
 mod reader;
 mod recovery;
+mod refresh;
 mod repair;
 mod segment;
 mod verify;
@@ -446,24 +447,53 @@ impl Log {
     /// For a read-only handle: picks up what writers committed since the
     /// handle was opened or last refreshed. A writer handle is always
     /// current; this does nothing for it.
+    ///
+    /// The cost is that of what changed, not of the log: the sealed
+    /// segments already verified are kept (after a check of their file's
+    /// stamp) and the last one is read on from where the view ended (see
+    /// `refresh`); anything else found makes it reopen every segment.
     pub fn refresh(&self) -> Result<()> {
         if self.inner.writer.is_some() {
             return Ok(());
         }
         let shared = &self.inner.shared;
         let end = durable_end::load(&*shared.storage, &shared.dir)?;
-        let (opened, store_id) = open_segments_read_only(
+        let known_id = shared.store_id.get().copied();
+        // A copy of the view (segment handles, not bytes), so that readers
+        // are not held up while the directory is read.
+        let previous = {
+            let segments = shared.read_segments();
+            Segments {
+                sealed: segments.sealed.clone(),
+                active: segments.active.clone(),
+            }
+        };
+        let incremental = refresh::refresh_segments(
             &*shared.storage,
             &shared.dir,
             &shared.options,
             end,
-            shared.store_id.get().copied(),
-        )?;
-        if let Some(id) = store_id {
-            // Set once: a store's id never changes.
-            let _ = shared.store_id.set(id);
-        }
-        *shared.write_segments() = opened.segments;
+            known_id,
+            &previous,
+        );
+        let segments = match incremental {
+            Some(segments) => segments,
+            None => {
+                let (opened, store_id) = open_segments_read_only(
+                    &*shared.storage,
+                    &shared.dir,
+                    &shared.options,
+                    end,
+                    known_id,
+                )?;
+                if let Some(id) = store_id {
+                    // Set once: a store's id never changes.
+                    let _ = shared.store_id.set(id);
+                }
+                opened.segments
+            }
+        };
+        *shared.write_segments() = segments;
         shared.notify_committed();
         Ok(())
     }
