@@ -314,7 +314,7 @@ fn flip_a_payload_bit(sim: &SimStorage, path: &Path) {
 }
 
 /// The class: any interleaving of appends (rolls included), refreshes,
-/// writer reopens and crashes leaves a refreshed reader reading exactly
+/// writer reopens, crashes, damage to sealed segments and repairs leaves a refreshed reader reading exactly
 /// what a fresh open reads. Replay a failure with ENFORCELOG_SEED.
 #[test]
 fn refreshed_reader_reads_what_a_fresh_open_reads_whatever_happened_between() {
@@ -336,7 +336,19 @@ fn refreshed_reader_reads_what_a_fresh_open_reads_whatever_happened_between() {
                 writer = None;
                 sim.crash(CrashMode::LoseUnsynced);
             }
-            2..=9 => {
+            2 => {
+                // Damage to a sealed segment (rewritten in place), repaired
+                // (a new file renamed over it) when no writer holds the log.
+                let names = segment_names(&sim, DIR);
+                if names.len() >= 2 {
+                    let victim = &names[rng.index(names.len() - 1)];
+                    flip_a_payload_bit(&sim, &Path::new(DIR).join(victim));
+                    if writer.is_none() {
+                        enforcelog::log::repair(&sim, Path::new(DIR)).expect("repair");
+                    }
+                }
+            }
+            3..=9 => {
                 if writer.is_none() {
                     writer = Some(
                         Log::open_with_storage(Arc::new(sim.clone()), DIR, options())

@@ -14,10 +14,11 @@
 //!   `repair` changes one, and it renames a new file over it (another
 //!   stamp) or moves it away (no longer listed);
 //! - the last segment, when it is still the last and still the same file
-//!   (same identity), is read only from where the view ended: the bytes
-//!   below were verified and lie below a published durable end, which no
-//!   writer cuts (a reopen after failure keeps what was published, a torn
-//!   tail is cut only past what was made durable);
+//!   (same identity), is read only from where the view ended, up to the
+//!   published durable end: the bytes below were verified and lie below a
+//!   durable end seen before, which no writer cuts (a reopen after failure
+//!   keeps what was published, a torn tail is cut only past what was made
+//!   durable). Without a published durable end it is reopened whole;
 //! - a segment the writer sealed since (the old last one) and every new
 //!   segment are opened as a full open would.
 //!
@@ -38,7 +39,7 @@ use super::identity::StoreId;
 use super::recovery::{open_last, open_sealed, Access, Owner};
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
 use crate::config::LogOptions;
-use crate::format::batch::{decode_batch, BatchError};
+use crate::format::batch::decode_batch;
 use crate::format::index_file::IndexEntry;
 use crate::storage::{OpenMode, Storage};
 
@@ -130,11 +131,12 @@ fn extend_active(
     if held.file_id != now.file_id {
         return None;
     }
-    let (limit, torn_is_end) = match ReadLimit::for_last_segment(end, active.base_offset) {
-        ReadLimit::Upto(len) => (len, false),
-        // No durable end published (a store from an earlier release): every
-        // complete batch, and an incomplete one at the end is in flight.
-        ReadLimit::Unknown => (now.len, true),
+    let limit = match ReadLimit::for_last_segment(end, active.base_offset) {
+        ReadLimit::Upto(len) => len,
+        // No durable end (a store last written by a release before it, or
+        // one `repair` is changing): the view may hold bytes that were never
+        // durable, which a writer's open may cut and write again.
+        ReadLimit::Unknown => return None,
     };
     if limit < active.committed_len {
         return None; // the end went back: a full open decides what is left
@@ -164,9 +166,8 @@ fn extend_active(
                 pos += view.len();
                 extended.next_offset = h.next_offset();
             }
-            // The write in flight, as a full open reads it too.
-            Err(BatchError::Incomplete) if torn_is_end => break,
-            // Damage, or bytes a full open must classify.
+            // Below a durable end every batch is whole and verifies; if
+            // not, a full open classifies the damage.
             Err(_) => return None,
         }
     }
