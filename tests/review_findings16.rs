@@ -386,6 +386,56 @@ fn a_failed_writer_whose_shard_changed_hands_does_not_answer_short_without_an_er
     );
 }
 
+/// The class: from a writer's failure until its store is back or closed,
+/// through any number of failed reopens, its directory stays locked (no
+/// other writer can take it); closing the store releases it.
+#[test]
+fn a_failed_writer_keeps_its_directory_locked_through_every_failed_reopen() {
+    use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
+    use std::sync::Arc;
+
+    let dir = "/data/kept";
+    captured();
+    let sim = SimStorage::new(17);
+    let store = Store::builder(dir)
+        .storage(Arc::new(sim.clone()))
+        .options(StoreOptions {
+            recovery_interval: Duration::from_millis(5),
+            ..manual()
+        })
+        .open()
+        .expect("open");
+    store.record_blocking(event("k", 0)).expect("first event");
+    sim.inject(FaultOp::SyncData, 0, FaultKind::Io, true);
+    assert!(
+        store.record_blocking(event("k", 1)).is_err(),
+        "the write fails"
+    );
+    let probe =
+        || enforcelog::Log::open_with_storage(Arc::new(sim.clone()), dir, LogOptions::default());
+    let attempts = || log_lines(&["could not reopen the log yet", &format!("dir={dir} ")]).len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = 0;
+    while seen < 3 {
+        assert!(Instant::now() < deadline, "only {seen} reopen attempts");
+        let now = attempts();
+        if now > seen {
+            seen = now;
+            assert!(
+                matches!(probe(), Err(Error::Locked { .. })),
+                "the directory was free after {seen} failed reopens"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Closing a store whose writer failed reports nothing new; what
+    // matters is that it lets go of the directory.
+    let _ = store.close();
+    sim.clear_faults();
+    probe().expect("closing the store released its directory");
+    drop(store);
+}
+
 struct HandsChanged {
     lost: Vec<String>,
     resurrected: bool,
