@@ -370,3 +370,49 @@ fn refreshed_reader_reads_what_a_fresh_open_reads_whatever_happened_between() {
         }
     }
 }
+
+/// What the refresh relies on, for both storages: a file's stamp stays the
+/// same while nothing changes it, and changes when it is written, cut, or
+/// replaced by a rename (a repair's way).
+#[test]
+fn file_stamps_change_when_a_file_is_written_cut_or_renamed_over() {
+    use enforcelog::storage::{FileStorage, OpenMode};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file_storage: Arc<dyn Storage> = Arc::new(FileStorage);
+    let sim_storage: Arc<dyn Storage> = Arc::new(SimStorage::new(18));
+    let file_dir = tmp.path().to_path_buf();
+    let sim_dir = Path::new("/data/stamps").to_path_buf();
+    sim_storage.create_dir_all(&sim_dir).expect("sim dir");
+    for (storage, dir) in [(file_storage, file_dir), (sim_storage, sim_dir)] {
+        let path = dir.join("00000000000000000000.log");
+        let stamp = |s: &dyn Storage| {
+            s.open(&path, OpenMode::Read)
+                .expect("open")
+                .stamp()
+                .expect("stamp")
+                .expect("this storage stamps files")
+        };
+        let file = storage.open(&path, OpenMode::CreateNew).expect("create");
+        file.write_all_at(&payload(3), 0).expect("write");
+        let first = stamp(&*storage);
+        assert_eq!(stamp(&*storage), first, "{dir:?}: nothing changed");
+        // Enough time for a coarse ctime to move.
+        std::thread::sleep(Duration::from_millis(20));
+        file.write_all_at(&[1], 7).expect("write in place");
+        let written = stamp(&*storage);
+        assert_ne!(written, first, "{dir:?}: written in place, same length");
+        assert_eq!(written.len, first.len);
+        std::thread::sleep(Duration::from_millis(20));
+        file.set_len(first.len - 1).expect("cut");
+        let cut = stamp(&*storage);
+        assert_ne!(cut, written, "{dir:?}: cut");
+        let other = dir.join("tmp");
+        let replacement = storage.open(&other, OpenMode::CreateNew).expect("create");
+        replacement
+            .write_all_at(&payload(3)[..cut.len as usize], 0)
+            .expect("write");
+        storage.rename(&other, &path).expect("rename over");
+        let renamed = stamp(&*storage);
+        assert_ne!(renamed.file_id, cut.file_id, "{dir:?}: another file");
+    }
+}

@@ -100,7 +100,11 @@ pub struct FileStamp {
     /// Length in bytes.
     pub len: u64,
     /// When the file last changed (its ctime in nanoseconds on a real file
-    /// system, which every write, truncation and rename moves).
+    /// system, which every write, truncation and rename moves). The kernel's
+    /// clock for it ticks every few milliseconds, so a write of the same
+    /// length within the tick of the stamp can keep it: the log relies on
+    /// `file_id` for what it changes itself (a repair renames a new file
+    /// over a segment; nothing writes a sealed segment in place).
     pub changed: u64,
 }
 
