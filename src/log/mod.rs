@@ -17,6 +17,7 @@ mod hole;
 mod identity;
 mod reader;
 mod recovery;
+mod refresh;
 mod repair;
 mod segment;
 mod verify;
@@ -42,12 +43,15 @@ pub use verify::{verify_dir, Problem, ProblemKind, VerifyReport};
 use self::recovery::Access;
 use self::segment::Segments;
 pub use self::writer::AppendCallback;
-use self::writer::{AppendReply, Request, Writer};
+use self::writer::{AppendReply, LockHandover, Request, Writer};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::encoded_batch_len;
 use crate::record::Record;
-use crate::storage::{create_dir_all_durably, FileStorage, Storage};
+use crate::storage::{create_dir_all_durably, FileStorage, LockGuard, Storage};
+
+/// A held directory lock (the writer's `LOCK` file); released on drop.
+pub(crate) type DirLock = Box<dyn LockGuard>;
 
 /// Counters of what the writer did since the log was opened, and how many
 /// damaged segments it reads past.
@@ -193,7 +197,7 @@ impl Drop for Inner {
         let Some(writer) = self.writer.take() else {
             return;
         };
-        let _ = close_writer(&writer);
+        let _ = close_writer(&writer, None);
         // The writer thread answers what is still queued with `Closed` and
         // exits once its queue is disconnected: dropping the last sender
         // (this one) does that, so the join is bounded by the queue.
@@ -226,14 +230,15 @@ impl WriterHandle {
 /// writer's module docs) until the last handle is dropped, which joins it.
 /// Concurrent callers are serialised on the `closed` slot: the first sends
 /// the one close request and waits for its answer; the others wait for it
-/// and then find nothing left to do.
-fn close_writer(writer: &WriterHandle) -> Result<()> {
+/// and then find nothing left to do. With `hand_lock`, the writer sends the
+/// directory lock there instead of releasing it.
+fn close_writer(writer: &WriterHandle, hand_lock: Option<LockHandover>) -> Result<()> {
     let (reply, done) = flume::bounded(1);
     if writer.is_current_thread() {
         // The last handle was dropped by an append callback running on the
         // writer thread: it cannot wait for itself. The writer stops after
         // this group, on the close request or when its queue disconnects.
-        let _ = writer.tx.try_send(Request::Close { reply });
+        let _ = writer.tx.try_send(Request::Close { reply, hand_lock });
         return Ok(());
     }
     let mut closed = writer.closed.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,7 +246,7 @@ fn close_writer(writer: &WriterHandle) -> Result<()> {
         return Ok(());
     }
     *closed = true;
-    match writer.tx.send(Request::Close { reply }) {
+    match writer.tx.send(Request::Close { reply, hand_lock }) {
         Ok(()) => done.recv().unwrap_or(Ok(())),
         Err(_) => Ok(()), // the writer stopped on its own
     }
@@ -291,7 +296,7 @@ impl Log {
         dir: impl AsRef<Path>,
         options: LogOptions,
     ) -> Result<Log> {
-        Self::open_writer(storage, dir.as_ref(), options, None)
+        Self::open_writer(storage, dir.as_ref(), options, None, &mut None)
     }
 
     /// Reopens a log whose writer failed, in this process, dropping every
@@ -307,7 +312,39 @@ impl Log {
         options: LogOptions,
         acknowledged_end: u64,
     ) -> Result<Log> {
-        Self::open_writer(storage, dir.as_ref(), options, Some(acknowledged_end))
+        Self::open_writer(
+            storage,
+            dir.as_ref(),
+            options,
+            Some(acknowledged_end),
+            &mut None,
+        )
+    }
+
+    /// [`Log::reopen_after_failure`] with the directory lock in `held`
+    /// (taken there first when `None`): the lock the failed writer handed
+    /// over ([`Log::close_keeping_lock`]). On success the new writer owns
+    /// it; on failure it stays in `held`, so that a caller retrying keeps
+    /// the directory to itself between attempts.
+    pub(crate) fn reopen_after_failure_holding(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        options: LogOptions,
+        acknowledged_end: u64,
+        held: &mut Option<DirLock>,
+    ) -> Result<Log> {
+        Self::open_writer(storage, dir, options, Some(acknowledged_end), held)
+    }
+
+    /// Closes a writer as [`Log::close`] does, except that its directory
+    /// lock is handed to the caller instead of released: `None` when this
+    /// is no writer or it was closed already.
+    pub(crate) fn close_keeping_lock(&self) -> Option<DirLock> {
+        let writer = self.inner.writer.as_ref()?;
+        let (to, from) = flume::bounded(1);
+        // Its error (a poisoned writer's) is the one already reported.
+        let _ = close_writer(writer, Some(to));
+        from.try_recv().ok()
     }
 
     fn open_writer(
@@ -315,6 +352,7 @@ impl Log {
         dir: &Path,
         options: LogOptions,
         keep_below: Option<u64>,
+        held: &mut Option<DirLock>,
     ) -> Result<Log> {
         options.validate()?;
         let dir = dir.to_path_buf();
@@ -323,7 +361,9 @@ impl Log {
         // file lives in the directory, so a foreign directory is refused
         // before the lock would create it there.
         create_dir_refusing_foreign(&*storage, &dir)?;
-        let lock = dir::lock(&*storage, &dir)?;
+        if held.is_none() {
+            *held = Some(dir::lock(&*storage, &dir)?);
+        }
         prepare_dir(&*storage, &dir)?;
         let mut known_id = identity::load(&*storage, &dir)?;
         if known_id.is_none() && dir::list(&*storage, &dir)?.segments.is_empty() {
@@ -340,7 +380,8 @@ impl Log {
             None => assign_store_id(&*storage, &dir)?,
         };
         if let Some(end) = keep_below {
-            // Between the failure and this reopen the lock was free: another
+            // Unless the failed writer's lock was held across (the store's
+            // supervisor holds it), the lock was free meanwhile: another
             // process may have claimed this directory (a shard of a shared
             // one), recorded and closed. What it published as durable it
             // acknowledged; the failed writer's own published end never
@@ -368,6 +409,10 @@ impl Log {
                 next_offset: active.next_offset,
             },
         )?;
+        let Some(lock) = held.take() else {
+            // Taken above and given up by nothing in between.
+            return Err(Error::Locked { path: dir });
+        };
         // Only now: a refused open leaves the lock file as it was.
         lock.record_holder();
         info!(
@@ -446,24 +491,53 @@ impl Log {
     /// For a read-only handle: picks up what writers committed since the
     /// handle was opened or last refreshed. A writer handle is always
     /// current; this does nothing for it.
+    ///
+    /// The cost is that of what changed, not of the log: the sealed
+    /// segments already verified are kept (after a check of their file's
+    /// stamp) and the last one is read on from where the view ended (see
+    /// `refresh`); anything else found makes it reopen every segment.
     pub fn refresh(&self) -> Result<()> {
         if self.inner.writer.is_some() {
             return Ok(());
         }
         let shared = &self.inner.shared;
         let end = durable_end::load(&*shared.storage, &shared.dir)?;
-        let (opened, store_id) = open_segments_read_only(
+        let known_id = shared.store_id.get().copied();
+        // A copy of the view (segment handles, not bytes), so that readers
+        // are not held up while the directory is read.
+        let previous = {
+            let segments = shared.read_segments();
+            Segments {
+                sealed: segments.sealed.clone(),
+                active: segments.active.clone(),
+            }
+        };
+        let incremental = refresh::refresh_segments(
             &*shared.storage,
             &shared.dir,
             &shared.options,
             end,
-            shared.store_id.get().copied(),
-        )?;
-        if let Some(id) = store_id {
-            // Set once: a store's id never changes.
-            let _ = shared.store_id.set(id);
-        }
-        *shared.write_segments() = opened.segments;
+            known_id,
+            &previous,
+        );
+        let segments = match incremental {
+            Some(segments) => segments,
+            None => {
+                let (opened, store_id) = open_segments_read_only(
+                    &*shared.storage,
+                    &shared.dir,
+                    &shared.options,
+                    end,
+                    known_id,
+                )?;
+                if let Some(id) = store_id {
+                    // Set once: a store's id never changes.
+                    let _ = shared.store_id.set(id);
+                }
+                opened.segments
+            }
+        };
+        *shared.write_segments() = segments;
         shared.notify_committed();
         Ok(())
     }
@@ -760,7 +834,7 @@ impl Log {
     /// reads keep working. Dropping the last handle does the same.
     pub fn close(&self) -> Result<()> {
         match &self.inner.writer {
-            Some(writer) => close_writer(writer),
+            Some(writer) => close_writer(writer, None),
             None => Ok(()),
         }
     }

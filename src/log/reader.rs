@@ -382,7 +382,7 @@ fn read_past_damage(shared: &Shared, segment: &Arc<SealedSegment>, damage: Error
         return Err(damage);
     }
     let bytes = segment.bytes(&*shared.storage)?;
-    let Ok(rebuilt) = super::recovery::sealed_past_damage(
+    let Ok(mut rebuilt) = super::recovery::sealed_past_damage(
         &segment.path,
         segment.base_offset,
         segment.next_offset,
@@ -392,6 +392,9 @@ fn read_past_damage(shared: &Shared, segment: &Arc<SealedSegment>, damage: Error
     ) else {
         return Err(damage);
     };
+    // A function of the same file's bytes: a refresh may keep it as long
+    // as the file keeps the stamp its open checked.
+    rebuilt.verified = segment.verified;
     let mut segments = shared.write_segments();
     if let Some(slot) = segments.sealed.iter_mut().find(|s| Arc::ptr_eq(s, segment)) {
         *slot = Arc::new(rebuilt);

@@ -87,7 +87,7 @@ use super::durable_end::{DurableEnd, ReadLimit};
 use super::hole::hole_of;
 use super::identity::{foreign_reason, StoreId};
 use super::repair::{damage_marker_name, rebuilt_segment};
-use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments};
+use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments, Verified};
 use super::writer::GROUP_MAX_BYTES;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
@@ -469,13 +469,14 @@ pub(crate) fn open_segments(
 }
 
 /// Which store the segments read so far belong to.
-struct Owner {
-    store_id: Option<StoreId>,
+pub(super) struct Owner {
+    pub store_id: Option<StoreId>,
     /// Whether a segment before carried a store tag.
-    tagged_seen: bool,
+    pub tagged_seen: bool,
 }
 
-fn check_header(path: &Path, bytes: &[u8], base: u64, owner: &mut Owner) -> Result<()> {
+/// Checks a segment's header; returns its store tag.
+fn check_header(path: &Path, bytes: &[u8], base: u64, owner: &mut Owner) -> Result<u32> {
     // Refused, never guessed: an open changes nothing it cannot prove, and
     // reading past the header would accept a file that may not be this
     // segment. `repair` proves it (the first batch verifies from the base
@@ -505,15 +506,16 @@ fn check_header(path: &Path, bytes: &[u8], base: u64, owner: &mut Owner) -> Resu
             ),
         ));
     }
-    Ok(())
+    Ok(header.store_tag)
 }
 
 /// Opens a sealed segment. When its index file is missing or invalid, the
 /// index is rebuilt from the segment and returned, for the caller to write
 /// once the whole open has succeeded (writers only); damage that scan finds
 /// is read past (see [`sealed_past_damage`]). `next_base` is the next
-/// segment's base offset.
-fn open_sealed(
+/// segment's base offset. The segment remembers its file's stamp as it was
+/// checked (see `segment::Verified`).
+pub(super) fn open_sealed(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,
@@ -523,38 +525,45 @@ fn open_sealed(
 ) -> Result<(SealedSegment, Option<SegmentIndex>)> {
     let path = dir::segment_path(dir, base);
     let marker = dir.join(damage_marker_name(base));
+    let file = storage
+        .open(&path, OpenMode::Read)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let stamp = file.stamp().map_err(|e| Error::io("stat", &path, e))?;
+    let verified = |tag: u32| {
+        stamp.map(|stamp| Verified {
+            stamp,
+            tagged: tag != 0,
+        })
+    };
     if storage
         .exists(&marker)
         .map_err(|e| Error::io("stat", &marker, e))?
     {
-        let file = storage
-            .open(&path, OpenMode::Read)
-            .map_err(|e| Error::io("open", &path, e))?;
         let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
-        check_header(&path, &bytes, base, owner)?;
+        let tag = check_header(&path, &bytes, base, owner)?;
         // Rebuilt exactly as when it was sealed (as the last segment, a
         // torn last write left out), so that it ends where the next
         // segment was made to start; `open_segments` checks that it does.
         let (content, _) = rebuilt_segment(&bytes, base, None);
-        return Ok((damaged_sealed(&path, base, content, options, base)?, None));
+        let mut segment = damaged_sealed(&path, base, content, options, base)?;
+        segment.verified = verified(tag);
+        return Ok((segment, None));
     }
-    let file = storage
-        .open(&path, OpenMode::Read)
-        .map_err(|e| Error::io("open", &path, e))?;
     let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     if len >= SEGMENT_HEADER_LEN as u64 {
         file.read_exact_at(&mut header, 0)
             .map_err(|e| Error::io("read", &path, e))?;
     }
-    check_header(
+    let tag = check_header(
         &path,
         &header[..len.min(SEGMENT_HEADER_LEN as u64) as usize],
         base,
         owner,
     )?;
     if let Some(index) = load_index(storage, dir, base, len) {
-        let segment = SealedSegment::new(base, index.next_offset, len, path, index.entries);
+        let mut segment = SealedSegment::new(base, index.next_offset, len, path, index.entries);
+        segment.verified = verified(tag);
         return Ok((segment, None));
     }
     // Missing or invalid index: rebuild it from the segment, which checks
@@ -571,7 +580,8 @@ fn open_sealed(
         // No index is written for it: its file stays as found, and every
         // open scans it and rebuilds it the same way.
         let damage = format!("damage at byte {position}: {reason}");
-        let segment = sealed_past_damage(&path, base, next_base, &bytes, options, &damage)?;
+        let mut segment = sealed_past_damage(&path, base, next_base, &bytes, options, &damage)?;
+        segment.verified = verified(tag);
         return Ok((segment, None));
     }
     if scan.records == 0 {
@@ -588,7 +598,8 @@ fn open_sealed(
         segment_len: len,
         entries: scan.index.entries,
     };
-    let segment = SealedSegment::new(base, index.next_offset, len, path, index.entries.clone());
+    let mut segment = SealedSegment::new(base, index.next_offset, len, path, index.entries.clone());
+    segment.verified = verified(tag);
     Ok((segment, Some(index)))
 }
 
@@ -680,7 +691,7 @@ fn durable_in(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Durable> {
     })
 }
 
-fn open_last(
+pub(super) fn open_last(
     storage: &dyn Storage,
     dir: &Path,
     base: u64,

@@ -11,7 +11,7 @@ use super::dir;
 use crate::error::{Error, Result};
 use crate::format::index_file::IndexEntry;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::storage::{Mapped, OpenMode, Storage, StorageFile};
+use crate::storage::{FileStamp, Mapped, OpenMode, Storage, StorageFile};
 
 /// A sealed segment: complete, fsynced, never written again.
 #[derive(Debug)]
@@ -27,6 +27,22 @@ pub(crate) struct SealedSegment {
     /// (see [`SealedSegment::with_content`]): such bytes verify whole, so a
     /// reader that still meets damage in them must not rebuild again.
     rebuilt: bool,
+    /// What an open checked of its file, for a read-only refresh to keep
+    /// it without reading it again; `None` for segments a writer made and
+    /// for storages that cannot stamp files.
+    pub verified: Option<Verified>,
+}
+
+/// What an open of a sealed segment checked, as of its file's stamp: a
+/// file with the same stamp under the same name still holds what was
+/// verified (a repair renames a new file over it; a writer never writes a
+/// sealed segment again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verified {
+    pub stamp: FileStamp,
+    /// Whether its header carries a store tag (a later untagged segment
+    /// is then foreign).
+    pub tagged: bool,
 }
 
 impl SealedSegment {
@@ -49,6 +65,7 @@ impl SealedSegment {
             index,
             map: Mutex::new(None),
             rebuilt: false,
+            verified: None,
         }
     }
 

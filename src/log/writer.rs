@@ -55,6 +55,8 @@ use crate::storage::LockGuard;
 pub(crate) const GROUP_MAX_BYTES: usize = 8 << 20;
 
 pub(crate) type Reply<T> = flume::Sender<Result<T>>;
+/// Where a closing writer sends its directory lock instead of releasing it.
+pub(crate) type LockHandover = flume::Sender<Box<dyn LockGuard>>;
 
 /// Called by the writer thread with the outcome of a detached append. It
 /// runs on the writer thread: it must be quick and must not append.
@@ -92,8 +94,13 @@ pub(crate) enum Request {
     /// mode, then answer (after those appends were answered) with the next
     /// offset.
     Sync { reply: Reply<u64> },
-    /// Make everything durable, then stop.
-    Close { reply: Reply<()> },
+    /// Make everything durable, then stop. With `hand_lock`, the directory
+    /// lock is sent there instead of being released (a reopen after
+    /// failure keeps it, see `Log::close_keeping_lock`).
+    Close {
+        reply: Reply<()>,
+        hand_lock: Option<LockHandover>,
+    },
 }
 
 pub(crate) struct Writer {
@@ -176,10 +183,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Some(close) = self.commit_group(group) {
+            if let Some((close, hand_lock)) = self.commit_group(group) {
                 let result = self.finish();
                 // The lock goes before the closer hears back: a reopen right
-                // after `close` returns must find the directory free.
+                // after `close` returns must find the directory free, or
+                // (handed over) already held for it.
+                if let (Some(to), Some(lock)) = (hand_lock, self.lock.take()) {
+                    let _ = to.send(lock);
+                }
                 self.lock = None;
                 let _ = close.send(result);
                 self.answer_closed_until_disconnected();
@@ -199,7 +210,7 @@ impl Writer {
                     let _ = reply.send(Err(Error::Closed));
                 }
                 // A second closer: everything is already durable.
-                Request::Close { reply } => {
+                Request::Close { reply, .. } => {
                     let _ = reply.send(Ok(()));
                 }
             }
@@ -240,7 +251,7 @@ impl Writer {
     /// Sync requests are answered last, so each is answered after every
     /// append queued before it: a caller that waits for one knows the fate
     /// of everything it queued earlier.
-    fn commit_group(&mut self, group: Vec<Request>) -> Option<Reply<()>> {
+    fn commit_group(&mut self, group: Vec<Request>) -> Option<(Reply<()>, Option<LockHandover>)> {
         let mut pending = Vec::with_capacity(group.len());
         let mut syncs = Vec::new();
         let mut close = None;
@@ -249,10 +260,10 @@ impl Writer {
         let mut failure = self.shared.poison_error();
         for request in group {
             match request {
-                Request::Close { reply } => {
+                Request::Close { reply, hand_lock } => {
                     // Appends not yet queued are refused at once from now on.
                     self.shared.closed.store(true, Ordering::Release);
-                    close = Some(reply);
+                    close = Some((reply, hand_lock));
                 }
                 Request::Append { reply, .. } if close.is_some() => reply.send(Err(Error::Closed)),
                 Request::Sync { reply } if close.is_some() => {

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{LockGuard, Mapped, OpenMode, Storage, StorageFile};
+use super::{FileStamp, LockGuard, Mapped, OpenMode, Storage, StorageFile};
 
 /// The operating system's file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -106,6 +106,21 @@ impl StorageFile for OsFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
+    }
+
+    fn stamp(&self) -> io::Result<Option<FileStamp>> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.0.metadata()?;
+        // Nanoseconds since the epoch fit a u64 until 2554; a ctime before
+        // the epoch (a clock set back) only has to differ, not to order.
+        let changed = (m.ctime() as u64)
+            .wrapping_mul(1_000_000_000)
+            .wrapping_add(m.ctime_nsec() as u64);
+        Ok(Some(FileStamp {
+            file_id: (m.dev(), m.ino()),
+            len: m.len(),
+            changed,
+        }))
     }
 
     // Memory maps cannot be made safe by the type system: see SAFETY below.

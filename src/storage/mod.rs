@@ -79,6 +79,33 @@ pub trait StorageFile: Debug + Send + Sync {
     /// A read-only view of the whole file as it is now. The log maps only
     /// sealed segments, which are never written again.
     fn map(&self) -> io::Result<Mapped>;
+    /// What tells this file apart, without reading it, from another file
+    /// later renamed over its name and from its own earlier contents (see
+    /// [`FileStamp`]); `None` when the storage cannot tell, and then a
+    /// read-only refresh reopens every segment instead of keeping the ones
+    /// it verified.
+    fn stamp(&self) -> io::Result<Option<FileStamp>> {
+        Ok(None)
+    }
+}
+
+/// A file's identity and version, as metadata gives them: two stamps of the
+/// same name compare equal only if no rename replaced the file and nothing
+/// wrote to it or changed its length in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    /// Which file: (device, inode) on a real file system. Another file
+    /// renamed over the name has another one.
+    pub file_id: (u64, u64),
+    /// Length in bytes.
+    pub len: u64,
+    /// When the file last changed (its ctime in nanoseconds on a real file
+    /// system, which every write, truncation and rename moves). The kernel's
+    /// clock for it ticks every few milliseconds, so a write of the same
+    /// length within the tick of the stamp can keep it: the log relies on
+    /// `file_id` for what it changes itself (a repair renames a new file
+    /// over a segment; nothing writes a sealed segment in place).
+    pub changed: u64,
 }
 
 /// A held lock; released on drop.

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{LockGuard, Mapped, OpenMode, Storage, StorageFile};
+use super::{FileStamp, LockGuard, Mapped, OpenMode, Storage, StorageFile};
 
 /// How a simulated crash treats writes that were never fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,9 @@ struct FileData {
     current: Vec<u8>,
     durable: Vec<u8>,
     pending: Vec<Pending>,
+    /// The file system's change count when this file last changed (its
+    /// `FileStamp::changed`).
+    changed: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +133,8 @@ struct State {
     power_left: Option<u64>,
     syncs: u64,
     sync_delay: Duration,
+    /// Counts changes to files, for `FileStamp::changed`.
+    changes: u64,
 }
 
 /// The in-memory, fault-injecting file system. Cheap to clone: clones share
@@ -172,6 +177,7 @@ impl SimStorage {
                 power_left: None,
                 syncs: 0,
                 sync_delay: Duration::ZERO,
+                changes: 0,
             })),
         }
     }
@@ -296,12 +302,15 @@ impl SimStorage {
                 id
             }
         };
+        state.changes += 1;
+        let changed = state.changes;
         state.files.insert(
             id,
             FileData {
                 current: bytes.to_vec(),
                 durable: bytes.to_vec(),
                 pending: Vec::new(),
+                changed,
             },
         );
     }
@@ -464,11 +473,16 @@ impl SimFile {
                 ));
             }
             state.charge(op)?;
+            state.changes += 1;
         }
+        let changes = state.changes;
         let data = state
             .files
             .get_mut(&self.id)
             .ok_or_else(|| io::Error::other("file vanished"))?;
+        if charge.is_some() {
+            data.changed = changes;
+        }
         Ok(f(data))
     }
 }
@@ -544,6 +558,19 @@ impl StorageFile for SimFile {
     fn map(&self) -> io::Result<Mapped> {
         self.with_data(None, |d| Mapped::Owned(d.current.clone()))
     }
+
+    fn stamp(&self) -> io::Result<Option<FileStamp>> {
+        let (id, generation) = (self.id, self.generation);
+        self.with_data(None, |d| {
+            Some(FileStamp {
+                // A crash makes every file another one (handles from
+                // before it fail).
+                file_id: (generation, id),
+                len: d.current.len() as u64,
+                changed: d.changed,
+            })
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -611,7 +638,10 @@ impl Storage for SimStorage {
                 match state.names.get(path) {
                     Some(Entry::File(id)) => {
                         let id = *id;
+                        state.changes += 1;
+                        let changed = state.changes;
                         let data = state.files.entry(id).or_default();
+                        data.changed = changed;
                         data.current.clear();
                         data.pending.push(Pending::SetLen(0));
                         id

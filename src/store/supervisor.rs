@@ -2,6 +2,13 @@
 //! its writer failed (the reopen recovers from what is on disk), with a
 //! growing wait between failed attempts, and writes the pending gap marker
 //! as soon as an append works again.
+//!
+//! Invariant: from the failure until a reopen succeeds (or the store
+//! stops), the directory lock stays held, by the failed writer and then by
+//! this thread between attempts. No other process can claim the directory
+//! (a shard of a shared one) meanwhile: if one could, its events would sit
+//! in the shard this store counts as its own, left out of this store's
+//! answers without an error for as long as it held it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
@@ -13,7 +20,7 @@ use tracing::{info, warn};
 use super::gap::write_gap_marker;
 use super::Inner;
 use crate::error::{Error, Result};
-use crate::log::Log;
+use crate::log::{DirLock, Log};
 
 /// Starts the supervisor thread; it stops when the store is dropped.
 pub(super) fn spawn(inner: Weak<Inner>, wakeups: flume::Receiver<()>) -> Result<JoinHandle<()>> {
@@ -42,6 +49,9 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
     // often, so the wait is kept by time, not by counting wake-ups).
     let mut failures = 0u32;
     let mut next_attempt = Instant::now();
+    // The failed writer's directory lock, between failed reopens; dropped
+    // (released) when this thread ends.
+    let mut held: Option<DirLock> = None;
     loop {
         let interval = match inner.upgrade() {
             Some(inner) if !inner.stopping.load(Ordering::Relaxed) => {
@@ -59,7 +69,7 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
             return;
         }
         if inner.log().is_poisoned() && Instant::now() >= next_attempt {
-            if reopen(&inner) {
+            if reopen(&inner, &mut held) {
                 failures = 0;
             } else {
                 failures = failures.saturating_add(1);
@@ -83,9 +93,11 @@ fn supervise(inner: Weak<Inner>, wakeups: flume::Receiver<()>) {
 /// the store's log lock, so callers meanwhile get the failed log's
 /// `Poisoned` error at once instead of waiting; only the swap takes the lock.
 /// The supervisor is the only thread that swaps, so nothing races it.
+/// The directory lock moves from the failed writer into `held` and from
+/// there into the new writer; a failed attempt leaves it in `held`.
 ///
 /// Returns whether the store has a working log afterwards.
-fn reopen(inner: &Inner) -> bool {
+fn reopen(inner: &Inner, held: &mut Option<DirLock>) -> bool {
     let failed = inner.log();
     if !failed.is_poisoned() {
         return true;
@@ -94,12 +106,16 @@ fn reopen(inner: &Inner) -> bool {
     // Everything below this was acknowledged; whatever the failed writer
     // wrote after it was answered with an error and must not come back.
     let acknowledged_end = failed.next_offset();
-    // Stops the failed writer and releases the directory lock; its error is
-    // the one already reported.
-    let _ = failed.close();
+    // Stops the failed writer (its error is the one already reported),
+    // which hands its directory lock over instead of releasing it. Already
+    // closed (an attempt before this one): the lock is in `held`.
+    if let Some(lock) = failed.close_keeping_lock() {
+        *held = Some(lock);
+    }
     drop(failed);
     let options = inner.options.log.clone();
-    match Log::reopen_after_failure(inner.storage.clone(), &inner.dir, options, acknowledged_end) {
+    let storage = inner.storage.clone();
+    match Log::reopen_after_failure_holding(storage, &inner.dir, options, acknowledged_end, held) {
         Ok(log) => {
             info!(
                 dir = %inner.dir.display(),

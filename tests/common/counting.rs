@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use enforcelog::storage::sim::SimStorage;
-use enforcelog::storage::{LockGuard, Mapped, OpenMode, Storage, StorageFile};
+use enforcelog::storage::{FileStamp, LockGuard, Mapped, OpenMode, Storage, StorageFile};
 
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -121,5 +121,9 @@ impl StorageFile for CountingFile {
             .bytes_read
             .fetch_add(map.len() as u64, Ordering::SeqCst);
         Ok(map)
+    }
+
+    fn stamp(&self) -> io::Result<Option<FileStamp>> {
+        self.inner.stamp()
     }
 }
