@@ -358,3 +358,58 @@ fn read_only_union_subscriber_gets_a_rolling_root_and_a_peer_once_with_lag_warni
     assert_eq!(unique, acked, "delivered != acknowledged");
     assert!(lagging > 0, "a lag threshold of 0 was never reported");
 }
+
+/// Suspected spurious failure (a `tail --follow` or a union subscriber
+/// that ends with an error because another writer started): shards
+/// appear while a reader refreshes and reads the union over and over. A
+/// shard being created must be skipped or seen whole, never fail the
+/// refresh (which would fail every union read until the next one).
+#[test]
+fn shards_appearing_while_a_union_subscriber_refreshes_never_fail_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Store::open(dir.path(), manual_small()).unwrap();
+    root.record_blocking(event(0, 0)).unwrap();
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    let mut sub = reader.subscribe_union(Positions::new()).unwrap();
+    let path = dir.path().to_path_buf();
+    let opener = std::thread::spawn(move || {
+        let mut writers = Vec::new();
+        let mut acked = BTreeSet::new();
+        for who in 1..=24u64 {
+            let w = Store::open(&path, manual_small()).unwrap();
+            w.record_blocking(event(who, 0)).unwrap();
+            acked.insert(format!("run-{who}-0"));
+            writers.push(w);
+        }
+        for w in writers {
+            w.close().unwrap();
+        }
+        acked
+    });
+    let mut got = Vec::new();
+    let mut failures = Vec::new();
+    while !opener.is_finished() {
+        if let Err(e) = reader.refresh() {
+            failures.push(format!("refresh: {e}"));
+        }
+        loop {
+            match sub.try_next() {
+                Ok(Some(UnionDelivery::Entry(e))) => got.push(e),
+                Ok(Some(UnionDelivery::Lagging { .. })) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    failures.push(format!("try_next: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    let mut acked = opener.join().unwrap();
+    acked.insert("run-0-0".into());
+    reader.refresh().unwrap();
+    drain(&mut sub, &mut got);
+    assert!(failures.is_empty(), "{} failures, first: {:?}", failures.len(), failures.first());
+    assert_once_dense(&got);
+    let seen: BTreeSet<String> = got.iter().filter_map(run_id).collect();
+    assert_eq!(seen, acked);
+}
