@@ -413,3 +413,74 @@ fn shards_appearing_while_a_union_subscriber_refreshes_never_fail_it() {
     let seen: BTreeSet<String> = got.iter().filter_map(run_id).collect();
     assert_eq!(seen, acked);
 }
+
+/// Docs check (PROJECTIONS.md): an undecodable entry in one shard is an
+/// error each time the union subscription gets to it, the other shards
+/// keep their turns meanwhile (one writer's bad entry must not stall the
+/// others' events), and a position set past it resumes with the rest.
+#[test]
+fn an_undecodable_entry_in_one_shard_stalls_neither_the_other_shards_nor_a_resume_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Store::open(dir.path(), manual_small()).unwrap();
+    let peer = Store::open(dir.path(), manual_small()).unwrap();
+    assert_eq!(peer.shard(), 1);
+    peer.record_blocking(event(1, 0)).unwrap();
+    peer.record_blocking(event(1, 1)).unwrap();
+    peer.close().unwrap();
+    drop(peer);
+    let shard_dir = dir.path().join("shards").join("1");
+    {
+        let log = enforcelog::Log::open(&shard_dir, manual_small().log).unwrap();
+        // A record that is no store payload: a run of zero bytes.
+        let at = log.append_blocking(enforcelog::Record::new(enforcelog::now_us(), vec![0u8; 4096]));
+        assert_eq!(at.unwrap(), 2);
+        log.close().unwrap();
+    }
+    let peer = Store::open(dir.path(), manual_small()).unwrap();
+    assert_eq!(peer.shard(), 1);
+    peer.record_blocking(event(1, 3)).unwrap();
+    peer.record_blocking(event(1, 4)).unwrap();
+    root.refresh().unwrap();
+    let mut sub = root.subscribe_union(Positions::new()).unwrap();
+    let mut got = Vec::new();
+    let mut errors = 0;
+    let mut own = 0;
+    while errors < 4 {
+        if own < 4 {
+            root.record_blocking(event(0, own)).unwrap();
+            own += 1;
+        }
+        match sub.try_next() {
+            Ok(Some(UnionDelivery::Entry(e))) => got.push(e),
+            Ok(_) => {}
+            Err(Error::BadPayload { offset, reason }) => {
+                assert_eq!(offset, 2);
+                assert!(reason.contains("shard 1"), "{reason}");
+                errors += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    drain_past_errors(&mut sub, &mut got);
+    let own_got = got.iter().filter(|e| e.shard == 0).count();
+    assert_eq!(own_got, 4, "the own shard was stalled by shard 1's bad entry");
+    let mut at = sub.position().clone();
+    assert_eq!(at.next_offset(1), 2, "the bad entry was skipped");
+    at.set(1, 3);
+    let mut rest = root.subscribe_union(at).unwrap();
+    let mut after = Vec::new();
+    drain(&mut rest, &mut after);
+    let runs: Vec<String> = after.iter().filter_map(run_id).collect();
+    assert_eq!(runs, ["run-1-3", "run-1-4"]);
+}
+
+/// Like `drain`, stepping over errors (at most a few).
+fn drain_past_errors(sub: &mut UnionSubscription, into: &mut Vec<ShardEntry>) {
+    for _ in 0..16 {
+        match sub.try_next() {
+            Ok(Some(UnionDelivery::Entry(e))) => into.push(e),
+            Ok(Some(_)) | Err(_) => {}
+            Ok(None) => return,
+        }
+    }
+}
