@@ -614,3 +614,79 @@ fn a_read_only_store_left_behind_by_racing_refreshes_catches_up_without_a_call()
         stuck
     );
 }
+
+/// Suspected loss of acknowledged events from every reader's answers: the
+/// `DURABLE` end is fsynced only at a roll and at close, so after a power
+/// cut it names only what the active segment held when it was created,
+/// and "the next writer open rewrites it". With shards, the next writer
+/// open of a shard may never come (writers claim the lowest free shard;
+/// after a reboot with fewer workers the higher shards stay unclaimed):
+/// every reader (stats, query, the union) then leaves out that shard's
+/// acknowledged, durable events, for as long as nobody writes there.
+#[test]
+#[ignore = "confirmed: after a power cut, an unclaimed shard's acknowledged events are invisible to every reader"]
+fn after_a_power_cut_every_reader_sees_the_acknowledged_events_of_shards_nobody_reopened() {
+    use enforcelog::storage::sim::{CrashMode, SimStorage};
+    use std::sync::Arc;
+
+    const DIR: &str = "/data/store";
+    let sim = SimStorage::new(22);
+    let open = || {
+        Store::builder(DIR)
+            .storage(Arc::new(sim.clone()))
+            .options(manual_small())
+            .open()
+    };
+    let stores: Vec<Store> = (0..3).map(|_| open().unwrap()).collect();
+    let mut acked = BTreeSet::new();
+    for (who, store) in stores.iter().enumerate() {
+        assert_eq!(store.shard(), who as u32);
+        for i in 0..4u64 {
+            // Durability::Fsync (the default): acknowledged = durable.
+            store.record_blocking(event(who as u64, i)).unwrap();
+            acked.insert(format!("run-{who}-{i}"));
+        }
+    }
+    sim.crash(CrashMode::LoseUnsynced);
+    drop(stores);
+    // After the reboot one worker comes back (it takes the root), and a
+    // reader looks.
+    let back = open().unwrap();
+    assert_eq!(back.shard(), 0);
+    back.refresh().unwrap();
+    let seen: BTreeSet<String> = back
+        .replay_union(&Positions::new())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter_map(|e| run_id(&e))
+        .collect();
+    let reader = Store::builder(DIR)
+        .storage(Arc::new(sim.clone()))
+        .options(manual_small())
+        .open_read_only()
+        .unwrap();
+    let total: u64 = reader
+        .stats_all(None)
+        .unwrap()
+        .iter()
+        .map(|s| s.total_count)
+        .sum();
+    // They are on disk: writers claiming the two shards again (their open
+    // rewrites DURABLE) make every reader see them.
+    let reclaimed: Vec<Store> = (0..2).map(|_| open().unwrap()).collect();
+    back.refresh().unwrap();
+    let after: BTreeSet<String> = back
+        .replay_union(&Positions::new())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter_map(|e| run_id(&e))
+        .collect();
+    assert_eq!(after, acked, "durable on disk once the shards are reopened");
+    drop(reclaimed);
+    let missing: Vec<_> = acked.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged, durable, and left out of the union: {missing:?}"
+    );
+    assert_eq!(total, acked.len() as u64, "stats of a read-only store");
+}
