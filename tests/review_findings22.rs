@@ -783,3 +783,46 @@ fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
         .collect();
     assert!(wrong.is_empty(), "not (5, 5) and no error: {wrong:?}");
 }
+
+/// Suspected transient shrink: a reader racing the writer's 32-byte
+/// `pwrite` of `DURABLE` retries three times, then reads the file as
+/// "nothing of the last segment is durable", and a refresh then installs a
+/// view without the last segment's events. One refreshing thread only
+/// (no refresh race): a view that goes back comes from that fallback.
+#[test]
+fn a_single_refresher_never_sees_the_durable_end_go_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    writer.record_blocking(event(0, 0)).unwrap();
+    let reader = Store::builder(dir.path())
+        .options(manual_small())
+        .open_read_only()
+        .unwrap();
+    let w = std::thread::spawn(move || {
+        for i in 1..6000 {
+            writer
+                .record_blocking(
+                    Event::new("t", "r", Action::Blocked).with_run_id(format!("run-0-{i}")),
+                )
+                .unwrap();
+        }
+        writer.close().unwrap();
+    });
+    let mut highest = 0;
+    let mut went_back = Vec::new();
+    while !w.is_finished() {
+        reader.refresh().unwrap();
+        let now = reader.next_offset();
+        if now < highest {
+            went_back.push((highest, now));
+        }
+        highest = highest.max(now);
+    }
+    w.join().unwrap();
+    assert!(
+        went_back.is_empty(),
+        "{} times, first {:?}",
+        went_back.len(),
+        went_back.first()
+    );
+}
