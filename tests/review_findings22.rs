@@ -826,3 +826,55 @@ fn a_single_refresher_never_sees_the_durable_end_go_back() {
         went_back.first()
     );
 }
+
+/// Suspected lost wake-up or skip on the read-only side when the root
+/// changes hands: a read-only store's union subscriber, woken only by the
+/// background refresher (no `refresh` calls), follows the root through
+/// three writer generations (each rolls segments, the next reopens the
+/// same directory) and gets every acknowledged event once.
+#[test]
+fn read_only_union_subscriber_follows_the_root_through_writer_generations() {
+    let dir = tempfile::tempdir().unwrap();
+    // A read-only store needs a store: the first writer makes it.
+    let first = Store::open(dir.path(), manual_small()).unwrap();
+    let reader = Store::builder(dir.path())
+        .options(StoreOptions {
+            shard_refresh_interval: Duration::from_millis(10),
+            ..manual_small()
+        })
+        .open_read_only()
+        .unwrap();
+    let mut sub = reader.subscribe_union(Positions::new()).unwrap();
+    let mut acked = BTreeSet::new();
+    let mut writer = Some(first);
+    for generation in 0..3u64 {
+        let store = writer
+            .take()
+            .unwrap_or_else(|| Store::open(dir.path(), manual_small()).unwrap());
+        assert_eq!(store.shard(), 0);
+        for i in 0..25 {
+            store.record_blocking(event(generation, i)).unwrap();
+            acked.insert(format!("run-{generation}-{i}"));
+        }
+        store.close().unwrap();
+    }
+    let (tx, rx) = mpsc::channel();
+    let want = acked.len();
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < want {
+            match sub.next_blocking() {
+                Ok(UnionDelivery::Entry(e)) => got.push(e),
+                Ok(UnionDelivery::Lagging { .. }) => {}
+                Err(e) => panic!("next_blocking: {e}"),
+            }
+        }
+        let _ = tx.send(got);
+    });
+    let got = rx
+        .recv_timeout(LIVENESS)
+        .expect("the subscriber never got every event (a lost wake-up)");
+    assert_once_dense(&got);
+    let seen: BTreeSet<String> = got.iter().filter_map(run_id).collect();
+    assert_eq!(seen, acked);
+}
