@@ -339,10 +339,17 @@ fn refreshed_reader_reads_what_a_fresh_open_reads_whatever_happened_between() {
             2 => {
                 // Damage to a sealed segment (rewritten in place), repaired
                 // (a new file renamed over it) when no writer holds the log.
+                // (A sealed segment can be short: a crash or a repair may
+                // have cut it; only one with a first payload is damaged.)
                 let names = segment_names(&sim, DIR);
-                if names.len() >= 2 {
-                    let victim = &names[rng.index(names.len() - 1)];
-                    flip_a_payload_bit(&sim, &Path::new(DIR).join(victim));
+                let sealed: Vec<_> = names[..names.len().saturating_sub(1)]
+                    .iter()
+                    .map(|name| Path::new(DIR).join(name))
+                    .filter(|path| sim.read_file(path).is_some_and(|b| b.len() > 200))
+                    .collect();
+                if !sealed.is_empty() {
+                    let victim = &sealed[rng.index(sealed.len())];
+                    flip_a_payload_bit(&sim, victim);
                     if writer.is_none() {
                         enforcelog::log::repair(&sim, Path::new(DIR)).expect("repair");
                     }

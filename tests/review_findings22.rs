@@ -624,7 +624,6 @@ fn a_read_only_store_left_behind_by_racing_refreshes_catches_up_without_a_call()
 /// every reader (stats, query, the union) then leaves out that shard's
 /// acknowledged, durable events, for as long as nobody writes there.
 #[test]
-#[ignore = "confirmed: after a power cut, an unclaimed shard's acknowledged events are invisible to every reader"]
 fn after_a_power_cut_every_reader_sees_the_acknowledged_events_of_shards_nobody_reopened() {
     use enforcelog::storage::sim::{CrashMode, SimStorage};
     use std::sync::Arc;

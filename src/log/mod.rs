@@ -20,6 +20,7 @@ mod recovery;
 mod refresh;
 mod repair;
 mod segment;
+mod settle;
 mod verify;
 mod writer;
 

@@ -176,6 +176,7 @@ impl Inner {
             shard,
             options.trigger_windows.clone(),
             options.shard_refresh_interval,
+            writer.as_ref().map(|_| options.log.clone()),
         );
         Arc::new(Inner {
             storage,

@@ -29,6 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::{shards, Inner};
+use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::projection::{Host, TriggerStats};
@@ -79,6 +80,10 @@ pub(crate) struct Peers {
     own: u32,
     windows: Vec<Duration>,
     interval: Duration,
+    /// A writer store's log options: it settles shards no writer holds
+    /// before it reads them (see `Log::settle_if_abandoned`). `None` for a
+    /// read-only store, which writes nothing.
+    settle_with: Option<LogOptions>,
     view: RwLock<Arc<View>>,
     /// When the last refresh started; held while one runs.
     refreshing: Mutex<Option<Instant>>,
@@ -98,6 +103,7 @@ impl Peers {
         own: u32,
         windows: Vec<Duration>,
         interval: Duration,
+        settle_with: Option<LogOptions>,
     ) -> Peers {
         Peers {
             storage,
@@ -105,6 +111,7 @@ impl Peers {
             own,
             windows,
             interval,
+            settle_with,
             view: RwLock::default(),
             refreshing: Mutex::new(None),
             thread: Mutex::new(None),
@@ -187,6 +194,7 @@ impl Peers {
         numbers.retain(|&n| n != self.own);
         let mut fresh = Vec::with_capacity(numbers.len());
         for n in numbers {
+            self.settle(n);
             let peer = match old.iter().find(|p| p.shard == n) {
                 Some(peer) => {
                     peer.refresh()?;
@@ -201,6 +209,26 @@ impl Peers {
             fresh.push(peer);
         }
         Ok(fresh)
+    }
+
+    /// Settles shard `n` if this is a writer store and no writer holds the
+    /// shard: what its dead writer left durable becomes visible to every
+    /// reader. A failure is logged; the read-only refresh that follows
+    /// finds real damage on its own.
+    fn settle(&self, n: u32) {
+        let Some(options) = &self.settle_with else {
+            return;
+        };
+        let dir = shards::shard_dir(&self.root, n);
+        match Log::settle_if_abandoned(&self.storage, &dir, options) {
+            Ok(true) => {
+                tracing::info!(dir = %dir.display(), "settled a shard no writer holds: what its last writer made durable is now readable");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not settle a shard no writer holds; readers may miss what its last writer left until a writer opens it");
+            }
+        }
     }
 
     /// Opens shard `n` read-only; `None` if it is not a store yet (its
