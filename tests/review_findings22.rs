@@ -106,7 +106,6 @@ fn blocked_next(mut sub: UnionSubscription) -> mpsc::Receiver<Result<UnionDelive
 /// was the only other wake-up. A union subscription blocked on it must
 /// still end with `Closed`, as one on a writer store does.
 #[test]
-#[ignore = "confirmed: close of a read-only store leaves a blocked union next_blocking waiting forever"]
 fn closing_a_read_only_store_ends_a_blocked_union_subscription() {
     let dir = tempfile::tempdir().unwrap();
     let writer = Store::open(dir.path(), StoreOptions::default()).unwrap();
@@ -502,7 +501,6 @@ fn drain_past_errors(sub: &mut UnionSubscription, into: &mut Vec<ShardEntry>) {
 /// one: what the store sees goes back (`next_offset`, `union_end`), and a
 /// position taken a moment ago is then "beyond the shard's end".
 #[test]
-#[ignore = "confirmed: concurrent Log::refresh calls install an older view after a newer one"]
 fn a_read_only_stores_view_of_its_own_log_never_goes_back() {
     let dir = tempfile::tempdir().unwrap();
     let writer = Store::open(dir.path(), manual_small()).unwrap();
@@ -566,7 +564,6 @@ fn a_read_only_stores_view_of_its_own_log_never_goes_back() {
 /// refresh racing the background one, then a liveness wait for the
 /// background refresher alone to show everything.
 #[test]
-#[ignore = "confirmed: after racing refreshes a read-only store stays behind its idle writer"]
 fn a_read_only_store_left_behind_by_racing_refreshes_catches_up_without_a_call() {
     let dir = tempfile::tempdir().unwrap();
     let writer = Store::open(dir.path(), manual_small()).unwrap();
@@ -695,7 +692,6 @@ fn after_a_power_cut_every_reader_sees_the_acknowledged_events_of_shards_nobody_
 /// `Subscription`'s async `next`, whose blocking form polls every 100 ms
 /// and therefore returns: the union's blocking form dropped that poll).
 #[test]
-#[ignore = "confirmed: async union next and async Subscription::next on a closed read-only store never return"]
 fn closing_a_read_only_store_ends_every_blocked_subscription() {
     let dir = tempfile::tempdir().unwrap();
     let writer = Store::open(dir.path(), StoreOptions::default()).unwrap();
@@ -738,6 +734,58 @@ fn closing_a_read_only_store_ends_every_blocked_subscription() {
     }
     assert_eq!(ended.len(), 3, "only these returned after close: {ended:?}");
     assert!(ended.iter().all(|l| l.contains("Closed")), "{ended:?}");
+}
+
+/// After a close nothing refreshes the other shards again: a union
+/// subscription whose last refresh had failed must end with `Closed`
+/// (blocking and async), not answer `ProjectionStalled` to every call for
+/// good, which a caller retrying on that error would do forever.
+#[test]
+fn a_closed_stores_union_subscription_ends_even_after_a_failed_refresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(dir.path(), manual_small()).unwrap();
+    let peer = Store::open(dir.path(), manual_small()).unwrap();
+    writer.record_blocking(event(0, 0)).unwrap();
+    peer.record_blocking(event(1, 0)).unwrap();
+    for store in [
+        Store::builder(dir.path())
+            .options(manual_small())
+            .open_read_only()
+            .unwrap(),
+        writer.clone(),
+    ] {
+        store.refresh().unwrap();
+        let mut blocking = store.subscribe_union(Positions::new()).unwrap();
+        let mut nonblocking = store.subscribe_union(Positions::new()).unwrap();
+        let mut seen = Vec::new();
+        drain(&mut blocking, &mut seen);
+        drain(&mut nonblocking, &mut seen);
+        assert_eq!(seen.len(), 4, "both subscriptions saw both shards");
+        // A shard that cannot be read (a foreign VERSION) fails the refresh.
+        let bad = dir.path().join("shards/2");
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::write(bad.join("VERSION"), b"not a version\n\0\0\0").unwrap();
+        assert!(store.refresh().is_err(), "the shard cannot be read");
+        assert!(matches!(
+            blocking.try_next(),
+            Err(Error::ProjectionStalled { .. })
+        ));
+        store.close().unwrap();
+        let rx = blocked_next(blocking);
+        match rx.recv_timeout(LIVENESS) {
+            Ok(Err(Error::Closed)) => {}
+            other => panic!("blocking: expected Closed, got {other:?}"),
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match runtime.block_on(nonblocking.next()) {
+            Err(Error::Closed) => {}
+            other => panic!("async: expected Closed, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&bad).unwrap();
+    }
 }
 
 /// Suspected silent omission: a shard whose `DURABLE` file is damaged (32

@@ -105,6 +105,12 @@ pub(crate) struct Shared {
     /// Set once a close was asked for: `prepare` refuses new appends at
     /// once (the writer answers any that raced past it with `Closed`).
     closed: std::sync::atomic::AtomicBool,
+    /// A read-only view's refreshes, one at a time: held from loading
+    /// `DURABLE` until the view built from it is installed, so that a view
+    /// built from an older end is never installed over a newer one (the
+    /// store's refresher thread and `Store::refresh` both refresh). Holds
+    /// the durable end the installed view was built from.
+    refreshed: Mutex<Option<durable_end::DurableEnd>>,
 }
 
 impl Shared {
@@ -131,6 +137,7 @@ impl Shared {
             watchers: Mutex::new(Vec::new()),
             watch_closed: std::sync::atomic::AtomicBool::new(false),
             closed: std::sync::atomic::AtomicBool::new(false),
+            refreshed: Mutex::new(None),
         })
     }
 
@@ -481,6 +488,7 @@ impl Log {
         let end = durable_end::load(&*storage, &dir)?;
         let (opened, store_id) = open_segments_read_only(&*storage, &dir, &options, end, store_id)?;
         let shared = Shared::new(storage, dir, options, store_id, opened.segments);
+        *shared.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = end;
         Ok(Log {
             inner: Arc::new(Inner {
                 shared,
@@ -502,6 +510,7 @@ impl Log {
             return Ok(());
         }
         let shared = &self.inner.shared;
+        let mut refreshed = shared.refreshed.lock().unwrap_or_else(|e| e.into_inner());
         let end = durable_end::load(&*shared.storage, &shared.dir)?;
         let known_id = shared.store_id.get().copied();
         // A copy of the view (segment handles, not bytes), so that readers
@@ -539,8 +548,21 @@ impl Log {
             }
         };
         *shared.write_segments() = segments;
+        *refreshed = end;
+        drop(refreshed);
         shared.notify_committed();
         Ok(())
+    }
+
+    /// For a read-only handle: the durable end (as [`Log::published_end`]
+    /// gives it) its view was last built from, at its open or its last
+    /// refresh. A refresher compares the published end with this one, not
+    /// with one it remembers: another caller's refresh may have installed
+    /// the view since.
+    pub(crate) fn refreshed_end(&self) -> Option<(u64, u64, u64)> {
+        let refreshed = self.inner.shared.refreshed.lock();
+        let end = *refreshed.unwrap_or_else(|e| e.into_inner());
+        end.map(|e| (e.segment_base, e.segment_len, e.next_offset))
     }
 
     /// The end the log's writer last published in `DURABLE` (segment base,
@@ -832,11 +854,19 @@ impl Log {
 
     /// Makes everything appended durable, stops the writer and releases the
     /// lock. Later appends through any clone fail with [`Error::Closed`];
-    /// reads keep working. Dropping the last handle does the same.
+    /// reads keep working. Dropping the last handle does the same. For a
+    /// read-only handle it disconnects every [`Log::watch`] channel, now
+    /// and later, as a writer's stop does.
     pub fn close(&self) -> Result<()> {
         match &self.inner.writer {
             Some(writer) => close_writer(writer, None),
-            None => Ok(()),
+            None => {
+                // No writer will stop to disconnect the watchers: without
+                // this, a follower blocked on a closed read-only handle
+                // (whose refresher stopped too) would wait for good.
+                self.inner.shared.forget_watchers();
+                Ok(())
+            }
         }
     }
 }

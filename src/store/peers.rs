@@ -20,7 +20,8 @@
 //! - refreshes run one at a time (`refreshing`), and a read sees either the
 //!   set before a refresh or the one after, never half of one;
 //! - watchers (union subscriptions) are woken after a view is published,
-//!   never before, so a woken reader finds what woke it.
+//!   never before, so a woken reader finds what woke it; once the store
+//!   stopped they are disconnected (no view will come).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -94,6 +95,9 @@ pub(crate) struct Peers {
     /// subscriptions wait on these for the other shards' new entries and
     /// for shards that appeared.
     watchers: Mutex<Vec<flume::Sender<()>>>,
+    /// Set when the store stops: no view will be published any more, so
+    /// the watchers are disconnected, and later ones born disconnected.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Peers {
@@ -117,17 +121,26 @@ impl Peers {
             thread: Mutex::new(None),
             wake: flume::bounded(1),
             watchers: Mutex::default(),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// A channel woken after each published view (see `watchers`).
     pub fn watch(&self) -> flume::Receiver<()> {
         let (tx, rx) = flume::bounded(1);
-        self.watchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(tx);
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        // After the stop `tx` is dropped: the receiver is born disconnected.
+        if !self.stopped.load(Ordering::Relaxed) {
+            watchers.push(tx);
+        }
         rx
+    }
+
+    /// Disconnects every watcher, now and later (the store stopped).
+    fn forget_watchers(&self) {
+        let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        watchers.clear();
+        self.stopped.store(true, Ordering::Relaxed);
     }
 
     /// Wakes the refresher (to see that the store is stopping).
@@ -271,10 +284,14 @@ pub(super) fn start(inner: &Arc<Inner>) -> Result<()> {
     Ok(())
 }
 
-/// Stops the refresher and waits for it (`stopping` is already set).
+/// Stops the refresher and waits for it (`stopping` is already set), then
+/// disconnects the watchers: with the refresher gone nothing publishes a
+/// view any more, and a union subscription blocked on them must wake to
+/// see the store closed.
 pub(super) fn stop(inner: &Inner) {
     inner.peers.wake();
     super::join_background(&inner.peers.thread);
+    inner.peers.forget_watchers();
 }
 
 /// Refreshes every `interval` until the store stops or is gone. Holds no
@@ -284,7 +301,6 @@ pub(super) fn stop(inner: &Inner) {
 /// writer, for a reader opened on the root): it is refreshed here as well,
 /// when its writer has published a new durable end since the last look.
 fn refresh_loop(weak: Weak<Inner>, wakeups: flume::Receiver<()>, interval: Duration) {
-    let mut own_end = None;
     loop {
         {
             let Some(inner) = weak.upgrade() else { return };
@@ -292,7 +308,7 @@ fn refresh_loop(weak: Weak<Inner>, wakeups: flume::Receiver<()>, interval: Durat
                 return;
             }
             if inner.read_only() {
-                refresh_own_log(&inner, &mut own_end);
+                refresh_own_log(&inner);
             }
             inner.peers.refresh_if_due();
         }
@@ -300,13 +316,16 @@ fn refresh_loop(weak: Weak<Inner>, wakeups: flume::Receiver<()>, interval: Durat
     }
 }
 
-/// Refreshes a read-only store's own log if its published end moved.
-fn refresh_own_log(inner: &Inner, last_end: &mut Option<(u64, u64, u64)>) {
+/// Refreshes a read-only store's own log if its published end is not the
+/// one its installed view was built from. Compared with the view, not with
+/// what this thread last refreshed to: a `Store::refresh` racing this one
+/// may have installed its view last, and a writer gone idle then would
+/// never move the published end again to make this thread look.
+fn refresh_own_log(inner: &Inner) {
     let log = inner.log();
     let refreshed = log.published_end().and_then(|end| {
-        if end.is_some() && end != *last_end {
+        if end.is_some() && end != log.refreshed_end() {
             log.refresh()?;
-            *last_end = end;
         }
         Ok(())
     });

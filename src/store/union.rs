@@ -576,15 +576,18 @@ impl UnionSubscription {
     /// Waits for the next delivery, blocking the thread.
     pub fn next_blocking(&mut self) -> Result<UnionDelivery> {
         loop {
-            if let Some(delivery) = self.try_next()? {
+            if let Some(delivery) = self.try_next_while_open()? {
                 return Ok(delivery);
             }
             self.check_open()?;
-            let own_stopped = flume::Selector::new()
+            let disconnected = flume::Selector::new()
                 .recv(&self.own_watch, |r| r.is_err())
-                .recv(&self.peers_watch, |_| false)
+                .recv(&self.peers_watch, |r| r.is_err())
                 .wait();
-            if own_stopped {
+            if disconnected {
+                // The own writer stopped (the store may reopen its log) or
+                // the store did: poll, as a disconnected channel would
+                // otherwise answer at once, again and again.
                 std::thread::sleep(POLL);
             }
         }
@@ -593,26 +596,26 @@ impl UnionSubscription {
     /// Waits for the next delivery.
     pub async fn next(&mut self) -> Result<UnionDelivery> {
         loop {
-            if let Some(delivery) = self.try_next()? {
+            if let Some(delivery) = self.try_next_while_open()? {
                 return Ok(delivery);
             }
             self.check_open()?;
-            let own_stopped = {
+            let disconnected = {
                 let mut own = pin!(self.own_watch.recv_async());
                 let mut peers = pin!(self.peers_watch.recv_async());
                 std::future::poll_fn(|cx| {
                     if let Poll::Ready(r) = own.as_mut().poll(cx) {
                         return Poll::Ready(r.is_err());
                     }
-                    if peers.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(false);
+                    if let Poll::Ready(r) = peers.as_mut().poll(cx) {
+                        return Poll::Ready(r.is_err());
                     }
                     Poll::Pending
                 })
                 .await
             };
-            if own_stopped {
-                // The writer stopped: wait for a reopened log (or closing).
+            if disconnected {
+                // As in `next_blocking`: wait a poll interval, no spin.
                 let (tx, rx) = flume::bounded::<()>(1);
                 std::thread::spawn(move || {
                     std::thread::sleep(POLL);
@@ -623,14 +626,31 @@ impl UnionSubscription {
         }
     }
 
-    /// Fails once the store was closed and nothing is left to deliver.
-    fn check_open(&self) -> Result<()> {
-        let closed = self
-            .store
+    /// [`UnionSubscription::try_next`] for the waits: once the store is
+    /// closed, a failed last refresh of the other shards will never be
+    /// followed by a good one, so the wait ends with `Closed` rather than
+    /// answering `ProjectionStalled` to every call for good.
+    fn try_next_while_open(&mut self) -> Result<Option<UnionDelivery>> {
+        match self.try_next() {
+            Err(Error::ProjectionStalled { .. })
+                if self.store_closed() && self.store.inner.peers.current().failure.is_some() =>
+            {
+                Err(Error::Closed)
+            }
+            other => other,
+        }
+    }
+
+    fn store_closed(&self) -> bool {
+        self.store
             .inner
             .closed
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if closed && self.lag() == 0 {
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Fails once the store was closed and nothing is left to deliver.
+    fn check_open(&self) -> Result<()> {
+        if self.store_closed() && self.lag() == 0 {
             return Err(Error::Closed);
         }
         Ok(())
