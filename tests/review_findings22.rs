@@ -750,7 +750,6 @@ fn closing_a_read_only_store_ends_every_blocked_subscription() {
 /// folded them keeps counting them in `stats` while its union no longer
 /// lists them.
 #[test]
-#[ignore = "confirmed: a damaged DURABLE file hides a shard's last segment from every reader without an error"]
 fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
     let dir = tempfile::tempdir().unwrap();
     let root = Store::open(dir.path(), manual_small()).unwrap();
@@ -767,8 +766,13 @@ fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
         Ok((stats, union))
     };
     assert_eq!(count(&root).unwrap(), (5, 5));
-    std::fs::write(dir.path().join("shards/1/DURABLE"), [0u8; 32]).unwrap();
-    root.refresh().unwrap();
+    let durable = dir.path().join("shards/1/DURABLE");
+    std::fs::write(&durable, [0u8; 32]).unwrap();
+    // The refresh that meets the damage says so, naming the file.
+    match root.refresh() {
+        Err(Error::Corruption { path, .. }) => assert_eq!(path, durable),
+        other => panic!("a refresh over a damaged DURABLE: {other:?}"),
+    }
     let fresh = Store::open_read_only(dir.path()).unwrap();
     let answers = [
         ("the reader that folded them", count(&root)),
@@ -782,6 +786,62 @@ fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
         })
         .collect();
     assert!(wrong.is_empty(), "not (5, 5) and no error: {wrong:?}");
+}
+
+/// The class of the above on a store's own log: a read-only open over a
+/// damaged `DURABLE` (zeros, cut short, empty) fails naming the file, a
+/// refresh over it fails and keeps every event it showed, a missing file
+/// (a store from a release before it) is still read, and the writer's
+/// next open rewrites a damaged one, after which readers go on.
+#[test]
+fn a_damaged_durable_file_fails_read_only_opens_and_refreshes_and_shrinks_no_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let durable = dir.path().join("DURABLE");
+    let writer = Store::open(dir.path(), manual_small()).unwrap();
+    for i in 0..40 {
+        writer.record_blocking(event(0, i)).unwrap();
+    }
+    writer.close().unwrap();
+    drop(writer);
+    let valid = std::fs::read(&durable).unwrap();
+    let reader = Store::builder(dir.path())
+        .options(manual_small())
+        .open_read_only()
+        .unwrap();
+    let shown = |store: &Store| store.replay(0).unwrap().filter(Result::is_ok).count();
+    assert_eq!(shown(&reader), 40);
+    let damages: [(&str, Vec<u8>); 4] = [
+        ("zeros", vec![0u8; 32]),
+        ("one bit flipped", {
+            let mut v = valid.clone();
+            v[13] ^= 0x10;
+            v
+        }),
+        ("cut short", valid[..31].to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in damages {
+        std::fs::write(&durable, &bytes).unwrap();
+        match reader.refresh() {
+            Err(Error::Corruption { path, .. }) => assert_eq!(path, durable, "{what}"),
+            other => panic!("{what}: a refresh over a damaged DURABLE: {other:?}"),
+        }
+        assert_eq!(shown(&reader), 40, "{what}: the view shrank");
+        match Store::open_read_only(dir.path()) {
+            Err(Error::Corruption { path, .. }) => assert_eq!(path, durable, "{what}"),
+            Err(other) => panic!("{what}: a read-only open over a damaged DURABLE: {other}"),
+            Ok(_) => panic!("{what}: a read-only open over a damaged DURABLE succeeded"),
+        }
+    }
+    std::fs::remove_file(&durable).unwrap();
+    let old_release = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(shown(&old_release), 40, "a store without DURABLE");
+    std::fs::write(&durable, [0u8; 32]).unwrap();
+    let writer = Store::open(dir.path(), manual_small()).unwrap();
+    writer.record_blocking(event(0, 40)).unwrap();
+    reader.refresh().unwrap();
+    assert_eq!(shown(&reader), 41, "after the writer rewrote DURABLE");
+    writer.close().unwrap();
 }
 
 /// Suspected transient shrink: a reader racing the writer's 32-byte

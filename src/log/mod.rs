@@ -477,7 +477,7 @@ impl Log {
         let options = LogOptions::default();
         // Loaded before the segments are listed; either order is safe (see
         // `durable_end::ReadLimit`), this one reads less of a stale end.
-        let end = durable_end::load(&*storage, &dir)?;
+        let end = durable_end::load_for_reader(&*storage, &dir)?;
         let (opened, store_id) = open_segments_read_only(&*storage, &dir, &options, end, store_id)?;
         let shared = Shared::new(storage, dir, options, store_id, opened.segments);
         Ok(Log {
@@ -501,7 +501,7 @@ impl Log {
             return Ok(());
         }
         let shared = &self.inner.shared;
-        let end = durable_end::load(&*shared.storage, &shared.dir)?;
+        let end = durable_end::load_for_reader(&*shared.storage, &shared.dir)?;
         let known_id = shared.store_id.get().copied();
         // A copy of the view (segment handles, not bytes), so that readers
         // are not held up while the directory is read.
@@ -556,7 +556,7 @@ impl Log {
         storage: &dyn Storage,
         dir: &Path,
     ) -> Result<Option<(u64, u64, u64)>> {
-        let end = durable_end::load(storage, dir)?;
+        let end = durable_end::load_for_reader(storage, dir)?;
         Ok(end.map(|e| (e.segment_base, e.segment_len, e.next_offset)))
     }
 
