@@ -938,3 +938,77 @@ fn read_only_union_subscriber_follows_the_root_through_writer_generations() {
     let seen: BTreeSet<String> = got.iter().filter_map(run_id).collect();
     assert_eq!(seen, acked);
 }
+
+/// Suspicion S1: `refresh::extend_active` refuses to extend only when no
+/// durable end is published *now*; a view built when none was (a store
+/// last written by a release before `DURABLE`) read every complete batch,
+/// durable or not, and once a writer of this release publishes an end, the
+/// refresh keeps those bytes as read and reads on past them. If they were
+/// replaced in between (that old writer's fsync failed, it cut the batch
+/// and wrote another of the same length, as every release does after a
+/// failed fsync), the reader keeps a record that never was durable, where
+/// a full reopen reads the one on disk. Simulated by hand: `DURABLE`
+/// removed (the old release), the last batch rewritten in place.
+/// Refuted: a view holds positions, not bytes, so records are read from
+/// the file as it is now; a batch replaced by one of another length or
+/// offset fails the extension's decode where the view ended (a full
+/// reopen follows), and an end below the view's is refused.
+#[test]
+fn a_view_built_without_a_durable_end_is_not_extended_over_bytes_that_changed() {
+    use enforcelog::{Durability, Log, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        durability: Durability::Fsync,
+        ..LogOptions::default()
+    };
+    let payload = |tag: u8, i: u64| {
+        let mut p = vec![0u8; 700];
+        p[..8].copy_from_slice(&i.to_le_bytes());
+        p[8] = tag;
+        p
+    };
+    let writer = Log::open(dir.path(), options.clone()).unwrap();
+    for i in 0..10 {
+        writer
+            .append_blocking(Record::new(1_000 + i as i64, payload(b'a', i)))
+            .unwrap();
+    }
+    writer.close().unwrap();
+    drop(writer);
+    std::fs::remove_file(dir.path().join("DURABLE")).unwrap();
+    let reader = Log::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.next_offset(), 10);
+    // The old writer's failed fsync: record 9 cut and written again.
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let mut batch = Vec::new();
+    enforcelog::format::encode_batch(&mut batch, 9, &[Record::new(1_009, payload(b'b', 9))]);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.write_all_at(&batch, len - batch.len() as u64).unwrap();
+        file.sync_all().unwrap();
+    }
+    // A writer of this release opens (publishing DURABLE) and records on.
+    let writer = Log::open(dir.path(), options).unwrap();
+    writer
+        .append_blocking(Record::new(1_010, payload(b'a', 10)))
+        .unwrap();
+    writer.close().unwrap();
+    reader.refresh().unwrap();
+    let read = |log: &Log| -> Vec<Vec<u8>> {
+        log.read_from(0)
+            .unwrap()
+            .map(|r| r.unwrap().payload)
+            .collect()
+    };
+    let fresh = Log::open_read_only(dir.path()).unwrap();
+    assert_eq!(read(&fresh)[9][8], b'b');
+    assert!(
+        read(&reader) == read(&fresh),
+        "the refreshed reader's record 9 is the one replaced"
+    );
+}

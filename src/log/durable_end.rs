@@ -315,6 +315,35 @@ mod tests {
         assert_eq!(DurableEnd::decode(&bytes[..31]), None);
     }
 
+    /// A reader racing the writer's in-place rewrites never takes one for
+    /// damage (an error) nor reads an end older than one it read before.
+    #[test]
+    fn a_file_being_rewritten_is_never_read_as_damage_nor_going_back() {
+        use crate::storage::FileStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: u64| DurableEnd {
+            segment_base: 0,
+            segment_len: 64 + n * 100,
+            next_offset: n,
+        };
+        let publisher = Publisher::create(&FileStorage, dir.path(), at(0)).unwrap();
+        let writer = std::thread::spawn(move || {
+            for n in 1..=20_000 {
+                publisher.publish(at(n)).unwrap();
+            }
+        });
+        let mut last = 0;
+        while !writer.is_finished() {
+            let end = load_for_reader(&FileStorage, dir.path()).unwrap().unwrap();
+            assert_eq!(end, at(end.next_offset));
+            assert!(end.next_offset >= last, "{} after {last}", end.next_offset);
+            last = end.next_offset;
+        }
+        writer.join().unwrap();
+        let end = load_for_reader(&FileStorage, dir.path()).unwrap();
+        assert_eq!(end, Some(at(20_000)));
+    }
+
     #[test]
     fn read_limits_follow_the_segment_named() {
         let end = Some(DurableEnd {

@@ -496,6 +496,8 @@ impl Log {
     /// segments already verified are kept (after a check of their file's
     /// stamp) and the last one is read on from where the view ended (see
     /// `refresh`); anything else found makes it reopen every segment.
+    /// A damaged `DURABLE` file fails it with [`Error::Corruption`] and
+    /// leaves the view as it was (so does any other failure).
     pub fn refresh(&self) -> Result<()> {
         if self.inner.writer.is_some() {
             return Ok(());
