@@ -797,7 +797,6 @@ fn a_closed_stores_union_subscription_ends_even_after_a_failed_refresh() {
 /// folded them keeps counting them in `stats` while its union no longer
 /// lists them.
 #[test]
-#[ignore = "confirmed: a damaged DURABLE file hides a shard's last segment from every reader without an error"]
 fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
     let dir = tempfile::tempdir().unwrap();
     let root = Store::open(dir.path(), manual_small()).unwrap();
@@ -814,8 +813,13 @@ fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
         Ok((stats, union))
     };
     assert_eq!(count(&root).unwrap(), (5, 5));
-    std::fs::write(dir.path().join("shards/1/DURABLE"), [0u8; 32]).unwrap();
-    root.refresh().unwrap();
+    let durable = dir.path().join("shards/1/DURABLE");
+    std::fs::write(&durable, [0u8; 32]).unwrap();
+    // The refresh that meets the damage says so, naming the file.
+    match root.refresh() {
+        Err(Error::Corruption { path, .. }) => assert_eq!(path, durable),
+        other => panic!("a refresh over a damaged DURABLE: {other:?}"),
+    }
     let fresh = Store::open_read_only(dir.path()).unwrap();
     let answers = [
         ("the reader that folded them", count(&root)),
@@ -829,6 +833,62 @@ fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
         })
         .collect();
     assert!(wrong.is_empty(), "not (5, 5) and no error: {wrong:?}");
+}
+
+/// The class of the above on a store's own log: a read-only open over a
+/// damaged `DURABLE` (zeros, cut short, empty) fails naming the file, a
+/// refresh over it fails and keeps every event it showed, a missing file
+/// (a store from a release before it) is still read, and the writer's
+/// next open rewrites a damaged one, after which readers go on.
+#[test]
+fn a_damaged_durable_file_fails_read_only_opens_and_refreshes_and_shrinks_no_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let durable = dir.path().join("DURABLE");
+    let writer = Store::open(dir.path(), manual_small()).unwrap();
+    for i in 0..40 {
+        writer.record_blocking(event(0, i)).unwrap();
+    }
+    writer.close().unwrap();
+    drop(writer);
+    let valid = std::fs::read(&durable).unwrap();
+    let reader = Store::builder(dir.path())
+        .options(manual_small())
+        .open_read_only()
+        .unwrap();
+    let shown = |store: &Store| store.replay(0).unwrap().filter(Result::is_ok).count();
+    assert_eq!(shown(&reader), 40);
+    let damages: [(&str, Vec<u8>); 4] = [
+        ("zeros", vec![0u8; 32]),
+        ("one bit flipped", {
+            let mut v = valid.clone();
+            v[13] ^= 0x10;
+            v
+        }),
+        ("cut short", valid[..31].to_vec()),
+        ("empty", Vec::new()),
+    ];
+    for (what, bytes) in damages {
+        std::fs::write(&durable, &bytes).unwrap();
+        match reader.refresh() {
+            Err(Error::Corruption { path, .. }) => assert_eq!(path, durable, "{what}"),
+            other => panic!("{what}: a refresh over a damaged DURABLE: {other:?}"),
+        }
+        assert_eq!(shown(&reader), 40, "{what}: the view shrank");
+        match Store::open_read_only(dir.path()) {
+            Err(Error::Corruption { path, .. }) => assert_eq!(path, durable, "{what}"),
+            Err(other) => panic!("{what}: a read-only open over a damaged DURABLE: {other}"),
+            Ok(_) => panic!("{what}: a read-only open over a damaged DURABLE succeeded"),
+        }
+    }
+    std::fs::remove_file(&durable).unwrap();
+    let old_release = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(shown(&old_release), 40, "a store without DURABLE");
+    std::fs::write(&durable, [0u8; 32]).unwrap();
+    let writer = Store::open(dir.path(), manual_small()).unwrap();
+    writer.record_blocking(event(0, 40)).unwrap();
+    reader.refresh().unwrap();
+    assert_eq!(shown(&reader), 41, "after the writer rewrote DURABLE");
+    writer.close().unwrap();
 }
 
 /// Suspected transient shrink: a reader racing the writer's 32-byte
@@ -924,4 +984,78 @@ fn read_only_union_subscriber_follows_the_root_through_writer_generations() {
     assert_once_dense(&got);
     let seen: BTreeSet<String> = got.iter().filter_map(run_id).collect();
     assert_eq!(seen, acked);
+}
+
+/// Suspicion S1: `refresh::extend_active` refuses to extend only when no
+/// durable end is published *now*; a view built when none was (a store
+/// last written by a release before `DURABLE`) read every complete batch,
+/// durable or not, and once a writer of this release publishes an end, the
+/// refresh keeps those bytes as read and reads on past them. If they were
+/// replaced in between (that old writer's fsync failed, it cut the batch
+/// and wrote another of the same length, as every release does after a
+/// failed fsync), the reader keeps a record that never was durable, where
+/// a full reopen reads the one on disk. Simulated by hand: `DURABLE`
+/// removed (the old release), the last batch rewritten in place.
+/// Refuted: a view holds positions, not bytes, so records are read from
+/// the file as it is now; a batch replaced by one of another length or
+/// offset fails the extension's decode where the view ended (a full
+/// reopen follows), and an end below the view's is refused.
+#[test]
+fn a_view_built_without_a_durable_end_is_not_extended_over_bytes_that_changed() {
+    use enforcelog::{Durability, Log, Record};
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        durability: Durability::Fsync,
+        ..LogOptions::default()
+    };
+    let payload = |tag: u8, i: u64| {
+        let mut p = vec![0u8; 700];
+        p[..8].copy_from_slice(&i.to_le_bytes());
+        p[8] = tag;
+        p
+    };
+    let writer = Log::open(dir.path(), options.clone()).unwrap();
+    for i in 0..10 {
+        writer
+            .append_blocking(Record::new(1_000 + i as i64, payload(b'a', i)))
+            .unwrap();
+    }
+    writer.close().unwrap();
+    drop(writer);
+    std::fs::remove_file(dir.path().join("DURABLE")).unwrap();
+    let reader = Log::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.next_offset(), 10);
+    // The old writer's failed fsync: record 9 cut and written again.
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let mut batch = Vec::new();
+    enforcelog::format::encode_batch(&mut batch, 9, &[Record::new(1_009, payload(b'b', 9))]);
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.write_all_at(&batch, len - batch.len() as u64).unwrap();
+        file.sync_all().unwrap();
+    }
+    // A writer of this release opens (publishing DURABLE) and records on.
+    let writer = Log::open(dir.path(), options).unwrap();
+    writer
+        .append_blocking(Record::new(1_010, payload(b'a', 10)))
+        .unwrap();
+    writer.close().unwrap();
+    reader.refresh().unwrap();
+    let read = |log: &Log| -> Vec<Vec<u8>> {
+        log.read_from(0)
+            .unwrap()
+            .map(|r| r.unwrap().payload)
+            .collect()
+    };
+    let fresh = Log::open_read_only(dir.path()).unwrap();
+    assert_eq!(read(&fresh)[9][8], b'b');
+    assert!(
+        read(&reader) == read(&fresh),
+        "the refreshed reader's record 9 is the one replaced"
+    );
 }

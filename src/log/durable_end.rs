@@ -32,6 +32,12 @@
 //!   when a writer opens the store, before anything is appended: a store
 //!   without the file was written only by a release that predates it, and
 //!   readers then fall back to reading every complete batch;
+//! - the file is only ever replaced whole (rename) or rewritten in place by
+//!   one 32-byte `pwrite`, so a file that stays invalid across retried
+//!   reads is damage: a read-only handle reports it as an error (its open
+//!   fails, its refresh fails and keeps the view it had) rather than read
+//!   it as "nothing durable" and silently leave out the last segment; a
+//!   writer's open reads it as "nothing durable" and rewrites it;
 //! - segments before the named one were fsynced before their successor was
 //!   created, so they are durable whole; a segment after the named one holds
 //!   nothing durable yet.
@@ -52,7 +58,9 @@ const MAGIC: [u8; 4] = *b"ELDE";
 pub(crate) const DURABLE_LEN: usize = 32;
 /// Reads of a file that fails its checksum before giving up: a reader can
 /// race the writer's `pwrite` and see half of each.
-const READ_TRIES: usize = 3;
+const READ_TRIES: u32 = 6;
+/// The pause before the second retry; it doubles for each later one.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The end of the durable part of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,37 +125,89 @@ impl ReadLimit {
     }
 }
 
-/// Reads the durable end of the log in `dir`: `None` when the file does not
-/// exist. A file that stays invalid is reported and read as "nothing in the
-/// last segment is known durable", which hides records but never shows one
-/// that is not durable.
+/// Reads the durable end of the log in `dir` for its writer (an open, a
+/// reopen, `repair`): `None` when the file does not exist. A file that
+/// stays invalid is reported and read as "nothing in the last segment is
+/// known durable", which never lets a writer cut or reuse a byte; the
+/// writer's open then publishes a valid end again.
 pub(crate) fn load(storage: &dyn Storage, dir: &Path) -> Result<Option<DurableEnd>> {
+    match read(storage, dir)? {
+        Read::Missing => Ok(None),
+        Read::Valid(end) => Ok(Some(end)),
+        Read::Invalid { path, .. } => {
+            warn!(file = %path.display(), "the durable-end file is invalid; treating nothing of the last segment as durable until the writer rewrites it");
+            // Names the first segment with nothing durable in it: whatever
+            // the last segment is, none of it is taken as durable.
+            Ok(Some(DurableEnd {
+                segment_base: 0,
+                segment_len: 0,
+                next_offset: 0,
+            }))
+        }
+    }
+}
+
+/// Reads the durable end of the log in `dir` for a read-only handle (an
+/// open, a refresh): `None` when the file does not exist (a store last
+/// written by a release before it). A file that stays invalid (damaged: the
+/// writer only ever replaces it whole or rewrites its 32 bytes in place,
+/// both of which a retried read gets past) is an error naming it, so that
+/// a reader fails, and keeps what it showed, instead of leaving out the
+/// last segment's records without a word.
+pub(crate) fn load_for_reader(storage: &dyn Storage, dir: &Path) -> Result<Option<DurableEnd>> {
+    match read(storage, dir)? {
+        Read::Missing => Ok(None),
+        Read::Valid(end) => Ok(Some(end)),
+        Read::Invalid { path, len } => Err(Error::Corruption {
+            path,
+            position: 0,
+            reason: format!(
+                "the durable-end file is invalid ({len} bytes, {DURABLE_LEN} expected, magic or checksum wrong); \
+                 its writer's next open rewrites it"
+            ),
+        }),
+    }
+}
+
+/// What the durable-end file holds.
+enum Read {
+    Missing,
+    Valid(DurableEnd),
+    /// Still invalid after every retry; `len` is the file's length.
+    Invalid {
+        path: PathBuf,
+        len: u64,
+    },
+}
+
+fn read(storage: &dyn Storage, dir: &Path) -> Result<Read> {
     let path = dir.join(DURABLE_FILE);
     let file = match storage.open(&path, OpenMode::Read) {
         Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Missing),
         Err(e) => return Err(Error::io("open", &path, e)),
     };
     let mut bytes = [0u8; DURABLE_LEN];
-    for _ in 0..READ_TRIES {
-        let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    let mut len = 0;
+    for attempt in 0..READ_TRIES {
+        len = file.len().map_err(|e| Error::io("stat", &path, e))?;
         if len == DURABLE_LEN as u64 {
             file.read_exact_at(&mut bytes, 0)
                 .map_err(|e| Error::io("read", &path, e))?;
             if let Some(end) = DurableEnd::decode(&bytes) {
-                return Ok(Some(end));
+                return Ok(Read::Valid(end));
             }
         }
-        std::thread::yield_now();
+        // A read racing the writer's `pwrite` can see part of each end;
+        // the write takes microseconds, so a file still invalid after
+        // growing pauses (about 30 ms in all) is not being written.
+        if attempt == 0 {
+            std::thread::yield_now();
+        } else if attempt + 1 < READ_TRIES {
+            std::thread::sleep(RETRY_PAUSE * (1 << (attempt - 1)));
+        }
     }
-    warn!(file = %path.display(), "the durable-end file is invalid; reading no record of the last segment until a writer rewrites it");
-    // Names the first segment with nothing durable in it: whatever the last
-    // segment is, none of it is read.
-    Ok(Some(DurableEnd {
-        segment_base: 0,
-        segment_len: 0,
-        next_offset: 0,
-    }))
+    Ok(Read::Invalid { path, len })
 }
 
 /// Removes the durable end (for `repair`, which holds the lock and leaves
@@ -253,6 +313,35 @@ mod tests {
             assert_eq!(DurableEnd::decode(&damaged), None, "bit {bit}");
         }
         assert_eq!(DurableEnd::decode(&bytes[..31]), None);
+    }
+
+    /// A reader racing the writer's in-place rewrites never takes one for
+    /// damage (an error) nor reads an end older than one it read before.
+    #[test]
+    fn a_file_being_rewritten_is_never_read_as_damage_nor_going_back() {
+        use crate::storage::FileStorage;
+        let dir = tempfile::tempdir().unwrap();
+        let at = |n: u64| DurableEnd {
+            segment_base: 0,
+            segment_len: 64 + n * 100,
+            next_offset: n,
+        };
+        let publisher = Publisher::create(&FileStorage, dir.path(), at(0)).unwrap();
+        let writer = std::thread::spawn(move || {
+            for n in 1..=20_000 {
+                publisher.publish(at(n)).unwrap();
+            }
+        });
+        let mut last = 0;
+        while !writer.is_finished() {
+            let end = load_for_reader(&FileStorage, dir.path()).unwrap().unwrap();
+            assert_eq!(end, at(end.next_offset));
+            assert!(end.next_offset >= last, "{} after {last}", end.next_offset);
+            last = end.next_offset;
+        }
+        writer.join().unwrap();
+        let end = load_for_reader(&FileStorage, dir.path()).unwrap();
+        assert_eq!(end, Some(at(20_000)));
     }
 
     #[test]

@@ -485,7 +485,7 @@ impl Log {
         let options = LogOptions::default();
         // Loaded before the segments are listed; either order is safe (see
         // `durable_end::ReadLimit`), this one reads less of a stale end.
-        let end = durable_end::load(&*storage, &dir)?;
+        let end = durable_end::load_for_reader(&*storage, &dir)?;
         let (opened, store_id) = open_segments_read_only(&*storage, &dir, &options, end, store_id)?;
         let shared = Shared::new(storage, dir, options, store_id, opened.segments);
         *shared.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = end;
@@ -505,13 +505,15 @@ impl Log {
     /// segments already verified are kept (after a check of their file's
     /// stamp) and the last one is read on from where the view ended (see
     /// `refresh`); anything else found makes it reopen every segment.
+    /// A damaged `DURABLE` file fails it with [`Error::Corruption`] and
+    /// leaves the view as it was (so does any other failure).
     pub fn refresh(&self) -> Result<()> {
         if self.inner.writer.is_some() {
             return Ok(());
         }
         let shared = &self.inner.shared;
         let mut refreshed = shared.refreshed.lock().unwrap_or_else(|e| e.into_inner());
-        let end = durable_end::load(&*shared.storage, &shared.dir)?;
+        let end = durable_end::load_for_reader(&*shared.storage, &shared.dir)?;
         let known_id = shared.store_id.get().copied();
         // A copy of the view (segment handles, not bytes), so that readers
         // are not held up while the directory is read.
@@ -579,7 +581,7 @@ impl Log {
         storage: &dyn Storage,
         dir: &Path,
     ) -> Result<Option<(u64, u64, u64)>> {
-        let end = durable_end::load(storage, dir)?;
+        let end = durable_end::load_for_reader(storage, dir)?;
         Ok(end.map(|e| (e.segment_base, e.segment_len, e.next_offset)))
     }
 
