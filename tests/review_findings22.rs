@@ -796,6 +796,9 @@ fn a_closed_stores_union_subscription_ends_even_after_a_failed_refresh() {
 /// reader never passes over a shard unawares"). A reader that had already
 /// folded them keeps counting them in `stats` while its union no longer
 /// lists them.
+/// Read-only readers report the damage; a writer store that looks at the
+/// shard (no writer holds it) settles it, rewriting the file, after which
+/// every reader answers exactly again.
 #[test]
 fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
     let dir = tempfile::tempdir().unwrap();
@@ -806,23 +809,27 @@ fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
     }
     peer.close().unwrap();
     drop(peer);
-    root.refresh().unwrap();
+    let reader = Store::builder(dir.path())
+        .options(manual_small())
+        .open_read_only()
+        .unwrap();
+    reader.refresh().unwrap();
     let count = |store: &Store| -> Result<(u64, usize), Error> {
         let stats: u64 = store.stats_all(None)?.iter().map(|s| s.total_count).sum();
         let union = store.replay_union(&Positions::new())?.count();
         Ok((stats, union))
     };
-    assert_eq!(count(&root).unwrap(), (5, 5));
+    assert_eq!(count(&reader).unwrap(), (5, 5));
     let durable = dir.path().join("shards/1/DURABLE");
     std::fs::write(&durable, [0u8; 32]).unwrap();
     // The refresh that meets the damage says so, naming the file.
-    match root.refresh() {
+    match reader.refresh() {
         Err(Error::Corruption { path, .. }) => assert_eq!(path, durable),
         other => panic!("a refresh over a damaged DURABLE: {other:?}"),
     }
     let fresh = Store::open_read_only(dir.path()).unwrap();
     let answers = [
-        ("the reader that folded them", count(&root)),
+        ("the reader that folded them", count(&reader)),
         ("a new reader", count(&fresh)),
     ];
     let wrong: Vec<String> = answers
@@ -833,6 +840,14 @@ fn a_damaged_durable_file_in_a_shard_is_an_error_not_a_silent_omission() {
         })
         .collect();
     assert!(wrong.is_empty(), "not (5, 5) and no error: {wrong:?}");
+    // A writer store's look settles the shard (its recovery open rewrites
+    // the file): every reader is exact again.
+    root.refresh().unwrap();
+    assert_eq!(count(&root).unwrap(), (5, 5));
+    reader.refresh().unwrap();
+    assert_eq!(count(&reader).unwrap(), (5, 5));
+    fresh.refresh().unwrap();
+    assert_eq!(count(&fresh).unwrap(), (5, 5));
 }
 
 /// The class of the above on a store's own log: a read-only open over a
