@@ -17,35 +17,16 @@ use enforcelog::{
     Action, Entry, Error, Event, LogOptions, Positions, ShardEntry, Store, StoreOptions,
     UnionDelivery, UnionSubscription,
 };
-use serde_json::{json, Map, Value};
+
+mod common;
+use common::events::{host_details, writer_event};
 
 /// How long a blocked subscriber may take to return once it must (liveness,
 /// not timing).
 const LIVENESS: Duration = Duration::from_secs(30);
 
-/// Details that look like what hosts send: nesting, runs of zero bytes, and
-/// now and then a blob of tens of KiB.
-fn details(i: u64) -> Map<String, Value> {
-    let mut nested = json!({"leaf": i, "zeros": "\u{0}".repeat(64)});
-    for depth in 0..12 {
-        nested = json!({"level": depth, "inner": nested});
-    }
-    let mut map = Map::new();
-    map.insert("request".into(), nested);
-    if i.is_multiple_of(3) {
-        map.insert("blob".into(), json!("\u{0}x".repeat(6 * 1024)));
-    }
-    map
-}
-
 fn event(who: u64, i: u64) -> Event {
-    Event::new(
-        format!("tenant-{}", (who + i) % 3),
-        format!("rule-{}", i % 5),
-        Action::ALL[(i % 4) as usize],
-    )
-    .with_run_id(format!("run-{who}-{i}"))
-    .with_details(details(i))
+    writer_event(who, i, false, host_details(i, 3, 6))
 }
 
 /// Only explicit refreshes, small segments (so that writers roll often).

@@ -14,14 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use enforcelog::{verify_dir, Action, Error, Event, Query, RuleStats, Store, StoreOptions};
-use serde_json::{json, Map, Value};
+
+mod common;
+use common::events::{host_details, writer_event, DAY_US, T0_US};
 
 const CHILD_ENV: &str = "ENFORCELOG_SHARDS_TEST_CHILD";
 const CHILD_TEST: &str = "child_writer";
-const DAY_US: i64 = 86_400_000_000;
-/// A fixed "now" for the events (2026-10-01): the answers do not depend on
-/// the clock.
-const T0_US: i64 = 1_790_812_800_000_000;
 
 /// (tenant, rule) → every acknowledged event's (action, enforced_at).
 type Oracle = BTreeMap<(String, String), Vec<(Action, i64)>>;
@@ -30,32 +28,8 @@ type Oracle = BTreeMap<(String, String), Vec<(Action, i64)>>;
 /// total count, last time, counts by action.
 type Summary = (String, String, u64, u64, Option<i64>, [u64; 4]);
 
-/// Details that look like what hosts send: nesting, runs of zero bytes,
-/// and now and then a blob near the 64 KiB limit (as JSON).
-fn details(i: u64) -> Map<String, Value> {
-    let mut nested = json!({"leaf": i, "zeros": "\u{0}".repeat(64)});
-    for depth in 0..12 {
-        nested = json!({"level": depth, "inner": nested});
-    }
-    let mut map = Map::new();
-    map.insert("request".into(), nested);
-    if i.is_multiple_of(97) {
-        map.insert("blob".into(), json!("\u{0}x".repeat(8 * 1024)));
-    }
-    map
-}
-
-/// The `i`-th event a writer named `who` records: a few tenants and rules,
-/// every action, times spread over 40 days before `T0_US`.
 fn event(who: u64, i: u64) -> Event {
-    let tenant = format!("tenant-{}", (who + i) % 3);
-    let rule = format!("rule-{}", i % 5);
-    let action = Action::ALL[(i % 4) as usize];
-    let at = T0_US - ((who * 7_919 + i * 104_729) % 40) as i64 * DAY_US - i as i64;
-    Event::new(tenant, rule, action)
-        .at_us(at)
-        .with_run_id(format!("run-{who}-{i}"))
-        .with_details(details(i))
+    writer_event(who, i, true, host_details(i, 97, 8))
 }
 
 fn note(oracle: &mut Oracle, event: &Event) {

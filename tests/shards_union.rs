@@ -21,42 +21,18 @@ use enforcelog::{
     Action, Entry, Error, Event, Positions, RuleStats, ShardEntry, Store, StoreOptions,
     UnionDelivery, UnionSubscription,
 };
-use serde_json::{json, Map, Value};
+
+mod common;
+use common::events::{host_details, writer_event, DAY_US, T0_US};
 
 const CHILD_ENV: &str = "ENFORCELOG_UNION_TEST_CHILD";
 const CHILD_TEST: &str = "child_writer";
-const DAY_US: i64 = 86_400_000_000;
-/// A fixed "now" for the events (2026-10-01).
-const T0_US: i64 = 1_790_812_800_000_000;
 /// How long a subscriber may take to see what it must see before the test
 /// calls it lost (liveness, not timing).
 const LIVENESS: Duration = Duration::from_secs(120);
 
-/// Details that look like what hosts send: nesting, runs of zero bytes,
-/// and now and then a blob near the 64 KiB limit.
-fn details(i: u64) -> Map<String, Value> {
-    let mut nested = json!({"leaf": i, "zeros": "\u{0}".repeat(64)});
-    for depth in 0..12 {
-        nested = json!({"level": depth, "inner": nested});
-    }
-    let mut map = Map::new();
-    map.insert("request".into(), nested);
-    if i.is_multiple_of(41) {
-        map.insert("blob".into(), json!("\u{0}x".repeat(8 * 1024)));
-    }
-    map
-}
-
-/// The `i`-th event of writer `who`; its run id names both.
 fn event(who: u64, i: u64) -> Event {
-    let tenant = format!("tenant-{}", (who + i) % 3);
-    let rule = format!("rule-{}", i % 5);
-    let action = Action::ALL[(i % 4) as usize];
-    let at = T0_US - ((who * 7_919 + i * 104_729) % 40) as i64 * DAY_US - i as i64;
-    Event::new(tenant, rule, action)
-        .at_us(at)
-        .with_run_id(format!("run-{who}-{i}"))
-        .with_details(details(i))
+    writer_event(who, i, true, host_details(i, 41, 8))
 }
 
 /// Which writer sent a run id, and its index.

@@ -12,6 +12,7 @@
 pub mod capture;
 pub mod counting;
 pub mod disk;
+pub mod events;
 pub mod options;
 pub mod process;
 pub mod segment;
