@@ -19,7 +19,18 @@ use crate::log::{Log, LogReader};
 
 /// How long a blocking wait sleeps between looks when the log's writer was
 /// replaced (it notices a reopened log this way).
-const POLL: Duration = Duration::from_millis(100);
+pub(super) const POLL: Duration = Duration::from_millis(100);
+
+/// Waits [`POLL`] in async code without a runtime timer (the store does not
+/// require one): the wait of a subscription whose watch is disconnected.
+pub(super) async fn pause_async() {
+    let (tx, rx) = flume::bounded::<()>(1);
+    std::thread::spawn(move || {
+        std::thread::sleep(POLL);
+        let _ = tx.send(());
+    });
+    let _ = rx.recv_async().await;
+}
 
 /// What a subscription delivers.
 #[derive(Debug, Clone, PartialEq)]
@@ -161,12 +172,7 @@ impl Subscription {
             self.check_open()?;
             if self.watch.recv_async().await.is_err() {
                 // The writer stopped: wait for a reopened log (or closing).
-                let (tx, rx) = flume::bounded::<()>(1);
-                std::thread::spawn(move || {
-                    std::thread::sleep(POLL);
-                    let _ = tx.send(());
-                });
-                let _ = rx.recv_async().await;
+                pause_async().await;
             }
         }
     }

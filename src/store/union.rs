@@ -31,18 +31,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::subscribe::{pause_async, POLL};
 use super::{decode_entry, Store};
 use crate::error::{Error, Result};
 use crate::event::Entry;
 use crate::log::{Log, LogReader, StoreId};
-
-/// How long a blocking wait sleeps between looks when the store's own log
-/// writer was replaced (as [`Subscription`](super::Subscription) does).
-const POLL: Duration = Duration::from_millis(100);
 
 /// Where a union reader is in one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -616,12 +612,7 @@ impl UnionSubscription {
             };
             if disconnected {
                 // As in `next_blocking`: wait a poll interval, no spin.
-                let (tx, rx) = flume::bounded::<()>(1);
-                std::thread::spawn(move || {
-                    std::thread::sleep(POLL);
-                    let _ = tx.send(());
-                });
-                let _ = rx.recv_async().await;
+                pause_async().await;
             }
         }
     }
