@@ -13,20 +13,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use enforcelog::{verify_dir, Action, Error, Event, Query, RuleStats, Store, StoreOptions};
+use enforcelog::{verify_dir, Action, Error, Event, Query, Store, StoreOptions};
 
 mod common;
-use common::events::{host_details, writer_event, DAY_US, T0_US};
+use common::events::{host_details, summary, writer_event, Summary, DAY_US, T0_US};
 
 const CHILD_ENV: &str = "ENFORCELOG_SHARDS_TEST_CHILD";
 const CHILD_TEST: &str = "child_writer";
 
 /// (tenant, rule) → every acknowledged event's (action, enforced_at).
 type Oracle = BTreeMap<(String, String), Vec<(Action, i64)>>;
-
-/// What is compared of a rule's statistics: tenant, rule, trigger count,
-/// total count, last time, counts by action.
-type Summary = (String, String, u64, u64, Option<i64>, [u64; 4]);
 
 fn event(who: u64, i: u64) -> Event {
     writer_event(who, i, true, host_details(i, 97, 8))
@@ -67,22 +63,6 @@ fn expected(oracle: &Oracle, as_of_us: i64) -> Vec<Summary> {
         ));
     }
     out
-}
-
-fn summary(stats: &[RuleStats]) -> Vec<Summary> {
-    stats
-        .iter()
-        .map(|s| {
-            (
-                s.tenant_id.clone(),
-                s.rule_id.clone(),
-                s.trigger_count,
-                s.total_count,
-                s.last_triggered_at_us,
-                s.by_action,
-            )
-        })
-        .collect()
 }
 
 /// Checks `store`'s answers against the oracle now and at as-of times

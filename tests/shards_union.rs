@@ -18,12 +18,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use enforcelog::{
-    Action, Entry, Error, Event, Positions, RuleStats, ShardEntry, Store, StoreOptions,
-    UnionDelivery, UnionSubscription,
+    Action, Entry, Error, Event, Positions, ShardEntry, Store, StoreOptions, UnionDelivery,
+    UnionSubscription,
 };
 
 mod common;
-use common::events::{host_details, writer_event, DAY_US, T0_US};
+use common::events::{host_details, summary, writer_event, Summary, DAY_US, T0_US};
 
 const CHILD_ENV: &str = "ENFORCELOG_UNION_TEST_CHILD";
 const CHILD_TEST: &str = "child_writer";
@@ -68,8 +68,6 @@ struct UserProjection {
     events: BTreeMap<(String, String), Vec<(Action, i64)>>,
 }
 
-type Summary = (String, String, u64, u64, Option<i64>, [u64; 4]);
-
 impl UserProjection {
     fn apply(&mut self, entry: &Entry) {
         if let Entry::Event(e) = entry {
@@ -107,22 +105,6 @@ impl UserProjection {
         }
         out
     }
-}
-
-fn summary(stats: &[RuleStats]) -> Vec<Summary> {
-    stats
-        .iter()
-        .map(|s| {
-            (
-                s.tenant_id.clone(),
-                s.rule_id.clone(),
-                s.trigger_count,
-                s.total_count,
-                s.last_triggered_at_us,
-                s.by_action,
-            )
-        })
-        .collect()
 }
 
 /// The user projection over `entries` equals `store`'s statistics, now

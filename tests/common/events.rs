@@ -3,7 +3,7 @@
 //! name the writer and the event, and details with nesting, runs of zero
 //! bytes and now and then a blob of several KiB.
 
-use enforcelog::{Action, Event};
+use enforcelog::{Action, Event, RuleStats};
 use serde_json::{json, Map, Value};
 
 /// One day in microseconds.
@@ -42,4 +42,25 @@ pub fn writer_event(who: u64, i: u64, spread: bool, details: Map<String, Value>)
     } else {
         event
     }
+}
+
+/// A rule's answer as the oracle tests compare it: tenant, rule, count in
+/// the window, total count, last time, counts by action.
+pub type Summary = (String, String, u64, u64, Option<i64>, [u64; 4]);
+
+/// The comparable form of `stats` answers.
+pub fn summary(stats: &[RuleStats]) -> Vec<Summary> {
+    stats
+        .iter()
+        .map(|s| {
+            (
+                s.tenant_id.clone(),
+                s.rule_id.clone(),
+                s.trigger_count,
+                s.total_count,
+                s.last_triggered_at_us,
+                s.by_action,
+            )
+        })
+        .collect()
 }
