@@ -111,6 +111,23 @@ impl Drop for Server {
     }
 }
 
+/// How long one test's conversation with nats-server may take before the
+/// test fails instead of hanging the suite.
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `future` on `rt`, failing the test if it has not finished within
+/// [`TEST_LIMIT`]: a lost reply from the server must fail one test, not
+/// stall CI until its time limit.
+fn bounded<F: std::future::Future>(rt: &tokio::runtime::Runtime, future: F) -> F::Output {
+    rt.block_on(async {
+        tokio::time::timeout(TEST_LIMIT, future)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("no answer within {TEST_LIMIT:?}: a wait on nats-server hung")
+            })
+    })
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -296,7 +313,7 @@ fn three_stores_ship_concurrently_and_fleet_stats_are_the_exact_union() {
         .collect();
     let options = ship_options(vec![server.url()], 1);
     let rt = runtime();
-    rt.block_on(async {
+    bounded(&rt, async {
         let running = Running::start(&stores, &options);
         let shippers = &running.shippers;
         let started = Instant::now();
@@ -338,7 +355,7 @@ fn a_shipper_stopped_mid_stream_resumes_without_loss_or_double_count() {
         ..ship_options(vec![server.url()], 1)
     };
     let rt = runtime();
-    rt.block_on(async {
+    bounded(&rt, async {
         // First run: stopped (dropped, acknowledgements in flight) once a
         // quarter is shipped.
         let first = Shipper::new(&store, options.clone()).unwrap();
@@ -425,7 +442,7 @@ fn nats_down_while_recording_only_grows_the_lag_which_is_shipped_later() {
     eprintln!("slowest local record while NATS was down: {slowest:?}");
 
     server.resume();
-    rt.block_on(async {
+    bounded(&rt, async {
         caught_up(std::slice::from_ref(&shipper), Duration::from_secs(60)).await;
         let _ = stop_tx.send(true);
         task.await.unwrap().unwrap();
@@ -479,7 +496,7 @@ fn a_replicated_stream_keeps_taking_events_while_a_node_restarts() {
         ..ship_options(servers, 3)
     };
     let rt = runtime();
-    rt.block_on(async {
+    bounded(&rt, async {
         let running = Running::start(&stores, &options);
         let shippers = &running.shippers;
         let started = Instant::now();
@@ -705,7 +722,7 @@ fn the_durable_fleet_consumer_resumes_from_its_checkpoint() {
     let state = tmp.path().join("fleet-state");
     let options = ship_options(vec![server.url()], 1);
     let rt = runtime();
-    rt.block_on(async {
+    bounded(&rt, async {
         let ship_all = |store: &Store| {
             let shipper = Shipper::new(store, options.clone()).unwrap();
             async move { ship_until_caught_up(&shipper).await }
@@ -832,7 +849,7 @@ fn cli_ship_killed_mid_stream_then_rerun_loses_and_doubles_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let rt = runtime();
-    let (found, view) = rt.block_on(fleet(&ship_options(vec![url], 1)));
+    let (found, view) = bounded(&rt, fleet(&ship_options(vec![url], 1)));
     eprintln!(
         "killed at offset {at_kill} of 40000; fleet folded {} (+{} duplicates)",
         view.entries, view.duplicates

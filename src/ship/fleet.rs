@@ -200,6 +200,11 @@ impl FleetView {
 
 /// How long the stream may deliver nothing before folding gives up.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
+/// How long one pull request waits on the server for messages.
+const FETCH_EXPIRES: Duration = Duration::from_secs(1);
+/// How long past a pull request's expiry the client waits for the server
+/// to end it before giving the request up.
+const FETCH_GRACE: Duration = Duration::from_secs(4);
 
 /// Reads the whole stream, as it is when called, into a [`FleetView`].
 pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result<FleetView> {
@@ -413,12 +418,19 @@ async fn fold_until(
         let mut batch = consumer
             .fetch()
             .max_messages(1000)
-            .expires(Duration::from_secs(1))
+            .expires(FETCH_EXPIRES)
             .messages()
             .await
             .map_err(remote("fetch from the stream"))?;
         let mut got = 0;
-        while let Some(message) = batch.next().await {
+        // The server ends a pull request with a status when it expires. If
+        // that status never comes (the request was lost while the consumer
+        // was recreated or its leader moved), the batch would stay open
+        // forever: bound each wait, so a silent stream ends this batch and
+        // counts toward STALL_LIMIT instead of hanging the caller.
+        while let Ok(Some(message)) =
+            tokio::time::timeout(FETCH_EXPIRES + FETCH_GRACE, batch.next()).await
+        {
             let message = message.map_err(remote("fetch from the stream"))?;
             got += 1;
             let info = message
