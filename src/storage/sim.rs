@@ -62,6 +62,8 @@ pub enum CrashMode {
 pub enum FaultOp {
     /// `write_all_at`.
     Write,
+    /// `write_zeros_at` (filling a segment ahead of the writer).
+    WriteZeros,
     /// `sync_data`.
     SyncData,
     /// Opening with `CreateNew` or `CreateTruncate`.
@@ -512,6 +514,15 @@ impl StorageFile for SimFile {
                 pos,
                 data: buf.to_vec(),
             });
+        })
+    }
+
+    fn write_zeros_at(&self, pos: u64, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("zero fill too long"))?;
+        self.with_data(Some(Some(FaultOp::WriteZeros)), |d| {
+            let zeros = vec![0u8; len];
+            apply_write(&mut d.current, pos, &zeros);
+            d.pending.push(Pending::Write { pos, data: zeros });
         })
     }
 
