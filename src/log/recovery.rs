@@ -1118,6 +1118,46 @@ mod tests {
     }
 
     #[test]
+    fn zeros_filled_ahead_of_the_writer_do_not_count_as_written() {
+        // The write in flight lost a sector and reached into a segment
+        // filled with zeros far ahead (more than one write's reach): the
+        // zeros after its last byte need no write, so it is still torn.
+        let (mut bytes, _) = segment(1 << 20);
+        lose_a_sector(&mut bytes);
+        bytes.resize(bytes.len() + GROUP_MAX_BYTES + (1 << 20), 0);
+        assert!(matches!(classify_first(&bytes), Stop::Torn { .. }));
+    }
+
+    #[test]
+    fn zeros_from_a_batch_boundary_to_the_end_are_a_zero_tail() {
+        let (mut bytes, first_end) = segment(0);
+        bytes.resize(first_end + 5000, 0);
+        let s = scan(
+            &bytes,
+            SEGMENT_HEADER_LEN as u64,
+            0,
+            IndexBuilder::new(u64::MAX, Vec::new()),
+            true,
+        );
+        assert_eq!(s.batches, 1);
+        assert_eq!(
+            s.stop,
+            Stop::ZeroTail {
+                position: first_end as u64
+            }
+        );
+        // Not in a sealed segment: there the zeros are damage.
+        let sealed = scan(
+            &bytes,
+            SEGMENT_HEADER_LEN as u64,
+            0,
+            IndexBuilder::new(u64::MAX, Vec::new()),
+            false,
+        );
+        assert!(matches!(sealed.stop, Stop::Corrupt { .. }));
+    }
+
+    #[test]
     fn a_lost_sector_with_more_than_one_write_after_it_is_corruption() {
         let (mut bytes, _) = segment(GROUP_MAX_BYTES + (1 << 20));
         lose_a_sector(&mut bytes);
