@@ -13,6 +13,13 @@
 //! zeros (an event whose details hold a histogram of zero counts), so a
 //! rule that reads zeros as "never written" cuts acknowledged records.
 //!
+//! First of all, zeros from `pos` to the end of the file are the end of the
+//! log (`Stop::ZeroTail`): the writer fills the active segment with zeros
+//! ahead of itself (`prepare`), and a crash leaves them. A batch never
+//! reads as zeros (its header holds marker bytes), so nothing written is
+//! cut this way; if anything non-zero follows `pos`, the rules below
+//! decide exactly as they would without the zeros.
+//!
 //! What a crash can leave is narrow. Under `Durability::Fsync` only the
 //! last write was in flight: one group of batches, written with one call
 //! starting at a batch boundary, at most `GROUP_MAX_BYTES` plus its last
