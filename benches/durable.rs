@@ -772,8 +772,7 @@ impl Opened {
             System::Enforcelog | System::EnforcelogGrowing => {
                 let preallocate = system == System::Enforcelog;
                 Opened::Enforcelog(EnforcelogSink(
-                    Store::open(dir.join("store"), store_options(preallocate))
-                        .expect("open store"),
+                    Store::open(dir.join("store"), store_options(preallocate)).expect("open store"),
                 ))
             }
             System::SqliteBatched => {
