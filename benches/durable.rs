@@ -30,13 +30,22 @@
 //! - `sqlite-naive`: one transaction per call on a connection behind a
 //!   mutex (`spawn_blocking`, autocommit for one row, one explicit
 //!   transaction for a batch).
+//! - `enforcelog-growing`: the same store with
+//!   `LogOptions::preallocate_segments` off: every fsync of its growing
+//!   segment also commits the file system's journal for the new size.
 //! - `raw-limit`: the same batching as `sqlite-batched` (a writer thread
 //!   draining a queue), but each group is the events' payload bytes
 //!   concatenated, written with one `pwrite` at the end of a file and made
 //!   durable with one `fdatasync`: no framing, no checksums, no index.
 //!   The bytes are the store's own payloads (MessagePack, read back from a
 //!   store written at start-up), so the raw loop writes what the store
-//!   writes minus its framing.
+//!   writes minus its framing. The file grows, as segments did before
+//!   `preallocate_segments`.
+//! - `raw-prezeroed`: the raw loop over a file filled with zeros (and
+//!   fsynced) before the run, overwritten in place and wrapping at its end
+//!   (64 MiB, a segment; 4 MiB in quick mode): no fsync changes the file's
+//!   size, as under SQLite's WAL and the store's filled segments. The
+//!   machine's fsync limit; the ratios to the raw limit use it.
 //!
 //! SQLite's table holds the same fields (tenant_id, rule_id, action,
 //! run_id, details as JSON text, enforced_at in µs) and one index, on
@@ -62,7 +71,7 @@
 //! smoke test that also checks every acknowledged event is stored.
 //! `ENFORCELOG_BENCH_WINDOW_MS` changes the measured window,
 //! `ENFORCELOG_SEED` the events; `ENFORCELOG_BENCH_CONFIGS=64,8x64` and
-//! `ENFORCELOG_BENCH_SYSTEMS=enforcelog,raw-limit` run a selection (for
+//! `ENFORCELOG_BENCH_SYSTEMS=enforcelog,raw-prezeroed` run a selection (for
 //! profiling). The figures of a full run are also written as JSON to
 //! `target/bench-results/durable.json` (`durable-quick.json` in quick
 //! mode).
@@ -184,10 +193,14 @@ enum System {
     SqliteBatched,
     SqliteNaive,
     RawLimit,
+    EnforcelogGrowing,
+    RawPrezeroed,
 }
 
-const SYSTEMS: [System; 4] = [
+const SYSTEMS: [System; 6] = [
     System::Enforcelog,
+    System::EnforcelogGrowing,
+    System::RawPrezeroed,
     System::SqliteBatched,
     System::SqliteNaive,
     System::RawLimit,
@@ -200,6 +213,8 @@ impl System {
             System::SqliteBatched => "sqlite-batched",
             System::SqliteNaive => "sqlite-naive",
             System::RawLimit => "raw-limit",
+            System::EnforcelogGrowing => "enforcelog-growing",
+            System::RawPrezeroed => "raw-prezeroed",
         }
     }
 }
@@ -543,12 +558,28 @@ impl Sink for SqliteNaiveSink {
 struct RawSink {
     tx: mpsc::UnboundedSender<Request<Vec<u8>>>,
     syncs: Arc<AtomicU64>,
+    /// Payload bytes written and synced.
+    written: Arc<AtomicU64>,
 }
 
-fn raw_limit(path: &Path) -> (RawSink, JoinHandle<()>) {
+/// The raw loop: appending to a growing file (`prezeroed_bytes` `None`),
+/// or overwriting a file of that many zeros, fsynced before the run, in
+/// place, from its start again when a group would pass its end.
+fn raw_limit(path: &Path, prezeroed_bytes: Option<u64>) -> (RawSink, JoinHandle<()>) {
     let file = File::create(path).expect("create raw file");
+    if let Some(len) = prezeroed_bytes {
+        let chunk = vec![0u8; 1 << 20];
+        let mut at = 0;
+        while at < len {
+            let n = chunk.len().min(usize::try_from(len - at).expect("fits"));
+            file.write_all_at(&chunk[..n], at).expect("fill with zeros");
+            at += n as u64;
+        }
+        file.sync_all().expect("fsync the zeros");
+    }
     let syncs = Arc::new(AtomicU64::new(0));
-    let counter = syncs.clone();
+    let written = Arc::new(AtomicU64::new(0));
+    let (counter, bytes) = (syncs.clone(), written.clone());
     let mut buf = Vec::with_capacity(1 << 20);
     let mut position = 0u64;
     let (tx, thread) = spawn_batcher("raw-writer", move |group: &[Request<Vec<u8>>]| {
@@ -558,12 +589,16 @@ fn raw_limit(path: &Path) -> (RawSink, JoinHandle<()>) {
                 buf.extend_from_slice(item);
             }
         }
+        if prezeroed_bytes.is_some_and(|len| position + buf.len() as u64 > len) {
+            position = 0;
+        }
         file.write_all_at(&buf, position).expect("pwrite");
         file.sync_data().expect("fdatasync");
         position += buf.len() as u64;
         counter.fetch_add(1, Ordering::Relaxed);
+        bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
     });
-    (RawSink { tx, syncs }, thread)
+    (RawSink { tx, syncs, written }, thread)
 }
 
 impl Sink for RawSink {
@@ -698,10 +733,11 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
-fn store_options() -> StoreOptions {
+fn store_options(preallocate_segments: bool) -> StoreOptions {
     StoreOptions {
         log: LogOptions {
             durability: Durability::Fsync,
+            preallocate_segments,
             ..LogOptions::default()
         },
         ..StoreOptions::default()
@@ -731,11 +767,14 @@ struct Tally {
 }
 
 impl Opened {
-    fn open(system: System, dir: &Path) -> Opened {
+    fn open(system: System, dir: &Path, full: bool) -> Opened {
         match system {
-            System::Enforcelog => Opened::Enforcelog(EnforcelogSink(
-                Store::open(dir.join("store"), store_options()).expect("open store"),
-            )),
+            System::Enforcelog | System::EnforcelogGrowing => {
+                let preallocate = system == System::Enforcelog;
+                Opened::Enforcelog(EnforcelogSink(
+                    Store::open(dir.join("store"), store_options(preallocate)).expect("open store"),
+                ))
+            }
             System::SqliteBatched => {
                 let (sink, thread) = sqlite_batched(&dir.join("events.db"));
                 Opened::SqliteBatched(sink, thread)
@@ -745,7 +784,12 @@ impl Opened {
                 commits: Arc::new(AtomicU64::new(0)),
             }),
             System::RawLimit => {
-                let (sink, thread) = raw_limit(&dir.join("raw.bin"));
+                let (sink, thread) = raw_limit(&dir.join("raw.bin"), None);
+                Opened::RawLimit(sink, thread)
+            }
+            System::RawPrezeroed => {
+                let len = if full { 64 << 20 } else { 4 << 20 };
+                let (sink, thread) = raw_limit(&dir.join("raw.bin"), Some(len));
                 Opened::RawLimit(sink, thread)
             }
         }
@@ -779,12 +823,12 @@ impl Opened {
                 check_sqlite(&dir.join("events.db"), total);
             }
             Opened::RawLimit(sink, thread) => {
+                let written = sink.written.clone();
                 drop(sink);
                 thread.join().expect("raw writer");
-                let len = std::fs::metadata(dir.join("raw.bin"))
-                    .expect("raw file")
-                    .len();
-                assert!(len >= total * min_payload_bytes, "raw bytes");
+                assert!(std::fs::metadata(dir.join("raw.bin")).is_ok(), "raw file");
+                let written = written.load(Ordering::Relaxed);
+                assert!(written >= total * min_payload_bytes, "raw bytes");
             }
         }
     }
@@ -837,7 +881,7 @@ fn measure_config(
     let opened: Vec<Opened> = systems
         .iter()
         .zip(&dirs)
-        .map(|(&system, dir)| Opened::open(system, dir.path()))
+        .map(|(&system, dir)| Opened::open(system, dir.path(), plan.full))
         .collect();
     let mut tallies: Vec<Tally> = systems.iter().map(|_| Tally::default()).collect();
     let seed = seed ^ ((config.in_flight() as u64) << 20) ^ config.producers as u64;
@@ -1012,19 +1056,23 @@ fn print_table(configs: &[Config], all: &[Figures]) {
     }
     println!();
     println!(
-        "{:<17} {:>26} {:>24} {:>21}",
+        "{:<17} {:>26} {:>24} {:>25} {:>21} {:>28}",
         "events/s ratio",
         "enforcelog/sqlite-batched",
         "enforcelog/sqlite-naive",
-        "enforcelog/raw-limit"
+        "enforcelog/raw-prezeroed",
+        "enforcelog/raw-limit",
+        "enforcelog/enforcelog-growing"
     );
     for &config in configs {
         println!(
-            "{:<17} {:>25.2}x {:>23.2}x {:>20.0}%",
+            "{:<17} {:>25.2}x {:>23.2}x {:>24.0}% {:>20.0}% {:>27.2}x",
             config.label(),
             ratio(all, config, System::SqliteBatched),
             ratio(all, config, System::SqliteNaive),
+            ratio(all, config, System::RawPrezeroed) * 100.0,
             ratio(all, config, System::RawLimit) * 100.0,
+            ratio(all, config, System::EnforcelogGrowing),
         );
     }
 }
@@ -1034,7 +1082,9 @@ fn goals(configs: &[Config], all: &[Figures]) -> Value {
     let at64 = configs[2];
     let at = at64.label();
     let vs_sqlite = ratio(all, at64, System::SqliteBatched);
-    let vs_raw = ratio(all, at64, System::RawLimit);
+    // The machine's limit is the pre-zeroed one: no sync changes a size.
+    let vs_raw = ratio(all, at64, System::RawPrezeroed);
+    let vs_raw_growing = ratio(all, at64, System::RawLimit);
     let pipelined = configs
         .iter()
         .filter(|c| c.batch > 1)
@@ -1047,9 +1097,10 @@ fn goals(configs: &[Config], all: &[Figures]) -> Value {
         verdict(vs_sqlite >= 4.0)
     );
     println!(
-        "goal: {at} >= 80% of raw-limit: {:.0}% ({})",
+        "goal: {at} >= 80% of raw-prezeroed: {:.0}% ({}; of the growing raw-limit {:.0}%)",
         vs_raw * 100.0,
-        verdict(vs_raw >= 0.8)
+        verdict(vs_raw >= 0.8),
+        vs_raw_growing * 100.0
     );
     println!(
         "goal: pipelined >= 1M events/s: {} (best pipelined configuration; {})",
@@ -1059,7 +1110,8 @@ fn goals(configs: &[Config], all: &[Figures]) -> Value {
     json!({
         "configuration": at,
         "at_64_vs_sqlite_batched": vs_sqlite,
-        "at_64_vs_raw_limit": vs_raw,
+        "at_64_vs_raw_prezeroed": vs_raw,
+        "at_64_vs_raw_limit": vs_raw_growing,
         "pipelined_best_events_per_s": pipelined,
     })
 }
@@ -1095,7 +1147,9 @@ fn write_json(plan: &Plan, seed: u64, pool: &Pool, all: &[Figures], goals: Value
                 "batch": c.batch,
                 "vs_sqlite_batched": ratio(all, c, System::SqliteBatched),
                 "vs_sqlite_naive": ratio(all, c, System::SqliteNaive),
+                "vs_raw_prezeroed": ratio(all, c, System::RawPrezeroed),
                 "vs_raw_limit": ratio(all, c, System::RawLimit),
+                "vs_enforcelog_growing": ratio(all, c, System::EnforcelogGrowing),
             })
         })
         .collect();

@@ -24,6 +24,12 @@
 //! planned workload without a power cut through a counting storage wrapper to
 //! learn how many mutating calls it makes.
 //!
+//! Under `Durability::Fsync`, half the points fill segments with zeros ahead
+//! of the writer (`LogOptions::preallocate_segments`, the default; the
+//! segments here are smaller than the fill window, so each is filled whole
+//! after its first group and cut back when it is sealed): power cuts land
+//! between the zero fill, the writes over it, and the cut at each roll.
+//!
 //! Crash point `i` uses seed `base + i`, where `base` is `ENFORCELOG_SEED` or
 //! a fixed default; the crash mode is `seed % 4`, everything else derives
 //! from the seed. A failure names its seed: `ENFORCELOG_SEED=<seed> cargo
@@ -298,6 +304,7 @@ struct Config {
     mode: CrashMode,
     threads: u8,
     segment_max_bytes: u64,
+    preallocate_segments: bool,
     ops_total: u64,
     power_cut_after: u64,
 }
@@ -312,9 +319,14 @@ struct Stats {
     acked_batches_lost: u64,
 }
 
-fn options(config_durability: Durability, segment_max_bytes: u64) -> LogOptions {
+fn options(
+    config_durability: Durability,
+    segment_max_bytes: u64,
+    preallocate_segments: bool,
+) -> LogOptions {
     LogOptions {
         segment_max_bytes,
+        preallocate_segments,
         record_max_bytes: 1024,
         durability: config_durability,
         index_interval_bytes: 256,
@@ -341,7 +353,9 @@ fn crash_point(seed: u64, lax: Option<Lax>, stats: &mut Stats) -> Result<(), Str
     };
     let threads = rng.range(1..5) as u8;
     let segment_max_bytes = rng.range(4096..8193);
-    let options = options(durability, segment_max_bytes);
+    // On and off in turn, whatever the crash mode (`seed % 4`).
+    let preallocate_segments = (seed / 4).is_multiple_of(2);
+    let options = options(durability, segment_max_bytes, preallocate_segments);
     let plans = plan(&mut rng, threads);
     let ops_total = count_workload_ops(seed, &options, &plans)?;
     let power_cut_after = rng.range(0..ops_total + ops_total / 10 + 3);
@@ -351,6 +365,7 @@ fn crash_point(seed: u64, lax: Option<Lax>, stats: &mut Stats) -> Result<(), Str
         mode: mode_for(seed),
         threads,
         segment_max_bytes,
+        preallocate_segments,
         ops_total,
         power_cut_after,
     };

@@ -618,6 +618,10 @@ struct Config {
     mode: CrashMode,
     threads: u8,
     segment_max_bytes: u64,
+    /// Segments filled with zeros ahead of the writer (on and off in turn,
+    /// whatever the crash mode): the fill, the writes over it and the cut
+    /// at each roll all meet power cuts.
+    preallocate_segments: bool,
     /// `None`: only explicit and closing checkpoints.
     checkpoint_every_entries: Option<u64>,
     windows: Vec<Duration>,
@@ -698,6 +702,7 @@ fn store_options(config: &Config) -> StoreOptions {
             record_max_bytes: 1024,
             durability: Durability::Fsync,
             index_interval_bytes: 256,
+            preallocate_segments: config.preallocate_segments,
             ..LogOptions::default()
         },
         trigger_windows: config.windows.clone(),
@@ -749,6 +754,7 @@ fn crash_point(seed: u64, threads: Threads, stats: &mut Stats) -> Result<(), Str
         mode: mode_for(seed),
         threads,
         segment_max_bytes: rng.range(4096..8193),
+        preallocate_segments: (seed / 4).is_multiple_of(2),
         checkpoint_every_entries: rng.chance(75).then(|| rng.range(2..16)),
         windows,
         per_day: rng.chance(50),

@@ -84,13 +84,17 @@ fn segment_names(sim: &SimStorage, dir: &str) -> Vec<String> {
     names
 }
 
-/// Bytes of every segment file in `dir`.
+/// Bytes of every segment file in `dir` up to its last batch: the zeros a
+/// writer fills its active segment with ahead of itself
+/// (`preallocate_segments`) are not written data (a batch ends in a
+/// non-zero marker byte, so trimming zeros never cuts one).
 fn segment_bytes(sim: &SimStorage, dir: &str) -> u64 {
     segment_names(sim, dir)
         .iter()
         .map(|n| {
-            sim.read_file(Path::new(dir).join(n))
-                .map_or(0, |b| b.len() as u64)
+            sim.read_file(Path::new(dir).join(n)).map_or(0, |b| {
+                b.iter().rposition(|&x| x != 0).map_or(0, |i| i as u64 + 1)
+            })
         })
         .sum()
 }

@@ -199,6 +199,47 @@ fn assert_torn(scratch: &Scratch, expected: &[LogRecord], valid_len: usize, what
     scratch.forget_durable_end();
 }
 
+/// Checks that the segment in `scratch`, whose bytes from `valid_len` to
+/// its end are all zeros, ends cleanly at `valid_len`: what a writer that
+/// fills segments with zeros ahead of itself leaves when it stops
+/// (`LogOptions::preallocate_segments`). No tool reports a problem, a
+/// read-only open sees `expected` and changes nothing, a writer open keeps
+/// the file as it is (no truncation) and appends right at `valid_len`, and
+/// a close cuts the zeros left after that append.
+fn assert_zero_tail(scratch: &Scratch, expected: &[LogRecord], valid_len: usize, what: &str) {
+    let file_len = scratch.segment_len();
+    let offline = verify_dir(scratch.path()).expect("verify_dir");
+    assert!(offline.is_clean(), "{what}: verify_dir: {offline:?}");
+    assert_eq!(offline.records, expected.len() as u64, "{what}");
+    assert_read_only_sees(scratch, expected, what);
+    let log = Log::open(scratch.path(), options())
+        .unwrap_or_else(|e| panic!("{what}: writer open failed: {e}"));
+    assert_eq!(log.next_offset(), expected.len() as u64, "{what}");
+    assert_eq!(read_all(&log), expected, "{what}: records after recovery");
+    assert_eq!(
+        scratch.segment_len(),
+        file_len,
+        "{what}: the zeros were cut"
+    );
+    let offset = log
+        .append_blocking(Record::new(7, b"over the zeros".to_vec()))
+        .expect("append after recovery");
+    assert_eq!(offset, expected.len() as u64, "{what}: append offset");
+    let bytes = fs::read(scratch.segment_path()).expect("read");
+    assert!(
+        bytes[valid_len..].iter().any(|&b| b != 0),
+        "{what}: the append did not land at byte {valid_len}"
+    );
+    log.close().expect("close");
+    drop(log);
+    let after = verify_dir(scratch.path()).expect("verify_dir");
+    assert!(after.is_clean(), "{what}: after append: {after:?}");
+    assert_eq!(after.records, expected.len() as u64 + 1, "{what}");
+    let closed = fs::read(scratch.segment_path()).expect("read");
+    assert_ne!(closed.last(), Some(&0), "{what}: closed with a zero tail");
+    scratch.forget_durable_end();
+}
+
 /// A read-only open sees exactly `expected` and changes no file.
 fn assert_read_only_sees(scratch: &Scratch, expected: &[LogRecord], what: &str) {
     let before = snapshot(scratch.path());
@@ -254,6 +295,12 @@ fn every_zero_filled_end_of_the_last_batch_is_a_torn_tail() {
             // Only the trailer's last byte, `D` (two bits set), reads zero,
             // and no sector starts there: that is what two flipped bits
             // leave, not a lost sector (see `a_zeroed_last_byte_...`).
+            continue;
+        }
+        if cut == p.before_len {
+            // Nothing of the last write reached the disk: zeros from a
+            // batch boundary to the end are the end of the log.
+            assert_zero_tail(&scratch, &p.earlier, p.before_len, &what);
             continue;
         }
         assert_torn(&scratch, &p.earlier, p.before_len, &what);
@@ -367,6 +414,11 @@ fn lost_sectors_of_a_zero_heavy_last_write_are_a_torn_tail() {
         }
         fs::write(scratch.segment_path(), &bytes).expect("write the segment");
         let what = format!("lost pieces {lost:#b} of {pieces:?} (seed {seed})");
+        if bytes[before_len..].iter().all(|&b| b == 0) {
+            // What survived of the write held only zeros: as if none did.
+            assert_zero_tail(&scratch, &earlier, before_len, &what);
+            continue;
+        }
         assert_torn(&scratch, &earlier, before_len, &what);
     }
 }

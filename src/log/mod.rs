@@ -15,6 +15,7 @@ pub(crate) mod dir;
 mod durable_end;
 mod hole;
 mod identity;
+mod prepare;
 mod reader;
 mod recovery;
 mod refresh;
@@ -74,6 +75,11 @@ pub struct LogMetrics {
     /// DURABILITY.md): found by open or by a reader that met the damage.
     /// `verify` reports them; `repair` writes the holes to disk.
     pub damaged_segments: u64,
+    /// Zero bytes written ahead of the writer into the active segment
+    /// (`LogOptions::preallocate_segments`).
+    pub prefilled_bytes: u64,
+    /// Fills with zeros that failed (each logged; appends go on without).
+    pub prefill_failures: u64,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +89,7 @@ struct Metrics {
     groups: AtomicU64,
     fsyncs: AtomicU64,
     bytes: AtomicU64,
+    prefill: prepare::PrefillMetrics,
 }
 
 /// State shared by the handle, the writer thread and readers.
@@ -653,6 +660,8 @@ impl Log {
                 .iter()
                 .filter(|s| s.is_rebuilt())
                 .count() as u64,
+            prefilled_bytes: m.prefill.bytes.load(Ordering::Relaxed),
+            prefill_failures: m.prefill.failures.load(Ordering::Relaxed),
         }
     }
 

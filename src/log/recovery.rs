@@ -13,6 +13,13 @@
 //! zeros (an event whose details hold a histogram of zero counts), so a
 //! rule that reads zeros as "never written" cuts acknowledged records.
 //!
+//! First of all, zeros from `pos` to the end of the file are the end of the
+//! log (`Stop::ZeroTail`): the writer fills the active segment with zeros
+//! ahead of itself (`prepare`), and a crash leaves them. A batch never
+//! reads as zeros (its header holds marker bytes), so nothing written is
+//! cut this way; if anything non-zero follows `pos`, the rules below
+//! decide exactly as they would without the zeros.
+//!
 //! What a crash can leave is narrow. Under `Durability::Fsync` only the
 //! last write was in flight: one group of batches, written with one call
 //! starting at a batch boundary, at most `GROUP_MAX_BYTES` plus its last
@@ -105,6 +112,12 @@ use crate::storage::{read_all, OpenMode, Storage, StorageFile};
 pub(crate) enum Stop {
     /// At the end of the bytes, after a whole batch.
     Clean,
+    /// After a whole batch, where every byte from `position` to the end of
+    /// the file is zero: the part of a segment the writer filled with zeros
+    /// ahead of itself (`LogOptions::preallocate_segments`) and never wrote
+    /// a batch into. Only ever in the last segment; a reader treats it as
+    /// the clean end, a writer appends from `position` on.
+    ZeroTail { position: u64 },
     /// At a torn tail starting at `position`.
     Torn { position: u64, reason: String },
     /// At corruption starting at `position`.
@@ -169,6 +182,17 @@ pub(crate) fn scan(
                 {
                     scan.lost += u64::from(h.record_count);
                 }
+            }
+            Err(_) if last_segment && bytes[pos..].iter().all(|&b| b == 0) => {
+                // Checked before any other rule: nothing was ever written
+                // here (a batch never reads as zeros: its header holds
+                // marker bytes). Any non-zero byte after `pos` sends the
+                // failure to `classify`, exactly as without zeros, so a
+                // valid batch after zeros is still judged by rules 1-5.
+                scan.stop = Stop::ZeroTail {
+                    position: pos as u64,
+                };
+                break;
             }
             Err(error) => {
                 scan.stop = classify(bytes, pos, scan.next_offset, error, last_segment);
@@ -329,7 +353,14 @@ fn zeros_past_batch(bytes: &[u8], pos: usize, at: usize, batch_end: usize) -> bo
 /// write: the writer stops a group once it holds `GROUP_MAX_BYTES`, so a
 /// write is shorter than that plus its last batch, which is at most the
 /// longest batch whose header verifies from `pos` on.
+///
+/// The span ends at the last non-zero byte: zeros after it need no write to
+/// explain them (a file filled ahead of the writer holds them before any
+/// write, and a lost sector reads as them), so a segment filled with zeros
+/// ahead of the writer is judged as if it ended where its last write did.
 fn one_write_reaches(bytes: &[u8], pos: usize, next_offset: u64) -> bool {
+    let written_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let bytes = &bytes[..written_end.max(pos)];
     let span = bytes.len() - pos;
     if span <= GROUP_MAX_BYTES {
         return true;
@@ -656,13 +687,18 @@ fn empty_view(storage: &dyn Storage, dir: &Path, base: u64) -> ActiveSegment {
 /// damage to acknowledged data: corruption, which is sealed as found, never
 /// cut. After a crash the file may lag the disk; then it protects less,
 /// never wrongly.
+///
+/// Zeros that start below the durable end are the same damage: the writer
+/// made batches durable there, and a batch never reads as zeros.
 fn refuse_to_cut_durable_bytes(durable_len: u64, scan: &mut Scan) {
-    let Stop::Torn { position, reason } = &scan.stop else {
-        return;
+    let (position, reason) = match &scan.stop {
+        Stop::Torn { position, reason } => (*position, reason.clone()),
+        Stop::ZeroTail { position } => (*position, "the rest of the segment reads as zeros".into()),
+        Stop::Clean | Stop::Corrupt { .. } => return,
     };
-    if *position < durable_len {
+    if position < durable_len {
         scan.stop = Stop::Corrupt {
-            position: *position,
+            position,
             reason: format!(
                 "{reason}; but the writer had made the segment durable up to byte {durable_len}"
             ),
@@ -775,9 +811,13 @@ pub(super) fn open_last(
         }
         _ => (file, bytes),
     };
-    let torn_bytes = bytes.len() as u64 - scan.end;
+    let torn_bytes = match scan.stop {
+        // Zeros the writer filled ahead of itself: kept, and appended over.
+        Stop::ZeroTail { .. } => 0,
+        _ => bytes.len() as u64 - scan.end,
+    };
     match &scan.stop {
-        Stop::Clean => {}
+        Stop::Clean | Stop::ZeroTail { .. } => {}
         Stop::Corrupt { position, reason } => {
             // Still damaged after every damaged range became a hole: not
             // a state a rebuild can leave; refuse rather than guess.
@@ -925,6 +965,9 @@ fn damaged_sealed(
     );
     match s.stop {
         Stop::Clean => {}
+        Stop::ZeroTail { .. } => {
+            content.truncate(usize::try_from(s.end).unwrap_or(content.len()));
+        }
         Stop::Torn { .. } if s.next_offset >= durable_next_offset => {
             content.truncate(usize::try_from(s.end).unwrap_or(content.len()));
         }
@@ -1079,6 +1122,46 @@ mod tests {
         let (mut bytes, _) = segment(1 << 20);
         lose_a_sector(&mut bytes);
         assert!(matches!(classify_first(&bytes), Stop::Torn { .. }));
+    }
+
+    #[test]
+    fn zeros_filled_ahead_of_the_writer_do_not_count_as_written() {
+        // The write in flight lost a sector and reached into a segment
+        // filled with zeros far ahead (more than one write's reach): the
+        // zeros after its last byte need no write, so it is still torn.
+        let (mut bytes, _) = segment(1 << 20);
+        lose_a_sector(&mut bytes);
+        bytes.resize(bytes.len() + GROUP_MAX_BYTES + (1 << 20), 0);
+        assert!(matches!(classify_first(&bytes), Stop::Torn { .. }));
+    }
+
+    #[test]
+    fn zeros_from_a_batch_boundary_to_the_end_are_a_zero_tail() {
+        let (mut bytes, first_end) = segment(0);
+        bytes.resize(first_end + 5000, 0);
+        let s = scan(
+            &bytes,
+            SEGMENT_HEADER_LEN as u64,
+            0,
+            IndexBuilder::new(u64::MAX, Vec::new()),
+            true,
+        );
+        assert_eq!(s.batches, 1);
+        assert_eq!(
+            s.stop,
+            Stop::ZeroTail {
+                position: first_end as u64
+            }
+        );
+        // Not in a sealed segment: there the zeros are damage.
+        let sealed = scan(
+            &bytes,
+            SEGMENT_HEADER_LEN as u64,
+            0,
+            IndexBuilder::new(u64::MAX, Vec::new()),
+            false,
+        );
+        assert!(matches!(sealed.stop, Stop::Corrupt { .. }));
     }
 
     #[test]

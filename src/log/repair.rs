@@ -857,7 +857,8 @@ fn plan_segment(
         expected = s.next_offset;
         pos = end;
         let reason = match s.stop {
-            Stop::Clean => break,
+            // Zeros filled ahead of the writer: not part of the log.
+            Stop::Clean | Stop::ZeroTail { .. } => break,
             Stop::Torn { .. } => {
                 // Left as found: the next writer open cuts it.
                 pieces.push(Piece::Keep(pos..bytes.len()));
@@ -957,7 +958,9 @@ fn resync(
             last,
         );
         let chains = match chain.stop {
-            Stop::Clean => next_base.is_none_or(|next| chain.next_offset == next),
+            Stop::Clean | Stop::ZeroTail { .. } => {
+                next_base.is_none_or(|next| chain.next_offset == next)
+            }
             Stop::Torn { .. } => last,
             // More damage further on: the chain still proves itself if it
             // runs into a batch whose own header names the offset it ends at.

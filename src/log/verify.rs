@@ -220,7 +220,7 @@ fn verify_segment(
         expected = s.next_offset;
         index = s.index;
         let (kind, position, reason) = match s.stop {
-            Stop::Clean => break,
+            Stop::Clean | Stop::ZeroTail { .. } => break,
             Stop::Torn { position, reason } => (ProblemKind::TornTail, position, reason),
             Stop::Corrupt { position, reason } => (ProblemKind::Corruption, position, reason),
         };

@@ -36,9 +36,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::durable_end::{DurableEnd, Publisher};
+use super::prepare::{cut_zero_tail, Prefill};
 use super::recovery::write_index;
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
 use super::Shared;
@@ -127,6 +128,8 @@ pub(crate) struct Writer {
     /// The directory lock; released (`None`) as soon as the log is closed,
     /// so a reopen need not wait for the queue to drain.
     lock: Option<Box<dyn LockGuard>>,
+    /// Zeros ahead of `written_len` in the active segment (see `prepare`).
+    prefill: Prefill,
 }
 
 /// One append of the current group, waiting for its reply.
@@ -144,7 +147,14 @@ impl Writer {
         lock: Box<dyn LockGuard>,
     ) -> Self {
         let index = IndexBuilder::new(shared.options.index_interval_bytes, active.index.clone());
+        let prefill = Prefill::new(
+            shared.options.preallocate_segments && shared.options.durability == Durability::Fsync,
+            // Zeros a crashed writer filled ahead are kept (recovery read
+            // them as the end) and appended over.
+            active.file.len().unwrap_or(active.committed_len),
+        );
         Self {
+            prefill,
             // The open fsynced the active segment before the writer started.
             synced: (active.committed_len, active.next_offset),
             written_len: active.committed_len,
@@ -306,6 +316,16 @@ impl Writer {
             match self.flush().and_then(|()| sync(self)) {
                 Ok(()) => {
                     self.publish();
+                    // Before the replies: the calls stay in one order
+                    // relative to what the appenders do next (see
+                    // `prepare`). One write of zeros per fill, no fsync.
+                    self.prefill.fill_ahead(
+                        &*self.active.file,
+                        &self.active.path,
+                        self.written_len,
+                        self.shared.options.segment_max_bytes,
+                        &self.shared.metrics.prefill,
+                    );
                     let m = &self.shared.metrics;
                     m.records.fetch_add(records, Ordering::Relaxed);
                     m.batches.fetch_add(pending.len() as u64, Ordering::Relaxed);
@@ -451,6 +471,11 @@ impl Writer {
         // cuts it nor answers its appends with an error, and the durable
         // end just published never names bytes that are cut.
         self.publish();
+        // A sealed segment ends at its last batch, as without filling:
+        // the cut is durable before the next segment exists, so that a
+        // segment that is not the last never ends in zeros.
+        cut_zero_tail(&*self.active.file, self.written_len)
+            .map_err(|e| Error::io("truncate the zeros past the end of", &self.active.path, e))?;
         let base = self.next_offset;
         let index = SegmentIndex {
             base_offset: self.active.base_offset,
@@ -497,6 +522,7 @@ impl Writer {
         self.written_len = SEGMENT_HEADER_LEN as u64;
         self.published_index = 0;
         self.unsynced = false;
+        self.prefill.restart(SEGMENT_HEADER_LEN as u64);
         self.publish_durable_end()?;
         // Sealed segments are durable whole: after a power cut, readers see
         // at least every one of them.
@@ -585,6 +611,12 @@ impl Writer {
         if let Err(e) = &result {
             self.poison(e);
         } else {
+            // A closed log looks as without filling. Everything is durable
+            // already: a failed cut only leaves zeros, which every open
+            // reads as the end.
+            if let Err(e) = cut_zero_tail(&*self.active.file, self.written_len) {
+                warn!(segment = %self.active.path.display(), error = %e, "could not cut the zeros past the end of the active segment at close");
+            }
             // A store that no writer opens again (archived, read by
             // `ship` or `stats` only) must not show readers less than it
             // holds after a power cut.

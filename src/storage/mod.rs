@@ -72,6 +72,15 @@ pub trait StorageFile: Debug + Send + Sync {
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()>;
     /// Writes all of `buf` at position `pos`.
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Writes `len` zero bytes at position `pos`: how the log fills a
+    /// segment ahead of its writer (`LogOptions::preallocate_segments`).
+    /// Real zeros, written: an extension by `set_len` leaves a hole or
+    /// unwritten extents, whose first write still changes metadata. A call
+    /// of its own so that tests can fail it apart from the log's writes.
+    fn write_zeros_at(&self, pos: u64, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("zero fill too long"))?;
+        self.write_all_at(&vec![0u8; len], pos)
+    }
     /// Truncates or extends (with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's data durable (`fdatasync`).

@@ -20,7 +20,9 @@
 //!
 //! - [`CrashMode::LoseUnsynced`]: every write since the last fsync is gone;
 //! - [`CrashMode::TearLastWrite`]: the unsynced writes reached the disk in
-//!   order, but the last one only up to a random byte;
+//!   order, but the last one only up to a random byte (up to a sector
+//!   boundary where it overwrote bytes the file held: a disk writes a
+//!   sector whole or not at all);
 //! - [`CrashMode::Reorder`]: each unsynced write independently reached the
 //!   disk or not;
 //! - [`CrashMode::TornSectors`]: the last unsynced write reached the disk
@@ -47,7 +49,8 @@ use super::{FileStamp, LockGuard, Mapped, OpenMode, Storage, StorageFile};
 pub enum CrashMode {
     /// All unsynced writes are lost.
     LoseUnsynced,
-    /// Unsynced writes survive in order, the last one cut at a random byte.
+    /// Unsynced writes survive in order, the last one cut at a random byte
+    /// (at a sector boundary where it overwrote bytes the file held).
     TearLastWrite,
     /// Each unsynced write survives or not, independently.
     Reorder,
@@ -62,6 +65,8 @@ pub enum CrashMode {
 pub enum FaultOp {
     /// `write_all_at`.
     Write,
+    /// `write_zeros_at` (filling a segment ahead of the writer).
+    WriteZeros,
     /// `sync_data`.
     SyncData,
     /// Opening with `CreateNew` or `CreateTruncate`.
@@ -341,9 +346,11 @@ fn settle(file: &mut FileData, mode: CrashMode, rng: &mut u64) {
                 }
                 let keep = match mode {
                     CrashMode::LoseUnsynced => 0,
-                    CrashMode::TearLastWrite if Some(i) == last_write => {
-                        (next_random(rng) % (data.len() as u64 + 1)) as usize
-                    }
+                    CrashMode::TearLastWrite if Some(i) == last_write => torn_keep(
+                        bytes.len(),
+                        pos,
+                        (next_random(rng) % (data.len() as u64 + 1)) as usize,
+                    ),
                     CrashMode::TearLastWrite | CrashMode::TornSectors => data.len(),
                     CrashMode::Reorder if next_random(rng).is_multiple_of(2) => data.len(),
                     CrashMode::Reorder => 0,
@@ -356,6 +363,22 @@ fn settle(file: &mut FileData, mode: CrashMode, rng: &mut u64) {
     }
     file.current = bytes.clone();
     file.durable = bytes;
+}
+
+/// How much of a write cut after `keep` bytes reaches the disk, in a file
+/// `file_len` bytes long before it. Past the file's end any byte goes (the
+/// file's new size decides what reads back). Where the write overwrites
+/// bytes the file already held (a log segment filled with zeros ahead of
+/// its writer), a 512-byte sector is written whole or not at all, so the
+/// cut falls back to a sector boundary, and never before the write.
+fn torn_keep(file_len: usize, pos: u64, keep: usize) -> usize {
+    const SECTOR: usize = 512;
+    let pos = usize::try_from(pos).unwrap_or(usize::MAX);
+    let end = pos.saturating_add(keep);
+    if end >= file_len {
+        return keep;
+    }
+    (end / SECTOR * SECTOR).max(pos) - pos
 }
 
 /// Applies each file-aligned 512-byte sector of a write with probability 1/2;
@@ -512,6 +535,15 @@ impl StorageFile for SimFile {
                 pos,
                 data: buf.to_vec(),
             });
+        })
+    }
+
+    fn write_zeros_at(&self, pos: u64, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("zero fill too long"))?;
+        self.with_data(Some(Some(FaultOp::WriteZeros)), |d| {
+            let zeros = vec![0u8; len];
+            apply_write(&mut d.current, pos, &zeros);
+            d.pending.push(Pending::Write { pos, data: zeros });
         })
     }
 

@@ -63,6 +63,8 @@ pub fn extremes() -> Vec<Extreme> {
         queue_capacity in log = usize::MAX => Refused;
         index_interval_bytes in log = 0 => Refused;
         index_interval_bytes in log = u64::MAX => Works;
+        preallocate_segments in log = false => Works;
+        preallocate_segments in log = true => Works;
         detached_timeout = Duration::ZERO => Works;
         detached_timeout = Duration::MAX => Refused;
         recovery_interval = Duration::ZERO => Refused;
