@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 mod host;
+mod intern;
 mod per_day;
 mod trigger;
 
