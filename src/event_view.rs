@@ -27,7 +27,7 @@
 //! `decode`, whose verdict is the answer; an event it accepts is then
 //! borrowed back from the payload (its ids are bytes of the payload).
 
-use crate::event::{check_id, Action, Entry, Field, DETAILS_MAX_BYTES};
+use crate::event::{check_id, Action, Entry, Field, DETAILS_MAX_BYTES, ID_MAX_BYTES};
 use crate::payload;
 pub use crate::payload::PayloadError;
 
@@ -235,9 +235,22 @@ impl<'a> Walker<'a> {
         std::str::from_utf8(self.take(len)?).ok()
     }
 
+    /// Skips a string (str only), checking it is valid UTF-8.
+    fn skip_text(&mut self, marker: u8) -> Option<()> {
+        let len = self.str_len(marker, false)?;
+        let bytes = self.take(len)?;
+        // Most details are ASCII: a word-at-a-time check, no call.
+        (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(())
+    }
+
     fn id(&mut self, field: Field) -> Option<&'a str> {
         let id = self.text(true)?;
-        check_id(field, id).ok()?;
+        // Printable ASCII holds no forbidden character: only the length
+        // is left to check.
+        let printable = id.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if !(printable && (1..=ID_MAX_BYTES).contains(&id.len())) {
+            check_id(field, id).ok()?;
+        }
         Some(id)
     }
 
@@ -263,7 +276,8 @@ impl<'a> Walker<'a> {
     /// keys, values [`Walker::skip_value`] accepts.
     fn skip_map_entries(&mut self, len: usize, depth: usize) -> Option<()> {
         for _ in 0..len {
-            self.text(false)?;
+            let marker = self.byte()?;
+            self.skip_text(marker)?;
             self.skip_value(depth)?;
         }
         Some(())
@@ -287,10 +301,7 @@ impl<'a> Walker<'a> {
                 let b: [u8; 8] = self.take(8)?.try_into().ok()?;
                 f64::from_be_bytes(b).is_finite().then_some(())
             }
-            0xa0..=0xbf | 0xd9..=0xdb => {
-                let len = self.str_len(marker, false)?;
-                std::str::from_utf8(self.take(len)?).ok().map(drop)
-            }
+            0xa0..=0xbf | 0xd9..=0xdb => self.skip_text(marker),
             0x90..=0x9f | 0xdc | 0xdd => {
                 let len = self.array_len(marker)?;
                 let depth = depth + 1;
