@@ -1052,7 +1052,7 @@ fn merging_folds_of_consecutive_ranges_equals_folding_the_whole() {
                 let as_trigger = |p: &dyn Projection| {
                     (p as &dyn std::any::Any)
                         .downcast_ref::<TriggerStats>()
-                        .map(|t| t.clone())
+                        .cloned()
                 };
                 let Some(w) = as_trigger(&*whole) else {
                     continue;

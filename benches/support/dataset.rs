@@ -311,6 +311,10 @@ pub fn replay(log: &Log) -> TriggerStats {
 /// The whole log folded by keys (issue 17): each event viewed in place
 /// (`event_view::view`, no decode) and folded with `apply_keys`; what the
 /// store's catch-up does when every projection is keys-only.
+#[allow(
+    dead_code,
+    reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
+)]
 pub fn replay_by_keys(log: &Log) -> TriggerStats {
     let mut projection = TriggerStats::default();
     for record in log.read_from(0).expect("read") {
@@ -327,6 +331,10 @@ pub fn replay_by_keys(log: &Log) -> TriggerStats {
 }
 
 /// [`replay_by_keys`], timed without dropping the projection.
+#[allow(
+    dead_code,
+    reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
+)]
 pub fn replay_by_keys_pass(log: &Log) -> Duration {
     let started = Instant::now();
     let projection = replay_by_keys(log);
@@ -339,6 +347,10 @@ pub fn replay_by_keys_pass(log: &Log) -> Duration {
 /// chunks of 65,536 (untimed) and only the view + `apply_keys` of each
 /// chunk is timed. The projection thread's cost per event once frames
 /// are handed out without copies.
+#[allow(
+    dead_code,
+    reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
+)]
 pub fn fold_by_keys_pass(log: &Log) -> Duration {
     let mut projection = TriggerStats::default();
     let mut timed = Duration::ZERO;
