@@ -1,7 +1,7 @@
 //! A borrowing view of a store payload: the keys of an event (tenant, rule,
 //! action, run, time) read in place, without allocating, for readers that
 //! need no more (projections folding counts, filters rejecting what is not
-//! theirs). [`crate::payload::decode`] stays the reader of whole events.
+//! theirs). `payload::decode` stays the reader of whole events.
 //!
 //! Contract, for every `payload` (the whole exactness argument of the read
 //! paths built on it rests on this; `tests/event_view.rs` and the fuzz
@@ -41,7 +41,7 @@ pub const SAFE_DEPTH: usize = crate::event::DETAILS_MAX_DEPTH;
 pub enum EntryView<'a> {
     /// An event, its keys borrowed from the payload.
     Event(EventKeys<'a>),
-    /// A gap marker or a lost entry: use [`crate::payload::decode`] for it.
+    /// A gap marker or a lost entry: use `payload::decode` for it.
     Other,
 }
 
