@@ -43,8 +43,8 @@ mod dataset;
 use counting_alloc::counted;
 use dataset::{
     build, check_stats, decode_pass, feed, median, ms, percentiles, place_checkpoint, read_pass,
-    replay, replay_pass, store_options, us, Checkpoint, DataSet, Keys, Latency, Rng, DAY_US,
-    END_US,
+    replay, replay_by_keys_pass, replay_pass, store_options, us, Checkpoint, DataSet, Keys,
+    Latency, Rng, DAY_US, END_US,
 };
 
 const TENANTS: u64 = 100;
@@ -140,6 +140,8 @@ struct Passes {
     read: Duration,
     decode: Duration,
     replay: Duration,
+    replay_by_keys: Duration,
+    fold_by_keys: Duration,
     projection: TriggerStats,
     projection_heap_bytes: usize,
 }
@@ -150,6 +152,8 @@ fn passes(plan: &Plan, dir: &Path) -> Passes {
         read: Duration::MAX,
         decode: Duration::MAX,
         replay: Duration::MAX,
+        replay_by_keys: Duration::MAX,
+        fold_by_keys: Duration::MAX,
         projection: TriggerStats::default(),
         projection_heap_bytes: 0,
     };
@@ -157,7 +161,14 @@ fn passes(plan: &Plan, dir: &Path) -> Passes {
         best.read = best.read.min(read_pass(&log));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
+        best.replay_by_keys = best.replay_by_keys.min(replay_by_keys_pass(&log));
+        best.fold_by_keys = best.fold_by_keys.min(dataset::fold_by_keys_pass(&log));
     }
+    // The two folds agree to the byte.
+    assert!(
+        replay(&log).snapshot() == dataset::replay_by_keys(&log).snapshot(),
+        "replay by keys and by decode differ"
+    );
     // Once more, untimed, counting what the projection keeps.
     let (projection, heap) = counted(|| replay(&log));
     best.projection = projection;
@@ -366,6 +377,17 @@ fn main() {
         "  (a) full replay     {:>10}  {}  (decode + TriggerStats::apply)",
         ms(passes.replay),
         rate(n, passes.replay)
+    );
+    println!(
+        "  (a') replay by keys {:>10}  {}  (view + TriggerStats::apply_keys, no decode)",
+        ms(passes.replay_by_keys),
+        rate(n, passes.replay_by_keys)
+    );
+    println!(
+        "      of which view + apply_keys {}  {}  ({:.0} ns per event, the read excluded)",
+        ms(passes.fold_by_keys),
+        rate(n, passes.fold_by_keys),
+        passes.fold_by_keys.as_secs_f64() * 1e9 / n as f64
     );
     println!(
         "      replay / bare (b) = {:.0}%   replay / read (c) = {:.0}%   (goal: replay >= 70% of bare)",

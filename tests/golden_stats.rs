@@ -10,7 +10,9 @@ use std::time::Duration;
 use enforcelog::event::details_from_json;
 use enforcelog::storage::sim::SimStorage;
 use enforcelog::timestamp::parse_us;
-use enforcelog::{stats_report, Action, Durability, Event, LogOptions, Store, StoreOptions};
+use enforcelog::{
+    stats_report, Action, Durability, Event, LogOptions, Store, StoreOptions, TriggerStats,
+};
 use serde_json::Value;
 
 /// The golden files, as committed in this repository.
@@ -199,4 +201,167 @@ fn golden_stats_live_after_reopen_and_after_rebuild() {
         want,
         "rebuilt"
     );
+}
+
+/// The projections' checkpoints as the build before interned ids wrote
+/// them, for the golden events in several orders plus gaps, losses, lost
+/// and undecodable entries and a far-future event
+/// (`tests/fixtures/checkpoints-v3/`, written by [`checkpoint_projections`]
+/// at main 966c958 with `ENFORCELOG_WRITE_CHECKPOINT_FIXTURE=1`).
+fn checkpoint_fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoints-v3")
+}
+
+/// The entries of the checkpoint fixture, in log order: the golden events
+/// forwards, a gap marker, the golden events backwards (every one out of
+/// time order), a lost entry, an event of one tenant far in the future, the
+/// golden events again in a stride order.
+fn checkpoint_entries() -> Vec<Option<enforcelog::Entry>> {
+    use enforcelog::{Entry, GapLoss, GapMarker, LossSpan, LostEntry, StoredEvent};
+    let events = events();
+    let stored = |offset: u64, e: &Event| {
+        Some(Entry::Event(StoredEvent {
+            offset,
+            tenant_id: e.tenant_id.clone(),
+            rule_id: e.rule_id.clone(),
+            action: e.action,
+            run_id: e.run_id.clone(),
+            details: None,
+            enforced_at_us: e.enforced_at_us.expect("golden events are timed"),
+        }))
+    };
+    let mut out: Vec<Option<Entry>> = Vec::new();
+    for e in &events {
+        out.push(stored(out.len() as u64, e));
+    }
+    let t = parse_us("2026-10-20T00:00:00Z").unwrap();
+    out.push(Some(Entry::Gap(GapMarker {
+        offset: out.len() as u64,
+        dropped: 9,
+        first_dropped_at_us: t,
+        last_dropped_at_us: t + 5,
+        losses: vec![
+            GapLoss {
+                tenant_id: "tenant_1".into(),
+                rule_id: "rule_000".into(),
+                span: LossSpan {
+                    count: 4,
+                    first_at_us: t,
+                    last_at_us: t + 3,
+                },
+            },
+            GapLoss {
+                tenant_id: "no-such-tenant".into(),
+                rule_id: "r".into(),
+                span: LossSpan {
+                    count: 3,
+                    first_at_us: t + 1,
+                    last_at_us: t + 2,
+                },
+            },
+        ],
+        unattributed: Some(LossSpan {
+            count: 2,
+            first_at_us: t + 4,
+            last_at_us: t + 5,
+        }),
+    })));
+    out.push(None);
+    for e in events.iter().rev() {
+        out.push(stored(out.len() as u64, e));
+    }
+    out.push(Some(Entry::Lost(LostEntry {
+        offset: out.len() as u64,
+        hole_first_offset: out.len() as u64,
+        hole_len: 1,
+    })));
+    let mut rogue = events[0].clone();
+    rogue.tenant_id = "rogue".into();
+    rogue.enforced_at_us = Some(parse_us("9000-01-01T00:00:00Z").unwrap());
+    out.push(stored(out.len() as u64, &rogue));
+    for i in 0..events.len() {
+        let e = &events[(i * 7) % events.len()];
+        out.push(stored(out.len() as u64, e));
+    }
+    out
+}
+
+/// Folds the fixture's entries into the two built-in projections (the
+/// trigger statistics with the default and with three windows).
+fn checkpoint_projections() -> Vec<(String, Box<dyn enforcelog::Projection>)> {
+    use enforcelog::projection::ActionsPerDay;
+    let mut projections: Vec<(String, Box<dyn enforcelog::Projection>)> = vec![
+        (
+            "trigger_stats-30d".into(),
+            Box::new(TriggerStats::default()),
+        ),
+        (
+            "trigger_stats-1h-1d-30d".into(),
+            Box::new(TriggerStats::with_windows(vec![
+                Duration::from_secs(3600),
+                Duration::from_secs(86_400),
+                THIRTY_DAYS,
+            ])),
+        ),
+        ("actions_per_day".into(), Box::new(ActionsPerDay::default())),
+    ];
+    for (offset, entry) in checkpoint_entries().iter().enumerate() {
+        for (_, p) in projections.iter_mut() {
+            match entry {
+                Some(entry) => p.apply(offset as u64, entry),
+                None => p.skip_undecodable(offset as u64),
+            }
+        }
+    }
+    projections
+}
+
+/// Regression (issue 17): the trigger statistics moved from nested maps of
+/// owned ids to interned ids. A checkpoint written before must restore,
+/// snapshot to the same bytes, and a fold of the same entries must write
+/// exactly the bytes the old build wrote (the snapshot version did not
+/// change, so an old reader must read new checkpoints too).
+#[test]
+fn a_checkpoint_written_before_interning_restores_to_the_same_answers() {
+    let projections = checkpoint_projections();
+    if std::env::var_os("ENFORCELOG_WRITE_CHECKPOINT_FIXTURE").is_some() {
+        std::fs::create_dir_all(checkpoint_fixture_dir()).unwrap();
+        for (name, p) in &projections {
+            std::fs::write(checkpoint_fixture_dir().join(name), p.snapshot()).unwrap();
+        }
+    }
+    let as_of = parse_us("2026-11-01T00:00:00Z").unwrap();
+    for (name, p) in &projections {
+        let old = std::fs::read(checkpoint_fixture_dir().join(name)).expect("fixture");
+        assert!(p.snapshot() == old, "{name}: a fold writes other bytes");
+        let mut restored = p.fresh();
+        restored.restore(&old).unwrap();
+        assert!(restored.snapshot() == old, "{name}: re-snapshot differs");
+        let (Some(live), Some(back)) = (
+            (&**p as &dyn std::any::Any).downcast_ref::<TriggerStats>(),
+            (&*restored as &dyn std::any::Any).downcast_ref::<TriggerStats>(),
+        ) else {
+            continue;
+        };
+        let pairs: Vec<(String, String)> = live
+            .all_rules()
+            .map(|(t, r)| (t.to_string(), r.to_string()))
+            .collect();
+        assert_eq!(
+            pairs,
+            back.all_rules()
+                .map(|(t, r)| (t.to_string(), r.to_string()))
+                .collect::<Vec<_>>()
+        );
+        for (t, r) in &pairs {
+            for at in [as_of, as_of - 86_400_000_000, i64::MAX, i64::MIN] {
+                assert_eq!(live.answer(t, r, at, 7), back.answer(t, r, at, 7));
+            }
+        }
+        assert_eq!(live.gaps(), back.gaps());
+        assert_eq!(
+            (live.lost(), live.undecodable()),
+            (back.lost(), back.undecodable())
+        );
+    }
 }

@@ -832,3 +832,275 @@ fn gap_markers_never_count_as_triggers() {
     store.rebuild_projections().unwrap();
     check_stats(&store, &model, &events, 6, "rebuilt").unwrap();
 }
+
+// ---------------------------------------------------------------------------
+// Folding by keys and merging folds (issue 17).
+
+/// One log entry of a fold case.
+#[derive(Debug, Clone)]
+enum LogEntry {
+    /// tenant, rule, action, enforced_at
+    Event(usize, usize, u8, i64),
+    /// A gap marker naming (tenant, rule) losses and unattributed drops.
+    Gap(Vec<(usize, usize, u64, i64, i64)>, Option<(u64, i64, i64)>),
+    Lost,
+    Undecodable,
+}
+
+/// Timestamps that make folds interesting: a tenant's events spread over
+/// months (so its horizon moves and sweeps happen), on the horizon of
+/// another event (± 1 µs), duplicates, and far in the future.
+fn fold_time() -> impl Strategy<Value = i64> {
+    prop_oneof![
+        6 => (0i64..120).prop_map(|d| T0_US - d * DAY_US / 2),
+        2 => (-2i64..=2, 0i64..90).prop_map(|(e, d)| T0_US - d * DAY_US - 30 * DAY_US + e),
+        1 => Just(T0_US),
+        1 => (0i64..4).prop_map(|i| MAX_US - i),
+        1 => (0i64..4).prop_map(|i| MIN_US + i),
+        1 => (1i64..1000).prop_map(|y| T0_US + y * 365 * DAY_US),
+    ]
+}
+
+fn log_entry() -> impl Strategy<Value = LogEntry> {
+    let event = (0usize..4, 0usize..5, 0u8..4, fold_time())
+        .prop_map(|(t, r, a, at)| LogEntry::Event(t, r, a, at));
+    let loss = (0usize..4, 0usize..5, 1u64..5, fold_time(), 0i64..DAY_US)
+        .prop_map(|(t, r, n, at, len)| (t, r, n, at, at.saturating_add(len)));
+    let gap = (
+        proptest::collection::vec(loss, 0..3),
+        proptest::option::of((1u64..9, fold_time()).prop_map(|(n, at)| (n, at, at))),
+    )
+        .prop_map(|(l, u)| LogEntry::Gap(l, u));
+    prop_oneof![
+        30 => event,
+        2 => gap,
+        1 => Just(LogEntry::Lost),
+        1 => Just(LogEntry::Undecodable),
+    ]
+}
+
+/// The payload the store writes for an event (schema 1, no run, details).
+fn event_payload(tenant: &str, rule: &str, action: u8) -> Vec<u8> {
+    let mut details = serde_json::Map::new();
+    details.insert("step".into(), serde_json::Value::from(3));
+    rmp_serde::to_vec(&(1u8, 0u8, tenant, rule, action, Some("run-1"), Some(details)))
+        .expect("encodes")
+}
+
+fn stored_entry(offset: u64, e: &LogEntry) -> Option<Entry> {
+    use enforcelog::{GapLoss, GapMarker, LossSpan, LostEntry, StoredEvent};
+    let span = |(count, first_at_us, last_at_us): (u64, i64, i64)| LossSpan {
+        count,
+        first_at_us,
+        last_at_us,
+    };
+    match e {
+        LogEntry::Event(t, r, a, at) => Some(Entry::Event(StoredEvent {
+            offset,
+            tenant_id: TENANTS[*t].into(),
+            rule_id: RULES[*r].into(),
+            action: Action::ALL[usize::from(*a)],
+            run_id: Some("run-1".into()),
+            details: None,
+            enforced_at_us: *at,
+        })),
+        LogEntry::Gap(losses, unattributed) => Some(Entry::Gap(GapMarker {
+            offset,
+            dropped: losses.iter().map(|l| l.2).sum::<u64>() + unattributed.map_or(0, |u| u.0),
+            first_dropped_at_us: T0_US,
+            last_dropped_at_us: T0_US,
+            losses: losses
+                .iter()
+                .map(|&(t, r, n, a, b)| GapLoss {
+                    tenant_id: TENANTS[t].into(),
+                    rule_id: RULES[r].into(),
+                    span: span((n, a, b)),
+                })
+                .collect(),
+            unattributed: unattributed.map(span),
+        })),
+        LogEntry::Lost => Some(Entry::Lost(LostEntry {
+            offset,
+            hole_first_offset: offset,
+            hole_len: 1,
+        })),
+        LogEntry::Undecodable => None,
+    }
+}
+
+/// The projections a fold case runs: the trigger statistics with one and
+/// with three windows, and the actions per day.
+fn fold_projections() -> Vec<Box<dyn Projection>> {
+    vec![
+        Box::new(TriggerStats::default()),
+        Box::new(TriggerStats::with_windows(vec![
+            Duration::from_secs(3600),
+            Duration::from_secs(7 * 86_400),
+            Duration::from_secs(2 * 86_400),
+        ])),
+        Box::new(ActionsPerDay::default()),
+    ]
+}
+
+/// Folds `entries` (offsets from `first`) into `p` in order; events by
+/// their keys, viewed in place from the payload, when `by_keys`.
+fn fold(p: &mut dyn Projection, first: u64, entries: &[LogEntry], by_keys: bool) {
+    for (i, e) in entries.iter().enumerate() {
+        let offset = first + i as u64;
+        match (e, stored_entry(offset, e)) {
+            (LogEntry::Event(t, r, a, at), Some(_)) if by_keys => {
+                let bytes = event_payload(TENANTS[*t], RULES[*r], *a);
+                match enforcelog::event_view::view(offset, *at, &bytes) {
+                    Ok(enforcelog::EntryView::Event(keys)) => p.apply_keys(&keys),
+                    other => panic!("an event payload viewed as {other:?}"),
+                }
+            }
+            (_, Some(entry)) => p.apply(offset, &entry),
+            (_, None) => p.skip_undecodable(offset),
+        }
+    }
+}
+
+fn fold_runner(cases: u32) -> TestRunner {
+    TestRunner::new(Config {
+        cases,
+        rng_seed: RngSeed::Fixed(common::run_seed()),
+        failure_persistence: None,
+        max_shrink_iters: 200,
+        ..Config::default()
+    })
+}
+
+/// `apply_keys` of the viewed keys leaves the same state as `apply` of the
+/// decoded event: the same snapshot bytes, so the host may fold either way.
+#[test]
+fn folding_by_keys_writes_the_same_snapshot_as_folding_decoded_events() {
+    let entries = proptest::collection::vec(log_entry(), 0..200);
+    fold_runner(200)
+        .run(&entries, |entries| {
+            for (mut by_entry, mut by_keys) in
+                fold_projections().into_iter().zip(fold_projections())
+            {
+                prop_assert!(by_keys.keys_only());
+                fold(&mut *by_entry, 0, &entries, false);
+                fold(&mut *by_keys, 0, &entries, true);
+                prop_assert!(
+                    by_entry.snapshot() == by_keys.snapshot(),
+                    "{}: snapshots differ",
+                    by_entry.name()
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// The as-of instants a merged and an in-order fold are compared at: the
+/// anchor, each tenant's watermark and around the horizons.
+fn merge_instants(p: &TriggerStats) -> Vec<i64> {
+    let mut out = vec![T0_US, T0_US - 30 * DAY_US, MIN_US, MAX_US, i64::MAX];
+    for t in TENANTS {
+        if let Some(w) = p.tenant_watermark_us(t) {
+            for d in [0, 1, -1, -DAY_US, -30 * DAY_US, -30 * DAY_US + 1] {
+                out.push(w.saturating_add(d));
+            }
+        }
+    }
+    out
+}
+
+/// Merging the folds of consecutive ranges (split anywhere, 1 to 4 parts)
+/// gives the in-order fold of the whole: the same snapshot once both are
+/// normalized, every answer of the normalized in-order fold, and the exact
+/// answer at and after every tenant's watermark.
+#[test]
+fn merging_folds_of_consecutive_ranges_equals_folding_the_whole() {
+    let case = (
+        proptest::collection::vec(log_entry(), 0..160),
+        proptest::collection::vec(any::<proptest::sample::Index>(), 0..4),
+    );
+    fold_runner(300)
+        .run(&case, |(entries, cuts)| {
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(entries.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(entries.len());
+            cuts.sort_unstable();
+            for (mut whole, template) in fold_projections().into_iter().zip(fold_projections()) {
+                fold(&mut *whole, 0, &entries, true);
+                let mut merged = template.fresh();
+                for part in cuts.windows(2) {
+                    let mut p = template.fresh();
+                    fold(&mut *p, part[0] as u64, &entries[part[0]..part[1]], true);
+                    if merged.merge_later(p).is_err() {
+                        return Err(TestCaseError::fail(format!("{}: refused", whole.name())));
+                    }
+                }
+                let (whole_raw, merged_raw) = (whole.snapshot(), merged.snapshot());
+                whole.normalize();
+                let merged_before = merged.snapshot();
+                merged.normalize();
+                prop_assert!(
+                    whole.snapshot() == merged.snapshot(),
+                    "{}: normalized snapshots differ",
+                    whole.name()
+                );
+                // A merge already leaves the normalized state.
+                prop_assert!(
+                    merged_before == merged.snapshot(),
+                    "merge left an unswept state"
+                );
+                let as_trigger = |p: &dyn Projection| {
+                    (p as &dyn std::any::Any)
+                        .downcast_ref::<TriggerStats>()
+                        .cloned()
+                };
+                let Some(w) = as_trigger(&*whole) else {
+                    continue;
+                };
+                let mut raw = w.clone();
+                raw.restore(&whole_raw).unwrap();
+                let mut m = w.clone();
+                m.restore(&merged_raw).unwrap();
+                for (tenant, rule) in raw.all_rules() {
+                    for at in merge_instants(&raw) {
+                        let (a, b) = (
+                            raw.answer(tenant, rule, at, 1),
+                            m.answer(tenant, rule, at, 1),
+                        );
+                        if let (Answer::Exact(_), Answer::Exact(_)) = (&a, &b) {
+                            prop_assert_eq!(&a, &b);
+                        }
+                        if raw.tenant_watermark_us(tenant).is_some_and(|wm| at >= wm) {
+                            prop_assert!(
+                                matches!(b, Answer::Exact(_)),
+                                "merged needs a replay at {}",
+                                at
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// A merge refuses a projection of another kind or other windows, and
+/// hands it back untouched.
+#[test]
+fn merge_refuses_another_kind_or_other_windows() {
+    let mut stats = TriggerStats::default();
+    let back = stats
+        .merge_later(Box::new(ActionsPerDay::default()))
+        .expect_err("another kind");
+    assert_eq!(back.name(), "actions_per_day");
+    let other = TriggerStats::with_windows(vec![Duration::from_secs(60)]);
+    let back = stats
+        .merge_later(Box::new(other))
+        .expect_err("other windows");
+    assert_eq!(back.name(), "trigger_stats");
+    let mut per_day = ActionsPerDay::default();
+    assert!(per_day
+        .merge_later(Box::new(TriggerStats::default()))
+        .is_err());
+}

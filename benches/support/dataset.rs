@@ -308,6 +308,73 @@ pub fn replay(log: &Log) -> TriggerStats {
     projection
 }
 
+/// The whole log folded by keys (issue 17): each event viewed in place
+/// (`event_view::view`, no decode) and folded with `apply_keys`; what the
+/// store's catch-up does when every projection is keys-only.
+#[allow(
+    dead_code,
+    reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
+)]
+pub fn replay_by_keys(log: &Log) -> TriggerStats {
+    let mut projection = TriggerStats::default();
+    for record in log.read_from(0).expect("read") {
+        let r = record.expect("record");
+        match enforcelog::event_view::view(r.offset, r.timestamp_us, &r.payload).expect("payload") {
+            enforcelog::EntryView::Event(keys) => projection.apply_keys(&keys),
+            enforcelog::EntryView::Other => {
+                let entry = payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload");
+                projection.apply(r.offset, &entry);
+            }
+        }
+    }
+    projection
+}
+
+/// [`replay_by_keys`], timed without dropping the projection.
+#[allow(
+    dead_code,
+    reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
+)]
+pub fn replay_by_keys_pass(log: &Log) -> Duration {
+    let started = Instant::now();
+    let projection = replay_by_keys(log);
+    let elapsed = started.elapsed();
+    black_box(projection);
+    elapsed
+}
+
+/// The CPU of [`replay_by_keys`] without the read: records are read in
+/// chunks of 65,536 (untimed) and only the view + `apply_keys` of each
+/// chunk is timed. The projection thread's cost per event once frames
+/// are handed out without copies.
+#[allow(
+    dead_code,
+    reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
+)]
+pub fn fold_by_keys_pass(log: &Log) -> Duration {
+    let mut projection = TriggerStats::default();
+    let mut timed = Duration::ZERO;
+    let mut chunk = Vec::with_capacity(1 << 16);
+    let mut records = log.read_from(0).expect("read");
+    loop {
+        chunk.clear();
+        chunk.extend(records.by_ref().take(1 << 16).map(|r| r.expect("record")));
+        if chunk.is_empty() {
+            break;
+        }
+        let started = Instant::now();
+        for r in &chunk {
+            match enforcelog::event_view::view(r.offset, r.timestamp_us, &r.payload) {
+                Ok(enforcelog::EntryView::Event(keys)) => projection.apply_keys(&keys),
+                _ => panic!("the data set holds events only"),
+            }
+        }
+        timed += started.elapsed();
+    }
+    black_box(projection);
+    timed
+}
+
 /// [`replay`], timed without dropping the projection.
 pub fn replay_pass(log: &Log) -> Duration {
     let started = Instant::now();

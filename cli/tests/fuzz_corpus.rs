@@ -1208,6 +1208,7 @@ fn seed_corpus() -> Vec<(&'static str, Seeds)> {
         ("batch", batch),
         ("index_file", index_file),
         ("recovery", recovery),
+        ("event_view", event_payload.clone()),
         ("event_payload", event_payload),
         ("checkpoint", checkpoint),
         ("import_line", named(import_line_seeds())),
@@ -1260,6 +1261,7 @@ corpus_tests! {
     corpus_index_file => "index_file",
     corpus_recovery => "recovery",
     corpus_event_payload => "event_payload",
+    corpus_event_view => "event_view",
     corpus_checkpoint => "checkpoint",
     corpus_import_line => "import_line",
     corpus_api_model => "api_model",
@@ -1288,6 +1290,11 @@ fn generated_recovery() {
 #[test]
 fn generated_event_payload() {
     run_generated("event_payload", 3000, mixed(payload_pool(), 64));
+}
+
+#[test]
+fn generated_event_view() {
+    run_generated("event_view", 3000, mixed(payload_pool(), 64));
 }
 
 #[test]

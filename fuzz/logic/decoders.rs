@@ -470,3 +470,26 @@ fn roundtrip_through_store(event: Event, expected: &StoredEvent) {
     assert_eq!(again, Entry::Event(want));
     store.close().expect("closing an in-memory store");
 }
+
+// ---------------------------------------------------------------- event view
+
+/// The borrowing view agrees with the full decode on every input: an event
+/// with equal keys, "other" for a gap marker or lost entry, the same error
+/// for everything else (the contract in `src/event_view.rs`).
+pub fn check_event_view(data: &[u8]) {
+    use enforcelog::event_view::{view, EntryView};
+    let offset = 7;
+    let ts = PAYLOAD_TIMES_US[data.len() % PAYLOAD_TIMES_US.len()];
+    match (view(offset, ts, data), payload::decode(offset, ts, data)) {
+        (Ok(EntryView::Event(k)), Ok(Entry::Event(e))) => {
+            assert_eq!(k.tenant_id, e.tenant_id);
+            assert_eq!(k.rule_id, e.rule_id);
+            assert_eq!(k.action, e.action);
+            assert_eq!(k.run_id, e.run_id.as_deref());
+            assert_eq!((k.enforced_at_us, k.offset), (ts, offset));
+        }
+        (Ok(EntryView::Other), Ok(Entry::Gap(_) | Entry::Lost(_))) => {}
+        (Err(v), Err(d)) => assert_eq!(v, d),
+        (v, d) => panic!("view {v:?} but decode {d:?}"),
+    }
+}

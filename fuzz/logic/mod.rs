@@ -27,7 +27,8 @@ mod recovery;
 
 pub use api_model::check_api_model;
 pub use decoders::{
-    check_batch, check_checkpoint, check_event_payload, check_index_file, check_segment_header,
+    check_batch, check_checkpoint, check_event_payload, check_event_view, check_index_file,
+    check_segment_header,
 };
 pub use import_line::check_import_line;
 pub use recovery::check_recovery;
@@ -42,12 +43,13 @@ use enforcelog::{Log, LogOptions};
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every fuzz target, in the order of `fuzz/Cargo.toml`.
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     ("segment_header", check_segment_header),
     ("batch", check_batch),
     ("index_file", check_index_file),
     ("recovery", check_recovery),
     ("event_payload", check_event_payload),
+    ("event_view", check_event_view),
     ("checkpoint", check_checkpoint),
     ("import_line", check_import_line),
     ("api_model", check_api_model),

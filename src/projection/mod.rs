@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 mod host;
+mod intern;
 mod per_day;
 mod trigger;
 
@@ -23,6 +24,7 @@ pub use host::ProjectionCheck;
 pub(crate) use host::{Host, CHECKPOINT_DIR};
 
 use crate::event::Entry;
+use crate::event_view::EventKeys;
 
 /// State folded from log entries.
 ///
@@ -73,6 +75,48 @@ pub trait Projection: Any + Send + Sync {
     fn skip_undecodable(&mut self, offset: u64) {
         let _ = offset;
     }
+
+    /// Whether events need only their keys: when true, the host calls
+    /// [`Projection::apply_keys`] for every event instead of
+    /// [`Projection::apply`], with keys read in place from the payload
+    /// (no decode, no allocation). Gap markers and lost entries still come
+    /// to `apply`, undecodable entries to `skip_undecodable`. The answer
+    /// must not change while the projection is registered.
+    fn keys_only(&self) -> bool {
+        false
+    }
+
+    /// Folds one event given by its keys; called instead of `apply` for
+    /// events when [`Projection::keys_only`] is true, in the same offset
+    /// order. Folding `keys` must leave the state (and snapshot bytes)
+    /// exactly as `apply` of the decoded event would.
+    fn apply_keys(&mut self, keys: &EventKeys<'_>) {
+        let _ = keys;
+    }
+
+    /// Appends the fold of a *later* range of the log to this one: `self`
+    /// holds the entries of offsets `[a, b)`, `later` a [`Projection::fresh`]
+    /// copy that folded `[b, c)`; afterwards `self` answers as a projection
+    /// that folded `[a, c)` in order. So the host can fold ranges on several
+    /// threads and merge them in offset order.
+    ///
+    /// Returns `later` back when this projection cannot merge (the
+    /// default, or `later` is of another type): the host then folds that
+    /// range again, in order, into `self`. A merged state may differ from
+    /// the in-order fold in how it is laid out (for example what is folded
+    /// and what is kept), never in any answer; [`Projection::normalize`]
+    /// brings both to the same state, so the same snapshot bytes.
+    fn merge_later(&mut self, later: Box<dyn Projection>) -> Result<(), Box<dyn Projection>> {
+        Err(later)
+    }
+
+    /// Brings the state to its canonical form for the entries it folded,
+    /// without changing any answer: the form [`Projection::merge_later`]
+    /// leaves. `verify` normalizes the checkpoint and the rebuild before it
+    /// compares their snapshots. The default (nothing to do) is right for
+    /// any projection whose merge is already byte-exact or that does not
+    /// merge.
+    fn normalize(&mut self) {}
 
     /// The state as bytes.
     fn snapshot(&self) -> Vec<u8>;

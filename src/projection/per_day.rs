@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::Projection;
 use crate::event::{Action, Entry};
+use crate::event_view::EventKeys;
 
 const DAY_US: i64 = 24 * 3600 * 1_000_000;
 
@@ -33,6 +34,11 @@ impl ActionsPerDay {
         self.counts.get(&(day, action.code())).copied().unwrap_or(0)
     }
 
+    fn add(&mut self, at_us: i64, action: Action) {
+        let day = at_us.div_euclid(DAY_US);
+        *self.counts.entry((day, action.code())).or_default() += 1;
+    }
+
     /// Every (day, action, count), by day then action.
     pub fn iter(&self) -> impl Iterator<Item = (i64, Action, u64)> + '_ {
         self.counts
@@ -48,9 +54,27 @@ impl Projection for ActionsPerDay {
 
     fn apply(&mut self, _offset: u64, entry: &Entry) {
         if let Entry::Event(e) = entry {
-            let day = e.enforced_at_us.div_euclid(DAY_US);
-            *self.counts.entry((day, e.action.code())).or_default() += 1;
+            self.add(e.enforced_at_us, e.action);
         }
+    }
+
+    fn keys_only(&self) -> bool {
+        true
+    }
+
+    fn apply_keys(&mut self, keys: &EventKeys<'_>) {
+        self.add(keys.enforced_at_us, keys.action);
+    }
+
+    /// Counts add up: the merge is exact, byte for byte.
+    fn merge_later(&mut self, mut later: Box<dyn Projection>) -> Result<(), Box<dyn Projection>> {
+        let Some(other) = (&mut *later as &mut dyn std::any::Any).downcast_mut::<Self>() else {
+            return Err(later);
+        };
+        for (key, n) in std::mem::take(&mut other.counts) {
+            *self.counts.entry(key).or_default() += n;
+        }
+        Ok(())
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -36,17 +36,30 @@
 //!
 //! Entries that do not decode are counted ([`TriggerStats::undecodable`]).
 //!
+//! Ids are interned (issue 17): tenants and (tenant, rule) pairs live in
+//! dense vectors, and an event costs one hash of its two borrowed ids, one
+//! probe (confirmed by comparing bytes), the tenant's horizon and an append
+//! to a sorted vector. Events come by their keys alone
+//! ([`Projection::apply_keys`]), so a replay need not decode payloads.
+//! Snapshots keep the shape of the nested maps the state had before (see
+//! `wire`), so checkpoints of earlier builds restore and the bytes are the
+//! same. Two folds of consecutive ranges merge
+//! ([`Projection::merge_later`]) into the normalized fold of both.
+//!
 //! Memory (measured by `benches/replay.rs` and `benches/reads.rs`): 8 to 10.5 bytes per event
 //! inside the longest window (8 per timestamp plus vector growth slack), and
-//! about 230 to 365 bytes per (tenant, rule) including its two ids and map entry.
+//! about 270 bytes per (tenant, rule) with one event, including its ids
+//! and index entries (365 before the ids were interned).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::intern::{pair_hash, FxBuild, HashChains};
 use super::Projection;
 use crate::event::{Action, Entry, LossSpan};
+use crate::event_view::EventKeys;
 
 /// Thirty days in microseconds.
 pub const DAYS_30_US: i64 = 30 * 24 * 3600 * 1_000_000;
@@ -169,25 +182,25 @@ impl RuleState {
     }
 }
 
-/// Writes a map sorted by key, so a snapshot depends only on the state,
-/// never on hash order.
-fn sorted<S: serde::Serializer, V: Serialize>(
-    map: &HashMap<String, V>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    let sorted: BTreeMap<&String, &V> = map.iter().collect();
-    serde::Serialize::serialize(&sorted, serializer)
-}
-
-/// The rules of one tenant, and the tenant's own fold horizon.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-struct TenantState {
-    #[serde(serialize_with = "sorted")]
-    rules: HashMap<String, RuleState>,
+/// One tenant: its rules (ids into [`State::rules`]) and its own fold
+/// horizon.
+#[derive(Debug, Clone, Default)]
+struct Tenant {
+    id: Box<str>,
+    rules: Vec<u32>,
     /// The tenant's newest `enforced_at`.
     watermark_us: Option<i64>,
     /// The tenant's watermark at its last sweep.
     swept_at_us: Option<i64>,
+}
+
+/// One (tenant, rule) pair.
+#[derive(Debug, Clone, Default)]
+struct Rule {
+    /// Index into [`State::tenants`].
+    tenant: u32,
+    id: Box<str>,
+    state: RuleState,
 }
 
 /// Counts events of `v` (sorted) in `(lo, hi]`.
@@ -197,24 +210,206 @@ fn count_in(v: &[i64], lo_us: i64, hi_us: i64) -> u64 {
     hi.saturating_sub(lo) as u64
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// The folded state, with interned ids: tenants and (tenant, rule) pairs
+/// are dense `u32`s, found by one hash of the borrowed ids and one probe
+/// ([`HashChains`], confirmed by comparing bytes). Snapshots are written
+/// in the shape of [`wire::State`] (maps sorted by id), the same bytes as
+/// before the ids were interned.
+#[derive(Debug, Clone, Default)]
 struct State {
-    /// tenant → rule → state. Nested so that lookups borrow the ids
-    /// instead of allocating a key per event; hashed, because each lookup
-    /// then touches one or two cache lines instead of a path of tree nodes.
-    /// Snapshots write it sorted, so they stay deterministic.
-    #[serde(serialize_with = "sorted")]
-    tenants: HashMap<String, TenantState>,
+    tenants: Vec<Tenant>,
+    tenant_ids: HashMap<Box<str>, u32, FxBuild>,
+    rules: Vec<Rule>,
+    /// (tenant, rule) hash → rule ids.
+    pairs: HashChains,
     gap_markers: u64,
     dropped_events: u64,
     /// Losses no marker attributed to a rule, in log order.
     unattributed: Vec<Loss>,
     /// Entries skipped because they do not decode.
     undecodable: u64,
-    /// Offsets lost to damage (hole entries). Defaulted so checkpoints
-    /// written before holes existed still restore.
-    #[serde(default)]
+    /// Offsets lost to damage (hole entries).
     lost_entries: u64,
+}
+
+impl State {
+    fn tenant(&self, tenant_id: &str) -> Option<&Tenant> {
+        let &t = self.tenant_ids.get(tenant_id)?;
+        Some(&self.tenants[t as usize])
+    }
+
+    fn find_rule(&self, tenant_id: &str, rule_id: &str) -> Option<u32> {
+        self.pairs.find(pair_hash(tenant_id, rule_id), |r| {
+            let rule = &self.rules[r as usize];
+            *rule.id == *rule_id && *self.tenants[rule.tenant as usize].id == *tenant_id
+        })
+    }
+
+    fn rule(&self, tenant_id: &str, rule_id: &str) -> Option<&RuleState> {
+        let r = self.find_rule(tenant_id, rule_id)?;
+        Some(&self.rules[r as usize].state)
+    }
+
+    /// The id of the pair, added (with its tenant) when new.
+    fn rule_id_of(&mut self, tenant_id: &str, rule_id: &str) -> u32 {
+        if let Some(r) = self.find_rule(tenant_id, rule_id) {
+            return r;
+        }
+        let tenant = match self.tenant_ids.get(tenant_id) {
+            Some(&t) => t,
+            None => {
+                let t = u32::try_from(self.tenants.len()).expect("fewer than 2^32 tenants");
+                self.tenants.push(Tenant {
+                    id: tenant_id.into(),
+                    ..Tenant::default()
+                });
+                self.tenant_ids.insert(tenant_id.into(), t);
+                t
+            }
+        };
+        let r = self.pairs.push(pair_hash(tenant_id, rule_id));
+        debug_assert_eq!(r as usize, self.rules.len());
+        self.rules.push(Rule {
+            tenant,
+            id: rule_id.into(),
+            state: RuleState::default(),
+        });
+        self.tenants[tenant as usize].rules.push(r);
+        r
+    }
+
+    /// Builds the interned state from a snapshot's.
+    fn from_wire(wire: wire::State) -> Self {
+        let mut state = State {
+            gap_markers: wire.gap_markers,
+            dropped_events: wire.dropped_events,
+            unattributed: wire.unattributed,
+            undecodable: wire.undecodable,
+            lost_entries: wire.lost_entries,
+            ..State::default()
+        };
+        let mut tenants: Vec<(String, wire::TenantState)> = wire.tenants.into_iter().collect();
+        tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (tenant_id, tenant) in tenants {
+            let mut rules: Vec<(String, RuleState)> = tenant.rules.into_iter().collect();
+            rules.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            for (rule_id, rule) in rules {
+                let r = state.rule_id_of(&tenant_id, &rule_id);
+                state.rules[r as usize].state = rule;
+            }
+            // A tenant with no rules was never written, but a snapshot may
+            // hold one: keep it, so it snapshots back the same.
+            let t = match state.tenant_ids.get(tenant_id.as_str()) {
+                Some(&t) => t,
+                None => {
+                    let t = u32::try_from(state.tenants.len()).expect("fewer than 2^32 tenants");
+                    state.tenants.push(Tenant {
+                        id: tenant_id.as_str().into(),
+                        ..Tenant::default()
+                    });
+                    state.tenant_ids.insert(tenant_id.into(), t);
+                    t
+                }
+            };
+            let t = &mut state.tenants[t as usize];
+            t.watermark_us = tenant.watermark_us;
+            t.swept_at_us = tenant.swept_at_us;
+        }
+        state
+    }
+
+    /// The snapshot's shape of the state, borrowed, maps sorted by id.
+    fn to_wire(&self) -> wire::StateOut<'_> {
+        let mut tenants: Vec<(&str, wire::TenantOut<'_>)> = self
+            .tenants
+            .iter()
+            .map(|t| {
+                let mut rules: Vec<(&str, &RuleState)> = t
+                    .rules
+                    .iter()
+                    .map(|&r| {
+                        let rule = &self.rules[r as usize];
+                        (&*rule.id, &rule.state)
+                    })
+                    .collect();
+                rules.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                let out = wire::TenantOut {
+                    rules: wire::Sorted(rules),
+                    watermark_us: t.watermark_us,
+                    swept_at_us: t.swept_at_us,
+                };
+                (&*t.id, out)
+            })
+            .collect();
+        tenants.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        wire::StateOut {
+            tenants: wire::Sorted(tenants),
+            gap_markers: self.gap_markers,
+            dropped_events: self.dropped_events,
+            unattributed: &self.unattributed,
+            undecodable: self.undecodable,
+            lost_entries: self.lost_entries,
+        }
+    }
+}
+
+/// The snapshot format (version 3 of the projection): the state as nested
+/// maps of owned ids, as it was kept in memory before the ids were
+/// interned. Serialised with rmp_serde's defaults (a struct is an array of
+/// its fields in order), maps sorted by id, so the bytes depend only on the
+/// state.
+mod wire {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Serialize, Serializer};
+
+    use super::{Loss, RuleState};
+
+    #[derive(Debug, Clone, Default, Deserialize)]
+    pub(super) struct TenantState {
+        pub(super) rules: HashMap<String, RuleState>,
+        pub(super) watermark_us: Option<i64>,
+        pub(super) swept_at_us: Option<i64>,
+    }
+
+    #[derive(Debug, Clone, Default, Deserialize)]
+    pub(super) struct State {
+        pub(super) tenants: HashMap<String, TenantState>,
+        pub(super) gap_markers: u64,
+        pub(super) dropped_events: u64,
+        pub(super) unattributed: Vec<Loss>,
+        pub(super) undecodable: u64,
+        /// Defaulted so checkpoints written before holes existed still
+        /// restore.
+        #[serde(default)]
+        pub(super) lost_entries: u64,
+    }
+
+    /// Pairs already sorted by key, written as a map.
+    pub(super) struct Sorted<'a, V>(pub(super) Vec<(&'a str, V)>);
+
+    impl<V: Serialize> Serialize for Sorted<'_, V> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        }
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct TenantOut<'a> {
+        pub(super) rules: Sorted<'a, &'a RuleState>,
+        pub(super) watermark_us: Option<i64>,
+        pub(super) swept_at_us: Option<i64>,
+    }
+
+    #[derive(Serialize)]
+    pub(super) struct StateOut<'a> {
+        pub(super) tenants: Sorted<'a, TenantOut<'a>>,
+        pub(super) gap_markers: u64,
+        pub(super) dropped_events: u64,
+        pub(super) unattributed: &'a [Loss],
+        pub(super) undecodable: u64,
+        pub(super) lost_entries: u64,
+    }
 }
 
 /// The trigger-statistics projection.
@@ -278,7 +473,7 @@ impl TriggerStats {
     pub fn watermark_us(&self) -> Option<i64> {
         self.state
             .tenants
-            .values()
+            .iter()
             .filter_map(|t| t.watermark_us)
             .max()
     }
@@ -286,7 +481,7 @@ impl TriggerStats {
     /// The newest `enforced_at` of one tenant: its fold horizon is this
     /// minus the longest window.
     pub fn tenant_watermark_us(&self, tenant_id: &str) -> Option<i64> {
-        self.state.tenants.get(tenant_id)?.watermark_us
+        self.state.tenant(tenant_id)?.watermark_us
     }
 
     /// Log entries skipped because they do not decode (not store payloads).
@@ -306,11 +501,11 @@ impl TriggerStats {
 
     /// Number of (tenant, rule) pairs.
     pub fn rule_count(&self) -> usize {
-        self.state.tenants.values().map(|t| t.rules.len()).sum()
+        self.state.rules.len()
     }
 
     fn rule_states(&self) -> impl Iterator<Item = &RuleState> {
-        self.state.tenants.values().flat_map(|t| t.rules.values())
+        self.state.rules.iter().map(|r| &r.state)
     }
 
     /// Number of recent (unfolded) events held, over all rules.
@@ -320,41 +515,28 @@ impl TriggerStats {
             .sum()
     }
 
-    fn horizon_us(&self, tenant: &TenantState) -> i64 {
+    fn horizon_us(&self, tenant: &Tenant) -> i64 {
         tenant
             .watermark_us
             .map_or(i64::MIN, |w| w.saturating_sub(self.longest_us))
     }
 
     fn rule_mut(&mut self, tenant_id: &str, rule_id: &str) -> &mut RuleState {
-        let tenants = &mut self.state.tenants;
-        if !tenants.contains_key(tenant_id) {
-            tenants.insert(tenant_id.to_string(), TenantState::default());
-        }
-        let rules = &mut tenants.get_mut(tenant_id).expect("inserted above").rules;
-        if !rules.contains_key(rule_id) {
-            rules.insert(rule_id.to_string(), RuleState::default());
-        }
-        rules.get_mut(rule_id).expect("inserted above")
+        let r = self.state.rule_id_of(tenant_id, rule_id);
+        &mut self.state.rules[r as usize].state
     }
 
+    /// Folds one event: one hash of the ids, one probe, then the tenant's
+    /// horizon and an append (or ordered insert) to the rule's vector.
     fn record(&mut self, tenant_id: &str, rule_id: &str, action: Action, at_us: i64) {
-        let horizon = self
-            .state
-            .tenants
-            .get(tenant_id)
-            .map_or(i64::MIN, |t| self.horizon_us(t));
-        self.rule_mut(tenant_id, rule_id)
-            .insert(action, at_us, horizon);
-        let longest_us = self.longest_us;
-        let tenant = self
-            .state
-            .tenants
-            .get_mut(tenant_id)
-            .expect("inserted above");
+        let r = self.state.rule_id_of(tenant_id, rule_id) as usize;
+        let t = self.state.rules[r].tenant as usize;
+        let horizon = self.horizon_us(&self.state.tenants[t]);
+        self.state.rules[r].state.insert(action, at_us, horizon);
+        let tenant = &mut self.state.tenants[t];
         if tenant.watermark_us.is_none_or(|w| at_us > w) {
             tenant.watermark_us = Some(at_us);
-            maybe_sweep(tenant, longest_us);
+            maybe_sweep(tenant, &mut self.state.rules, self.longest_us);
         }
     }
 
@@ -394,11 +576,7 @@ impl TriggerStats {
     /// Adds what the gap markers say to statistics answered for `stats`'s
     /// rule (from the projection or from the log).
     pub fn with_gaps(&self, mut stats: RuleStats) -> RuleStats {
-        let rule = self
-            .state
-            .tenants
-            .get(&stats.tenant_id)
-            .and_then(|t| t.rules.get(&stats.rule_id));
+        let rule = self.state.rule(&stats.tenant_id, &stats.rule_id);
         let (gap, missing) = self.gaps_in_window(rule, stats.as_of_us);
         stats.gap_in_window = gap;
         stats.missing_at_least = missing;
@@ -407,11 +585,7 @@ impl TriggerStats {
 
     /// The statistics of one rule as of `as_of_us`, reflecting `offset`.
     pub fn answer(&self, tenant_id: &str, rule_id: &str, as_of_us: i64, offset: u64) -> Answer {
-        let rule = self
-            .state
-            .tenants
-            .get(tenant_id)
-            .and_then(|t| t.rules.get(rule_id));
+        let rule = self.state.rule(tenant_id, rule_id);
         let answer = match rule {
             None => Answer::Exact(self.empty(tenant_id, rule_id, as_of_us, offset)),
             Some(rule) => self.answer_rule(tenant_id, rule_id, rule, as_of_us, offset),
@@ -498,12 +672,12 @@ impl TriggerStats {
     pub fn rules_of<'a>(&'a self, tenant_id: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         let mut rules: Vec<&str> = self
             .state
-            .tenants
-            .get(tenant_id)
+            .tenant(tenant_id)
             .into_iter()
             .flat_map(|t| &t.rules)
-            .filter(|(_, r)| !r.is_empty())
-            .map(|(rule, _)| rule.as_str())
+            .map(|&r| &self.state.rules[r as usize])
+            .filter(|r| !r.state.is_empty())
+            .map(|r| &*r.id)
             .collect();
         rules.sort_unstable();
         rules.into_iter()
@@ -513,9 +687,9 @@ impl TriggerStats {
     pub fn all_rules(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut pairs: Vec<(&str, &str)> = self
             .state
-            .tenants
+            .rules
             .iter()
-            .flat_map(|(t, state)| state.rules.keys().map(move |r| (t.as_str(), r.as_str())))
+            .map(|r| (&*self.state.tenants[r.tenant as usize].id, &*r.id))
             .collect();
         pairs.sort_unstable();
         pairs.into_iter()
@@ -575,13 +749,56 @@ impl Projection for TriggerStats {
         self.state.undecodable += 1;
     }
 
+    fn keys_only(&self) -> bool {
+        true
+    }
+
+    fn apply_keys(&mut self, keys: &EventKeys<'_>) {
+        self.record(
+            keys.tenant_id,
+            keys.rule_id,
+            keys.action,
+            keys.enforced_at_us,
+        );
+    }
+
+    /// Merges the fold of a later range of the log (a `TriggerStats` with
+    /// the same windows). Answers depend only on the set of events, so per
+    /// tenant the watermark is the greater, and per rule the recent vectors
+    /// are merged in order, the folded counts summed, the greatest folded
+    /// time kept and the losses appended (log order: ours, then later's);
+    /// then every tenant `later` touched is swept to its new horizon. What
+    /// either half folded is at or before its own horizon, so at or before
+    /// the union's: nothing folded needs unfolding. The result is the
+    /// normalized state of the in-order fold ([`Projection::normalize`]).
+    fn merge_later(&mut self, mut later: Box<dyn Projection>) -> Result<(), Box<dyn Projection>> {
+        let Some(other) = (&mut *later as &mut dyn std::any::Any).downcast_mut::<Self>() else {
+            return Err(later);
+        };
+        if other.windows_us != self.windows_us {
+            return Err(later);
+        }
+        let other = std::mem::take(&mut other.state);
+        self.merge_state(other);
+        Ok(())
+    }
+
+    /// Sweeps every tenant to its horizon: what is at or before it is
+    /// folded, what is after it recent.
+    fn normalize(&mut self) {
+        let State { tenants, rules, .. } = &mut self.state;
+        for tenant in tenants.iter_mut() {
+            sweep(tenant, rules, self.longest_us);
+        }
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         let windows: Vec<i64> = self.windows_us.clone();
-        rmp_serde::to_vec(&(windows, &self.state)).unwrap_or_default()
+        rmp_serde::to_vec(&(windows, self.state.to_wire())).unwrap_or_default()
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let (windows, state): (Vec<i64>, State) =
+        let (windows, state): (Vec<i64>, wire::State) =
             rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
         if windows != self.windows_us {
             return Err(format!(
@@ -589,7 +806,7 @@ impl Projection for TriggerStats {
                 self.windows_us
             ));
         }
-        self.state = state;
+        self.state = State::from_wire(state);
         Ok(())
     }
 
@@ -602,9 +819,81 @@ impl Projection for TriggerStats {
     }
 }
 
+impl TriggerStats {
+    fn merge_state(&mut self, other: State) {
+        let me = &mut self.state;
+        me.gap_markers += other.gap_markers;
+        me.dropped_events += other.dropped_events;
+        me.undecodable += other.undecodable;
+        me.lost_entries += other.lost_entries;
+        me.unattributed.extend(other.unattributed);
+        let mut touched = vec![false; 0];
+        for rule in other.rules {
+            let tenant = &other.tenants[rule.tenant as usize];
+            let r = me.rule_id_of(&tenant.id, &rule.id) as usize;
+            merge_rule(&mut me.rules[r].state, rule.state);
+        }
+        for tenant in other.tenants {
+            // Every tenant of `later` has a rule (it was made for one),
+            // except in a restored snapshot that held an empty tenant.
+            let t = match me.tenant_ids.get(&*tenant.id) {
+                Some(&t) => t as usize,
+                None => {
+                    let t = me.tenants.len();
+                    me.tenant_ids.insert(tenant.id.clone(), t as u32);
+                    me.tenants.push(Tenant {
+                        id: tenant.id,
+                        ..Tenant::default()
+                    });
+                    t
+                }
+            };
+            if touched.len() <= t {
+                touched.resize(t + 1, false);
+            }
+            touched[t] = true;
+            let mine = &mut me.tenants[t];
+            mine.watermark_us = mine.watermark_us.max(tenant.watermark_us);
+        }
+        for (t, _) in touched.iter().enumerate().filter(|(_, &x)| x) {
+            sweep(&mut me.tenants[t], &mut me.rules, self.longest_us);
+        }
+    }
+}
+
+/// Adds the state of the same rule from a later range of the log.
+fn merge_rule(mine: &mut RuleState, later: RuleState) {
+    for (v, w) in mine.recent.iter_mut().zip(later.recent) {
+        if w.is_empty() {
+            continue;
+        }
+        if v.last().is_none_or(|&last| last <= w[0]) {
+            v.extend(w);
+            continue;
+        }
+        let mut merged = Vec::with_capacity(v.len() + w.len());
+        let (mut a, mut b) = (v.iter().peekable(), w.iter().peekable());
+        while let (Some(&&x), Some(&&y)) = (a.peek(), b.peek()) {
+            if x <= y {
+                merged.push(x);
+                a.next();
+            } else {
+                merged.push(y);
+                b.next();
+            }
+        }
+        merged.extend(a);
+        merged.extend(b);
+        *v = merged;
+    }
+    mine.folded_count += later.folded_count;
+    mine.folded_max_us = mine.folded_max_us.max(later.folded_max_us);
+    mine.losses.extend(later.losses);
+}
+
 /// Folds the tenant's rules once its watermark moved far enough since its
 /// last sweep. Deterministic: depends only on the events applied, in order.
-fn maybe_sweep(tenant: &mut TenantState, longest_us: i64) {
+fn maybe_sweep(tenant: &mut Tenant, rules: &mut [Rule], longest_us: i64) {
     let Some(watermark) = tenant.watermark_us else {
         return;
     };
@@ -615,9 +904,18 @@ fn maybe_sweep(tenant: &mut TenantState, longest_us: i64) {
     {
         return;
     }
+    sweep(tenant, rules, longest_us);
+}
+
+/// Folds every rule of the tenant to its horizon (its watermark minus the
+/// longest window).
+fn sweep(tenant: &mut Tenant, rules: &mut [Rule], longest_us: i64) {
+    let Some(watermark) = tenant.watermark_us else {
+        return;
+    };
     let horizon = watermark.saturating_sub(longest_us);
-    for rule in tenant.rules.values_mut() {
-        rule.fold(horizon);
+    for &r in &tenant.rules {
+        rules[r as usize].state.fold(horizon);
     }
     tenant.swept_at_us = Some(watermark);
 }

@@ -1,0 +1,369 @@
+//! A borrowing view of a store payload: the keys of an event (tenant, rule,
+//! action, run, time) read in place, without allocating, for readers that
+//! need no more (projections folding counts, filters rejecting what is not
+//! theirs). `payload::decode` stays the reader of whole events.
+//!
+//! Contract, for every `payload` (the whole exactness argument of the read
+//! paths built on it rests on this; `tests/event_view.rs` and the fuzz
+//! target `event_view` check it against `decode`):
+//! - `view` is `Ok(EntryView::Event(k))` iff `decode` is
+//!   `Ok(Entry::Event(e))`, and then `k`'s fields equal `e`'s;
+//! - `view` is `Ok(EntryView::Other)` iff `decode` is a gap marker or a lost
+//!   entry;
+//! - `view` is `Err` iff `decode` is `Err` (with the same error).
+//!
+//! How it stays exact by construction: a hand-written MessagePack walker
+//! (the *fast path*) answers only for payloads it can prove `decode`
+//! accepts. That is a schema 1 event `[1, 0, tenant, rule, action, run |
+//! nil, details | nil]` (fixarray or array16 of exactly 7) whose ids are
+//! MessagePack str or bin holding valid UTF-8 that passes
+//! [`crate::event::check_id`], whose action is an integer code 0..=3, and
+//! whose `details` is nil or a map that a *validating skip* accepts: string
+//! keys of valid UTF-8, values nil, bool, integer, finite float, valid UTF-8
+//! string, array or map, nested at most [`SAFE_DEPTH`] deep, and a payload
+//! small enough (`len * 6 <= DETAILS_MAX_BYTES`) that `decode` never
+//! measures its JSON size. Bytes after the array are ignored, as `decode`
+//! (rmp_serde) ignores them. Anything else is *unsure* and goes to
+//! `decode`, whose verdict is the answer; an event it accepts is then
+//! borrowed back from the payload (its ids are bytes of the payload).
+
+use crate::event::{check_id, Action, Entry, Field, DETAILS_MAX_BYTES, ID_MAX_BYTES};
+use crate::payload;
+pub use crate::payload::PayloadError;
+
+/// Deepest nesting of `details` the fast path walks (`details` itself is
+/// 1). Far below the decoder's limit (1,024 levels for the whole payload),
+/// and equal to what the store accepts on write.
+pub const SAFE_DEPTH: usize = crate::event::DETAILS_MAX_DEPTH;
+
+/// What a payload is, as far as readers of keys care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryView<'a> {
+    /// An event, its keys borrowed from the payload.
+    Event(EventKeys<'a>),
+    /// A gap marker or a lost entry: use `payload::decode` for it.
+    Other,
+}
+
+/// The keys of an event, borrowed from its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventKeys<'a> {
+    /// The tenant.
+    pub tenant_id: &'a str,
+    /// The rule.
+    pub rule_id: &'a str,
+    /// The action.
+    pub action: Action,
+    /// The run, if any.
+    pub run_id: Option<&'a str>,
+    /// When, µs since the epoch (the record's timestamp).
+    pub enforced_at_us: i64,
+    /// The event's offset in the log.
+    pub offset: u64,
+}
+
+/// Views a record's payload: see the module docs for the contract.
+pub fn view(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<EntryView<'_>, PayloadError> {
+    if let Some(head) = Walker::new(payload).fast_event() {
+        return Ok(EntryView::Event(head.keys(offset, timestamp_us)));
+    }
+    slow(offset, timestamp_us, payload)
+}
+
+/// Whether the walker answers for `payload` by itself (no decode): for
+/// tests that the store's own events take the fast path.
+#[doc(hidden)]
+pub fn takes_fast_path(payload: &[u8]) -> bool {
+    Walker::new(payload).fast_event().is_some()
+}
+
+/// The answer of `decode`, with an event's ids borrowed from `payload`.
+#[cold]
+fn slow(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<EntryView<'_>, PayloadError> {
+    match payload::decode(offset, timestamp_us, payload)? {
+        Entry::Event(e) => {
+            let borrow = |id: &str| find(payload, id);
+            let run_id = match e.run_id.as_deref() {
+                None => None,
+                Some(run) => Some(borrow(run)?),
+            };
+            Ok(EntryView::Event(EventKeys {
+                tenant_id: borrow(&e.tenant_id)?,
+                rule_id: borrow(&e.rule_id)?,
+                action: e.action,
+                run_id,
+                enforced_at_us: e.enforced_at_us,
+                offset,
+            }))
+        }
+        Entry::Gap(_) | Entry::Lost(_) => Ok(EntryView::Other),
+    }
+}
+
+/// `id` as a slice of `payload`. The decoder copies ids from the payload's
+/// bytes (a str or bin holding them verbatim), so they are always there;
+/// any occurrence of the same bytes is an equal `&str`.
+fn find<'a>(payload: &'a [u8], id: &str) -> Result<&'a str, PayloadError> {
+    let needle = id.as_bytes();
+    payload
+        .windows(needle.len().max(1))
+        .position(|w| w == needle)
+        .and_then(|at| std::str::from_utf8(&payload[at..at + needle.len()]).ok())
+        .ok_or_else(|| PayloadError(format!("event id {id:?} is not in its payload")))
+}
+
+/// What the fast path read of an event.
+struct Head<'a> {
+    tenant_id: &'a str,
+    rule_id: &'a str,
+    action: Action,
+    run_id: Option<&'a str>,
+}
+
+impl<'a> Head<'a> {
+    fn keys(&self, offset: u64, enforced_at_us: i64) -> EventKeys<'a> {
+        EventKeys {
+            tenant_id: self.tenant_id,
+            rule_id: self.rule_id,
+            action: self.action,
+            run_id: self.run_id,
+            enforced_at_us,
+            offset,
+        }
+    }
+}
+
+/// A cursor over MessagePack bytes. Every method returns `None` for
+/// anything it is not sure of (which sends the payload to `decode`), never
+/// panics, and never reads past the slice.
+struct Walker<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Walker<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    fn fast_event(&mut self) -> Option<Head<'a>> {
+        // The outer array: fixarray or array16 of exactly 7, as `decode`'s
+        // header check and tuple length allow.
+        match self.byte()? {
+            0x97 => {}
+            0xdc if self.take(2)? == [0, 7] => {}
+            _ => return None,
+        }
+        // Schema 1, kind event, both positive fixints.
+        if self.take(2)? != [1, 0] {
+            return None;
+        }
+        let tenant_id = self.id(Field::TenantId)?;
+        let rule_id = self.id(Field::RuleId)?;
+        let action = Action::from_code(self.byte().filter(|&b| b < 0x80)?)?;
+        let run_id = match self.peek()? {
+            0xc0 => {
+                self.pos += 1;
+                None
+            }
+            _ => Some(self.id(Field::RunId)?),
+        };
+        match self.byte()? {
+            0xc0 => {}
+            marker => {
+                // `decode` measures the JSON of big payloads: leave those
+                // to it.
+                if self.bytes.len().saturating_mul(6) > DETAILS_MAX_BYTES {
+                    return None;
+                }
+                let len = self.map_len(marker)?;
+                self.skip_map_entries(len, 1)?;
+            }
+        }
+        Some(Head {
+            tenant_id,
+            rule_id,
+            action,
+            run_id,
+        })
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let b = self.peek()?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let out = self.bytes.get(self.pos..end)?;
+        self.pos = end;
+        Some(out)
+    }
+
+    fn be(&mut self, n: usize) -> Option<usize> {
+        let bytes = self.take(n)?;
+        let mut v: u64 = 0;
+        for &b in bytes {
+            v = (v << 8) | u64::from(b);
+        }
+        usize::try_from(v).ok()
+    }
+
+    /// The length of a str (or bin, for ids: `decode` accepts both for a
+    /// `String`) whose marker is `marker`.
+    fn str_len(&mut self, marker: u8, bin_too: bool) -> Option<usize> {
+        match marker {
+            0xa0..=0xbf => Some(usize::from(marker & 0x1f)),
+            0xd9 => self.be(1),
+            0xda => self.be(2),
+            0xdb => self.be(4),
+            0xc4 if bin_too => self.be(1),
+            0xc5 if bin_too => self.be(2),
+            0xc6 if bin_too => self.be(4),
+            _ => None,
+        }
+    }
+
+    fn text(&mut self, bin_too: bool) -> Option<&'a str> {
+        let marker = self.byte()?;
+        let len = self.str_len(marker, bin_too)?;
+        std::str::from_utf8(self.take(len)?).ok()
+    }
+
+    /// Skips a string (str only), checking it is valid UTF-8.
+    fn skip_text(&mut self, marker: u8) -> Option<()> {
+        let len = self.str_len(marker, false)?;
+        let bytes = self.take(len)?;
+        // Most details are ASCII: a word-at-a-time check, no call.
+        (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(())
+    }
+
+    fn id(&mut self, field: Field) -> Option<&'a str> {
+        let id = self.text(true)?;
+        // Printable ASCII holds no forbidden character: only the length
+        // is left to check.
+        let printable = id.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if !(printable && (1..=ID_MAX_BYTES).contains(&id.len())) {
+            check_id(field, id).ok()?;
+        }
+        Some(id)
+    }
+
+    fn map_len(&mut self, marker: u8) -> Option<usize> {
+        match marker {
+            0x80..=0x8f => Some(usize::from(marker & 0x0f)),
+            0xde => self.be(2),
+            0xdf => self.be(4),
+            _ => None,
+        }
+    }
+
+    fn array_len(&mut self, marker: u8) -> Option<usize> {
+        match marker {
+            0x90..=0x9f => Some(usize::from(marker & 0x0f)),
+            0xdc => self.be(2),
+            0xdd => self.be(4),
+            _ => None,
+        }
+    }
+
+    /// Skips `len` entries of a map at `depth` (1 for `details`): string
+    /// keys, values [`Walker::skip_value`] accepts.
+    fn skip_map_entries(&mut self, len: usize, depth: usize) -> Option<()> {
+        for _ in 0..len {
+            let marker = self.byte()?;
+            self.skip_text(marker)?;
+            self.skip_value(depth)?;
+        }
+        Some(())
+    }
+
+    /// Skips one value inside a container at `depth`, accepting only what
+    /// a `serde_json::Value` is sure to be made of.
+    fn skip_value(&mut self, depth: usize) -> Option<()> {
+        let marker = self.byte()?;
+        match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => Some(()),
+            0xcc | 0xd0 => self.take(1).map(drop),
+            0xcd | 0xd1 => self.take(2).map(drop),
+            0xce | 0xd2 => self.take(4).map(drop),
+            0xcf | 0xd3 => self.take(8).map(drop),
+            0xca => {
+                let b: [u8; 4] = self.take(4)?.try_into().ok()?;
+                f32::from_be_bytes(b).is_finite().then_some(())
+            }
+            0xcb => {
+                let b: [u8; 8] = self.take(8)?.try_into().ok()?;
+                f64::from_be_bytes(b).is_finite().then_some(())
+            }
+            0xa0..=0xbf | 0xd9..=0xdb => self.skip_text(marker),
+            0x90..=0x9f | 0xdc | 0xdd => {
+                let len = self.array_len(marker)?;
+                let depth = depth + 1;
+                if depth > SAFE_DEPTH {
+                    return None;
+                }
+                for _ in 0..len {
+                    self.skip_value(depth)?;
+                }
+                Some(())
+            }
+            0x80..=0x8f | 0xde | 0xdf => {
+                let len = self.map_len(marker)?;
+                let depth = depth + 1;
+                if depth > SAFE_DEPTH {
+                    return None;
+                }
+                self.skip_map_entries(len, depth)
+            }
+            // bin, ext, the reserved marker: unsure.
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Event;
+
+    #[test]
+    fn an_event_is_viewed_without_decode_and_equals_it() {
+        let event = Event::new("acme", "r-1", Action::Killed)
+            .with_run_id("run-9")
+            .with_details(crate::details!({"step": 3, "nested": {"a": [1, 2.5, null]}}));
+        let bytes = payload::encode_event(&event);
+        assert!(Walker::new(&bytes).fast_event().is_some());
+        let Ok(EntryView::Event(k)) = view(7, 42, &bytes) else {
+            panic!("not an event");
+        };
+        assert_eq!(
+            (
+                k.tenant_id,
+                k.rule_id,
+                k.action,
+                k.run_id,
+                k.enforced_at_us,
+                k.offset
+            ),
+            ("acme", "r-1", Action::Killed, Some("run-9"), 42, 7)
+        );
+    }
+
+    #[test]
+    fn gaps_and_lost_entries_are_other() {
+        assert_eq!(
+            view(3, 0, &payload::encode_lost(3, 1)),
+            Ok(EntryView::Other)
+        );
+        assert_eq!(
+            view(0, 0, &payload::encode_gap_v1(2, 1, 2)),
+            Ok(EntryView::Other)
+        );
+    }
+}
