@@ -108,7 +108,7 @@ pub use event::{
     GAP_LOSSES_MAX,
 };
 pub use log::{
-    verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
+    verify_dir, Frame, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
 };
 pub use projection::{Projection, RuleStats, TriggerStats};
 pub use record::{now_us, LogRecord, Record};
