@@ -117,7 +117,9 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
     /// The base offset of the segment holding the record.
     pub segment_base: u64,
-    /// The file position of the record's frame in that segment.
+    /// The position of the record's frame in that segment's bytes: in its
+    /// file, but for a sealed segment read past damage, whose bytes are
+    /// then its in-memory rebuild (see `LogMetrics::damaged_segments`).
     pub position: u64,
 }
 
@@ -599,6 +601,17 @@ mod tests {
             reader.core.resume = Some((base, stale_pos, 0));
             let offsets: Vec<u64> = reader.map(|r| r.unwrap().offset).collect();
             assert_eq!(offsets, [1, 2], "resume at {stale_pos}");
+
+            // The stepping a scan runs on drops it the same way.
+            let mut core = ScanCore::new(shared.clone(), 1, i64::MIN..=i64::MAX);
+            core.resume = Some((base, stale_pos, 0));
+            let mut visited = Vec::new();
+            let mut visit = |frame: Frame<'_>| {
+                visited.push(frame.offset);
+                ControlFlow::Continue(())
+            };
+            while let Step::More = core.step(&mut visit).unwrap() {}
+            assert_eq!(visited, [1, 2], "scan resume at {stale_pos}");
         }
     }
 }
