@@ -75,6 +75,7 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod event_view;
 #[cfg(feature = "test-util")]
 pub mod format;
 // Parts of the format only the tests and fuzz targets call.
@@ -107,6 +108,7 @@ pub use event::{
     Action, Entry, Event, EventError, Field, GapLoss, GapMarker, LossSpan, LostEntry, StoredEvent,
     GAP_LOSSES_MAX,
 };
+pub use event_view::{EntryView, EventKeys};
 pub use log::{
     verify_dir, Frame, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
 };

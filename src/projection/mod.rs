@@ -23,6 +23,7 @@ pub use host::ProjectionCheck;
 pub(crate) use host::{Host, CHECKPOINT_DIR};
 
 use crate::event::Entry;
+use crate::event_view::EventKeys;
 
 /// State folded from log entries.
 ///
@@ -86,6 +87,30 @@ pub trait Projection: Any + Send + Sync {
 
     /// A new, empty projection of the same kind and configuration.
     fn fresh(&self) -> Box<dyn Projection>;
+
+    /// Whether events need only their keys here: then the host calls
+    /// [`Projection::apply_keys`] for events, with no full decode, and
+    /// `apply` only for gap and lost entries. The default is false.
+    fn keys_only(&self) -> bool {
+        false
+    }
+
+    /// Folds one event by its keys; called instead of `apply` for events
+    /// when [`Projection::keys_only`] is true, in the same offset order.
+    fn apply_keys(&mut self, keys: &EventKeys<'_>) {
+        let _ = keys;
+    }
+
+    /// Folds into `self` the state of `later`, a [`Projection::fresh`]
+    /// copy that folded the entries right after `self`'s: the result must
+    /// equal (the same snapshot bytes) folding them all in offset order.
+    /// That lets the host replay a long log on two threads, one half each,
+    /// and merge. `Err(later)` (the default) says the projection cannot
+    /// merge: `self` must then be unchanged, and the host replays the
+    /// entries in order instead.
+    fn merge_later(&mut self, later: Box<dyn Projection>) -> Result<(), Box<dyn Projection>> {
+        Err(later)
+    }
 }
 
 /// Whether `name` is usable as a projection name.
