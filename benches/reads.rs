@@ -36,6 +36,7 @@
 //! action)` and `(tenant_id, enforced_at)`).
 
 use std::hint::black_box;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,8 @@ use serde_json::{json, Value};
 mod counting_alloc;
 #[path = "support/dataset.rs"]
 mod dataset;
+#[path = "support/events.rs"]
+mod events;
 
 use counting_alloc::counted;
 use dataset::{
@@ -151,6 +154,9 @@ fn env_flag(name: &str) -> bool {
 struct Passes {
     mmap_read: Duration,
     log_read: Duration,
+    /// (b') `Log::scan`, frames + checksums in place, on 1 and 2 threads.
+    scan_1: Duration,
+    scan_2: Duration,
     decode: Duration,
     replay: Duration,
     projection: TriggerStats,
@@ -178,11 +184,49 @@ fn mmap_pass(dir: &Path) -> (Duration, u64) {
     (started.elapsed(), bytes)
 }
 
+/// (b'): every frame visited in place by `Log::scan` (checksums verified,
+/// no copy, no decode), the log split at its middle offset over `threads`
+/// threads (1 or 2). Checks that every event was visited once.
+fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
+    let end = log.next_offset();
+    let started = Instant::now();
+    let part = |from: u64, to: u64| -> (u64, u64) {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        log.scan(from, i64::MIN..=i64::MAX, |frame| {
+            if frame.offset >= to {
+                return ControlFlow::Break(());
+            }
+            frames += 1;
+            bytes += black_box(frame.payload).len() as u64;
+            ControlFlow::Continue(())
+        })
+        .expect("scan");
+        (frames, bytes)
+    };
+    let middle = end / 2;
+    let (frames, bytes) = if threads == 1 {
+        part(0, end)
+    } else {
+        std::thread::scope(|scope| {
+            let older = scope.spawn(|| part(0, middle));
+            let newer = part(middle, end);
+            let older = older.join().expect("scan thread");
+            (older.0 + newer.0, older.1 + newer.1)
+        })
+    };
+    let elapsed = started.elapsed();
+    black_box(bytes);
+    assert_eq!(frames, events, "scan on {threads} threads, seed {seed}");
+    elapsed
+}
+
 fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     let log = Log::open_read_only(&ds.store).expect("open log");
     let mut best = Passes {
         mmap_read: Duration::MAX,
         log_read: Duration::MAX,
+        scan_1: Duration::MAX,
+        scan_2: Duration::MAX,
         decode: Duration::MAX,
         replay: Duration::MAX,
         projection: TriggerStats::default(),
@@ -191,6 +235,8 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     for _ in 0..plan.repeats_for(ds.events) {
         best.mmap_read = best.mmap_read.min(mmap_pass(&ds.store).0);
         best.log_read = best.log_read.min(read_pass(&log));
+        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, ds.events, seed));
+        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, ds.events, seed));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
     }
@@ -693,6 +739,10 @@ impl SizeReport {
                 "replay_s": p.replay.as_secs_f64(),
                 "mmap_read_events_per_s": per_s(p.mmap_read),
                 "log_read_events_per_s": per_s(p.log_read),
+                "scan_1_thread_s": p.scan_1.as_secs_f64(),
+                "scan_2_threads_s": p.scan_2.as_secs_f64(),
+                "scan_1_thread_events_per_s": per_s(p.scan_1),
+                "scan_2_threads_events_per_s": per_s(p.scan_2),
                 "decode_events_per_s": per_s(p.decode),
                 "replay_events_per_s": per_s(p.replay),
                 "replay_over_decode": self.replay_over_decode(),
@@ -809,6 +859,16 @@ fn print_sizes(sizes: &[SizeReport]) {
         );
         line("(c) mmap read", p.mmap_read, "bytes summed, no framing");
         line("    log read", p.log_read, "frames + checksums");
+        line(
+            "(b') scan, 1 thread",
+            p.scan_1,
+            "frames + checksums in place",
+        );
+        line(
+            "(b') scan, 2 threads",
+            p.scan_2,
+            "frames + checksums in place",
+        );
         line("(b) bare pass", p.decode, "checksums + payload decode");
         line("(a) replay", p.replay, "(b) + TriggerStats::apply");
         println!(

@@ -39,6 +39,8 @@ use enforcelog::{Log, Store, TriggerStats};
 mod counting_alloc;
 #[path = "support/dataset.rs"]
 mod dataset;
+#[path = "support/events.rs"]
+mod events;
 
 use counting_alloc::counted;
 use dataset::{

@@ -3,7 +3,8 @@
 //! that a stale and a fresh checkpoint can be kept beside it, the
 //! brute-force answer every figure is checked against, and the passes over
 //! the log both benches time. Shared by `benches/replay.rs` and
-//! `benches/reads.rs` (included with `#[path]`).
+//! `benches/reads.rs` (included with `#[path]`, beside `events.rs`, whose
+//! event shape it writes).
 //!
 //! Invariants: the stream depends only on the generator's seed and the
 //! key shape ([`Keys`]), so each bench writes exactly the events it wrote
@@ -18,6 +19,7 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::events::enforcement_event;
 use enforcelog::projection::Projection;
 use enforcelog::{
     payload, Action, Durability, Entry, Event, Log, LogOptions, RuleStats, Store, StoreOptions,
@@ -105,19 +107,12 @@ fn make_event(rng: &mut Rng, keys: Keys, i: u64, n: u64) -> (Written, Event) {
     let along = i128::from(SPAN_US) * i128::from(i + 1) / i128::from(n);
     let jitter = rng.below(2 * JITTER_US as u64 + 1) as i64 - JITTER_US;
     let at_us = (END_US - SPAN_US + along as i64 + jitter).min(END_US);
-    let event = Event::new(
+    let event = enforcement_event(
         keys.tenant(pair),
         keys.rule(pair),
         Action::ALL[usize::from(action)],
+        |n| rng.below(n),
     )
-    .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
-    .with_details(enforcelog::details!({
-        "tool": "shell-exec",
-        "step": rng.below(500),
-        "reason": "budget of 50000 tokens exceeded at this step",
-        "host": format!("worker-{:02}.eu-west-1.internal", rng.below(64)),
-        "policy_version": "2026-09-14.3",
-    }))
     .at_us(at_us);
     let written = Written {
         pair: pair as u32,
