@@ -36,7 +36,6 @@
 //! action)` and `(tenant_id, enforced_at)`).
 
 use std::hint::black_box;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,8 +53,8 @@ mod events;
 use counting_alloc::counted;
 use dataset::{
     build, check_stats, decode_pass, feed, files_with, ms, percentiles, place_checkpoint,
-    read_pass, replay, replay_pass, store_options, us, Checkpoint, DataSet, Keys, Latency, Rng,
-    DAY_US, END_US, SPAN_US, WINDOW_US,
+    read_pass, replay, replay_pass, scan_pass, store_options, us, Checkpoint, DataSet, Keys,
+    Latency, Rng, DAY_US, END_US, SPAN_US, WINDOW_US,
 };
 
 const DEFAULT_SEED: u64 = 0x5eed_0007;
@@ -182,42 +181,6 @@ fn mmap_pass(dir: &Path) -> (Duration, u64) {
     }
     black_box(sum);
     (started.elapsed(), bytes)
-}
-
-/// (b'): every frame visited in place by `Log::scan` (checksums verified,
-/// no copy, no decode), the log split at its middle offset over `threads`
-/// threads (1 or 2). Checks that every event was visited once.
-fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
-    let end = log.next_offset();
-    let started = Instant::now();
-    let part = |from: u64, to: u64| -> (u64, u64) {
-        let (mut frames, mut bytes) = (0u64, 0u64);
-        log.scan(from, i64::MIN..=i64::MAX, |frame| {
-            if frame.offset >= to {
-                return ControlFlow::Break(());
-            }
-            frames += 1;
-            bytes += black_box(frame.payload).len() as u64;
-            ControlFlow::Continue(())
-        })
-        .expect("scan");
-        (frames, bytes)
-    };
-    let middle = end / 2;
-    let (frames, bytes) = if threads == 1 {
-        part(0, end)
-    } else {
-        std::thread::scope(|scope| {
-            let older = scope.spawn(|| part(0, middle));
-            let newer = part(middle, end);
-            let older = older.join().expect("scan thread");
-            (older.0 + newer.0, older.1 + newer.1)
-        })
-    };
-    let elapsed = started.elapsed();
-    black_box(bytes);
-    assert_eq!(frames, events, "scan on {threads} threads, seed {seed}");
-    elapsed
 }
 
 fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {

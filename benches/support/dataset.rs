@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -280,6 +281,42 @@ pub fn read_pass(log: &Log) -> Duration {
     }
     black_box(bytes);
     started.elapsed()
+}
+
+/// (b'): every frame visited in place by `Log::scan` (checksums verified,
+/// no copy, no decode), the log split at its middle offset over `threads`
+/// threads (1 or 2). Checks that every event was visited once.
+pub fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
+    let end = log.next_offset();
+    let started = Instant::now();
+    let part = |from: u64, to: u64| -> (u64, u64) {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        log.scan(from, i64::MIN..=i64::MAX, |frame| {
+            if frame.offset >= to {
+                return ControlFlow::Break(());
+            }
+            frames += 1;
+            bytes += black_box(frame.payload).len() as u64;
+            ControlFlow::Continue(())
+        })
+        .expect("scan");
+        (frames, bytes)
+    };
+    let middle = end / 2;
+    let (frames, bytes) = if threads == 1 {
+        part(0, end)
+    } else {
+        std::thread::scope(|scope| {
+            let older = scope.spawn(|| part(0, middle));
+            let newer = part(middle, end);
+            let older = older.join().expect("scan thread");
+            (older.0 + newer.0, older.1 + newer.1)
+        })
+    };
+    let elapsed = started.elapsed();
+    black_box(bytes);
+    assert_eq!(frames, events, "scan on {threads} threads, seed {seed}");
+    elapsed
 }
 
 /// The bare pass: read and decode every payload, fold nothing.
