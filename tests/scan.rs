@@ -53,11 +53,13 @@ fn payload(rng: &mut Rng, offset_hint: u64) -> Vec<u8> {
 }
 
 /// Appends `batches` batches of 1..=6 records with timestamps in no order
-/// (a coarse grid, so ranges hit equal stamps, plus rare extremes).
-fn append_random(log: &Log, rng: &mut Rng, batches: usize) {
+/// (a coarse grid, so ranges hit equal stamps, plus rare extremes); returns
+/// what it appended, as (timestamp, payload), in offset order.
+fn append_random(log: &Log, rng: &mut Rng, batches: usize) -> Vec<(i64, Vec<u8>)> {
+    let mut appended = Vec::new();
     for _ in 0..batches {
         let n = rng.range(1..7);
-        let records = (0..n)
+        let records: Vec<Record> = (0..n)
             .map(|i| {
                 let ts = match rng.range(0..20) {
                     0 => i64::MIN,
@@ -67,8 +69,10 @@ fn append_random(log: &Log, rng: &mut Rng, batches: usize) {
                 Record::new(ts, payload(rng, log.next_offset() + i))
             })
             .collect();
+        appended.extend(records.iter().map(|r| (r.timestamp_us, r.payload.clone())));
         log.append_batch_blocking(records).expect("append a batch");
     }
+    appended
 }
 
 /// A random time range: everything, nothing, one grid stamp, a span, a
@@ -158,22 +162,51 @@ fn scan(
     }
 }
 
+/// `got` and `want` hold the same records: offsets and timestamps shown
+/// when they differ, payloads compared without printing them.
+fn assert_same(got: &[Seen], want: &[Seen], what: &str) {
+    let keys = |v: &[Seen]| v.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>();
+    assert_eq!(keys(got), keys(want), "{what}: (offset, timestamp) of each");
+    for (g, w) in got.iter().zip(want) {
+        assert!(g.2 == w.2, "{what}: the payload of offset {}", g.0);
+    }
+}
+
 fn segment_path(base: u64) -> PathBuf {
     Path::new(DIR).join(format!("{base:020}.log"))
 }
 
-/// Scan ≡ read for every start offset and a few random ranges each.
-fn expect_same_everywhere(log: &Log, storage: &SimStorage, rng: &mut Rng, what: &str) {
+/// Scan ≡ read ≡ a plain filter of what was appended, for every start
+/// offset and a few random ranges each.
+fn expect_same_everywhere(
+    log: &Log,
+    storage: &SimStorage,
+    model: &[(i64, Vec<u8>)],
+    rng: &mut Rng,
+    what: &str,
+) {
     let next = log.next_offset();
+    assert_eq!(next, model.len() as u64, "{what}");
     for start in 0..=next {
         for _ in 0..4 {
             let range = random_range(rng);
             let (want, want_error, want_next) = read(log, start, range.clone());
             let (got, got_error, got_next) = scan(log, Some(storage), start, range.clone());
             let case = format!("{what}: scan({start}, {range:?})");
+            let filtered: Vec<Seen> = model
+                .iter()
+                .enumerate()
+                .skip(start as usize)
+                .filter(|(_, (ts, _))| range.contains(ts))
+                .map(|(offset, (ts, payload))| (offset as u64, *ts, payload.clone()))
+                .collect();
+            assert_same(
+                &want,
+                &filtered,
+                &format!("{case}: read against the filter"),
+            );
             assert_eq!(got_error, want_error, "{case}");
-            assert_eq!(got.len(), want.len(), "{case}: how many records");
-            assert_eq!(got, want, "{case}");
+            assert_same(&got, &want, &case);
             assert_eq!(got_next, Some(want_next), "{case}: the next offset");
         }
     }
@@ -194,22 +227,35 @@ fn scan_visits_what_read_from_and_read_time_range_return_from_every_offset() {
     let mut rng = Rng::new(seed);
     let storage = SimStorage::new(seed);
     let log = Log::open_with_storage(Arc::new(storage.clone()), DIR, options()).expect("open");
-    append_random(&log, &mut rng, 60);
+    let model = append_random(&log, &mut rng, 60);
     assert!(
         segment_count(&storage) >= 3,
         "seed {seed}: sealed segments and an active one"
     );
-    expect_same_everywhere(&log, &storage, &mut rng, &format!("seed {seed}: live"));
+    expect_same_everywhere(
+        &log,
+        &storage,
+        &model,
+        &mut rng,
+        &format!("seed {seed}: live"),
+    );
     log.close().expect("close");
     drop(log);
 
     let log = Log::open_with_storage(Arc::new(storage.clone()), DIR, options()).expect("reopen");
-    expect_same_everywhere(&log, &storage, &mut rng, &format!("seed {seed}: reopened"));
+    expect_same_everywhere(
+        &log,
+        &storage,
+        &model,
+        &mut rng,
+        &format!("seed {seed}: reopened"),
+    );
     drop(log);
     let view = Log::open_read_only_with_storage(Arc::new(storage.clone()), DIR).expect("view");
     expect_same_everywhere(
         &view,
         &storage,
+        &model,
         &mut rng,
         &format!("seed {seed}: read-only"),
     );
@@ -295,7 +341,7 @@ fn a_scan_sees_records_committed_and_segments_rolled_while_it_runs() {
     let storage = SimStorage::new(seed);
     let log = Log::open_with_storage(Arc::new(storage.clone()), DIR, options()).expect("open");
     let mut rng = Rng::new(seed);
-    append_random(&log, &mut rng, 5);
+    let mut model = append_random(&log, &mut rng, 5);
     let segments_before = segment_count(&storage);
 
     // The scan appends a batch at every third record it visits, until 120
@@ -307,7 +353,7 @@ fn a_scan_sees_records_committed_and_segments_rolled_while_it_runs() {
         .scan(0, i64::MIN..=i64::MAX, |frame| {
             visited.push((frame.offset, frame.timestamp_us, frame.payload.to_vec()));
             if appended < 120 && frame.offset % 3 == 0 {
-                append_random(&log, &mut writes, 1);
+                model.extend(append_random(&log, &mut writes, 1));
                 appended += 1;
             }
             ControlFlow::Continue(())
@@ -324,7 +370,17 @@ fn a_scan_sees_records_committed_and_segments_rolled_while_it_runs() {
     assert_eq!(end, log.next_offset(), "seed {seed}");
     let (all, error, _) = read(&log, 0, i64::MIN..=i64::MAX);
     assert_eq!(error, None);
-    assert_eq!(visited, all, "seed {seed}: the scan saw every record once");
+    assert_same(
+        &visited,
+        &all,
+        &format!("seed {seed}: the scan saw every record once"),
+    );
+    let appended: Vec<Seen> = model
+        .into_iter()
+        .enumerate()
+        .map(|(offset, (ts, payload))| (offset as u64, ts, payload))
+        .collect();
+    assert_same(&visited, &appended, &format!("seed {seed}: as appended"));
 }
 
 /// A log of several sealed segments, closed, with one payload bit flipped
@@ -383,7 +439,7 @@ fn a_scan_reads_past_damage_in_a_sealed_segment_as_read_from_does() {
         };
         let what = format!("seed {seed}: scan({start}, {range:?})");
         assert_eq!(got.1, want.1, "{what}: the error");
-        assert_eq!(got.0, want.0, "{what}: the records");
+        assert_same(&got.0, &want.0, &format!("{what}: the records"));
         assert_eq!(got.2, Some(want.2), "{what}: the next offset");
         assert_eq!(got_damaged, want_damaged, "{what}: damaged segments found");
         if case == 0 {
@@ -430,5 +486,9 @@ fn a_scan_fails_where_read_from_fails_after_the_same_records() {
         "seed {seed}: read_from fails at the gone file"
     );
     assert_eq!(got.1, want.1, "seed {seed}: the error");
-    assert_eq!(got.0, want.0, "seed {seed}: the records before it");
+    assert_same(
+        &got.0,
+        &want.0,
+        &format!("seed {seed}: the records before it"),
+    );
 }
