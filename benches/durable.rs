@@ -91,6 +91,10 @@ use serde_json::{json, Value};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
+#[path = "support/events.rs"]
+mod events;
+use events::enforcement_event;
+
 /// Events per call in the pipelined configurations.
 const PIPELINE_BATCH: usize = 64;
 /// Distinct events the producers pick from.
@@ -288,19 +292,13 @@ impl Gen {
     /// it is taken from the pool.
     fn event(&mut self) -> Event {
         let pair = self.below(TENANTS * RULES_PER_TENANT);
-        Event::new(
+        let action = Action::ALL[self.below(4) as usize];
+        enforcement_event(
             format!("tenant-{:03}", pair / RULES_PER_TENANT),
             format!("rule-{pair:04}"),
-            Action::ALL[self.below(4) as usize],
+            action,
+            |n| self.below(n),
         )
-        .with_run_id(format!("run-{:08}", self.below(100_000_000)))
-        .with_details(enforcelog::details!({
-            "tool": "shell-exec",
-            "step": self.below(500),
-            "reason": "budget of 50000 tokens exceeded at this step",
-            "host": format!("worker-{:02}.eu-west-1.internal", self.below(64)),
-            "policy_version": "2026-09-14.3",
-        }))
     }
 }
 

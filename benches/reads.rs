@@ -47,12 +47,14 @@ use serde_json::{json, Value};
 mod counting_alloc;
 #[path = "support/dataset.rs"]
 mod dataset;
+#[path = "support/events.rs"]
+mod events;
 
 use counting_alloc::counted;
 use dataset::{
     build, check_stats, decode_pass, feed, files_with, ms, percentiles, place_checkpoint,
-    read_pass, replay, replay_pass, store_options, us, Checkpoint, DataSet, Keys, Latency, Rng,
-    DAY_US, END_US, SPAN_US, WINDOW_US,
+    read_pass, replay, replay_pass, scan_pass, store_options, us, Checkpoint, DataSet, Keys,
+    Latency, Rng, DAY_US, END_US, SPAN_US, WINDOW_US,
 };
 
 const DEFAULT_SEED: u64 = 0x5eed_0007;
@@ -151,6 +153,9 @@ fn env_flag(name: &str) -> bool {
 struct Passes {
     mmap_read: Duration,
     log_read: Duration,
+    /// (b') `Log::scan`, frames + checksums in place, on 1 and 2 threads.
+    scan_1: Duration,
+    scan_2: Duration,
     decode: Duration,
     replay: Duration,
     projection: TriggerStats,
@@ -183,6 +188,8 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     let mut best = Passes {
         mmap_read: Duration::MAX,
         log_read: Duration::MAX,
+        scan_1: Duration::MAX,
+        scan_2: Duration::MAX,
         decode: Duration::MAX,
         replay: Duration::MAX,
         projection: TriggerStats::default(),
@@ -191,6 +198,8 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     for _ in 0..plan.repeats_for(ds.events) {
         best.mmap_read = best.mmap_read.min(mmap_pass(&ds.store).0);
         best.log_read = best.log_read.min(read_pass(&log));
+        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, ds.events, seed));
+        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, ds.events, seed));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
     }
@@ -693,6 +702,10 @@ impl SizeReport {
                 "replay_s": p.replay.as_secs_f64(),
                 "mmap_read_events_per_s": per_s(p.mmap_read),
                 "log_read_events_per_s": per_s(p.log_read),
+                "scan_1_thread_s": p.scan_1.as_secs_f64(),
+                "scan_2_threads_s": p.scan_2.as_secs_f64(),
+                "scan_1_thread_events_per_s": per_s(p.scan_1),
+                "scan_2_threads_events_per_s": per_s(p.scan_2),
                 "decode_events_per_s": per_s(p.decode),
                 "replay_events_per_s": per_s(p.replay),
                 "replay_over_decode": self.replay_over_decode(),
@@ -809,6 +822,16 @@ fn print_sizes(sizes: &[SizeReport]) {
         );
         line("(c) mmap read", p.mmap_read, "bytes summed, no framing");
         line("    log read", p.log_read, "frames + checksums");
+        line(
+            "(b') scan, 1 thread",
+            p.scan_1,
+            "frames + checksums in place",
+        );
+        line(
+            "(b') scan, 2 threads",
+            p.scan_2,
+            "frames + checksums in place",
+        );
         line("(b) bare pass", p.decode, "checksums + payload decode");
         line("(a) replay", p.replay, "(b) + TriggerStats::apply");
         println!(

@@ -21,26 +21,17 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use enforcelog::{Action, Event, Log, LogOptions, Store, StoreOptions};
-use serde_json::{json, Map};
+use enforcelog::{Event, Log, LogOptions, Store, StoreOptions};
+
+#[path = "support/events.rs"]
+mod events;
+use events::numbered_event;
 
 const BATCH: u64 = 1_000;
 const T0_US: i64 = 1_790_812_800_000_000;
 
 fn event(i: u64) -> Event {
-    let mut details = Map::new();
-    details.insert(
-        "request".into(),
-        json!({"path": format!("/api/v1/items/{}", i % 977), "status": 403, "zeros": [0, 0, 0, 0]}),
-    );
-    Event::new(
-        format!("tenant-{}", i % 50),
-        format!("rule-{}", i % 20),
-        Action::ALL[(i % 4) as usize],
-    )
-    .at_us(T0_US - (i % 86_400) as i64 * 1_000_000)
-    .with_run_id(format!("run-{i}"))
-    .with_details(details)
+    numbered_event(i, T0_US)
 }
 
 fn total(store: &Store) -> u64 {

@@ -39,12 +39,14 @@ use enforcelog::{Log, Store, TriggerStats};
 mod counting_alloc;
 #[path = "support/dataset.rs"]
 mod dataset;
+#[path = "support/events.rs"]
+mod events;
 
 use counting_alloc::counted;
 use dataset::{
     build, check_stats, decode_pass, feed, median, ms, percentiles, place_checkpoint, read_pass,
-    replay, replay_by_keys_pass, replay_pass, store_options, us, Checkpoint, DataSet, Keys,
-    Latency, Rng, DAY_US, END_US,
+    replay, replay_by_keys_pass, replay_pass, scan_pass, store_options, us, Checkpoint, DataSet,
+    Keys, Latency, Rng, DAY_US, END_US,
 };
 
 const TENANTS: u64 = 100;
@@ -138,6 +140,9 @@ fn sizes(ds: &DataSet) -> Sizes {
 /// (untimed) replay, with the heap bytes it holds.
 struct Passes {
     read: Duration,
+    /// (b') `Log::scan`, frames + checksums in place, on 1 and 2 threads.
+    scan_1: Duration,
+    scan_2: Duration,
     decode: Duration,
     replay: Duration,
     replay_by_keys: Duration,
@@ -150,6 +155,8 @@ fn passes(plan: &Plan, dir: &Path) -> Passes {
     let log = Log::open_read_only(dir).expect("open log");
     let mut best = Passes {
         read: Duration::MAX,
+        scan_1: Duration::MAX,
+        scan_2: Duration::MAX,
         decode: Duration::MAX,
         replay: Duration::MAX,
         replay_by_keys: Duration::MAX,
@@ -159,6 +166,9 @@ fn passes(plan: &Plan, dir: &Path) -> Passes {
     };
     for _ in 0..plan.repeats {
         best.read = best.read.min(read_pass(&log));
+        let events = log.next_offset();
+        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, events, 0));
+        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, events, 0));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
         best.replay_by_keys = best.replay_by_keys.min(replay_by_keys_pass(&log));
@@ -367,6 +377,16 @@ fn main() {
         "  (c) bare read       {:>10}  {}  (checksums only)",
         ms(passes.read),
         rate(n, passes.read)
+    );
+    println!(
+        "  (b') scan, 1 thread {:>10}  {}  (checksums, frames in place)",
+        ms(passes.scan_1),
+        rate(n, passes.scan_1)
+    );
+    println!(
+        "  (b') scan, 2 threads{:>10}  {}  (checksums, frames in place)",
+        ms(passes.scan_2),
+        rate(n, passes.scan_2)
     );
     println!(
         "  (b) read + decode   {:>10}  {}  (checksums + payload decode)",

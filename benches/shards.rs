@@ -32,7 +32,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use enforcelog::{Action, Event, Store, StoreOptions};
+use enforcelog::{Store, StoreOptions};
+
+#[path = "support/events.rs"]
+mod events;
+use events::producer_event;
 
 const CHILD_ENV: &str = "ENFORCELOG_SHARDS_CHILD";
 /// Producers per process (`ENFORCELOG_BENCH_PRODUCERS` changes it).
@@ -213,8 +217,7 @@ fn child(spec: &str) {
                     if now >= start_ms + window_ms + 100 {
                         break;
                     }
-                    let event = Event::new(tenant.as_str(), rule.as_str(), Action::Blocked)
-                        .with_run_id(format!("run-{p}"));
+                    let event = producer_event(&tenant, &rule, p);
                     store.record_blocking(event).expect("record");
                     acknowledged.fetch_add(1, Ordering::Relaxed);
                     let done = epoch_ms();

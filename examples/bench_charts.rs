@@ -315,6 +315,16 @@ fn replay_chart(out: &Path, reads: &Value, quick: bool) -> Res<PathBuf> {
                 RAW_LIMIT,
             ),
             (
+                "scan, 1 thread (frames + checksums in place)",
+                "scan_1_thread_events_per_s",
+                RAW_LIMIT,
+            ),
+            (
+                "scan, 2 threads (frames + checksums in place)",
+                "scan_2_threads_events_per_s",
+                RAW_LIMIT,
+            ),
+            (
                 "bare pass (checksums + decode)",
                 "decode_events_per_s",
                 SQLITE_NAIVE,
@@ -327,6 +337,10 @@ fn replay_chart(out: &Path, reads: &Value, quick: bool) -> Res<PathBuf> {
         ];
         let share = f(r, "replay_over_decode") * 100.0;
         for (label, key, color) in rows {
+            // A results file from before the scan passes has no such figure.
+            if r[key].is_null() {
+                continue;
+            }
             let label = if key == "replay_events_per_s" {
                 format!("{n} events: {label} ({share:.0}% of bare)")
             } else {

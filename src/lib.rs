@@ -110,7 +110,7 @@ pub use event::{
 };
 pub use event_view::{EntryView, EventKeys};
 pub use log::{
-    verify_dir, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
+    verify_dir, Frame, Log, LogMetrics, LogReader, Problem, ProblemKind, StoreId, VerifyReport,
 };
 pub use projection::{Projection, RuleStats, TriggerStats};
 pub use record::{now_us, LogRecord, Record};

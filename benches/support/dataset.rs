@@ -3,7 +3,8 @@
 //! that a stale and a fresh checkpoint can be kept beside it, the
 //! brute-force answer every figure is checked against, and the passes over
 //! the log both benches time. Shared by `benches/replay.rs` and
-//! `benches/reads.rs` (included with `#[path]`).
+//! `benches/reads.rs` (included with `#[path]`, beside `events.rs`, whose
+//! event shape it writes).
 //!
 //! Invariants: the stream depends only on the generator's seed and the
 //! key shape ([`Keys`]), so each bench writes exactly the events it wrote
@@ -15,9 +16,11 @@
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::events::enforcement_event;
 use enforcelog::projection::Projection;
 use enforcelog::{
     payload, Action, Durability, Entry, Event, Log, LogOptions, RuleStats, Store, StoreOptions,
@@ -105,19 +108,12 @@ fn make_event(rng: &mut Rng, keys: Keys, i: u64, n: u64) -> (Written, Event) {
     let along = i128::from(SPAN_US) * i128::from(i + 1) / i128::from(n);
     let jitter = rng.below(2 * JITTER_US as u64 + 1) as i64 - JITTER_US;
     let at_us = (END_US - SPAN_US + along as i64 + jitter).min(END_US);
-    let event = Event::new(
+    let event = enforcement_event(
         keys.tenant(pair),
         keys.rule(pair),
         Action::ALL[usize::from(action)],
+        |n| rng.below(n),
     )
-    .with_run_id(format!("run-{:08}", rng.below(100_000_000)))
-    .with_details(enforcelog::details!({
-        "tool": "shell-exec",
-        "step": rng.below(500),
-        "reason": "budget of 50000 tokens exceeded at this step",
-        "host": format!("worker-{:02}.eu-west-1.internal", rng.below(64)),
-        "policy_version": "2026-09-14.3",
-    }))
     .at_us(at_us);
     let written = Written {
         pair: pair as u32,
@@ -285,6 +281,42 @@ pub fn read_pass(log: &Log) -> Duration {
     }
     black_box(bytes);
     started.elapsed()
+}
+
+/// (b'): every frame visited in place by `Log::scan` (checksums verified,
+/// no copy, no decode), the log split at its middle offset over `threads`
+/// threads (1 or 2). Checks that every event was visited once.
+pub fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
+    let end = log.next_offset();
+    let started = Instant::now();
+    let part = |from: u64, to: u64| -> (u64, u64) {
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        log.scan(from, i64::MIN..=i64::MAX, |frame| {
+            if frame.offset >= to {
+                return ControlFlow::Break(());
+            }
+            frames += 1;
+            bytes += black_box(frame.payload).len() as u64;
+            ControlFlow::Continue(())
+        })
+        .expect("scan");
+        (frames, bytes)
+    };
+    let middle = end / 2;
+    let (frames, bytes) = if threads == 1 {
+        part(0, end)
+    } else {
+        std::thread::scope(|scope| {
+            let older = scope.spawn(|| part(0, middle));
+            let newer = part(middle, end);
+            let older = older.join().expect("scan thread");
+            (older.0 + newer.0, older.1 + newer.1)
+        })
+    };
+    let elapsed = started.elapsed();
+    black_box(bytes);
+    assert_eq!(frames, events, "scan on {threads} threads, seed {seed}");
+    elapsed
 }
 
 /// The bare pass: read and decode every payload, fold nothing.

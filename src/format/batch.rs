@@ -296,6 +296,59 @@ pub fn decode_batch(
     buf: &[u8],
     expected_first_offset: Option<u64>,
 ) -> Result<BatchView<'_>, BatchError> {
+    verify_batch(buf, expected_first_offset, |_| {})
+}
+
+/// Where one frame of a verified batch lies, relative to the batch start:
+/// what [`verify_frames`] records in the one pass that checks the frames,
+/// so a reader hands them out without walking the bytes again. Holds no
+/// borrow, so one buffer of them is reused for every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameAt {
+    /// The record's offset.
+    pub offset: u64,
+    /// The record's timestamp, microseconds since the Unix epoch (UTC).
+    pub timestamp_us: i64,
+    /// Position of the frame (its checksum field) from the batch start.
+    pub position: u32,
+    /// Length of the payload in bytes.
+    pub payload_len: u32,
+}
+
+impl FrameAt {
+    /// The frame within `batch`, the bytes it was verified in.
+    pub fn view<'a>(&self, batch: &BatchView<'a>) -> FrameView<'a> {
+        let start = self.position as usize + FRAME_HEADER_LEN;
+        FrameView {
+            offset: self.offset,
+            timestamp_us: self.timestamp_us,
+            payload: &batch.bytes[start..start + self.payload_len as usize],
+        }
+    }
+}
+
+/// Like [`decode_batch`], and records in `frames` (cleared first) where each
+/// frame lies, in the same pass that checks it: one walk over the bytes
+/// instead of a verify and then a second walk to find the frames. On an
+/// error `frames` holds only frames that verified, and the caller must hand
+/// out none of them: a batch is valid whole or not at all.
+pub fn verify_frames<'a>(
+    buf: &'a [u8],
+    expected_first_offset: Option<u64>,
+    frames: &mut Vec<FrameAt>,
+) -> Result<BatchView<'a>, BatchError> {
+    frames.clear();
+    verify_batch(buf, expected_first_offset, |frame| frames.push(frame))
+}
+
+/// The one verification of a batch both [`decode_batch`] and
+/// [`verify_frames`] run; `on_frame` sees each frame once it verified.
+#[inline]
+fn verify_batch(
+    buf: &[u8],
+    expected_first_offset: Option<u64>,
+    mut on_frame: impl FnMut(FrameAt),
+) -> Result<BatchView<'_>, BatchError> {
     let header = decode_header(buf)?;
     let len = header.batch_len as usize;
     if let Some(expected) = expected_first_offset {
@@ -331,13 +384,22 @@ pub fn decode_batch(
         if crc32fast::hash(&bytes[pos + 4..frame_end]) != u32_at(bytes, pos + F_CRC) {
             return Err(invalid(pos, "frame checksum mismatch"));
         }
-        if u64_at(bytes, pos + F_OFFSET) != header.first_offset + i {
+        let offset = u64_at(bytes, pos + F_OFFSET);
+        if offset != header.first_offset + i {
             return Err(invalid(pos, "frame offset out of sequence"));
         }
         let ts = i64_at(bytes, pos + F_TS);
         if ts < header.min_timestamp_us || ts > header.max_timestamp_us {
             return Err(invalid(pos, "frame timestamp outside the batch bounds"));
         }
+        // Both fit in a u32: the frame lies inside the batch, whose length
+        // is a u32 header field.
+        on_frame(FrameAt {
+            offset,
+            timestamp_us: ts,
+            position: pos as u32,
+            payload_len: payload_len as u32,
+        });
         pos = frame_end;
     }
     if pos != frames_end {
@@ -453,6 +515,25 @@ mod tests {
                 "bit {bit} accepted"
             );
             assert!(written_to_the_end(&flipped), "bit {bit} zeroed a marker");
+        }
+    }
+
+    #[test]
+    fn verify_frames_finds_the_frames_decode_batch_walks() {
+        let mut frames = Vec::new();
+        for n in 1..6 {
+            let bytes = encoded(7, n);
+            let view = verify_frames(&bytes, Some(7), &mut frames).unwrap();
+            let walked: Vec<_> = decode_batch(&bytes, Some(7)).unwrap().frames().collect();
+            let found: Vec<_> = frames.iter().map(|f| f.view(&view)).collect();
+            assert_eq!(found, walked);
+        }
+        // Every bit flip fails the one-pass check too.
+        let bytes = encoded(5, 3);
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert!(verify_frames(&flipped, Some(5), &mut frames).is_err());
         }
     }
 

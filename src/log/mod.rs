@@ -25,7 +25,7 @@ mod settle;
 mod verify;
 mod writer;
 
-use std::ops::{Range, RangeInclusive};
+use std::ops::{ControlFlow, Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -35,7 +35,7 @@ use std::time::Instant;
 use tracing::info;
 
 pub use identity::{ParseStoreIdError, StoreId};
-pub use reader::LogReader;
+pub use reader::{Frame, LogReader};
 pub use repair::{
     repair, repair_dir, repair_dir_with, repair_with, DamagedRange, RepairAction, RepairOptions,
     RepairReport, MANIFEST_FILE, QUARANTINE_DIR,
@@ -849,6 +849,48 @@ impl Log {
             });
         }
         Ok(LogReader::new(self.inner.shared.clone(), offset, time_us))
+    }
+
+    /// Visits the committed records from `offset` on whose timestamp lies in
+    /// `time_us`, in offset order, in place: each [`Frame`] borrows the
+    /// segment's bytes (no copy, no allocation per record), after its batch
+    /// verified whole. `f` returns [`ControlFlow::Break`] to stop. Returns
+    /// the next offset not visited: the one after the record `f` stopped
+    /// at, or where the log ended when the scan got there (records
+    /// committed meanwhile are included, as with [`Log::read_from`]).
+    ///
+    /// The records visited and the errors are exactly those of
+    /// [`Log::read_time_range`] (of [`Log::read_from`] for the full range):
+    /// damage in a sealed segment is read past, other damage or an I/O
+    /// failure ends the scan with the error after the records before it
+    /// were visited.
+    pub fn scan(
+        &self,
+        offset: u64,
+        time_us: RangeInclusive<i64>,
+        f: impl FnMut(Frame<'_>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        let next = self.next_offset();
+        if offset > next {
+            return Err(Error::OffsetOutOfRange {
+                requested: offset,
+                next_offset: next,
+            });
+        }
+        reader::scan(self.inner.shared.clone(), offset, time_us, f)
+    }
+
+    /// The base offsets of the log's segments, sealed ones and the active
+    /// one, in order: where a reader can split the log for work on two
+    /// threads.
+    pub(crate) fn segment_bases(&self) -> Vec<u64> {
+        let segments = self.inner.shared.read_segments();
+        segments
+            .sealed
+            .iter()
+            .map(|s| s.base_offset)
+            .chain(std::iter::once(segments.active.base_offset))
+            .collect()
     }
 
     /// Checks every frame of every segment, and the index files, and reports

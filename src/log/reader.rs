@@ -4,16 +4,24 @@
 //! `pread`, in chunks, and never past its committed length. Both start from
 //! the sparse index entry at or before the wanted offset and verify every
 //! batch they hand out, so damage is reported, never returned as data.
+//!
+//! One stepping (`ScanCore`) serves both ways to read: [`LogReader`] copies
+//! each record it is handed into an owned [`LogRecord`]; `Log::scan` hands
+//! each verified frame to its visitor where it lies (the map of a sealed
+//! segment, one reused buffer for the active one), so a pass over the log
+//! costs the checksums and no allocation per record. The same code decides
+//! what both see: the same records, the same errors, the same reads past
+//! damage.
 
 use std::collections::VecDeque;
-use std::ops::RangeInclusive;
+use std::ops::{ControlFlow, RangeInclusive};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::segment::{SealedSegment, Segments};
 use super::Shared;
 use crate::error::{Error, Result};
-use crate::format::batch::{decode_batch, decode_header, BatchError};
+use crate::format::batch::{decode_header, verify_frames, BatchError, FrameAt};
 use crate::format::index_file::IndexEntry;
 use crate::format::SEGMENT_HEADER_LEN;
 use crate::record::LogRecord;
@@ -94,47 +102,68 @@ impl Cursor {
     }
 }
 
-/// Iterator over committed records, from [`Log::read_from`](crate::Log::read_from).
-///
-/// Yields `Err` once, on damage or an I/O failure, and then ends.
-pub struct LogReader {
+/// A committed record visited in place by [`Log::scan`](crate::Log::scan):
+/// its payload borrows the segment's bytes (the memory map of a sealed
+/// segment, the reader's buffer of the active one) and is valid only
+/// during the visit. Its frame has been verified (checksum, offset,
+/// timestamp bounds) like every record [`LogReader`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The record's offset.
+    pub offset: u64,
+    /// The record's timestamp, microseconds since the Unix epoch (UTC).
+    pub timestamp_us: i64,
+    /// The record's payload bytes.
+    pub payload: &'a [u8],
+    /// The base offset of the segment holding the record.
+    pub segment_base: u64,
+    /// The position of the record's frame in that segment's bytes: in its
+    /// file, but for a sealed segment read past damage, whose bytes are
+    /// then its in-memory rebuild (see `LogMetrics::damaged_segments`).
+    pub position: u64,
+}
+
+/// What one step of a [`ScanCore`] did.
+enum Step {
+    /// Went on: a batch was verified (its wanted frames visited) or
+    /// stepped over, or a cursor was positioned.
+    More,
+    /// The log ends here (for now).
+    End,
+    /// The visitor asked to stop; the offset after the frame it stopped at.
+    Stopped(u64),
+}
+
+/// The stepping both readers share: where the next batch lies, verifying
+/// it, handing out its wanted frames in place, moving to the next segment,
+/// reading past damage in sealed segments, resuming in the active one.
+/// [`LogReader`] copies what it is handed into owned records;
+/// [`Log::scan`](crate::Log::scan) passes it to its visitor as it lies.
+struct ScanCore {
     shared: Arc<Shared>,
     next: u64,
-    buffered: VecDeque<LogRecord>,
     cursor: Option<Cursor>,
     /// Where to resume in the active segment: (segment base, position, offset).
     resume: Option<(u64, u64, u64)>,
-    /// Only records with a timestamp in this range are returned.
+    /// Only records with a timestamp in this range are handed out.
     time_us: RangeInclusive<i64>,
-    failed: bool,
+    /// Where the frames of the batch being handed out lie (reused).
+    frames: Vec<FrameAt>,
+    /// The buffer of the last active-segment read, kept for the next one.
+    spare: Vec<u8>,
 }
 
-impl std::fmt::Debug for LogReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogReader")
-            .field("next", &self.next)
-            .finish_non_exhaustive()
-    }
-}
-
-impl LogReader {
-    pub(crate) fn new(shared: Arc<Shared>, offset: u64, time_us: RangeInclusive<i64>) -> Self {
+impl ScanCore {
+    fn new(shared: Arc<Shared>, offset: u64, time_us: RangeInclusive<i64>) -> Self {
         Self {
             shared,
             next: offset,
-            buffered: VecDeque::new(),
             cursor: None,
             resume: None,
             time_us,
-            failed: false,
+            frames: Vec::new(),
+            spare: Vec::new(),
         }
-    }
-
-    /// The offset from which this reader has not yet looked at the log: the
-    /// next record it returns has this offset or a later one (records outside
-    /// a time range are skipped). A cursor to resume from.
-    pub fn next_offset(&self) -> u64 {
-        self.buffered.front().map_or(self.next, |r| r.offset)
     }
 
     /// Where to start reading a segment for `self.next`: (position, first
@@ -173,21 +202,39 @@ impl LogReader {
         entries[from..].to_vec()
     }
 
-    /// Decodes the next batch of the cursor into `buffered`.
-    /// Returns false when the cursor is used up.
-    fn advance(&mut self) -> Result<bool> {
+    /// One step: the next batch of the cursor, or a new cursor when it is
+    /// used up.
+    fn step<F>(&mut self, visit: &mut F) -> Result<Step>
+    where
+        F: FnMut(Frame<'_>) -> ControlFlow<()>,
+    {
+        match self.advance(visit)? {
+            Some(step) => Ok(step),
+            None => {
+                let found = self.locate()?;
+                Ok(if found { Step::More } else { Step::End })
+            }
+        }
+    }
+
+    /// Verifies the next batch of the cursor and visits its wanted frames.
+    /// Returns `None` when the cursor is used up.
+    fn advance<F>(&mut self, visit: &mut F) -> Result<Option<Step>>
+    where
+        F: FnMut(Frame<'_>) -> ControlFlow<()>,
+    {
         let Some(c) = self.cursor.as_mut() else {
-            return Ok(false);
+            return Ok(None);
         };
         if c.pos >= c.limit {
-            return Ok(false);
+            return Ok(None);
         }
         match c.jump(&self.time_us) {
             None => {}
             Some(Jump::End) => {
                 self.next = self.next.max(c.segment_next);
                 c.pos = c.limit;
-                return Ok(false);
+                return Ok(None);
             }
             Some(Jump::To(position, first_offset)) => {
                 self.next = self.next.max(first_offset);
@@ -203,7 +250,7 @@ impl LogReader {
                         // Past this chunk of the active segment.
                         self.resume = Some((c.segment_base, position, first_offset));
                         c.pos = c.limit;
-                        return Ok(false);
+                        return Ok(None);
                     }
                 }
             }
@@ -220,36 +267,46 @@ impl LogReader {
                 self.next = self.next.max(h.next_offset());
                 c.expected = h.next_offset();
                 c.pos += len;
-                return Ok(true);
+                return Ok(Some(Step::More));
             }
         }
-        match decode_batch(bytes, Some(c.expected)) {
+        match verify_frames(bytes, Some(c.expected), &mut self.frames) {
             Ok(view) => {
                 let h = view.header;
                 let time_us = &self.time_us;
                 let wanted = overlaps(time_us, h.min_timestamp_us, h.max_timestamp_us);
                 let next = self.next;
-                let frames = view
-                    .frames()
-                    .filter(|f| wanted && f.offset >= next && time_us.contains(&f.timestamp_us));
-                for frame in frames {
-                    self.buffered.push_back(LogRecord {
-                        offset: frame.offset,
-                        timestamp_us: frame.timestamp_us,
-                        payload: frame.payload.to_vec(),
-                    });
-                }
-                self.next = self.next.max(view.header.next_offset());
-                c.expected = view.header.next_offset();
+                let batch_position = c.origin + c.pos as u64;
+                self.next = self.next.max(h.next_offset());
+                c.expected = h.next_offset();
                 c.pos += view.len();
                 // `bytes` ends at the limit and a verified batch lies inside
                 // it: the scan never reads past the committed length.
                 debug_assert!(c.pos <= c.limit, "a batch read past the limit");
-                Ok(true)
+                if !wanted {
+                    return Ok(Some(Step::More));
+                }
+                for at in &self.frames {
+                    if at.offset < next || !time_us.contains(&at.timestamp_us) {
+                        continue;
+                    }
+                    let frame = at.view(&view);
+                    let flow = visit(Frame {
+                        offset: frame.offset,
+                        timestamp_us: frame.timestamp_us,
+                        payload: frame.payload,
+                        segment_base: c.segment_base,
+                        position: batch_position + u64::from(at.position),
+                    });
+                    if flow.is_break() {
+                        return Ok(Some(Step::Stopped(at.offset + 1)));
+                    }
+                }
+                Ok(Some(Step::More))
             }
             Err(BatchError::Incomplete) if c.partial => {
                 self.resume = Some((c.segment_base, c.origin + c.pos as u64, c.expected));
-                Ok(false)
+                Ok(None)
             }
             Err(e) => {
                 let (at, reason) = match e {
@@ -263,13 +320,26 @@ impl LogReader {
                 read_past_damage(&self.shared, &segment, damage)?;
                 // Located again from `self.next`, through the rebuild.
                 self.cursor = None;
-                Ok(true)
+                Ok(Some(Step::More))
             }
         }
     }
 
-    /// Positions a new cursor at `self.next`; `None` at the end of the log.
-    fn locate(&mut self) -> Result<Option<Cursor>> {
+    /// Positions a new cursor at `self.next`; false at the end of the log.
+    fn locate(&mut self) -> Result<bool> {
+        // The buffer of a used-up active chunk is kept for the next read.
+        if let Some(Cursor {
+            source: Source::Chunk(bytes),
+            ..
+        }) = self.cursor.take()
+        {
+            self.spare = bytes;
+        }
+        self.cursor = self.find_cursor()?;
+        Ok(self.cursor.is_some())
+    }
+
+    fn find_cursor(&mut self) -> Result<Option<Cursor>> {
         let shared = self.shared.clone();
         let segments = shared.read_segments();
         if self.next >= segments.next_offset() {
@@ -280,7 +350,7 @@ impl LogReader {
             let Some((pos, expected)) = self.start_in(&sealed.index, sealed.base_offset) else {
                 // Nothing in the rest of this segment is in the time range.
                 self.next = sealed.next_offset;
-                return self.locate();
+                return self.find_cursor();
             };
             let map = sealed.bytes(&*self.shared.storage)?;
             return Ok(Some(Cursor {
@@ -333,21 +403,23 @@ impl LogReader {
             ));
         };
         let mut len = left.min(CHUNK_BYTES);
-        let read = |len: u64| -> Result<Vec<u8>> {
-            let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+        // Every byte of the buffer is read over, so the reused one's old
+        // content never shows.
+        let read = |buf: &mut Vec<u8>, len: u64| -> Result<()> {
+            buf.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
             active
                 .file
-                .read_exact_at(&mut buf, pos)
-                .map_err(|e| Error::io("read", &active.path, e))?;
-            Ok(buf)
+                .read_exact_at(buf, pos)
+                .map_err(|e| Error::io("read", &active.path, e))
         };
-        let mut bytes = read(len)?;
+        let mut bytes = std::mem::take(&mut self.spare);
+        read(&mut bytes, len)?;
         // A batch longer than a chunk is read whole.
         if let Ok(header) = decode_header(&bytes) {
             let batch_len = u64::from(header.batch_len);
             if batch_len > len && batch_len <= left {
                 len = batch_len;
-                bytes = read(len)?;
+                read(&mut bytes, len)?;
             }
         }
         Ok(Some(Cursor {
@@ -364,6 +436,61 @@ impl LogReader {
             segment_next: active.next_offset,
             sealed: None,
         }))
+    }
+}
+
+/// Visits every committed record from `offset` on whose timestamp lies in
+/// `time_us`, in offset order, in place: see [`Log::scan`](crate::Log::scan).
+pub(crate) fn scan<F>(
+    shared: Arc<Shared>,
+    offset: u64,
+    time_us: RangeInclusive<i64>,
+    mut visit: F,
+) -> Result<u64>
+where
+    F: FnMut(Frame<'_>) -> ControlFlow<()>,
+{
+    let mut core = ScanCore::new(shared, offset, time_us);
+    loop {
+        match core.step(&mut visit)? {
+            Step::More => {}
+            Step::End => return Ok(core.next),
+            Step::Stopped(next) => return Ok(next),
+        }
+    }
+}
+
+/// Iterator over committed records, from [`Log::read_from`](crate::Log::read_from).
+///
+/// Yields `Err` once, on damage or an I/O failure, and then ends.
+pub struct LogReader {
+    core: ScanCore,
+    buffered: VecDeque<LogRecord>,
+    failed: bool,
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("next", &self.core.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogReader {
+    pub(crate) fn new(shared: Arc<Shared>, offset: u64, time_us: RangeInclusive<i64>) -> Self {
+        Self {
+            core: ScanCore::new(shared, offset, time_us),
+            buffered: VecDeque::new(),
+            failed: false,
+        }
+    }
+
+    /// The offset from which this reader has not yet looked at the log: the
+    /// next record it returns has this offset or a later one (records outside
+    /// a time range are skipped). A cursor to resume from.
+    pub fn next_offset(&self) -> u64 {
+        self.buffered.front().map_or(self.core.next, |r| r.offset)
     }
 }
 
@@ -421,18 +548,19 @@ impl Iterator for LogReader {
             if let Some(record) = self.buffered.pop_front() {
                 return Some(Ok(record));
             }
-            let step = match self.advance() {
-                Ok(true) => continue,
-                Ok(false) => self.locate().map(|cursor| {
-                    let found = cursor.is_some();
-                    self.cursor = cursor;
-                    found
-                }),
-                Err(e) => Err(e),
+            let buffered = &mut self.buffered;
+            let mut keep = |frame: Frame<'_>| {
+                buffered.push_back(LogRecord {
+                    offset: frame.offset,
+                    timestamp_us: frame.timestamp_us,
+                    payload: frame.payload.to_vec(),
+                });
+                ControlFlow::Continue(())
             };
-            match step {
-                Ok(true) => {}
-                Ok(false) => return None,
+            match self.core.step(&mut keep) {
+                Ok(Step::More) => {}
+                // The visitor never stops.
+                Ok(Step::End | Step::Stopped(_)) => return None,
                 Err(e) => {
                     self.failed = true;
                     return Some(Err(e));
@@ -470,9 +598,20 @@ mod tests {
         };
         for stale_pos in [end + 1, end + 4096, u64::MAX] {
             let mut reader = LogReader::new(shared.clone(), 1, i64::MIN..=i64::MAX);
-            reader.resume = Some((base, stale_pos, 0));
+            reader.core.resume = Some((base, stale_pos, 0));
             let offsets: Vec<u64> = reader.map(|r| r.unwrap().offset).collect();
             assert_eq!(offsets, [1, 2], "resume at {stale_pos}");
+
+            // The stepping a scan runs on drops it the same way.
+            let mut core = ScanCore::new(shared.clone(), 1, i64::MIN..=i64::MAX);
+            core.resume = Some((base, stale_pos, 0));
+            let mut visited = Vec::new();
+            let mut visit = |frame: Frame<'_>| {
+                visited.push(frame.offset);
+                ControlFlow::Continue(())
+            };
+            while let Step::More = core.step(&mut visit).unwrap() {}
+            assert_eq!(visited, [1, 2], "scan resume at {stale_pos}");
         }
     }
 }

@@ -11,6 +11,7 @@
 //! moves past it: the host never stops at one.
 
 use std::any::Any;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -25,9 +26,8 @@ use crate::event_view::{view, EntryView};
 use crate::log::dir::write_file_atomically;
 use crate::log::Log;
 use crate::log::StoreId;
-use crate::record::LogRecord;
+use crate::payload::{self, PayloadError};
 use crate::storage::{create_dir_all_durably, read_all, OpenMode, Storage};
-use crate::store::decode_entry;
 
 /// The subdirectory of the store holding checkpoints.
 pub(crate) const CHECKPOINT_DIR: &str = "projections";
@@ -206,98 +206,137 @@ impl Host {
         if start >= end {
             return Ok(start);
         }
-        if self.read_slots().iter().all(|s| s.projection.keys_only()) {
-            return self.catch_up_by_keys(log, start, end);
+        if let Some(split) = self.parallel_split(log, start, end) {
+            self.replay_in_parallel(log, start, split, end);
         }
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for record in log.read_from(start)? {
-            let record = record?;
-            if record.offset >= end {
-                break;
+        // Sequentially from wherever the projections are now: everything,
+        // or what the parallel replay left (nothing, unless it could not
+        // merge or met an error, which this pass then meets and reports).
+        let start = self.applied_offset();
+        if start >= end {
+            return Ok(start);
+        }
+        // The write lock is held for at most CHUNK records at a time, so
+        // queries wait no longer than before, and the projections are fed
+        // the frames where they lie: no copy, no owned entry per record.
+        let mut slots = None;
+        let mut held = 0;
+        let scanned = log.scan(start, i64::MIN..=i64::MAX, |frame| {
+            if frame.offset >= end {
+                return ControlFlow::Break(());
             }
-            chunk.push((record.offset, decode_or_skip(&record)));
-            if chunk.len() == CHUNK {
-                self.apply(&mut chunk);
-            }
-        }
-        self.apply(&mut chunk);
-        Ok(self.applied_offset())
-    }
-
-    /// `catch_up_inner` for projections that all fold events by their keys:
-    /// each event is viewed in place ([`crate::event_view::view`]), not
-    /// decoded; gap markers, lost and undecodable entries take the usual
-    /// path. The same entries reach the same projections in the same order.
-    fn catch_up_by_keys(&self, log: &Log, start: u64, end: u64) -> Result<u64> {
-        let mut chunk = Vec::with_capacity(CHUNK);
-        for record in log.read_from(start)? {
-            let record = record?;
-            if record.offset >= end {
-                break;
-            }
-            chunk.push(record);
-            if chunk.len() == CHUNK {
-                self.apply_by_keys(&mut chunk);
-            }
-        }
-        self.apply_by_keys(&mut chunk);
-        Ok(self.applied_offset())
-    }
-
-    /// [`Host::apply`] for keys-only projections, record by record: an
-    /// event goes to `apply_keys`, anything else is decoded (once) for
-    /// `apply` or `skip_undecodable`.
-    fn apply_by_keys(&self, chunk: &mut Vec<LogRecord>) {
-        if chunk.is_empty() {
-            return;
-        }
-        let mut slots = self.write_slots();
-        for record in chunk.iter() {
-            let viewed = view(record.offset, record.timestamp_us, &record.payload);
-            let mut decoded: Option<Option<Entry>> = None;
-            for slot in slots.iter_mut() {
-                if record.offset != slot.offset {
-                    continue;
-                }
-                match &viewed {
-                    Ok(EntryView::Event(keys)) => slot.projection.apply_keys(keys),
-                    Ok(EntryView::Other) | Err(_) => {
-                        match decoded.get_or_insert_with(|| decode_or_skip(record)) {
-                            Some(entry) => slot.projection.apply(record.offset, entry),
-                            None => slot.projection.skip_undecodable(record.offset),
-                        }
-                    }
-                }
-                slot.offset += 1;
-            }
-        }
-        self.set_applied(&slots);
-        chunk.clear();
-    }
-
-    /// Applies a chunk of consecutive entries. Each projection takes exactly
-    /// the entry at its own offset, then the next: an entry it already has
-    /// is skipped, and a chunk that starts past its offset (another thread
-    /// reset it meanwhile) is left for the next catch-up. So every
-    /// projection sees every offset once, in order.
-    fn apply(&self, chunk: &mut Vec<(u64, Option<Entry>)>) {
-        if chunk.is_empty() {
-            return;
-        }
-        let mut slots = self.write_slots();
-        for slot in slots.iter_mut() {
-            for (offset, entry) in chunk.iter() {
-                if *offset == slot.offset {
-                    match entry {
-                        Some(entry) => slot.projection.apply(*offset, entry),
-                        None => slot.projection.skip_undecodable(*offset),
-                    }
+            let guard = slots.get_or_insert_with(|| self.write_slots());
+            let mut record = Fed::new(frame.offset, frame.timestamp_us, frame.payload);
+            for slot in guard.iter_mut() {
+                // Each projection takes exactly the entry at its own
+                // offset, then the next: an entry it already has is
+                // skipped, and a record past its offset (another thread
+                // reset it meanwhile) is left for the next catch-up. So
+                // every projection sees every offset once, in order.
+                if frame.offset == slot.offset {
+                    record.feed(&mut *slot.projection);
                     slot.offset += 1;
                 }
             }
+            held += 1;
+            if held == CHUNK {
+                if let Some(guard) = slots.take() {
+                    self.set_applied(&guard);
+                }
+                held = 0;
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(guard) = slots.take() {
+            self.set_applied(&guard);
+        }
+        scanned?;
+        Ok(self.applied_offset())
+    }
+
+    /// Where to split a catch-up from `start` to `end` for two threads: at
+    /// the segment base nearest the middle, when the catch-up starts at
+    /// least one sealed segment behind the active one, every projection
+    /// stands at `start` and every one can merge. `None`: replay in order.
+    fn parallel_split(&self, log: &Log, start: u64, end: u64) -> Option<u64> {
+        let bases = log.segment_bases();
+        let active_base = *bases.last()?;
+        if start >= active_base {
+            return None;
+        }
+        let slots = self.read_slots();
+        let mergeable = slots.iter().all(|slot| {
+            let mut probe = slot.projection.fresh();
+            slot.offset == start && probe.merge_later(slot.projection.fresh()).is_ok()
+        });
+        if slots.is_empty() || !mergeable {
+            return None;
+        }
+        let middle = start + (end - start) / 2;
+        bases
+            .into_iter()
+            .filter(|&base| base > start && base < end)
+            .min_by_key(|&base| base.abs_diff(middle))
+    }
+
+    /// Folds `start..split` and `split..end` into fresh copies of every
+    /// projection on two threads, then merges them into the projections in
+    /// offset order. Leaves the projections as they were when a half fails
+    /// (an error, a damage it cannot read past) or will not merge: the
+    /// sequential pass then takes it from there.
+    fn replay_in_parallel(&self, log: &Log, start: u64, split: u64, end: u64) {
+        let copies = || -> Vec<Box<dyn Projection>> {
+            self.read_slots()
+                .iter()
+                .map(|slot| slot.projection.fresh())
+                .collect()
+        };
+        let (older, newer) = (copies(), copies());
+        let (older, newer) = std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new()
+                .name("enforcelog-replay".into())
+                .spawn_scoped(scope, || fold(log, start, split, older));
+            let newer = fold(log, split, end, newer);
+            let older = match thread {
+                Ok(thread) => thread.join().unwrap_or(None),
+                Err(e) => {
+                    warn!(error = %e, "cannot start a replay thread; replaying in order");
+                    None
+                }
+            };
+            (older, newer)
+        });
+        let (Some(older), Some(newer)) = (older, newer) else {
+            return;
+        };
+        let mut slots = self.write_slots();
+        let mut merged = 0;
+        for ((slot, mut older), newer) in slots.iter_mut().zip(older).zip(newer) {
+            // Reset meanwhile: left for the sequential pass.
+            if slot.offset != start {
+                continue;
+            }
+            // `merge_later` leaves its receiver unchanged when it fails,
+            // so a failure at either step leaves the slot as it was.
+            if older.merge_later(newer).is_err() || slot.projection.merge_later(older).is_err() {
+                warn!(
+                    projection = slot.projection.name(),
+                    "cannot merge the halves of a replay; replaying in order"
+                );
+                continue;
+            }
+            slot.offset = end;
+            merged += 1;
         }
         self.set_applied(&slots);
-        chunk.clear();
+        drop(slots);
+        info!(
+            from = start,
+            to = end,
+            split,
+            merged,
+            "replayed the projections on two threads"
+        );
     }
 
     /// Waits until every projection reached `offset`, at most `timeout`.
@@ -419,16 +458,14 @@ impl Host {
                 Ok(Some(offset)) => {
                     check.checkpoint_offset = Some(offset);
                     let mut rebuilt = restored.fresh();
-                    for record in log.read_from(0)? {
-                        let record = record?;
-                        if record.offset >= offset {
-                            break;
+                    log.scan(0, i64::MIN..=i64::MAX, |frame| {
+                        if frame.offset >= offset {
+                            return ControlFlow::Break(());
                         }
-                        match decode_or_skip(&record) {
-                            Some(entry) => rebuilt.apply(record.offset, &entry),
-                            None => rebuilt.skip_undecodable(record.offset),
-                        }
-                    }
+                        Fed::new(frame.offset, frame.timestamp_us, frame.payload)
+                            .feed(&mut *rebuilt);
+                        ControlFlow::Continue(())
+                    })?;
                     // A checkpoint of merged folds (replay on several
                     // threads) is laid out as the normalized in-order fold.
                     rebuilt.normalize();
@@ -446,16 +483,103 @@ impl Host {
     }
 }
 
-/// Decodes a record for the projections; `None` for a record that is not
-/// a store payload (written around the store, by a raw log handle or an
-/// older tool). Such a record is skipped and counted, never a reason to
-/// stop: one foreign record must not stall every tenant's answers.
-fn decode_or_skip(record: &LogRecord) -> Option<Entry> {
-    match decode_entry(record) {
-        Ok(entry) => Some(entry),
-        Err(e) => {
-            warn!(offset = record.offset, error = %e, "skipping an undecodable log entry");
-            None
+/// Folds `from..to` into `projections` (fresh copies); `None` when the log
+/// could not be read whole there (the caller replays in order and meets
+/// the error itself).
+fn fold(
+    log: &Log,
+    from: u64,
+    to: u64,
+    mut projections: Vec<Box<dyn Projection>>,
+) -> Option<Vec<Box<dyn Projection>>> {
+    let mut reached = from;
+    let scanned = log.scan(from, i64::MIN..=i64::MAX, |frame| {
+        if frame.offset >= to {
+            return ControlFlow::Break(());
+        }
+        let mut record = Fed::new(frame.offset, frame.timestamp_us, frame.payload);
+        for projection in projections.iter_mut() {
+            record.feed(&mut **projection);
+        }
+        reached = frame.offset + 1;
+        ControlFlow::Continue(())
+    });
+    (scanned.is_ok() && reached == to).then_some(projections)
+}
+
+/// One record on its way to the projections: decoded at most once (and
+/// only if a projection needs the whole entry), its keys viewed at most
+/// once. A record that is not a store payload (written around the store,
+/// by a raw log handle or an older tool) is passed to
+/// [`Projection::skip_undecodable`], never a reason to stop: one foreign
+/// record must not stall every tenant's answers.
+struct Fed<'a> {
+    offset: u64,
+    timestamp_us: i64,
+    payload: &'a [u8],
+    entry: Option<Option<Entry>>,
+    keys: Option<Option<EntryView<'a>>>,
+}
+
+impl<'a> Fed<'a> {
+    fn new(offset: u64, timestamp_us: i64, payload: &'a [u8]) -> Self {
+        Self {
+            offset,
+            timestamp_us,
+            payload,
+            entry: None,
+            keys: None,
+        }
+    }
+
+    /// Logged once per record, by whichever of decode and view failed first.
+    fn undecodable(&self, error: &PayloadError) {
+        warn!(offset = self.offset, error = %error, "skipping an undecodable log entry");
+    }
+
+    /// The whole entry; `None` when the payload does not decode.
+    fn entry(&mut self) -> Option<&Entry> {
+        if self.entry.is_none() {
+            let decoded = payload::decode(self.offset, self.timestamp_us, self.payload);
+            if let Err(e) = &decoded {
+                if self.keys.is_none() {
+                    self.undecodable(e);
+                }
+            }
+            self.entry = Some(decoded.ok());
+        }
+        self.entry.as_ref().and_then(Option::as_ref)
+    }
+
+    /// The keys; `None` when the payload does not decode (`view` fails
+    /// exactly when `decode` does).
+    fn keys(&mut self) -> Option<EntryView<'a>> {
+        if self.keys.is_none() {
+            let viewed = view(self.offset, self.timestamp_us, self.payload);
+            if let Err(e) = &viewed {
+                if self.entry.is_none() {
+                    self.undecodable(e);
+                }
+            }
+            self.keys = Some(viewed.ok());
+        }
+        self.keys.flatten()
+    }
+
+    /// Folds the record into `projection`: by its keys when it wants only
+    /// those, whole otherwise (and for gap and lost entries).
+    fn feed(&mut self, projection: &mut dyn Projection) {
+        let offset = self.offset;
+        if projection.keys_only() {
+            match self.keys() {
+                Some(EntryView::Event(keys)) => return projection.apply_keys(&keys),
+                Some(EntryView::Other) => {}
+                None => return projection.skip_undecodable(offset),
+            }
+        }
+        match self.entry() {
+            Some(entry) => projection.apply(offset, entry),
+            None => projection.skip_undecodable(offset),
         }
     }
 }
@@ -522,4 +646,264 @@ fn load_one(
     }
     projection.restore(&checkpoint.snapshot)?;
     Ok(Some(checkpoint.offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{Durability, LogOptions};
+    use crate::event::{Action, Event};
+    use crate::record::Record;
+    use crate::storage::sim::SimStorage;
+
+    /// Every entry it is handed, in the order it was handed: equal
+    /// snapshots mean the same entries in the same order. Merges (when
+    /// `merges`) by appending the later half, and counts its merges.
+    #[derive(Default)]
+    struct Trail {
+        merges: bool,
+        keys: bool,
+        seen: Vec<String>,
+        merged: usize,
+    }
+
+    impl Projection for Trail {
+        fn name(&self) -> &str {
+            "trail"
+        }
+        fn apply(&mut self, offset: u64, entry: &Entry) {
+            let text = match entry {
+                Entry::Event(e) => format!(
+                    "{offset} event {} {} {:?} {:?} {}",
+                    e.tenant_id, e.rule_id, e.action, e.run_id, e.enforced_at_us
+                ),
+                Entry::Gap(g) => format!("{offset} gap {}", g.dropped),
+                Entry::Lost(l) => format!("{offset} lost {}", l.offset),
+            };
+            self.seen.push(text);
+        }
+        fn keys_only(&self) -> bool {
+            self.keys
+        }
+        fn apply_keys(&mut self, k: &EventKeys<'_>) {
+            self.seen.push(format!(
+                "{} event {} {} {:?} {:?} {}",
+                k.offset, k.tenant_id, k.rule_id, k.action, k.run_id, k.enforced_at_us
+            ));
+        }
+        fn skip_undecodable(&mut self, offset: u64) {
+            self.seen.push(format!("{offset} undecodable"));
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.seen.join("\n").into_bytes()
+        }
+        fn restore(&mut self, _bytes: &[u8]) -> Result<(), String> {
+            Err("not restored in these tests".into())
+        }
+        fn reset(&mut self) {
+            self.seen.clear();
+        }
+        fn fresh(&self) -> Box<dyn Projection> {
+            Box::new(Trail {
+                merges: self.merges,
+                keys: self.keys,
+                ..Trail::default()
+            })
+        }
+        fn merge_later(&mut self, later: Box<dyn Projection>) -> Result<(), Box<dyn Projection>> {
+            if !self.merges {
+                return Err(later);
+            }
+            let later: Box<dyn Any> = later;
+            let later = later
+                .downcast::<Trail>()
+                .expect("merged with its own kind only");
+            self.seen.extend(later.seen);
+            self.merged += 1;
+            Ok(())
+        }
+    }
+
+    use crate::event_view::EventKeys;
+
+    const DIR: &str = "/log";
+
+    fn options() -> LogOptions {
+        LogOptions {
+            segment_max_bytes: 4096,
+            record_max_bytes: 2048,
+            durability: Durability::None,
+            ..LogOptions::default()
+        }
+    }
+
+    /// A log of events (runs of zero bytes in their details), gap markers
+    /// and payloads that are no store payload, over several segments; with
+    /// `damage`, one sealed segment has a flipped bit (read as lost entries).
+    fn random_log(seed: u64, damage: bool) -> SimStorage {
+        let storage = SimStorage::new(seed);
+        let log = Log::open_with_storage(Arc::new(storage.clone()), DIR, options()).unwrap();
+        let mut state = seed;
+        let mut next = || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let z = (state ^ (state >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z ^ (z >> 31)
+        };
+        for i in 0..(200 + next() % 200) {
+            let ts = 1_764_000_000_000_000 + (next() % 100_000) as i64;
+            let payload = match next() % 10 {
+                0 => crate::payload::encode_gap_v1(next() % 9 + 1, ts, ts + 5),
+                1 => vec![0xc1; (next() % 40) as usize],
+                _ => {
+                    let mut event = Event::new(
+                        format!("tenant-{}", next() % 5),
+                        format!("rule-{}", next() % 7),
+                        [Action::Blocked, Action::Stopped, Action::Killed][(next() % 3) as usize],
+                    );
+                    if next() % 2 == 0 {
+                        event = event.with_run_id(format!("run-{}", i / 3));
+                    }
+                    let details = serde_json::json!({"zeros": vec![0u8; (next() % 200) as usize]});
+                    if let serde_json::Value::Object(map) = details {
+                        event = event.with_details(map);
+                    }
+                    crate::payload::encode_event(&event)
+                }
+            };
+            log.append_blocking(Record::new(ts, payload)).unwrap();
+        }
+        log.close().unwrap();
+        drop(log);
+        if damage {
+            let mut names: Vec<String> = storage
+                .list(Path::new(DIR))
+                .unwrap()
+                .into_iter()
+                .filter(|n| n.ends_with(".log"))
+                .collect();
+            names.sort();
+            let path = Path::new(DIR).join(&names[names.len() / 2]);
+            let mut bytes = storage.read_file(&path).unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 0x04;
+            storage.write_file(&path, &bytes);
+        }
+        storage
+    }
+
+    /// Catches a host of `Trail`s up from a fresh open of the log; returns
+    /// their snapshots and merge counts.
+    fn replay(storage: &SimStorage, trails: Vec<Trail>) -> Vec<(Vec<u8>, usize)> {
+        let log = Log::open_with_storage(Arc::new(storage.clone()), DIR, options()).unwrap();
+        let names = ["a", "b", "c"];
+        let projections = trails
+            .into_iter()
+            .zip(names)
+            .map(|(t, name)| Box::new(Named(name, t)) as Box<dyn Projection>)
+            .collect();
+        let host = Host::new(projections).unwrap();
+        assert_eq!(host.catch_up(&log).unwrap(), log.next_offset());
+        let slots = host.read_slots();
+        slots
+            .iter()
+            .map(|slot| {
+                let any: &dyn Any = slot.projection.as_ref();
+                let named = any.downcast_ref::<Named>().unwrap();
+                (named.snapshot(), named.1.merged)
+            })
+            .collect()
+    }
+
+    /// A `Trail` under its own name (a host's names are unique).
+    struct Named(&'static str, Trail);
+
+    impl Projection for Named {
+        fn name(&self) -> &str {
+            self.0
+        }
+        fn apply(&mut self, offset: u64, entry: &Entry) {
+            self.1.apply(offset, entry);
+        }
+        fn keys_only(&self) -> bool {
+            self.1.keys_only()
+        }
+        fn apply_keys(&mut self, keys: &EventKeys<'_>) {
+            self.1.apply_keys(keys);
+        }
+        fn skip_undecodable(&mut self, offset: u64) {
+            self.1.skip_undecodable(offset);
+        }
+        fn snapshot(&self) -> Vec<u8> {
+            self.1.snapshot()
+        }
+        fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+            self.1.restore(bytes)
+        }
+        fn reset(&mut self) {
+            self.1.reset();
+        }
+        fn fresh(&self) -> Box<dyn Projection> {
+            let any: Box<dyn Any> = self.1.fresh();
+            Box::new(Named(self.0, *any.downcast::<Trail>().unwrap()))
+        }
+        fn merge_later(&mut self, later: Box<dyn Projection>) -> Result<(), Box<dyn Projection>> {
+            if !self.1.merges {
+                return Err(later);
+            }
+            let later: Box<dyn Any> = later;
+            let later = later.downcast::<Named>().expect("its own kind");
+            self.1
+                .merge_later(Box::new(later.1))
+                .map_err(|_| unreachable!())
+        }
+    }
+
+    fn trail(merges: bool, keys: bool) -> Trail {
+        Trail {
+            merges,
+            keys,
+            ..Trail::default()
+        }
+    }
+
+    /// Replay on two threads and a merge gives the snapshot bytes of a
+    /// replay in order, for logs of events, gap markers, undecodable
+    /// payloads and (with damage) lost entries, with projections that
+    /// take whole entries or keys only; and one projection that cannot
+    /// merge sends the whole catch-up down the sequential path.
+    #[test]
+    fn a_parallel_replay_equals_a_replay_in_order() {
+        for seed in 0..12u64 {
+            let storage = random_log(seed, seed % 2 == 1);
+            let sequential = replay(&storage, vec![trail(false, false), trail(false, true)]);
+            let parallel = replay(&storage, vec![trail(true, false), trail(true, true)]);
+            assert_eq!(
+                sequential[0].0, sequential[1].0,
+                "seed {seed}: keys = whole"
+            );
+            for (p, s) in parallel.iter().zip(&sequential) {
+                let (p_text, s_text) =
+                    (String::from_utf8_lossy(&p.0), String::from_utf8_lossy(&s.0));
+                let first_difference = p_text.lines().zip(s_text.lines()).find(|(a, b)| a != b);
+                assert!(
+                    p.0 == s.0,
+                    "seed {seed}: the parallel replay differs; first at {first_difference:?}"
+                );
+                assert_eq!(p.1, 1, "seed {seed}: replayed on two threads and merged");
+                assert_eq!(s.1, 0, "seed {seed}");
+            }
+            let text = String::from_utf8_lossy(&sequential[0].0).into_owned();
+            for kind in [" event ", " gap ", " undecodable"] {
+                assert!(text.contains(kind), "seed {seed}: the log holds{kind}");
+            }
+            if seed % 2 == 1 {
+                assert!(text.contains(" lost "), "seed {seed}: the damage is a hole");
+            }
+            let mixed = replay(&storage, vec![trail(true, false), trail(false, false)]);
+            assert_eq!(mixed[0], (sequential[0].0.clone(), 0), "seed {seed}: mixed");
+        }
+    }
 }
