@@ -1031,14 +1031,14 @@ fn ratio(all: &[Figures], config: Config, other: System) -> f64 {
 
 fn print_table(configs: &[Config], all: &[Figures]) {
     println!(
-        "{:<17} {:<15} {:>11} {:>10} {:>10} {:>10} {:>6}",
+        "{:<17} {:<18} {:>11} {:>10} {:>10} {:>10} {:>6}",
         "configuration", "system", "events/s", "p50", "p99", "ev/sync", "cpu"
     );
     let mut previous = String::new();
     for f in all {
         let label = f.config.label();
         println!(
-            "{:<17} {:<15} {:>11} {:>10} {:>10} {:>10.1} {:>5.0}%",
+            "{:<17} {:<18} {:>11} {:>10} {:>10} {:>10.1} {:>5.0}%",
             if label == previous { "" } else { &label },
             f.system.name(),
             rate(f.events_per_s()),
@@ -1260,7 +1260,7 @@ fn main() {
     for config in configs {
         for figures in measure_config(&runtime, &plan, config, &systems, &pool, seed) {
             println!(
-                "  {:<17} {:<15} {:>11}  p50 {}  p99 {}  {:.1} ev/sync",
+                "  {:<17} {:<18} {:>11}  p50 {}  p99 {}  {:.1} ev/sync",
                 config.label(),
                 figures.system.name(),
                 rate(figures.events_per_s()),

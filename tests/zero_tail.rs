@@ -181,7 +181,7 @@ fn a_cleanly_closed_store_has_no_zero_tail() {
         let log = Log::open(
             dir.path(),
             LogOptions {
-                segment_max_bytes: 64 << 10,
+                segment_max_bytes: 24 << 10,
                 ..options(preallocate)
             },
         )
