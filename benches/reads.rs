@@ -198,8 +198,9 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     for _ in 0..plan.repeats_for(ds.events) {
         best.mmap_read = best.mmap_read.min(mmap_pass(&ds.store).0);
         best.log_read = best.log_read.min(read_pass(&log));
-        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, ds.events, seed));
-        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, ds.events, seed));
+        let records = log.next_offset();
+        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, records, seed));
+        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, records, seed));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
     }

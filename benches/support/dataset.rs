@@ -285,8 +285,9 @@ pub fn read_pass(log: &Log) -> Duration {
 
 /// (b'): every frame visited in place by `Log::scan` (checksums verified,
 /// no copy, no decode), the log split at its middle offset over `threads`
-/// threads (1 or 2). Checks that every event was visited once.
-pub fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
+/// threads (1 or 2). Checks that each of the log's `records` was visited
+/// once.
+pub fn scan_pass(log: &Log, threads: u64, records: u64, seed: u64) -> Duration {
     let end = log.next_offset();
     let started = Instant::now();
     let part = |from: u64, to: u64| -> (u64, u64) {
@@ -315,7 +316,7 @@ pub fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
     };
     let elapsed = started.elapsed();
     black_box(bytes);
-    assert_eq!(frames, events, "scan on {threads} threads, seed {seed}");
+    assert_eq!(frames, records, "scan on {threads} threads, seed {seed}");
     elapsed
 }
 
