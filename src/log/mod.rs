@@ -51,6 +51,35 @@ use crate::format::batch::encoded_batch_len;
 use crate::record::Record;
 use crate::storage::{create_dir_all_durably, FileStorage, LockGuard, Storage};
 
+/// One sealed segment of a log, for indexes derived from its bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct SealedBytes {
+    segment: Arc<segment::SealedSegment>,
+    storage: Arc<dyn Storage>,
+}
+
+impl SealedBytes {
+    /// The segment's base offset.
+    pub fn base_offset(&self) -> u64 {
+        self.segment.base_offset
+    }
+
+    /// The offset after its last record.
+    pub fn next_offset(&self) -> u64 {
+        self.segment.next_offset
+    }
+
+    /// Its file's length.
+    pub fn len(&self) -> u64 {
+        self.segment.len
+    }
+
+    /// Its bytes, mapped (once per log).
+    pub fn bytes(&self) -> Result<Arc<crate::storage::Mapped>> {
+        self.segment.bytes(&*self.storage)
+    }
+}
+
 /// A held directory lock (the writer's `LOCK` file); released on drop.
 pub(crate) type DirLock = Box<dyn LockGuard>;
 
@@ -840,6 +869,23 @@ impl Log {
             });
         }
         Ok(LogReader::new(self.inner.shared.clone(), offset, time_us))
+    }
+
+    /// The sealed segments as of now, with their bytes mapped: what an
+    /// index derived per sealed segment (`store::keys`) is built from and
+    /// checked against. Rebuilds of damaged segments are left out (their
+    /// bytes are not the file's).
+    pub(crate) fn sealed_segments(&self) -> Vec<SealedBytes> {
+        let segments = self.inner.shared.read_segments();
+        segments
+            .sealed
+            .iter()
+            .filter(|s| !s.is_rebuilt())
+            .map(|s| SealedBytes {
+                segment: s.clone(),
+                storage: self.inner.shared.storage.clone(),
+            })
+            .collect()
     }
 
     /// Checks every frame of every segment, and the index files, and reports
