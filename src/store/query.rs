@@ -340,11 +340,16 @@ impl Store {
                 }
                 from = to;
             }
-            let outcome = self.index_segment(query, shard, log, segment, from, &time_us, page)?;
+            let mut outcome =
+                self.index_segment(query, shard, log, segment, from, &time_us, page)?;
+            if let Indexed::Dropped = outcome {
+                // Built again from the segment's verified batches.
+                outcome = self.index_segment(query, shard, log, segment, from, &time_us, page)?;
+            }
             match outcome {
                 Indexed::Done(done) => return Ok(done),
                 Indexed::Next => {}
-                Indexed::Unusable => {
+                Indexed::Unusable | Indexed::Dropped => {
                     let range = from..segment.next_offset();
                     if let Some(done) = self.scan_range(query, shard, log, range, &time_us, page)? {
                         return Ok(done);
@@ -398,7 +403,8 @@ impl Store {
     /// Reads one sealed segment, from `from`, through its key index: the
     /// frames the postings name, each verified, in position (= offset)
     /// order. A posting that fails verification drops the index and undoes
-    /// what this segment added to the page: the caller then scans it.
+    /// what this segment added to the page: the caller builds the index
+    /// again from the segment (or scans it).
     #[expect(clippy::too_many_arguments, reason = "one step of scan_shard's loop")]
     fn index_segment(
         &self,
@@ -502,7 +508,7 @@ impl Store {
             write,
         );
         undo.apply(page);
-        Indexed::Unusable
+        Indexed::Dropped
     }
 
     /// Adds one record (in offset order) to the page; `Some` when the page
@@ -555,6 +561,9 @@ enum Indexed {
     Next,
     /// No usable index: read the segment by scan.
     Unusable,
+    /// The index failed a check and was dropped (and the page left as it
+    /// was): build it again, or read the segment by scan.
+    Dropped,
 }
 
 /// The page as it was before a segment was read through its index.
