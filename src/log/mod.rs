@@ -80,6 +80,19 @@ impl SealedBytes {
     }
 }
 
+/// The committed part of the active segment, for indexes of it.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveBytes {
+    /// Its base offset.
+    pub base_offset: u64,
+    /// The offset after its last committed record.
+    pub next_offset: u64,
+    /// Bytes of whole, committed batches (header included).
+    pub committed_len: u64,
+    /// Read with `pread`, never past `committed_len`.
+    pub file: Arc<dyn crate::storage::StorageFile>,
+}
+
 /// A held directory lock (the writer's `LOCK` file); released on drop.
 pub(crate) type DirLock = Box<dyn LockGuard>;
 
@@ -886,6 +899,19 @@ impl Log {
                 storage: self.inner.shared.storage.clone(),
             })
             .collect()
+    }
+
+    /// The active segment as of now: what an in-memory key index of it
+    /// (`store::keys`) reads, up to the committed length.
+    pub(crate) fn active_segment(&self) -> ActiveBytes {
+        let segments = self.inner.shared.read_segments();
+        let active = &segments.active;
+        ActiveBytes {
+            base_offset: active.base_offset,
+            next_offset: active.next_offset,
+            committed_len: active.committed_len,
+            file: active.file.clone(),
+        }
     }
 
     /// Checks every frame of every segment, and the index files, and reports

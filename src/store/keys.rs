@@ -37,7 +37,7 @@ use crate::format::batch::decode_batch;
 use crate::format::keys_file::{key_hash, KeysFile, KeysLayout, TimedPosting};
 use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::log::dir::write_file_atomically;
-use crate::log::SealedBytes;
+use crate::log::{ActiveBytes, SealedBytes};
 use crate::payload;
 use crate::storage::{Mapped, OpenMode, Storage};
 
@@ -99,6 +99,8 @@ impl Loaded {
 #[derive(Debug, Default)]
 pub(crate) struct KeyIndex {
     loaded: Mutex<HashMap<(PathBuf, u64), Arc<Loaded>>>,
+    /// The active segment's postings, by log directory.
+    active: Mutex<HashMap<PathBuf, ActiveKeys>>,
     /// Held while a file is built and written: two queries that need the
     /// same file build it once, and never write the same temporary file at
     /// once.
@@ -142,6 +144,34 @@ impl KeyIndex {
         let loaded = Arc::new(loaded);
         self.lock().insert(key, loaded.clone());
         Some(loaded)
+    }
+
+    /// The active segment's postings for `lookup` (extended to what is
+    /// committed now), and the offset they cover the segment up to: from
+    /// there on a query scans.
+    pub fn active_hits(
+        &self,
+        dir: &Path,
+        active: &ActiveBytes,
+        lookup: Lookup,
+        time_us: &std::ops::RangeInclusive<i64>,
+    ) -> (Vec<(ActivePosting, Option<u64>)>, u64) {
+        let mut all = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = all
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| ActiveKeys::new(active.base_offset));
+        if !keys.still_describes(active) {
+            *keys = ActiveKeys::new(active.base_offset);
+        }
+        keys.extend(active);
+        (keys.hits(lookup, time_us), keys.covered_offset)
+    }
+
+    /// Forgets the active segment's postings of the log in `dir`: a hit in
+    /// them failed verification.
+    pub fn drop_active(&self, dir: &Path) {
+        let mut all = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        all.remove(dir);
     }
 
     /// Forgets the key file of the segment at `base` of the log in `dir`
@@ -242,19 +272,20 @@ fn write_keys(storage: &dyn Storage, dir: &Path, base: u64, bytes: &[u8]) {
     }
 }
 
-/// One frame a posting named, verified: `None` if the posting does not
-/// name a whole, checksummed frame of `segment` whose offset lies in it.
-pub(crate) fn frame_at<'a>(
-    bytes: &'a [u8],
-    segment: &SealedBytes,
-    position: u32,
-) -> Option<crate::format::FrameView<'a>> {
-    let pos = position as usize;
-    let len = usize::try_from(segment.len()).ok()?.min(bytes.len());
-    let header = bytes.get(pos..(pos + FRAME_HEADER_LEN).min(len))?;
-    if header.len() != FRAME_HEADER_LEN {
-        return None;
-    }
+/// One frame a posting named, verified: `None` unless `bytes` holds at
+/// `pos` a whole frame whose checksum matches and whose offset lies in
+/// `offsets`.
+pub(crate) fn check_frame(
+    bytes: &[u8],
+    pos: usize,
+    offsets: std::ops::Range<u64>,
+) -> Option<crate::format::FrameView<'_>> {
+    let header = bytes.get(pos..pos.checked_add(FRAME_HEADER_LEN)?)?;
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&header[at..at + 8]);
+        w
+    };
     let u32_at = |at: usize| {
         u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
     };
@@ -262,19 +293,179 @@ pub(crate) fn frame_at<'a>(
     let end = pos
         .checked_add(FRAME_HEADER_LEN)?
         .checked_add(payload_len)?;
-    if end > len || crc32fast::hash(&bytes[pos + 4..end]) != u32_at(0) {
+    let frame = bytes.get(pos..end)?;
+    if crc32fast::hash(&frame[4..]) != u32_at(0) {
         return None;
     }
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&header[8..16]);
-    let offset = u64::from_le_bytes(word);
-    word.copy_from_slice(&header[16..24]);
-    let timestamp_us = i64::from_le_bytes(word);
-    (segment.base_offset()..segment.next_offset())
+    let offset = u64::from_le_bytes(word(8));
+    let timestamp_us = i64::from_le_bytes(word(16));
+    offsets
         .contains(&offset)
         .then_some(crate::format::FrameView {
             offset,
             timestamp_us,
-            payload: &bytes[pos + FRAME_HEADER_LEN..end],
+            payload: &frame[FRAME_HEADER_LEN..],
         })
+}
+
+/// A frame of the active segment, as its in-memory key index names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ActivePosting {
+    pub position: u32,
+    pub timestamp_us: i64,
+    /// The whole frame's length, header included.
+    pub len: u32,
+}
+
+/// Key postings of the committed part of a log's active segment, kept in
+/// memory (an active segment has no key file: it is still written) and
+/// extended by each query from where the last one stopped.
+#[derive(Debug, Default)]
+struct ActiveKeys {
+    base_offset: u64,
+    /// The offset after the last record indexed (`covered_until`): queries
+    /// read past it by scan.
+    covered_offset: u64,
+    /// The position after the last batch indexed.
+    covered_position: u64,
+    /// The header of the last batch indexed: a read-only view whose active
+    /// segment was cut back (an unacknowledged group dropped) and written
+    /// again is noticed by it, and indexed again.
+    last_batch: Option<(u64, Vec<u8>)>,
+    tenants: HashMap<u64, Vec<ActivePosting>>,
+    runs: HashMap<u64, Vec<ActivePosting>>,
+    others: Vec<ActivePosting>,
+}
+
+/// Which key a query looks up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Lookup {
+    Tenant(u64),
+    Run(u64),
+}
+
+impl ActiveKeys {
+    fn new(base_offset: u64) -> Self {
+        ActiveKeys {
+            base_offset,
+            covered_offset: base_offset,
+            covered_position: SEGMENT_HEADER_LEN as u64,
+            ..ActiveKeys::default()
+        }
+    }
+
+    /// Whether what it indexed is still what the segment holds.
+    fn still_describes(&self, active: &ActiveBytes) -> bool {
+        if self.base_offset != active.base_offset
+            || self.covered_position > active.committed_len
+            || self.covered_offset > active.next_offset
+        {
+            return false;
+        }
+        let Some((position, header)) = &self.last_batch else {
+            return true;
+        };
+        let mut now = vec![0u8; header.len()];
+        active.file.read_exact_at(&mut now, *position).is_ok() && now == *header
+    }
+
+    /// Indexes the batches committed since the last call. Stops at a batch
+    /// that does not verify: the scan reads from there, and reports it.
+    fn extend(&mut self, active: &ActiveBytes) {
+        let start = self.covered_position;
+        let Some(len) = active.committed_len.checked_sub(start) else {
+            return;
+        };
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
+        if len == 0 {
+            return;
+        }
+        let mut bytes = vec![0u8; len];
+        if active.file.read_exact_at(&mut bytes, start).is_err() {
+            return;
+        }
+        let mut pos = 0;
+        while pos < len {
+            let Ok(batch) = decode_batch(&bytes[pos..], Some(self.covered_offset)) else {
+                return;
+            };
+            let mut at = pos + crate::format::BATCH_HEADER_LEN;
+            let mut postings = Vec::with_capacity(batch.header.record_count as usize);
+            for frame in batch.frames() {
+                let frame_len = FRAME_HEADER_LEN + frame.payload.len();
+                let (Ok(position), Ok(frame_len_u32)) =
+                    (u32::try_from(start + at as u64), u32::try_from(frame_len))
+                else {
+                    return;
+                };
+                let posting = ActivePosting {
+                    position,
+                    timestamp_us: frame.timestamp_us,
+                    len: frame_len_u32,
+                };
+                // One-line swap point for `event_view::view`.
+                let keys = match payload::decode(frame.offset, frame.timestamp_us, frame.payload) {
+                    Ok(Entry::Event(e)) => {
+                        Some((key_hash(&e.tenant_id), e.run_id.as_deref().map(key_hash)))
+                    }
+                    _ => None,
+                };
+                postings.push((posting, keys));
+                at += frame_len;
+            }
+            for (posting, keys) in postings {
+                match keys {
+                    Some((tenant, run)) => {
+                        self.tenants.entry(tenant).or_default().push(posting);
+                        if let Some(run) = run {
+                            self.runs.entry(run).or_default().push(posting);
+                        }
+                    }
+                    None => self.others.push(posting),
+                }
+            }
+            let header = bytes[pos..pos + crate::format::BATCH_HEADER_LEN].to_vec();
+            self.last_batch = Some((start + pos as u64, header));
+            pos += batch.len();
+            self.covered_position = start + pos as u64;
+            self.covered_offset = batch.header.next_offset();
+        }
+    }
+
+    /// The postings for `lookup` (each with the key hash it was posted
+    /// under) and the records that are not events, with a timestamp in
+    /// `time_us` where the postings are chosen by time, by position.
+    fn hits(
+        &self,
+        lookup: Lookup,
+        time_us: &std::ops::RangeInclusive<i64>,
+    ) -> Vec<(ActivePosting, Option<u64>)> {
+        let mut hits: Vec<(ActivePosting, Option<u64>)> = match lookup {
+            Lookup::Tenant(hash) => self
+                .tenants
+                .get(&hash)
+                .map(|p| {
+                    p.iter()
+                        .filter(|p| time_us.contains(&p.timestamp_us))
+                        .map(|p| (*p, Some(hash)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Lookup::Run(hash) => self
+                .runs
+                .get(&hash)
+                .map(|p| p.iter().map(|p| (*p, Some(hash))).collect())
+                .unwrap_or_default(),
+        };
+        hits.extend(
+            self.others
+                .iter()
+                .filter(|p| time_us.contains(&p.timestamp_us))
+                .map(|p| (*p, None)),
+        );
+        hits.sort_unstable();
+        hits
+    }
 }

@@ -2,12 +2,18 @@
 
 use std::ops::Range;
 
-use super::{decode_entry, keys, Store};
+use super::keys::{self, Lookup};
+use super::{decode_entry, Store};
 use crate::error::{Error, Result};
 use crate::event::{check_id, Action, Entry, Field, GapMarker, StoredEvent};
 use crate::format::keys_file::key_hash;
-use crate::log::{Log, SealedBytes};
+use crate::format::FrameView;
+use crate::log::{ActiveBytes, Log, SealedBytes};
 use crate::payload;
+
+/// The most bytes of the active segment one `pread` reads for a query's
+/// hits: hits closer together than this are read at once.
+const ACTIVE_READ_MAX_BYTES: u64 = 4 << 20;
 
 /// The most events one page returns.
 pub const LIMIT_MAX: usize = 100_000;
@@ -358,7 +364,30 @@ impl Store {
             }
             from = segment.next_offset();
         }
-        // Past the last indexed segment (`covered_until`): by scan.
+        if indexed && from < query.offsets.end {
+            let active = log.active_segment();
+            if from < active.base_offset {
+                let to = active.base_offset;
+                if let Some(done) = self.scan_range(query, shard, log, from..to, &time_us, page)? {
+                    return Ok(done);
+                }
+                from = to;
+            }
+            if from < active.next_offset {
+                let (mut outcome, mut covered) =
+                    self.index_active(query, shard, log, &active, from, &time_us, page)?;
+                if let Indexed::Dropped = outcome {
+                    (outcome, covered) =
+                        self.index_active(query, shard, log, &active, from, &time_us, page)?;
+                }
+                match outcome {
+                    Indexed::Done(done) => return Ok(done),
+                    Indexed::Next => from = from.max(covered),
+                    Indexed::Unusable | Indexed::Dropped => {}
+                }
+            }
+        }
+        // Past what the key indexes cover (`covered_until`): by scan.
         Ok(self
             .scan_range(query, shard, log, from..u64::MAX, &time_us, page)?
             .unwrap_or(Scan::Exhausted))
@@ -438,26 +467,124 @@ impl Store {
         };
         hits.extend(keys.others(time_us).into_iter().map(|p| (p, None)));
         hits.sort_unstable();
-        let Ok(bytes) = segment.bytes() else {
+        let Ok(map) = segment.bytes() else {
             // The scan meets the same failure and reports it.
             return Ok(Indexed::Unusable);
         };
+        let len = usize::try_from(segment.len()).map_or(map.len(), |l| l.min(map.len()));
+        let bytes = &map[..len];
+        let offsets = segment.base_offset()..segment.next_offset();
+        let frames = hits.iter().enumerate().map(|(i, &(position, posted))| {
+            // Two postings of one frame: the file is wrong.
+            let twice = hits.get(i + 1).is_some_and(|next| next.0 == position);
+            let frame = keys::check_frame(bytes, position as usize, offsets.clone());
+            (frame.filter(|_| !twice), posted)
+        });
+        if let Some(done) = self.take_hits(query, shard, log, from, time_us, page, frames) {
+            return Ok(done);
+        }
+        tracing::warn!(dir = %log.dir().display(), base_offset = segment.base_offset(), "a key index named a frame that does not match it; built again from the segment");
+        self.inner
+            .keys
+            .drop_file(storage, log.dir(), segment.base_offset(), write);
+        Ok(Indexed::Dropped)
+    }
+
+    /// Reads the active segment, from `from`, through its in-memory key
+    /// index, up to the offset it covers (returned; the caller scans from
+    /// there).
+    #[expect(clippy::too_many_arguments, reason = "one step of scan_shard")]
+    fn index_active(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        active: &ActiveBytes,
+        from: u64,
+        time_us: &std::ops::RangeInclusive<i64>,
+        page: &mut QueryPage,
+    ) -> Result<(Indexed, u64)> {
+        let lookup = match (&query.run_id, &query.tenant) {
+            (Some(run), _) => Lookup::Run(key_hash(run)),
+            (None, Some(tenant)) => Lookup::Tenant(key_hash(tenant)),
+            (None, None) => return Ok((Indexed::Unusable, from)),
+        };
+        let keys = &self.inner.keys;
+        let (hits, covered) = keys.active_hits(log.dir(), active, lookup, time_us);
+        let (Some(first), Some(last)) = (hits.first(), hits.last()) else {
+            return Ok((Indexed::Next, covered));
+        };
+        let offsets = active.base_offset..covered;
+        let start = u64::from(first.0.position);
+        let span = u64::from(last.0.position) + u64::from(last.0.len) - start;
+        // Close hits are read in one `pread`, far ones one by one.
+        let read = |at: u64, len: u64| -> Option<Vec<u8>> {
+            let mut buf = vec![0u8; usize::try_from(len).ok()?];
+            active.file.read_exact_at(&mut buf, at).ok().map(|()| buf)
+        };
+        let mut bufs: Vec<Option<Vec<u8>>> = Vec::new();
+        let whole = (span <= ACTIVE_READ_MAX_BYTES)
+            .then(|| read(start, span))
+            .flatten();
+        if whole.is_none() {
+            bufs = hits
+                .iter()
+                .map(|(p, _)| read(u64::from(p.position), u64::from(p.len)))
+                .collect();
+        }
+        let frames = hits.iter().enumerate().map(|(i, &(p, posted))| {
+            let twice = hits
+                .get(i + 1)
+                .is_some_and(|next| next.0.position == p.position);
+            let frame = match &whole {
+                Some(buf) => {
+                    let at = (u64::from(p.position) - start) as usize;
+                    keys::check_frame(buf, at, offsets.clone())
+                }
+                None => bufs[i]
+                    .as_deref()
+                    .and_then(|buf| keys::check_frame(buf, 0, offsets.clone())),
+            };
+            (frame.filter(|_| !twice), posted)
+        });
+        if let Some(done) = self.take_hits(query, shard, log, from, time_us, page, frames) {
+            return Ok((done, covered));
+        }
+        tracing::warn!(dir = %log.dir().display(), "the active segment's key index named a frame that does not match it; built again");
+        keys.drop_active(log.dir());
+        Ok((Indexed::Dropped, covered))
+    }
+
+    /// Hands the verified frames of one segment's hits (in position order,
+    /// each with the key hash it was posted under, `None` for a record
+    /// posted as not an event) to [`Store::take_record`]. `None` when a hit
+    /// fails verification: the page is then as it was before the segment.
+    #[expect(clippy::too_many_arguments, reason = "one step of scan_shard")]
+    fn take_hits<'a>(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        from: u64,
+        time_us: &std::ops::RangeInclusive<i64>,
+        page: &mut QueryPage,
+        frames: impl Iterator<Item = (Option<FrameView<'a>>, Option<u64>)>,
+    ) -> Option<Indexed> {
         let undo = Undo::of(page);
         let mut last_offset = None;
-        for (i, &(position, posted)) in hits.iter().enumerate() {
-            let verified = keys::frame_at(&bytes, segment, position).filter(|frame| {
-                last_offset.is_none_or(|last| frame.offset > last)
-                    && hits.get(i + 1).is_none_or(|next| next.0 != position)
-            });
+        for (frame, posted) in frames {
+            let verified = frame.filter(|f| last_offset.is_none_or(|last| f.offset > last));
             let Some(frame) = verified else {
-                return Ok(self.drop_keys(log, segment, write, undo, page));
+                undo.apply(page);
+                return None;
             };
             last_offset = Some(frame.offset);
             let in_range = time_us.contains(&frame.timestamp_us);
             if (posted.is_none() || query.run_id.is_none()) && !in_range {
                 // Tenant postings and others were chosen by this very
                 // timestamp (run postings carry none).
-                return Ok(self.drop_keys(log, segment, write, undo, page));
+                undo.apply(page);
+                return None;
             }
             if frame.offset < from || !in_range {
                 continue;
@@ -477,38 +604,18 @@ impl Store {
                 (Ok(_) | Err(_), None) => true,
             };
             if !as_posted {
-                return Ok(self.drop_keys(log, segment, write, undo, page));
+                undo.apply(page);
+                return None;
             }
             let entry = entry.map_err(|e| Error::BadPayload {
                 offset: frame.offset,
                 reason: e.0,
             });
             if let Some(done) = self.take_record(query, shard, log, frame.offset, entry, page) {
-                return Ok(Indexed::Done(done));
+                return Some(Indexed::Done(done));
             }
         }
-        Ok(Indexed::Next)
-    }
-
-    /// Drops a key index that failed a check and undoes the segment's part
-    /// of the page: the segment is read again by scan.
-    fn drop_keys(
-        &self,
-        log: &Log,
-        segment: &SealedBytes,
-        write: bool,
-        undo: Undo,
-        page: &mut QueryPage,
-    ) -> Indexed {
-        tracing::warn!(dir = %log.dir().display(), base_offset = segment.base_offset(), "a key index named a frame that does not match it; dropped, the segment is read by scan");
-        self.inner.keys.drop_file(
-            &*self.inner.storage,
-            log.dir(),
-            segment.base_offset(),
-            write,
-        );
-        undo.apply(page);
-        Indexed::Dropped
+        Some(Indexed::Next)
     }
 
     /// Adds one record (in offset order) to the page; `Some` when the page
