@@ -328,6 +328,9 @@ fn query_pages_cover_every_shard_once_in_shard_then_offset_order() {
     assert_eq!(got, expected);
 }
 
+/// Which of the (shard, offset, tenant, run) written a query must return.
+type Wanted = Box<dyn Fn(&(u32, u64, String, String)) -> bool>;
+
 /// Tenant and run queries read every shard's sealed segments through key
 /// indexes (written by each shard's own writer, built in memory for the
 /// other shards) and its active segment through in-memory postings: every
@@ -364,7 +367,7 @@ fn tenant_and_run_queries_through_key_indexes_of_every_shard_equal_the_scan() {
     for store in &stores {
         store.refresh().unwrap();
     }
-    let queries: Vec<(Query, Box<dyn Fn(&(u32, u64, String, String)) -> bool>)> = vec![
+    let queries: Vec<(Query, Wanted)> = vec![
         (Query::tenant("tenant-1"), Box::new(|w| w.2 == "tenant-1")),
         (
             Query::all_tenants().run_id("run-3"),
