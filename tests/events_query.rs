@@ -21,7 +21,7 @@ mod common;
 use std::sync::Arc;
 
 use enforcelog::event::{EventError, Field};
-use enforcelog::format::keys_file::{KeysFile, RunPosting};
+use enforcelog::format::keys_file::KeysFile;
 use enforcelog::storage::sim::SimStorage;
 use enforcelog::storage::Storage;
 use enforcelog::timestamp::{MAX_US, MIN_US};
@@ -109,10 +109,12 @@ enum KeysDamage {
     Truncate,
     /// The file of another segment under this one's name.
     Swap,
-    /// A file that checks whole and describes the segment, but whose
-    /// tenants' and runs' hashes are permuted: every posting names a frame
-    /// of another key.
-    Permute,
+    // Not here: a file that checks whole, is bound to the segment and
+    // still names the wrong frames (its key hashes permuted). Only a broken
+    // build or a forger writes one, and it can hide events from a query
+    // that visits none of its wrong postings (seed 123906329489011: a
+    // tenant's relabelled postings all lay before the query's first
+    // offset). docs/DESIGN.md, "Key indexes", states that limit.
 }
 
 impl Case {
@@ -363,7 +365,6 @@ fn keys_damage_strategy() -> impl Strategy<Value = KeysDamage> {
         KeysDamage::FlipBit,
         KeysDamage::Truncate,
         KeysDamage::Swap,
-        KeysDamage::Permute,
     ])
 }
 
@@ -711,49 +712,8 @@ fn damage_key_files(
             KeysDamage::Swap => {
                 storage.write_file(&path, &files[at.index(files.len())].1);
             }
-            KeysDamage::Permute => {
-                let file = KeysFile::decode(bytes).expect("a key file the store wrote decodes");
-                storage.write_file(&path, &permuted(&file).encode());
-            }
         }
     }
-}
-
-/// `file` with its tenant hashes rotated among themselves, and its run
-/// hashes too: consistent and bound to its segment, but every posting
-/// names an event of another key.
-fn permuted(file: &KeysFile) -> KeysFile {
-    let rotate = |hashes: &[u64], hash: u64| {
-        let i = hashes.iter().position(|&h| h == hash).unwrap_or(0);
-        hashes[(i + 1) % hashes.len()]
-    };
-    let tenants: Vec<u64> = file.tenants.iter().map(|t| t.tenant_hash).collect();
-    let mut runs: Vec<u64> = file.run_postings.iter().map(|r| r.run_hash).collect();
-    runs.dedup();
-    let mut records = Vec::new();
-    for t in &file.tenants {
-        let first = t.first as usize;
-        for p in &file.tenant_postings[first..first + t.count as usize] {
-            records.push((*p, Some((rotate(&tenants, t.tenant_hash), None))));
-        }
-    }
-    records.extend(file.others.iter().map(|p| (*p, None)));
-    let mut out = KeysFile::from_records(
-        file.base_offset,
-        file.next_offset,
-        file.segment_len,
-        records,
-    );
-    out.run_postings = file
-        .run_postings
-        .iter()
-        .map(|r| RunPosting {
-            run_hash: rotate(&runs, r.run_hash),
-            position: r.position,
-        })
-        .collect();
-    out.run_postings.sort_unstable();
-    out
 }
 
 #[test]

@@ -32,13 +32,12 @@ use std::sync::{Arc, Mutex};
 
 use tracing::warn;
 
-use crate::event::Entry;
+use crate::event_view::{view, EntryView};
 use crate::format::batch::decode_batch;
 use crate::format::keys_file::{key_hash, KeysFile, KeysLayout, TimedPosting};
 use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::log::dir::write_file_atomically;
 use crate::log::{ActiveBytes, SealedBytes};
-use crate::payload;
 use crate::storage::{Mapped, OpenMode, Storage};
 
 /// The directory of the key files, inside a log directory. The log lists it
@@ -234,11 +233,8 @@ pub(crate) fn build(segment: &SealedBytes) -> Option<Vec<u8>> {
                 timestamp_us: frame.timestamp_us,
                 position: u32::try_from(at).ok()?,
             };
-            // One-line swap point for `event_view::view` (no allocation).
-            let keys = match payload::decode(frame.offset, frame.timestamp_us, frame.payload) {
-                Ok(Entry::Event(e)) => {
-                    Some((key_hash(&e.tenant_id), e.run_id.as_deref().map(key_hash)))
-                }
+            let keys = match view(frame.offset, frame.timestamp_us, frame.payload) {
+                Ok(EntryView::Event(k)) => Some((key_hash(k.tenant_id), k.run_id.map(key_hash))),
                 _ => None,
             };
             records.push((posting, keys));
@@ -405,10 +401,9 @@ impl ActiveKeys {
                     timestamp_us: frame.timestamp_us,
                     len: frame_len_u32,
                 };
-                // One-line swap point for `event_view::view`.
-                let keys = match payload::decode(frame.offset, frame.timestamp_us, frame.payload) {
-                    Ok(Entry::Event(e)) => {
-                        Some((key_hash(&e.tenant_id), e.run_id.as_deref().map(key_hash)))
+                let keys = match view(frame.offset, frame.timestamp_us, frame.payload) {
+                    Ok(EntryView::Event(k)) => {
+                        Some((key_hash(k.tenant_id), k.run_id.map(key_hash)))
                     }
                     _ => None,
                 };

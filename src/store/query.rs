@@ -1,11 +1,12 @@
 //! Reading events back: filters, tenant isolation, pagination.
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 use super::keys::{self, Lookup};
-use super::{decode_entry, Store};
+use super::Store;
 use crate::error::{Error, Result};
 use crate::event::{check_id, Action, Entry, Field, GapMarker, StoredEvent};
+use crate::event_view::{self, EntryView, EventKeys};
 use crate::format::keys_file::key_hash;
 use crate::format::FrameView;
 use crate::log::{ActiveBytes, Log, SealedBytes};
@@ -173,6 +174,18 @@ impl Query {
                 .is_none_or(|r| e.run_id.as_ref() == Some(r))
             && self.since_us.is_none_or(|s| e.enforced_at_us >= s)
             && self.until_us.is_none_or(|u| e.enforced_at_us < u)
+    }
+
+    /// [`Query::matches`] on an event's keys, viewed in place: the same
+    /// answer (`view` and `decode` agree on every field), before anything
+    /// is decoded or allocated.
+    fn matches_keys(&self, k: &EventKeys<'_>) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == k.tenant_id)
+            && self.rule.as_deref().is_none_or(|r| r == k.rule_id)
+            && self.action.is_none_or(|a| a == k.action)
+            && self.run_id.as_deref().is_none_or(|r| k.run_id == Some(r))
+            && self.since_us.is_none_or(|s| k.enforced_at_us >= s)
+            && self.until_us.is_none_or(|u| k.enforced_at_us < u)
     }
 }
 
@@ -415,18 +428,34 @@ impl Store {
         }
         // Gap markers are stamped with the time they were written; a time
         // range applies to them too.
-        let reader = log.read_time_range(offsets.start, time_us.clone())?;
-        for record in reader {
-            let record = record?;
-            if record.offset >= offsets.end {
-                return Ok(None);
+        let mut done = None;
+        log.scan(offsets.start, time_us.clone(), |frame| {
+            if frame.offset >= offsets.end {
+                return ControlFlow::Break(());
             }
-            let entry = decode_entry(&record);
-            if let Some(done) = self.take_record(query, shard, log, record.offset, entry, page) {
-                return Ok(Some(done));
+            // Most records a tenant's (or a run's) query passes are someone
+            // else's: reject them on their keys, with no decode.
+            if let Ok(EntryView::Event(keys)) =
+                event_view::view(frame.offset, frame.timestamp_us, frame.payload)
+            {
+                if !query.matches_keys(&keys) {
+                    if frame.offset >= query.offsets.end {
+                        done = Some(Scan::Exhausted);
+                        return ControlFlow::Break(());
+                    }
+                    return ControlFlow::Continue(());
+                }
             }
-        }
-        Ok(None)
+            let entry = decode_frame(frame.offset, frame.timestamp_us, frame.payload);
+            match self.take_record(query, shard, log, frame.offset, entry, page) {
+                Some(scan) => {
+                    done = Some(scan);
+                    ControlFlow::Break(())
+                }
+                None => ControlFlow::Continue(()),
+            }
+        })?;
+        Ok(done)
     }
 
     /// Reads one sealed segment, from `from`, through its key index: the
@@ -589,28 +618,34 @@ impl Store {
             if frame.offset < from || !in_range {
                 continue;
             }
-            // One-line swap point for `event_view::view`: check the keys
-            // on the borrowed view, decode in full only what is returned.
-            let entry = payload::decode(frame.offset, frame.timestamp_us, frame.payload);
-            let as_posted = match (&entry, posted) {
-                (Ok(Entry::Event(e)), Some(hash)) => {
+            // The keys, viewed in place: they confirm the posting (its hash
+            // names this record's tenant or run) and reject what the query
+            // does not want; only what it returns is decoded in full.
+            let viewed = event_view::view(frame.offset, frame.timestamp_us, frame.payload);
+            let as_posted = match (&viewed, posted) {
+                (Ok(EntryView::Event(k)), Some(hash)) => {
                     let key = match &query.run_id {
-                        Some(_) => e.run_id.as_deref(),
-                        None => Some(e.tenant_id.as_str()),
+                        Some(_) => k.run_id,
+                        None => Some(k.tenant_id),
                     };
                     key.map(key_hash) == Some(hash)
                 }
-                (Ok(Entry::Event(_)), None) | (Ok(_) | Err(_), Some(_)) => false,
+                (Ok(EntryView::Event(_)), None) | (Ok(_) | Err(_), Some(_)) => false,
                 (Ok(_) | Err(_), None) => true,
             };
             if !as_posted {
                 undo.apply(page);
                 return None;
             }
-            let entry = entry.map_err(|e| Error::BadPayload {
-                offset: frame.offset,
-                reason: e.0,
-            });
+            if let Ok(EntryView::Event(k)) = &viewed {
+                if !query.matches_keys(k) {
+                    if frame.offset >= query.offsets.end {
+                        return Some(Indexed::Done(Scan::Exhausted));
+                    }
+                    continue;
+                }
+            }
+            let entry = decode_frame(frame.offset, frame.timestamp_us, frame.payload);
             if let Some(done) = self.take_record(query, shard, log, frame.offset, entry, page) {
                 return Some(Indexed::Done(done));
             }
@@ -698,4 +733,12 @@ impl Undo {
         page.undecodable = self.undecodable;
         page.lost = self.lost;
     }
+}
+
+/// A record's payload decoded whole, as a query's result.
+fn decode_frame(offset: u64, timestamp_us: i64, bytes: &[u8]) -> Result<Entry> {
+    payload::decode(offset, timestamp_us, bytes).map_err(|e| Error::BadPayload {
+        offset,
+        reason: e.0,
+    })
 }
