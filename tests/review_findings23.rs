@@ -537,3 +537,82 @@ fn damage_in_a_zero_filled_active_segment_is_judged_as_without_zeros() {
         "seed {seed}: (kept, offset appended after, lost, verify problems, clean after repair, kept after repair)"
     );
 }
+
+// ---------------------------------------------------------------------
+// Key index: a key file that checks whole and is bound to the right
+// (base, next, length) but belongs to another store.
+// ---------------------------------------------------------------------
+
+fn key_store_options() -> enforcelog::StoreOptions {
+    enforcelog::StoreOptions {
+        log: LogOptions {
+            segment_max_bytes: 8 << 10,
+            record_max_bytes: 4 << 10,
+            ..LogOptions::default()
+        },
+        ..enforcelog::StoreOptions::default()
+    }
+}
+
+/// Every `.keys` file under `dir`, by path relative to it.
+fn keys_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "keys") {
+                out.push(path.strip_prefix(dir).expect("under dir").to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Two stores of the same shape (one tenant each, events of one size: a
+/// fleet's stores look like this). Store B's key files copied over store
+/// A's (a restore from the wrong shard's backup; a store wiped and created
+/// again in place, its `keys/` left behind) check whole and name A's
+/// segments by (base, next, length): A's tenant has no postings in them, no
+/// posting fails a check, and A's events are silently missing from its
+/// tenant's query. The key file names no store (`store_tag`), nor anything
+/// of the segment's content.
+#[test]
+#[ignore = "confirmed: a key file of another store with the same shape hides every event of the tenant"]
+fn a_key_file_of_another_store_does_not_hide_events() {
+    let a = tempfile::tempdir().expect("temporary directory");
+    let b = tempfile::tempdir().expect("temporary directory");
+    let details = serde_json::json!({"note": "\u{0}\u{0}\u{0}\u{0}", "nested": {"a": [0, 0, 0]}});
+    let details = details.as_object().expect("object").clone();
+    for (dir, tenant) in [(a.path(), "acme"), (b.path(), "beta")] {
+        let store = enforcelog::Store::open(dir, key_store_options()).expect("open");
+        for i in 0..200 {
+            let event = enforcelog::Event::new(tenant, "r-1", Action::Blocked)
+                .with_run_id(format!("run-{:03}", i % 100))
+                .with_details(details.clone());
+            store.record_blocking(event).expect("record");
+        }
+        // Builds (and writes) every sealed segment's key file.
+        let page = store
+            .query(&enforcelog::Query::tenant(tenant).limit(100_000))
+            .expect("query");
+        assert_eq!(page.events.len(), 200, "{tenant}");
+        store.close().expect("close");
+    }
+    let a_files = keys_files(a.path());
+    let b_files = keys_files(b.path());
+    assert!(!a_files.is_empty(), "no key files written: {a_files:?}");
+    assert_eq!(a_files, b_files, "the stores differ in shape");
+    for name in &a_files {
+        std::fs::copy(b.path().join(name), a.path().join(name)).expect("copy");
+    }
+    let store = enforcelog::Store::open(a.path(), key_store_options()).expect("reopen");
+    let page = store
+        .query(&enforcelog::Query::tenant("acme").limit(100_000))
+        .expect("query");
+    store.close().expect("close");
+    assert_eq!(page.events.len(), 200, "events of acme hidden by B's key files");
+}
