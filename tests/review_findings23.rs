@@ -614,5 +614,128 @@ fn a_key_file_of_another_store_does_not_hide_events() {
         .query(&enforcelog::Query::tenant("acme").limit(100_000))
         .expect("query");
     store.close().expect("close");
-    assert_eq!(page.events.len(), 200, "events of acme hidden by B's key files");
+    assert_eq!(
+        page.events.len(),
+        200,
+        "events of acme hidden by B's key files"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Interned ids: the (tenant, rule) table hashes with a fixed, unkeyed
+// multiply-rotate hash (`projection::intern::FxHasher`, seed in the source)
+// and resolves collisions by walking a chain. Ids are user input.
+// ---------------------------------------------------------------------
+
+/// The interning hash as `src/projection/intern.rs` computes it (the attack
+/// model: an attacker reads the open source and crafts ids offline).
+struct Fx(u64);
+
+const FX_SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Fx {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(FX_SEED);
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        self.add(bytes.len() as u64);
+    }
+}
+
+fn fx_state(tenant: &str, rule_head: &[u8]) -> u64 {
+    let mut h = Fx(0);
+    h.write(tenant.as_bytes());
+    for chunk in rule_head.chunks(8) {
+        h.add(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+    }
+    h.0
+}
+
+fn pair_hash(tenant: &str, rule: &str) -> u64 {
+    let mut h = Fx(0);
+    h.write(tenant.as_bytes());
+    h.write(rule.as_bytes());
+    h.0.rotate_left(26)
+}
+
+fn mul_inverse(a: u64) -> u64 {
+    // Newton's iteration for the inverse of an odd number mod 2^64.
+    let mut x = a;
+    for _ in 0..6 {
+        x = x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x)));
+    }
+    x
+}
+
+/// `n` 16-byte printable rule ids of `tenant` whose pair hash equals that
+/// of (`victim_tenant`, `victim_rule`).
+fn colliding_rules(tenant: &str, victim_tenant: &str, victim_rule: &str, n: usize) -> Vec<String> {
+    let target_final = pair_hash(victim_tenant, victim_rule).rotate_right(26);
+    // final = (rotl(h2, 5) ^ 16) * SEED  =>  h2 = rotr(final * SEED^-1 ^ 16, 5)
+    let inv = mul_inverse(FX_SEED);
+    let h2 = (target_final.wrapping_mul(inv) ^ 16).rotate_right(5);
+    // h2 = (rotl(h1, 5) ^ w2) * SEED  =>  w2 = rotl(h1, 5) ^ h2 * SEED^-1
+    let w2_mask = h2.wrapping_mul(inv);
+    let printable = |w: u64| w.to_le_bytes().iter().all(|b| (0x21..0x7f).contains(b));
+    let mut rng = Rng(0x5eed_c011);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let w1 = u64::from_le_bytes(std::array::from_fn(|_| 0x21 + (rng.next() % 94) as u8));
+        let h1 = fx_state(tenant, &w1.to_le_bytes());
+        let w2 = h1.rotate_left(5) ^ w2_mask;
+        if printable(w2) {
+            let mut bytes = w1.to_le_bytes().to_vec();
+            bytes.extend(w2.to_le_bytes());
+            out.push(String::from_utf8(bytes).expect("ASCII"));
+        }
+    }
+    out
+}
+
+fn victim_fold_cpu(attacker_rules: &[String]) -> Duration {
+    let mut p = TriggerStats::default();
+    // The victim's pair first: the oldest in its chain.
+    p.apply_keys(&keys("acme", "r-1", 1, 0));
+    for (i, rule) in attacker_rules.iter().enumerate() {
+        p.apply_keys(&keys("mallory", rule, 2, i as u64 + 1));
+    }
+    let started = std::time::Instant::now();
+    for i in 0..20_000u64 {
+        p.apply_keys(&keys("acme", "r-1", 3 + i as i64, i + 100_000));
+    }
+    started.elapsed()
+}
+
+/// One tenant's rule ids (any printable text up to 128 bytes) can be
+/// crafted offline so that every (tenant, rule) pair lands in the chain of
+/// another tenant's pair: each of the victim's events then walks the whole
+/// chain, on the one projection thread every tenant shares (and in every
+/// replay). 20,000 crafted rules make each victim event 20,000 string
+/// comparisons. The nested maps before issue 17 used std's randomly keyed
+/// SipHash. Demonstrated by a ratio (no absolute time): the same victim
+/// events after 20,000 crafted rules vs 20,000 ordinary ones.
+#[test]
+#[ignore = "confirmed: crafted rule ids collide in the unkeyed interning hash; another tenant's events walk the chain"]
+fn crafted_rule_ids_do_not_slow_another_tenants_fold() {
+    let crafted = colliding_rules("mallory", "acme", "r-1", 20_000);
+    for rule in crafted.iter().take(3) {
+        assert_eq!(
+            pair_hash("mallory", rule),
+            pair_hash("acme", "r-1"),
+            "{rule}"
+        );
+        assert!(enforcelog::event::check_id(enforcelog::Field::RuleId, rule).is_ok());
+    }
+    let ordinary: Vec<String> = (0..20_000).map(|i| format!("rule-{i:011}")).collect();
+    let slow = victim_fold_cpu(&crafted);
+    let fast = victim_fold_cpu(&ordinary);
+    assert!(
+        slow < fast * 20,
+        "20,000 victim events: {slow:?} after crafted rule ids, {fast:?} after ordinary ones"
+    );
 }
