@@ -32,8 +32,10 @@
 //! (`Log::read_from`, checksums, payload decode, nothing folded) and (a) the
 //! replay (b, plus `TriggerStats::apply`). SQLite gets the same rows, read
 //! back from the log, in one transaction, WAL mode, with the indexes a user
-//! would create for the two queries (`(tenant_id, rule_id, enforced_at,
-//! action)` and `(tenant_id, enforced_at)`).
+//! would create for the three queries (`(tenant_id, rule_id, enforced_at,
+//! action)`, `(tenant_id, enforced_at)` and `(run_id)`). Run ids repeat
+//! (1–20 events per run, 64 runs in progress at once), so "all events of
+//! one run" has real answers.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -53,8 +55,8 @@ mod events;
 use counting_alloc::counted;
 use dataset::{
     build, check_stats, decode_pass, feed, files_with, ms, percentiles, place_checkpoint,
-    read_pass, replay, replay_pass, scan_pass, store_options, us, Checkpoint, DataSet, Keys,
-    Latency, Rng, DAY_US, END_US, SPAN_US, WINDOW_US,
+    read_pass, replay, replay_pass, run_id, scan_pass, store_options, us, Checkpoint, DataSet,
+    Keys, Latency, Rng, DAY_US, END_US, SPAN_US, WINDOW_US,
 };
 
 const DEFAULT_SEED: u64 = 0x5eed_0007;
@@ -198,8 +200,9 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
     for _ in 0..plan.repeats_for(ds.events) {
         best.mmap_read = best.mmap_read.min(mmap_pass(&ds.store).0);
         best.log_read = best.log_read.min(read_pass(&log));
-        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, ds.events, seed));
-        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, ds.events, seed));
+        let records = log.next_offset();
+        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, records, seed));
+        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, records, seed));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
     }
@@ -277,6 +280,9 @@ struct Workload {
     stats_pairs: Vec<u64>,
     /// (pair whose tenant is asked, window start).
     ranges: Vec<(u64, i64)>,
+    /// Which run is asked: the run of the event at this draw modulo the
+    /// events written (so every run asked has events).
+    run_picks: Vec<u64>,
 }
 
 fn workload(plan: &Plan, seed: u64) -> Workload {
@@ -291,9 +297,13 @@ fn workload(plan: &Plan, seed: u64) -> Workload {
             (pair, END_US - SPAN_US + rng.below(starts) as i64)
         })
         .collect();
+    let run_picks = (0..plan.range_queries)
+        .map(|_| rng.below(u64::MAX))
+        .collect();
     Workload {
         stats_pairs,
         ranges,
+        run_picks,
     }
 }
 
@@ -304,6 +314,15 @@ struct LogQueries {
     /// SQLite must answer too.
     stats_sample: Vec<(u64, RuleStats)>,
     range_counts: Vec<usize>,
+    /// All events of one run (`Query::all_tenants().run_id(..)`).
+    run: Latency,
+    /// (run asked, events returned).
+    run_counts: Vec<(u32, usize)>,
+    /// The first query that reads every sealed segment: it builds their key
+    /// indexes (they are built lazily, off the open path).
+    keys_build: Duration,
+    /// Bytes of the key index files it wrote.
+    keys_bytes: u64,
 }
 
 fn log_queries(ds: &DataSet, work: &Workload, seed: u64) -> LogQueries {
@@ -330,6 +349,14 @@ fn log_queries(ds: &DataSet, work: &Workload, seed: u64) -> LogQueries {
         }
     }
     let stats = percentiles(times);
+    // A tenant nobody has: every sealed segment is looked at, none read.
+    let started = Instant::now();
+    let page = store
+        .query(&Query::tenant("key-index-warm-up"))
+        .expect("query");
+    let keys_build = started.elapsed();
+    assert!(page.events.is_empty());
+    let keys_bytes = store_disk(&ds.store).keys;
     let mut times = Vec::with_capacity(work.ranges.len());
     let mut range_counts = Vec::with_capacity(work.ranges.len());
     for &(pair, start) in &work.ranges {
@@ -343,12 +370,30 @@ fn log_queries(ds: &DataSet, work: &Workload, seed: u64) -> LogQueries {
         assert_eq!(page.next_offset, None, "one page, seed {seed}");
         range_counts.push(page.events.len());
     }
+    let range = percentiles(times);
+    let mut times = Vec::with_capacity(work.run_picks.len());
+    let mut run_counts = Vec::with_capacity(work.run_picks.len());
+    for &pick in &work.run_picks {
+        let run = ds.written[(pick % ds.written.len() as u64) as usize].run;
+        let query = Query::all_tenants().run_id(run_id(run)).limit(100_000);
+        let started = Instant::now();
+        let page = store.query(&query).expect("query");
+        times.push(started.elapsed());
+        let want = ds.written.iter().filter(|w| w.run == run).count();
+        assert_eq!(page.events.len(), want, "run {run}, seed {seed}");
+        assert_eq!(page.next_offset, None, "one page, seed {seed}");
+        run_counts.push((run, page.events.len()));
+    }
     store.close().expect("close");
     LogQueries {
         stats,
-        range: percentiles(times),
+        range,
         stats_sample,
         range_counts,
+        run: percentiles(times),
+        run_counts,
+        keys_build,
+        keys_bytes,
     }
 }
 
@@ -366,6 +411,7 @@ const SQLITE_SCHEMA: &str = "
     );
     CREATE INDEX events_rule_time ON events (tenant_id, rule_id, enforced_at, action);
     CREATE INDEX events_tenant_time ON events (tenant_id, enforced_at);
+    CREATE INDEX events_run ON events (run_id);
 ";
 
 const SQL_COUNT: &str = "SELECT COUNT(*) FROM events \
@@ -383,6 +429,8 @@ const SQL_STATS: &str = "SELECT \
      FROM events WHERE tenant_id = ?1 AND rule_id = ?2 AND enforced_at <= ?4";
 const SQL_RANGE: &str = "SELECT id, tenant_id, rule_id, action, run_id, details, enforced_at \
      FROM events WHERE tenant_id = ?1 AND enforced_at >= ?2 AND enforced_at < ?3";
+const SQL_RUN: &str = "SELECT id, tenant_id, rule_id, action, run_id, details, enforced_at \
+     FROM events WHERE run_id = ?1";
 
 struct Sqlite {
     conn: Connection,
@@ -465,6 +513,7 @@ struct SqliteQueries {
     max: Latency,
     stats: Latency,
     range: Latency,
+    run: Latency,
     plans: Vec<String>,
 }
 
@@ -528,6 +577,37 @@ fn sqlite_stats_queries(
     times.map(percentiles)
 }
 
+/// A row of `SQL_RANGE` or `SQL_RUN` as the value `Store::query` returns.
+fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let details: Option<String> = row.get(5)?;
+    Ok(StoredEvent {
+        offset: row.get::<_, i64>(0)? as u64,
+        tenant_id: row.get(1)?,
+        rule_id: row.get(2)?,
+        action: Action::ALL[row.get::<_, usize>(3)?],
+        run_id: row.get(4)?,
+        details: details.map(|d| serde_json::from_str(&d).expect("JSON")),
+        enforced_at_us: row.get(6)?,
+    })
+}
+
+fn sqlite_run_queries(db: &Sqlite, seen: &LogQueries) -> Latency {
+    let mut by_run = db.conn.prepare(SQL_RUN).expect("prepare");
+    let mut times = Vec::with_capacity(seen.run_counts.len());
+    for &(run, want) in &seen.run_counts {
+        let run = run_id(run);
+        let events: Vec<StoredEvent> = timed(&mut times, || {
+            by_run
+                .query_map(params![run], stored_event)
+                .expect("run")
+                .collect::<Result<_, _>>()
+                .expect("rows")
+        });
+        assert_eq!(events.len(), want, "{run}");
+    }
+    percentiles(times)
+}
+
 fn sqlite_range_queries(db: &Sqlite, ds: &DataSet, work: &Workload, seen: &LogQueries) -> Latency {
     let mut range = db.conn.prepare(SQL_RANGE).expect("prepare");
     let mut times = Vec::with_capacity(work.ranges.len());
@@ -569,6 +649,7 @@ fn sqlite_queries(
         check_plan(&db.conn, SQL_MAX, "events_rule_time", 3),
         check_plan(&db.conn, SQL_STATS, "events_rule_time", 4),
         check_plan(&db.conn, SQL_RANGE, "events_tenant_time", 3),
+        check_plan(&db.conn, SQL_RUN, "events_run", 1),
     ];
     let [count, max, stats] = sqlite_stats_queries(db, ds, work, seen, seed);
     SqliteQueries {
@@ -576,6 +657,7 @@ fn sqlite_queries(
         max,
         stats,
         range: sqlite_range_queries(db, ds, work, seen),
+        run: sqlite_run_queries(db, seen),
         plans,
     }
 }
@@ -588,12 +670,14 @@ struct Disk {
     log: u64,
     idx: u64,
     checkpoint: u64,
+    /// Key index files (`keys/*.keys`).
+    keys: u64,
     other: u64,
 }
 
 impl Disk {
     fn total(&self) -> u64 {
-        self.log + self.idx + self.checkpoint + self.other
+        self.log + self.idx + self.checkpoint + self.keys + self.other
     }
 }
 
@@ -612,6 +696,7 @@ fn store_disk(dir: &Path) -> Disk {
                 Some("log") => &mut disk.log,
                 Some("idx") => &mut disk.idx,
                 Some("ckpt") => &mut disk.checkpoint,
+                Some("keys") => &mut disk.keys,
                 _ => &mut disk.other,
             };
             *slot += meta.len();
@@ -727,6 +812,7 @@ impl SizeReport {
                 "log_bytes": self.disk.log,
                 "idx_bytes": self.disk.idx,
                 "checkpoint_bytes": self.disk.checkpoint,
+                "keys_bytes": self.disk.keys,
                 "other_bytes": self.disk.other,
                 "bytes_per_event": self.disk.total() as f64 / n,
             },
@@ -743,6 +829,7 @@ struct QueryReport {
     sqlite_db: u64,
     sqlite_wal: u64,
     range_avg_events: f64,
+    run_avg_events: f64,
 }
 
 struct Goal {
@@ -771,6 +858,17 @@ fn goals(sizes: &[SizeReport], q: &QueryReport) -> Vec<Goal> {
         measured: format!("{:.2} µs", q.log.stats.p50.as_secs_f64() * 1e6),
         met: q.log.stats.p50 < Duration::from_micros(1),
     });
+    for (what, log, sqlite) in [
+        ("one tenant, one day", &q.log.range, &q.sqlite.range),
+        ("all events of one run_id", &q.log.run, &q.sqlite.run),
+    ] {
+        goals.push(Goal {
+            name: format!("query p50, {what} <= SQLite's ({} events)", q.events),
+            target: "<= 1.00x".into(),
+            measured: format!("{:.2}x", log.p50.as_secs_f64() / sqlite.p50.as_secs_f64()),
+            met: log.p50 <= sqlite.p50,
+        });
+    }
     for s in sizes {
         goals.push(Goal {
             name: format!(
@@ -884,6 +982,21 @@ fn print_queries(q: &QueryReport) {
         lat(&q.sqlite.range),
         ratio(&q.log.range, &q.sqlite.range)
     );
+    println!(
+        "    enforcelog query, 1 run_id         {}   ({:.1} events returned on average)",
+        lat(&q.log.run),
+        q.run_avg_events
+    );
+    println!(
+        "    SQLite same run (index on run_id)  {}   {:.2}x",
+        lat(&q.sqlite.run),
+        ratio(&q.log.run, &q.sqlite.run)
+    );
+    println!(
+        "    key indexes: built by the first query in {}, {:.1} B/event on disk",
+        ms(q.log.keys_build),
+        q.log.keys_bytes as f64 / q.events as f64
+    );
 }
 
 fn print_footprint(sizes: &[SizeReport], q: &QueryReport, mem: &Memory) {
@@ -963,6 +1076,13 @@ fn report_json(
             "sqlite_max": q.sqlite.max.to_json(),
             "sqlite_stats": q.sqlite.stats.to_json(),
             "sqlite_range": q.sqlite.range.to_json(),
+            "run_queries": q.log.run_counts.len(),
+            "run_avg_events": q.run_avg_events,
+            "enforcelog_run": q.log.run.to_json(),
+            "sqlite_run": q.sqlite.run.to_json(),
+            "key_index_build_s": q.log.keys_build.as_secs_f64(),
+            "key_index_bytes": q.log.keys_bytes,
+            "key_index_bytes_per_event": q.log.keys_bytes as f64 / q.events as f64,
             "sqlite_plans": q.sqlite.plans,
         },
         "sqlite": {
@@ -1036,6 +1156,8 @@ fn measure_size(
             events,
             rules: ds.pairs_seen().len(),
             range_avg_events: returned as f64 / log.range_counts.len() as f64,
+            run_avg_events: log.run_counts.iter().map(|c| c.1).sum::<usize>() as f64
+                / log.run_counts.len().max(1) as f64,
             log,
             sqlite,
             sqlite_build: db.build_time,

@@ -166,9 +166,9 @@ fn passes(plan: &Plan, dir: &Path) -> Passes {
     };
     for _ in 0..plan.repeats {
         best.read = best.read.min(read_pass(&log));
-        let events = log.next_offset();
-        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, events, 0));
-        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, events, 0));
+        let records = log.next_offset();
+        best.scan_1 = best.scan_1.min(scan_pass(&log, 1, records, 0));
+        best.scan_2 = best.scan_2.min(scan_pass(&log, 2, records, 0));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
         best.replay_by_keys = best.replay_by_keys.min(replay_by_keys_pass(&log));

@@ -21,7 +21,9 @@ mod common;
 use std::sync::Arc;
 
 use enforcelog::event::{EventError, Field};
+use enforcelog::format::keys_file::{KeysFile, RunPosting};
 use enforcelog::storage::sim::SimStorage;
+use enforcelog::storage::Storage;
 use enforcelog::timestamp::{MAX_US, MIN_US};
 use enforcelog::{
     Action, Durability, Error, Event, LogOptions, Query, Store, StoreOptions, StoredEvent,
@@ -94,6 +96,23 @@ struct Case {
     /// After which write the read-only store refreshes once mid-way.
     refresh_at: Index,
     queries: Vec<QuerySpec>,
+    /// What is done to the key index files before the reopen.
+    keys_damage: Vec<(KeysDamage, Index, Index)>,
+}
+
+/// Damage to one key index file (chosen by the first index), the second
+/// index picking a byte, a length or another file.
+#[derive(Debug, Clone, Copy)]
+enum KeysDamage {
+    Delete,
+    FlipBit,
+    Truncate,
+    /// The file of another segment under this one's name.
+    Swap,
+    /// A file that checks whole and describes the segment, but whose
+    /// tenants' and runs' hashes are permuted: every posting names a frame
+    /// of another key.
+    Permute,
 }
 
 impl Case {
@@ -310,6 +329,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         proptest::collection::vec(write_strategy(), 0..120),
         any::<Index>(),
         proptest::collection::vec(query_strategy(), 1..24),
+        proptest::collection::vec(
+            (keys_damage_strategy(), any::<Index>(), any::<Index>()),
+            0..4,
+        ),
     )
         .prop_map(
             |(
@@ -318,6 +341,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 writes,
                 refresh_at,
                 queries,
+                keys_damage,
             )| Case {
                 tenants,
                 rules,
@@ -328,8 +352,19 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 writes,
                 refresh_at,
                 queries,
+                keys_damage,
             },
         )
+}
+
+fn keys_damage_strategy() -> impl Strategy<Value = KeysDamage> {
+    proptest::sample::select(vec![
+        KeysDamage::Delete,
+        KeysDamage::FlipBit,
+        KeysDamage::Truncate,
+        KeysDamage::Swap,
+        KeysDamage::Permute,
+    ])
 }
 
 /// Turns a library result into a test-case result that names the step.
@@ -398,6 +433,35 @@ fn record_all(
             }
         }
         prop_assert_eq!(store.next_offset(), model.len() as u64, "step {}", step);
+        // A tenant's and a run's events as they commit: the active
+        // segment's key index grows from one query to the next.
+        let tenant = case.tenant(step);
+        let run = RUNS[step % RUNS.len()];
+        let page = check(
+            store.query(&Query::tenant(tenant).limit(100_000)),
+            "tenant query",
+        )?;
+        let want: Vec<&StoredEvent> = model.iter().filter(|e| e.tenant_id == tenant).collect();
+        prop_assert_eq!(
+            page.events.iter().collect::<Vec<_>>(),
+            want,
+            "step {}: {}",
+            step,
+            tenant
+        );
+        let query = Query::all_tenants().run_id(run).limit(100_000);
+        let page = check(store.query(&query), "run query")?;
+        let want: Vec<&StoredEvent> = model
+            .iter()
+            .filter(|e| e.run_id.as_deref() == Some(run))
+            .collect();
+        prop_assert_eq!(
+            page.events.iter().collect::<Vec<_>>(),
+            want,
+            "step {}: {}",
+            step,
+            run
+        );
         if step == refresh_at {
             check(reader.refresh(), "refresh mid-way")?;
             let seen = everything(reader)?;
@@ -544,19 +608,152 @@ fn run_case(case: &Case, runtime: &tokio::runtime::Runtime) -> Result<(), TestCa
     for spec in &case.queries {
         check_query(&store, case, &model, spec, "writer")?;
         check_query(&reader, case, &reader_model, spec, "read-only")?;
+        same_as_scan(&store, case, spec, "writer")?;
+        same_as_scan(&reader, case, spec, "read-only")?;
     }
     drop(reader);
+    // Every sealed segment's key index, as the writer builds it.
+    check(
+        store.query(&Query::tenant(TENANTS[0])),
+        "build every key index",
+    )?;
     check(store.close(), "close")?;
     drop(store);
+    let built = key_files(&storage);
+    damage_key_files(&storage, &case.keys_damage, &built);
 
-    // Reopened, the sealed segments' indexes come from their `.idx` files.
+    // Reopened, the sealed segments' indexes come from their `.idx` files,
+    // and the key indexes from theirs, or from the segments where a file
+    // does not check.
     let store = check(open(), "reopen")?;
     prop_assert_eq!(&everything(&store)?, &model, "reopened writer's view");
     for spec in &case.queries {
         check_query(&store, case, &model, spec, "reopened")?;
+        same_as_scan(&store, case, spec, "reopened")?;
     }
+    check(
+        store.query(&Query::tenant(TENANTS[0])),
+        "rebuild every key index",
+    )?;
+    // Each damaged file is built again, byte for byte as before.
+    prop_assert_eq!(
+        key_files(&storage),
+        built,
+        "key index files after the reopen"
+    );
     check(store.close(), "close after reopen")?;
     Ok(())
+}
+
+/// Runs one query page by page with the key indexes and by scan alone:
+/// every page (events, cursor, counts) is the same.
+fn same_as_scan(
+    store: &Store,
+    case: &Case,
+    spec: &QuerySpec,
+    view: &str,
+) -> Result<(), TestCaseError> {
+    let mut query = case.query(spec);
+    loop {
+        store.use_key_indexes(false);
+        let scanned = store.query(&query);
+        store.use_key_indexes(true);
+        let indexed = check(store.query(&query), "indexed query")?;
+        let scanned = check(scanned, "scanned query")?;
+        prop_assert_eq!(&indexed, &scanned, "{}: {:?}: indexed vs scan", view, spec);
+        match indexed.next_query(&query) {
+            Some(next) => query = next,
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The key index files of the store, by name.
+fn key_files(storage: &SimStorage) -> Vec<(String, Vec<u8>)> {
+    let dir = std::path::Path::new("/store/keys");
+    let mut names = storage.list(dir).unwrap_or_default();
+    names.retain(|n| n.ends_with(".keys"));
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let bytes = storage.read_file(dir.join(&n)).unwrap_or_default();
+            (n, bytes)
+        })
+        .collect()
+}
+
+fn damage_key_files(
+    storage: &SimStorage,
+    damage: &[(KeysDamage, Index, Index)],
+    files: &[(String, Vec<u8>)],
+) {
+    if files.is_empty() {
+        return;
+    }
+    let dir = std::path::Path::new("/store/keys");
+    for (kind, which, at) in damage {
+        let (name, bytes) = &files[which.index(files.len())];
+        let path = dir.join(name);
+        match kind {
+            KeysDamage::Delete => {
+                let _ = storage.remove(&path);
+            }
+            KeysDamage::FlipBit => {
+                let mut bytes = bytes.clone();
+                let bit = at.index(bytes.len() * 8);
+                bytes[bit / 8] ^= 1 << (bit % 8);
+                storage.write_file(&path, &bytes);
+            }
+            KeysDamage::Truncate => {
+                storage.write_file(&path, &bytes[..at.index(bytes.len())]);
+            }
+            KeysDamage::Swap => {
+                storage.write_file(&path, &files[at.index(files.len())].1);
+            }
+            KeysDamage::Permute => {
+                let file = KeysFile::decode(bytes).expect("a key file the store wrote decodes");
+                storage.write_file(&path, &permuted(&file).encode());
+            }
+        }
+    }
+}
+
+/// `file` with its tenant hashes rotated among themselves, and its run
+/// hashes too: consistent and bound to its segment, but every posting
+/// names an event of another key.
+fn permuted(file: &KeysFile) -> KeysFile {
+    let rotate = |hashes: &[u64], hash: u64| {
+        let i = hashes.iter().position(|&h| h == hash).unwrap_or(0);
+        hashes[(i + 1) % hashes.len()]
+    };
+    let tenants: Vec<u64> = file.tenants.iter().map(|t| t.tenant_hash).collect();
+    let mut runs: Vec<u64> = file.run_postings.iter().map(|r| r.run_hash).collect();
+    runs.dedup();
+    let mut records = Vec::new();
+    for t in &file.tenants {
+        let first = t.first as usize;
+        for p in &file.tenant_postings[first..first + t.count as usize] {
+            records.push((*p, Some((rotate(&tenants, t.tenant_hash), None))));
+        }
+    }
+    records.extend(file.others.iter().map(|p| (*p, None)));
+    let mut out = KeysFile::from_records(
+        file.base_offset,
+        file.next_offset,
+        file.segment_len,
+        records,
+    );
+    out.run_postings = file
+        .run_postings
+        .iter()
+        .map(|r| RunPosting {
+            run_hash: rotate(&runs, r.run_hash),
+            position: r.position,
+        })
+        .collect();
+    out.run_postings.sort_unstable();
+    out
 }
 
 #[test]
@@ -679,4 +876,213 @@ fn a_tenant_query_never_returns_another_tenants_event() {
         .expect("query an unknown tenant");
     assert!(page.events.is_empty());
     assert_eq!(page.next_offset, None);
+}
+
+/// Options for the key index tests: small segments, so a few dozen events
+/// seal several.
+fn small_segments() -> StoreOptions {
+    StoreOptions {
+        log: LogOptions {
+            segment_max_bytes: 4096,
+            record_max_bytes: 1024,
+            ..LogOptions::default()
+        },
+        ..StoreOptions::default()
+    }
+}
+
+/// Records `events` (tenant, run) one by one, with real-looking details.
+fn record_events(store: &Store, events: &[(&str, Option<&str>)]) {
+    for (i, (tenant, run)) in events.iter().enumerate() {
+        let mut event = Event::new(*tenant, "budget", Action::Blocked)
+            .at_us(BASE_US + i as i64 * TICK_US)
+            .with_details(enforcelog::details!({ "step": i, "why": "over budget", "pad": "0000000000000000" }));
+        if let Some(run) = run {
+            event = event.with_run_id(*run);
+        }
+        store.record_blocking(event).expect("record");
+    }
+}
+
+/// A key index file bound to another segment under the same base (left by
+/// another store, or by the segment before a repair) says nothing of the
+/// tenant asked for. It must be taken for absent and built again, not
+/// trusted: it would hide every event of that tenant in the segment.
+#[test]
+fn a_stale_keys_file_never_hides_a_tenants_events() {
+    let storage = SimStorage::new(11);
+    let open = |dir: &str| {
+        Store::builder(dir)
+            .storage(Arc::new(storage.clone()))
+            .options(small_segments())
+            .open()
+            .expect("open")
+    };
+    // Store /a: only acme. Store /b: acme and globex, interleaved.
+    let a = open("/a");
+    record_events(&a, &[("acme", Some("run-1")); 60]);
+    a.query(&Query::tenant("acme")).expect("query /a");
+    a.close().expect("close /a");
+    let b = open("/b");
+    let events: Vec<(&str, Option<&str>)> = (0..60)
+        .map(|i| (["acme", "globex"][i % 2], Some(["run-1", "run-2"][i % 2])))
+        .collect();
+    record_events(&b, &events);
+    b.close().expect("close /b");
+    drop((a, b));
+
+    let name = "/keys/00000000000000000000.keys";
+    let stale = storage
+        .read_file(format!("/a{name}"))
+        .expect("/a wrote the key index of its first segment");
+    storage.write_file(format!("/b{name}"), &stale);
+    let b = open("/b");
+    let page = b
+        .query(&Query::tenant("globex").limit(100_000))
+        .expect("query");
+    assert_eq!(page.events.len(), 30, "globex events, none hidden");
+    let page = b
+        .query(&Query::all_tenants().run_id("run-2").limit(100_000))
+        .expect("query");
+    assert_eq!(page.events.len(), 30, "run-2 events, none hidden");
+    // Built again from /b's segment: the stale file is gone.
+    let now = storage.read_file(format!("/b{name}")).expect("rebuilt");
+    let keys = KeysFile::decode(&now).expect("the rebuilt file checks");
+    assert_ne!(now, stale);
+    assert_eq!(keys.tenants.len(), 2, "both tenants of /b's first segment");
+    b.close().expect("close");
+}
+
+/// A key index is built only for sealed segments, by the first query that
+/// needs it, and written by a writer store only: a read-only store keeps
+/// what it builds in memory.
+#[test]
+fn key_indexes_are_written_for_sealed_segments_by_writers_only() {
+    let storage = SimStorage::new(12);
+    let store = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .options(small_segments())
+        .open()
+        .expect("open");
+    record_events(&store, &[("acme", None); 150]);
+    let listed = |dir: &str| {
+        let mut names = storage.list(std::path::Path::new(dir)).unwrap_or_default();
+        names.sort();
+        names
+    };
+    let segments = listed("/s").iter().filter(|n| n.ends_with(".log")).count();
+    assert!(segments >= 3, "{segments} segments");
+    assert!(
+        listed("/s/keys").is_empty(),
+        "nothing before a query needs it"
+    );
+    let reader = Store::builder("/s")
+        .storage(Arc::new(storage.clone()))
+        .open_read_only()
+        .expect("open read-only");
+    assert_eq!(
+        reader
+            .query(&Query::tenant("acme"))
+            .expect("query")
+            .events
+            .len(),
+        150
+    );
+    assert!(
+        listed("/s/keys").is_empty(),
+        "a read-only store writes nothing"
+    );
+    assert_eq!(
+        store
+            .query(&Query::tenant("acme"))
+            .expect("query")
+            .events
+            .len(),
+        150
+    );
+    assert_eq!(
+        listed("/s/keys").len(),
+        segments - 1,
+        "one per sealed segment"
+    );
+    drop(reader);
+    store.close().expect("close");
+}
+
+/// Records that are not events (payloads written around the store) are
+/// kept by the key indexes as "others": a tenant's or a run's query counts
+/// them (`undecodable`) page for page as the scan does, in sealed segments
+/// and in the active one.
+#[test]
+fn records_that_are_not_events_are_counted_alike_with_key_indexes() {
+    let storage = SimStorage::new(13);
+    let open = || {
+        Store::builder("/s")
+            .storage(Arc::new(storage.clone()))
+            .options(small_segments())
+            .open()
+            .expect("open")
+    };
+    let events = |n: usize| -> Vec<(&'static str, Option<&'static str>)> {
+        (0..n)
+            .map(|i| {
+                (
+                    ["acme", "globex"][i % 2],
+                    Some(["run-1", "run-2", "run-3"][i % 3]),
+                )
+            })
+            .collect()
+    };
+    for round in 0..3 {
+        let store = open();
+        record_events(&store, &events(70));
+        store.close().expect("close");
+        drop(store);
+        // A few payloads the store did not write, between its events.
+        let log = enforcelog::Log::open_with_storage(
+            Arc::new(storage.clone()),
+            "/s",
+            small_segments().log,
+        )
+        .expect("open the log");
+        for i in 0..3 {
+            let garbage = [vec![0xc1, round, i], vec![0u8; 64]].concat();
+            log.append_blocking(enforcelog::Record::new(
+                BASE_US + i64::from(i) * TICK_US,
+                garbage,
+            ))
+            .expect("append");
+        }
+        log.close().expect("close the log");
+    }
+    let store = open();
+    record_events(&store, &events(10));
+    let queries = [
+        Query::tenant("acme"),
+        Query::tenant("globex")
+            .since_us(BASE_US)
+            .until_us(BASE_US + 5 * TICK_US),
+        Query::all_tenants().run_id("run-2"),
+        Query::tenant("acme").run_id("run-1"),
+    ];
+    let mut undecodable = 0;
+    for query in queries {
+        for limit in [1, 7, 1000] {
+            let mut query = query.clone().limit(limit);
+            loop {
+                store.use_key_indexes(false);
+                let scanned = store.query(&query).expect("scan");
+                store.use_key_indexes(true);
+                let indexed = store.query(&query).expect("indexed");
+                assert_eq!(indexed, scanned, "{query:?}");
+                undecodable += indexed.undecodable;
+                match indexed.next_query(&query) {
+                    Some(next) => query = next,
+                    None => break,
+                }
+            }
+        }
+    }
+    assert!(undecodable > 0, "the queries met the payloads");
+    store.close().expect("close");
 }

@@ -328,6 +328,105 @@ fn query_pages_cover_every_shard_once_in_shard_then_offset_order() {
     assert_eq!(got, expected);
 }
 
+/// Which of the (shard, offset, tenant, run) written a query must return.
+type Wanted = Box<dyn Fn(&(u32, u64, String, String)) -> bool>;
+
+/// Tenant and run queries read every shard's sealed segments through key
+/// indexes (written by each shard's own writer, built in memory for the
+/// other shards) and its active segment through in-memory postings: every
+/// page, cursor included, is the one the scan gives, and the pages together
+/// are exactly a brute-force filter, in shard then offset order.
+#[test]
+fn tenant_and_run_queries_through_key_indexes_of_every_shard_equal_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        log: enforcelog::LogOptions {
+            segment_max_bytes: 64 << 10,
+            record_max_bytes: 32 << 10,
+            ..enforcelog::LogOptions::default()
+        },
+        ..options()
+    };
+    let stores: Vec<Store> = (0..3)
+        .map(|_| Store::open(dir.path(), options.clone()).expect("open"))
+        .collect();
+    // (shard, offset, tenant, run) of every event.
+    let mut want: Vec<(u32, u64, String, String)> = Vec::new();
+    for (who, count) in [(0u64, 400u64), (1, 250), (2, 90)] {
+        for i in 0..count {
+            let tenant = format!("tenant-{}", (who + i) % 3);
+            let run = format!("run-{}", (i / 4) % 7);
+            let ev = Event::new(tenant.clone(), format!("rule-{}", i % 5), Action::Blocked)
+                .at_us(T0_US - i as i64 * 1000)
+                .with_run_id(run.clone())
+                .with_details(host_details(i, 97, 8));
+            let offset = stores[who as usize].record_blocking(ev).unwrap();
+            want.push((who as u32, offset, tenant, run));
+        }
+    }
+    for store in &stores {
+        store.refresh().unwrap();
+    }
+    let queries: Vec<(Query, Wanted)> = vec![
+        (Query::tenant("tenant-1"), Box::new(|w| w.2 == "tenant-1")),
+        (
+            Query::all_tenants().run_id("run-3"),
+            Box::new(|w| w.3 == "run-3"),
+        ),
+        (
+            Query::tenant("tenant-2").run_id("run-5"),
+            Box::new(|w| w.2 == "tenant-2" && w.3 == "run-5"),
+        ),
+        (
+            Query::tenant("tenant-0").until_us(T0_US - 60_000),
+            // Offset i of each shard was stamped T0_US - i ms.
+            Box::new(|w| w.2 == "tenant-0" && w.1 > 60),
+        ),
+    ];
+    for (query, wanted) in &queries {
+        let expected: Vec<(u32, u64)> = want
+            .iter()
+            .filter(|w| wanted(w))
+            .map(|w| (w.0, w.1))
+            .collect();
+        for limit in [1, 3, 10, 1000] {
+            for store in &stores {
+                let mut query = query.clone().limit(limit);
+                let mut got = Vec::new();
+                loop {
+                    store.use_key_indexes(false);
+                    let scanned = store.query(&query).unwrap();
+                    store.use_key_indexes(true);
+                    let page = store.query(&query).unwrap();
+                    assert_eq!(page, scanned, "{query:?} from shard {}", store.shard());
+                    got.extend(
+                        page.shards
+                            .iter()
+                            .zip(&page.events)
+                            .map(|(s, e)| (*s, e.offset)),
+                    );
+                    match page.next_query(&query) {
+                        Some(next) => query = next,
+                        None => break,
+                    }
+                }
+                assert_eq!(
+                    got,
+                    expected,
+                    "{query:?}, limit {limit}, from shard {}",
+                    store.shard()
+                );
+            }
+        }
+    }
+    let keys = |shard: &Path| std::fs::read_dir(shard.join("keys")).map_or(0, |d| d.count());
+    assert!(keys(dir.path()) > 0, "shard 0 wrote its key indexes");
+    assert!(
+        keys(&dir.path().join("shards/1")) > 0,
+        "shard 1 wrote its key indexes"
+    );
+}
+
 // ---------------------------------------------------------------------
 // Child processes.
 

@@ -20,7 +20,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::events::enforcement_event;
+use crate::events::enforcement_event_in_run;
 use enforcelog::projection::Projection;
 use enforcelog::{
     payload, Action, Durability, Entry, Event, Log, LogOptions, RuleStats, Store, StoreOptions,
@@ -97,21 +97,66 @@ pub struct Written {
     pub pair: u32,
     pub action: u8,
     pub at_us: i64,
+    /// Its run (`run-{run:08}`).
+    #[allow(dead_code, reason = "reads.rs asks for runs; replay.rs does not")]
+    pub run: u32,
 }
 
-/// The `i`-th event of `n`: a random pair and action, a run id, a
+/// Runs in progress at once: each event continues one of them, so a run's
+/// events interleave with other runs' as agents' do.
+const RUNS_AT_ONCE: usize = 64;
+/// The most events of one run.
+const RUN_EVENTS_MAX: u64 = 20;
+
+/// Run ids that repeat: 1–20 events per run (geometric, p = 0.2, cut at
+/// 20), `RUNS_AT_ONCE` runs in progress at a time.
+#[derive(Debug, Default)]
+pub struct Runs {
+    /// (run, events it still gets) per slot.
+    slots: Vec<(u32, u64)>,
+    next: u32,
+}
+
+impl Runs {
+    /// The run of the next event, from one uniform draw below 1e8.
+    fn next_run(&mut self, draw: u64) -> u32 {
+        if self.slots.is_empty() {
+            self.slots = vec![(0, 0); RUNS_AT_ONCE];
+        }
+        let slot = &mut self.slots[(draw % RUNS_AT_ONCE as u64) as usize];
+        if slot.1 == 0 {
+            let u = ((draw / RUNS_AT_ONCE as u64) as f64 + 0.5) / (1e8 / RUNS_AT_ONCE as f64);
+            let len = 1 + (u.ln() / 0.8f64.ln()).floor().max(0.0) as u64;
+            *slot = (self.next, len.min(RUN_EVENTS_MAX));
+            self.next += 1;
+        }
+        slot.1 -= 1;
+        slot.0
+    }
+}
+
+/// A run's id.
+pub fn run_id(run: u32) -> String {
+    format!("run-{run:08}")
+}
+
+/// The `i`-th event of `n`: a random pair and action, its run, a
 /// `details` object (about 180 to 200 bytes of payload in all), at its
 /// place along the 60 days plus jitter.
-fn make_event(rng: &mut Rng, keys: Keys, i: u64, n: u64) -> (Written, Event) {
+fn make_event(rng: &mut Rng, runs: &mut Runs, keys: Keys, i: u64, n: u64) -> (Written, Event) {
     let pair = rng.below(keys.pairs());
     let action = rng.below(4) as u8;
     let along = i128::from(SPAN_US) * i128::from(i + 1) / i128::from(n);
     let jitter = rng.below(2 * JITTER_US as u64 + 1) as i64 - JITTER_US;
     let at_us = (END_US - SPAN_US + along as i64 + jitter).min(END_US);
-    let event = enforcement_event(
+    // The draw that once made a random run id per event (so every other
+    // field keeps its value): now which run goes on, and how long a new one is.
+    let run = runs.next_run(rng.below(100_000_000));
+    let event = enforcement_event_in_run(
         keys.tenant(pair),
         keys.rule(pair),
         Action::ALL[usize::from(action)],
+        run_id(run),
         |n| rng.below(n),
     )
     .at_us(at_us);
@@ -119,6 +164,7 @@ fn make_event(rng: &mut Rng, keys: Keys, i: u64, n: u64) -> (Written, Event) {
         pair: pair as u32,
         action,
         at_us,
+        run,
     };
     (written, event)
 }
@@ -150,6 +196,7 @@ pub struct DataSet {
     /// Where the stale checkpoint stands: 1% of the events behind.
     pub stale_offset: u64,
     pub written: Vec<Written>,
+    runs: Runs,
     /// Writing the events and closing twice (the stale checkpoint's copy
     /// included, the fresh one's not).
     pub build_time: Duration,
@@ -172,7 +219,7 @@ impl DataSet {
             let mut batch = store.begin();
             let stop = (i + BUILD_BATCH as u64).min(end);
             for j in i..stop {
-                let (written, event) = make_event(rng, self.keys, j, self.events);
+                let (written, event) = make_event(rng, &mut self.runs, self.keys, j, self.events);
                 self.written.push(written);
                 batch.record(event).expect("valid event");
             }
@@ -200,6 +247,7 @@ pub fn build(prefix: &str, keys: Keys, events: u64, mut rng: Rng, seed: u64) -> 
         events,
         stale_offset: events - events.div_ceil(100),
         written: Vec::with_capacity(events as usize),
+        runs: Runs::default(),
         build_time: Duration::ZERO,
     };
     let started = Instant::now();
@@ -285,8 +333,9 @@ pub fn read_pass(log: &Log) -> Duration {
 
 /// (b'): every frame visited in place by `Log::scan` (checksums verified,
 /// no copy, no decode), the log split at its middle offset over `threads`
-/// threads (1 or 2). Checks that every event was visited once.
-pub fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
+/// threads (1 or 2). Checks that each of the log's `records` was visited
+/// once.
+pub fn scan_pass(log: &Log, threads: u64, records: u64, seed: u64) -> Duration {
     let end = log.next_offset();
     let started = Instant::now();
     let part = |from: u64, to: u64| -> (u64, u64) {
@@ -315,7 +364,7 @@ pub fn scan_pass(log: &Log, threads: u64, events: u64, seed: u64) -> Duration {
     };
     let elapsed = started.elapsed();
     black_box(bytes);
-    assert_eq!(frames, events, "scan on {threads} threads, seed {seed}");
+    assert_eq!(frames, records, "scan on {threads} threads, seed {seed}");
     elapsed
 }
 

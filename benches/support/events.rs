@@ -22,8 +22,21 @@ pub fn enforcement_event(
     action: Action,
     mut below: impl FnMut(u64) -> u64,
 ) -> Event {
+    let run_id = format!("run-{:08}", below(100_000_000));
+    enforcement_event_in_run(tenant, rule, action, run_id, below)
+}
+
+/// [`enforcement_event`] in a given run: `below(n)` draws the step, then
+/// the host.
+pub fn enforcement_event_in_run(
+    tenant: String,
+    rule: String,
+    action: Action,
+    run_id: String,
+    mut below: impl FnMut(u64) -> u64,
+) -> Event {
     Event::new(tenant, rule, action)
-        .with_run_id(format!("run-{:08}", below(100_000_000)))
+        .with_run_id(run_id)
         .with_details(enforcelog::details!({
             "tool": "shell-exec",
             "step": below(500),

@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod flips;
 pub mod index_file;
+pub mod keys_file;
 pub mod segment_header;
 
 pub use batch::{

@@ -52,6 +52,48 @@ use crate::format::batch::encoded_batch_len;
 use crate::record::Record;
 use crate::storage::{create_dir_all_durably, FileStorage, LockGuard, Storage};
 
+/// One sealed segment of a log, for indexes derived from its bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct SealedBytes {
+    segment: Arc<segment::SealedSegment>,
+    storage: Arc<dyn Storage>,
+}
+
+impl SealedBytes {
+    /// The segment's base offset.
+    pub fn base_offset(&self) -> u64 {
+        self.segment.base_offset
+    }
+
+    /// The offset after its last record.
+    pub fn next_offset(&self) -> u64 {
+        self.segment.next_offset
+    }
+
+    /// Its file's length.
+    pub fn len(&self) -> u64 {
+        self.segment.len
+    }
+
+    /// Its bytes, mapped (once per log).
+    pub fn bytes(&self) -> Result<Arc<crate::storage::Mapped>> {
+        self.segment.bytes(&*self.storage)
+    }
+}
+
+/// The committed part of the active segment, for indexes of it.
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveBytes {
+    /// Its base offset.
+    pub base_offset: u64,
+    /// The offset after its last committed record.
+    pub next_offset: u64,
+    /// Bytes of whole, committed batches (header included).
+    pub committed_len: u64,
+    /// Read with `pread`, never past `committed_len`.
+    pub file: Arc<dyn crate::storage::StorageFile>,
+}
+
 /// A held directory lock (the writer's `LOCK` file); released on drop.
 pub(crate) type DirLock = Box<dyn LockGuard>;
 
@@ -891,6 +933,36 @@ impl Log {
             .map(|s| s.base_offset)
             .chain(std::iter::once(segments.active.base_offset))
             .collect()
+    }
+
+    /// The sealed segments as of now, with their bytes mapped: what an
+    /// index derived per sealed segment (`store::keys`) is built from and
+    /// checked against. Rebuilds of damaged segments are left out (their
+    /// bytes are not the file's).
+    pub(crate) fn sealed_segments(&self) -> Vec<SealedBytes> {
+        let segments = self.inner.shared.read_segments();
+        segments
+            .sealed
+            .iter()
+            .filter(|s| !s.is_rebuilt())
+            .map(|s| SealedBytes {
+                segment: s.clone(),
+                storage: self.inner.shared.storage.clone(),
+            })
+            .collect()
+    }
+
+    /// The active segment as of now: what an in-memory key index of it
+    /// (`store::keys`) reads, up to the committed length.
+    pub(crate) fn active_segment(&self) -> ActiveBytes {
+        let segments = self.inner.shared.read_segments();
+        let active = &segments.active;
+        ActiveBytes {
+            base_offset: active.base_offset,
+            next_offset: active.next_offset,
+            committed_len: active.committed_len,
+            file: active.file.clone(),
+        }
     }
 
     /// Checks every frame of every segment, and the index files, and reports

@@ -276,6 +276,18 @@ pub fn repair_with(
     if plan.rewrites.iter().any(|r| r.has_holes()) {
         move_checkpoints(storage, dir, &quarantine)?;
     }
+    let changed: Vec<u64> = plan
+        .rewrites
+        .iter()
+        .map(|r| r.base)
+        .chain(
+            plan.move_from
+                .map_or(&[][..], |from| &segments[from..])
+                .iter()
+                .copied(),
+        )
+        .collect();
+    remove_key_files(storage, dir, &changed)?;
     // The published durable end names byte lengths of the segments about
     // to change; no writer runs (the lock is ours) and everything repair
     // leaves is durable, so readers go without a limit until the next
@@ -330,6 +342,31 @@ fn move_checkpoints(storage: &dyn Storage, dir: &Path, quarantine: &Path) -> Res
     }
     sync_dir(storage, quarantine)?;
     sync_dir(storage, &checkpoints)
+}
+
+/// Deletes the key index of every segment repair is about to rewrite or
+/// move away (before it does): it describes bytes that are going. It is
+/// derived data, built again from the repaired segment when a query needs
+/// it; deleting first means a crash in between leaves no file that
+/// describes a segment no longer there.
+fn remove_key_files(storage: &dyn Storage, dir: &Path, bases: &[u64]) -> Result<()> {
+    let mut removed = false;
+    for &base in bases {
+        let path = crate::store::keys::keys_path(dir, base);
+        if storage
+            .exists(&path)
+            .map_err(|e| Error::io("stat", &path, e))?
+        {
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io("remove", &path, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(storage, &dir.join(crate::store::keys::KEYS_DIR))?;
+    }
+    Ok(())
 }
 
 fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {

@@ -31,6 +31,7 @@ mod batch;
 mod detached;
 mod follower;
 mod gap;
+pub(crate) mod keys;
 pub(crate) mod metrics;
 mod options;
 mod peers;
@@ -122,6 +123,10 @@ pub(crate) struct Inner {
     /// every detached event is queued before the final gap marker (and
     /// answered or committed before the log closes) or refused and counted.
     detached_gate: RwLock<()>,
+    /// The key indexes of sealed segments that queries loaded or built.
+    keys: keys::KeyIndex,
+    /// Set by tests to read every query by scan (`Store::use_key_indexes`).
+    keys_disabled: AtomicBool,
 }
 
 /// The parts of a store that only a writer has.
@@ -385,6 +390,14 @@ impl Store {
     pub fn rebuild_projections(&self) -> Result<u64> {
         self.inner.projections.reset_all();
         self.inner.projections.catch_up(&self.inner.log())
+    }
+
+    /// Whether queries read sealed segments through their key indexes
+    /// (default) or scan every segment. For tests that compare the two
+    /// paths; answers are the same either way.
+    #[doc(hidden)]
+    pub fn use_key_indexes(&self, on: bool) {
+        self.inner.keys_disabled.store(!on, Ordering::Relaxed);
     }
 
     /// Writes the projections' checkpoints now (writers only).

@@ -196,6 +196,8 @@ impl Inner {
             follower_wake: flume::bounded(1),
             closed: AtomicBool::new(false),
             detached_gate: RwLock::new(()),
+            keys: Default::default(),
+            keys_disabled: AtomicBool::new(false),
         })
     }
 }

@@ -2,10 +2,18 @@
 
 use std::ops::Range;
 
+use super::keys::{self, Lookup};
 use super::{decode_entry, Store};
 use crate::error::{Error, Result};
 use crate::event::{check_id, Action, Entry, Field, GapMarker, StoredEvent};
-use crate::log::Log;
+use crate::format::keys_file::key_hash;
+use crate::format::FrameView;
+use crate::log::{ActiveBytes, Log, SealedBytes};
+use crate::payload;
+
+/// The most bytes of the active segment one `pread` reads for a query's
+/// hits: hits closer together than this are read at once.
+const ACTIVE_READ_MAX_BYTES: u64 = 4 << 20;
 
 /// The most events one page returns.
 pub const LIMIT_MAX: usize = 100_000;
@@ -293,7 +301,12 @@ impl Store {
     }
 
     /// Adds the matches of one shard's log, from `start`, to `page`, until
-    /// the page is full.
+    /// the page is full. A query for one tenant or one run reads each
+    /// sealed segment through its key index (`store::keys`) where it can,
+    /// and the rest of the log (the active segment, segments that cannot be
+    /// indexed) by scan; both hand records, in offset order, to the same
+    /// [`Store::take_record`], so pages, cursors and counts do not depend
+    /// on which path read them.
     fn scan_shard(
         &self,
         query: &Query,
@@ -310,39 +323,379 @@ impl Store {
         if since > until {
             return Ok(Scan::Exhausted);
         }
-        // Gap markers are stamped with the time they were written; a time
-        // range applies to them too.
-        let reader = log.read_time_range(start, since..=until)?;
-        for record in reader {
-            let record = record?;
-            if record.offset >= query.offsets.end {
+        let time_us = since..=until;
+        let indexed = (query.tenant.is_some() || query.run_id.is_some()) && !self.scan_only();
+        let sealed = if indexed {
+            log.sealed_segments()
+        } else {
+            Vec::new()
+        };
+        let mut from = start;
+        for segment in &sealed {
+            if segment.next_offset() <= from {
+                continue;
+            }
+            if from >= query.offsets.end {
                 return Ok(Scan::Exhausted);
             }
-            match decode_entry(&record) {
-                Ok(Entry::Event(event)) if query.matches(&event) => {
-                    page.events.push(event);
-                    page.shards.push(shard);
+            if from < segment.base_offset() {
+                // A segment left out (read through its rebuild): by scan.
+                let to = segment.base_offset();
+                if let Some(done) = self.scan_range(query, shard, log, from..to, &time_us, page)? {
+                    return Ok(done);
                 }
-                Ok(Entry::Gap(gap)) if query.include_gaps => page.gaps.push(gap),
-                Ok(Entry::Lost(_)) => page.lost += 1,
-                Ok(_) => {}
-                // Not a store payload: skipped and counted, as the
-                // projections do, so it cannot hide every later event.
-                Err(_) => {
-                    page.undecodable += 1;
-                    self.inner
-                        .counters
-                        .undecodable_read
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                from = to;
+            }
+            let mut outcome =
+                self.index_segment(query, shard, log, segment, from, &time_us, page)?;
+            if let Indexed::Dropped = outcome {
+                // Built again from the segment's verified batches.
+                outcome = self.index_segment(query, shard, log, segment, from, &time_us, page)?;
+            }
+            match outcome {
+                Indexed::Done(done) => return Ok(done),
+                Indexed::Next => {}
+                Indexed::Unusable | Indexed::Dropped => {
+                    let range = from..segment.next_offset();
+                    if let Some(done) = self.scan_range(query, shard, log, range, &time_us, page)? {
+                        return Ok(done);
+                    }
                 }
             }
-            if page.events.len() == query.limit {
-                let next = record.offset + 1;
-                return Ok(Scan::Full(
-                    (next < query.offsets.end && next < log.next_offset()).then_some(next),
-                ));
+            from = segment.next_offset();
+        }
+        if indexed && from < query.offsets.end {
+            let active = log.active_segment();
+            if from < active.base_offset {
+                let to = active.base_offset;
+                if let Some(done) = self.scan_range(query, shard, log, from..to, &time_us, page)? {
+                    return Ok(done);
+                }
+                from = to;
+            }
+            if from < active.next_offset {
+                let (mut outcome, mut covered) =
+                    self.index_active(query, shard, log, &active, from, &time_us, page)?;
+                if let Indexed::Dropped = outcome {
+                    (outcome, covered) =
+                        self.index_active(query, shard, log, &active, from, &time_us, page)?;
+                }
+                match outcome {
+                    Indexed::Done(done) => return Ok(done),
+                    Indexed::Next => from = from.max(covered),
+                    Indexed::Unusable | Indexed::Dropped => {}
+                }
             }
         }
-        Ok(Scan::Exhausted)
+        // Past what the key indexes cover (`covered_until`): by scan.
+        Ok(self
+            .scan_range(query, shard, log, from..u64::MAX, &time_us, page)?
+            .unwrap_or(Scan::Exhausted))
+    }
+
+    /// Whether queries ignore the key indexes (tests compare both paths).
+    fn scan_only(&self) -> bool {
+        self.inner
+            .keys_disabled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reads `offsets` of the log by scan; `Some` when the page is done.
+    fn scan_range(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        offsets: Range<u64>,
+        time_us: &std::ops::RangeInclusive<i64>,
+        page: &mut QueryPage,
+    ) -> Result<Option<Scan>> {
+        if offsets.start >= log.next_offset() {
+            return Ok(None);
+        }
+        // Gap markers are stamped with the time they were written; a time
+        // range applies to them too.
+        let reader = log.read_time_range(offsets.start, time_us.clone())?;
+        for record in reader {
+            let record = record?;
+            if record.offset >= offsets.end {
+                return Ok(None);
+            }
+            let entry = decode_entry(&record);
+            if let Some(done) = self.take_record(query, shard, log, record.offset, entry, page) {
+                return Ok(Some(done));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads one sealed segment, from `from`, through its key index: the
+    /// frames the postings name, each verified, in position (= offset)
+    /// order. A posting that fails verification drops the index and undoes
+    /// what this segment added to the page: the caller builds the index
+    /// again from the segment (or scans it).
+    #[expect(clippy::too_many_arguments, reason = "one step of scan_shard's loop")]
+    fn index_segment(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        segment: &SealedBytes,
+        from: u64,
+        time_us: &std::ops::RangeInclusive<i64>,
+        page: &mut QueryPage,
+    ) -> Result<Indexed> {
+        let own = shard == self.inner.shard;
+        let write = own && !self.inner.read_only();
+        let storage = &*self.inner.storage;
+        let Some(keys) = self.inner.keys.get(storage, log.dir(), segment, write) else {
+            return Ok(Indexed::Unusable);
+        };
+        // What each position was posted as: an event of the wanted key
+        // (its hash), or a record that is not an event.
+        let mut hits: Vec<(u32, Option<u64>)> = match (&query.run_id, &query.tenant) {
+            (Some(run), _) => {
+                let hash = key_hash(run);
+                keys.run(run).into_iter().map(|p| (p, Some(hash))).collect()
+            }
+            (None, Some(tenant)) => {
+                let hash = key_hash(tenant);
+                let postings = keys.tenant(tenant, time_us).into_iter();
+                postings.map(|p| (p, Some(hash))).collect()
+            }
+            (None, None) => return Ok(Indexed::Unusable),
+        };
+        hits.extend(keys.others(time_us).into_iter().map(|p| (p, None)));
+        hits.sort_unstable();
+        let Ok(map) = segment.bytes() else {
+            // The scan meets the same failure and reports it.
+            return Ok(Indexed::Unusable);
+        };
+        let len = usize::try_from(segment.len()).map_or(map.len(), |l| l.min(map.len()));
+        let bytes = &map[..len];
+        let offsets = segment.base_offset()..segment.next_offset();
+        let frames = hits.iter().enumerate().map(|(i, &(position, posted))| {
+            // Two postings of one frame: the file is wrong.
+            let twice = hits.get(i + 1).is_some_and(|next| next.0 == position);
+            let frame = keys::check_frame(bytes, position as usize, offsets.clone());
+            (frame.filter(|_| !twice), posted)
+        });
+        if let Some(done) = self.take_hits(query, shard, log, from, time_us, page, frames) {
+            return Ok(done);
+        }
+        tracing::warn!(dir = %log.dir().display(), base_offset = segment.base_offset(), "a key index named a frame that does not match it; built again from the segment");
+        self.inner
+            .keys
+            .drop_file(storage, log.dir(), segment.base_offset(), write);
+        Ok(Indexed::Dropped)
+    }
+
+    /// Reads the active segment, from `from`, through its in-memory key
+    /// index, up to the offset it covers (returned; the caller scans from
+    /// there).
+    #[expect(clippy::too_many_arguments, reason = "one step of scan_shard")]
+    fn index_active(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        active: &ActiveBytes,
+        from: u64,
+        time_us: &std::ops::RangeInclusive<i64>,
+        page: &mut QueryPage,
+    ) -> Result<(Indexed, u64)> {
+        let lookup = match (&query.run_id, &query.tenant) {
+            (Some(run), _) => Lookup::Run(key_hash(run)),
+            (None, Some(tenant)) => Lookup::Tenant(key_hash(tenant)),
+            (None, None) => return Ok((Indexed::Unusable, from)),
+        };
+        let keys = &self.inner.keys;
+        let (hits, covered) = keys.active_hits(log.dir(), active, lookup, time_us);
+        let (Some(first), Some(last)) = (hits.first(), hits.last()) else {
+            return Ok((Indexed::Next, covered));
+        };
+        let offsets = active.base_offset..covered;
+        let start = u64::from(first.0.position);
+        let span = u64::from(last.0.position) + u64::from(last.0.len) - start;
+        // Close hits are read in one `pread`, far ones one by one.
+        let read = |at: u64, len: u64| -> Option<Vec<u8>> {
+            let mut buf = vec![0u8; usize::try_from(len).ok()?];
+            active.file.read_exact_at(&mut buf, at).ok().map(|()| buf)
+        };
+        let mut bufs: Vec<Option<Vec<u8>>> = Vec::new();
+        let whole = (span <= ACTIVE_READ_MAX_BYTES)
+            .then(|| read(start, span))
+            .flatten();
+        if whole.is_none() {
+            bufs = hits
+                .iter()
+                .map(|(p, _)| read(u64::from(p.position), u64::from(p.len)))
+                .collect();
+        }
+        let frames = hits.iter().enumerate().map(|(i, &(p, posted))| {
+            let twice = hits
+                .get(i + 1)
+                .is_some_and(|next| next.0.position == p.position);
+            let frame = match &whole {
+                Some(buf) => {
+                    let at = (u64::from(p.position) - start) as usize;
+                    keys::check_frame(buf, at, offsets.clone())
+                }
+                None => bufs[i]
+                    .as_deref()
+                    .and_then(|buf| keys::check_frame(buf, 0, offsets.clone())),
+            };
+            (frame.filter(|_| !twice), posted)
+        });
+        if let Some(done) = self.take_hits(query, shard, log, from, time_us, page, frames) {
+            return Ok((done, covered));
+        }
+        tracing::warn!(dir = %log.dir().display(), "the active segment's key index named a frame that does not match it; built again");
+        keys.drop_active(log.dir());
+        Ok((Indexed::Dropped, covered))
+    }
+
+    /// Hands the verified frames of one segment's hits (in position order,
+    /// each with the key hash it was posted under, `None` for a record
+    /// posted as not an event) to [`Store::take_record`]. `None` when a hit
+    /// fails verification: the page is then as it was before the segment.
+    #[expect(clippy::too_many_arguments, reason = "one step of scan_shard")]
+    fn take_hits<'a>(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        from: u64,
+        time_us: &std::ops::RangeInclusive<i64>,
+        page: &mut QueryPage,
+        frames: impl Iterator<Item = (Option<FrameView<'a>>, Option<u64>)>,
+    ) -> Option<Indexed> {
+        let undo = Undo::of(page);
+        let mut last_offset = None;
+        for (frame, posted) in frames {
+            let verified = frame.filter(|f| last_offset.is_none_or(|last| f.offset > last));
+            let Some(frame) = verified else {
+                undo.apply(page);
+                return None;
+            };
+            last_offset = Some(frame.offset);
+            let in_range = time_us.contains(&frame.timestamp_us);
+            if (posted.is_none() || query.run_id.is_none()) && !in_range {
+                // Tenant postings and others were chosen by this very
+                // timestamp (run postings carry none).
+                undo.apply(page);
+                return None;
+            }
+            if frame.offset < from || !in_range {
+                continue;
+            }
+            // One-line swap point for `event_view::view`: check the keys
+            // on the borrowed view, decode in full only what is returned.
+            let entry = payload::decode(frame.offset, frame.timestamp_us, frame.payload);
+            let as_posted = match (&entry, posted) {
+                (Ok(Entry::Event(e)), Some(hash)) => {
+                    let key = match &query.run_id {
+                        Some(_) => e.run_id.as_deref(),
+                        None => Some(e.tenant_id.as_str()),
+                    };
+                    key.map(key_hash) == Some(hash)
+                }
+                (Ok(Entry::Event(_)), None) | (Ok(_) | Err(_), Some(_)) => false,
+                (Ok(_) | Err(_), None) => true,
+            };
+            if !as_posted {
+                undo.apply(page);
+                return None;
+            }
+            let entry = entry.map_err(|e| Error::BadPayload {
+                offset: frame.offset,
+                reason: e.0,
+            });
+            if let Some(done) = self.take_record(query, shard, log, frame.offset, entry, page) {
+                return Some(Indexed::Done(done));
+            }
+        }
+        Some(Indexed::Next)
+    }
+
+    /// Adds one record (in offset order) to the page; `Some` when the page
+    /// is done: full, or past the query's offsets.
+    fn take_record(
+        &self,
+        query: &Query,
+        shard: u32,
+        log: &Log,
+        offset: u64,
+        entry: Result<Entry>,
+        page: &mut QueryPage,
+    ) -> Option<Scan> {
+        if offset >= query.offsets.end {
+            return Some(Scan::Exhausted);
+        }
+        match entry {
+            Ok(Entry::Event(event)) if query.matches(&event) => {
+                page.events.push(event);
+                page.shards.push(shard);
+            }
+            Ok(Entry::Gap(gap)) if query.include_gaps => page.gaps.push(gap),
+            Ok(Entry::Lost(_)) => page.lost += 1,
+            Ok(_) => {}
+            // Not a store payload: skipped and counted, as the
+            // projections do, so it cannot hide every later event.
+            Err(_) => {
+                page.undecodable += 1;
+                self.inner
+                    .counters
+                    .undecodable_read
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if page.events.len() == query.limit {
+            let next = offset + 1;
+            return Some(Scan::Full(
+                (next < query.offsets.end && next < log.next_offset()).then_some(next),
+            ));
+        }
+        None
+    }
+}
+
+/// How reading a segment through its key index ended.
+enum Indexed {
+    /// The page is done.
+    Done(Scan),
+    /// The segment is read; go on with the next.
+    Next,
+    /// No usable index: read the segment by scan.
+    Unusable,
+    /// The index failed a check and was dropped (and the page left as it
+    /// was): build it again, or read the segment by scan.
+    Dropped,
+}
+
+/// The page as it was before a segment was read through its index.
+struct Undo {
+    events: usize,
+    gaps: usize,
+    undecodable: u64,
+    lost: u64,
+}
+
+impl Undo {
+    fn of(page: &QueryPage) -> Self {
+        Undo {
+            events: page.events.len(),
+            gaps: page.gaps.len(),
+            undecodable: page.undecodable,
+            lost: page.lost,
+        }
+    }
+
+    fn apply(self, page: &mut QueryPage) {
+        page.events.truncate(self.events);
+        page.shards.truncate(self.events);
+        page.gaps.truncate(self.gaps);
+        page.undecodable = self.undecodable;
+        page.lost = self.lost;
     }
 }
