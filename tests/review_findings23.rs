@@ -408,17 +408,6 @@ fn merged_and_in_order_trigger_stats_snapshots_agree_after_normalize() {
 
 const DIR: &str = "/review23";
 
-fn zero_options() -> LogOptions {
-    LogOptions {
-        preallocate_segments: true,
-        ..LogOptions::default()
-    }
-}
-
-fn sim_log(storage: &SimStorage) -> enforcelog::Result<Log> {
-    Log::open_with_storage(Arc::new(storage.clone()), DIR, zero_options())
-}
-
 fn read_all(log: &Log) -> Vec<LogRecord> {
     log.read_from(0)
         .expect("read_from(0)")
