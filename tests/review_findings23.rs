@@ -804,3 +804,74 @@ fn crashes_in_a_group_over_zeros_are_judged_as_without_zeros() {
         differ.join("\n")
     );
 }
+
+// ---------------------------------------------------------------------
+// Key index: a dropped index pass undoes the page, not the store's counter.
+// ---------------------------------------------------------------------
+
+/// A key file whose last posting of the tenant names a wrong frame (a
+/// file that checks whole: derived data with a bug, or a colliding hash's
+/// frame moved): the query takes the segment's undecodable record, meets
+/// the bad posting, undoes the page and reads the segment again. The page
+/// is right, but `StoreMetrics::undecodable_read` counted the one
+/// undecodable record twice (`Store::take_record` adds to the counter,
+/// `Undo` does not take it back).
+#[test]
+#[ignore = "confirmed: a dropped key-index pass counts undecodable records twice in StoreMetrics"]
+fn a_dropped_key_index_pass_counts_each_undecodable_record_once() {
+    use enforcelog::format::keys_file::KeysFile;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let record = |store: &enforcelog::Store, n: usize| {
+        for i in 0..n {
+            let event = enforcelog::Event::new("acme", "r-1", Action::Killed)
+                .with_run_id(format!("run-{i}"))
+                .with_details(common::object(serde_json::json!({"zeros": [0, 0, 0, 0]})));
+            store.record_blocking(event).expect("record");
+        }
+    };
+    let store = enforcelog::Store::open(dir.path(), key_store_options()).expect("open");
+    record(&store, 40);
+    store.close().expect("close");
+    let log = Log::open(dir.path(), key_store_options().log).expect("open the log");
+    log.append_blocking(Record::new(enforcelog::now_us(), vec![0u8; 300]))
+        .expect("a raw record");
+    log.close().expect("close the log");
+    let store = enforcelog::Store::open(dir.path(), key_store_options()).expect("reopen");
+    record(&store, 80);
+    store
+        .query(&enforcelog::Query::tenant("acme").limit(100_000))
+        .expect("build the key files");
+    store.close().expect("close");
+
+    let mut damaged = false;
+    for name in keys_files(dir.path()) {
+        let path = dir.path().join(&name);
+        let mut file = KeysFile::decode(&std::fs::read(&path).expect("read")).expect("checks");
+        let Some(other) = file.others.first().copied() else {
+            continue;
+        };
+        let last = file
+            .tenant_postings
+            .iter_mut()
+            .filter(|p| p.position > other.position)
+            .max_by_key(|p| p.position);
+        if let Some(last) = last {
+            last.position += 1;
+            std::fs::write(&path, file.encode()).expect("write");
+            damaged = true;
+        }
+    }
+    assert!(
+        damaged,
+        "no key file with an undecodable record before an event"
+    );
+    let store = enforcelog::Store::open(dir.path(), key_store_options()).expect("reopen");
+    let page = store
+        .query(&enforcelog::Query::tenant("acme").limit(100_000))
+        .expect("query");
+    assert_eq!(page.events.len(), 120);
+    assert_eq!(page.undecodable, 1);
+    let counted = store.metrics().undecodable_read;
+    store.close().expect("close");
+    assert_eq!(counted, 1, "one undecodable record read once");
+}
