@@ -104,14 +104,20 @@ pub trait Projection: Any + Send + Sync {
     /// default, or `later` is of another type): the host then folds that
     /// range again, in order, into `self`. A merged state may differ from
     /// the in-order fold in how it is laid out (for example what is folded
-    /// and what is kept), never in any answer; [`Projection::normalize`]
-    /// brings both to the same state, so the same snapshot bytes.
+    /// and what is kept), never in any number it answers: a projection
+    /// that can say "ask the log" (like `TriggerStats`'
+    /// `Answer::NeedsReplay`) may say it for more queries after a merge,
+    /// since the merge folds as much as it may, and the host then answers
+    /// those from the log; an answer the merged state gives itself is the
+    /// in-order fold's. [`Projection::normalize`] brings both to the same
+    /// state, so the same snapshot bytes.
     fn merge_later(&mut self, later: Box<dyn Projection>) -> Result<(), Box<dyn Projection>> {
         Err(later)
     }
 
     /// Brings the state to its canonical form for the entries it folded,
-    /// without changing any answer: the form [`Projection::merge_later`]
+    /// without changing any number it answers (it may send more answers to
+    /// the log, as a merge may): the form [`Projection::merge_later`]
     /// leaves. `verify` normalizes the checkpoint and the rebuild before it
     /// compares their snapshots. The default (nothing to do) is right for
     /// any projection whose merge is already byte-exact or that does not

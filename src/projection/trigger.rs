@@ -767,7 +767,7 @@ impl Projection for TriggerStats {
     /// tenant the watermark is the greater, and per rule the recent vectors
     /// are merged in order, the folded counts summed, the greatest folded
     /// time kept and the losses appended (log order: ours, then later's);
-    /// then every tenant `later` touched is swept to its new horizon. What
+    /// then every tenant is swept to its horizon ([`Projection::normalize`]). What
     /// either half folded is at or before its own horizon, so at or before
     /// the union's: nothing folded needs unfolding. The result is the
     /// normalized state of the in-order fold ([`Projection::normalize`]).
@@ -827,7 +827,6 @@ impl TriggerStats {
         me.undecodable += other.undecodable;
         me.lost_entries += other.lost_entries;
         me.unattributed.extend(other.unattributed);
-        let mut touched = vec![false; 0];
         for rule in other.rules {
             let tenant = &other.tenants[rule.tenant as usize];
             let r = me.rule_id_of(&tenant.id, &rule.id) as usize;
@@ -848,16 +847,13 @@ impl TriggerStats {
                     t
                 }
             };
-            if touched.len() <= t {
-                touched.resize(t + 1, false);
-            }
-            touched[t] = true;
             let mine = &mut me.tenants[t];
             mine.watermark_us = mine.watermark_us.max(tenant.watermark_us);
         }
-        for (t, _) in touched.iter().enumerate().filter(|(_, &x)| x) {
-            sweep(&mut me.tenants[t], &mut me.rules, self.longest_us);
-        }
+        // Every tenant, not only those of `later`: a tenant only the
+        // earlier half saw may hold events its own sweeps have not reached
+        // yet, which the normalized in-order fold has folded.
+        self.normalize();
     }
 }
 
