@@ -8,7 +8,6 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::Rng;
 use enforcelog::event_view::{view, EntryView};
@@ -738,31 +737,17 @@ fn colliding_rules(tenant: &str, victim_tenant: &str, victim_rule: &str, n: usiz
     out
 }
 
-fn victim_fold_cpu(attacker_rules: &[String]) -> Duration {
-    let mut p = TriggerStats::default();
-    // The victim's pair first: the oldest in its chain.
-    p.apply_keys(&keys("acme", "r-1", 1, 0));
-    for (i, rule) in attacker_rules.iter().enumerate() {
-        p.apply_keys(&keys("mallory", rule, 2, i as u64 + 1));
-    }
-    let started = std::time::Instant::now();
-    for i in 0..20_000u64 {
-        p.apply_keys(&keys("acme", "r-1", 3 + i as i64, i + 100_000));
-    }
-    started.elapsed()
-}
-
-/// One tenant's rule ids (any printable text up to 128 bytes) can be
-/// crafted offline so that every (tenant, rule) pair lands in the chain of
-/// another tenant's pair: each of the victim's events then walks the whole
+/// One tenant's rule ids (any printable text up to 128 bytes) could be
+/// crafted offline so that every (tenant, rule) pair landed in the chain of
+/// another tenant's pair: each of the victim's events then walked the whole
 /// chain, on the one projection thread every tenant shares (and in every
-/// replay). 20,000 crafted rules make each victim event 20,000 string
-/// comparisons. The nested maps before issue 17 used std's randomly keyed
-/// SipHash. Demonstrated by a ratio (no absolute time): the same victim
-/// events after 20,000 crafted rules vs 20,000 ordinary ones.
+/// replay). Confirmed (by CPU time, 20,000 crafted rules against 20,000
+/// ordinary ones). The interning hash is now keyed per table with a random
+/// key, so ids crafted against the source no longer share a chain. Checked
+/// without timing: the longest chain after the victim's pair and the
+/// crafted ids (all in one chain with the unkeyed hash).
 #[test]
-#[ignore = "confirmed: crafted rule ids collide in the unkeyed interning hash; another tenant's events walk the chain"]
-fn crafted_rule_ids_do_not_slow_another_tenants_fold() {
+fn crafted_rule_ids_do_not_share_one_interning_chain() {
     let crafted = colliding_rules("mallory", "acme", "r-1", 20_000);
     for rule in crafted.iter().take(3) {
         assert_eq!(
@@ -772,13 +757,20 @@ fn crafted_rule_ids_do_not_slow_another_tenants_fold() {
         );
         assert!(enforcelog::event::check_id(enforcelog::Field::RuleId, rule).is_ok());
     }
-    let ordinary: Vec<String> = (0..20_000).map(|i| format!("rule-{i:011}")).collect();
-    let slow = victim_fold_cpu(&crafted);
-    let fast = victim_fold_cpu(&ordinary);
+    let mut p = TriggerStats::default();
+    p.apply_keys(&keys("acme", "r-1", 1, 0));
+    for (i, rule) in crafted.iter().enumerate() {
+        p.apply_keys(&keys("mallory", rule, 2, i as u64 + 1));
+    }
+    // 20,001 random 64-bit hashes: a chain of 3 has a chance near 2^-90.
     assert!(
-        slow < fast * 20,
-        "20,000 victim events: {slow:?} after crafted rule ids, {fast:?} after ordinary ones"
+        p.longest_pair_chain() <= 2,
+        "{} of 20,001 pairs share one chain",
+        p.longest_pair_chain()
     );
+    // The pairs are all there, each found.
+    assert_eq!(p.all_rules().count(), 20_001);
+    assert!(matches!(p.answer("acme", "r-1", 1, 20_001), Answer::Exact(s) if s.total_count == 1));
 }
 
 // ---------------------------------------------------------------------

@@ -56,7 +56,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::intern::{pair_hash, FxBuild, HashChains};
+use super::intern::{FxBuild, HashChains};
 use super::Projection;
 use crate::event::{Action, Entry, LossSpan};
 use crate::event_view::EventKeys;
@@ -239,10 +239,11 @@ impl State {
     }
 
     fn find_rule(&self, tenant_id: &str, rule_id: &str) -> Option<u32> {
-        self.pairs.find(pair_hash(tenant_id, rule_id), |r| {
-            let rule = &self.rules[r as usize];
-            *rule.id == *rule_id && *self.tenants[rule.tenant as usize].id == *tenant_id
-        })
+        self.pairs
+            .find(self.pairs.pair_hash(tenant_id, rule_id), |r| {
+                let rule = &self.rules[r as usize];
+                *rule.id == *rule_id && *self.tenants[rule.tenant as usize].id == *tenant_id
+            })
     }
 
     fn rule(&self, tenant_id: &str, rule_id: &str) -> Option<&RuleState> {
@@ -267,7 +268,7 @@ impl State {
                 t
             }
         };
-        let r = self.pairs.push(pair_hash(tenant_id, rule_id));
+        let r = self.pairs.push(self.pairs.pair_hash(tenant_id, rule_id));
         debug_assert_eq!(r as usize, self.rules.len());
         self.rules.push(Rule {
             tenant,
@@ -482,6 +483,15 @@ impl TriggerStats {
     /// minus the longest window.
     pub fn tenant_watermark_us(&self, tenant_id: &str) -> Option<i64> {
         self.state.tenant(tenant_id)?.watermark_us
+    }
+
+    /// The most (tenant, rule) pairs that share one hash in the interning
+    /// table: how many pairs one event's lookup may compare at most. For
+    /// tests of the keyed hash (feature `test-util`); not a stable API.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub fn longest_pair_chain(&self) -> usize {
+        self.state.pairs.longest_chain()
     }
 
     /// Log entries skipped because they do not decode (not store payloads).
