@@ -109,6 +109,10 @@ enum KeysDamage {
     Truncate,
     /// The file of another segment under this one's name.
     Swap,
+    /// The file re-bound, checksum and all, to a segment of the same shape
+    /// of another store (another store tag, segment digest or last batch
+    /// position): refused and built again.
+    Rebind,
     // Not here: a file that checks whole, is bound to the segment and
     // still names the wrong frames (its key hashes permuted). Only a broken
     // build or a forger writes one, and it can hide events from a query
@@ -365,6 +369,7 @@ fn keys_damage_strategy() -> impl Strategy<Value = KeysDamage> {
         KeysDamage::FlipBit,
         KeysDamage::Truncate,
         KeysDamage::Swap,
+        KeysDamage::Rebind,
     ])
 }
 
@@ -711,6 +716,17 @@ fn damage_key_files(
             }
             KeysDamage::Swap => {
                 storage.write_file(&path, &files[at.index(files.len())].1);
+            }
+            KeysDamage::Rebind => {
+                let Some(mut file) = enforcelog::format::keys_file::KeysFile::decode(bytes) else {
+                    continue;
+                };
+                match at.index(3) {
+                    0 => file.segment.store_tag ^= 1,
+                    1 => file.segment.segment_digest ^= 1,
+                    _ => file.segment.last_batch_at = file.segment.last_batch_at.saturating_sub(1),
+                }
+                storage.write_file(&path, &file.encode());
             }
         }
     }

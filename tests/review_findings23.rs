@@ -637,7 +637,6 @@ fn keys_files(dir: &std::path::Path) -> Vec<PathBuf> {
 /// tenant's query. The key file names no store (`store_tag`), nor anything
 /// of the segment's content.
 #[test]
-#[ignore = "confirmed: a key file of another store with the same shape hides every event of the tenant"]
 fn a_key_file_of_another_store_does_not_hide_events() {
     let a = tempfile::tempdir().expect("temporary directory");
     let b = tempfile::tempdir().expect("temporary directory");
@@ -877,7 +876,6 @@ fn crashes_in_a_group_over_zeros_are_judged_as_without_zeros() {
 /// undecodable record twice (`Store::take_record` adds to the counter,
 /// `Undo` does not take it back).
 #[test]
-#[ignore = "confirmed: a dropped key-index pass counts undecodable records twice in StoreMetrics"]
 fn a_dropped_key_index_pass_counts_each_undecodable_record_once() {
     use enforcelog::format::keys_file::KeysFile;
     let dir = tempfile::tempdir().expect("temporary directory");

@@ -21,9 +21,12 @@
 //!             40    4 tenant_posting_count u32 (= events in the segment)
 //!             44    4 run_posting_count   u32 (= events with a run id)
 //!             48    4 other_count         u32 (= records that are not events)
-//!             52    4 reserved            zero
+//!             52    4 store_tag           u32, the segment header's store tag
+//!             56    4 last_batch_at       u32, byte position of the segment's
+//!                                         last batch (it ends at segment_len)
+//!             60    4 segment_digest      u32, see `segment_digest`
 //!
-//! tenant directory entry (tenant_count times, from byte 56), sorted by hash
+//! tenant directory entry (tenant_count times, from byte 64), sorted by hash
 //!              0    8 tenant_hash         u64, key_hash(tenant_id)
 //!              8    4 first               u32, index of its first tenant posting
 //!             12    4 count               u32, its tenant postings (>= 1)
@@ -48,15 +51,24 @@
 //! `key_hash` is 64-bit FNV-1a over the id's UTF-8 bytes. Directory entries
 //! are contiguous: entry `i` starts where entry `i - 1` ended, and the last
 //! ends at `tenant_posting_count`.
+//!
+//! `segment_digest` is the crc32 of the segment's first
+//! `SEGMENT_HEADER_LEN + BATCH_HEADER_LEN + FRAME_HEADER_LEN` bytes (its
+//! header, its first batch's header and first frame's header, checksums and
+//! timestamps included) followed by the `BATCH_HEADER_LEN` bytes at
+//! `last_batch_at`. With `store_tag` and the three offsets it binds the
+//! file to one segment of one store: a file of another store, or of an
+//! earlier segment under the same base, does not match and is rebuilt
+//! (`store::keys`). It costs two small reads to check.
 
-use super::{i64_at, u32_at, u64_at, SEGMENT_HEADER_LEN};
+use super::{i64_at, u32_at, u64_at, BATCH_HEADER_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// The first eight bytes of every key index file.
 pub const KEYS_MAGIC: [u8; 8] = *b"ENFLOGKY";
 /// The version of the key index format this build writes and reads.
-pub const KEYS_VERSION: u16 = 1;
+pub const KEYS_VERSION: u16 = 2;
 /// Size of the key index header in bytes.
-pub const KEYS_HEADER_LEN: usize = 56;
+pub const KEYS_HEADER_LEN: usize = 64;
 /// Size of one tenant directory entry in bytes.
 pub const TENANT_ENTRY_LEN: usize = 16;
 /// Size of one posting (tenant, run or other) in bytes.
@@ -73,6 +85,63 @@ pub fn key_hash(id: &str) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
+}
+
+/// The segment a key index file describes: what binds the file to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SegmentBinding {
+    /// The segment's base offset.
+    pub base_offset: u64,
+    /// The offset after the segment's last record.
+    pub next_offset: u64,
+    /// The segment file length.
+    pub segment_len: u64,
+    /// The store tag of the segment's header.
+    pub store_tag: u32,
+    /// Byte position of the segment's last batch.
+    pub last_batch_at: u32,
+    /// [`segment_digest`] of the segment's bytes.
+    pub segment_digest: u32,
+}
+
+impl SegmentBinding {
+    /// The binding of the segment `bytes` (its file, `segment_len` long)
+    /// whose last batch starts at `last_batch_at`; `None` if the bytes are
+    /// too short or no batch there ends at the segment's end.
+    pub fn of(
+        bytes: &[u8],
+        base_offset: u64,
+        next_offset: u64,
+        segment_len: u64,
+        last_batch_at: u32,
+    ) -> Option<Self> {
+        let len = usize::try_from(segment_len).ok()?;
+        let bytes = bytes.get(..len)?;
+        let last = last_batch_at as usize;
+        let last_header = bytes.get(last..last.checked_add(BATCH_HEADER_LEN)?)?;
+        // The batch's length field (see `format::batch`) ends the segment.
+        if last < SEGMENT_HEADER_LEN || last + u32_at(last_header, 4) as usize != len {
+            return None;
+        }
+        let head = bytes.get(..SEGMENT_HEADER_LEN + BATCH_HEADER_LEN + FRAME_HEADER_LEN)?;
+        Some(SegmentBinding {
+            base_offset,
+            next_offset,
+            segment_len,
+            store_tag: u32_at(bytes, 12),
+            last_batch_at,
+            segment_digest: segment_digest(head, last_header),
+        })
+    }
+}
+
+/// The crc32 of the segment's head (header, first batch header, first
+/// frame header) followed by its last batch's header.
+pub fn segment_digest(head: &[u8], last_batch_header: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(head);
+    h.update(last_batch_header);
+    h.finalize()
 }
 
 /// One tenant's slice of the tenant postings.
@@ -107,12 +176,8 @@ pub struct RunPosting {
 /// A decoded key index file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeysFile {
-    /// The segment's base offset.
-    pub base_offset: u64,
-    /// The offset after the segment's last record.
-    pub next_offset: u64,
-    /// The segment file length it describes.
-    pub segment_len: u64,
+    /// The segment it describes.
+    pub segment: SegmentBinding,
     /// Sorted by hash, contiguous over `tenant_postings`.
     pub tenants: Vec<TenantEntry>,
     /// Every event's frame, grouped by tenant as `tenants` says.
@@ -127,9 +192,7 @@ impl KeysFile {
     /// Builds the file's content from one entry per record of the segment:
     /// `(tenant hash, run hash)` for an event, `None` for anything else.
     pub fn from_records(
-        base_offset: u64,
-        next_offset: u64,
-        segment_len: u64,
+        segment: SegmentBinding,
         records: impl IntoIterator<Item = (TimedPosting, Option<(u64, Option<u64>)>)>,
     ) -> Self {
         let mut events: Vec<(u64, TimedPosting)> = Vec::new();
@@ -164,9 +227,7 @@ impl KeysFile {
             }
         }
         KeysFile {
-            base_offset,
-            next_offset,
-            segment_len,
+            segment,
             tenants,
             tenant_postings: events.into_iter().map(|(_, p)| p).collect(),
             run_postings,
@@ -212,13 +273,15 @@ impl KeysFile {
         out.extend_from_slice(&KEYS_VERSION.to_le_bytes());
         out.extend_from_slice(&[0, 0]);
         out.extend_from_slice(&count(self.tenants.len()).to_le_bytes());
-        out.extend_from_slice(&self.base_offset.to_le_bytes());
-        out.extend_from_slice(&self.next_offset.to_le_bytes());
-        out.extend_from_slice(&self.segment_len.to_le_bytes());
+        out.extend_from_slice(&self.segment.base_offset.to_le_bytes());
+        out.extend_from_slice(&self.segment.next_offset.to_le_bytes());
+        out.extend_from_slice(&self.segment.segment_len.to_le_bytes());
         out.extend_from_slice(&count(self.tenant_postings.len()).to_le_bytes());
         out.extend_from_slice(&count(self.run_postings.len()).to_le_bytes());
         out.extend_from_slice(&count(self.others.len()).to_le_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0]);
+        out.extend_from_slice(&self.segment.store_tag.to_le_bytes());
+        out.extend_from_slice(&self.segment.last_batch_at.to_le_bytes());
+        out.extend_from_slice(&self.segment.segment_digest.to_le_bytes());
         for t in &self.tenants {
             out.extend_from_slice(&t.tenant_hash.to_le_bytes());
             out.extend_from_slice(&t.first.to_le_bytes());
@@ -253,7 +316,7 @@ impl KeysFile {
             return None;
         }
         let version = u16::from_le_bytes([body[8], body[9]]);
-        if version != KEYS_VERSION || body[10..12] != [0, 0] || body[52..56] != [0, 0, 0, 0] {
+        if version != KEYS_VERSION || body[10..12] != [0, 0] {
             return None;
         }
         let tenant_count = u32_at(body, 12) as usize;
@@ -306,9 +369,14 @@ impl KeysFile {
         at += run_postings * POSTING_LEN;
         let other_list = timed(at, others);
         let file = KeysFile {
-            base_offset: u64_at(body, 16),
-            next_offset: u64_at(body, 24),
-            segment_len: u64_at(body, 32),
+            segment: SegmentBinding {
+                base_offset: u64_at(body, 16),
+                next_offset: u64_at(body, 24),
+                segment_len: u64_at(body, 32),
+                store_tag: u32_at(body, 52),
+                last_batch_at: u32_at(body, 56),
+                segment_digest: u32_at(body, 60),
+            },
             tenants,
             tenant_postings: tenant_list,
             run_postings: run_list,
@@ -322,7 +390,7 @@ impl KeysFile {
     fn is_consistent(&self) -> bool {
         let in_segment = |position: u32| {
             u64::from(position) >= SEGMENT_HEADER_LEN as u64
-                && u64::from(position) < self.segment_len
+                && u64::from(position) < self.segment.segment_len
         };
         let mut next_first = 0u64;
         for (i, t) in self.tenants.iter().enumerate() {
@@ -341,7 +409,10 @@ impl KeysFile {
                     .windows(2)
                     .all(|w| w[0] < w[1])
             });
-        self.base_offset < self.next_offset
+        let last = u64::from(self.segment.last_batch_at);
+        self.segment.base_offset < self.segment.next_offset
+            && last >= SEGMENT_HEADER_LEN as u64
+            && last + (BATCH_HEADER_LEN as u64) < self.segment.segment_len
             && grouped
             && self.tenant_postings.iter().all(|p| in_segment(p.position))
             && self.run_postings.windows(2).all(|w| w[0] < w[1])
@@ -358,12 +429,8 @@ impl KeysFile {
 /// bytes in place (a mapped file) instead of a decoded copy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeysLayout {
-    /// The segment's base offset.
-    pub base_offset: u64,
-    /// The offset after the segment's last record.
-    pub next_offset: u64,
-    /// The segment file length it describes.
-    pub segment_len: u64,
+    /// The segment it describes.
+    pub segment: SegmentBinding,
     tenant_count: usize,
     tenant_postings: usize,
     run_postings: usize,
@@ -376,9 +443,7 @@ impl KeysLayout {
     pub fn check(buf: &[u8]) -> Option<Self> {
         let file = KeysFile::decode(buf)?;
         Some(KeysLayout {
-            base_offset: file.base_offset,
-            next_offset: file.next_offset,
-            segment_len: file.segment_len,
+            segment: file.segment,
             tenant_count: file.tenants.len(),
             tenant_postings: file.tenant_postings.len(),
             run_postings: file.run_postings.len(),
@@ -485,9 +550,14 @@ mod tests {
             position,
         };
         KeysFile::from_records(
-            100,
-            105,
-            9000,
+            SegmentBinding {
+                base_offset: 100,
+                next_offset: 105,
+                segment_len: 9000,
+                store_tag: 0x1234_5678,
+                last_batch_at: 8000,
+                segment_digest: 0x9abc_def0,
+            },
             [
                 (
                     posting(5, 32),
@@ -572,6 +642,71 @@ mod tests {
         }
     }
 
+    /// A segment's bytes: header, then batches of one frame each (only
+    /// the fields the binding reads need be right).
+    fn segment(store_tag: u32, batches: &[(u64, u8)]) -> (Vec<u8>, u32) {
+        let mut bytes = vec![0u8; SEGMENT_HEADER_LEN];
+        bytes[12..16].copy_from_slice(&store_tag.to_le_bytes());
+        let mut last = 0;
+        for &(offset, fill) in batches {
+            last = bytes.len() as u32;
+            let len = BATCH_HEADER_LEN + FRAME_HEADER_LEN + 8 + 4;
+            let mut batch = vec![fill; len];
+            batch[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+            batch[12..20].copy_from_slice(&offset.to_le_bytes());
+            bytes.extend_from_slice(&batch);
+        }
+        (bytes, last)
+    }
+
+    #[test]
+    fn the_binding_names_one_segment_of_one_store() {
+        let (bytes, last) = segment(7, &[(10, 1), (11, 2), (12, 3)]);
+        let len = bytes.len() as u64;
+        let binding = SegmentBinding::of(&bytes, 10, 13, len, last).expect("binds");
+        assert_eq!(binding.store_tag, 7);
+        assert_eq!(binding.last_batch_at, last);
+        // The same shape, another store or other content: another binding.
+        let (other_store, _) = segment(8, &[(10, 1), (11, 2), (12, 3)]);
+        let (other_first, _) = segment(7, &[(10, 9), (11, 2), (12, 3)]);
+        let (other_last, _) = segment(7, &[(10, 1), (11, 2), (12, 9)]);
+        for other in [&other_store, &other_first, &other_last] {
+            assert_ne!(SegmentBinding::of(other, 10, 13, len, last), Some(binding));
+        }
+        // A last batch position that is not one, or bytes that end early.
+        assert_eq!(SegmentBinding::of(&bytes, 10, 13, len, last - 1), None);
+        assert_eq!(SegmentBinding::of(&bytes, 10, 13, len, 20), None);
+        assert_eq!(SegmentBinding::of(&bytes, 10, 13, len, last + 1), None);
+        assert_eq!(
+            SegmentBinding::of(&bytes[..len as usize - 1], 10, 13, len, last),
+            None
+        );
+        // Every bit of the bound fields matters: a file with any one
+        // flipped (checksum made good again) names another segment.
+        let file = KeysFile::from_records(binding, [] as [(TimedPosting, _); 0]);
+        let encoded = file.encode();
+        assert_eq!(KeysFile::decode(&encoded), Some(file.clone()));
+        for bit in 16 * 8..KEYS_HEADER_LEN * 8 {
+            if (40 * 8..52 * 8).contains(&bit) {
+                continue; // the posting counts, not the binding
+            }
+            let mut flipped = encoded[..encoded.len() - KEYS_FOOTER_LEN].to_vec();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let crc = crc32fast::hash(&flipped);
+            flipped.extend_from_slice(&crc.to_le_bytes());
+            if let Some(decoded) = KeysFile::decode(&flipped) {
+                // What `store::keys` checks: the binding of the segment's
+                // own offsets and bytes, at the file's last batch position.
+                let b = decoded.segment;
+                assert_ne!(
+                    SegmentBinding::of(&bytes, 10, 13, len, b.last_batch_at),
+                    Some(b),
+                    "bit {bit}: still binds"
+                );
+            }
+        }
+    }
+
     #[test]
     fn inconsistent_content_with_a_good_checksum_is_refused() {
         let mut keys = sample();
@@ -583,5 +718,19 @@ mod tests {
         let mut keys = sample();
         keys.others[0].position = 9000;
         assert_eq!(KeysFile::decode(&keys.encode()), None, "past the segment");
+        let mut keys = sample();
+        keys.segment.last_batch_at = 8960;
+        assert_eq!(
+            KeysFile::decode(&keys.encode()),
+            None,
+            "last batch past the segment"
+        );
+        let mut keys = sample();
+        keys.segment.last_batch_at = 31;
+        assert_eq!(
+            KeysFile::decode(&keys.encode()),
+            None,
+            "last batch in the header"
+        );
     }
 }

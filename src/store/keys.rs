@@ -5,14 +5,16 @@
 //! Trust model: a key file is derived data, never trusted over the
 //! segment. It is used only if it checks whole (checksum, order, bounds)
 //! and names the segment it describes by (base offset, next offset, file
-//! length); otherwise it is absent, and built again from the segment's
+//! length, the segment header's store tag, and a digest of the segment's
+//! head and last batch header: `format::keys_file`); otherwise it is absent, and built again from the segment's
 //! verified batches. Every frame a posting names is verified before use
 //! (see [`Hit`] and `store::query`): inside the segment, frame checksum,
 //! offset in the segment's range, and the decoded tenant or run hashes as
 //! posted. A hit that fails makes the query drop the file and read that
 //! segment by scan. So a hash collision or a wrong file costs reads, never a
 //! wrong answer; what no check can catch is a file that is consistent,
-//! bound to the right (base, next, length) and still leaves a frame out,
+//! bound to the right segment and still leaves a frame out (a file of
+//! another store or another segment of the same shape is not bound to it),
 //! the same trust the sparse `.idx` gets (see DESIGN.md).
 //!
 //! Crash safety: a file is written only for a sealed segment (never written
@@ -34,7 +36,7 @@ use tracing::warn;
 
 use crate::event_view::{view, EntryView};
 use crate::format::batch::decode_batch;
-use crate::format::keys_file::{key_hash, KeysFile, KeysLayout, TimedPosting};
+use crate::format::keys_file::{key_hash, KeysFile, KeysLayout, SegmentBinding, TimedPosting};
 use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::log::dir::write_file_atomically;
 use crate::log::{ActiveBytes, SealedBytes};
@@ -63,10 +65,28 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
+    /// True when the file is bound to `segment`: the same offsets and
+    /// length, and the same store tag and digest of its bytes (see
+    /// `format::keys_file`), so a same-shaped file of another store or of
+    /// an earlier segment under this base is not used.
     fn describes(&self, segment: &SealedBytes) -> bool {
-        self.layout.base_offset == segment.base_offset()
-            && self.layout.next_offset == segment.next_offset()
-            && self.layout.segment_len == segment.len()
+        let bound = self.layout.segment;
+        if bound.base_offset != segment.base_offset()
+            || bound.next_offset != segment.next_offset()
+            || bound.segment_len != segment.len()
+        {
+            return false;
+        }
+        let Ok(map) = segment.bytes() else {
+            return false;
+        };
+        SegmentBinding::of(
+            &map,
+            segment.base_offset(),
+            segment.next_offset(),
+            segment.len(),
+            bound.last_batch_at,
+        ) == Some(bound)
     }
 
     /// Positions of the tenant's events with a frame timestamp in `time_us`.
@@ -225,7 +245,9 @@ pub(crate) fn build(segment: &SealedBytes) -> Option<Vec<u8>> {
     let mut records = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
     let mut expected = segment.base_offset();
+    let mut last_batch_at = pos;
     while pos < len {
+        last_batch_at = pos;
         let batch = decode_batch(&bytes[pos..], Some(expected)).ok()?;
         let mut at = pos + crate::format::BATCH_HEADER_LEN;
         for frame in batch.frames() {
@@ -246,12 +268,14 @@ pub(crate) fn build(segment: &SealedBytes) -> Option<Vec<u8>> {
     if expected != segment.next_offset() {
         return None;
     }
-    let file = KeysFile::from_records(
+    let binding = SegmentBinding::of(
+        bytes,
         segment.base_offset(),
         segment.next_offset(),
         segment.len(),
-        records,
-    );
+        u32::try_from(last_batch_at).ok()?,
+    )?;
+    let file = KeysFile::from_records(binding, records);
     Some(file.encode())
 }
 

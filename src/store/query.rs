@@ -268,6 +268,21 @@ impl Store {
     /// The other shards of the directory are read as of their last
     /// refresh (see [`Store::refresh`]); this store's own shard as of now.
     pub fn query(&self, query: &Query) -> Result<QueryPage> {
+        let page = self.query_page(query)?;
+        // Counted once the page is final: a segment read through its key
+        // index and then dropped (`Undo`) is read again by scan, and its
+        // records must not count twice.
+        if page.undecodable > 0 {
+            self.inner
+                .counters
+                .undecodable_read
+                .fetch_add(page.undecodable, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(page)
+    }
+
+    /// The page of [`Store::query`], before it is counted.
+    fn query_page(&self, query: &Query) -> Result<QueryPage> {
         query.check()?;
         let view = self.inner.peers.current();
         if let Some(reason) = &view.failure {
@@ -676,14 +691,9 @@ impl Store {
             Ok(Entry::Lost(_)) => page.lost += 1,
             Ok(_) => {}
             // Not a store payload: skipped and counted, as the
-            // projections do, so it cannot hide every later event.
-            Err(_) => {
-                page.undecodable += 1;
-                self.inner
-                    .counters
-                    .undecodable_read
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            // projections do, so it cannot hide every later event (on the
+            // page here; in the store's metrics once the page is final).
+            Err(_) => page.undecodable += 1,
         }
         if page.events.len() == query.limit {
             let next = offset + 1;
