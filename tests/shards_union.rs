@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use enforcelog::{
     Action, Entry, Error, Event, Positions, ShardEntry, Store, StoreOptions, UnionDelivery,
@@ -588,6 +588,31 @@ fn union_subscriber_follows_a_killed_writers_shard_into_its_reuse_once() {
     }
     dead.kill().expect("SIGKILL");
     dead.wait().unwrap();
+    // This writer store settles the dead writer's shard (a recovery open
+    // under the shard's lock); a writer starting meanwhile finds the lock
+    // held and rightly claims a new shard. Wait until the settle has made
+    // every acknowledged event readable, so the next writer finds the shard
+    // free.
+    let waited = Instant::now();
+    while (got
+        .iter()
+        .filter_map(run_id)
+        .filter(|r| writer_of(r).0 == 20)
+        .count() as u64)
+        < acked
+    {
+        assert!(
+            waited.elapsed() < LIVENESS,
+            "the dead writer's shard was never settled"
+        );
+        own.refresh().unwrap();
+        while let Some(delivery) = sub.try_next().unwrap() {
+            if let UnionDelivery::Entry(e) = delivery {
+                got.push(e);
+            }
+        }
+    }
+    own.refresh().unwrap();
     let mut next = spawn_child(dir.path(), 21, 80, "exit");
     let (reused, new_acked) = read_child(&mut next, None);
     assert!(next.wait().unwrap().success());
