@@ -93,7 +93,7 @@ use super::dir;
 use super::durable_end::{DurableEnd, ReadLimit};
 use super::hole::hole_of;
 use super::identity::{foreign_reason, StoreId};
-use super::repair::{damage_marker_name, rebuilt_segment};
+use super::repair::{damage_marker_name, damaged_data_end, rebuilt_segment};
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment, Segments, Verified};
 use super::writer::GROUP_MAX_BYTES;
 use crate::config::LogOptions;
@@ -768,8 +768,10 @@ pub(super) fn open_last(
         Access::ReadOnly(end) => ReadLimit::for_last_segment(end, base),
         Access::Writer => ReadLimit::Unknown,
     };
+    let mut viewed_durable_len = 0;
     if let ReadLimit::Upto(durable_len) = limit {
         // Past the durable end lie bytes a crash may still take away.
+        viewed_durable_len = durable_len;
         let durable_len = usize::try_from(durable_len).unwrap_or(usize::MAX);
         bytes.truncate(durable_len.max(SEGMENT_HEADER_LEN));
     }
@@ -791,6 +793,16 @@ pub(super) fn open_last(
     let (file, bytes) = match (&scan.stop, access) {
         (Stop::Corrupt { position, reason }, Access::Writer) => {
             let damage = format!("damage at byte {position}: {reason}");
+            // The zeros after the data go first (durably, before the
+            // damage marker): the segment is sealed as it would be without
+            // filling, and every later open rebuilds it from the same bytes.
+            let data_end = damaged_data_end(&bytes, base, durable.len);
+            if data_end < bytes.len() {
+                file.set_len(data_end as u64)
+                    .map_err(|e| Error::io("truncate", &path, e))?;
+                file.sync_data().map_err(|e| Error::io("fsync", &path, e))?;
+                bytes.truncate(data_end);
+            }
             let sealed = seal_damaged(storage, dir, base, &bytes, options, durable, &damage)?;
             let active = ActiveSegment::create(storage, dir, sealed.next_offset, store_tag)?;
             return Ok((active, 0, Some(sealed)));
@@ -804,7 +816,9 @@ pub(super) fn open_last(
                 reason = %reason,
                 "damage in the active segment: reading past it"
             );
-            let (rebuilt, _) = rebuilt_segment(&bytes, base, None);
+            // Without the zeros after the data, as the writer seals it.
+            let data_end = damaged_data_end(&bytes, base, viewed_durable_len);
+            let (rebuilt, _) = rebuilt_segment(&bytes[..data_end], base, None);
             scan = scan_all(&rebuilt);
             let file: Arc<dyn StorageFile> = Arc::new(InMemory(rebuilt.clone()));
             (file, rebuilt)
@@ -858,9 +872,10 @@ pub(super) fn open_last(
 }
 
 /// Damage in the active segment must not stop recording: the writer
-/// leaves the segment as it found it (its bytes never change, so nothing a
-/// later `repair` or an operator needs is lost) and seals it, and the
-/// caller starts a new segment past every offset it holds.
+/// leaves the segment as it found it (its data bytes never change, so
+/// nothing a later `repair` or an operator needs is lost; only the zeros
+/// after the data are cut first, see [`damaged_data_end`]) and seals it,
+/// and the caller starts a new segment past every offset it holds.
 ///
 /// The seal is durable before the new segment exists: a marker file
 /// `<segment name>.damaged` (its text: where and why), fsynced with its

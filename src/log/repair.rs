@@ -638,6 +638,43 @@ pub(crate) fn rebuilt_segment(bytes: &[u8], base: u64, next_base: Option<u64>) -
     (content, next)
 }
 
+/// Where the data of a damaged last segment ends: after its last non-zero
+/// byte, never below `durable_len` (the bytes its writer made durable) nor
+/// into the segment header, nor inside a damaged batch whose header
+/// verifies (its `batch_len` is trusted, as by [`resync`]: a zeroed
+/// trailer byte is damage in it). The zeros after that hold no record: a
+/// batch ends in its non-zero trailer (`"EEND"`), so when every byte from a
+/// batch boundary to the end of the file is zero (FORMAT.md rule 0) that
+/// boundary is exactly this point; and where damage runs into them, zeros
+/// past the durable end are space a writer filled ahead of itself
+/// (`LogOptions::preallocate_segments`) or a write that never landed, which
+/// a torn tail would cut as well. So a damaged segment is sealed, read and
+/// repaired without them, exactly as if the writer had not filled it: no
+/// zero run left in a sealed segment (where `verify` would report it as
+/// damage), and no hole sized by zeros.
+pub(crate) fn damaged_data_end(bytes: &[u8], base: u64, durable_len: u64) -> usize {
+    let mut data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let (pieces, _, _) = plan_segment(bytes, base, true, None);
+    if let Some(Piece::Hole {
+        bytes: range,
+        first_offset,
+        ..
+    }) = pieces.last()
+    {
+        if let Ok(h) = decode_header(&bytes[range.start..]) {
+            let end = range.start.saturating_add(h.batch_len as usize);
+            if h.first_offset == *first_offset && end <= bytes.len() {
+                data_end = data_end.max(end);
+            }
+        }
+    }
+    let durable = usize::try_from(durable_len).unwrap_or(usize::MAX);
+    data_end
+        .max(durable)
+        .max(SEGMENT_HEADER_LEN)
+        .min(bytes.len())
+}
+
 /// Scans every segment and plans the repair.
 fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
     let count = segments.len();
@@ -651,7 +688,17 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
         let file = storage
             .open(&path, OpenMode::Read)
             .map_err(|e| Error::io("open", &path, e))?;
-        let bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+        let mut bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+        if last {
+            // The zeros after the data of the last segment hold no record
+            // (as a writer open that meets damage there cuts them): no
+            // hole is sized by them.
+            let durable_len = match durable_end::load(storage, dir)? {
+                Some(end) if end.segment_base == base => end.segment_len,
+                _ => 0,
+            };
+            bytes.truncate(damaged_data_end(&bytes, base, durable_len));
+        }
         let out_of_place = if base != plan.next_offset {
             Some(format!(
                 "starts at offset {base}, the previous segment ends at {}",

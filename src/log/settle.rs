@@ -18,7 +18,9 @@
 //!   itself;
 //! - a log whose published end covers its last segment's bytes is left
 //!   alone: a cleanly closed log, or an idle live one, costs a listing, a
-//!   32-byte read and a stat;
+//!   32-byte read and a stat; so is one whose bytes past that end start
+//!   with zeros (a live writer's zero filling ahead of itself: no batch was
+//!   written there), for one more read of at most 40 bytes;
 //! - a directory that is not a whole store yet (no `VERSION`, no segment:
 //!   its creator holds it, or died before writing anything) is left alone.
 
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use super::{dir, durable_end, Log};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
+use crate::format::BATCH_HEADER_LEN;
 use crate::storage::{OpenMode, Storage};
 
 /// Whether the log in `dir` holds bytes past its published durable end
@@ -51,11 +54,24 @@ fn looks_unsettled(storage: &dyn Storage, dir: &Path) -> Result<bool> {
         return Ok(true);
     }
     let path = dir::segment_path(dir, last);
-    let len = storage
+    let file = storage
         .open(&path, OpenMode::Read)
-        .and_then(|file| file.len())
-        .map_err(|e| Error::io("stat", &path, e))?;
-    Ok(len != end.segment_len)
+        .map_err(|e| Error::io("open", &path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+    if len <= end.segment_len {
+        return Ok(len != end.segment_len);
+    }
+    // Past the end: with `preallocate_segments`, a live writer's zeros
+    // ahead of itself. A batch never reads as zeros (its header holds
+    // marker bytes), so when the bytes where the next batch would start
+    // are zeros, no batch was written after the published end: nothing a
+    // settle would make visible (past a lost piece there, only the
+    // damage handling of the shard's next writer does), and the lock of a
+    // live, idle writer is not tried on every refresh.
+    let mut head = vec![0u8; BATCH_HEADER_LEN.min((len - end.segment_len) as usize)];
+    file.read_exact_at(&mut head, end.segment_len)
+        .map_err(|e| Error::io("read", &path, e))?;
+    Ok(head.iter().any(|&b| b != 0))
 }
 
 impl Log {
