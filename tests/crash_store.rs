@@ -1413,6 +1413,24 @@ fn key_answers(store: &Store, indexed: bool) -> Vec<enforcelog::QueryPage> {
 }
 
 /// The key index files of the store in `/store/keys`, by name.
+/// A new simulated storage holding, durably, every directory and file
+/// under `/store` of `from` as a reader sees them now.
+fn copy_store(from: &SimStorage) -> SimStorage {
+    let to = SimStorage::new(5);
+    let mut dirs = vec![std::path::PathBuf::from("/store")];
+    while let Some(dir) = dirs.pop() {
+        to.create_dir_all(&dir).expect("create a directory");
+        for name in from.list(&dir).expect("list a directory") {
+            let path = dir.join(&name);
+            match from.read_file(&path) {
+                Some(bytes) => to.write_file(&path, &bytes),
+                None => dirs.push(path),
+            }
+        }
+    }
+    to
+}
+
 fn key_index_files(storage: &SimStorage) -> Vec<(String, Vec<u8>)> {
     let dir = std::path::Path::new("/store/keys");
     let mut names = storage.list(dir).unwrap_or_default();
@@ -1469,6 +1487,10 @@ fn a_crash_while_key_indexes_are_written_leaves_queries_exact() {
             .open()
             .expect("reopen")
     };
+    // One store, copied for each run: a store's id (and so every key
+    // file's binding) is drawn when it is created.
+    let original = populated();
+    let populated = || copy_store(&original);
     // The clean run: what every crash point must end with.
     let storage = populated();
     let store = reopen(&storage);
