@@ -105,6 +105,13 @@ impl Prefill {
             Err(e) => {
                 self.failed = true;
                 metrics.failures.fetch_add(1, Ordering::Relaxed);
+                // Give back what the failed fill took: on a full disk the
+                // space belongs to records and checkpoints, not to zeros.
+                // The zeros hold no record, so a failed cut costs nothing
+                // but the space.
+                if let Err(cut) = file.set_len(self.filled_end) {
+                    warn!(segment = %path.display(), error = %cut, "could not cut a failed zero fill back");
+                }
                 warn!(
                     segment = %path.display(),
                     at = self.filled_end,
