@@ -478,11 +478,14 @@ impl Drop for Inner {
 }
 
 pub(crate) fn decode_entry(record: &crate::record::LogRecord) -> Result<Entry> {
-    payload::decode(record.offset, record.timestamp_us, &record.payload).map_err(|e| {
-        Error::BadPayload {
-            offset: record.offset,
-            reason: e.0,
-        }
+    decode_payload(record.offset, record.timestamp_us, &record.payload)
+}
+
+/// [`decode_entry`] of a record's parts, as a scan hands them over in place.
+pub(crate) fn decode_payload(offset: u64, timestamp_us: i64, bytes: &[u8]) -> Result<Entry> {
+    payload::decode(offset, timestamp_us, bytes).map_err(|e| Error::BadPayload {
+        offset,
+        reason: e.0,
     })
 }
 

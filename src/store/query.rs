@@ -3,14 +3,13 @@
 use std::ops::{ControlFlow, Range};
 
 use super::keys::{self, Lookup};
-use super::Store;
+use super::{decode_payload, Store};
 use crate::error::{Error, Result};
 use crate::event::{check_id, Action, Entry, Field, GapMarker, StoredEvent};
 use crate::event_view::{self, EntryView, EventKeys};
 use crate::format::keys_file::key_hash;
 use crate::format::FrameView;
 use crate::log::{ActiveBytes, Log, SealedBytes};
-use crate::payload;
 
 /// The most bytes of the active segment one `pread` reads for a query's
 /// hits: hits closer together than this are read at once.
@@ -165,20 +164,20 @@ impl Query {
     }
 
     fn matches(&self, e: &StoredEvent) -> bool {
-        self.tenant.as_ref().is_none_or(|t| *t == e.tenant_id)
-            && self.rule.as_ref().is_none_or(|r| *r == e.rule_id)
-            && self.action.is_none_or(|a| a == e.action)
-            && self
-                .run_id
-                .as_ref()
-                .is_none_or(|r| e.run_id.as_ref() == Some(r))
-            && self.since_us.is_none_or(|s| e.enforced_at_us >= s)
-            && self.until_us.is_none_or(|u| e.enforced_at_us < u)
+        self.matches_keys(&EventKeys {
+            tenant_id: &e.tenant_id,
+            rule_id: &e.rule_id,
+            action: e.action,
+            run_id: e.run_id.as_deref(),
+            enforced_at_us: e.enforced_at_us,
+            offset: e.offset,
+        })
     }
 
-    /// [`Query::matches`] on an event's keys, viewed in place: the same
-    /// answer (`view` and `decode` agree on every field), before anything
-    /// is decoded or allocated.
+    /// Whether an event, by its keys, is one the query asks for: on keys
+    /// viewed in place (before anything is decoded) and on decoded events
+    /// alike, so both give the same answer (`view` and `decode` agree on
+    /// every field).
     fn matches_keys(&self, k: &EventKeys<'_>) -> bool {
         self.tenant.as_deref().is_none_or(|t| t == k.tenant_id)
             && self.rule.as_deref().is_none_or(|r| r == k.rule_id)
@@ -461,7 +460,7 @@ impl Store {
                     return ControlFlow::Continue(());
                 }
             }
-            let entry = decode_frame(frame.offset, frame.timestamp_us, frame.payload);
+            let entry = decode_payload(frame.offset, frame.timestamp_us, frame.payload);
             match self.take_record(query, shard, log, frame.offset, entry, page) {
                 Some(scan) => {
                     done = Some(scan);
@@ -660,7 +659,7 @@ impl Store {
                     continue;
                 }
             }
-            let entry = decode_frame(frame.offset, frame.timestamp_us, frame.payload);
+            let entry = decode_payload(frame.offset, frame.timestamp_us, frame.payload);
             if let Some(done) = self.take_record(query, shard, log, frame.offset, entry, page) {
                 return Some(Indexed::Done(done));
             }
@@ -743,12 +742,4 @@ impl Undo {
         page.undecodable = self.undecodable;
         page.lost = self.lost;
     }
-}
-
-/// A record's payload decoded whole, as a query's result.
-fn decode_frame(offset: u64, timestamp_us: i64, bytes: &[u8]) -> Result<Entry> {
-    payload::decode(offset, timestamp_us, bytes).map_err(|e| Error::BadPayload {
-        offset,
-        reason: e.0,
-    })
 }
