@@ -54,8 +54,9 @@ mod events;
 
 use counting_alloc::counted;
 use dataset::{
-    build, check_stats, decode_pass, feed, files_with, ms, percentiles, place_checkpoint,
-    read_pass, replay, replay_pass, run_id, scan_pass, store_options, us, Checkpoint, DataSet,
+    build, check_stats, decode_pass, feed, files_with, fold_by_keys_pass, ms, normalized_if,
+    normalized_replay, percentiles, place_checkpoint, read_pass, replay, replay_by_keys,
+    replay_by_keys_pass, replay_pass, run_id, scan_pass, store_options, us, Checkpoint, DataSet,
     Keys, Latency, Rng, DAY_US, END_US, SPAN_US, WINDOW_US,
 };
 
@@ -160,6 +161,12 @@ struct Passes {
     scan_2: Duration,
     decode: Duration,
     replay: Duration,
+    /// (a') the store's catch-up path: scan + view + `apply_keys`, on 1
+    /// and 2 threads (merged).
+    replay_keys_1: Duration,
+    replay_keys_2: Duration,
+    /// view + `apply_keys` alone, records read beforehand: the fold's CPU.
+    fold_keys: Duration,
     projection: TriggerStats,
     projection_heap_bytes: usize,
 }
@@ -194,6 +201,9 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
         scan_2: Duration::MAX,
         decode: Duration::MAX,
         replay: Duration::MAX,
+        replay_keys_1: Duration::MAX,
+        replay_keys_2: Duration::MAX,
+        fold_keys: Duration::MAX,
         projection: TriggerStats::default(),
         projection_heap_bytes: 0,
     };
@@ -205,9 +215,22 @@ fn passes(plan: &Plan, ds: &DataSet, seed: u64) -> Passes {
         best.scan_2 = best.scan_2.min(scan_pass(&log, 2, records, seed));
         best.decode = best.decode.min(decode_pass(&log));
         best.replay = best.replay.min(replay_pass(&log));
+        best.replay_keys_1 = best.replay_keys_1.min(replay_by_keys_pass(&log, 1));
+        best.replay_keys_2 = best.replay_keys_2.min(replay_by_keys_pass(&log, 2));
+        best.fold_keys = best.fold_keys.min(fold_by_keys_pass(&log));
     }
-    // Once more, untimed, counting what the projection keeps, and checked.
+    // Once more, untimed, counting what the projection keeps, and checked;
+    // the folds by keys agree with it to the byte.
     let (projection, heap) = counted(|| replay(&log));
+    let (in_order, normalized) = normalized_replay(&log);
+    for threads in [1, 2] {
+        let by_keys = replay_by_keys(&log, threads);
+        let want = if threads == 1 { &in_order } else { &normalized };
+        assert!(
+            *want == normalized_if(by_keys, threads == 2),
+            "replay by keys on {threads} threads differs from replay by decode, seed {seed}"
+        );
+    }
     assert_eq!(
         projection.rule_count(),
         ds.pairs_seen().len(),
@@ -793,6 +816,11 @@ impl SizeReport {
                 "scan_2_threads_events_per_s": per_s(p.scan_2),
                 "decode_events_per_s": per_s(p.decode),
                 "replay_events_per_s": per_s(p.replay),
+                "replay_keys_1_thread_s": p.replay_keys_1.as_secs_f64(),
+                "replay_keys_2_threads_s": p.replay_keys_2.as_secs_f64(),
+                "replay_keys_1_thread_events_per_s": per_s(p.replay_keys_1),
+                "replay_keys_2_threads_events_per_s": per_s(p.replay_keys_2),
+                "fold_keys_ns_per_event": p.fold_keys.as_secs_f64() * 1e9 / n,
                 "replay_over_decode": self.replay_over_decode(),
                 "replay_over_mmap": self.replay_over_mmap(),
             },
@@ -851,6 +879,52 @@ fn goals(sizes: &[SizeReport], q: &QueryReport) -> Vec<Goal> {
             measured: format!("{:.0}%", s.replay_over_decode() * 100.0),
             met: s.replay_over_decode() >= 0.70,
         });
+    }
+    for s in sizes {
+        let n = s.events as f64;
+        let p = &s.passes;
+        let best_replay = p.replay_keys_1.min(p.replay_keys_2);
+        let per_s = n / best_replay.as_secs_f64();
+        goals.push(Goal {
+            name: format!(
+                "full replay into TriggerStats >= 10M events/s ({} events)",
+                s.events
+            ),
+            target: ">= 10 M/s".into(),
+            measured: format!("{}/s", rate(per_s)),
+            met: per_s >= 10e6,
+        });
+        let scan = n / p.scan_1.min(p.scan_2).as_secs_f64();
+        goals.push(Goal {
+            name: format!(
+                "frames + CRC, no decode >= 40M events/s ({} events)",
+                s.events
+            ),
+            target: ">= 40 M/s".into(),
+            measured: format!("{}/s", rate(scan)),
+            met: scan >= 40e6,
+        });
+        let fold_ns = p.fold_keys.as_secs_f64() * 1e9 / n;
+        goals.push(Goal {
+            name: format!(
+                "projection CPU per event (view + apply_keys) <= 100 ns ({} events)",
+                s.events
+            ),
+            target: "<= 100 ns".into(),
+            measured: format!("{fold_ns:.0} ns"),
+            met: fold_ns <= 100.0,
+        });
+        if s.events >= 10_000_000 {
+            goals.push(Goal {
+                name: format!(
+                    "open without checkpoint -> first stats <= 2 s ({} events)",
+                    s.events
+                ),
+                target: "<= 2 s".into(),
+                measured: ms(s.open.none),
+                met: s.open.none <= Duration::from_secs(2),
+            });
+        }
     }
     goals.push(Goal {
         name: format!("stats p50 < 1 µs ({} events, {} rules)", q.events, q.rules),
@@ -932,6 +1006,20 @@ fn print_sizes(sizes: &[SizeReport]) {
         );
         line("(b) bare pass", p.decode, "checksums + payload decode");
         line("(a) replay", p.replay, "(b) + TriggerStats::apply");
+        line(
+            "(a') replay by keys",
+            p.replay_keys_1,
+            "scan + view + apply_keys, 1 thread",
+        );
+        line(
+            "(a') by keys, 2 thr",
+            p.replay_keys_2,
+            "the same on 2 threads + merge",
+        );
+        println!(
+            "    view + apply_keys alone: {:.0} ns per event (the read excluded)",
+            p.fold_keys.as_secs_f64() * 1e9 / n
+        );
         println!(
             "    replay / bare pass = {:.0}%   replay / mmap read = {:.1}%",
             s.replay_over_decode() * 100.0,

@@ -389,26 +389,53 @@ pub fn replay(log: &Log) -> TriggerStats {
     projection
 }
 
-/// The whole log folded by keys (issue 17): each event viewed in place
-/// (`event_view::view`, no decode) and folded with `apply_keys`; what the
-/// store's catch-up does when every projection is keys-only.
+/// The whole log folded by keys (issue 17), the way the store's catch-up
+/// folds a keys-only projection: frames visited in place by `Log::scan`,
+/// each event viewed (`event_view::view`, no decode, no allocation) and
+/// folded with `apply_keys`. On 2 threads the log is split at its middle
+/// offset (the store splits at the segment base nearest it), each half folded into a fresh projection and
+/// the later merged into the earlier (`merge_later`): the same numbers as
+/// an in-order fold, and the same state once both are normalized.
 #[allow(
     dead_code,
     reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
 )]
-pub fn replay_by_keys(log: &Log) -> TriggerStats {
-    let mut projection = TriggerStats::default();
-    for record in log.read_from(0).expect("read") {
-        let r = record.expect("record");
-        match enforcelog::event_view::view(r.offset, r.timestamp_us, &r.payload).expect("payload") {
-            enforcelog::EntryView::Event(keys) => projection.apply_keys(&keys),
-            enforcelog::EntryView::Other => {
-                let entry = payload::decode(r.offset, r.timestamp_us, &r.payload).expect("payload");
-                projection.apply(r.offset, &entry);
+pub fn replay_by_keys(log: &Log, threads: u64) -> TriggerStats {
+    let end = log.next_offset();
+    let fold = |from: u64, to: u64| -> TriggerStats {
+        let mut projection = TriggerStats::default();
+        log.scan(from, i64::MIN..=i64::MAX, |frame| {
+            if frame.offset >= to {
+                return ControlFlow::Break(());
             }
-        }
+            match enforcelog::event_view::view(frame.offset, frame.timestamp_us, frame.payload)
+                .expect("payload")
+            {
+                enforcelog::EntryView::Event(keys) => projection.apply_keys(&keys),
+                enforcelog::EntryView::Other => {
+                    let entry = payload::decode(frame.offset, frame.timestamp_us, frame.payload)
+                        .expect("payload");
+                    projection.apply(frame.offset, &entry);
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .expect("scan");
+        projection
+    };
+    let split = end / 2;
+    match threads {
+        2 if split > 0 => std::thread::scope(|scope| {
+            let older = scope.spawn(|| fold(0, split));
+            let newer = fold(split, end);
+            let mut older = older.join().expect("replay thread");
+            if older.merge_later(Box::new(newer)).is_err() {
+                panic!("TriggerStats merges");
+            }
+            older
+        }),
+        _ => fold(0, end),
     }
-    projection
 }
 
 /// [`replay_by_keys`], timed without dropping the projection.
@@ -416,9 +443,9 @@ pub fn replay_by_keys(log: &Log) -> TriggerStats {
     dead_code,
     reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
 )]
-pub fn replay_by_keys_pass(log: &Log) -> Duration {
+pub fn replay_by_keys_pass(log: &Log, threads: u64) -> Duration {
     let started = Instant::now();
-    let projection = replay_by_keys(log);
+    let projection = replay_by_keys(log, threads);
     let elapsed = started.elapsed();
     black_box(projection);
     elapsed
@@ -573,4 +600,29 @@ pub fn ms(d: Duration) -> String {
 
 pub fn us(d: Duration) -> String {
     format!("{:.2} µs", d.as_secs_f64() * 1e6)
+}
+
+/// The snapshot of [`replay`] as folded in order, and once normalized
+/// (what a merged replay by keys must equal).
+#[allow(
+    dead_code,
+    reason = "a check of benches/replay.rs and benches/reads.rs, not of every includer"
+)]
+pub fn normalized_replay(log: &Log) -> (Vec<u8>, Vec<u8>) {
+    let mut projection = replay(log);
+    let in_order = projection.snapshot();
+    projection.normalize();
+    (in_order, projection.snapshot())
+}
+
+/// The snapshot of `projection`, normalized first when `normalize`.
+#[allow(
+    dead_code,
+    reason = "a check of benches/replay.rs and benches/reads.rs, not of every includer"
+)]
+pub fn normalized_if(mut projection: TriggerStats, normalize: bool) -> Vec<u8> {
+    if normalize {
+        projection.normalize();
+    }
+    projection.snapshot()
 }

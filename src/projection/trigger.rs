@@ -194,13 +194,57 @@ struct Tenant {
     swept_at_us: Option<i64>,
 }
 
-/// One (tenant, rule) pair.
-#[derive(Debug, Clone, Default)]
-struct Rule {
+/// The key of one (tenant, rule) pair, as a lookup confirms it: 32 bytes
+/// in a dense table apart from the rules' states, so the keys of 10,000
+/// rules stay in a core's cache while the states do not.
+#[derive(Debug, Clone)]
+struct PairKey {
     /// Index into [`State::tenants`].
     tenant: u32,
-    id: Box<str>,
-    state: RuleState,
+    id: RuleId,
+}
+
+/// Bytes of a rule id kept in place in its [`PairKey`].
+const INLINE_ID: usize = 22;
+
+/// A rule id: in place when it is at most [`INLINE_ID`] bytes (no pointer
+/// to follow when a lookup compares it), boxed otherwise.
+#[derive(Debug, Clone)]
+enum RuleId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Boxed(Box<str>),
+}
+
+impl RuleId {
+    fn new(id: &str) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID => {
+                let mut bytes = [0u8; INLINE_ID];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                RuleId::Inline { len, bytes }
+            }
+            _ => RuleId::Boxed(id.into()),
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RuleId::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            RuleId::Boxed(id) => id.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // `new` copied these bytes whole from a `&str` and nothing
+            // writes them afterwards, so the check cannot fail. (Checked,
+            // not assumed: the crate keeps `unsafe` to its memory map, and
+            // only snapshots and listings come here, never a lookup.)
+            RuleId::Inline { .. } => std::str::from_utf8(self.as_bytes())
+                .expect("an inline rule id holds the bytes of a str"),
+            RuleId::Boxed(id) => id,
+        }
+    }
 }
 
 /// Counts events of `v` (sorted) in `(lo, hi]`.
@@ -219,7 +263,9 @@ fn count_in(v: &[i64], lo_us: i64, hi_us: i64) -> u64 {
 struct State {
     tenants: Vec<Tenant>,
     tenant_ids: HashMap<Box<str>, u32, FxBuild>,
-    rules: Vec<Rule>,
+    /// Per rule id: its key, and apart (cold) its state.
+    keys: Vec<PairKey>,
+    rules: Vec<RuleState>,
     /// (tenant, rule) hash → rule ids.
     pairs: HashChains,
     gap_markers: u64,
@@ -241,14 +287,15 @@ impl State {
     fn find_rule(&self, tenant_id: &str, rule_id: &str) -> Option<u32> {
         self.pairs
             .find(self.pairs.pair_hash(tenant_id, rule_id), |r| {
-                let rule = &self.rules[r as usize];
-                *rule.id == *rule_id && *self.tenants[rule.tenant as usize].id == *tenant_id
+                let key = &self.keys[r as usize];
+                key.id.as_bytes() == rule_id.as_bytes()
+                    && *self.tenants[key.tenant as usize].id == *tenant_id
             })
     }
 
     fn rule(&self, tenant_id: &str, rule_id: &str) -> Option<&RuleState> {
         let r = self.find_rule(tenant_id, rule_id)?;
-        Some(&self.rules[r as usize].state)
+        Some(&self.rules[r as usize])
     }
 
     /// The id of the pair, added (with its tenant) when new.
@@ -270,11 +317,12 @@ impl State {
         };
         let r = self.pairs.push(self.pairs.pair_hash(tenant_id, rule_id));
         debug_assert_eq!(r as usize, self.rules.len());
-        self.rules.push(Rule {
+        debug_assert_eq!(self.keys.len(), self.rules.len());
+        self.keys.push(PairKey {
             tenant,
-            id: rule_id.into(),
-            state: RuleState::default(),
+            id: RuleId::new(rule_id),
         });
+        self.rules.push(RuleState::default());
         self.tenants[tenant as usize].rules.push(r);
         r
     }
@@ -296,7 +344,7 @@ impl State {
             rules.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             for (rule_id, rule) in rules {
                 let r = state.rule_id_of(&tenant_id, &rule_id);
-                state.rules[r as usize].state = rule;
+                state.rules[r as usize] = rule;
             }
             // A tenant with no rules was never written, but a snapshot may
             // hold one: keep it, so it snapshots back the same.
@@ -328,10 +376,7 @@ impl State {
                 let mut rules: Vec<(&str, &RuleState)> = t
                     .rules
                     .iter()
-                    .map(|&r| {
-                        let rule = &self.rules[r as usize];
-                        (&*rule.id, &rule.state)
-                    })
+                    .map(|&r| (self.keys[r as usize].id.as_str(), &self.rules[r as usize]))
                     .collect();
                 rules.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 let out = wire::TenantOut {
@@ -515,7 +560,7 @@ impl TriggerStats {
     }
 
     fn rule_states(&self) -> impl Iterator<Item = &RuleState> {
-        self.state.rules.iter().map(|r| &r.state)
+        self.state.rules.iter()
     }
 
     /// Number of recent (unfolded) events held, over all rules.
@@ -533,16 +578,16 @@ impl TriggerStats {
 
     fn rule_mut(&mut self, tenant_id: &str, rule_id: &str) -> &mut RuleState {
         let r = self.state.rule_id_of(tenant_id, rule_id);
-        &mut self.state.rules[r as usize].state
+        &mut self.state.rules[r as usize]
     }
 
     /// Folds one event: one hash of the ids, one probe, then the tenant's
     /// horizon and an append (or ordered insert) to the rule's vector.
     fn record(&mut self, tenant_id: &str, rule_id: &str, action: Action, at_us: i64) {
         let r = self.state.rule_id_of(tenant_id, rule_id) as usize;
-        let t = self.state.rules[r].tenant as usize;
+        let t = self.state.keys[r].tenant as usize;
         let horizon = self.horizon_us(&self.state.tenants[t]);
-        self.state.rules[r].state.insert(action, at_us, horizon);
+        self.state.rules[r].insert(action, at_us, horizon);
         let tenant = &mut self.state.tenants[t];
         if tenant.watermark_us.is_none_or(|w| at_us > w) {
             tenant.watermark_us = Some(at_us);
@@ -685,9 +730,8 @@ impl TriggerStats {
             .tenant(tenant_id)
             .into_iter()
             .flat_map(|t| &t.rules)
-            .map(|&r| &self.state.rules[r as usize])
-            .filter(|r| !r.state.is_empty())
-            .map(|r| &*r.id)
+            .filter(|&&r| !self.state.rules[r as usize].is_empty())
+            .map(|&r| self.state.keys[r as usize].id.as_str())
             .collect();
         rules.sort_unstable();
         rules.into_iter()
@@ -697,9 +741,9 @@ impl TriggerStats {
     pub fn all_rules(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut pairs: Vec<(&str, &str)> = self
             .state
-            .rules
+            .keys
             .iter()
-            .map(|r| (&*self.state.tenants[r.tenant as usize].id, &*r.id))
+            .map(|k| (&*self.state.tenants[k.tenant as usize].id, k.id.as_str()))
             .collect();
         pairs.sort_unstable();
         pairs.into_iter()
@@ -837,10 +881,10 @@ impl TriggerStats {
         me.undecodable += other.undecodable;
         me.lost_entries += other.lost_entries;
         me.unattributed.extend(other.unattributed);
-        for rule in other.rules {
-            let tenant = &other.tenants[rule.tenant as usize];
-            let r = me.rule_id_of(&tenant.id, &rule.id) as usize;
-            merge_rule(&mut me.rules[r].state, rule.state);
+        for (key, rule) in other.keys.iter().zip(other.rules) {
+            let tenant = &other.tenants[key.tenant as usize];
+            let r = me.rule_id_of(&tenant.id, key.id.as_str()) as usize;
+            merge_rule(&mut me.rules[r], rule);
         }
         for tenant in other.tenants {
             // Every tenant of `later` has a rule (it was made for one),
@@ -899,7 +943,7 @@ fn merge_rule(mine: &mut RuleState, later: RuleState) {
 
 /// Folds the tenant's rules once its watermark moved far enough since its
 /// last sweep. Deterministic: depends only on the events applied, in order.
-fn maybe_sweep(tenant: &mut Tenant, rules: &mut [Rule], longest_us: i64) {
+fn maybe_sweep(tenant: &mut Tenant, rules: &mut [RuleState], longest_us: i64) {
     let Some(watermark) = tenant.watermark_us else {
         return;
     };
@@ -915,13 +959,13 @@ fn maybe_sweep(tenant: &mut Tenant, rules: &mut [Rule], longest_us: i64) {
 
 /// Folds every rule of the tenant to its horizon (its watermark minus the
 /// longest window).
-fn sweep(tenant: &mut Tenant, rules: &mut [Rule], longest_us: i64) {
+fn sweep(tenant: &mut Tenant, rules: &mut [RuleState], longest_us: i64) {
     let Some(watermark) = tenant.watermark_us else {
         return;
     };
     let horizon = watermark.saturating_sub(longest_us);
     for &r in &tenant.rules {
-        rules[r as usize].state.fold(horizon);
+        rules[r as usize].fold(horizon);
     }
     tenant.swept_at_us = Some(watermark);
 }
@@ -937,6 +981,36 @@ mod tests {
             Answer::Exact(s) => s,
             Answer::NeedsReplay => panic!("needs replay"),
         }
+    }
+
+    #[test]
+    fn rule_ids_round_trip_in_place_and_boxed() {
+        // Both sides of the inline limit, multi-byte characters across it,
+        // the empty id: each kept exactly, and the key stays 32 bytes.
+        let long = "r".repeat(INLINE_ID + 1);
+        let split = format!("{}é", "r".repeat(INLINE_ID - 1));
+        for id in ["", "r-1", &"r".repeat(INLINE_ID), &long, &split, "规则-二"] {
+            let kept = RuleId::new(id);
+            assert_eq!(kept.as_str(), id);
+            assert_eq!(kept.as_bytes(), id.as_bytes());
+            assert_eq!(
+                matches!(kept, RuleId::Inline { .. }),
+                id.len() <= INLINE_ID,
+                "{id:?}"
+            );
+        }
+        assert_eq!(std::mem::size_of::<PairKey>(), 32);
+        // Two rules whose ids share the first 22 bytes stay apart.
+        let mut p = TriggerStats::default();
+        let (a, b) = (format!("{long}a"), format!("{long}b"));
+        p.record("t", &a, Action::Blocked, 10);
+        p.record("t", &b, Action::Killed, 11);
+        p.record("t", &split, Action::Killed, 12);
+        assert_eq!(p.rule_count(), 3);
+        let rules: Vec<&str> = p.rules_of("t").collect();
+        let mut want = vec![a.as_str(), b.as_str(), split.as_str()];
+        want.sort_unstable();
+        assert_eq!(rules, want);
     }
 
     #[test]
