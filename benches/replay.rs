@@ -381,40 +381,39 @@ fn main() {
         sizes.log_bytes as f64 / (1 << 20) as f64,
         ds.build_time.as_secs_f64()
     );
-    println!(
-        "  (c) bare read       {:>10}  {}  (checksums only)",
-        ms(passes.read),
-        rate(n, passes.read)
+    let pass = |name: &str, time: Duration, what: &str| {
+        println!("  {name:<19} {:>10}  {}  ({what})", ms(time), rate(n, time));
+    };
+    pass("(c) bare read", passes.read, "checksums only");
+    pass(
+        "(b') scan, 1 thread",
+        passes.scan_1,
+        "checksums, frames in place",
     );
-    println!(
-        "  (b') scan, 1 thread {:>10}  {}  (checksums, frames in place)",
-        ms(passes.scan_1),
-        rate(n, passes.scan_1)
+    pass(
+        "(b') scan, 2 thr",
+        passes.scan_2,
+        "checksums, frames in place",
     );
-    println!(
-        "  (b') scan, 2 threads{:>10}  {}  (checksums, frames in place)",
-        ms(passes.scan_2),
-        rate(n, passes.scan_2)
+    pass(
+        "(b) read + decode",
+        passes.decode,
+        "checksums + payload decode",
     );
-    println!(
-        "  (b) read + decode   {:>10}  {}  (checksums + payload decode)",
-        ms(passes.decode),
-        rate(n, passes.decode)
+    pass(
+        "(a) full replay",
+        passes.replay,
+        "decode + TriggerStats::apply",
     );
-    println!(
-        "  (a) full replay     {:>10}  {}  (decode + TriggerStats::apply)",
-        ms(passes.replay),
-        rate(n, passes.replay)
+    pass(
+        "(a') replay by keys",
+        passes.replay_by_keys_1,
+        "scan + view + TriggerStats::apply_keys, 1 thread",
     );
-    println!(
-        "  (a') replay by keys {:>10}  {}  (scan + view + TriggerStats::apply_keys, 1 thread)",
-        ms(passes.replay_by_keys_1),
-        rate(n, passes.replay_by_keys_1)
-    );
-    println!(
-        "  (a') by keys, 2 thr {:>10}  {}  (the same on 2 threads, then merge_later)",
-        ms(passes.replay_by_keys_2),
-        rate(n, passes.replay_by_keys_2)
+    pass(
+        "(a') by keys, 2 thr",
+        passes.replay_by_keys_2,
+        "the same on 2 threads, then merge_later",
     );
     println!(
         "      of which view + apply_keys {}  {}  ({:.0} ns per event, the read excluded)",

@@ -27,7 +27,9 @@
 //! `decode`, whose verdict is the answer; an event it accepts is then
 //! borrowed back from the payload (its ids are bytes of the payload).
 
-use crate::event::{check_id, Action, Entry, Field, DETAILS_MAX_BYTES, ID_MAX_BYTES};
+use serde_json::{Map, Value};
+
+use crate::event::{check_id, Action, Entry, Field, StoredEvent, DETAILS_MAX_BYTES, ID_MAX_BYTES};
 use crate::payload;
 pub use crate::payload::PayloadError;
 
@@ -68,6 +70,35 @@ pub fn view(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<EntryView<
         return Ok(EntryView::Event(head.keys(offset, timestamp_us)));
     }
     slow(offset, timestamp_us, payload)
+}
+
+/// The whole event, when the fast path answers for `payload`: what
+/// `payload::decode` returns for it, built from the same walk (ids and
+/// strings copied, `details` built as `serde_json` builds a `Value` from
+/// MessagePack: unsigned integers as `u64`, signed ones as `i64`, floats as
+/// `f64`, a repeated key keeping its first place and its last value).
+/// `None`: unsure, the general decoder decides. `payload::decode` tries
+/// this first; `tests/event_view.rs` checks it against the general decoder
+/// on every input it checks `view` on.
+pub(crate) fn decode_event(offset: u64, timestamp_us: i64, payload: &[u8]) -> Option<StoredEvent> {
+    let mut walker = Walker::new(payload);
+    let head = walker.head()?;
+    let details = match walker.details_marker()? {
+        None => None,
+        Some(marker) => {
+            let len = walker.map_len(marker)?;
+            Some(walker.map_value(len, 1)?)
+        }
+    };
+    Some(StoredEvent {
+        offset,
+        tenant_id: head.tenant_id.to_owned(),
+        rule_id: head.rule_id.to_owned(),
+        action: head.action,
+        run_id: head.run_id.map(str::to_owned),
+        details,
+        enforced_at_us: timestamp_us,
+    })
 }
 
 /// Whether the walker answers for `payload` by itself (no decode): for
@@ -147,6 +178,16 @@ impl<'a> Walker<'a> {
     }
 
     fn fast_event(&mut self) -> Option<Head<'a>> {
+        let head = self.head()?;
+        if let Some(marker) = self.details_marker()? {
+            let len = self.map_len(marker)?;
+            self.skip_map_entries(len, 1)?;
+        }
+        Some(head)
+    }
+
+    /// The event up to its `details`: array, schema, kind, ids, action.
+    fn head(&mut self) -> Option<Head<'a>> {
         // The outer array: fixarray or array16 of exactly 7, as `decode`'s
         // header check and tuple length allow.
         match self.byte()? {
@@ -168,24 +209,28 @@ impl<'a> Walker<'a> {
             }
             _ => Some(self.id(Field::RunId)?),
         };
-        match self.byte()? {
-            0xc0 => {}
-            marker => {
-                // `decode` measures the JSON of big payloads: leave those
-                // to it.
-                if self.bytes.len().saturating_mul(6) > DETAILS_MAX_BYTES {
-                    return None;
-                }
-                let len = self.map_len(marker)?;
-                self.skip_map_entries(len, 1)?;
-            }
-        }
         Some(Head {
             tenant_id,
             rule_id,
             action,
             run_id,
         })
+    }
+
+    /// The marker of `details`: `Some(None)` for nil, `Some(Some(m))` for
+    /// anything else in a payload small enough that `decode` never
+    /// measures its JSON (it measures big ones: those are left to it).
+    fn details_marker(&mut self) -> Option<Option<u8>> {
+        match self.byte()? {
+            0xc0 => Some(None),
+            _ if self.bytes.len().saturating_mul(6) > DETAILS_MAX_BYTES => None,
+            marker => Some(Some(marker)),
+        }
+    }
+
+    /// Bytes not yet read.
+    fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.pos)
     }
 
     fn peek(&self) -> Option<u8> {
@@ -281,6 +326,85 @@ impl<'a> Walker<'a> {
             self.skip_value(depth)?;
         }
         Some(())
+    }
+
+    /// An unsigned big-endian integer of `n` (at most 8) bytes.
+    fn be_u64(&mut self, n: usize) -> Option<u64> {
+        let bytes = self.take(n)?;
+        Some(bytes.iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)))
+    }
+
+    /// A string (str only) of valid UTF-8, copied.
+    fn string(&mut self, marker: u8) -> Option<String> {
+        let len = self.str_len(marker, false)?;
+        std::str::from_utf8(self.take(len)?).ok().map(str::to_owned)
+    }
+
+    /// `len` entries of a map at `depth`, built: accepts exactly what
+    /// [`Walker::skip_map_entries`] accepts.
+    fn map_value(&mut self, len: usize, depth: usize) -> Option<Map<String, Value>> {
+        // An entry takes at least two bytes: the length field cannot
+        // reserve more than the payload could hold.
+        let mut map = Map::with_capacity(len.min(self.remaining() / 2));
+        for _ in 0..len {
+            let marker = self.byte()?;
+            let key = self.string(marker)?;
+            let value = self.value(depth)?;
+            // As `serde_json` builds a map: a repeated key keeps its first
+            // place and takes the last value.
+            map.insert(key, value);
+        }
+        Some(map)
+    }
+
+    /// One value inside a container at `depth`, built: accepts exactly
+    /// what [`Walker::skip_value`] accepts.
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        let marker = self.byte()?;
+        let signed = |v: i64| Some(Value::from(v));
+        let float = |f: f64| f.is_finite().then(|| Value::from(f));
+        match marker {
+            0x00..=0x7f => Some(Value::from(u64::from(marker))),
+            0xe0..=0xff => signed(i64::from(marker as i8)),
+            0xc0 => Some(Value::Null),
+            0xc2 => Some(Value::Bool(false)),
+            0xc3 => Some(Value::Bool(true)),
+            0xcc => self.be_u64(1).map(Value::from),
+            0xcd => self.be_u64(2).map(Value::from),
+            0xce => self.be_u64(4).map(Value::from),
+            0xcf => self.be_u64(8).map(Value::from),
+            0xd0 => signed(i64::from(self.be_u64(1)? as u8 as i8)),
+            0xd1 => signed(i64::from(self.be_u64(2)? as u16 as i16)),
+            0xd2 => signed(i64::from(self.be_u64(4)? as u32 as i32)),
+            0xd3 => signed(self.be_u64(8)? as i64),
+            0xca => float(f64::from(f32::from_bits(self.be_u64(4)? as u32))),
+            0xcb => float(f64::from_bits(self.be_u64(8)?)),
+            0xa0..=0xbf | 0xd9..=0xdb => self.string(marker).map(Value::String),
+            0x90..=0x9f | 0xdc | 0xdd => {
+                let len = self.array_len(marker)?;
+                let depth = depth + 1;
+                if depth > SAFE_DEPTH {
+                    return None;
+                }
+                // An item takes at least a byte: the length field cannot
+                // reserve more than the payload could hold.
+                let mut items = Vec::with_capacity(len.min(self.remaining()));
+                for _ in 0..len {
+                    items.push(self.value(depth)?);
+                }
+                Some(Value::Array(items))
+            }
+            0x80..=0x8f | 0xde | 0xdf => {
+                let len = self.map_len(marker)?;
+                let depth = depth + 1;
+                if depth > SAFE_DEPTH {
+                    return None;
+                }
+                self.map_value(len, depth).map(Value::Object)
+            }
+            // bin, ext, the reserved marker: unsure.
+            _ => None,
+        }
     }
 
     /// Skips one value inside a container at `depth`, accepting only what

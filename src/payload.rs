@@ -136,6 +136,28 @@ pub struct PayloadError(pub String);
 
 /// Decodes a record's payload into an entry.
 pub fn decode(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, PayloadError> {
+    // The common case, an event as the store writes it, built in one walk
+    // (`event_view`); anything that walk is not sure of comes here.
+    if let Some(event) = crate::event_view::decode_event(offset, timestamp_us, payload) {
+        return Ok(Entry::Event(event));
+    }
+    decode_general(offset, timestamp_us, payload)
+}
+
+/// [`decode`] without its fast path: every payload through `rmp_serde`.
+/// The reference the fast path is tested against (feature `test-util`);
+/// not a stable API.
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub fn decode_reference(
+    offset: u64,
+    timestamp_us: i64,
+    payload: &[u8],
+) -> Result<Entry, PayloadError> {
+    decode_general(offset, timestamp_us, payload)
+}
+
+fn decode_general(offset: u64, timestamp_us: i64, payload: &[u8]) -> Result<Entry, PayloadError> {
     let (schema, kind) = peek_header(payload)?;
     let bad = |e: rmp_serde::decode::Error| PayloadError(e.to_string());
     match (schema, kind) {

@@ -61,6 +61,8 @@
 //! earlier segment under the same base, does not match and is rebuilt
 //! (`store::keys`). It costs two small reads to check.
 
+use std::ops::Range;
+
 use super::{i64_at, u32_at, u64_at, BATCH_HEADER_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// The first eight bytes of every key index file.
@@ -514,8 +516,24 @@ impl KeysLayout {
 
     /// The positions of the run whose id hashes to `run_hash`, ascending.
     pub fn run(&self, buf: &[u8], run_hash: u64) -> Vec<u32> {
+        self.run_between(buf, run_hash, 0..self.run_postings)
+    }
+
+    /// Number of run postings (sorted by run hash).
+    pub fn run_count(&self) -> usize {
+        self.run_postings
+    }
+
+    /// The run hash of run posting `i` (`i < run_count()`).
+    pub fn run_hash_at(&self, buf: &[u8], i: usize) -> u64 {
+        u64_at(buf, self.run_postings_at() + i * POSTING_LEN)
+    }
+
+    /// [`KeysLayout::run`], given that the first posting of `run_hash` (or
+    /// the place it would be) lies in `within` (a fence's narrowing).
+    pub fn run_between(&self, buf: &[u8], run_hash: u64, within: Range<usize>) -> Vec<u32> {
         let at = |i: usize| self.run_postings_at() + i * POSTING_LEN;
-        let (mut lo, mut hi) = (0, self.run_postings);
+        let (mut lo, mut hi) = (within.start, within.end.min(self.run_postings));
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if u64_at(buf, at(mid)) < run_hash {

@@ -134,6 +134,7 @@ impl HashChains {
 
     /// The length of the longest chain: how many keys one lookup may
     /// compare at most.
+    #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn longest_chain(&self) -> usize {
         self.heads
             .values()
