@@ -369,9 +369,7 @@ fn decode_agrees_with_the_reference_on_repeated_keys_and_string_forms() {
 /// `depth` nested single-item arrays inside `details` (details = 1).
 fn nested_details(depth: usize) -> Vec<u8> {
     let mut out = vec![0x81, 0xa1, b'n'];
-    for _ in 1..depth {
-        out.push(0x91);
-    }
+    out.extend(std::iter::repeat_n(0x91, depth - 1));
     out.push(0x07);
     out
 }
@@ -507,6 +505,37 @@ fn decode_agrees_with_the_reference_on_random_mutations() {
             panic!("seed {seed}, case {i}, {b:02x?}: {e}");
         }
     }
+}
+
+/// serde_json reserves two map keys: with its `raw_value` or
+/// `arbitrary_precision` feature (Cargo unifies features: a host's other
+/// crate may turn them on, as the comment on `preserve_order` in
+/// Cargo.toml says of that one), `Value`'s deserializer reads a map whose
+/// first key is `$serde_json::private::RawValue` (or `...::Number`) as raw
+/// JSON text (or a number), not as a map. The walker builds a map.
+/// Passes in this workspace's build (neither feature is on); fails when
+/// either is (checked locally by adding `raw_value` to serde_json's
+/// features).
+#[test]
+fn details_with_serde_json_reserved_keys_decode_as_the_reference_does() {
+    let mut cases = Vec::new();
+    for (k, v) in [
+        ("$serde_json::private::RawValue", "{\"a\":1}"),
+        ("$serde_json::private::RawValue", "[1,2]"),
+        ("$serde_json::private::Number", "12"),
+        ("$serde_json::private::Number", "1.5e3"),
+    ] {
+        let mut d = vec![0x81, 0xd9, k.len() as u8];
+        d.extend_from_slice(k.as_bytes());
+        d.push(0xa0 | v.len() as u8);
+        d.extend_from_slice(v.as_bytes());
+        cases.push((format!("{k} = {v}"), event_with_details(&d)));
+        // The same map one level down.
+        let mut nested = vec![0x81, 0xa1, b'x'];
+        nested.extend_from_slice(&d);
+        cases.push((format!("nested {k} = {v}"), event_with_details(&nested)));
+    }
+    check_all(&cases, true);
 }
 
 /// An untrusted length may reserve at most what the rest of the payload
@@ -861,6 +890,62 @@ fn run_queries_are_exact_at_every_fence_boundary() {
         }
         store.close().expect("close");
     }
+}
+
+/// Sealed segments with no run postings at all (an empty fence) beside
+/// ones with a single posting: run queries find exactly the runs' events.
+#[test]
+fn run_queries_over_segments_without_run_postings_are_exact() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let options = enforcelog::StoreOptions {
+        log: enforcelog::LogOptions {
+            segment_max_bytes: 8 << 10,
+            record_max_bytes: 4 << 10,
+            ..enforcelog::LogOptions::default()
+        },
+        ..enforcelog::StoreOptions::default()
+    };
+    let store = enforcelog::Store::open(dir.path(), options).expect("open");
+    let mut want = Vec::new();
+    for i in 0..400u64 {
+        let mut event = enforcelog::Event::new("acme", "r-1", Action::Stopped).with_details(
+            serde_json::json!({"z": "\u{0}\u{0}\u{0}", "i": i})
+                .as_object()
+                .expect("object")
+                .clone(),
+        );
+        // Runs only in a few stretches: most segments hold none.
+        if (150..153).contains(&i) || i == 399 {
+            event = event.with_run_id("the-run");
+            want.push(i);
+        }
+        let offset = store.record_blocking(event).expect("record");
+        assert_eq!(offset, i);
+    }
+    store
+        .query(&enforcelog::Query::tenant("acme").limit(100_000))
+        .expect("query");
+    let files = key_files(dir.path());
+    assert!(
+        files.iter().filter(|f| f[44..48] == [0, 0, 0, 0]).count() >= 2,
+        "segments without run postings"
+    );
+    let page = store
+        .query(
+            &enforcelog::Query::all_tenants()
+                .run_id("the-run")
+                .limit(100),
+        )
+        .expect("run query");
+    let got: Vec<u64> = page.events.iter().map(|e| e.offset).collect();
+    assert_eq!(got, want);
+    for run in ["x", "the-ru", "the-run-"] {
+        let page = store
+            .query(&enforcelog::Query::all_tenants().run_id(run).limit(100))
+            .expect("run query");
+        assert!(page.events.is_empty(), "{run}");
+    }
+    store.close().expect("close");
 }
 
 // ---------------------------------------------------------------------
