@@ -883,26 +883,39 @@ fn goals(sizes: &[SizeReport], q: &QueryReport) -> Vec<Goal> {
     for s in sizes {
         let n = s.events as f64;
         let p = &s.passes;
-        let best_replay = p.replay_keys_1.min(p.replay_keys_2);
-        let per_s = n / best_replay.as_secs_f64();
+        let per_s = |d: Duration| n / d.as_secs_f64();
+        let (one, two) = (per_s(p.replay_keys_1), per_s(p.replay_keys_2));
         goals.push(Goal {
             name: format!(
-                "full replay into TriggerStats >= 10M events/s ({} events)",
+                "full replay into TriggerStats >= 10M events/s (scan + view + apply_keys, \
+                 the better of 1 and 2 threads; {} events)",
                 s.events
             ),
             target: ">= 10 M/s".into(),
-            measured: format!("{}/s", rate(per_s)),
-            met: per_s >= 10e6,
+            measured: format!(
+                "{}/s (1 thread {}/s, 2 threads {}/s)",
+                rate(one.max(two)),
+                rate(one),
+                rate(two)
+            ),
+            met: one.max(two) >= 10e6,
         });
-        let scan = n / p.scan_1.min(p.scan_2).as_secs_f64();
+        let (one, two) = (per_s(p.scan_1), per_s(p.scan_2));
         goals.push(Goal {
             name: format!(
-                "frames + CRC, no decode >= 40M events/s ({} events)",
+                "frames + CRC, no decode >= 40M events/s (Log::scan, the better of 1 and 2 \
+                 threads; {} events)",
                 s.events
             ),
             target: ">= 40 M/s".into(),
-            measured: format!("{}/s", rate(scan)),
-            met: scan >= 40e6,
+            measured: format!(
+                "{}/s (1 thread {}/s, 2 threads {}/s; Log::read_from, 1 thread, {}/s)",
+                rate(one.max(two)),
+                rate(one),
+                rate(two),
+                rate(per_s(p.log_read))
+            ),
+            met: one.max(two) >= 40e6,
         });
         let fold_ns = p.fold_keys.as_secs_f64() * 1e9 / n;
         goals.push(Goal {

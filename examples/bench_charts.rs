@@ -30,6 +30,7 @@ const SQLITE_BATCHED: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 const SQLITE_NAIVE: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 const RAW_LIMIT: RGBColor = RGBColor(0x33, 0x33, 0x33);
 const MACHINE: RGBColor = RGBColor(0x99, 0x99, 0x99);
+const ENFORCELOG_GROWING: RGBColor = RGBColor(0x9e, 0xc5, 0xe8);
 
 fn results_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -117,11 +118,17 @@ fn series(durable: &Value, system: &str, pipelined: bool) -> Vec<Point> {
     points
 }
 
-const SYSTEMS: [(&str, &str, RGBColor); 4] = [
+const SYSTEMS: [(&str, &str, RGBColor); 6] = [
     ("enforcelog", "enforcelog", ENFORCELOG),
+    (
+        "enforcelog-growing",
+        "enforcelog, zero fill off (growing file)",
+        ENFORCELOG_GROWING,
+    ),
     ("sqlite-batched", "SQLite, batched writer", SQLITE_BATCHED),
     ("sqlite-naive", "SQLite, one tx per event", SQLITE_NAIVE),
-    ("raw-limit", "raw limit (write + fdatasync)", RAW_LIMIT),
+    ("raw-limit", "raw limit, growing file", RAW_LIMIT),
+    ("raw-prezeroed", "raw limit, pre-zeroed file", MACHINE),
 ];
 
 fn durable_panel(
@@ -334,6 +341,16 @@ fn replay_chart(out: &Path, reads: &Value, quick: bool) -> Res<PathBuf> {
                 "replay_events_per_s",
                 ENFORCELOG,
             ),
+            (
+                "replay by keys, 1 thread (scan + view + apply_keys)",
+                "replay_keys_1_thread_events_per_s",
+                ENFORCELOG,
+            ),
+            (
+                "replay by keys, 2 threads + merge",
+                "replay_keys_2_threads_events_per_s",
+                ENFORCELOG,
+            ),
         ];
         let share = f(r, "replay_over_decode") * 100.0;
         for (label, key, color) in rows {
@@ -355,7 +372,7 @@ fn replay_chart(out: &Path, reads: &Value, quick: bool) -> Res<PathBuf> {
         }
     }
     let caption = title(
-        "Replay rate vs the bare passes (page cache, 1 thread)",
+        "Replay rate vs the bare passes (page cache, 1 thread unless said)",
         quick,
     );
     bar_chart(&path, &caption, "events/s (log scale)", &bars, &|v| {
@@ -390,9 +407,17 @@ fn query_chart(out: &Path, reads: &Value, quick: bool) -> Res<PathBuf> {
             ENFORCELOG,
         ),
         ("SQLite: 1 tenant, 1 day", "sqlite_range", SQLITE_BATCHED),
+        ("enforcelog query: 1 run_id", "enforcelog_run", ENFORCELOG),
+        (
+            "SQLite: 1 run_id (index on run_id)",
+            "sqlite_run",
+            SQLITE_BATCHED,
+        ),
     ];
     let bars: Vec<Bar> = rows
         .iter()
+        // A results file from before the run query has no such figure.
+        .filter(|&&(_, key, _)| !q[key].is_null())
         .map(|&(label, key, color)| Bar {
             label: label.to_string(),
             value: f(&q[key], "p50_us"),

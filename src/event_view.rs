@@ -19,7 +19,9 @@
 //! MessagePack str or bin holding valid UTF-8 that passes
 //! [`crate::event::check_id`], whose action is an integer code 0..=3, and
 //! whose `details` is nil or a map that a *validating skip* accepts: string
-//! keys of valid UTF-8, values nil, bool, integer, finite float, valid UTF-8
+//! keys of valid UTF-8 (none starting with the prefix `serde_json` reserves
+//! for its `raw_value` and `arbitrary_precision` features, which a host's
+//! build may turn on), values nil, bool, integer, finite float, valid UTF-8
 //! string, array or map, nested at most [`SAFE_DEPTH`] deep, and a payload
 //! small enough (`len * 6 <= DETAILS_MAX_BYTES`) that `decode` never
 //! measures its JSON size. Bytes after the array are ignored, as `decode`
@@ -37,6 +39,9 @@ pub use crate::payload::PayloadError;
 /// 1). Far below the decoder's limit (1,024 levels for the whole payload),
 /// and equal to what the store accepts on write.
 pub const SAFE_DEPTH: usize = crate::event::DETAILS_MAX_DEPTH;
+
+/// The prefix of the map keys `serde_json` reserves for its own use.
+const SERDE_JSON_RESERVED: &str = "$serde_json::private::";
 
 /// What a payload is, as far as readers of keys care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,11 +175,19 @@ impl<'a> Head<'a> {
 struct Walker<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Values the builders may still reserve room for: starts at the
+    /// payload's length and every reservation spends from it, so length
+    /// fields of nested containers cannot multiply what is reserved.
+    reserve_budget: usize,
 }
 
 impl<'a> Walker<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
+        Self {
+            bytes,
+            pos: 0,
+            reserve_budget: bytes.len(),
+        }
     }
 
     fn fast_event(&mut self) -> Option<Head<'a>> {
@@ -280,6 +293,29 @@ impl<'a> Walker<'a> {
         std::str::from_utf8(self.take(len)?).ok()
     }
 
+    /// A map key: a string (str only) of valid UTF-8, and not one of the
+    /// keys `serde_json` reserves for itself (with its `raw_value` or
+    /// `arbitrary_precision` feature, which a host's build may turn on, a
+    /// map keyed so decodes as raw JSON text or a number): those are left
+    /// to `decode`.
+    fn key(&mut self, marker: u8) -> Option<&'a str> {
+        let len = self.str_len(marker, false)?;
+        let key = std::str::from_utf8(self.take(len)?).ok()?;
+        (!key.starts_with(SERDE_JSON_RESERVED)).then_some(key)
+    }
+
+    /// Room to reserve for a container declaring `len` items of at least
+    /// `min_bytes` each; `None` when the bytes left cannot hold them (the
+    /// walk would fail on them anyway).
+    fn reserve(&mut self, len: usize, min_bytes: usize) -> Option<usize> {
+        if len > self.remaining() / min_bytes {
+            return None;
+        }
+        let room = len.min(self.reserve_budget);
+        self.reserve_budget -= room;
+        Some(room)
+    }
+
     /// Skips a string (str only), checking it is valid UTF-8.
     fn skip_text(&mut self, marker: u8) -> Option<()> {
         let len = self.str_len(marker, false)?;
@@ -322,7 +358,7 @@ impl<'a> Walker<'a> {
     fn skip_map_entries(&mut self, len: usize, depth: usize) -> Option<()> {
         for _ in 0..len {
             let marker = self.byte()?;
-            self.skip_text(marker)?;
+            self.key(marker)?;
             self.skip_value(depth)?;
         }
         Some(())
@@ -343,12 +379,11 @@ impl<'a> Walker<'a> {
     /// `len` entries of a map at `depth`, built: accepts exactly what
     /// [`Walker::skip_map_entries`] accepts.
     fn map_value(&mut self, len: usize, depth: usize) -> Option<Map<String, Value>> {
-        // An entry takes at least two bytes: the length field cannot
-        // reserve more than the payload could hold.
-        let mut map = Map::with_capacity(len.min(self.remaining() / 2));
+        // An entry takes at least two bytes.
+        let mut map = Map::with_capacity(self.reserve(len, 2)?);
         for _ in 0..len {
             let marker = self.byte()?;
-            let key = self.string(marker)?;
+            let key = self.key(marker)?.to_owned();
             let value = self.value(depth)?;
             // As `serde_json` builds a map: a repeated key keeps its first
             // place and takes the last value.
@@ -386,9 +421,8 @@ impl<'a> Walker<'a> {
                 if depth > SAFE_DEPTH {
                     return None;
                 }
-                // An item takes at least a byte: the length field cannot
-                // reserve more than the payload could hold.
-                let mut items = Vec::with_capacity(len.min(self.remaining()));
+                // An item takes at least a byte.
+                let mut items = Vec::with_capacity(self.reserve(len, 1)?);
                 for _ in 0..len {
                     items.push(self.value(depth)?);
                 }
