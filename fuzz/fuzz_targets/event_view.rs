@@ -1,5 +1,6 @@
 //! The borrowing event view: never panics, and agrees with the full
-//! payload decode on every input (event keys, other entries, errors).
+//! payload decode on every input (event keys, other entries, errors); the
+//! decode's one-walk path agrees with its general decoder.
 //!
 //! The logic lives in `fuzz/logic/`, shared with `cli/tests/fuzz_corpus.rs`.
 #![no_main]

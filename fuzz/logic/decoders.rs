@@ -480,6 +480,12 @@ pub fn check_event_view(data: &[u8]) {
     use enforcelog::event_view::{view, EntryView};
     let offset = 7;
     let ts = PAYLOAD_TIMES_US[data.len() % PAYLOAD_TIMES_US.len()];
+    // `decode` builds the events it can in one walk of the view's walker:
+    // the same answer as the general decoder, always.
+    assert_eq!(
+        payload::decode(offset, ts, data),
+        payload::decode_reference(offset, ts, data)
+    );
     match (view(offset, ts, data), payload::decode(offset, ts, data)) {
         (Ok(EntryView::Event(k)), Ok(Entry::Event(e))) => {
             assert_eq!(k.tenant_id, e.tenant_id);
