@@ -460,6 +460,12 @@ mod tests {
                 // of 4 whose last subtree hashes to the third leaf.)
                 let other = leaves[((index + 1) % size) as usize];
                 if size > 1 {
+                    // A leaf is its own root with an empty path only in a
+                    // tree of one.
+                    assert_eq!(
+                        verify_inclusion(index, size, &leaf, &[], &leaf),
+                        Err(ProofError::Length)
+                    );
                     assert!(verify_inclusion(index, size, &other, &proof, &r).is_err());
                     let moved = (index + 1) % size;
                     assert!(verify_inclusion(moved, size, &leaf, &proof, &r).is_err());
