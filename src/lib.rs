@@ -72,6 +72,7 @@
 // sealed segment (`storage::fs`, `FileStorage::map`).
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod event;

@@ -1,0 +1,189 @@
+"""Checks enforcelog's Merkle proofs without enforcelog.
+
+This module is the auditor's side of the tamper-evident log (docs/AUDIT.md):
+it verifies inclusion and consistency proofs from their JSON, using only the
+Python standard library. It shares no code with the Rust library (it does not
+import the rest of this package), so the two implementations check each
+other; copy this one file to verify proofs on a machine without enforcelog.
+
+The tree is RFC 9162's: SHA-256, a leaf hashed as ``SHA-256(0x00 || data)``,
+an inner node as ``SHA-256(0x01 || left || right)``.
+
+>>> leaf = leaf_hash(b"")
+>>> leaf.hex()[:16]
+'6e340b9cffb37a98'
+>>> verify_inclusion(0, 1, leaf, [], leaf)
+True
+"""
+
+import hashlib
+
+__all__ = [
+    "ProofError",
+    "leaf_hash",
+    "node_hash",
+    "empty_root",
+    "verify_inclusion",
+    "verify_consistency",
+    "check_inclusion",
+    "check_consistency",
+]
+
+
+class ProofError(ValueError):
+    """A proof, head or size that does not check."""
+
+
+def leaf_hash(data):
+    """``SHA-256(0x00 || data)``."""
+    return hashlib.sha256(b"\x00" + bytes(data)).digest()
+
+
+def node_hash(left, right):
+    """``SHA-256(0x01 || left || right)``."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def empty_root():
+    """The root of the empty tree, ``SHA-256("")``."""
+    return hashlib.sha256(b"").digest()
+
+
+def _hash(value, what):
+    if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+        raise ProofError(f"{what} is not a 32-byte hash")
+    return bytes(value)
+
+
+def _size(value, what):
+    # bool is an int in Python: refuse it, and anything past u64.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
+        raise ProofError(f"{what} is not a size")
+    return value
+
+
+def verify_inclusion(index, size, leaf, path, root):
+    """True when ``leaf`` is leaf ``index`` of the tree of ``size`` leaves
+    whose root is ``root``, by the audit path ``path`` (leaf side first).
+    Raises ProofError otherwise. Every hash of the path is used, and the
+    path must have exactly the length the index and size call for."""
+    index, size = _size(index, "the leaf index"), _size(size, "the tree size")
+    r = _hash(leaf, "the leaf hash")
+    root = _hash(root, "the root")
+    if index >= size:
+        raise ProofError(f"leaf {index} is not in a tree of {size}")
+    f, s = index, size - 1
+    for i, p in enumerate(path):
+        p = _hash(p, f"path hash {i}")
+        if s == 0:
+            raise ProofError("the path is too long")
+        if f & 1 or f == s:
+            r = node_hash(p, r)
+            while not f & 1 and f != 0:
+                f >>= 1
+                s >>= 1
+        else:
+            r = node_hash(r, p)
+        f >>= 1
+        s >>= 1
+    if s != 0:
+        raise ProofError("the path is too short")
+    if r != root:
+        raise ProofError("the path does not lead to the root")
+    return True
+
+
+def verify_consistency(old, new, old_root, new_root, path):
+    """True when the tree of ``new`` leaves with root ``new_root`` extends
+    the tree of ``old`` leaves with root ``old_root``, by the consistency
+    proof ``path``. Raises ProofError otherwise. Each hash enters the new
+    root, and the old one too where the old tree reaches: none is skipped."""
+    old, new = _size(old, "the old size"), _size(new, "the new size")
+    old_root = _hash(old_root, "the old root")
+    new_root = _hash(new_root, "the new root")
+    path = [_hash(p, f"path hash {i}") for i, p in enumerate(path)]
+    if old > new:
+        raise ProofError(f"the old size {old} is above the new size {new}")
+    if old == new:
+        if path:
+            raise ProofError("equal sizes need an empty proof")
+        if old_root != new_root:
+            raise ProofError("equal sizes, different roots")
+        return True
+    if old == 0:
+        if path:
+            raise ProofError("an empty old tree needs an empty proof")
+        if old_root != empty_root():
+            raise ProofError("the old root is not the empty tree's")
+        return True
+    if old & (old - 1) == 0:
+        # A perfect old tree: its root is the proof's first hash.
+        path = [old_root] + path
+    if not path:
+        raise ProofError("the proof is empty")
+    f, s = old - 1, new - 1
+    while f & 1:
+        f >>= 1
+        s >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if s == 0:
+            raise ProofError("the proof is too long")
+        if f & 1 or f == s:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            while not f & 1 and f != 0:
+                f >>= 1
+                s >>= 1
+        else:
+            sr = node_hash(sr, c)
+        f >>= 1
+        s >>= 1
+    if s != 0:
+        raise ProofError("the proof is too short")
+    if fr != old_root:
+        raise ProofError("the proof does not lead to the old root")
+    if sr != new_root:
+        raise ProofError("the proof does not lead to the new root")
+    return True
+
+
+def _hex(doc, key):
+    value = doc.get(key)
+    if not isinstance(value, str) or len(value) != 64:
+        raise ProofError(f"{key!r} is not 64 hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise ProofError(f"{key!r} is not 64 hex digits") from None
+
+
+def _hex_list(doc, key):
+    value = doc.get(key)
+    if not isinstance(value, list):
+        raise ProofError(f"{key!r} is not a list")
+    return [_hex({"hash": v}, "hash") for v in value]
+
+
+def check_inclusion(doc):
+    """Verifies an inclusion proof given as its JSON object (a dict):
+    ``leaf_index``, ``tree_size``, ``leaf_hash``, ``path``, ``root``."""
+    return verify_inclusion(
+        doc.get("leaf_index"),
+        doc.get("tree_size"),
+        _hex(doc, "leaf_hash"),
+        _hex_list(doc, "path"),
+        _hex(doc, "root"),
+    )
+
+
+def check_consistency(doc):
+    """Verifies a consistency proof given as its JSON object (a dict):
+    ``old_size``, ``new_size``, ``old_root``, ``new_root``, ``path``."""
+    return verify_consistency(
+        doc.get("old_size"),
+        doc.get("new_size"),
+        _hex(doc, "old_root"),
+        _hex(doc, "new_root"),
+        _hex_list(doc, "path"),
+    )
