@@ -3,6 +3,8 @@
 //! tree head can check that today's log extends it.
 //!
 //! [`merkle`] holds the tree itself (RFC 9162 hashing, proofs and their
-//! verification), pure and independent of the storage.
+//! verification), pure and independent of the storage; [`head`] the tree
+//! heads that name a state of the log, their Ed25519 signatures and JSON.
 
+pub mod head;
 pub mod merkle;
