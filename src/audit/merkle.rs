@@ -39,6 +39,18 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
     h.finalize().into()
 }
 
+/// The hash of the leaf of a log record: `SHA-256(0x00 || offset (u64 LE)
+/// || timestamp_us (i64 LE) || payload)`. The offset and the time are part
+/// of the leaf, so a record renumbered or moved in time is another leaf.
+pub fn record_leaf_hash(offset: u64, timestamp_us: i64, payload: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0x00]);
+    h.update(offset.to_le_bytes());
+    h.update(timestamp_us.to_le_bytes());
+    h.update(payload);
+    h.finalize().into()
+}
+
 /// The hash of an inner node: `SHA-256(0x01 || left || right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = Sha256::new();

@@ -8,3 +8,5 @@
 
 pub mod head;
 pub mod merkle;
+pub mod proof;
+pub mod tree;

@@ -27,6 +27,7 @@
 // modules, and a reader of the `Store` page meets opening first.
 mod open;
 
+mod audit;
 mod batch;
 mod detached;
 mod follower;
@@ -127,6 +128,9 @@ pub(crate) struct Inner {
     keys: keys::KeyIndex,
     /// Set by tests to read every query by scan (`Store::use_key_indexes`).
     keys_disabled: AtomicBool,
+    /// The Merkle tree of this shard's log as far as heads and proofs
+    /// computed it (`store::audit`).
+    tree: Mutex<crate::audit::tree::LogTree>,
 }
 
 /// The parts of a store that only a writer has.

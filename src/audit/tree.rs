@@ -1,0 +1,177 @@
+//! The Merkle tree of one log, computed from its records: the roots of its
+//! complete blocks of [`BLOCK_LEAVES`] leaves kept in memory, the leaf
+//! hashes of the last, incomplete block, and any other block's leaves read
+//! again from the log when a proof needs them.
+//!
+//! Leaf `i` is the record at offset `i` ([`merkle::record_leaf_hash`]).
+//! Every subtree a proof or a root asks for (a node of the tree of some
+//! size, RFC 9162) is either a power of two of at least a block, aligned to
+//! its size, so a whole number of blocks whose roots combine as a perfect
+//! tree, or lies inside one block: nothing else is ever needed.
+//!
+//! Invariants: the tree covers offsets `0..size` exactly; a log whose
+//! records are not all readable in offset order (damage a read skipped) has
+//! no tree, and says where (the hash of a log with a hole would not be the
+//! log's). The log is append-only, so what is covered is never recomputed;
+//! a log rewritten under the same handle (only `repair`, which needs the
+//! directory to itself) would need a new tree.
+
+use std::ops::{ControlFlow, Range};
+
+use super::merkle::{self, Hash, Subtrees};
+use crate::error::{Error, Result};
+use crate::log::Log;
+
+/// Leaves per block (a power of two).
+pub const BLOCK_LEAVES: u64 = 256;
+
+/// The tree of the first `size` records of a log.
+#[derive(Debug, Clone, Default)]
+pub struct LogTree {
+    /// Roots of the complete blocks, in order.
+    blocks: Vec<Hash>,
+    /// Leaf hashes of the incomplete last block.
+    tail: Vec<Hash>,
+}
+
+impl LogTree {
+    /// The empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of leaves covered.
+    pub fn size(&self) -> u64 {
+        self.blocks.len() as u64 * BLOCK_LEAVES + self.tail.len() as u64
+    }
+
+    /// Extends the tree with the records of `log` from its size up to `to`.
+    pub fn extend(&mut self, log: &Log, to: u64) -> Result<()> {
+        let from = self.size();
+        if to <= from {
+            return Ok(());
+        }
+        // Built aside: a failed pass leaves the tree as it was.
+        let mut complete = Vec::new();
+        let mut tail = self.tail.clone();
+        read_leaves(log, from..to, |leaf| {
+            tail.push(leaf);
+            if tail.len() as u64 == BLOCK_LEAVES {
+                complete.push(merkle::root(&tail));
+                tail.clear();
+            }
+        })?;
+        self.blocks.extend(complete);
+        self.tail = tail;
+        debug_assert_eq!(self.size(), to);
+        Ok(())
+    }
+
+    /// A source of subtree roots for the first `size` leaves, reading
+    /// blocks again from `log` where needed.
+    pub fn view<'a>(&'a self, log: &'a Log) -> TreeView<'a> {
+        TreeView { tree: self, log }
+    }
+}
+
+/// A [`LogTree`] and the log it reads blocks from.
+pub struct TreeView<'a> {
+    tree: &'a LogTree,
+    log: &'a Log,
+}
+
+impl TreeView<'_> {
+    /// The root of the first `size` leaves (`size <= ` the tree's size).
+    pub fn root_of_prefix(&self, size: u64) -> Result<Hash> {
+        if size == 0 {
+            return Ok(merkle::empty_root());
+        }
+        self.root_of(0..size)
+    }
+
+    /// The leaf hashes of block `block` (complete or the tail).
+    fn block_leaves(&self, block: u64) -> Result<Vec<Hash>> {
+        if block == self.tree.blocks.len() as u64 {
+            return Ok(self.tree.tail.clone());
+        }
+        let start = block * BLOCK_LEAVES;
+        let mut leaves = Vec::with_capacity(BLOCK_LEAVES as usize);
+        read_leaves(self.log, start..start + BLOCK_LEAVES, |leaf| {
+            leaves.push(leaf)
+        })?;
+        // The block's root was taken from these very records: if they no
+        // longer hash to it, the log changed under the tree.
+        if merkle::root(&leaves) != self.tree.blocks[block as usize] {
+            return Err(Error::Corruption {
+                path: self.log.dir().to_path_buf(),
+                position: 0,
+                reason: format!(
+                    "the records at offsets {start}..{} changed since the tree was computed",
+                    start + BLOCK_LEAVES
+                ),
+            });
+        }
+        Ok(leaves)
+    }
+}
+
+impl Subtrees for TreeView<'_> {
+    type Error = Error;
+
+    fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    fn root_of(&self, range: Range<u64>) -> Result<Hash> {
+        let (start, end) = (range.start, range.end);
+        debug_assert!(start < end && end <= self.tree.size());
+        let n = end - start;
+        if n >= BLOCK_LEAVES && n.is_power_of_two() && start % n == 0 {
+            let blocks =
+                &self.tree.blocks[(start / BLOCK_LEAVES) as usize..(end / BLOCK_LEAVES) as usize];
+            return Ok(merkle::root(blocks));
+        }
+        let block = start / BLOCK_LEAVES;
+        if (end - 1) / BLOCK_LEAVES == block {
+            let leaves = self.block_leaves(block)?;
+            let at = (start - block * BLOCK_LEAVES) as usize;
+            return Ok(merkle::root(&leaves[at..at + n as usize]));
+        }
+        // Neither: split as the tree does (only a root of a whole size
+        // asks this; proofs ask for nodes).
+        let k = 1u64 << (63 - (n - 1).leading_zeros());
+        let left = self.root_of(start..start + k)?;
+        let right = self.root_of(start + k..end)?;
+        Ok(merkle::node_hash(&left, &right))
+    }
+}
+
+/// Hands `f` the leaf hash of every record of `log` in `offsets`, in
+/// order; fails where a record is missing (damage the read skipped).
+fn read_leaves(log: &Log, offsets: Range<u64>, mut f: impl FnMut(Hash)) -> Result<()> {
+    let mut expected = offsets.start;
+    log.scan(offsets.start, i64::MIN..=i64::MAX, |frame| {
+        if frame.offset >= offsets.end || frame.offset != expected {
+            return ControlFlow::Break(());
+        }
+        f(merkle::record_leaf_hash(
+            frame.offset,
+            frame.timestamp_us,
+            frame.payload,
+        ));
+        expected += 1;
+        ControlFlow::Continue(())
+    })?;
+    if expected != offsets.end {
+        return Err(Error::Corruption {
+            path: log.dir().to_path_buf(),
+            position: 0,
+            reason: format!(
+                "the record at offset {expected} cannot be read (damage a read skips, or a \
+                 log shorter than {}): a tree head needs every record; see `enforcelog verify`",
+                offsets.end
+            ),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Tree heads and proofs from a store (`Store::head`, `prove_inclusion`,
+//! `prove_consistency`; `src/store/audit.rs`) against the Merkle tree of
+//! the records computed by definition, at sizes around the 256-record
+//! blocks the store keeps; and the point of it all: a record edited on
+//! disk with its CRC recomputed passes `verify`, and is caught by a
+//! consistency proof against a head taken before the edit.
+
+use enforcelog::audit::merkle::{self, Hash};
+use enforcelog::{Action, Event, Log, Store, StoreOptions};
+
+fn event(i: u64) -> Event {
+    // Real-looking: a run, details with a run of zero counts.
+    Event::new(
+        format!("tenant-{}", i % 7),
+        format!("rule-{}", i % 13),
+        Action::ALL[(i % 4) as usize],
+    )
+    .with_run_id(format!("run-{}", i / 10))
+    .with_details(enforcelog::details!({"step": i, "zeros": [0, 0, 0, 0], "note": "\u{0}\u{0}"}))
+}
+
+fn record(store: &Store, from: u64, to: u64) {
+    let mut at = from;
+    while at < to {
+        let mut batch = store.begin();
+        for i in at..to.min(at + 100) {
+            batch.record(event(i)).expect("valid event");
+        }
+        batch.commit_blocking().expect("commit");
+        at = to.min(at + 100);
+    }
+}
+
+/// The leaf hashes of the log's records, by definition.
+fn leaves(dir: &std::path::Path) -> Vec<Hash> {
+    let log = Log::open_read_only(dir).expect("open log");
+    log.read_from(0)
+        .expect("read")
+        .map(|r| {
+            let r = r.expect("record");
+            merkle::record_leaf_hash(r.offset, r.timestamp_us, &r.payload)
+        })
+        .collect()
+}
+
+#[test]
+fn heads_and_proofs_match_the_tree_of_the_records_at_every_block_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let head = store.head().unwrap();
+    assert_eq!((head.size, head.root), (0, merkle::empty_root()));
+    let mut size = 0;
+    for target in [1u64, 255, 256, 257, 511, 512, 513, 700, 1024, 1300] {
+        record(&store, size, target);
+        size = target;
+        let head = store.head().unwrap();
+        let all = leaves(dir.path());
+        // Gap markers or other records the store writes are leaves too.
+        assert_eq!(head.size, all.len() as u64);
+        assert_eq!(head.root, merkle::root(&all), "size {}", head.size);
+        let n = head.size;
+        for (offset, tree_size) in [(0, n), (n - 1, n), (n / 2, n), (0, 1), (n / 3, n / 2 + 1)] {
+            let p = store.prove_inclusion(offset, tree_size).unwrap();
+            assert_eq!(p.verify(), Ok(()), "{offset} in {tree_size}");
+            assert_eq!(p.root, merkle::root(&all[..tree_size as usize]));
+            assert_eq!(p.leaf_hash, all[offset as usize]);
+            assert_eq!(
+                p.path,
+                merkle::inclusion_proof(&all[..], offset, tree_size).unwrap()
+            );
+        }
+        for (old, new) in [
+            (0, n),
+            (1, n),
+            (n / 2, n),
+            (256.min(n), n),
+            (n, n),
+            (n / 3, n / 2),
+        ] {
+            let p = store.prove_consistency(old, new).unwrap();
+            assert_eq!(p.verify(), Ok(()), "{old} to {new}");
+            assert_eq!(p.old_root, merkle::root(&all[..old as usize]));
+            assert_eq!(p.new_root, merkle::root(&all[..new as usize]));
+        }
+    }
+    // Bad arguments: a clear error, nothing else.
+    let n = store.head().unwrap().size;
+    assert!(store.prove_inclusion(n, n).is_err());
+    assert!(store.prove_inclusion(0, n + 1).is_err());
+    assert!(store.prove_consistency(2, 1).is_err());
+    assert!(store.prove_consistency(0, n + 1).is_err());
+    store.close().unwrap();
+}
+
+#[test]
+fn a_record_edited_with_its_crc_fixed_passes_verify_and_fails_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    record(&store, 0, 600);
+    let before = store.head().unwrap();
+    let proof_of_300 = store.prove_inclusion(300, before.size).unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    // Rewrite one byte of record 300's tenant id, and its frame CRC.
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let log = Log::open_read_only(dir.path()).unwrap();
+    let target = log.read_from(300).unwrap().next().unwrap().unwrap();
+    drop(log);
+    let at = bytes
+        .windows(target.payload.len())
+        .position(|w| w == target.payload.as_slice())
+        .expect("the payload is in the segment");
+    let frame = at - 24;
+    let tenant = at
+        + bytes[at..]
+            .windows(7)
+            .position(|w| w == b"tenant-")
+            .unwrap();
+    bytes[tenant + 7] ^= 0x01; // tenant-6 <-> tenant-7: still a valid event
+    let crc = crc32fast::hash(&bytes[frame + 4..at + target.payload.len()]);
+    bytes[frame..frame + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&segment, &bytes).unwrap();
+
+    // The checksums cannot tell.
+    let report = Log::open_read_only(dir.path()).unwrap().verify().unwrap();
+    assert!(report.is_clean(), "{report:?}");
+
+    // The tree can: the same size, another root; no consistency proof
+    // joins the old head to today's log, and the old inclusion proof of
+    // the record does not fit the record as it is now.
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    record(&store, 600, 650);
+    let after = store.head().unwrap();
+    let p = store.prove_consistency(before.size, after.size).unwrap();
+    assert_ne!(p.old_root, before.root);
+    assert!(merkle::verify_consistency(
+        before.size,
+        after.size,
+        &before.root,
+        &after.root,
+        &p.path
+    )
+    .is_err());
+    let edited = store.prove_inclusion(300, before.size).unwrap();
+    assert_ne!(edited.leaf_hash, proof_of_300.leaf_hash);
+    assert!(merkle::verify_inclusion(
+        300,
+        before.size,
+        &edited.leaf_hash,
+        &edited.path,
+        &before.root
+    )
+    .is_err());
+    // The tree of the first `before.size` records is another tree now.
+    assert_ne!(edited.root, before.root);
+    store.close().unwrap();
+}
