@@ -7,6 +7,7 @@
 //! input; a panic hook turns a bug into one line and exit code 4 as a last
 //! resort.
 
+mod audit;
 mod clock;
 mod demo;
 mod failure;
@@ -150,6 +151,14 @@ enum Command {
     Repair(ops::RepairArgs),
     #[command(about = ops::QUARANTINE_ABOUT, long_about = ops::QUARANTINE_LONG_ABOUT)]
     Quarantine(ops::QuarantineArgs),
+    #[command(about = audit::HEAD_ABOUT, long_about = audit::HEAD_LONG_ABOUT)]
+    Head(audit::HeadArgs),
+    #[command(about = audit::PROVE_ABOUT, long_about = audit::PROVE_LONG_ABOUT)]
+    Prove(audit::ProveArgs),
+    #[command(about = audit::AUDIT_ABOUT, long_about = audit::AUDIT_LONG_ABOUT)]
+    Audit(audit::AuditArgs),
+    #[command(about = audit::KEYGEN_ABOUT, long_about = audit::KEYGEN_LONG_ABOUT)]
+    Keygen(audit::KeygenArgs),
     #[command(about = ops::COMPLETIONS_ABOUT, long_about = ops::COMPLETIONS_LONG_ABOUT)]
     Completions(ops::CompletionsArgs),
     #[cfg(feature = "jetstream")]
@@ -206,6 +215,10 @@ fn dispatch(global: &Global, command: Command) -> Result<(), Failure> {
         Command::Verify(args) => ops::verify(global, &args),
         Command::Repair(args) => ops::repair(global, &args),
         Command::Quarantine(args) => ops::quarantine(global, &args),
+        Command::Head(args) => audit::head(global, &args),
+        Command::Prove(args) => audit::prove(global, &args),
+        Command::Audit(args) => audit::audit(global, &args),
+        Command::Keygen(args) => audit::keygen(&args),
         Command::Completions(args) => {
             ops::completions(&args, &mut <Cli as clap::CommandFactory>::command())
         }

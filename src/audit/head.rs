@@ -17,7 +17,8 @@
 //! and signatures are compared only through `ed25519-dalek`'s strict
 //! verification (which refuses non-canonical and small-order encodings).
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+pub use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::merkle::Hash;

@@ -1,0 +1,281 @@
+//! `keygen`, `head`, `prove` and `audit`: the tamper-evident trail from the
+//! command line (docs/AUDIT.md). All but `keygen` are read-only: they open
+//! the store without its writer's lock and change no file.
+//!
+//! A tree covers one log: a directory several writers share (shards) has
+//! one tree per shard, and these commands refuse it for now, with exit 2,
+//! rather than speak for a part of it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use enforcelog::audit::head::{self, generate_key, hex, unhex, SignedHead, TreeHead};
+use enforcelog::audit::merkle;
+use enforcelog::Store;
+
+use crate::failure::Failure;
+use crate::output::Out;
+use crate::store_dir::open_reader;
+use crate::Global;
+
+pub const KEYGEN_ABOUT: &str = "Write a new Ed25519 key pair for signing tree heads";
+pub const KEYGEN_LONG_ABOUT: &str = "\
+Write a new Ed25519 key pair for `head --sign`: the secret key to PATH (64
+hex digits, readable by its owner only) and the public key to PATH.pub (64
+hex digits: give it to auditors, who pass it to `audit --key`). Refuses to
+overwrite either file. The store directory is not used.";
+
+pub const HEAD_ABOUT: &str = "Print the log's tree head {size, root, time} (read-only)";
+pub const HEAD_LONG_ABOUT: &str = "\
+Print the tree head of the log as JSON: size (the records committed), root
+(the root of the Merkle tree of those records, SHA-256, hex) and time (when
+it was taken). With --sign KEY (a key from `keygen`), the head carries an
+Ed25519 signature and the public key. Keep the head somewhere the machine
+that holds the log cannot rewrite: `audit --head` later checks that the log
+still extends it. The first head of a store reads every record once.
+
+Read-only. Exit 1 if a record cannot be read (damage: see `verify`), 2 for a
+directory of several shards (one tree each: not supported yet).";
+
+pub const PROVE_ABOUT: &str = "Print an inclusion proof of one record (read-only)";
+pub const PROVE_LONG_ABOUT: &str = "\
+Print, as JSON, the proof that the record at --offset is part of the log's
+tree: {leaf_index, tree_size, leaf_hash, path, root}. Without --head the
+tree is the log as it is now; with --head FILE it is the tree of the
+head's size, and the command first checks that the log still has that
+head's root (exit 1 if not). python/enforcelog/verify.py checks the proof
+without enforcelog.";
+
+pub const AUDIT_ABOUT: &str =
+    "Check that the log extends a tree head published earlier (read-only)";
+pub const AUDIT_LONG_ABOUT: &str = "\
+Check that the log as it is now extends the tree head in FILE (from an
+earlier `head`): its first `size` records are the ones that head covered,
+unchanged. A signed head's signature is checked first; with --key PUB (a
+file from `keygen`, or 64 hex digits) it must also be that key's. Prints
+the consistency proof and both heads as JSON.
+
+Exit 0 when the log extends the head; 1 when it does not (a record was
+changed, removed or reordered, or the log is shorter than the head), or the
+signature does not check; 2 for a malformed head or key.";
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Where to write the secret key (the public key goes to PATH.pub).
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct HeadArgs {
+    /// Sign the head with this secret key (from `keygen`).
+    #[arg(long, value_name = "KEY")]
+    sign: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProveArgs {
+    /// The record's offset.
+    #[arg(long)]
+    offset: u64,
+    /// Prove against the tree of this head's size (checked first).
+    #[arg(long, value_name = "FILE")]
+    head: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The earlier head (JSON, from `head`).
+    #[arg(long, value_name = "FILE")]
+    head: PathBuf,
+    /// The public key the head must be signed with: a file from `keygen`
+    /// (PATH.pub) or 64 hex digits.
+    #[arg(long, value_name = "PUB")]
+    key: Option<String>,
+}
+
+pub fn keygen(args: &KeygenArgs) -> Result<(), Failure> {
+    let public = public_path(&args.out);
+    for path in [&args.out, &public] {
+        if path.exists() {
+            return Err(Failure::usage(format!(
+                "{} exists: keygen never overwrites a key",
+                path.display()
+            )));
+        }
+    }
+    let key = generate_key().map_err(|e| Failure::other(format!("no random key: {e}")))?;
+    write_new(&args.out, &format!("{}\n", hex(&key.to_bytes())), true)?;
+    write_new(
+        &public,
+        &format!("{}\n", hex(&key.verifying_key().to_bytes())),
+        false,
+    )?;
+    let mut out = Out::new();
+    out.line(&format!(
+        "wrote the secret key to {} and the public key to {}",
+        args.out.display(),
+        public.display()
+    ))
+}
+
+pub fn head(global: &Global, args: &HeadArgs) -> Result<(), Failure> {
+    let key = args.sign.as_deref().map(read_secret_key).transpose()?;
+    let store = open_one_tree(global)?;
+    let head = store.head().map_err(Failure::from)?;
+    let signed = key.map(|k| head.clone().sign(&k));
+    Out::new().line(&head::to_json(&head, signed.as_ref()))
+}
+
+pub fn prove(global: &Global, args: &ProveArgs) -> Result<(), Failure> {
+    let claimed = args.head.as_deref().map(read_head).transpose()?;
+    let store = open_one_tree(global)?;
+    let size = match &claimed {
+        Some((head, _)) => {
+            check_extends(&store, head)?;
+            head.size
+        }
+        None => store.head().map_err(Failure::from)?.size,
+    };
+    if args.offset >= size {
+        return Err(Failure::usage(format!(
+            "--offset {} is not in a tree of {size} records",
+            args.offset
+        )));
+    }
+    let proof = store
+        .prove_inclusion(args.offset, size)
+        .map_err(Failure::from)?;
+    Out::new().line(&proof.to_json())
+}
+
+pub fn audit(global: &Global, args: &AuditArgs) -> Result<(), Failure> {
+    let (old, signed) = read_head(&args.head)?;
+    let trusted = args.key.as_deref().map(read_public_key).transpose()?;
+    match (&signed, trusted) {
+        (Some(s), trusted) => {
+            s.verify()
+                .map_err(|e| Failure::corruption(format!("{}: {e}", args.head.display())))?;
+            if let Some(key) = trusted {
+                if key != s.public_key {
+                    return Err(Failure::corruption(format!(
+                        "{}: signed by {}, not by the key given",
+                        args.head.display(),
+                        hex(&s.public_key)
+                    )));
+                }
+            }
+        }
+        (None, Some(_)) => {
+            return Err(Failure::corruption(format!(
+                "{}: the head is not signed, and --key asks for a signature",
+                args.head.display()
+            )))
+        }
+        (None, None) => {}
+    }
+    let store = open_one_tree(global)?;
+    let proof = check_extends(&store, &old)?;
+    let now = store.head().map_err(Failure::from)?;
+    let mut out = Out::new();
+    out.line(&serde_json::json!({
+        "extends": true,
+        "old_head": {"size": old.size, "root": hex(&old.root), "time": old.time},
+        "new_head": {"size": proof.new_size, "root": hex(&proof.new_root), "time": now.time},
+        "proof": serde_json::from_str::<serde_json::Value>(&proof.to_json()).unwrap_or_default(),
+    })
+    .to_string())
+}
+
+/// Checks that the log extends `old` (a consistency proof from its size to
+/// the log's size now, verified against `old`'s root); exit 1 otherwise.
+fn check_extends(
+    store: &Store,
+    old: &TreeHead,
+) -> Result<enforcelog::audit::proof::ConsistencyProof, Failure> {
+    let size = store.head().map_err(Failure::from)?.size;
+    if old.size > size {
+        return Err(Failure::corruption(format!(
+            "the log holds {size} records, fewer than the {} of the head: records were removed",
+            old.size
+        )));
+    }
+    let proof = store
+        .prove_consistency(old.size, size)
+        .map_err(Failure::from)?;
+    merkle::verify_consistency(old.size, size, &old.root, &proof.new_root, &proof.path).map_err(
+        |_| {
+            Failure::corruption(format!(
+                "the log does not extend the head: its first {} records are not the ones the \
+                 head covered (a record was changed, removed or reordered)",
+                old.size
+            ))
+        },
+    )?;
+    Ok(proof)
+}
+
+/// A store whose directory has one shard (one tree).
+fn open_one_tree(global: &Global) -> Result<Store, Failure> {
+    let shards = Store::shard_dirs(&global.data_dir).map_err(Failure::from)?;
+    if shards.len() > 1 {
+        return Err(Failure::usage(format!(
+            "{} has {} shards (one per writer that ran beside another), each with a tree of \
+             its own: tree heads of a sharded directory are not supported yet",
+            global.data_dir.display(),
+            shards.len()
+        )));
+    }
+    open_reader(global)
+}
+
+fn public_path(secret: &Path) -> PathBuf {
+    let mut name = secret.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+/// Writes a new file (never an existing one); the secret key readable by
+/// its owner only.
+fn write_new(path: &Path, text: &str, secret: bool) -> Result<(), Failure> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let _ = secret;
+    let mut file = options
+        .open(path)
+        .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Failure::other(format!("{}: {e}", path.display())))
+}
+
+fn read_text(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
+fn read_secret_key(path: &Path) -> Result<head::SigningKey, Failure> {
+    let text = read_text(path)?;
+    let seed = unhex::<32>(text.trim(), "the secret key")
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    Ok(head::SigningKey::from_bytes(&seed))
+}
+
+fn read_public_key(given: &str) -> Result<[u8; 32], Failure> {
+    let text = if given.len() == 64 && given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        given.to_string()
+    } else {
+        read_text(Path::new(given))?
+    };
+    unhex::<32>(text.trim(), "the public key").map_err(|e| Failure::usage(format!("--key: {e}")))
+}
+
+fn read_head(path: &Path) -> Result<(TreeHead, Option<SignedHead>), Failure> {
+    let text = read_text(path)?;
+    head::from_json(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
