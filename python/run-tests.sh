@@ -25,10 +25,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 # The SQLAlchemy tests (the optional extra `enforcelog[sqlalchemy]`) run
 # against real SQLite databases, sync and asyncio (aiosqlite, greenlet): no
-# test is skipped for want of a package.
-if ! "$venv/bin/python" -c 'import maturin, pytest, sqlalchemy, aiosqlite, greenlet' >/dev/null 2>&1; then
+# test is skipped for want of a package. The standalone proof verifier
+# (enforcelog/verify.py) checks Ed25519 signatures with `cryptography`.
+if ! "$venv/bin/python" -c 'import maturin, pytest, sqlalchemy, aiosqlite, greenlet, cryptography' >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-        'maturin>=1.5,<2' 'pytest>=7' 'sqlalchemy[asyncio]>=2.0' 'aiosqlite>=0.17'
+        'maturin>=1.5,<2' 'pytest>=7' 'sqlalchemy[asyncio]>=2.0' 'aiosqlite>=0.17' 'cryptography>=41'
 fi
 # The many-writers test (tests/test_many_writers.py) runs the CLI binary
 # beside the package: the README's command has built it with `cargo test`;

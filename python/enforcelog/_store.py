@@ -472,6 +472,30 @@ class Store:
         return QueryPage(events, page["next_offset"], page["undecodable"], page["lost"],
                          page["next_shard"])
 
+    # -- tamper evidence (docs/AUDIT.md) --------------------------------
+    def head(self) -> Dict[str, Any]:
+        """The tree head of this store's shard now: ``{"size", "root",
+        "time"}``, the JSON ``enforcelog head`` prints. Keep it somewhere
+        this machine cannot rewrite; ``prove_consistency`` and
+        ``enforcelog audit`` later check that the log still extends it."""
+        return json.loads(self._native.head_json())
+
+    def prove_inclusion(self, offset: int, tree_size: Optional[int] = None) -> Dict[str, Any]:
+        """The proof that the record at ``offset`` is in the tree of the first
+        ``tree_size`` records (default: all of them now), as the JSON object
+        ``enforcelog prove`` prints; ``enforcelog.verify.check_inclusion``
+        checks it."""
+        size = self.head()["size"] if tree_size is None else tree_size
+        return json.loads(self._native.prove_inclusion_json(offset, size))
+
+    def prove_consistency(self, old_size: int, new_size: Optional[int] = None) -> Dict[str, Any]:
+        """The proof that the tree of the first ``new_size`` records (default:
+        all of them now) extends the tree of the first ``old_size``;
+        ``enforcelog.verify.check_consistency`` checks it (compare its
+        ``old_root`` with the head you kept)."""
+        size = self.head()["size"] if new_size is None else new_size
+        return json.loads(self._native.prove_consistency_json(old_size, size))
+
     def metrics(self) -> Dict[str, int]:
         """What the store did since it was opened: ``recorded``, ``dropped``
         (fire-and-forget events not recorded, bad input included, and events

@@ -20,6 +20,8 @@ import hashlib
 
 __all__ = [
     "ProofError",
+    "check_head",
+    "head_signed_bytes",
     "leaf_hash",
     "node_hash",
     "empty_root",
@@ -187,3 +189,58 @@ def check_consistency(doc):
         _hex(doc, "new_root"),
         _hex_list(doc, "path"),
     )
+
+
+SIGNED_PREFIX = b"enforcelog tree head v1\n"
+
+
+def head_signed_bytes(size, root, time):
+    """The bytes a tree head's signature covers: the versioned prefix, the
+    size (u64 little-endian), the root (32 bytes), the length of the time
+    text (u32 little-endian) and the text (UTF-8)."""
+    size = _size(size, "the size")
+    root = _hash(root, "the root")
+    if not isinstance(time, str):
+        raise ProofError("the time is not text")
+    text = time.encode("utf-8")
+    return SIGNED_PREFIX + size.to_bytes(8, "little") + root + len(text).to_bytes(4, "little") + text
+
+
+def check_head(doc, public_key=None):
+    """Verifies a signed tree head given as its JSON object (a dict): the
+    Ed25519 signature over ``head_signed_bytes``, and, when ``public_key``
+    (32 bytes or 64 hex digits) is given, that it is that key's. Needs the
+    ``cryptography`` package (only this function does). Returns the head as
+    ``(size, root bytes, time)``."""
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError:  # pragma: no cover - the tests install it
+        raise ProofError("checking a signature needs the cryptography package") from None
+    if not isinstance(doc, dict):
+        raise ProofError("the head is not a JSON object")
+    unknown = set(doc) - {"size", "root", "time", "signature"}
+    if unknown:
+        raise ProofError(f"unknown fields {sorted(unknown)}")
+    sig = doc.get("signature")
+    if not isinstance(sig, dict) or sig.get("algorithm") != "ed25519":
+        raise ProofError("the head has no ed25519 signature")
+    key = _hex(sig, "public_key")
+    value = sig.get("value")
+    if not isinstance(value, str) or len(value) != 128:
+        raise ProofError("'value' is not 128 hex digits")
+    try:
+        signature = bytes.fromhex(value)
+    except ValueError:
+        raise ProofError("'value' is not 128 hex digits") from None
+    if public_key is not None:
+        wanted = bytes.fromhex(public_key) if isinstance(public_key, str) else bytes(public_key)
+        if wanted != key:
+            raise ProofError("the head is signed by another key")
+    root = _hex(doc, "root")
+    message = head_signed_bytes(doc.get("size"), root, doc.get("time"))
+    try:
+        Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        raise ProofError("the signature does not match the head and key") from None
+    return doc["size"], root, doc["time"]

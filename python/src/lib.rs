@@ -334,6 +334,38 @@ impl NativeStore {
         })
     }
 
+    /// The tree head of this store's shard, as its JSON (docs/AUDIT.md).
+    fn head_json(&self, py: Python<'_>) -> PyResult<String> {
+        let store = self.store(py)?;
+        let r = gil::without_gil(py, || store.head());
+        let head = result(py, r)?;
+        Ok(enforcelog::audit::head::to_json(&head, None))
+    }
+
+    /// An inclusion proof, as its JSON.
+    fn prove_inclusion_json(
+        &self,
+        py: Python<'_>,
+        offset: u64,
+        tree_size: u64,
+    ) -> PyResult<String> {
+        let store = self.store(py)?;
+        let r = gil::without_gil(py, || store.prove_inclusion(offset, tree_size));
+        Ok(result(py, r)?.to_json())
+    }
+
+    /// A consistency proof, as its JSON.
+    fn prove_consistency_json(
+        &self,
+        py: Python<'_>,
+        old_size: u64,
+        new_size: u64,
+    ) -> PyResult<String> {
+        let store = self.store(py)?;
+        let r = gil::without_gil(py, || store.prove_consistency(old_size, new_size));
+        Ok(result(py, r)?.to_json())
+    }
+
     #[pyo3(signature = (tenant_id, rule_id, as_of_us=None))]
     fn stats<'py>(
         &self,

@@ -97,3 +97,72 @@ def test_the_module_examples_run():
     import doctest
 
     assert doctest.testmod(verify).failed == 0
+
+
+# ---------------------------------------------------------------------------
+# Through the package: a store's heads and proofs, checked by the
+# standalone verifier; signed heads from the CLI, checked with
+# `cryptography`.
+# ---------------------------------------------------------------------------
+
+
+def test_a_stores_heads_and_proofs_check_with_the_standalone_verifier(tmp_path):
+    import enforcelog
+
+    store = enforcelog.Store(str(tmp_path / "store"), durability="none")
+    try:
+        for i in range(300):
+            store.record("acme", f"rule-{i % 7}", "KILLED", run_id=f"run-{i}",
+                         details={"step": i, "zeros": [0, 0, 0]})
+        store.flush()
+        head = store.head()
+        assert head["size"] == 300
+        for offset in (0, 1, 150, 255, 256, 299):
+            proof = store.prove_inclusion(offset)
+            assert proof["root"] == head["root"]
+            assert verify.check_inclusion(proof)
+        old = store.prove_inclusion(10, 100)
+        assert verify.check_inclusion(old)
+        for i in range(300, 340):
+            store.record("acme", "rule-x", "BLOCKED", details={"step": i})
+        store.flush()
+        proof = store.prove_consistency(300)
+        assert proof["old_root"] == head["root"]
+        assert verify.check_consistency(proof)
+        with pytest.raises(enforcelog.Error):
+            store.prove_inclusion(500)
+    finally:
+        store.close()
+
+
+def test_signed_heads_from_the_cli_check_and_every_change_is_refused(tmp_path):
+    import os
+    import subprocess
+
+    binary = os.environ["ENFORCELOG_BIN"]
+    data = str(tmp_path / "store")
+
+    def run(*args):
+        return subprocess.run([binary, "--data-dir", data, *args], check=True,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout
+
+    run("record", "--tenant", "acme", "--rule", "budget", "--action", "killed")
+    run("record", "--tenant", "acme", "--rule", "budget", "--action", "blocked")
+    key = str(tmp_path / "key")
+    run("keygen", "--out", key)
+    head = json.loads(run("head", "--sign", key))
+    public = open(key + ".pub").read().strip()
+    size, root, _ = verify.check_head(head, public)
+    assert size == 2 and root.hex() == head["root"]
+    refused(lambda d: verify.check_head(d, "00" * 32), head)
+    for field in ("root",):
+        for bad in flips(head[field]):
+            refused(verify.check_head, {**head, field: bad})
+    refused(verify.check_head, {**head, "size": 3})
+    refused(verify.check_head, {**head, "time": head["time"].replace("Z", "+00:00")})
+    sig = head["signature"]
+    for i in range(0, 128, 2):
+        changed = bytearray(bytes.fromhex(sig["value"]))
+        changed[i // 2] ^= 1 << (i % 8)
+        refused(verify.check_head, {**head, "signature": {**sig, "value": changed.hex()}})
+    refused(verify.check_head, {k: v for k, v in head.items() if k != "signature"})
