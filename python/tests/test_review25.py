@@ -202,3 +202,16 @@ def test_sizes_at_the_edges_are_refused_or_checked():
                 verify.verify_inclusion(index, size, leaf, [leaf] * n, leaf)
             with pytest.raises(verify.ProofError):
                 verify.verify_consistency(index, size, leaf, verify.empty_root(), [leaf] * n)
+
+
+@pytest.mark.skip(reason="confirmed: verify.py has no record leaf hash (offset u64 LE || timestamp_us i64 LE || payload) and neither Store.prove_inclusion nor `enforcelog prove` hands out the record's bytes: check_inclusion checks the proof's own leaf_hash, so it binds nothing an auditor read")
+def test_an_inclusion_proof_can_be_bound_to_the_record_it_proves():
+    """An inclusion proof matters only if the auditor can compute the leaf
+    hash from the record it holds. The standalone verifier must offer that
+    (the leaf encoding of docs/AUDIT.md), or the proof must carry the record."""
+    record_leaf_hash = getattr(verify, "record_leaf_hash", None)
+    assert record_leaf_hash is not None, "no way to hash a record into its leaf"
+    # The leaf of docs/AUDIT.md: SHA-256(0x00 || offset u64 LE || timestamp_us i64 LE || payload).
+    payload = b"\x00" * 64 + "tenant\u200b".encode()
+    want = verify.leaf_hash((5).to_bytes(8, "little") + (-1).to_bytes(8, "little", signed=True) + payload)
+    assert record_leaf_hash(5, -1, payload) == want
