@@ -206,3 +206,29 @@ fn head_of_a_log_with_a_destroyed_record_exits_1() {
     f.run(&["verify"]).expect(1);
     f.run(&["head"]).expect(1).expect_one_error_line();
 }
+
+/// "Signature over exactly what?": size, root and time, not which log. Two
+/// stores (or two shards of one directory, once heads of shards are
+/// supported) holding the same events have the same tree; a head signed
+/// for one audits clean against the other with the same key. An auditor
+/// watching several logs signed with one key cannot tell whose head it
+/// holds.
+#[test]
+#[ignore = "confirmed: TreeHead::signed_bytes (src/audit/head.rs:63-73) binds no log identity (store_id, shard); a head of one store audits clean against another"]
+fn a_head_signed_for_one_store_does_not_audit_clean_against_another() {
+    let a = Fixture::new();
+    let b = Fixture::new();
+    a.import(&events(0, 50));
+    b.import(&events(0, 50));
+    let key = a.tmp.path().join("k");
+    a.run(&os(&[&"keygen", &"--out", &key])).expect(0);
+    let head_a = a.ok(&os(&[&"head", &"--sign", &key]));
+    let file = b.write_file("head-of-a.json", head_a.as_bytes());
+    let public = format!("{}.pub", key.display());
+    let out = b.run(&["audit", "--head", file.to_str().unwrap(), "--key", &public]);
+    assert_ne!(
+        out.code(),
+        Some(0),
+        "store A's signed head accepted as store B's"
+    );
+}
