@@ -812,3 +812,40 @@ fn a_read_only_store_refreshed_after_a_repair_gives_the_repaired_log_s_head() {
         "the refreshed reader's head is not the repaired log's"
     );
 }
+
+/// A read-only store of a directory two writers shared reads every shard
+/// (its queries and entries cover them all), but its head is shard 0's
+/// alone, with no error: an auditor who keeps it believes it covers what
+/// the store shows. `enforcelog head` refuses this directory (exit 2,
+/// "rather than speak for a part of it"); the library and Python do not.
+#[test]
+#[ignore = "confirmed: Store::head (src/store/audit.rs:35-47) of a read-only store covers shard 0 only while the store reads every shard; the CLI refuses (cli/src/audit.rs open_one_tree)"]
+fn a_read_only_store_of_a_sharded_directory_refuses_a_head_of_part_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let a = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let b = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_ne!(a.shard(), b.shard(), "precondition: two shards");
+        for n in 0..5 {
+            a.record_blocking(event("acme", n)).unwrap();
+            b.record_blocking(event("globex", n)).unwrap();
+        }
+        b.close().unwrap();
+        a.close().unwrap();
+    }
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    reader.refresh().unwrap();
+    let page = reader.query(&enforcelog::Query::tenant("globex")).unwrap();
+    assert_eq!(
+        page.events.len(),
+        5,
+        "precondition: the reader reads shard 1"
+    );
+    match reader.head() {
+        Err(_) => {}
+        Ok(h) => panic!(
+            "a head of shard 0 alone ({} records) from a store that reads both",
+            h.size
+        ),
+    }
+}
