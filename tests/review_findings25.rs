@@ -50,7 +50,7 @@ fn leaves_now(store: &Store) -> Vec<Hash> {
 /// and a consistency proof from the running store joins a head of the lost
 /// records to a log that no longer holds them.
 #[test]
-#[ignore = "confirmed: Inner::tree survives the supervisor's reopen after lost Interval records (src/store/supervisor.rs:128-139 resets projections, not the tree)"]
+#[ignore = "confirmed: Inner::tree survives the supervisor's reopen after lost Interval records (src/store/supervisor.rs:135-140 resets projections, not the tree)"]
 fn the_tree_cache_is_dropped_when_the_supervisor_reopen_loses_records() {
     let storage = SimStorage::new(25);
     let options = StoreOptions {
@@ -124,7 +124,7 @@ fn the_tree_cache_is_dropped_when_the_supervisor_reopen_loses_records() {
 /// leaf hashes and never read again: a record in it edited under a running
 /// store (CRC recomputed) gets a proof of its old contents, no error.
 #[test]
-#[ignore = "confirmed: TreeView::block_leaves returns the cached tail without re-reading it (src/audit/tree.rs:87-89)"]
+#[ignore = "confirmed: TreeView::block_leaves returns the cached tail without re-reading it (src/audit/tree.rs:93-95)"]
 fn a_record_of_the_last_block_edited_under_a_running_store_is_an_error_not_a_stale_proof() {
     use std::io::{Seek, SeekFrom, Write};
     let dir = tempfile::tempdir().unwrap();
@@ -188,7 +188,7 @@ fn a_record_of_the_last_block_edited_under_a_running_store_is_an_error_not_a_sta
 /// its lowercase hex, and the Python verifier (bytes.fromhex) refuses
 /// them: the two verifiers disagree.
 #[test]
-#[ignore = "confirmed: unhex accepts '+' digits via u8::from_str_radix (src/audit/head.rs:150-154)"]
+#[ignore = "confirmed: unhex accepts '+' digits via u8::from_str_radix (src/audit/head.rs:143)"]
 fn hex_with_a_plus_sign_is_refused() {
     let plus = "+0".repeat(32);
     assert!(head::unhex::<32>(&plus, "root").is_err(), "{plus:?} parsed");

@@ -176,7 +176,7 @@ fn the_secret_key_given_as_the_public_key_is_not_accepted() {
 /// is not a head of any log. Today it exits 1 with "a record was changed,
 /// removed or reordered", blaming the log for a malformed head.
 #[test]
-#[ignore = "confirmed: a head of size 0 with another root than SHA-256(\"\") is parsed (head.rs from_json) and blamed on the log, exit 1 (cli/src/audit.rs:214-222)"]
+#[ignore = "confirmed: a head of size 0 with another root than SHA-256(\"\") is parsed (head.rs from_json) and blamed on the log, exit 1 (cli/src/audit.rs:207-215)"]
 fn a_head_of_size_zero_with_a_wrong_root_is_a_usage_error() {
     let f = Fixture::new();
     f.import(&events(0, 10));
@@ -214,7 +214,7 @@ fn head_of_a_log_with_a_destroyed_record_exits_1() {
 /// watching several logs signed with one key cannot tell whose head it
 /// holds.
 #[test]
-#[ignore = "confirmed: TreeHead::signed_bytes (src/audit/head.rs:63-73) binds no log identity (store_id, shard); a head of one store audits clean against another"]
+#[ignore = "confirmed: TreeHead::signed_bytes (src/audit/head.rs:65-75) binds no log identity (store_id, shard); a head of one store audits clean against another"]
 fn a_head_signed_for_one_store_does_not_audit_clean_against_another() {
     let a = Fixture::new();
     let b = Fixture::new();
