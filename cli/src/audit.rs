@@ -21,9 +21,11 @@ use crate::Global;
 
 pub const KEYGEN_ABOUT: &str = "Write a new Ed25519 key pair for signing tree heads";
 pub const KEYGEN_LONG_ABOUT: &str = "\
-Write a new Ed25519 key pair for `head --sign`: the secret key to PATH (64
-hex digits, readable by its owner only) and the public key to PATH.pub (64
-hex digits: give it to auditors, who pass it to `audit --key`). Refuses to
+Write a new Ed25519 key pair for `head --sign`: the secret key to PATH
+(readable by its owner only) and the public key to PATH.pub (give it to
+auditors, who pass it to `audit --key`). Each file is two lines: its kind
+(`enforcelog ed25519 secret key` or `... public key`, so one is never taken
+for the other) and the key in 64 hex digits. Refuses to
 overwrite either file. The store directory is not used.";
 
 pub const HEAD_ABOUT: &str = "Print the log's tree head {size, root, time} (read-only)";
@@ -106,10 +108,17 @@ pub fn keygen(args: &KeygenArgs) -> Result<(), Failure> {
         }
     }
     let key = generate_key().map_err(|e| Failure::other(format!("no random key: {e}")))?;
-    write_new(&args.out, &format!("{}\n", hex(&key.to_bytes())), true)?;
+    write_new(
+        &args.out,
+        &format!("{SECRET_KEY_LINE}\n{}\n", hex(&key.to_bytes())),
+        true,
+    )?;
     write_new(
         &public,
-        &format!("{}\n", hex(&key.verifying_key().to_bytes())),
+        &format!(
+            "{PUBLIC_KEY_LINE}\n{}\n",
+            hex(&key.verifying_key().to_bytes())
+        ),
         false,
     )?;
     let mut out = Out::new();
@@ -259,20 +268,39 @@ fn read_text(path: &Path) -> Result<String, Failure> {
     std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
 }
 
-fn read_secret_key(path: &Path) -> Result<head::SigningKey, Failure> {
+/// The first line of a secret key file: a public key file (or anything
+/// else) given to `--sign` is refused instead of used as a seed.
+const SECRET_KEY_LINE: &str = "enforcelog ed25519 secret key";
+/// The first line of a public key file.
+const PUBLIC_KEY_LINE: &str = "enforcelog ed25519 public key";
+
+/// The hex of a key file whose first line is `kind`.
+fn key_file_hex(path: &Path, kind: &str) -> Result<String, Failure> {
     let text = read_text(path)?;
-    let seed = unhex::<32>(text.trim(), "the secret key")
+    let mut lines = text.lines();
+    if lines.next() != Some(kind) {
+        return Err(Failure::usage(format!(
+            "{}: not a file of `keygen`'s kind ({kind:?} on its first line)",
+            path.display()
+        )));
+    }
+    Ok(lines.next().unwrap_or_default().trim().to_string())
+}
+
+fn read_secret_key(path: &Path) -> Result<head::SigningKey, Failure> {
+    let seed = unhex::<32>(&key_file_hex(path, SECRET_KEY_LINE)?, "the secret key")
         .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     Ok(head::SigningKey::from_bytes(&seed))
 }
 
+/// `--key`: 64 hex digits, or a public key file of `keygen`.
 fn read_public_key(given: &str) -> Result<[u8; 32], Failure> {
     let text = if given.len() == 64 && given.bytes().all(|b| b.is_ascii_hexdigit()) {
         given.to_string()
     } else {
-        read_text(Path::new(given))?
+        key_file_hex(Path::new(given), PUBLIC_KEY_LINE)?
     };
-    unhex::<32>(text.trim(), "the public key").map_err(|e| Failure::usage(format!("--key: {e}")))
+    unhex::<32>(&text, "the public key").map_err(|e| Failure::usage(format!("--key: {e}")))
 }
 
 fn read_head(path: &Path) -> Result<(TreeHead, Option<SignedHead>), Failure> {

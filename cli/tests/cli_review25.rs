@@ -176,7 +176,6 @@ fn the_secret_key_given_as_the_public_key_is_not_accepted() {
 /// is not a head of any log. Today it exits 1 with "a record was changed,
 /// removed or reordered", blaming the log for a malformed head.
 #[test]
-#[ignore = "confirmed: a head of size 0 with another root than SHA-256(\"\") is parsed (head.rs from_json) and blamed on the log, exit 1 (cli/src/audit.rs:207-215)"]
 fn a_head_of_size_zero_with_a_wrong_root_is_a_usage_error() {
     let f = Fixture::new();
     f.import(&events(0, 10));
@@ -192,7 +191,6 @@ fn a_head_of_size_zero_with_a_wrong_root_is_a_usage_error() {
 /// `verify`)". A record destroyed in the middle (CRC left wrong): `verify`
 /// exits 1, and `head` prints a head over the reader's stand-ins, exit 0.
 #[test]
-#[ignore = "confirmed: the reader replaces a damaged batch by lost-entry stand-ins, which read_leaves (src/audit/tree.rs:151-176) hashes; head exits 0"]
 fn head_of_a_log_with_a_destroyed_record_exits_1() {
     let f = Fixture::new();
     f.import(&events(0, 100));
@@ -239,7 +237,6 @@ fn a_head_signed_for_one_store_does_not_audit_clean_against_another() {
 /// as an audit failure (exit 1, "signed by another key") that looks like
 /// tampering.
 #[test]
-#[ignore = "confirmed: read_secret_key (cli/src/audit.rs:262-267) takes any 64 hex digits as a seed; secret and public key files have the same format"]
 fn head_sign_with_the_public_key_file_is_refused() {
     let f = Fixture::new();
     f.import(&events(0, 10));

@@ -17,6 +17,8 @@ True
 """
 
 import hashlib
+import json
+import re
 
 __all__ = [
     "ProofError",
@@ -29,6 +31,8 @@ __all__ = [
     "verify_consistency",
     "check_inclusion",
     "check_consistency",
+    "record_leaf_hash",
+    "parse",
 ]
 
 
@@ -39,6 +43,21 @@ class ProofError(ValueError):
 def leaf_hash(data):
     """``SHA-256(0x00 || data)``."""
     return hashlib.sha256(b"\x00" + bytes(data)).digest()
+
+
+def record_leaf_hash(offset, timestamp_us, payload):
+    """The leaf of the log record at ``offset``: ``SHA-256(0x00 || offset
+    (u64 LE) || timestamp_us (i64 LE) || payload)``. Compare it with an
+    inclusion proof's ``leaf_hash`` to bind the proof to the record you
+    hold."""
+    offset = _size(offset, "the offset")
+    if isinstance(timestamp_us, bool) or not isinstance(timestamp_us, int) \
+            or not -(1 << 63) <= timestamp_us < 1 << 63:
+        raise ProofError("the timestamp is not an i64")
+    if not isinstance(payload, (bytes, bytearray)):
+        raise ProofError("the payload is not bytes")
+    return leaf_hash(offset.to_bytes(8, "little") + timestamp_us.to_bytes(8, "little", signed=True)
+                     + bytes(payload))
 
 
 def node_hash(left, right):
@@ -150,6 +169,50 @@ def verify_consistency(old, new, old_root, new_root, path):
     return True
 
 
+def _no_duplicates(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ProofError(f"the key {key!r} appears twice")
+        out[key] = value
+    return out
+
+
+def _refuse_float(text):
+    raise ProofError(f"{text} is not an integer")
+
+
+def _int(text):
+    # "-0" is an integer to Python's json, a float to Rust's: refused by both.
+    if text.startswith("-0"):
+        raise ProofError(f"{text} is not a size")
+    return int(text)
+
+
+def parse(text):
+    """A proof or head document from its JSON text, strictly: a duplicated
+    key, a float or ``-0`` is refused (ProofError), as the Rust side does."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_float=_refuse_float,
+                          parse_int=_int)
+    except ProofError:
+        raise
+    except (ValueError, TypeError, RecursionError) as e:
+        raise ProofError(f"not JSON: {e}") from None
+
+
+def _object(doc, keys, what):
+    """``doc`` (a dict, or its JSON text) holding exactly ``keys``."""
+    if isinstance(doc, (str, bytes, bytearray)):
+        doc = parse(doc)
+    if not isinstance(doc, dict):
+        raise ProofError(f"the {what} is not a JSON object")
+    unknown = set(doc) - set(keys)
+    if unknown:
+        raise ProofError(f"the {what} has unknown fields {sorted(map(str, unknown))}")
+    return doc
+
+
 def _hex(doc, key):
     value = doc.get(key)
     if not isinstance(value, str) or len(value) != 64:
@@ -167,9 +230,25 @@ def _hex_list(doc, key):
     return [_hex({"hash": v}, "hash") for v in value]
 
 
-def check_inclusion(doc):
-    """Verifies an inclusion proof given as its JSON object (a dict):
-    ``leaf_index``, ``tree_size``, ``leaf_hash``, ``path``, ``root``."""
+def _trusted(head, size_key, root_key, doc):
+    """Checks the proof's size and root against a head the caller kept."""
+    if head is None:
+        return
+    head = _object(head, ("size", "root", "time", "signature"), "trusted head")
+    if _size(head.get("size"), "the trusted head's size") != doc.get(size_key):
+        raise ProofError(f"the proof's {size_key} is not the trusted head's size")
+    if _hex(head, "root") != _hex(doc, root_key):
+        raise ProofError(f"the proof's {root_key} is not the trusted head's root")
+
+
+def check_inclusion(doc, head=None):
+    """Verifies an inclusion proof given as its JSON object (a dict, or its
+    text): ``leaf_index``, ``tree_size``, ``leaf_hash``, ``path``, ``root``.
+    With ``head`` (a head you kept: its size and root), the proof must be of
+    that tree; without it, the proof is checked only against the root it
+    names itself, which proves nothing about a log you do not trust."""
+    doc = _object(doc, ("leaf_index", "tree_size", "leaf_hash", "path", "root"), "proof")
+    _trusted(head, "tree_size", "root", doc)
     return verify_inclusion(
         doc.get("leaf_index"),
         doc.get("tree_size"),
@@ -179,9 +258,14 @@ def check_inclusion(doc):
     )
 
 
-def check_consistency(doc):
-    """Verifies a consistency proof given as its JSON object (a dict):
-    ``old_size``, ``new_size``, ``old_root``, ``new_root``, ``path``."""
+def check_consistency(doc, head=None):
+    """Verifies a consistency proof given as its JSON object (a dict, or its
+    text): ``old_size``, ``new_size``, ``old_root``, ``new_root``, ``path``.
+    With ``head`` (the earlier head you kept), the proof must start from
+    it: that is the audit. Without it, the proof is checked only against
+    the old root it names itself."""
+    doc = _object(doc, ("old_size", "new_size", "old_root", "new_root", "path"), "proof")
+    _trusted(head, "old_size", "old_root", doc)
     return verify_consistency(
         doc.get("old_size"),
         doc.get("new_size"),
@@ -193,6 +277,14 @@ def check_consistency(doc):
 
 SIGNED_PREFIX = b"enforcelog tree head v1\n"
 
+# An RFC 3339 instant as the store writes them (a zone required).
+_RFC3339 = re.compile(
+    r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})\Z")
+
+# Public keys no one holds a secret for, which a lax Ed25519 check lets
+# "sign" anything: the identity point, and the all-zero encoding.
+_NO_ONES_KEYS = {bytes([1]) + bytes(31), bytes(32)}
+
 
 def head_signed_bytes(size, root, time):
     """The bytes a tree head's signature covers: the versioned prefix, the
@@ -200,9 +292,12 @@ def head_signed_bytes(size, root, time):
     text (u32 little-endian) and the text (UTF-8)."""
     size = _size(size, "the size")
     root = _hash(root, "the root")
-    if not isinstance(time, str):
-        raise ProofError("the time is not text")
-    text = time.encode("utf-8")
+    if not isinstance(time, str) or not _RFC3339.match(time):
+        raise ProofError("the time is not an RFC 3339 instant")
+    try:
+        text = time.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProofError("the time is not UTF-8 text") from None
     return SIGNED_PREFIX + size.to_bytes(8, "little") + root + len(text).to_bytes(4, "little") + text
 
 
@@ -217,15 +312,14 @@ def check_head(doc, public_key=None):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     except ImportError:  # pragma: no cover - the tests install it
         raise ProofError("checking a signature needs the cryptography package") from None
-    if not isinstance(doc, dict):
-        raise ProofError("the head is not a JSON object")
-    unknown = set(doc) - {"size", "root", "time", "signature"}
-    if unknown:
-        raise ProofError(f"unknown fields {sorted(unknown)}")
+    doc = _object(doc, ("size", "root", "time", "signature"), "head")
     sig = doc.get("signature")
     if not isinstance(sig, dict) or sig.get("algorithm") != "ed25519":
         raise ProofError("the head has no ed25519 signature")
+    _object(sig, ("algorithm", "public_key", "value"), "signature")
     key = _hex(sig, "public_key")
+    if key in _NO_ONES_KEYS:
+        raise ProofError("the public key is one no one holds a secret for")
     value = sig.get("value")
     if not isinstance(value, str) or len(value) != 128:
         raise ProofError("'value' is not 128 hex digits")
@@ -234,10 +328,15 @@ def check_head(doc, public_key=None):
     except ValueError:
         raise ProofError("'value' is not 128 hex digits") from None
     if public_key is not None:
-        wanted = bytes.fromhex(public_key) if isinstance(public_key, str) else bytes(public_key)
+        try:
+            wanted = bytes.fromhex(public_key) if isinstance(public_key, str) else bytes(public_key)
+        except (ValueError, TypeError):
+            raise ProofError("the public key given is not 64 hex digits") from None
         if wanted != key:
             raise ProofError("the head is signed by another key")
     root = _hex(doc, "root")
+    if doc.get("size") == 0 and root != empty_root():
+        raise ProofError("a head of size 0 must have the empty tree's root")
     message = head_signed_bytes(doc.get("size"), root, doc.get("time"))
     try:
         Ed25519PublicKey.from_public_bytes(key).verify(signature, message)

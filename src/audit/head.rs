@@ -134,7 +134,8 @@ pub fn hex(bytes: &[u8]) -> String {
 /// Exactly `N` bytes from `2N` hex digits (either case).
 pub fn unhex<const N: usize>(text: &str, what: &str) -> Result<[u8; N], HeadError> {
     let bad = || HeadError::Malformed(format!("{what} is not {} hex digits", 2 * N));
-    if text.len() != 2 * N || !text.is_ascii() {
+    // Hex digits only: `from_str_radix` alone would also take a sign.
+    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut out = [0u8; N];
@@ -176,6 +177,12 @@ pub fn from_json(text: &str) -> Result<(TreeHead, Option<SignedHead>), HeadError
         root: unhex::<32>(&json.root, "root")?,
         time: json.time,
     };
+    // The empty tree has one root: any other is not a head of it.
+    if head.size == 0 && head.root != super::merkle::empty_root() {
+        return Err(HeadError::Malformed(
+            "a head of size 0 must have the empty tree's root".into(),
+        ));
+    }
     let signed = match json.signature {
         None => None,
         Some(s) => {

@@ -7,7 +7,8 @@
 //! - inclusion: `{"leaf_index", "tree_size", "leaf_hash", "path", "root"}`;
 //! - consistency: `{"old_size", "new_size", "old_root", "new_root", "path"}`.
 
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::json;
 
 use super::head::{hex, unhex, HeadError};
 use super::merkle::{verify_consistency, verify_inclusion, Hash, ProofError};
@@ -70,16 +71,13 @@ impl InclusionProof {
 
     /// A proof read from JSON (parsed, not verified).
     pub fn from_json(text: &str) -> Result<Self, HeadError> {
-        let doc = object(
-            text,
-            &["leaf_index", "tree_size", "leaf_hash", "path", "root"],
-        )?;
+        let doc: InclusionJson = parse(text)?;
         Ok(Self {
-            leaf_index: number(&doc, "leaf_index")?,
-            tree_size: number(&doc, "tree_size")?,
-            leaf_hash: hash(&doc, "leaf_hash")?,
-            path: hashes(&doc, "path")?,
-            root: hash(&doc, "root")?,
+            leaf_index: doc.leaf_index,
+            tree_size: doc.tree_size,
+            leaf_hash: unhex::<32>(&doc.leaf_hash, "leaf_hash")?,
+            path: hashes(&doc.path, "path")?,
+            root: unhex::<32>(&doc.root, "root")?,
         })
     }
 }
@@ -111,16 +109,13 @@ impl ConsistencyProof {
 
     /// A proof read from JSON (parsed, not verified).
     pub fn from_json(text: &str) -> Result<Self, HeadError> {
-        let doc = object(
-            text,
-            &["old_size", "new_size", "old_root", "new_root", "path"],
-        )?;
+        let doc: ConsistencyJson = parse(text)?;
         Ok(Self {
-            old_size: number(&doc, "old_size")?,
-            new_size: number(&doc, "new_size")?,
-            old_root: hash(&doc, "old_root")?,
-            new_root: hash(&doc, "new_root")?,
-            path: hashes(&doc, "path")?,
+            old_size: doc.old_size,
+            new_size: doc.new_size,
+            old_root: unhex::<32>(&doc.old_root, "old_root")?,
+            new_root: unhex::<32>(&doc.new_root, "new_root")?,
+            path: hashes(&doc.path, "path")?,
         })
     }
 }
@@ -129,42 +124,33 @@ fn malformed(what: String) -> HeadError {
     HeadError::Malformed(what)
 }
 
-/// A JSON object with exactly `keys`.
-fn object(text: &str, keys: &[&str]) -> Result<serde_json::Map<String, Value>, HeadError> {
-    let Value::Object(doc) = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?
-    else {
-        return Err(malformed("not a JSON object".into()));
-    };
-    if let Some(k) = doc.keys().find(|k| !keys.contains(&k.as_str())) {
-        return Err(malformed(format!("unknown field {k:?}")));
-    }
-    Ok(doc)
+/// The JSON of an inclusion proof, strictly: no unknown field, no field
+/// twice (serde's derive refuses both), sizes as unsigned integers.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InclusionJson {
+    leaf_index: u64,
+    tree_size: u64,
+    leaf_hash: String,
+    path: Vec<String>,
+    root: String,
 }
 
-fn number(doc: &serde_json::Map<String, Value>, key: &str) -> Result<u64, HeadError> {
-    doc.get(key)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| malformed(format!("{key:?} is not a size")))
+/// The JSON of a consistency proof, as strictly.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsistencyJson {
+    old_size: u64,
+    new_size: u64,
+    old_root: String,
+    new_root: String,
+    path: Vec<String>,
 }
 
-fn hash(doc: &serde_json::Map<String, Value>, key: &str) -> Result<Hash, HeadError> {
-    let text = doc
-        .get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| malformed(format!("{key:?} is not a hash")))?;
-    unhex::<32>(text, key)
+fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, HeadError> {
+    serde_json::from_str(text).map_err(|e| malformed(e.to_string()))
 }
 
-fn hashes(doc: &serde_json::Map<String, Value>, key: &str) -> Result<Vec<Hash>, HeadError> {
-    let list = doc
-        .get(key)
-        .and_then(Value::as_array)
-        .ok_or_else(|| malformed(format!("{key:?} is not a list")))?;
-    list.iter()
-        .map(|v| {
-            v.as_str()
-                .ok_or_else(|| malformed(format!("{key:?} holds a non-string")))
-                .and_then(|t| unhex::<32>(t, key))
-        })
-        .collect()
+fn hashes(list: &[String], key: &str) -> Result<Vec<Hash>, HeadError> {
+    list.iter().map(|t| unhex::<32>(t, key)).collect()
 }

@@ -10,11 +10,11 @@
 //! tree, or lies inside one block: nothing else is ever needed.
 //!
 //! Invariants: the tree covers offsets `0..size` exactly; a log whose
-//! records are not all readable in offset order (damage a read skipped) has
-//! no tree, and says where (the hash of a log with a hole would not be the
-//! log's). The log is append-only, so what is covered is never recomputed;
-//! a log rewritten under the same handle (only `repair`, which needs the
-//! directory to itself) would need a new tree.
+//! records are not all readable in offset order has no tree, and says
+//! where (the hash of a log with a hole would not be the log's). A tree is
+//! built for one question and dropped (`store::audit`): the log can change
+//! under a store in ways a kept tree would not see. A block read again
+//! must hash to the root it was computed with, or the read is an error.
 
 use std::ops::{ControlFlow, Range};
 

@@ -952,6 +952,19 @@ impl Log {
             .collect()
     }
 
+    /// The sealed segments starting below `offset` that are read through
+    /// their rebuild (damage read past: some of their records are
+    /// stand-ins), as (path, base offset, next offset), in offset order.
+    pub(crate) fn damaged_segments_below(&self, offset: u64) -> Vec<(PathBuf, u64, u64)> {
+        let segments = self.inner.shared.read_segments();
+        segments
+            .sealed
+            .iter()
+            .filter(|s| s.is_rebuilt() && s.base_offset < offset)
+            .map(|s| (s.path.clone(), s.base_offset, s.next_offset))
+            .collect()
+    }
+
     /// The active segment as of now: what an in-memory key index of it
     /// (`store::keys`) reads, up to the committed length.
     pub(crate) fn active_segment(&self) -> ActiveBytes {

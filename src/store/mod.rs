@@ -128,9 +128,6 @@ pub(crate) struct Inner {
     keys: keys::KeyIndex,
     /// Set by tests to read every query by scan (`Store::use_key_indexes`).
     keys_disabled: AtomicBool,
-    /// The Merkle tree of this shard's log as far as heads and proofs
-    /// computed it (`store::audit`).
-    tree: Mutex<crate::audit::tree::LogTree>,
 }
 
 /// The parts of a store that only a writer has.

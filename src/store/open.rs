@@ -198,7 +198,6 @@ impl Inner {
             detached_gate: RwLock::new(()),
             keys: Default::default(),
             keys_disabled: AtomicBool::new(false),
-            tree: Mutex::new(crate::audit::tree::LogTree::new()),
         })
     }
 }
