@@ -151,7 +151,9 @@ def test_signed_heads_from_the_cli_check_and_every_change_is_refused(tmp_path):
     key = str(tmp_path / "key")
     run("keygen", "--out", key)
     head = json.loads(run("head", "--sign", key))
-    public = open(key + ".pub").read().strip()
+    # A key file is two lines: its kind, then the key in hex.
+    kind, public = open(key + ".pub").read().strip().splitlines()
+    assert kind == "enforcelog ed25519 public key"
     size, root, _ = verify.check_head(head, public)
     assert size == 2 and root.hex() == head["root"]
     refused(lambda d: verify.check_head(d, "00" * 32), head)
