@@ -778,6 +778,101 @@ fn the_durable_fleet_consumer_resumes_from_its_checkpoint() {
     });
 }
 
+/// The durable fleet consumer holds a full window of messages it already
+/// folded but whose acknowledgement the server never got (the process was
+/// dropped before the client flushed it, say). The server redelivers them
+/// and delivers nothing new until they are acknowledged: catching up must
+/// acknowledge them, not spin on their redelivery forever.
+#[test]
+fn a_fleet_consumer_with_a_window_of_unacknowledged_folded_messages_catches_up() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use enforcelog::ship::FleetConsumer;
+    use futures_util::StreamExt;
+    if !nats_available() {
+        return;
+    }
+    let server = Server::start(&[]);
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = common::seed_or(0xAC4_1057);
+    let first = events(seed, 6_000);
+    let second = events(seed + 1, 4_000);
+    let store = open_store(&tmp.path().join("host"));
+    let state = tmp.path().join("fleet-state");
+    let options = ship_options(vec![server.url()], 1);
+    let name = "fleet-lost-acks";
+    let rt = runtime();
+    bounded(&rt, async {
+        let ship_all = |store: &Store| {
+            let shipper = Shipper::new(store, options.clone()).unwrap();
+            async move { ship_until_caught_up(&shipper).await }
+        };
+        record(&store, &first);
+        ship_all(&store).await;
+        let mut reader = FleetConsumer::open(&options, name, &state, vec![DAYS_30])
+            .await
+            .unwrap();
+        assert_eq!(reader.catch_up().await.unwrap(), 6_000);
+        drop(reader);
+
+        // The consumer as a lost acknowledgement leaves it: the checkpoint
+        // is at 6,000, the consumer has 1,000 folded messages delivered and
+        // outstanding, which is its whole `max_ack_pending`.
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(&options.stream).await.unwrap();
+        stream.delete_consumer(name).await.unwrap();
+        let consumer = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.to_string()),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: 1 },
+                ack_policy: AckPolicy::All,
+                ack_wait: Duration::from_secs(1),
+                max_ack_pending: 1_000,
+                filter_subject: format!("{}.>", options.subject_prefix),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut held = consumer
+            .fetch()
+            .max_messages(1_000)
+            .messages()
+            .await
+            .unwrap();
+        let mut outstanding = 0;
+        while let Some(message) = held.next().await {
+            message.unwrap();
+            outstanding += 1;
+        }
+        assert_eq!(outstanding, 1_000, "a full window left unacknowledged");
+
+        record(&store, &second);
+        ship_all(&store).await;
+        let mut reader = FleetConsumer::open(&options, name, &state, vec![DAYS_30])
+            .await
+            .unwrap();
+        assert_eq!(reader.view().entries, 6_000, "restored from the checkpoint");
+        let folded = tokio::time::timeout(Duration::from_secs(60), reader.catch_up())
+            .await
+            .expect("catch_up acknowledges the redelivered window instead of spinning")
+            .unwrap();
+        assert_eq!(folded, 4_000, "only the new messages are folded");
+        let both: Vec<&Event> = first.iter().chain(&second).collect();
+        let found: Expected = reader
+            .view()
+            .stats_all(T0_US)
+            .into_iter()
+            .map(|s| {
+                (
+                    (s.tenant_id, s.rule_id),
+                    (s.trigger_count, s.last_triggered_at_us, s.total_count),
+                )
+            })
+            .collect();
+        assert_eq!(found, brute_force(both.iter().copied()), "seed {seed}");
+    });
+}
+
 /// `enforcelog ship` killed with SIGKILL mid-stream, then run again: the
 /// fleet holds every event exactly once.
 #[test]

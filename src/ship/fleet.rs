@@ -344,8 +344,11 @@ impl FleetConsumer {
                 break;
             };
             self.save()?;
+            // Confirmed by the server, so an acknowledgement still in the
+            // client's buffer is not lost when the caller drops the consumer
+            // right after `catch_up`.
             message
-                .ack()
+                .double_ack()
                 .await
                 .map_err(remote("acknowledge to the fleet consumer"))?;
         }
@@ -436,10 +439,19 @@ async fn fold_until(
             let info = message
                 .info()
                 .map_err(remote("read a message's metadata"))?;
-            if info.stream_sequence <= view.stream_sequence {
-                continue; // delivered again after a restart: folded already
+            let sequence = info.stream_sequence;
+            if sequence <= view.stream_sequence {
+                // Delivered again (after a restart, or because the server
+                // never got an acknowledgement): folded already. It must
+                // still be acknowledged: once `max_ack_pending` of these are
+                // outstanding the consumer delivers nothing new, and only
+                // redelivers them, every `ack_wait`, forever.
+                if acked && last_message.as_ref().is_none_or(|(s, _)| *s < sequence) {
+                    last_message = Some((sequence, message));
+                }
+                continue;
             }
-            view.stream_sequence = info.stream_sequence;
+            view.stream_sequence = sequence;
             let headers = message.headers.as_ref();
             let header = |name: &str| {
                 headers
@@ -467,11 +479,11 @@ async fn fold_until(
             };
             view.fold(&store, offset, time, &message.payload)?;
             if acked {
-                last_message = Some(message);
+                last_message = Some((sequence, message));
             }
         }
         if acked && last_message.is_some() {
-            return Ok(last_message);
+            return Ok(last_message.map(|(_, m)| m));
         }
         if got > 0 {
             idle_since = std::time::Instant::now();
@@ -485,7 +497,7 @@ async fn fold_until(
             });
         }
     }
-    Ok(last_message)
+    Ok(last_message.map(|(_, m)| m))
 }
 
 #[cfg(test)]
