@@ -161,3 +161,49 @@ fn a_record_edited_with_its_crc_fixed_passes_verify_and_fails_the_audit() {
     assert_ne!(edited.root, before.root);
     store.close().unwrap();
 }
+
+/// Long logs are hashed on two threads, split at a block boundary near the
+/// middle (`audit::tree`): the heads and proofs must be the same tree, for
+/// a tree built in one go and one extended from an incomplete block.
+#[test]
+fn heads_of_logs_hashed_on_two_threads_match_the_tree_of_the_records() {
+    use enforcelog::audit::tree::LogTree;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let mut size = 0;
+    for target in [65_535u64, 65_536 + 257, 140_001] {
+        record(&store, size, target);
+        size = target;
+        let head = store.head().unwrap();
+        let all = leaves(dir.path());
+        assert_eq!(head.size, all.len() as u64);
+        assert_eq!(head.root, merkle::root(&all), "size {}", head.size);
+        let n = head.size;
+        for offset in [0, n / 2 - 1, n / 2, n / 2 + 256, n - 1] {
+            let p = store.prove_inclusion(offset, n).unwrap();
+            assert_eq!(p.verify(), Ok(()), "{offset} in {n}");
+            assert_eq!(p.leaf_hash, all[offset as usize]);
+        }
+        let p = store.prove_consistency(n / 2 + 3, n).unwrap();
+        assert_eq!(p.verify(), Ok(()));
+        assert_eq!(p.old_root, merkle::root(&all[..(n / 2 + 3) as usize]));
+    }
+    let all = leaves(dir.path());
+    let log = Log::open_read_only(dir.path()).unwrap();
+    let mut tree = LogTree::new();
+    tree.extend(&log, 1_000).unwrap();
+    tree.extend(&log, 1_000).unwrap();
+    assert_eq!(tree.size(), 1_000);
+    tree.extend(&log, all.len() as u64 - 17).unwrap();
+    let n = tree.size();
+    assert_eq!(n, all.len() as u64 - 17);
+    let view = tree.view(&log);
+    for prefix in [1, 999, 1_000, 1_024, n / 2, n] {
+        assert_eq!(
+            view.root_of_prefix(prefix).unwrap(),
+            merkle::root(&all[..prefix as usize]),
+            "prefix {prefix} of {n}"
+        );
+    }
+    store.close().unwrap();
+}

@@ -46,21 +46,33 @@ impl LogTree {
     }
 
     /// Extends the tree with the records of `log` from its size up to `to`.
+    /// A long extension hashes its older and newer halves (split at a block
+    /// boundary) on two threads: blocks are independent until their roots
+    /// are combined.
     pub fn extend(&mut self, log: &Log, to: u64) -> Result<()> {
         let from = self.size();
         if to <= from {
             return Ok(());
         }
         // Built aside: a failed pass leaves the tree as it was.
-        let mut complete = Vec::new();
-        let mut tail = self.tail.clone();
-        read_leaves(log, from..to, |leaf| {
-            tail.push(leaf);
-            if tail.len() as u64 == BLOCK_LEAVES {
-                complete.push(merkle::root(&tail));
-                tail.clear();
+        let (complete, tail) = match split_point(from, to) {
+            None => hash_blocks(log, from..to, self.tail.clone())?,
+            Some(middle) => {
+                let (older, newer) = std::thread::scope(|scope| {
+                    let newer = scope.spawn(|| hash_blocks(log, middle..to, Vec::new()));
+                    let older = hash_blocks(log, from..middle, self.tail.clone());
+                    let newer = newer
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    (older, newer)
+                });
+                let (mut complete, older_tail) = older?;
+                debug_assert!(older_tail.is_empty(), "the split is at a block boundary");
+                let (newer_complete, tail) = newer?;
+                complete.extend(newer_complete);
+                (complete, tail)
             }
-        })?;
+        };
         self.blocks.extend(complete);
         self.tail = tail;
         debug_assert_eq!(self.size(), to);
@@ -144,6 +156,39 @@ impl Subtrees for TreeView<'_> {
         let right = self.root_of(start + k..end)?;
         Ok(merkle::node_hash(&left, &right))
     }
+}
+
+/// Extensions shorter than this are hashed on one thread.
+const PARALLEL_MIN: u64 = 64 * 1024;
+
+/// Where to split the extension `from..to` over two threads: a block
+/// boundary near the middle, or `None` for one thread.
+fn split_point(from: u64, to: u64) -> Option<u64> {
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if !two_cores || to - from < PARALLEL_MIN {
+        return None;
+    }
+    let middle = (from + (to - from) / 2) / BLOCK_LEAVES * BLOCK_LEAVES;
+    (middle > from).then_some(middle)
+}
+
+/// The roots of the blocks completed by hashing the records of `offsets`
+/// after the leaves of `tail` (the incomplete block they continue), and the
+/// leaves of the block left incomplete.
+fn hash_blocks(
+    log: &Log,
+    offsets: Range<u64>,
+    mut tail: Vec<Hash>,
+) -> Result<(Vec<Hash>, Vec<Hash>)> {
+    let mut complete = Vec::new();
+    read_leaves(log, offsets, |leaf| {
+        tail.push(leaf);
+        if tail.len() as u64 == BLOCK_LEAVES {
+            complete.push(merkle::root(&tail));
+            tail.clear();
+        }
+    })?;
+    Ok((complete, tail))
 }
 
 /// Hands `f` the leaf hash of every record of `log` in `offsets`, in
