@@ -207,3 +207,49 @@ fn heads_of_logs_hashed_on_two_threads_match_the_tree_of_the_records() {
     }
     store.close().unwrap();
 }
+
+/// A directory two writers share has a tree per shard: `heads` gives each
+/// shard's head, named with its shard and its own store id, each the tree
+/// of that shard's records; `head` and the unnamed proofs refuse the
+/// directory rather than speak for a part of it; a shard the directory
+/// does not have is an error.
+#[test]
+fn each_shard_of_a_shared_directory_has_its_own_named_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let b = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!((a.shard(), b.shard()), (0, 1), "precondition: two shards");
+    record(&a, 0, 300);
+    record(&b, 0, 40);
+    for store in [&a, &b] {
+        assert!(store.head().is_err(), "a head of one shard of two");
+        assert!(store.prove_inclusion(0, 1).is_err());
+        assert!(store.prove_consistency(0, 1).is_err());
+        assert!(store.shard_head(2).is_err(), "no shard 2");
+        let heads = store.heads().unwrap();
+        assert_eq!(heads.len(), 2);
+        for (shard, (head, owner)) in heads.iter().zip([&a, &b]).enumerate() {
+            let log = head.log.expect("a named head");
+            assert_eq!(log.shard, shard as u32);
+            assert_eq!(Some(log.store_id), owner.store_id());
+            let shard_dir = Store::shard_dirs(dir.path()).unwrap()[shard].1.clone();
+            let all = leaves(&shard_dir);
+            assert_eq!(head.size, all.len() as u64);
+            assert_eq!(head.root, merkle::root(&all));
+            let p = store
+                .prove_inclusion_in_shard(shard as u32, head.size - 1, head.size)
+                .unwrap();
+            assert_eq!((p.verify(), p.root), (Ok(()), head.root));
+            let c = store
+                .prove_consistency_in_shard(shard as u32, 1, head.size)
+                .unwrap();
+            assert_eq!((c.verify(), c.new_root), (Ok(()), head.root));
+        }
+        assert_ne!(
+            heads[0].log.unwrap().store_id,
+            heads[1].log.unwrap().store_id
+        );
+    }
+    b.close().unwrap();
+    a.close().unwrap();
+}

@@ -515,19 +515,64 @@ fn corpus() -> Value {
     }
     // Signed heads: a fixed key (deterministic signatures).
     let key = SigningKey::from_bytes(&[25u8; 32]);
-    for (size, time) in [
-        (0u64, "2026-12-05T09:00:00Z"),
-        (1, "2026-12-05T09:00:00.000001Z"),
-        (1000003, "2026-12-05T09:00:00.5+01:00"),
+    let named = head::LogName {
+        store_id: "00c0ffee00c0ffee00c0ffee0000beef".parse().unwrap(),
+        shard: 3,
+    };
+    for (size, time, log) in [
+        (0u64, "2026-12-05T09:00:00Z", None),
+        (1, "2026-12-05T09:00:00.000001Z", None),
+        (1000003, "2026-12-05T09:00:00.5+01:00", None),
+        (0, "2026-12-05T09:00:00Z", Some(named)),
+        (1000003, "2026-12-05T09:00:00.5+01:00", Some(named)),
     ] {
         let th = TreeHead {
+            log,
             size,
             root: merkle::leaf_hash(&size.to_le_bytes()),
             time: time.into(),
         };
         let signed = th.clone().sign(&key);
         let doc: Value = serde_json::from_str(&head::to_json(&th, Some(&signed))).unwrap();
-        let mut muts = mutations(&doc, &["size"], &["root"]);
+        let numeric: &[&str] = if log.is_some() {
+            &["size", "shard"]
+        } else {
+            &["size"]
+        };
+        let mut muts = mutations(&doc, numeric, &["root"]);
+        if log.is_some() {
+            let obj = doc.as_object().unwrap();
+            let with = |k: &str, v: Value| {
+                let mut d = obj.clone();
+                d.insert(k.to_string(), v);
+                Value::Object(d).to_string()
+            };
+            let id = obj["store_id"].as_str().unwrap().to_string();
+            for (what, value) in [
+                ("store_id uppercase", json!(id.to_uppercase())),
+                ("store_id short", json!(&id[..30])),
+                ("store_id another", json!(format!("{}f", &id[..31]))),
+                ("store_id zero tag", json!(format!("{}00000000", &id[..24]))),
+                ("store_id as number", json!(12345)),
+                ("store_id null", Value::Null),
+            ] {
+                muts.push((what.into(), with("store_id", value)));
+            }
+            let mut d = obj.clone();
+            d.remove("store_id");
+            muts.push(("store_id missing".into(), Value::Object(d).to_string()));
+            let mut d = obj.clone();
+            d.remove("store_id");
+            d.remove("shard");
+            muts.push((
+                "name removed (read as a head that names no log)".into(),
+                Value::Object(d).to_string(),
+            ));
+            let mut d = obj.clone();
+            d.insert("store_id".into(), Value::Null);
+            d.insert("shard".into(), Value::Null);
+            muts.push(("name null".into(), Value::Object(d).to_string()));
+        }
         let obj = doc.as_object().unwrap().clone();
         let sig = obj["signature"].as_object().unwrap().clone();
         let with_sig = |k: &str, v: Value| {
@@ -588,6 +633,7 @@ fn corpus() -> Value {
         let mut t = obj.clone();
         t.insert("time".into(), json!("yesterday"));
         let bad_time = TreeHead {
+            log,
             size,
             root: th.root,
             time: "yesterday".into(),
@@ -599,8 +645,11 @@ fn corpus() -> Value {
             Value::Object(t).to_string(),
         ));
         for (what, text) in muts {
-            cases.push(json!({"kind": "head", "what": format!("{size}: {what}"),
-                "text": text, "rust": rust_head(&text)}));
+            let name = if log.is_some() { " named" } else { "" };
+            cases.push(
+                json!({"kind": "head", "what": format!("{size}{name}: {what}"),
+                "text": text, "rust": rust_head(&text)}),
+            );
         }
     }
     json!({"cases": cases})

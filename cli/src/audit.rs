@@ -3,8 +3,10 @@
 //! the store without its writer's lock and change no file.
 //!
 //! A tree covers one log: a directory several writers share (shards) has
-//! one tree per shard, and these commands refuse it for now, with exit 2,
-//! rather than speak for a part of it.
+//! one tree per shard. `--shard N` picks one; a head names its shard (and
+//! its store id), so `audit` and `prove --head` find it by themselves.
+//! Without either, a sharded directory is refused with exit 2 rather than
+//! spoken for by one of its parts.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,15 +32,16 @@ overwrite either file. The store directory is not used.";
 
 pub const HEAD_ABOUT: &str = "Print the log's tree head {size, root, time} (read-only)";
 pub const HEAD_LONG_ABOUT: &str = "\
-Print the tree head of the log as JSON: size (the records committed), root
-(the root of the Merkle tree of those records, SHA-256, hex) and time (when
-it was taken). With --sign KEY (a key from `keygen`), the head carries an
+Print the tree head of the log as JSON: store_id and shard (which log it
+is), size (the records committed), root (the root of the Merkle tree of
+those records, SHA-256, hex) and time (when it was taken). A directory of
+several shards has a tree per shard: pick one with --shard N. With --sign KEY (a key from `keygen`), the head carries an
 Ed25519 signature and the public key. Keep the head somewhere the machine
 that holds the log cannot rewrite: `audit --head` later checks that the log
 still extends it. The first head of a store reads every record once.
 
 Read-only. Exit 1 if a record cannot be read (damage: see `verify`), 2 for a
-directory of several shards (one tree each: not supported yet).";
+directory of several shards without --shard, or a shard it does not have.";
 
 pub const PROVE_ABOUT: &str = "Print an inclusion proof of one record (read-only)";
 pub const PROVE_LONG_ABOUT: &str = "\
@@ -46,7 +49,8 @@ Print, as JSON, the proof that the record at --offset is part of the log's
 tree: {leaf_index, tree_size, leaf_hash, path, root}. Without --head the
 tree is the log as it is now; with --head FILE it is the tree of the
 head's size, and the command first checks that the log still has that
-head's root (exit 1 if not). python/enforcelog/verify.py checks the proof
+head's root (exit 1 if not). In a directory of several shards, the shard
+is the head's, or --shard N. python/enforcelog/verify.py checks the proof
 without enforcelog.";
 
 pub const AUDIT_ABOUT: &str =
@@ -56,11 +60,14 @@ Check that the log as it is now extends the tree head in FILE (from an
 earlier `head`): its first `size` records are the ones that head covered,
 unchanged. A signed head's signature is checked first; with --key PUB (a
 file from `keygen`, or 64 hex digits) it must also be that key's. Prints
-the consistency proof and both heads as JSON.
+the consistency proof and both heads as JSON. The log audited is the one
+the head names (its shard, whose store id must be the head's), or
+--shard N for a head of an earlier release, which names none.
 
 Exit 0 when the log extends the head; 1 when it does not (a record was
-changed, removed or reordered, or the log is shorter than the head), or the
-signature does not check; 2 for a malformed head or key.";
+changed, removed or reordered, or the log is shorter than the head), the
+head is of another store, or the signature does not check; 2 for a
+malformed head or key.";
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -74,6 +81,9 @@ pub struct HeadArgs {
     /// Sign the head with this secret key (from `keygen`).
     #[arg(long, value_name = "KEY")]
     sign: Option<PathBuf>,
+    /// The shard whose head to print (a directory of several shards).
+    #[arg(long, value_name = "N")]
+    shard: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +94,9 @@ pub struct ProveArgs {
     /// Prove against the tree of this head's size (checked first).
     #[arg(long, value_name = "FILE")]
     head: Option<PathBuf>,
+    /// The shard of the record (a directory of several shards).
+    #[arg(long, value_name = "N")]
+    shard: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +108,10 @@ pub struct AuditArgs {
     /// (PATH.pub) or 64 hex digits.
     #[arg(long, value_name = "PUB")]
     key: Option<String>,
+    /// The shard to audit, for a head that names none (a directory of
+    /// several shards).
+    #[arg(long, value_name = "N")]
+    shard: Option<u32>,
 }
 
 pub fn keygen(args: &KeygenArgs) -> Result<(), Failure> {
@@ -131,21 +148,25 @@ pub fn keygen(args: &KeygenArgs) -> Result<(), Failure> {
 
 pub fn head(global: &Global, args: &HeadArgs) -> Result<(), Failure> {
     let key = args.sign.as_deref().map(read_secret_key).transpose()?;
-    let store = open_one_tree(global)?;
-    let head = store.head().map_err(Failure::from)?;
+    let store = open_reader(global)?;
+    let shard = pick_shard(global, args.shard, None)?;
+    let head = store.shard_head(shard).map_err(Failure::from)?;
     let signed = key.map(|k| head.clone().sign(&k));
     Out::new().line(&head::to_json(&head, signed.as_ref()))
 }
 
 pub fn prove(global: &Global, args: &ProveArgs) -> Result<(), Failure> {
     let claimed = args.head.as_deref().map(read_head).transpose()?;
-    let store = open_one_tree(global)?;
+    let store = open_reader(global)?;
+    let named = claimed.as_ref().and_then(|(h, _)| h.log);
+    let shard = pick_shard(global, args.shard, named)?;
     let size = match &claimed {
         Some((head, _)) => {
-            check_extends(&store, head)?;
+            let now = store.shard_head(shard).map_err(Failure::from)?;
+            check_extends(&store, shard, head, &now)?;
             head.size
         }
-        None => store.head().map_err(Failure::from)?.size,
+        None => store.shard_head(shard).map_err(Failure::from)?.size,
     };
     if args.offset >= size {
         return Err(Failure::usage(format!(
@@ -154,7 +175,7 @@ pub fn prove(global: &Global, args: &ProveArgs) -> Result<(), Failure> {
         )));
     }
     let proof = store
-        .prove_inclusion(args.offset, size)
+        .prove_inclusion_in_shard(shard, args.offset, size)
         .map_err(Failure::from)?;
     Out::new().line(&proof.to_json())
 }
@@ -184,26 +205,46 @@ pub fn audit(global: &Global, args: &AuditArgs) -> Result<(), Failure> {
         }
         (None, None) => {}
     }
-    let store = open_one_tree(global)?;
-    let proof = check_extends(&store, &old)?;
-    let now = store.head().map_err(Failure::from)?;
+    let store = open_reader(global)?;
+    let shard = pick_shard(global, args.shard, old.log)?;
+    let now = store.shard_head(shard).map_err(Failure::from)?;
+    let proof = check_extends(&store, shard, &old, &now)?;
+    let json = |h: &TreeHead| -> serde_json::Value {
+        serde_json::from_str(&head::to_json(h, None)).unwrap_or_default()
+    };
     let mut out = Out::new();
     out.line(&serde_json::json!({
         "extends": true,
-        "old_head": {"size": old.size, "root": hex(&old.root), "time": old.time},
-        "new_head": {"size": proof.new_size, "root": hex(&proof.new_root), "time": now.time},
+        "old_head": json(&old),
+        "new_head": json(&now),
         "proof": serde_json::from_str::<serde_json::Value>(&proof.to_json()).unwrap_or_default(),
     })
     .to_string())
 }
 
-/// Checks that the log extends `old` (a consistency proof from its size to
-/// the log's size now, verified against `old`'s root); exit 1 otherwise.
+/// Checks that the log of `shard`, whose head is `now`, extends `old`:
+/// the same log (store id), and a consistency proof from `old`'s size to
+/// `now`'s verified against both roots; exit 1 otherwise.
 fn check_extends(
     store: &Store,
+    shard: u32,
     old: &TreeHead,
+    now: &TreeHead,
 ) -> Result<enforcelog::audit::proof::ConsistencyProof, Failure> {
-    let size = store.head().map_err(Failure::from)?.size;
+    if let Some(named) = old.log {
+        let here = now.log.map(|l| l.store_id);
+        if here != Some(named.store_id) {
+            return Err(Failure::corruption(format!(
+                "the head is of store {} (shard {}); shard {shard} here is {}",
+                named.store_id,
+                named.shard,
+                here.map_or("a log without a store id".to_string(), |id| format!(
+                    "store {id}"
+                ))
+            )));
+        }
+    }
+    let size = now.size;
     if old.size > size {
         return Err(Failure::corruption(format!(
             "the log holds {size} records, fewer than the {} of the head: records were removed",
@@ -211,32 +252,78 @@ fn check_extends(
         )));
     }
     let proof = store
-        .prove_consistency(old.size, size)
+        .prove_consistency_in_shard(shard, old.size, size)
         .map_err(Failure::from)?;
-    merkle::verify_consistency(old.size, size, &old.root, &proof.new_root, &proof.path).map_err(
-        |_| {
-            Failure::corruption(format!(
-                "the log does not extend the head: its first {} records are not the ones the \
-                 head covered (a record was changed, removed or reordered)",
-                old.size
-            ))
-        },
-    )?;
+    let extends = proof.new_root == now.root
+        && merkle::verify_consistency(old.size, size, &old.root, &now.root, &proof.path).is_ok();
+    if !extends {
+        return Err(Failure::corruption(format!(
+            "the log does not extend the head: its first {} records are not the ones the \
+             head covered (a record was changed, removed or reordered)",
+            old.size
+        )));
+    }
     Ok(proof)
 }
 
-/// A store whose directory has one shard (one tree).
-fn open_one_tree(global: &Global) -> Result<Store, Failure> {
-    let shards = Store::shard_dirs(&global.data_dir).map_err(Failure::from)?;
-    if shards.len() > 1 {
+/// The shard a command speaks of: `given` (`--shard`), else the one the
+/// head names, else the only one; a directory of several shards with
+/// neither is a usage error (exit 2), and so is a `--shard` the head
+/// contradicts or the directory does not have.
+fn pick_shard(
+    global: &Global,
+    given: Option<u32>,
+    named: Option<head::LogName>,
+) -> Result<u32, Failure> {
+    let shards: Vec<u32> = Store::shard_dirs(&global.data_dir)
+        .map_err(Failure::from)?
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    let listed = || {
+        shards
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let shard = match (given, named) {
+        (Some(given), Some(named)) if given != named.shard => {
+            return Err(Failure::usage(format!(
+                "--shard {given}, but the head is of shard {}",
+                named.shard
+            )))
+        }
+        (Some(shard), _) => shard,
+        (None, Some(named)) => named.shard,
+        (None, None) if shards.len() > 1 => {
+            return Err(Failure::usage(format!(
+                "{} has shards {} (one per writer that ran beside another), each with a tree \
+                 of its own: pass --shard N",
+                global.data_dir.display(),
+                listed()
+            )))
+        }
+        (None, None) => 0,
+    };
+    if !shards.contains(&shard) {
+        if let (None, Some(named)) = (given, named) {
+            // The log the head covers is gone from the directory: that is
+            // history removed, not a bad argument.
+            return Err(Failure::corruption(format!(
+                "the head is of shard {shard} (store {}), which {} no longer has (its shards: {})",
+                named.store_id,
+                global.data_dir.display(),
+                listed()
+            )));
+        }
         return Err(Failure::usage(format!(
-            "{} has {} shards (one per writer that ran beside another), each with a tree of \
-             its own: tree heads of a sharded directory are not supported yet",
+            "{} has no shard {shard} (its shards: {})",
             global.data_dir.display(),
-            shards.len()
+            listed()
         )));
     }
-    open_reader(global)
+    Ok(shard)
 }
 
 fn public_path(secret: &Path) -> PathBuf {

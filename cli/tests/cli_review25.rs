@@ -82,10 +82,12 @@ fn head_prove_and_audit_change_no_file_of_the_store() {
 }
 
 /// "Sharded directories refused": a directory two writers shared (two
-/// shards) is refused by head, prove and audit with exit 2, one line, and
-/// no file changed.
+/// shards) has a tree per shard. head and prove without --shard are
+/// refused with exit 2, one line, and no file changed; a head names its
+/// shard, so audit finds it; --shard picks one; a shard the directory does
+/// not have is exit 2, and a head of a shard that was removed is exit 1.
 #[test]
-fn a_sharded_directory_is_refused_by_every_audit_command() {
+fn a_sharded_directory_is_audited_shard_by_shard() {
     let f = Fixture::new();
     f.import(&events(0, 20));
     let head_text = f.ok(&["head"]);
@@ -109,11 +111,30 @@ fn a_sharded_directory_is_refused_by_every_audit_command() {
     for args in [
         os(&[&"head"]),
         os(&[&"prove", &"--offset", &"0"]),
-        os(&[&"audit", &"--head", &head_file]),
+        os(&[&"head", &"--shard", &"7"]),
+        os(&[&"audit", &"--head", &head_file, &"--shard", &"1"]),
     ] {
         f.run(&args).expect(2).expect_one_error_line();
     }
     assert!(snapshot(&f.dir) == before);
+    // The head taken before the second writer names shard 0, which still
+    // extends it.
+    f.run(&os(&[&"audit", &"--head", &head_file])).expect(0);
+    let shard1 = f.ok(&["head", "--shard", "1"]);
+    let named: serde_json::Value = serde_json::from_str(&shard1).unwrap();
+    assert_eq!(named["shard"], 1);
+    assert_eq!(named["size"], 1);
+    let shard1_file = f.write_file("head1.json", shard1.as_bytes());
+    f.run(&os(&[&"audit", &"--head", &shard1_file])).expect(0);
+    f.run(&os(&[&"prove", &"--offset", &"0", &"--head", &shard1_file]))
+        .expect(0);
+    assert!(snapshot(&f.dir) == before);
+    // Shard 1 removed whole: its history is gone, which is not a usage
+    // error.
+    fs::remove_dir_all(f.dir.join("shards").join("1")).unwrap();
+    f.run(&os(&[&"audit", &"--head", &shard1_file]))
+        .expect(1)
+        .expect_one_error_line();
 }
 
 /// keygen: the secret is its owner's only; an existing PATH.pub alone
@@ -205,14 +226,11 @@ fn head_of_a_log_with_a_destroyed_record_exits_1() {
     f.run(&["head"]).expect(1).expect_one_error_line();
 }
 
-/// "Signature over exactly what?": size, root and time, not which log. Two
-/// stores (or two shards of one directory, once heads of shards are
-/// supported) holding the same events have the same tree; a head signed
-/// for one audits clean against the other with the same key. An auditor
-/// watching several logs signed with one key cannot tell whose head it
-/// holds.
+/// "Signature over exactly what?": it was size, root and time, not which
+/// log. Two stores holding the same events have the same tree; a head
+/// signed for one audited clean against the other with the same key. Heads
+/// now name their log (store id and shard, signed): fixed.
 #[test]
-#[ignore = "confirmed: TreeHead::signed_bytes (src/audit/head.rs:65-75) binds no log identity (store_id, shard); a head of one store audits clean against another"]
 fn a_head_signed_for_one_store_does_not_audit_clean_against_another() {
     let a = Fixture::new();
     let b = Fixture::new();

@@ -473,28 +473,41 @@ class Store:
                          page["next_shard"])
 
     # -- tamper evidence (docs/AUDIT.md) --------------------------------
-    def head(self) -> Dict[str, Any]:
-        """The tree head of this store's shard now: ``{"size", "root",
-        "time"}``, the JSON ``enforcelog head`` prints. Keep it somewhere
-        this machine cannot rewrite; ``prove_consistency`` and
-        ``enforcelog audit`` later check that the log still extends it."""
-        return json.loads(self._native.head_json())
+    def head(self, shard: Optional[int] = None) -> Dict[str, Any]:
+        """The tree head of this store's log now: ``{"store_id", "shard",
+        "size", "root", "time"}``, the JSON ``enforcelog head`` prints. Keep
+        it somewhere this machine cannot rewrite; ``prove_consistency`` and
+        ``enforcelog audit`` later check that the log still extends it.
 
-    def prove_inclusion(self, offset: int, tree_size: Optional[int] = None) -> Dict[str, Any]:
-        """The proof that the record at ``offset`` is in the tree of the first
-        ``tree_size`` records (default: all of them now), as the JSON object
-        ``enforcelog prove`` prints; ``enforcelog.verify.check_inclusion``
-        checks it."""
-        size = self.head()["size"] if tree_size is None else tree_size
-        return json.loads(self._native.prove_inclusion_json(offset, size))
+        A directory several processes write has one log, and one tree, per
+        shard: there ``head()`` raises, and ``head(shard=n)`` (or
+        ``heads()``) gives a shard's."""
+        return json.loads(self._native.head_json(shard))
 
-    def prove_consistency(self, old_size: int, new_size: Optional[int] = None) -> Dict[str, Any]:
+    def heads(self) -> List[Dict[str, Any]]:
+        """The head of every shard of the store's directory, in shard order
+        (one for a directory of one log)."""
+        return [json.loads(text) for text in self._native.heads_json()]
+
+    def prove_inclusion(
+        self, offset: int, tree_size: Optional[int] = None, shard: Optional[int] = None
+    ) -> Dict[str, Any]:
+        """The proof that the record at ``offset`` (of shard ``shard``, in a
+        directory of several) is in the tree of the first ``tree_size``
+        records (default: all of them now), as the JSON object ``enforcelog
+        prove`` prints; ``enforcelog.verify.check_inclusion`` checks it."""
+        size = self.head(shard)["size"] if tree_size is None else tree_size
+        return json.loads(self._native.prove_inclusion_json(offset, size, shard))
+
+    def prove_consistency(
+        self, old_size: int, new_size: Optional[int] = None, shard: Optional[int] = None
+    ) -> Dict[str, Any]:
         """The proof that the tree of the first ``new_size`` records (default:
-        all of them now) extends the tree of the first ``old_size``;
-        ``enforcelog.verify.check_consistency`` checks it (compare its
-        ``old_root`` with the head you kept)."""
-        size = self.head()["size"] if new_size is None else new_size
-        return json.loads(self._native.prove_consistency_json(old_size, size))
+        all of them now) extends the tree of the first ``old_size``, in the
+        store's log or shard ``shard``'s; ``enforcelog.verify.check_consistency``
+        checks it (compare its ``old_root`` with the head you kept)."""
+        size = self.head(shard)["size"] if new_size is None else new_size
+        return json.loads(self._native.prove_consistency_json(old_size, size, shard))
 
     def metrics(self) -> Dict[str, int]:
         """What the store did since it was opened: ``recorded``, ``dropped``

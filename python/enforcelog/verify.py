@@ -234,7 +234,7 @@ def _trusted(head, size_key, root_key, doc):
     """Checks the proof's size and root against a head the caller kept."""
     if head is None:
         return
-    head = _object(head, ("size", "root", "time", "signature"), "trusted head")
+    head = _object(head, _HEAD_KEYS, "trusted head")
     if _size(head.get("size"), "the trusted head's size") != doc.get(size_key):
         raise ProofError(f"the proof's {size_key} is not the trusted head's size")
     if _hex(head, "root") != _hex(doc, root_key):
@@ -276,6 +276,27 @@ def check_consistency(doc, head=None):
 
 
 SIGNED_PREFIX = b"enforcelog tree head v1\n"
+# Heads that name their log (store id and shard).
+SIGNED_PREFIX_V2 = b"enforcelog tree head v2\n"
+
+_HEAD_KEYS = ("store_id", "shard", "size", "root", "time", "signature")
+
+# A store id as the store writes it: 32 lowercase hex digits.
+_STORE_ID = re.compile(r"\A[0-9a-f]{32}\Z")
+
+
+def _name(doc):
+    """The log a head names, ``(store_id, shard)``, or ``(None, None)`` for a
+    head of an earlier release; both fields or neither."""
+    store_id, shard = doc.get("store_id"), doc.get("shard")
+    if store_id is None and shard is None and "store_id" not in doc and "shard" not in doc:
+        return None, None
+    if not isinstance(store_id, str) or not _STORE_ID.match(store_id) or store_id.endswith("0" * 8):
+        raise ProofError("'store_id' is not a store id (32 lowercase hex digits, not zero)")
+    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < 1 << 32:
+        raise ProofError("'shard' is not a shard number")
+    return store_id, shard
+
 
 # An RFC 3339 instant as the store writes them (a zone required).
 _RFC3339 = re.compile(
@@ -286,10 +307,12 @@ _RFC3339 = re.compile(
 _NO_ONES_KEYS = {bytes([1]) + bytes(31), bytes(32)}
 
 
-def head_signed_bytes(size, root, time):
-    """The bytes a tree head's signature covers: the versioned prefix, the
-    size (u64 little-endian), the root (32 bytes), the length of the time
-    text (u32 little-endian) and the text (UTF-8)."""
+def head_signed_bytes(size, root, time, store_id=None, shard=None):
+    """The bytes a tree head's signature covers: for a head that names its
+    log, the v2 prefix, the store id (the 16 bytes its hex spells) and the
+    shard (u32 little-endian); for one that does not, the v1 prefix; then
+    the size (u64 little-endian), the root (32 bytes), the length of the
+    time text (u32 little-endian) and the text (UTF-8)."""
     size = _size(size, "the size")
     root = _hash(root, "the root")
     if not isinstance(time, str) or not _RFC3339.match(time):
@@ -298,7 +321,12 @@ def head_signed_bytes(size, root, time):
         text = time.encode("utf-8")
     except UnicodeEncodeError:
         raise ProofError("the time is not UTF-8 text") from None
-    return SIGNED_PREFIX + size.to_bytes(8, "little") + root + len(text).to_bytes(4, "little") + text
+    if store_id is None and shard is None:
+        prefix = SIGNED_PREFIX
+    else:
+        store_id, shard = _name({"store_id": store_id, "shard": shard})
+        prefix = SIGNED_PREFIX_V2 + bytes.fromhex(store_id) + shard.to_bytes(4, "little")
+    return prefix + size.to_bytes(8, "little") + root + len(text).to_bytes(4, "little") + text
 
 
 def check_head(doc, public_key=None):
@@ -312,7 +340,8 @@ def check_head(doc, public_key=None):
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     except ImportError:  # pragma: no cover - the tests install it
         raise ProofError("checking a signature needs the cryptography package") from None
-    doc = _object(doc, ("size", "root", "time", "signature"), "head")
+    doc = _object(doc, _HEAD_KEYS, "head")
+    store_id, shard = _name(doc)
     sig = doc.get("signature")
     if not isinstance(sig, dict) or sig.get("algorithm") != "ed25519":
         raise ProofError("the head has no ed25519 signature")
@@ -337,7 +366,7 @@ def check_head(doc, public_key=None):
     root = _hex(doc, "root")
     if doc.get("size") == 0 and root != empty_root():
         raise ProofError("a head of size 0 must have the empty tree's root")
-    message = head_signed_bytes(doc.get("size"), root, doc.get("time"))
+    message = head_signed_bytes(doc.get("size"), root, doc.get("time"), store_id, shard)
     try:
         Ed25519PublicKey.from_public_bytes(key).verify(signature, message)
     except (InvalidSignature, ValueError):

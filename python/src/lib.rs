@@ -334,35 +334,60 @@ impl NativeStore {
         })
     }
 
-    /// The tree head of this store's shard, as its JSON (docs/AUDIT.md).
-    fn head_json(&self, py: Python<'_>) -> PyResult<String> {
+    /// The tree head of the store's log, or of shard `shard`, as its JSON
+    /// (docs/AUDIT.md).
+    #[pyo3(signature = (shard=None))]
+    fn head_json(&self, py: Python<'_>, shard: Option<u32>) -> PyResult<String> {
         let store = self.store(py)?;
-        let r = gil::without_gil(py, || store.head());
+        let r = gil::without_gil(py, || match shard {
+            None => store.head(),
+            Some(shard) => store.shard_head(shard),
+        });
         let head = result(py, r)?;
         Ok(enforcelog::audit::head::to_json(&head, None))
     }
 
+    /// The head of every shard, as the JSON of each.
+    fn heads_json(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        let store = self.store(py)?;
+        let r = gil::without_gil(py, || store.heads());
+        Ok(result(py, r)?
+            .iter()
+            .map(|h| enforcelog::audit::head::to_json(h, None))
+            .collect())
+    }
+
     /// An inclusion proof, as its JSON.
+    #[pyo3(signature = (offset, tree_size, shard=None))]
     fn prove_inclusion_json(
         &self,
         py: Python<'_>,
         offset: u64,
         tree_size: u64,
+        shard: Option<u32>,
     ) -> PyResult<String> {
         let store = self.store(py)?;
-        let r = gil::without_gil(py, || store.prove_inclusion(offset, tree_size));
+        let r = gil::without_gil(py, || match shard {
+            None => store.prove_inclusion(offset, tree_size),
+            Some(shard) => store.prove_inclusion_in_shard(shard, offset, tree_size),
+        });
         Ok(result(py, r)?.to_json())
     }
 
     /// A consistency proof, as its JSON.
+    #[pyo3(signature = (old_size, new_size, shard=None))]
     fn prove_consistency_json(
         &self,
         py: Python<'_>,
         old_size: u64,
         new_size: u64,
+        shard: Option<u32>,
     ) -> PyResult<String> {
         let store = self.store(py)?;
-        let r = gil::without_gil(py, || store.prove_consistency(old_size, new_size));
+        let r = gil::without_gil(py, || match shard {
+            None => store.prove_consistency(old_size, new_size),
+            Some(shard) => store.prove_consistency_in_shard(shard, old_size, new_size),
+        });
         Ok(result(py, r)?.to_json())
     }
 

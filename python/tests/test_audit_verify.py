@@ -135,6 +135,40 @@ def test_a_stores_heads_and_proofs_check_with_the_standalone_verifier(tmp_path):
         store.close()
 
 
+def test_a_directory_two_processes_share_has_a_head_per_shard(tmp_path):
+    import enforcelog
+
+    path = str(tmp_path / "store")
+    first = enforcelog.Store(path, durability="none")
+    second = enforcelog.Store(path, durability="none")
+    try:
+        for i in range(30):
+            first.record("acme", "budget", "KILLED", details={"step": i})
+        for i in range(12):
+            second.record("globex", "budget", "BLOCKED", details={"step": i})
+        first.flush()
+        second.flush()
+        with pytest.raises(enforcelog.Error):
+            first.head()  # one head would not speak for both shards
+        heads = first.heads()
+        assert [h["shard"] for h in heads] == [0, 1]
+        assert [h["size"] for h in heads] == [30, 12]
+        assert heads[0]["store_id"] != heads[1]["store_id"]
+        for head in heads:
+            assert second.head(shard=head["shard"])["root"] == head["root"]
+            proof = second.prove_inclusion(head["size"] - 1, shard=head["shard"])
+            assert proof["root"] == head["root"]
+            assert verify.check_inclusion(proof, head)
+            proof = first.prove_consistency(1, shard=head["shard"])
+            assert proof["new_root"] == head["root"]
+            assert verify.check_consistency(proof)
+        with pytest.raises(enforcelog.Error):
+            first.head(shard=5)
+    finally:
+        second.close()
+        first.close()
+
+
 def test_signed_heads_from_the_cli_check_and_every_change_is_refused(tmp_path):
     import os
     import subprocess
@@ -162,6 +196,19 @@ def test_signed_heads_from_the_cli_check_and_every_change_is_refused(tmp_path):
             refused(verify.check_head, {**head, field: bad})
     refused(verify.check_head, {**head, "size": 3})
     refused(verify.check_head, {**head, "time": head["time"].replace("Z", "+00:00")})
+    # The head names its log, under the signature: another store or shard,
+    # or no name at all, is refused.
+    assert head["shard"] == 0 and len(head["store_id"]) == 32
+    store_id = bytes.fromhex(head["store_id"])
+    for i in range(len(store_id)):
+        changed = bytearray(store_id)
+        changed[i] ^= 1 << (i % 8)
+        if changed[-4:] != bytes(4):
+            refused(verify.check_head, {**head, "store_id": changed.hex()})
+    refused(verify.check_head, {**head, "shard": 1})
+    refused(verify.check_head, {**head, "shard": True})
+    refused(verify.check_head, {k: v for k, v in head.items() if k not in ("store_id", "shard")})
+    refused(verify.check_head, {k: v for k, v in head.items() if k != "shard"})
     sig = head["signature"]
     for i in range(0, 128, 2):
         changed = bytearray(bytes.fromhex(sig["value"]))

@@ -22,20 +22,41 @@ use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
 use super::merkle::Hash;
+use crate::StoreId;
 
-/// The first bytes of what a head's signature covers: the format and its
-/// version, so a signature over anything else cannot pass for one.
+/// The first bytes of what the signature of a head that names no log
+/// covers: the format and its version, so a signature over anything else
+/// cannot pass for one.
 pub const SIGNED_PREFIX: &[u8] = b"enforcelog tree head v1\n";
+
+/// The first bytes of what the signature of a head that names its log
+/// ([`TreeHead::log`]) covers.
+pub const SIGNED_PREFIX_V2: &[u8] = b"enforcelog tree head v2\n";
 
 /// A state of the log: its size, the root of its tree, when it was taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TreeHead {
+    /// The log the head is of: its store id and shard. Every head a store
+    /// gives names its log (a log written before store ids existed has
+    /// none); a head read from JSON without one is a head of an earlier
+    /// release, whose signature covers no name.
+    pub log: Option<LogName>,
     /// Records in the tree (the log's next offset).
     pub size: u64,
     /// The root of their Merkle tree.
     pub root: Hash,
     /// When the head was taken, RFC 3339 (as `timestamp::format_us`).
     pub time: String,
+}
+
+/// Which log a head is of: a directory of several shards has one log, and
+/// one tree, per shard, each with a store id of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogName {
+    /// The log's store id (its `STORE_ID`).
+    pub store_id: StoreId,
+    /// The shard the log is (0 for a directory of one log).
+    pub shard: u32,
 }
 
 /// A head with its signature.
@@ -61,11 +82,22 @@ pub enum HeadError {
 }
 
 impl TreeHead {
-    /// The bytes a signature of this head covers.
+    /// The bytes a signature of this head covers: with a log name,
+    /// [`SIGNED_PREFIX_V2`], the store id (16 bytes big-endian: the bytes its
+    /// hex digits spell) and the shard (u32 LE); without one, [`SIGNED_PREFIX`];
+    /// then the size (u64 LE), the root, the length of the time text (u32
+    /// LE) and the text.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let time = self.time.as_bytes();
-        let mut out = Vec::with_capacity(SIGNED_PREFIX.len() + 8 + 32 + 4 + time.len());
-        out.extend_from_slice(SIGNED_PREFIX);
+        let mut out = Vec::with_capacity(SIGNED_PREFIX_V2.len() + 20 + 8 + 32 + 4 + time.len());
+        match &self.log {
+            None => out.extend_from_slice(SIGNED_PREFIX),
+            Some(log) => {
+                out.extend_from_slice(SIGNED_PREFIX_V2);
+                out.extend_from_slice(&log.store_id.as_u128().to_be_bytes());
+                out.extend_from_slice(&log.shard.to_le_bytes());
+            }
+        }
         out.extend_from_slice(&self.size.to_le_bytes());
         out.extend_from_slice(&self.root);
         let len = u32::try_from(time.len()).unwrap_or(u32::MAX);
@@ -111,6 +143,10 @@ pub fn generate_key() -> std::io::Result<SigningKey> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HeadJson {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shard: Option<u32>,
     size: u64,
     root: String,
     time: String,
@@ -149,6 +185,8 @@ pub fn unhex<const N: usize>(text: &str, what: &str) -> Result<[u8; N], HeadErro
 /// A head as JSON, with its signature when it has one.
 pub fn to_json(head: &TreeHead, signed: Option<&SignedHead>) -> String {
     let json = HeadJson {
+        store_id: head.log.map(|l| l.store_id.to_string()),
+        shard: head.log.map(|l| l.shard),
         size: head.size,
         root: hex(&head.root),
         time: head.time.clone(),
@@ -166,13 +204,39 @@ pub fn to_json(head: &TreeHead, signed: Option<&SignedHead>) -> String {
 pub fn from_json(text: &str) -> Result<(TreeHead, Option<SignedHead>), HeadError> {
     let json: HeadJson =
         serde_json::from_str(text).map_err(|e| HeadError::Malformed(e.to_string()))?;
+    // A name given as null is not the absence of one (serde reads both as
+    // `None`): refused, as the Python verifier refuses it.
+    if json.store_id.is_none() || json.shard.is_none() {
+        let raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| HeadError::Malformed(e.to_string()))?;
+        for key in ["store_id", "shard"] {
+            if raw.get(key).is_some_and(serde_json::Value::is_null) {
+                return Err(HeadError::Malformed(format!("{key} is null")));
+            }
+        }
+    }
     if crate::timestamp::parse_us(&json.time).is_err() {
         return Err(HeadError::Malformed(format!(
             "time {:?} is not an RFC 3339 instant",
             json.time
         )));
     }
+    let log = match (json.store_id, json.shard) {
+        (None, None) => None,
+        (Some(id), Some(shard)) => Some(LogName {
+            store_id: id
+                .parse()
+                .map_err(|e| HeadError::Malformed(format!("store_id: {e}")))?,
+            shard,
+        }),
+        _ => {
+            return Err(HeadError::Malformed(
+                "store_id and shard come together, or neither".into(),
+            ))
+        }
+    };
     let head = TreeHead {
+        log,
         size: json.size,
         root: unhex::<32>(&json.root, "root")?,
         time: json.time,
@@ -208,6 +272,10 @@ mod tests {
 
     fn head() -> TreeHead {
         TreeHead {
+            log: Some(LogName {
+                store_id: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+                shard: 2,
+            }),
             size: 1_000_003,
             root: super::super::merkle::leaf_hash(b"root"),
             time: "2026-12-05T09:00:00.000001Z".into(),
@@ -254,6 +322,22 @@ mod tests {
         let mut s = signed.clone();
         s.head.time = "2026-12-05T09:00:00.000002Z".into();
         changes.push(s);
+        // The name: another store, another shard, or none at all (a head of
+        // one log cannot pass for a head of another, or of no log).
+        let mut s = signed.clone();
+        s.head.log = Some(LogName {
+            store_id: "0123456789abcdef0123456789abcdee".parse().unwrap(),
+            shard: 2,
+        });
+        changes.push(s);
+        for shard in [0, 3, u32::MAX] {
+            let mut s = signed.clone();
+            s.head.log.as_mut().unwrap().shard = shard;
+            changes.push(s);
+        }
+        let mut s = signed.clone();
+        s.head.log = None;
+        changes.push(s);
         for changed in changes {
             assert!(changed.verify().is_err(), "{changed:?}");
         }
@@ -270,6 +354,13 @@ mod tests {
             r#"{"size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "yesterday"}"#,
             r#"{"size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z", "extra": 1}"#,
             r#"{"size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z", "signature": {"algorithm": "rsa", "public_key": "", "value": ""}}"#,
+            // A name is a store id and a shard, both or neither.
+            r#"{"store_id": "0123456789abcdef0123456789abcdef", "size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z"}"#,
+            r#"{"shard": 0, "size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z"}"#,
+            r#"{"store_id": "0123456789ABCDEF0123456789abcdef", "shard": 0, "size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z"}"#,
+            r#"{"store_id": "00000000000000000000000000000000", "shard": 0, "size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z"}"#,
+            r#"{"store_id": "0123456789abcdef0123456789abcdef", "shard": -1, "size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z"}"#,
+            r#"{"store_id": null, "shard": null, "size": 1, "root": "0000000000000000000000000000000000000000000000000000000000000000", "time": "2026-12-05T09:00:00Z"}"#,
         ] {
             assert!(
                 matches!(from_json(bad), Err(HeadError::Malformed(_))),
@@ -288,8 +379,33 @@ mod tests {
             time: "a".into(),
             ..head()
         };
-        assert!(a.signed_bytes().starts_with(SIGNED_PREFIX));
+        assert!(a.signed_bytes().starts_with(SIGNED_PREFIX_V2));
         assert_ne!(a.signed_bytes(), b.signed_bytes());
-        assert_eq!(a.signed_bytes().len(), SIGNED_PREFIX.len() + 8 + 32 + 4 + 2);
+        assert_eq!(
+            a.signed_bytes().len(),
+            SIGNED_PREFIX_V2.len() + 16 + 4 + 8 + 32 + 4 + 2
+        );
+        assert_eq!(
+            &a.signed_bytes()[SIGNED_PREFIX_V2.len()..][..20],
+            &[
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab,
+                0xcd, 0xef, 2, 0, 0, 0
+            ]
+        );
+        let unnamed = TreeHead { log: None, ..a };
+        assert!(unnamed.signed_bytes().starts_with(SIGNED_PREFIX));
+        assert_eq!(
+            unnamed.signed_bytes().len(),
+            SIGNED_PREFIX.len() + 8 + 32 + 4 + 2
+        );
+        let earlier = TreeHead {
+            log: None,
+            ..head()
+        };
+        let (back, _) = from_json(&to_json(&earlier, None)).unwrap();
+        assert_eq!(
+            back, earlier,
+            "a head of an earlier release reads back unnamed"
+        );
     }
 }

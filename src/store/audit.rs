@@ -13,12 +13,12 @@
 //!
 //! Invariants: a head covers only durable records (a writer syncs first),
 //! never a record the reader stands in for (damage read past: no head), and
-//! one log: a directory of several shards has one tree per shard, and a
-//! head of it is refused rather than given for a part.
+//! one log, which it names (store id and shard): a directory of several
+//! shards has one tree per shard, and one head per shard.
 
 use std::ops::ControlFlow;
 
-use crate::audit::head::TreeHead;
+use crate::audit::head::{LogName, TreeHead};
 use crate::audit::merkle::{self, Subtrees};
 use crate::audit::proof::{ConsistencyProof, InclusionProof};
 use crate::audit::tree::LogTree;
@@ -29,11 +29,14 @@ use crate::store::Store;
 impl Store {
     /// The tree head of this store's log now: its durable records (a
     /// writer syncs first; blocks the thread), the root of their Merkle
-    /// tree, and the time it was taken.
+    /// tree, the time it was taken, and the log's name (its store id and
+    /// shard).
     ///
     /// Fails with [`Error::Corruption`] when a record cannot be read (damage:
     /// see `enforcelog verify`), and with [`Error::InvalidOptions`] for a
-    /// directory of several shards (one tree each: not supported yet).
+    /// directory of several shards: the store reads them all, and a head of
+    /// one would not speak for what it shows. Ask for each shard's with
+    /// [`Store::heads`] or [`Store::shard_head`].
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -42,22 +45,42 @@ impl Store {
     /// store.record_blocking(Event::new("acme", "budget", Action::Killed))?;
     /// let head = store.head()?;
     /// assert_eq!(head.size, 1);
+    /// assert_eq!(head.log.map(|l| l.store_id), store.store_id());
     /// let proof = store.prove_inclusion(0, head.size)?;
     /// assert_eq!(proof.root, head.root);
     /// proof.verify()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn head(&self) -> Result<TreeHead> {
-        let log = self.audited_log()?;
-        let size = if self.inner.read_only() {
+        self.shard_head(self.one_log()?)
+    }
+
+    /// The head of every shard of the store's directory, in shard order
+    /// (one head for a directory of one log).
+    pub fn heads(&self) -> Result<Vec<TreeHead>> {
+        Store::shard_dirs(&self.inner.root)?
+            .into_iter()
+            .map(|(shard, _)| self.shard_head(shard))
+            .collect()
+    }
+
+    /// The head of shard `shard` of the store's directory: this store's
+    /// own log (synced first by a writer), or another shard's published
+    /// durable end. Fails with [`Error::InvalidOptions`] when the directory
+    /// has no such shard.
+    pub fn shard_head(&self, shard: u32) -> Result<TreeHead> {
+        let audited = self.audited(shard)?;
+        let log = &audited.log;
+        let size = if audited.own && !self.inner.read_only() {
+            log.sync_blocking()?
+        } else {
             // A reader sees the published durable end only.
             log.next_offset()
-        } else {
-            log.sync_blocking()?
         };
-        let tree = tree_of(&log, size)?;
-        let root = tree.view(&log).root_of_prefix(size)?;
+        let tree = tree_of(log, size)?;
+        let root = tree.view(log).root_of_prefix(size)?;
         Ok(TreeHead {
+            log: log.store_id().map(|store_id| LogName { store_id, shard }),
             size,
             root,
             time: crate::timestamp::format_us(crate::record::now_us()),
@@ -65,10 +88,22 @@ impl Store {
     }
 
     /// The inclusion proof of the record at `offset` in the tree of the
-    /// first `tree_size` records. Fails with [`Error::OffsetOutOfRange`]
-    /// unless `offset < tree_size <= ` the log's committed size.
+    /// first `tree_size` records of this store's log. Fails with
+    /// [`Error::OffsetOutOfRange`] unless `offset < tree_size <= ` the log's
+    /// committed size, and like [`Store::head`] for a directory of several
+    /// shards ([`Store::prove_inclusion_in_shard`] names one).
     pub fn prove_inclusion(&self, offset: u64, tree_size: u64) -> Result<InclusionProof> {
-        let log = self.audited_log()?;
+        self.prove_inclusion_in_shard(self.one_log()?, offset, tree_size)
+    }
+
+    /// [`Store::prove_inclusion`] in the log of shard `shard`.
+    pub fn prove_inclusion_in_shard(
+        &self,
+        shard: u32,
+        offset: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof> {
+        let log = self.audited(shard)?.log;
         let next = log.next_offset();
         if tree_size > next || offset >= tree_size {
             return Err(Error::OffsetOutOfRange {
@@ -89,11 +124,23 @@ impl Store {
     }
 
     /// The consistency proof between the trees of the first `old_size` and
-    /// the first `new_size` records. Fails with [`Error::OffsetOutOfRange`]
-    /// when `new_size` is past the log's committed size, and with
-    /// [`Error::InvalidOptions`] when `old_size > new_size`.
+    /// the first `new_size` records of this store's log. Fails with
+    /// [`Error::OffsetOutOfRange`] when `new_size` is past the log's
+    /// committed size, and with [`Error::InvalidOptions`] when `old_size >
+    /// new_size` or the directory has several shards
+    /// ([`Store::prove_consistency_in_shard`] names one).
     pub fn prove_consistency(&self, old_size: u64, new_size: u64) -> Result<ConsistencyProof> {
-        let log = self.audited_log()?;
+        self.prove_consistency_in_shard(self.one_log()?, old_size, new_size)
+    }
+
+    /// [`Store::prove_consistency`] in the log of shard `shard`.
+    pub fn prove_consistency_in_shard(
+        &self,
+        shard: u32,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof> {
+        let log = self.audited(shard)?.log;
         let next = log.next_offset();
         if new_size > next {
             return Err(Error::OffsetOutOfRange {
@@ -118,21 +165,57 @@ impl Store {
         })
     }
 
-    /// This store's log, when its directory has one tree (one shard).
-    fn audited_log(&self) -> Result<Log> {
+    /// The store's shard, when its directory has one log.
+    fn one_log(&self) -> Result<u32> {
         let shards = Store::shard_dirs(&self.inner.root)?.len();
         if shards > 1 {
             return Err(Error::InvalidOptions {
-                name: "head",
+                name: "shard",
                 reason: format!(
-                    "{} has {shards} shards, each with a tree of its own: tree heads of a \
-                     sharded directory are not supported yet",
+                    "{} has {shards} shards, each with a tree of its own: ask for one shard's \
+                     head or proof (`shard_head`, `prove_inclusion_in_shard`, \
+                     `prove_consistency_in_shard`) or every shard's head (`heads`)",
                     self.inner.root.display()
                 ),
             });
         }
-        Ok(self.inner.log())
+        Ok(self.shard())
     }
+
+    /// The log of shard `shard`: the store's own, or another shard's opened
+    /// read-only for this one question (a view of its published durable
+    /// end, dropped after).
+    fn audited(&self, shard: u32) -> Result<Audited> {
+        if shard == self.shard() {
+            return Ok(Audited {
+                log: self.inner.log(),
+                own: true,
+            });
+        }
+        let shards = Store::shard_dirs(&self.inner.root)?;
+        let Some((_, dir)) = shards.iter().find(|(n, _)| *n == shard) else {
+            let listed: Vec<String> = shards.iter().map(|(n, _)| n.to_string()).collect();
+            return Err(Error::InvalidOptions {
+                name: "shard",
+                reason: format!(
+                    "{} has no shard {shard} (its shards: {})",
+                    self.inner.root.display(),
+                    listed.join(", ")
+                ),
+            });
+        };
+        Ok(Audited {
+            log: Log::open_read_only(dir)?,
+            own: false,
+        })
+    }
+}
+
+/// A log a head or proof is asked of.
+struct Audited {
+    log: Log,
+    /// The store's own log (a writer's, which a head syncs first).
+    own: bool,
 }
 
 /// The tree of the first `size` records of `log`, refusing a log whose
