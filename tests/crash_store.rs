@@ -126,6 +126,9 @@ enum Step {
     Checkpoint,
     /// `store.stats_all(Some(as_of_us))`.
     Stats { as_of_us: i64 },
+    /// `store.head()`: a tree head, which must still be extended by the
+    /// log after the crash (it covers only durable records).
+    Head,
 }
 
 #[derive(Debug, Clone)]
@@ -238,6 +241,7 @@ fn plan(rng: &mut Rng, threads: u8) -> Vec<Vec<PlannedStep>> {
                             Step::Abandoned(events(rng, &mut clock, id, len))
                         }
                         76..86 => Step::Checkpoint,
+                        86..92 => Step::Head,
                         _ => Step::Stats {
                             as_of_us: clock.now_us + rng.range_i64(-36 * HOUR_US..6 * HOUR_US),
                         },
@@ -363,6 +367,8 @@ struct ThreadOutcome {
     abandoned: Vec<BatchId>,
     checkpoints_ok: u64,
     stats_checked: u64,
+    /// Tree heads the store gave before the crash.
+    heads: Vec<enforcelog::audit::head::TreeHead>,
 }
 
 /// What the workload threads share.
@@ -446,6 +452,13 @@ fn run_thread(ctx: &Ctx<'_>, plan: &[PlannedStep]) -> Result<ThreadOutcome, Stri
                 match ctx.store.checkpoint() {
                     Ok(()) => out.checkpoints_ok += 1,
                     Err(e) => ctx.expected_failure(&format!("checkpoint {id:?}"), &e)?,
+                }
+                continue;
+            }
+            Step::Head => {
+                match ctx.store.head() {
+                    Ok(head) => out.heads.push(head),
+                    Err(e) => ctx.expected_failure(&format!("head {id:?}"), &e)?,
                 }
                 continue;
             }
@@ -658,6 +671,8 @@ struct Stats {
     projections_rebuilt: u64,
     workload_stats_checked: u64,
     stats_compared: u64,
+    /// Heads given before the crash and checked against the log after it.
+    heads_checked: u64,
 }
 
 impl Stats {
@@ -853,6 +868,7 @@ fn run_crash_point(
     }
     let recovered = check_events(&store, &outcomes)?;
     let compared = check_projections(&store, config, &recovered.events, rng)?;
+    stats.heads_checked += check_heads(&store, &outcomes)?;
     check_after_reopen(&store)?;
 
     stats.points += 1;
@@ -1124,6 +1140,42 @@ fn check_projections(
 
 /// The log verifies, the next event lands at `next_offset` and reads back,
 /// and the store closes cleanly.
+/// Every tree head the store gave before the crash is still extended by the
+/// reopened log: the records it covered were durable (a head syncs first),
+/// so recovery kept them, and the tree of that prefix is the head's.
+fn check_heads(store: &Store, outcomes: &[ThreadOutcome]) -> Result<u64, String> {
+    let now = store
+        .head()
+        .map_err(|e| format!("head after the reopen: {e}"))?;
+    if now.size != store.next_offset() {
+        return Err(format!(
+            "the head after the reopen covers {} records of {}",
+            now.size,
+            store.next_offset()
+        ));
+    }
+    let mut checked = 0;
+    for head in outcomes.iter().flat_map(|o| &o.heads) {
+        if head.size > now.size {
+            return Err(format!(
+                "a head of {} records was given before the crash; the log kept {}",
+                head.size, now.size
+            ));
+        }
+        let proof = store
+            .prove_consistency(head.size, now.size)
+            .map_err(|e| format!("consistency proof from {}: {e}", head.size))?;
+        if proof.old_root != head.root || proof.new_root != now.root || proof.verify().is_err() {
+            return Err(format!(
+                "the log after the crash does not extend the head of {} records given before it",
+                head.size
+            ));
+        }
+        checked += 1;
+    }
+    Ok(checked)
+}
+
 fn check_after_reopen(store: &Store) -> Result<(), String> {
     let report = store
         .log()
@@ -1236,6 +1288,7 @@ fn assert_coverage(stats: &Stats, points: u64) {
         assert!(stats.unacked_batches_recovered > 0, "{stats:?}");
         assert!(stats.unacked_batches_lost > 0, "{stats:?}");
         assert!(stats.abandoned_batches > 0, "{stats:?}");
+        assert!(stats.heads_checked > 0, "{stats:?}");
     }
 }
 

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::batch::decode_batch;
 use crate::format::index_file::SegmentIndex;
 use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::storage::{read_all, OpenMode, Storage};
+use crate::storage::{read_prefix, OpenMode, Storage};
 
 /// What kind of problem verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +156,15 @@ pub(crate) fn verify(
         let owned;
         let map;
         let whole: &[u8] = if last {
-            owned = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+            // Under a live handle, only the committed prefix: the writer
+            // may cut the zero tail past it (sealing the segment) while
+            // this reads, and a read of the whole file would then run past
+            // its new end.
+            let limit = match committed {
+                Some((active, len)) if active == base => len,
+                _ => u64::MAX,
+            };
+            owned = read_prefix(&*file, limit).map_err(|e| Error::io("read", &path, e))?;
             &owned
         } else {
             map = file.map().map_err(|e| Error::io("map", &path, e))?;

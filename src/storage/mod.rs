@@ -154,6 +154,15 @@ pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// The first `limit` bytes of a file, or all of it when it is shorter.
+pub(crate) fn read_prefix(file: &dyn StorageFile, limit: u64) -> io::Result<Vec<u8>> {
+    let len =
+        usize::try_from(file.len()?.min(limit)).map_err(|_| io::Error::other("file too large"))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
 /// Creates `dir` and any missing parents so that they survive a crash: each
 /// directory created here is followed by an fsync of its parent, from the
 /// top down, because a new directory's name is durable only once the
