@@ -146,21 +146,33 @@ impl Deref for Mapped {
     }
 }
 
-/// Reads a whole file into memory.
+/// The whole file.
 pub(crate) fn read_all(file: &dyn StorageFile) -> io::Result<Vec<u8>> {
-    let len = usize::try_from(file.len()?).map_err(|_| io::Error::other("file too large"))?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, 0)?;
-    Ok(buf)
+    read_prefix(file, u64::MAX)
 }
 
 /// The first `limit` bytes of a file, or all of it when it is shorter.
+///
+/// A writer may cut the zero tail of its live segment (when it seals it)
+/// between the length this reads and the read itself; the read then runs
+/// past the new end. Only a file that shrank is read again, at its new
+/// length (a few times at most): any other failure is returned as it is.
 pub(crate) fn read_prefix(file: &dyn StorageFile, limit: u64) -> io::Result<Vec<u8>> {
-    let len =
-        usize::try_from(file.len()?.min(limit)).map_err(|_| io::Error::other("file too large"))?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, 0)?;
-    Ok(buf)
+    const TRIES: usize = 8;
+    for _ in 0..TRIES {
+        let len = file.len()?.min(limit);
+        let mut buf =
+            vec![0u8; usize::try_from(len).map_err(|_| io::Error::other("file too large"))?];
+        match file.read_exact_at(&mut buf, 0) {
+            Ok(()) => return Ok(buf),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && file.len()? < len => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file kept shrinking while it was read",
+    ))
 }
 
 /// Creates `dir` and any missing parents so that they survive a crash: each
@@ -188,4 +200,73 @@ pub(crate) fn create_dir_all_durably(storage: &dyn Storage, dir: &Path) -> io::R
         storage.sync_dir(parent)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A file whose writer cuts its zero tail to `cut_to` bytes right after
+    /// the first time its length is read (as a writer sealing its segment
+    /// may, between a reader's stat and its read).
+    #[derive(Debug)]
+    struct CutAfterStat {
+        bytes: Mutex<Vec<u8>>,
+        cut_to: usize,
+        stats: Mutex<u32>,
+    }
+
+    impl StorageFile for CutAfterStat {
+        fn len(&self) -> io::Result<u64> {
+            let len = self.bytes.lock().unwrap().len() as u64;
+            let mut stats = self.stats.lock().unwrap();
+            *stats += 1;
+            if *stats == 1 {
+                self.bytes.lock().unwrap().truncate(self.cut_to);
+            }
+            Ok(len)
+        }
+        fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> io::Result<()> {
+            let bytes = self.bytes.lock().unwrap();
+            let end = pos as usize + buf.len();
+            if end > bytes.len() {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "short"));
+            }
+            buf.copy_from_slice(&bytes[pos as usize..end]);
+            Ok(())
+        }
+        fn write_all_at(&self, _: &[u8], _: u64) -> io::Result<()> {
+            unreachable!("read only")
+        }
+        fn set_len(&self, _: u64) -> io::Result<()> {
+            unreachable!("read only")
+        }
+        fn sync_data(&self) -> io::Result<()> {
+            unreachable!("read only")
+        }
+        fn map(&self) -> io::Result<Mapped> {
+            Ok(Mapped::Owned(self.bytes.lock().unwrap().clone()))
+        }
+    }
+
+    fn file(data: &[u8], cut_to: usize) -> CutAfterStat {
+        CutAfterStat {
+            bytes: Mutex::new(data.to_vec()),
+            cut_to,
+            stats: Mutex::new(0),
+        }
+    }
+
+    #[test]
+    fn a_file_cut_between_its_length_and_its_read_is_read_at_its_new_length() {
+        let mut data = b"batch".repeat(10);
+        data.extend_from_slice(&[0; 100]);
+        let read = read_all(&file(&data, 50)).unwrap();
+        assert_eq!(read, &data[..50]);
+        // A limit below the cut never sees it.
+        assert_eq!(read_prefix(&file(&data, 50), 20).unwrap(), &data[..20]);
+        // A limit above it reads what is left.
+        assert_eq!(read_prefix(&file(&data, 50), 80).unwrap(), &data[..50]);
+    }
 }
