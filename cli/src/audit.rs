@@ -307,7 +307,7 @@ fn pick_shard(
         (None, None) => 0,
     };
     if !shards.contains(&shard) {
-        if let (None, Some(named)) = (given, named) {
+        if let Some(named) = named.filter(|n| n.shard == shard) {
             // The log the head covers is gone from the directory: that is
             // history removed, not a bad argument.
             return Err(Failure::corruption(format!(

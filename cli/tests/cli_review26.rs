@@ -82,7 +82,6 @@ fn shard_dir(f: &Fixture, n: u32) -> PathBuf {
 /// history removed (exit 1), as it is without `--shard` — not a usage
 /// error (exit 2) that a script treats as "called it wrong, retry".
 #[test]
-#[ignore = "confirmed: `audit --head H --shard N` of a named head whose shard was deleted exits 2 (usage), not 1: pick_shard reports history removed only when --shard is absent (cli/src/audit.rs pick_shard, `if let (None, Some(named))`)"]
 fn a_removed_shard_is_history_removed_even_when_shard_is_given() {
     let f = Fixture::new();
     sharded(&f, 2);
@@ -295,7 +294,6 @@ mod fleet {
     /// pending batch too, which no checkpointed view ever folded: those
     /// events are lost from the fleet statistics for good.
     #[test]
-    #[ignore = "confirmed: after a crash between fetch and checkpoint, the restarted FleetConsumer acks (AckAll) past the delivered-but-unfolded batch, losing it (src/ship/fleet.rs FleetConsumer::open resumes the existing consumer's delivery cursor; catch_up acks the batch's last message)"]
     fn a_fleet_consumer_restarted_after_a_crash_between_fetch_and_checkpoint_loses_nothing() {
         let Some(server) = Server::start() else {
             return;

@@ -482,7 +482,7 @@ class Store:
         A directory several processes write has one log, and one tree, per
         shard: there ``head()`` raises, and ``head(shard=n)`` (or
         ``heads()``) gives a shard's."""
-        return json.loads(self._native.head_json(shard))
+        return json.loads(self._native.head_json(_whole("shard", shard, 32)))
 
     def heads(self) -> List[Dict[str, Any]]:
         """The head of every shard of the store's directory, in shard order
@@ -496,8 +496,10 @@ class Store:
         directory of several) is in the tree of the first ``tree_size``
         records (default: all of them now), as the JSON object ``enforcelog
         prove`` prints; ``enforcelog.verify.check_inclusion`` checks it."""
-        size = self.head(shard)["size"] if tree_size is None else tree_size
-        return json.loads(self._native.prove_inclusion_json(offset, size, shard))
+        shard = _whole("shard", shard, 32)
+        size = self.head(shard)["size"] if tree_size is None else _whole("tree_size", tree_size, 64)
+        return json.loads(
+            self._native.prove_inclusion_json(_whole("offset", offset, 64), size, shard))
 
     def prove_consistency(
         self, old_size: int, new_size: Optional[int] = None, shard: Optional[int] = None
@@ -506,8 +508,10 @@ class Store:
         all of them now) extends the tree of the first ``old_size``, in the
         store's log or shard ``shard``'s; ``enforcelog.verify.check_consistency``
         checks it (compare its ``old_root`` with the head you kept)."""
-        size = self.head(shard)["size"] if new_size is None else new_size
-        return json.loads(self._native.prove_consistency_json(old_size, size, shard))
+        shard = _whole("shard", shard, 32)
+        size = self.head(shard)["size"] if new_size is None else _whole("new_size", new_size, 64)
+        return json.loads(
+            self._native.prove_consistency_json(_whole("old_size", old_size, 64), size, shard))
 
     def metrics(self) -> Dict[str, int]:
         """What the store did since it was opened: ``recorded``, ``dropped``
@@ -593,3 +597,18 @@ class Batch:
 
 
 __all__ = ["Action", "Durability", "Store", "Batch", "StoredEvent", "QueryPage", "RuleStats"]
+
+
+def _whole(name: str, value: Any, bits: int) -> Any:
+    """``value`` when it is ``None`` or an int in ``0 .. 2**bits``; otherwise
+    InvalidOptionsError naming ``name`` (a bool is refused, not read as 0
+    or 1, and a number out of range is not left to the binding, which
+    would raise a bare OverflowError)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+        err = InvalidOptionsError(
+            f"invalid option {name}: expected a whole number below 2**{bits}, got {value!r}")
+        err.field = name
+        raise err
+    return value

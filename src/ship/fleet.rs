@@ -208,7 +208,7 @@ const FETCH_GRACE: Duration = Duration::from_secs(4);
 
 /// Reads the whole stream, as it is when called, into a [`FleetView`].
 pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result<FleetView> {
-    use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
     let js = options.connect().await?;
     let mut stream = js
         .get_stream(&options.stream)
@@ -225,26 +225,117 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
         return Ok(view);
     }
     let config = pull::Config {
-        deliver_policy: DeliverPolicy::All,
         ack_policy: AckPolicy::None,
         filter_subject: format!("{}.>", options.subject_prefix),
         ..Default::default()
     };
-    // A cluster electing a stream leader (a node just restarted) answers
-    // consumer requests late for a few seconds: retry until STALL_LIMIT.
+    let mut cursor = Cursor::start(stream, config, 1).await?;
+    while view.stream_sequence < last {
+        if fold_until(&cursor.consumer, &mut view, last, false, &mut cursor.fresh)
+            .await?
+            .gap
+        {
+            cursor.restart(view.stream_sequence + 1).await?;
+        }
+    }
+    Ok(view)
+}
+
+/// A pull consumer reading the stream in order from the view's next
+/// sequence, started over there whenever its deliveries skip a message.
+///
+/// A message the server delivered but the view never folded (its pull
+/// request was given up on, or the process that fetched it died before its
+/// checkpoint) is delivered again only after `ack_wait`, or never (no acks),
+/// while later ones keep coming: folding those would move the view past it
+/// for good, and with `AckPolicy::All` their acknowledgement would drop it
+/// from the consumer too. So the view folds strictly in stream order: a
+/// message past the next one, from a consumer that delivered before, means
+/// one was skipped, and the consumer is made again at the view's next
+/// sequence. A consumer just made may skip legitimately (messages deleted
+/// from the stream): its first delivery is taken as it is.
+struct Cursor {
+    stream: async_nats::jetstream::stream::Stream,
+    config: async_nats::jetstream::consumer::pull::Config,
+    consumer:
+        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    /// Made at the view's next sequence and delivered nothing yet.
+    fresh: bool,
+}
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursor")
+            .field("durable_name", &self.config.durable_name)
+            .field("fresh", &self.fresh)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cursor {
+    /// A consumer of `config` (a durable one replaces any of its name)
+    /// delivering from stream sequence `next`.
+    async fn start(
+        stream: async_nats::jetstream::stream::Stream,
+        config: async_nats::jetstream::consumer::pull::Config,
+        next: u64,
+    ) -> Result<Cursor> {
+        let consumer = create_at(&stream, &config, next).await?;
+        Ok(Cursor {
+            stream,
+            config,
+            consumer,
+            fresh: true,
+        })
+    }
+
+    /// Drops the consumer and makes it again at stream sequence `next`.
+    async fn restart(&mut self, next: u64) -> Result<()> {
+        tracing::info!(
+            next,
+            "fleet consumer skipped a message; starting it again where the view is"
+        );
+        let name = self.consumer.cached_info().name.clone();
+        // Ephemeral consumers expire by themselves; a durable one must go
+        // before one of its name is made again.
+        let _ = self.stream.delete_consumer(&name).await;
+        self.consumer = create_at(&self.stream, &self.config, next).await?;
+        self.fresh = true;
+        Ok(())
+    }
+}
+
+/// Makes a consumer of `config` delivering from stream sequence `next`,
+/// replacing a durable consumer of the same name (whose delivery state
+/// speaks for a view that may never have been saved). A cluster electing a
+/// stream leader (a node just restarted) answers consumer requests late
+/// for a few seconds: retried until STALL_LIMIT.
+async fn create_at(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &async_nats::jetstream::consumer::pull::Config,
+    next: u64,
+) -> Result<async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>>
+{
+    use async_nats::jetstream::consumer::DeliverPolicy;
+    let mut config = config.clone();
+    config.deliver_policy = DeliverPolicy::ByStartSequence {
+        start_sequence: next,
+    };
+    if let Some(name) = &config.durable_name {
+        // Not found is fine: only a consumer of the name that exists must go.
+        let _ = stream.delete_consumer(name).await;
+    }
     let started = std::time::Instant::now();
-    let consumer = loop {
+    loop {
         match stream.create_consumer(config.clone()).await {
-            Ok(consumer) => break consumer,
+            Ok(consumer) => return Ok(consumer),
             Err(e) if started.elapsed() < STALL_LIMIT => {
                 tracing::info!(error = %e, "creating the fleet consumer; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => return Err(remote("create a consumer")(e)),
+            Err(e) => return Err(remote("create the fleet consumer")(e)),
         }
-    };
-    fold_until(&consumer, &mut view, last, false).await?;
-    Ok(view)
+    }
 }
 
 /// A durable fleet reader: a durable JetStream consumer named `name`, and a
@@ -253,14 +344,15 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
 ///
 /// Each batch is folded, the checkpoint written (temporary file, fsync,
 /// rename), and only then the batch acknowledged (the consumer acks all up
-/// to a message): a crash between the two makes JetStream deliver the
-/// batch again, which the view skips by stream sequence.
+/// to a message). The checkpoint, not the consumer, says where reading
+/// resumes: `open` makes the durable consumer again at the checkpoint's
+/// next sequence, so messages a crashed process fetched but never
+/// checkpointed are read again, not acknowledged past. One process reads
+/// through a given name at a time.
 #[derive(Debug)]
 pub struct FleetConsumer {
     view: FleetView,
-    consumer:
-        async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    stream: async_nats::jetstream::stream::Stream,
+    cursor: Cursor,
     state_dir: std::path::PathBuf,
 }
 
@@ -276,7 +368,7 @@ impl FleetConsumer {
         state_dir: &std::path::Path,
         windows: Vec<Duration>,
     ) -> Result<FleetConsumer> {
-        use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+        use async_nats::jetstream::consumer::{pull, AckPolicy};
         let view = match load_view(state_dir, name, &windows) {
             Ok(Some(view)) => view,
             Ok(None) => FleetView::new(windows.clone()),
@@ -292,38 +384,22 @@ impl FleetConsumer {
             .map_err(remote("find the JetStream stream"))?;
         let config = pull::Config {
             durable_name: Some(name.to_string()),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: view.stream_sequence + 1,
-            },
             ack_policy: AckPolicy::All,
             filter_subject: format!("{}.>", options.subject_prefix),
             ..Default::default()
         };
-        let mut consumer = stream
-            .get_or_create_consumer(name, config.clone())
+        let cursor = Cursor::start(stream, config, view.stream_sequence + 1)
             .await
-            .map_err(remote("create the durable fleet consumer"))?;
-        // A consumer acknowledged past the checkpoint (the checkpoint was
-        // lost or replaced) would skip what the view never folded: start it
-        // again where the view is.
-        if consumer.cached_info().ack_floor.stream_sequence > view.stream_sequence {
-            tracing::warn!(
-                consumer = name,
-                "fleet consumer is ahead of its checkpoint; recreating it"
-            );
-            stream
-                .delete_consumer(name)
-                .await
-                .map_err(remote("create the durable fleet consumer"))?;
-            consumer = stream
-                .get_or_create_consumer(name, config)
-                .await
-                .map_err(remote("create the durable fleet consumer"))?;
-        }
+            .map_err(|e| match e {
+                Error::Remote { reason, .. } => Error::Remote {
+                    op: "create the durable fleet consumer",
+                    reason,
+                },
+                other => other,
+            })?;
         Ok(FleetConsumer {
             view,
-            consumer,
-            stream,
+            cursor,
             state_dir: state_dir.to_path_buf(),
         })
     }
@@ -331,6 +407,7 @@ impl FleetConsumer {
     /// Folds everything the stream holds now; returns the messages folded.
     pub async fn catch_up(&mut self) -> Result<u64> {
         let last = self
+            .cursor
             .stream
             .info()
             .await
@@ -339,18 +416,31 @@ impl FleetConsumer {
             .last_sequence;
         let before = self.view.stream_sequence;
         while self.view.stream_sequence < last {
-            let Some(message) = fold_until(&self.consumer, &mut self.view, last, true).await?
-            else {
+            let cursor = &mut self.cursor;
+            let fetched = fold_until(
+                &cursor.consumer,
+                &mut self.view,
+                last,
+                true,
+                &mut cursor.fresh,
+            )
+            .await?;
+            let acknowledged = fetched.last.is_some();
+            if let Some(message) = fetched.last {
+                self.save()?;
+                // Confirmed by the server, so an acknowledgement still in
+                // the client's buffer is not lost when the caller drops the
+                // consumer right after `catch_up`.
+                message
+                    .double_ack()
+                    .await
+                    .map_err(remote("acknowledge to the fleet consumer"))?;
+            }
+            if fetched.gap {
+                self.cursor.restart(self.view.stream_sequence + 1).await?;
+            } else if !acknowledged {
                 break;
-            };
-            self.save()?;
-            // Confirmed by the server, so an acknowledgement still in the
-            // client's buffer is not lost when the caller drops the consumer
-            // right after `catch_up`.
-            message
-                .double_ack()
-                .await
-                .map_err(remote("acknowledge to the fleet consumer"))?;
+            }
         }
         Ok(self.view.stream_sequence - before)
     }
@@ -374,7 +464,7 @@ impl FleetConsumer {
             store_id: 0,
             snapshot: self.view.snapshot(),
         };
-        let name = checkpoint_name(self.consumer.cached_info().name.as_str());
+        let name = checkpoint_name(self.cursor.consumer.cached_info().name.as_str());
         write_durably(&self.state_dir, &name, &checkpoint.encode())
     }
 }
@@ -404,9 +494,22 @@ fn load_view(
     FleetView::restore(windows.to_vec(), &checkpoint.snapshot).map(Some)
 }
 
-/// Fetches from `consumer` and folds until the view reaches stream sequence
-/// `last`. With `acked`, every batch is checkpointed by the caller's
-/// `save` before its last message is acknowledged (the consumer acks all).
+/// What one call of [`fold_until`] ended with.
+struct Fetched {
+    /// With `acked`: the message to acknowledge once the view is saved (the
+    /// highest stream sequence delivered, all folded).
+    last: Option<async_nats::jetstream::Message>,
+    /// The consumer skipped a message (see [`Cursor`]): folding stopped
+    /// before it, and the consumer must start again at the view's next
+    /// sequence.
+    gap: bool,
+}
+
+/// Fetches from `consumer` and folds, in stream order, until the view
+/// reaches stream sequence `last`. With `acked`, it returns after each
+/// batch, which the caller saves before acknowledging its last message
+/// (the consumer acks all). `fresh`: the consumer was just made at the
+/// view's next sequence (its first delivery may skip deleted messages).
 async fn fold_until(
     consumer: &async_nats::jetstream::consumer::Consumer<
         async_nats::jetstream::consumer::pull::Config,
@@ -414,7 +517,8 @@ async fn fold_until(
     view: &mut FleetView,
     last: u64,
     acked: bool,
-) -> Result<Option<async_nats::jetstream::Message>> {
+    fresh: &mut bool,
+) -> Result<Fetched> {
     let mut last_message = None;
     let mut idle_since = std::time::Instant::now();
     while view.stream_sequence < last {
@@ -440,6 +544,14 @@ async fn fold_until(
                 .info()
                 .map_err(remote("read a message's metadata"))?;
             let sequence = info.stream_sequence;
+            if sequence > view.stream_sequence + 1 && !*fresh {
+                // A message between was delivered and never folded.
+                return Ok(Fetched {
+                    last: last_message.map(|(_, m)| m),
+                    gap: true,
+                });
+            }
+            *fresh = false;
             if sequence <= view.stream_sequence {
                 // Delivered again (after a restart, or because the server
                 // never got an acknowledgement): folded already. It must
@@ -483,7 +595,10 @@ async fn fold_until(
             }
         }
         if acked && last_message.is_some() {
-            return Ok(last_message.map(|(_, m)| m));
+            return Ok(Fetched {
+                last: last_message.map(|(_, m)| m),
+                gap: false,
+            });
         }
         if got > 0 {
             idle_since = std::time::Instant::now();
@@ -497,7 +612,10 @@ async fn fold_until(
             });
         }
     }
-    Ok(last_message.map(|(_, m)| m))
+    Ok(Fetched {
+        last: last_message.map(|(_, m)| m),
+        gap: false,
+    })
 }
 
 #[cfg(test)]
