@@ -162,8 +162,7 @@ pub fn prove(global: &Global, args: &ProveArgs) -> Result<(), Failure> {
     let shard = pick_shard(global, args.shard, named)?;
     let size = match &claimed {
         Some((head, _)) => {
-            let now = store.shard_head(shard).map_err(Failure::from)?;
-            check_extends(&store, shard, head, &now)?;
+            check_extends(&store, shard, head)?;
             head.size
         }
         None => store.shard_head(shard).map_err(Failure::from)?.size,
@@ -207,8 +206,7 @@ pub fn audit(global: &Global, args: &AuditArgs) -> Result<(), Failure> {
     }
     let store = open_reader(global)?;
     let shard = pick_shard(global, args.shard, old.log)?;
-    let now = store.shard_head(shard).map_err(Failure::from)?;
-    let proof = check_extends(&store, shard, &old, &now)?;
+    let (now, proof) = check_extends(&store, shard, &old)?;
     let json = |h: &TreeHead| -> serde_json::Value {
         serde_json::from_str(&head::to_json(h, None)).unwrap_or_default()
     };
@@ -222,15 +220,27 @@ pub fn audit(global: &Global, args: &AuditArgs) -> Result<(), Failure> {
     .to_string())
 }
 
-/// Checks that the log of `shard`, whose head is `now`, extends `old`:
-/// the same log (store id), and a consistency proof from `old`'s size to
-/// `now`'s verified against both roots; exit 1 otherwise.
+/// Checks that the log of `shard` extends `old`: the same log (store id),
+/// and a consistency proof from `old`'s size to the log's head now,
+/// verified against both roots; exit 1 otherwise. Returns the head now and
+/// the proof (one computation of the tree for both).
 fn check_extends(
     store: &Store,
     shard: u32,
     old: &TreeHead,
-    now: &TreeHead,
-) -> Result<enforcelog::audit::proof::ConsistencyProof, Failure> {
+) -> Result<(TreeHead, enforcelog::audit::proof::ConsistencyProof), Failure> {
+    let (now, proof) = match store.head_with_consistency(shard, Some(old.size)) {
+        Ok((now, Some(proof))) => (now, proof),
+        Ok((_, None)) => unreachable!("a proof is asked for"),
+        Err(enforcelog::Error::OffsetOutOfRange { next_offset, .. }) => {
+            return Err(Failure::corruption(format!(
+                "the log holds {next_offset} records, fewer than the {} of the head: records \
+                 were removed",
+                old.size
+            )))
+        }
+        Err(e) => return Err(Failure::from(e)),
+    };
     if let Some(named) = old.log {
         let here = now.log.map(|l| l.store_id);
         if here != Some(named.store_id) {
@@ -244,18 +254,9 @@ fn check_extends(
             )));
         }
     }
-    let size = now.size;
-    if old.size > size {
-        return Err(Failure::corruption(format!(
-            "the log holds {size} records, fewer than the {} of the head: records were removed",
-            old.size
-        )));
-    }
-    let proof = store
-        .prove_consistency_in_shard(shard, old.size, size)
-        .map_err(Failure::from)?;
     let extends = proof.new_root == now.root
-        && merkle::verify_consistency(old.size, size, &old.root, &now.root, &proof.path).is_ok();
+        && merkle::verify_consistency(old.size, now.size, &old.root, &now.root, &proof.path)
+            .is_ok();
     if !extends {
         return Err(Failure::corruption(format!(
             "the log does not extend the head: its first {} records are not the ones the \
@@ -263,7 +264,7 @@ fn check_extends(
             old.size
         )));
     }
-    Ok(proof)
+    Ok((now, proof))
 }
 
 /// The shard a command speaks of: `given` (`--shard`), else the one the

@@ -69,6 +69,20 @@ impl Store {
     /// durable end. Fails with [`Error::InvalidOptions`] when the directory
     /// has no such shard.
     pub fn shard_head(&self, shard: u32) -> Result<TreeHead> {
+        Ok(self.head_with_consistency(shard, None)?.0)
+    }
+
+    /// Shard `shard`'s head now and, when `old_size` is given, the
+    /// consistency proof from the tree of its first `old_size` records to
+    /// that head, from one computation of the tree (what an audit needs:
+    /// [`Store::shard_head`] then [`Store::prove_consistency_in_shard`]
+    /// would compute it twice). Fails with [`Error::OffsetOutOfRange`] when
+    /// `old_size` is past the head.
+    pub fn head_with_consistency(
+        &self,
+        shard: u32,
+        old_size: Option<u64>,
+    ) -> Result<(TreeHead, Option<ConsistencyProof>)> {
         let audited = self.audited(shard)?;
         let log = &audited.log;
         let size = if audited.own && !self.inner.read_only() {
@@ -77,14 +91,32 @@ impl Store {
             // A reader sees the published durable end only.
             log.next_offset()
         };
+        if let Some(old) = old_size.filter(|&old| old > size) {
+            return Err(Error::OffsetOutOfRange {
+                requested: old,
+                next_offset: size,
+            });
+        }
         let tree = tree_of(log, size)?;
-        let root = tree.view(log).root_of_prefix(size)?;
-        Ok(TreeHead {
+        let view = tree.view(log);
+        let root = view.root_of_prefix(size)?;
+        let proof = match old_size {
+            None => None,
+            Some(old_size) => Some(ConsistencyProof {
+                old_size,
+                new_size: size,
+                old_root: view.root_of_prefix(old_size)?,
+                new_root: root,
+                path: merkle::consistency_proof(&view, old_size, size)?,
+            }),
+        };
+        let head = TreeHead {
             log: log.store_id().map(|store_id| LogName { store_id, shard }),
             size,
             root,
             time: crate::timestamp::format_us(crate::record::now_us()),
-        })
+        };
+        Ok((head, proof))
     }
 
     /// The inclusion proof of the record at `offset` in the tree of the
