@@ -67,7 +67,9 @@ the head names (its shard, whose store id must be the head's), or
 Exit 0 when the log extends the head; 1 when it does not (a record was
 changed, removed or reordered, or the log is shorter than the head), the
 head is of another store, or the signature does not check; 2 for a
-malformed head or key.";
+malformed head or key. The output's `signed_by` is the key whose signature
+was checked and `key_checked` says whether it was compared with --key:
+without --key, only that the head's own key signed it.";
 
 #[derive(Debug, Args)]
 pub struct KeygenArgs {
@@ -137,7 +139,11 @@ pub fn keygen(args: &KeygenArgs) -> Result<(), Failure> {
             hex(&key.verifying_key().to_bytes())
         ),
         false,
-    )?;
+    )
+    .inspect_err(|_| {
+        let _ = std::fs::remove_file(&args.out);
+    })?;
+    sync_parent(&args.out)?;
     let mut out = Out::new();
     out.line(&format!(
         "wrote the secret key to {} and the public key to {}",
@@ -213,6 +219,10 @@ pub fn audit(global: &Global, args: &AuditArgs) -> Result<(), Failure> {
     let mut out = Out::new();
     out.line(&serde_json::json!({
         "extends": true,
+        // Whose signature was checked: with no --key, the key the head
+        // carries, which the auditor must still compare with one it trusts.
+        "signed_by": signed.as_ref().map(|s| hex(&s.public_key)),
+        "key_checked": args.key.is_some(),
         "old_head": json(&old),
         "new_head": json(&now),
         "proof": serde_json::from_str::<serde_json::Value>(&proof.to_json()).unwrap_or_default(),
@@ -349,7 +359,23 @@ fn write_new(path: &Path, text: &str, secret: bool) -> Result<(), Failure> {
         .map_err(|e| Failure::other(format!("{}: {e}", path.display())))?;
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|e| Failure::other(format!("{}: {e}", path.display())))
+        .map_err(|e| {
+            // A key half written is no key: leave no file that a later
+            // keygen would refuse to replace.
+            let _ = std::fs::remove_file(path);
+            Failure::other(format!("{}: {e}", path.display()))
+        })
+}
+
+/// Makes the names of files just created in `path`'s directory durable.
+fn sync_parent(path: &Path) -> Result<(), Failure> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| Failure::other(format!("{}: {e}", parent.display())))
 }
 
 fn read_text(path: &Path) -> Result<String, Failure> {

@@ -73,6 +73,14 @@ fn a_signed_head_audits_clean_until_a_record_is_rewritten_with_its_crc() {
     ]);
     audit.expect(0);
     assert_eq!(audit.json()["new_head"]["size"], 650);
+    assert_eq!(audit.json()["signed_by"], head["signature"]["public_key"]);
+    assert_eq!(audit.json()["key_checked"], true);
+    // Without --key: the head's own key signed it, and the output says
+    // that is all that was checked.
+    let audit = f.run(&["audit", "--head", head_file.to_str().unwrap()]);
+    audit.expect(0);
+    assert_eq!(audit.json()["signed_by"], head["signature"]["public_key"]);
+    assert_eq!(audit.json()["key_checked"], false);
 
     // An inclusion proof against the head verifies.
     let proof = f.ok(&[
