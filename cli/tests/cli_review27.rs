@@ -37,7 +37,7 @@ fn events(from: u64, to: u64) -> Vec<Value> {
 /// store's (the exit code, 1, is the same). An operator pointed at the
 /// wrong directory is told history was deleted.
 #[test]
-#[ignore = "confirmed: cli/src/audit.rs:235 another store's longer head is reported as records removed: the size is checked before the store id"]
+#[ignore = "confirmed: cli/src/audit.rs:235-243 another store's longer head is reported as records removed: the size is checked before the store id"]
 fn another_stores_longer_head_is_reported_as_another_store() {
     let a = Fixture::new();
     a.import(&events(0, 12));
@@ -441,6 +441,59 @@ mod fleet {
                     .unwrap();
                 reader.catch_up().await.unwrap();
                 assert_eq!(reader.view().entries, 20, "and checkpointed once");
+            })
+            .await
+            .expect("bounded");
+        });
+        store.close().unwrap();
+    }
+
+    /// A message under the subject prefix without enforcelog headers (a
+    /// stray publish, a tool's test message) between shipped ones: every
+    /// `catch_up` from the checkpoint fails at it ("lacks enforcelog
+    /// headers"), so no event after it is ever folded, by this process or
+    /// the next: one undecodable message stalls the whole fleet view. (The
+    /// store skips and counts an undecodable entry; `FleetView::fold` does
+    /// too for an undecodable payload.) And `fold_until` sets the view's
+    /// sequence past the message before it checks the headers, so a retry
+    /// in the same process later checkpoints past it, neither folded nor
+    /// counted.
+    #[test]
+    #[ignore = "confirmed: fleet.rs:566,580 a shipped-subject message without enforcelog headers fails every catch_up from the checkpoint: the fleet view stalls for good"]
+    fn a_message_without_enforcelog_headers_does_not_stall_the_fleet_view() {
+        let Some(server) = Server::start() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(tmp.path().join("host"), enforcelog::StoreOptions::default()).unwrap();
+        let options = options(&server);
+        let name = "fleet-stray";
+        let windows = vec![Duration::from_secs(30 * 86_400)];
+        let state = tmp.path().join("fleet-state");
+        runtime().block_on(async {
+            tokio::time::timeout(Duration::from_secs(120), async {
+                shipped(&store, &options, 5).await;
+                let client = async_nats::connect(server.url()).await.unwrap();
+                let js = async_nats::jetstream::new(client);
+                js.publish(
+                    format!("{}.stray", options.subject_prefix),
+                    "{\"hello\":\"\u{200b}\"}".into(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+                for i in 5..10 {
+                    store.record_blocking(event(i)).unwrap();
+                }
+                ship_all(&store, &options).await;
+                let mut reader = FleetConsumer::open(&options, name, &state, windows.clone())
+                    .await
+                    .unwrap();
+                let caught = reader.catch_up().await;
+                assert!(caught.is_ok(), "{caught:?}");
+                assert_eq!(reader.view().entries, 10);
             })
             .await
             .expect("bounded");

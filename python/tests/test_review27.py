@@ -33,7 +33,7 @@ def store_with_events(tmp_path, n=5):
     return store
 
 
-@pytest.mark.skip(reason="confirmed: _store.py:608 _whole refuses integer types that are not int "
+@pytest.mark.skip(reason="confirmed: _store.py:609 _whole refuses integer types that are not int "
                          "(np.int64, any __index__ type) that the binding took before review 26's fix")
 def test_an_index_integer_is_taken_as_an_offset(tmp_path):
     """An offset read from a numpy/pandas column (``np.int64``) is a whole
