@@ -190,7 +190,6 @@ mod fleet {
     /// so a stream with k holes costs k consumer recreations, k
     /// checkpoint fsyncs and k round trips to the stream leader.
     #[test]
-    #[ignore = "confirmed: fleet.rs:547 every deleted message in the middle of the stream restarts the durable consumer (19 holes, 20 creations)"]
     fn a_stream_with_holes_in_the_middle_is_read_without_a_consumer_restart_per_hole() {
         let Some(server) = Server::start() else {
             return;
@@ -250,7 +249,6 @@ mod fleet {
     /// was folded. Same for a last message on a subject outside the
     /// consumer's filter (a stream shared with other subjects).
     #[test]
-    #[ignore = "confirmed: fleet.rs:418 catch_up waits for last_sequence, which a deleted tail message never delivers: fails after STALL_LIMIT"]
     fn a_stream_whose_last_message_was_deleted_is_caught_up_with() {
         let Some(server) = Server::start() else {
             return;
@@ -357,7 +355,6 @@ mod fleet {
     /// and the AckAll acknowledgement drops it from the consumer: the
     /// event is never counted in the fleet view.
     #[test]
-    #[ignore = "confirmed: fleet.rs:547 a fresh consumer's first delivery past view+1 is folded though view+1 exists: a lost delivery is acked past for good"]
     fn a_delivery_lost_on_the_first_fetch_of_a_fresh_consumer_is_not_skipped() {
         let Some(server) = Server::start() else {
             return;
@@ -459,7 +456,6 @@ mod fleet {
     /// in the same process later checkpoints past it, neither folded nor
     /// counted.
     #[test]
-    #[ignore = "confirmed: fleet.rs:566,580 a shipped-subject message without enforcelog headers fails every catch_up from the checkpoint: the fleet view stalls for good"]
     fn a_message_without_enforcelog_headers_does_not_stall_the_fleet_view() {
         let Some(server) = Server::start() else {
             return;

@@ -68,6 +68,10 @@ pub struct FleetView {
     pub duplicates: u64,
     /// The stream sequence folded up to.
     pub stream_sequence: u64,
+    /// Messages under the subject prefix that no shipper wrote (no
+    /// enforcelog headers, or malformed ones), skipped since this view was
+    /// made or restored (not kept in a checkpoint).
+    pub foreign: u64,
 }
 
 impl FleetView {
@@ -80,6 +84,7 @@ impl FleetView {
             entries: 0,
             duplicates: 0,
             stream_sequence: 0,
+            foreign: 0,
         }
     }
 
@@ -229,12 +234,13 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
         filter_subject: format!("{}.>", options.subject_prefix),
         ..Default::default()
     };
-    let mut cursor = Cursor::start(stream, config, 1).await?;
+    let mut cursor = Cursor::start(js, stream, config, 1).await?;
     while view.stream_sequence < last {
-        if fold_until(&cursor.consumer, &mut view, last, false, &mut cursor.fresh)
-            .await?
-            .gap
-        {
+        let fetched = fold_until(&cursor, &mut view, last, false).await?;
+        if fetched.end {
+            break;
+        }
+        if fetched.gap {
             cursor.restart(view.stream_sequence + 1).await?;
         }
     }
@@ -242,7 +248,8 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
 }
 
 /// A pull consumer reading the stream in order from the view's next
-/// sequence, started over there whenever its deliveries skip a message.
+/// sequence, started over there whenever its deliveries skip a message
+/// the stream still holds.
 ///
 /// A message the server delivered but the view never folded (its pull
 /// request was given up on, or the process that fetched it died before its
@@ -250,24 +257,23 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
 /// while later ones keep coming: folding those would move the view past it
 /// for good, and with `AckPolicy::All` their acknowledgement would drop it
 /// from the consumer too. So the view folds strictly in stream order: a
-/// message past the next one, from a consumer that delivered before, means
-/// one was skipped, and the consumer is made again at the view's next
-/// sequence. A consumer just made may skip legitimately (messages deleted
-/// from the stream): its first delivery is taken as it is.
+/// message past the next one is taken only when the stream holds nothing
+/// between (messages deleted by an operator or a limit, or on subjects
+/// the filter leaves out: asked of the stream, one request per hole);
+/// otherwise one was skipped, and the consumer is made again at the view's
+/// next sequence.
 struct Cursor {
+    context: async_nats::jetstream::Context,
     stream: async_nats::jetstream::stream::Stream,
     config: async_nats::jetstream::consumer::pull::Config,
     consumer:
         async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
-    /// Made at the view's next sequence and delivered nothing yet.
-    fresh: bool,
 }
 
 impl std::fmt::Debug for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cursor")
             .field("durable_name", &self.config.durable_name)
-            .field("fresh", &self.fresh)
             .finish_non_exhaustive()
     }
 }
@@ -276,17 +282,48 @@ impl Cursor {
     /// A consumer of `config` (a durable one replaces any of its name)
     /// delivering from stream sequence `next`.
     async fn start(
+        context: async_nats::jetstream::Context,
         stream: async_nats::jetstream::stream::Stream,
         config: async_nats::jetstream::consumer::pull::Config,
         next: u64,
     ) -> Result<Cursor> {
         let consumer = create_at(&stream, &config, next).await?;
         Ok(Cursor {
+            context,
             stream,
             config,
             consumer,
-            fresh: true,
         })
+    }
+
+    /// The stream sequence of the first message at or after `from` that
+    /// the consumer's filter takes, as the stream holds it now; `None` when
+    /// there is none.
+    async fn next_held(&self, from: u64) -> Result<Option<u64>> {
+        const OP: &str = "look up the stream's next message";
+        let subject = format!("STREAM.MSG.GET.{}", self.stream.cached_info().config.name);
+        let request = serde_json::json!({"seq": from, "next_by_subj": self.config.filter_subject});
+        let reply: serde_json::Value = self
+            .context
+            .request(subject, &request)
+            .await
+            .map_err(remote(OP))?;
+        if let Some(sequence) = reply
+            .pointer("/message/seq")
+            .and_then(serde_json::Value::as_u64)
+        {
+            return Ok(Some(sequence));
+        }
+        match reply
+            .pointer("/error/code")
+            .and_then(serde_json::Value::as_u64)
+        {
+            Some(404) => Ok(None),
+            _ => Err(Error::Remote {
+                op: OP,
+                reason: reply.to_string(),
+            }),
+        }
     }
 
     /// Drops the consumer and makes it again at stream sequence `next`.
@@ -300,7 +337,6 @@ impl Cursor {
         // before one of its name is made again.
         let _ = self.stream.delete_consumer(&name).await;
         self.consumer = create_at(&self.stream, &self.config, next).await?;
-        self.fresh = true;
         Ok(())
     }
 }
@@ -388,7 +424,7 @@ impl FleetConsumer {
             filter_subject: format!("{}.>", options.subject_prefix),
             ..Default::default()
         };
-        let cursor = Cursor::start(stream, config, view.stream_sequence + 1)
+        let cursor = Cursor::start(js, stream, config, view.stream_sequence + 1)
             .await
             .map_err(|e| match e {
                 Error::Remote { reason, .. } => Error::Remote {
@@ -416,15 +452,7 @@ impl FleetConsumer {
             .last_sequence;
         let before = self.view.stream_sequence;
         while self.view.stream_sequence < last {
-            let cursor = &mut self.cursor;
-            let fetched = fold_until(
-                &cursor.consumer,
-                &mut self.view,
-                last,
-                true,
-                &mut cursor.fresh,
-            )
-            .await?;
+            let fetched = fold_until(&self.cursor, &mut self.view, last, true).await?;
             let acknowledged = fetched.last.is_some();
             if let Some(message) = fetched.last {
                 self.save()?;
@@ -435,6 +463,9 @@ impl FleetConsumer {
                     .double_ack()
                     .await
                     .map_err(remote("acknowledge to the fleet consumer"))?;
+            }
+            if fetched.end {
+                break;
             }
             if fetched.gap {
                 self.cursor.restart(self.view.stream_sequence + 1).await?;
@@ -503,22 +534,23 @@ struct Fetched {
     /// before it, and the consumer must start again at the view's next
     /// sequence.
     gap: bool,
+    /// The stream holds nothing more for the filter (what was not
+    /// delivered up to `last` was deleted, or is on other subjects): caught
+    /// up.
+    end: bool,
 }
 
 /// Fetches from `consumer` and folds, in stream order, until the view
 /// reaches stream sequence `last`. With `acked`, it returns after each
 /// batch, which the caller saves before acknowledging its last message
-/// (the consumer acks all). `fresh`: the consumer was just made at the
-/// view's next sequence (its first delivery may skip deleted messages).
+/// (the consumer acks all).
 async fn fold_until(
-    consumer: &async_nats::jetstream::consumer::Consumer<
-        async_nats::jetstream::consumer::pull::Config,
-    >,
+    cursor: &Cursor,
     view: &mut FleetView,
     last: u64,
     acked: bool,
-    fresh: &mut bool,
 ) -> Result<Fetched> {
+    let consumer = &cursor.consumer;
     let mut last_message = None;
     let mut idle_since = std::time::Instant::now();
     while view.stream_sequence < last {
@@ -544,14 +576,17 @@ async fn fold_until(
                 .info()
                 .map_err(remote("read a message's metadata"))?;
             let sequence = info.stream_sequence;
-            if sequence > view.stream_sequence + 1 && !*fresh {
-                // A message between was delivered and never folded.
+            if sequence > view.stream_sequence + 1
+                && cursor.next_held(view.stream_sequence + 1).await? != Some(sequence)
+            {
+                // A message between that the stream still holds was
+                // delivered and never folded.
                 return Ok(Fetched {
                     last: last_message.map(|(_, m)| m),
                     gap: true,
+                    end: false,
                 });
             }
-            *fresh = false;
             if sequence <= view.stream_sequence {
                 // Delivered again (after a restart, or because the server
                 // never got an acknowledgement): folded already. It must
@@ -563,33 +598,35 @@ async fn fold_until(
                 }
                 continue;
             }
-            view.stream_sequence = sequence;
             let headers = message.headers.as_ref();
             let header = |name: &str| {
                 headers
                     .and_then(|h| h.get(name))
                     .map(|v| v.as_str().to_string())
             };
-            let (Some(store), Some(offset), Some(time)) = (
+            let shipped = match (
                 header(STORE_HEADER),
-                header(OFFSET_HEADER),
-                header(TIME_HEADER),
-            ) else {
-                return Err(Error::Remote {
-                    op: "read a shipped message",
-                    reason: format!("message {} lacks enforcelog headers", info.stream_sequence),
-                });
+                header(OFFSET_HEADER).and_then(|o| o.parse::<u64>().ok()),
+                header(TIME_HEADER).and_then(|t| t.parse::<i64>().ok()),
+            ) {
+                (Some(store), Some(offset), Some(time)) => Some((store, offset, time)),
+                _ => None,
             };
-            let (Ok(offset), Ok(time)) = (offset.parse::<u64>(), time.parse::<i64>()) else {
-                return Err(Error::Remote {
-                    op: "read a shipped message",
-                    reason: format!(
-                        "message {} has malformed enforcelog headers",
-                        info.stream_sequence
-                    ),
-                });
-            };
-            view.fold(&store, offset, time, &message.payload)?;
+            match shipped {
+                Some((store, offset, time)) => view.fold(&store, offset, time, &message.payload)?,
+                None => {
+                    // Not a shipper's message: skipped and counted, never a
+                    // stall (nothing a checkpoint resumes from could get
+                    // past it otherwise).
+                    tracing::warn!(
+                        sequence,
+                        subject = %message.subject,
+                        "a message on the fleet's subjects without (valid) enforcelog headers: skipped"
+                    );
+                    view.foreign += 1;
+                }
+            }
+            view.stream_sequence = sequence;
             if acked {
                 last_message = Some((sequence, message));
             }
@@ -598,10 +635,19 @@ async fn fold_until(
             return Ok(Fetched {
                 last: last_message.map(|(_, m)| m),
                 gap: false,
+                end: false,
             });
         }
         if got > 0 {
             idle_since = std::time::Instant::now();
+        } else if cursor.next_held(view.stream_sequence + 1).await?.is_none() {
+            // Nothing was delivered because nothing is left: the rest up to
+            // `last` was deleted, or is on subjects the filter leaves out.
+            return Ok(Fetched {
+                last: last_message.map(|(_, m)| m),
+                gap: false,
+                end: true,
+            });
         } else if idle_since.elapsed() >= STALL_LIMIT {
             return Err(Error::Remote {
                 op: "read the stream",
@@ -615,6 +661,7 @@ async fn fold_until(
     Ok(Fetched {
         last: last_message.map(|(_, m)| m),
         gap: false,
+        end: false,
     })
 }
 
