@@ -243,27 +243,19 @@ fn check_extends(
         Ok((now, Some(proof))) => (now, proof),
         Ok((_, None)) => unreachable!("a proof is asked for"),
         Err(enforcelog::Error::OffsetOutOfRange { next_offset, .. }) => {
+            // Shorter than the head: whose log is it? Another store's head
+            // is a wrong directory, not history removed.
+            let now = store.shard_head(shard).map_err(Failure::from)?;
+            check_same_log(shard, old, &now)?;
             return Err(Failure::corruption(format!(
                 "the log holds {next_offset} records, fewer than the {} of the head: records \
                  were removed",
                 old.size
-            )))
+            )));
         }
         Err(e) => return Err(Failure::from(e)),
     };
-    if let Some(named) = old.log {
-        let here = now.log.map(|l| l.store_id);
-        if here != Some(named.store_id) {
-            return Err(Failure::corruption(format!(
-                "the head is of store {} (shard {}); shard {shard} here is {}",
-                named.store_id,
-                named.shard,
-                here.map_or("a log without a store id".to_string(), |id| format!(
-                    "store {id}"
-                ))
-            )));
-        }
-    }
+    check_same_log(shard, old, &now)?;
     let extends = proof.new_root == now.root
         && merkle::verify_consistency(old.size, now.size, &old.root, &now.root, &proof.path)
             .is_ok();
@@ -275,6 +267,25 @@ fn check_extends(
         )));
     }
     Ok((now, proof))
+}
+
+/// Exit 1 unless `old` names no log or the log whose head is `now`.
+fn check_same_log(shard: u32, old: &TreeHead, now: &TreeHead) -> Result<(), Failure> {
+    let Some(named) = old.log else {
+        return Ok(());
+    };
+    let here = now.log.map(|l| l.store_id);
+    if here == Some(named.store_id) {
+        return Ok(());
+    }
+    Err(Failure::corruption(format!(
+        "the head is of store {} (shard {}); shard {shard} here is {}",
+        named.store_id,
+        named.shard,
+        here.map_or("a log without a store id".to_string(), |id| format!(
+            "store {id}"
+        ))
+    )))
 }
 
 /// The shard a command speaks of: `given` (`--shard`), else the one the

@@ -37,7 +37,6 @@ fn events(from: u64, to: u64) -> Vec<Value> {
 /// store's (the exit code, 1, is the same). An operator pointed at the
 /// wrong directory is told history was deleted.
 #[test]
-#[ignore = "confirmed: cli/src/audit.rs:235-243 another store's longer head is reported as records removed: the size is checked before the store id"]
 fn another_stores_longer_head_is_reported_as_another_store() {
     let a = Fixture::new();
     a.import(&events(0, 12));

@@ -13,6 +13,7 @@ import atexit
 import enum
 import json
 import logging
+import operator
 import os
 import threading
 import weakref
@@ -452,9 +453,9 @@ class Store:
             run_id,
             to_us(since),
             to_us(until),
-            from_offset,
-            limit,
-            from_shard,
+            _whole("from_offset", from_offset, 64),
+            _whole("limit", limit, 63),
+            _whole("from_shard", from_shard, 32),
         )
         events = [
             StoredEvent(
@@ -600,15 +601,22 @@ __all__ = ["Action", "Durability", "Store", "Batch", "StoredEvent", "QueryPage",
 
 
 def _whole(name: str, value: Any, bits: int) -> Any:
-    """``value`` when it is ``None`` or an int in ``0 .. 2**bits``; otherwise
-    InvalidOptionsError naming ``name`` (a bool is refused, not read as 0
-    or 1, and a number out of range is not left to the binding, which
-    would raise a bare OverflowError)."""
+    """``value`` as an int when it is ``None`` or a whole number (an int, or
+    any integer type: ``operator.index``, so a numpy integer) in ``0 ..
+    2**bits``; otherwise InvalidOptionsError naming ``name`` (a bool is
+    refused, not read as 0 or 1, and a number out of range is not left to
+    the binding, which would raise a bare OverflowError)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = operator.index(value)
+        except TypeError:
+            number = None
+    if number is None or not 0 <= number < 1 << bits:
         err = InvalidOptionsError(
             f"invalid option {name}: expected a whole number below 2**{bits}, got {value!r}")
         err.field = name
         raise err
-    return value
+    return number

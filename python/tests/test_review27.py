@@ -33,8 +33,6 @@ def store_with_events(tmp_path, n=5):
     return store
 
 
-@pytest.mark.skip(reason="confirmed: _store.py:609 _whole refuses integer types that are not int "
-                         "(np.int64, any __index__ type) that the binding took before review 26's fix")
 def test_an_index_integer_is_taken_as_an_offset(tmp_path):
     """An offset read from a numpy/pandas column (``np.int64``) is a whole
     number: ``_whole`` checks ``isinstance(value, int)`` and refuses it with
@@ -50,8 +48,6 @@ def test_an_index_integer_is_taken_as_an_offset(tmp_path):
         store.close()
 
 
-@pytest.mark.skip(reason="confirmed: _store.py:448 query passes from_offset, limit and from_shard "
-                         "unchecked: a negative or huge one raises bare OverflowError, not enforcelog.Error")
 @pytest.mark.parametrize("option", ["from_offset", "limit", "from_shard"])
 @pytest.mark.parametrize("value", [-1, 1 << 70])
 def test_query_offsets_out_of_range_raise_an_enforcelog_error(tmp_path, option, value):
