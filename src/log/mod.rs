@@ -987,7 +987,15 @@ impl Log {
             let segments = shared.read_segments();
             (segments.active.base_offset, segments.active.committed_len)
         };
-        verify::verify(&*shared.storage, &shared.dir, Some(limit))
+        // A writer's active segment is the file itself; a reader's may be
+        // an in-memory rebuild of a damaged one, longer than the file.
+        let file_holds_committed = self.inner.writer.is_some();
+        verify::verify(
+            &*shared.storage,
+            &shared.dir,
+            Some(limit),
+            file_holds_committed,
+        )
     }
 
     /// Makes everything appended durable, stops the writer and releases the
