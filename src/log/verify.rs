@@ -81,18 +81,19 @@ impl VerifyReport {
 /// Verifies the log in `dir` without opening it (no lock, no change), on the
 /// real file system: what an operator runs on a log that does not open.
 pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport> {
-    verify(&crate::storage::FileStorage, dir.as_ref(), None, false)
+    verify(&crate::storage::FileStorage, dir.as_ref(), None, None)
 }
 
 /// Verifies `dir`. With `committed = Some((base, len))`, the segment at
 /// `base` is checked only up to `len` (what a live writer has committed);
-/// with `file_holds_committed` (a writer's handle), a segment file shorter
-/// than `len` is reported: acknowledged records are missing from it.
+/// with `must_hold = Some(d)` (a writer's handle: the durable length it
+/// published for that segment), a segment file shorter than `d` is
+/// reported: acknowledged, durable records are missing from it.
 pub(crate) fn verify(
     storage: &dyn Storage,
     dir: &Path,
     committed: Option<(u64, u64)>,
-    file_holds_committed: bool,
+    must_hold: Option<u64>,
 ) -> Result<VerifyReport> {
     let listing = dir::list(storage, dir)?;
     let mut report = VerifyReport::default();
@@ -178,15 +179,15 @@ pub(crate) fn verify(
             _ => whole,
         };
         // Under a writer's handle, the active segment may not end before
-        // the length it committed: the records past its end were
-        // acknowledged. (A reader's handle and an offline verify do not
+        // the length it published as durable: the records past its end
+        // were acknowledged and synced. (A reader's handle and an offline verify do not
         // check this yet: a known gap, noted in docs/DESIGN.md.)
-        let committed_len = match committed {
-            Some((active, len)) if active == base && file_holds_committed => Some(len),
+        let durable_len = match committed {
+            Some((active, _)) if active == base => must_hold,
             _ => None,
         };
         if let Some(durable_len) =
-            committed_len.filter(|&d| d > SEGMENT_HEADER_LEN as u64 && (bytes.len() as u64) < d)
+            durable_len.filter(|&d| d > SEGMENT_HEADER_LEN as u64 && (bytes.len() as u64) < d)
         {
             let reason = format!(
                 "the segment ends at byte {}, before byte {durable_len}, up to which its writer \
