@@ -177,7 +177,6 @@ mod hooked {
 /// loss is the documented cost of `Interval`, already logged by the writer,
 /// not damage to repair.
 #[test]
-#[ignore = "confirmed: verify.rs:184 a writer's verify racing its own failed fsync reports Corruption of a segment its writer cut consistently (stale committed length)"]
 fn a_live_verify_racing_a_failed_fsync_reports_no_corruption() {
     use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
     use enforcelog::storage::Storage;

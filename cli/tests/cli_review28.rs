@@ -494,7 +494,6 @@ mod fleet {
     /// ends: it waits out STALL_LIMIT (30 s) and fails with "no message"
     /// (or folds the redelivery after ~30 s, whichever comes first).
     #[test]
-    #[ignore = "confirmed: fleet.rs:643 a lost delivery of the stream's last message stalls catch_up ~30 s (ack wait / STALL_LIMIT) though next_held names it"]
     fn a_lost_delivery_of_the_last_message_is_read_again_without_a_stall() {
         let Some(server) = Server::start() else {
             return;
@@ -543,7 +542,6 @@ mod fleet {
     /// `fold_until` waits out STALL_LIMIT and fails, where restarting the
     /// consumer at view+1 would read it at once.
     #[test]
-    #[ignore = "confirmed: fleet.rs:643 fold_fleet fails after 30 s when the delivery of the last message is lost (no restart though next_held names it)"]
     fn fold_fleet_reads_a_lost_last_delivery_again() {
         let Some(server) = Server::start() else {
             return;

@@ -983,22 +983,25 @@ impl Log {
     /// in the [`VerifyReport`].
     pub fn verify(&self) -> Result<VerifyReport> {
         let shared = &self.inner.shared;
+        // A writer's active segment is the file itself, and must hold at
+        // least what the writer published as durable (its failed fsyncs
+        // cut only above that). Read before the committed length: the
+        // published end never runs ahead of it. A reader's active segment
+        // may be an in-memory rebuild of a damaged one, longer than the
+        // file: not checked (docs/DESIGN.md).
+        let published = match &self.inner.writer {
+            Some(_) => durable_end::load(&*shared.storage, &shared.dir)
+                .ok()
+                .flatten(),
+            None => None,
+        };
         let limit = {
             let segments = shared.read_segments();
             (segments.active.base_offset, segments.active.committed_len)
         };
-        // A writer's active segment is the file itself, and must hold at
-        // least what the writer published as durable (its failed fsyncs
-        // cut only above that). A reader's may be an in-memory rebuild of a
-        // damaged one, longer than the file: not checked (docs/DESIGN.md).
-        let must_hold = match &self.inner.writer {
-            Some(_) => durable_end::load(&*shared.storage, &shared.dir)
-                .ok()
-                .flatten()
-                .filter(|end| end.segment_base == limit.0)
-                .map(|end| end.segment_len),
-            None => None,
-        };
+        let must_hold = published
+            .filter(|end| end.segment_base == limit.0)
+            .map(|end| end.segment_len.min(limit.1));
         verify::verify(&*shared.storage, &shared.dir, Some(limit), must_hold)
     }
 

@@ -235,16 +235,48 @@ pub async fn fold_fleet(options: &ShipOptions, windows: Vec<Duration>) -> Result
         ..Default::default()
     };
     let mut cursor = Cursor::start(js, stream, config, 1).await?;
+    let mut stall = Stall::new(view.stream_sequence);
     while view.stream_sequence < last {
         let fetched = fold_until(&cursor, &mut view, last, false).await?;
         if fetched.end {
             break;
         }
+        stall.check(view.stream_sequence, last)?;
         if fetched.gap {
             cursor.restart(view.stream_sequence + 1).await?;
         }
     }
     Ok(view)
+}
+
+/// Bounds a reading loop that restarts its consumer: an error once the
+/// view has not moved for [`STALL_LIMIT`], however many restarts it took.
+struct Stall {
+    at: u64,
+    since: std::time::Instant,
+}
+
+impl Stall {
+    fn new(at: u64) -> Stall {
+        Stall {
+            at,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn check(&mut self, at: u64, last: u64) -> Result<()> {
+        if at != self.at {
+            *self = Stall::new(at);
+            return Ok(());
+        }
+        if self.since.elapsed() >= STALL_LIMIT {
+            return Err(Error::Remote {
+                op: "read the stream",
+                reason: format!("no message for {STALL_LIMIT:?} at sequence {at} of {last}"),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A pull consumer reading the stream in order from the view's next
@@ -451,6 +483,7 @@ impl FleetConsumer {
             .state
             .last_sequence;
         let before = self.view.stream_sequence;
+        let mut stall = Stall::new(before);
         while self.view.stream_sequence < last {
             let fetched = fold_until(&self.cursor, &mut self.view, last, true).await?;
             let acknowledged = fetched.last.is_some();
@@ -467,6 +500,7 @@ impl FleetConsumer {
             if fetched.end {
                 break;
             }
+            stall.check(self.view.stream_sequence, last)?;
             if fetched.gap {
                 self.cursor.restart(self.view.stream_sequence + 1).await?;
             } else if !acknowledged {
@@ -552,7 +586,6 @@ async fn fold_until(
 ) -> Result<Fetched> {
     let consumer = &cursor.consumer;
     let mut last_message = None;
-    let mut idle_since = std::time::Instant::now();
     while view.stream_sequence < last {
         let mut batch = consumer
             .fetch()
@@ -638,24 +671,31 @@ async fn fold_until(
                 end: false,
             });
         }
-        if got > 0 {
-            idle_since = std::time::Instant::now();
-        } else if cursor.next_held(view.stream_sequence + 1).await?.is_none() {
-            // Nothing was delivered because nothing is left: the rest up to
-            // `last` was deleted, or is on subjects the filter leaves out.
-            return Ok(Fetched {
-                last: last_message.map(|(_, m)| m),
-                gap: false,
-                end: true,
-            });
-        } else if idle_since.elapsed() >= STALL_LIMIT {
-            return Err(Error::Remote {
-                op: "read the stream",
-                reason: format!(
-                    "no message for {STALL_LIMIT:?} at sequence {} of {last}",
-                    view.stream_sequence
-                ),
-            });
+        if got == 0 {
+            match cursor.next_held(view.stream_sequence + 1).await? {
+                // Nothing was delivered because nothing is left: the rest up
+                // to `last` was deleted, or is on subjects the filter leaves
+                // out.
+                None => {
+                    return Ok(Fetched {
+                        last: last_message.map(|(_, m)| m),
+                        gap: false,
+                        end: true,
+                    })
+                }
+                // The stream holds the next message and a whole pull
+                // request went by without it: its delivery was lost (and
+                // would come back only after `ack_wait`, or never without
+                // acks). Start the consumer again where the view is; the
+                // caller bounds restarts that bring nothing (`Stall`).
+                Some(_) => {
+                    return Ok(Fetched {
+                        last: last_message.map(|(_, m)| m),
+                        gap: true,
+                        end: false,
+                    })
+                }
+            }
         }
     }
     Ok(Fetched {
