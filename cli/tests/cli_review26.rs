@@ -204,80 +204,18 @@ fn copy_dir(from: &Path, to: &Path) {
 /// crash between a fetch and its checkpoint. Needs `nats-server` on PATH
 /// (`cargo test -p enforcelog-cli --all-features --test cli_review26`).
 #[cfg(feature = "jetstream")]
-mod fleet {
-    use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
+#[path = "support/nats.rs"]
+#[allow(dead_code, reason = "this file uses the server and ship_all only")]
+mod nats;
 
-    use enforcelog::ship::{FleetConsumer, ShipOptions, Shipper};
+#[cfg(feature = "jetstream")]
+mod fleet {
+    use super::nats::{ship_all, Server};
+    use std::time::Duration;
+
+    use enforcelog::ship::{FleetConsumer, ShipOptions};
     use enforcelog::Store;
     use futures_util::StreamExt;
-
-    /// A `nats-server -js` on a free port, killed on drop.
-    struct Server {
-        child: Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Server {
-        fn start() -> Option<Server> {
-            let ok = Command::new("nats-server")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                eprintln!("SKIPPED: nats-server is not on the PATH");
-                return None;
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap()
-                .port();
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(dir.path().join("js"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "nats-server did not listen");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(Server {
-                child,
-                port,
-                _dir: dir,
-            })
-        }
-
-        fn url(&self) -> String {
-            format!("nats://127.0.0.1:{}", self.port)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    async fn ship_all(store: &Store, options: &ShipOptions) {
-        let shipper = Shipper::new(store, options.clone()).unwrap();
-        let watcher = shipper.clone();
-        shipper
-            .run(async move {
-                while watcher.progress().lag() > 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-            .unwrap();
-    }
 
     fn record(store: &Store, from: u64, to: u64) {
         for i in from..to {

@@ -87,114 +87,19 @@ fn another_stores_head_against_an_empty_store_names_the_store() {
 /// Needs `nats-server` on PATH
 /// (`cargo test -p enforcelog-cli --all-features --test cli_review28`).
 #[cfg(feature = "jetstream")]
+#[path = "support/nats.rs"]
+mod nats;
+
+#[cfg(feature = "jetstream")]
 mod fleet {
+    use super::nats::{event, options, runtime, ship_all, shipped, Server};
     use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use enforcelog::ship::{FleetConsumer, ShipOptions, Shipper};
-    use enforcelog::{Action, Event, Store};
+    use enforcelog::ship::{FleetConsumer, ShipOptions};
+    use enforcelog::Store;
     use futures_util::StreamExt;
-
-    /// A `nats-server -js` on a free port, killed on drop.
-    struct Server {
-        child: Child,
-        port: u16,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Server {
-        fn start() -> Option<Server> {
-            let ok = Command::new("nats-server")
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !ok {
-                eprintln!("SKIPPED: nats-server is not on the PATH");
-                return None;
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .unwrap()
-                .port();
-            let child = Command::new("nats-server")
-                .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-                .arg(dir.path().join("js"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "nats-server did not listen");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Some(Server {
-                child,
-                port,
-                _dir: dir,
-            })
-        }
-
-        fn url(&self) -> String {
-            format!("nats://127.0.0.1:{}", self.port)
-        }
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn event(i: u64) -> Event {
-        Event::new(format!("tenant-{}", i % 3), "budget", Action::Killed)
-            .with_run_id(format!("run-{i:04}"))
-            .with_details(
-                enforcelog::details!({"step": i, "zeros": [0, 0, 0, 0], "note": "\u{200b}"}),
-            )
-    }
-
-    async fn ship_all(store: &Store, options: &ShipOptions) {
-        let shipper = Shipper::new(store, options.clone()).unwrap();
-        let watcher = shipper.clone();
-        shipper
-            .run(async move {
-                while watcher.progress().lag() > 0 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-            .unwrap();
-    }
-
-    fn options(server: &Server) -> ShipOptions {
-        ShipOptions {
-            servers: vec![server.url()],
-            replicas: 1,
-            ack_timeout: Duration::from_secs(2),
-            retry_max: Duration::from_millis(500),
-            ..ShipOptions::default()
-        }
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    /// `n` events recorded and shipped: stream sequences 1..=n.
-    async fn shipped(store: &Store, options: &ShipOptions, n: u64) {
-        for i in 0..n {
-            store.record_blocking(event(i)).unwrap();
-        }
-        ship_all(store, options).await;
-    }
 
     /// Total events counted by the view's statistics.
     fn counted(reader: &FleetConsumer) -> u64 {
