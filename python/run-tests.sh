@@ -4,7 +4,7 @@
 # installs maturin, pytest, SQLAlchemy and aiosqlite into the venv itself when
 # they are missing.
 #
-#   python/run-tests.sh [pytest args...]
+#   python/run-tests.sh [test files...] [pytest args...]
 #
 # PYTHON picks the interpreter (default: python3, CPython >= 3.9).
 set -euo pipefail
@@ -47,4 +47,9 @@ export PATH="$venv/bin:$PATH"
 export CARGO_TARGET_DIR="$target"
 (cd "$here" && maturin develop --quiet --locked --release </dev/null)
 cd "$here"
+# Test files or directories given first (`tests/test_audit_verify.py`)
+# are run alone; otherwise the whole suite, with any pytest options given.
+if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+    exec python -m pytest -q -p no:cacheprovider "$@" </dev/null
+fi
 exec python -m pytest -q -p no:cacheprovider "$@" tests </dev/null
