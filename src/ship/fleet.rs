@@ -364,10 +364,12 @@ impl Cursor {
             next,
             "fleet consumer skipped a message; starting it again where the view is"
         );
-        let name = self.consumer.cached_info().name.clone();
-        // Ephemeral consumers expire by themselves; a durable one must go
-        // before one of its name is made again.
-        let _ = self.stream.delete_consumer(&name).await;
+        if self.config.durable_name.is_none() {
+            // An ephemeral one would expire by itself; it goes at once.
+            // (`create_at` replaces a durable one of the same name.)
+            let name = self.consumer.cached_info().name.clone();
+            let _ = self.stream.delete_consumer(&name).await;
+        }
         self.consumer = create_at(&self.stream, &self.config, next).await?;
         Ok(())
     }
