@@ -68,8 +68,9 @@
 //! the `enforcelog-cli` package (binary `enforcelog`), so a host that
 //! depends on this crate compiles none of its dependencies.
 
-// The one exception, allowed by name where it lives: the memory map of a
-// sealed segment (`storage::fs`, `FileStorage::map`).
+// The two exceptions, allowed by name where they live: the memory map of a
+// sealed segment (`storage::fs`, `FileStorage::map`) and the prefetch hint
+// of the projections' lookups (`projection::intern::prefetch`).
 #![deny(unsafe_code)]
 
 pub mod audit;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::checkpoint::Checkpoint;
-use super::{valid_name, Projection};
+use super::{valid_name, KeyBlock, Projection};
 use crate::error::{Error, Result};
 use crate::event::Entry;
 use crate::event_view::{view, EntryView};
@@ -33,6 +33,9 @@ use crate::storage::{create_dir_all_durably, read_all, OpenMode, Storage};
 pub(crate) const CHECKPOINT_DIR: &str = "projections";
 /// Entries applied per write-lock hold.
 const CHUNK: usize = 1024;
+/// Events of a keys-only projection folded per
+/// [`Projection::apply_keys_block`] call.
+const BLOCK: usize = 256;
 
 struct Slot {
     projection: Box<dyn Projection>,
@@ -219,36 +222,48 @@ impl Host {
         // The write lock is held for at most CHUNK records at a time, so
         // queries wait no longer than before, and the projections are fed
         // the frames where they lie: no copy, no owned entry per record.
+        // Events of a keys-only projection wait in its block, which is
+        // folded before the lock is let go: a slot's offset counts what
+        // its block holds only while the lock is held.
         let mut slots = None;
+        let mut blocks: Vec<KeyBlock> = Vec::new();
         let mut held = 0;
+        let release = |guard: &mut Vec<Slot>, blocks: &mut Vec<KeyBlock>| {
+            for (slot, block) in guard.iter_mut().zip(blocks.iter_mut()) {
+                block.fold_into(&mut *slot.projection);
+            }
+            self.set_applied(guard);
+        };
         let scanned = log.scan(start, i64::MIN..=i64::MAX, |frame| {
             if frame.offset >= end {
                 return ControlFlow::Break(());
             }
             let guard = slots.get_or_insert_with(|| self.write_slots());
+            // Registrations happen between holds: one block per slot now.
+            blocks.resize_with(guard.len(), || KeyBlock::with_capacity(BLOCK));
             let mut record = Fed::new(frame.offset, frame.timestamp_us, frame.payload);
-            for slot in guard.iter_mut() {
+            for (slot, block) in guard.iter_mut().zip(blocks.iter_mut()) {
                 // Each projection takes exactly the entry at its own
                 // offset, then the next: an entry it already has is
                 // skipped, and a record past its offset (another thread
                 // reset it meanwhile) is left for the next catch-up. So
                 // every projection sees every offset once, in order.
                 if frame.offset == slot.offset {
-                    record.feed(&mut *slot.projection);
+                    record.feed(&mut *slot.projection, block);
                     slot.offset += 1;
                 }
             }
             held += 1;
             if held == CHUNK {
-                if let Some(guard) = slots.take() {
-                    self.set_applied(&guard);
+                if let Some(mut guard) = slots.take() {
+                    release(&mut guard, &mut blocks);
                 }
                 held = 0;
             }
             ControlFlow::Continue(())
         });
-        if let Some(guard) = slots.take() {
-            self.set_applied(&guard);
+        if let Some(mut guard) = slots.take() {
+            release(&mut guard, &mut blocks);
         }
         scanned?;
         Ok(self.applied_offset())
@@ -458,14 +473,16 @@ impl Host {
                 Ok(Some(offset)) => {
                     check.checkpoint_offset = Some(offset);
                     let mut rebuilt = restored.fresh();
+                    let mut block = KeyBlock::with_capacity(BLOCK);
                     log.scan(0, i64::MIN..=i64::MAX, |frame| {
                         if frame.offset >= offset {
                             return ControlFlow::Break(());
                         }
                         Fed::new(frame.offset, frame.timestamp_us, frame.payload)
-                            .feed(&mut *rebuilt);
+                            .feed(&mut *rebuilt, &mut block);
                         ControlFlow::Continue(())
                     })?;
+                    block.fold_into(&mut *rebuilt);
                     // A checkpoint of merged folds (replay on several
                     // threads) is laid out as the normalized in-order fold.
                     rebuilt.normalize();
@@ -493,17 +510,24 @@ fn fold(
     mut projections: Vec<Box<dyn Projection>>,
 ) -> Option<Vec<Box<dyn Projection>>> {
     let mut reached = from;
+    let mut blocks: Vec<KeyBlock> = projections
+        .iter()
+        .map(|_| KeyBlock::with_capacity(BLOCK))
+        .collect();
     let scanned = log.scan(from, i64::MIN..=i64::MAX, |frame| {
         if frame.offset >= to {
             return ControlFlow::Break(());
         }
         let mut record = Fed::new(frame.offset, frame.timestamp_us, frame.payload);
-        for projection in projections.iter_mut() {
-            record.feed(&mut **projection);
+        for (projection, block) in projections.iter_mut().zip(blocks.iter_mut()) {
+            record.feed(&mut **projection, block);
         }
         reached = frame.offset + 1;
         ControlFlow::Continue(())
     });
+    for (projection, block) in projections.iter_mut().zip(blocks.iter_mut()) {
+        block.fold_into(&mut **projection);
+    }
     (scanned.is_ok() && reached == to).then_some(projections)
 }
 
@@ -567,14 +591,24 @@ impl<'a> Fed<'a> {
     }
 
     /// Folds the record into `projection`: by its keys when it wants only
-    /// those, whole otherwise (and for gap and lost entries).
-    fn feed(&mut self, projection: &mut dyn Projection) {
+    /// those, whole otherwise (and for gap and lost entries). An event's
+    /// keys wait in `block` (the projection's own), folded when it is
+    /// full; any other record first folds what waits there, so the
+    /// projection sees every record in order. The caller folds what is
+    /// left in `block` when it is done.
+    fn feed(&mut self, projection: &mut dyn Projection, block: &mut KeyBlock) {
         let offset = self.offset;
         if projection.keys_only() {
-            match self.keys() {
-                Some(EntryView::Event(keys)) => return projection.apply_keys(&keys),
-                Some(EntryView::Other) => {}
-                None => return projection.skip_undecodable(offset),
+            if let Some(EntryView::Event(keys)) = self.keys() {
+                block.push(&keys);
+                if block.is_full() {
+                    block.fold_into(projection);
+                }
+                return;
+            }
+            block.fold_into(projection);
+            if self.keys().is_none() {
+                return projection.skip_undecodable(offset);
             }
         }
         match self.entry() {

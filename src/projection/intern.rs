@@ -13,8 +13,9 @@
 //! nothing hashed is written to disk, so snapshots do not depend on them.
 
 use std::collections::hash_map::RandomState;
+#[cfg(any(test, feature = "test-util"))]
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
 const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
 
@@ -88,89 +89,149 @@ impl Hasher for FxHasher {
     }
 }
 
-/// A hasher for keys that are already hashes.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct IdHasher(u64);
+/// An empty slot of a [`HashIndex`].
+const EMPTY: u32 = u32::MAX;
 
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.0 = i;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// One slot of a [`HashIndex`]: a key's full hash and its id.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    id: u32,
 }
 
-/// No next entry in a chain.
-const NONE: u32 = u32::MAX;
+const VACANT: Slot = Slot { hash: 0, id: EMPTY };
 
-/// From the hash of a key to the dense ids `0, 1, 2, ...` of the keys with
-/// that hash (a chain, newest first). The caller keeps the keys and
-/// confirms each candidate.
+/// From the hash of a key to the dense ids `0, 1, 2, ...` of the keys
+/// with that hash. The caller keeps the keys and confirms each candidate.
+///
+/// Open addressing with linear probing over 16-byte slots that hold the
+/// full 64-bit hash, so a probe compares hashes in place and asks the
+/// caller to confirm only a candidate whose hash is equal: one cache line
+/// per lookup, at an address known from the hash alone, which
+/// [`HashIndex::prefetch`] can load ahead of the lookup.
+///
+/// Invariants: `slots.len()` is a power of two (or zero) and at least
+/// twice the number of ids; the ids under one hash lie, in the order they
+/// were added, along the probe sequence from `hash & mask` before its first
+/// vacant slot.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct HashChains {
-    /// This table's key for [`HashChains::pair_hash`].
+pub(crate) struct HashIndex {
+    /// This table's key for [`HashIndex::pair_hash`].
     build: FxBuild,
-    heads: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
-    /// The next id with the same hash, per id.
-    next: Vec<u32>,
+    slots: Vec<Slot>,
+    /// Ids added so far.
+    len: u32,
+    /// Tests: every pair hashes alike, so every lookup meets candidates
+    /// that are not its pair.
+    #[cfg(test)]
+    pub(crate) collide_all: bool,
 }
 
-impl HashChains {
+impl HashIndex {
     /// The hash of a (tenant, rule) pair, with this table's key.
     pub(crate) fn pair_hash(&self, tenant_id: &str, rule_id: &str) -> u64 {
+        #[cfg(test)]
+        if self.collide_all {
+            return 42;
+        }
         let mut h = self.build.build_hasher();
         h.write(tenant_id.as_bytes());
         h.write(rule_id.as_bytes());
         h.finish()
     }
 
-    /// The length of the longest chain: how many keys one lookup may
+    /// The most ids that share one hash: how many keys one lookup may
     /// compare at most.
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn longest_chain(&self) -> usize {
-        self.heads
-            .values()
-            .map(|&head| {
-                let mut n = 0;
-                let mut at = head;
-                while at != NONE {
-                    n += 1;
-                    at = self.next[at as usize];
-                }
-                n
-            })
-            .max()
-            .unwrap_or(0)
+        let mut per_hash: HashMap<u64, usize> = HashMap::new();
+        for slot in self.slots.iter().filter(|s| s.id != EMPTY) {
+            *per_hash.entry(slot.hash).or_default() += 1;
+        }
+        per_hash.into_values().max().unwrap_or(0)
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    /// Asks the CPU to load the slot where a lookup of `hash` starts, so
+    /// that the lookup, issued a little later, finds it in cache.
+    #[inline]
+    pub(crate) fn prefetch(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(hash as usize & self.mask()) {
+            prefetch(slot);
+        }
     }
 
     /// The first id whose key `is_key` confirms, among those with `hash`.
+    #[inline]
     pub(crate) fn find(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mut at = *self.heads.get(&hash)?;
-        while at != NONE {
-            if is_key(at) {
-                return Some(at);
+        let mask = self.mask();
+        let mut at = hash as usize & mask;
+        loop {
+            let slot = *self.slots.get(at)?;
+            if slot.id == EMPTY {
+                return None;
             }
-            at = self.next[at as usize];
+            if slot.hash == hash && is_key(slot.id) {
+                return Some(slot.id);
+            }
+            at = (at + 1) & mask;
         }
-        None
     }
 
     /// Adds the next id (the number of ids added so far) under `hash`.
     pub(crate) fn push(&mut self, hash: u64) -> u32 {
-        let id = u32::try_from(self.next.len()).expect("fewer than 2^32 - 1 interned keys");
-        assert!(id != NONE, "fewer than 2^32 - 1 interned keys");
-        let previous = self.heads.insert(hash, id).unwrap_or(NONE);
-        self.next.push(previous);
+        let id = self.len;
+        assert!(id != EMPTY, "fewer than 2^32 - 1 interned keys");
+        if (id as usize + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        self.place(Slot { hash, id });
+        self.len += 1;
         id
     }
+
+    /// Puts `slot` in the first vacant slot of its probe sequence.
+    fn place(&mut self, slot: Slot) {
+        let mask = self.mask();
+        let mut at = slot.hash as usize & mask;
+        while self.slots[at].id != EMPTY {
+            at = (at + 1) & mask;
+        }
+        self.slots[at] = slot;
+    }
+
+    /// Doubles the slots (16 at first) and places every id again, in id
+    /// order, so the ids under one hash keep their order.
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).max(16);
+        let mut old = std::mem::replace(&mut self.slots, vec![VACANT; capacity]);
+        old.retain(|s| s.id != EMPTY);
+        old.sort_unstable_by_key(|s| s.id);
+        for slot in old {
+            self.place(slot);
+        }
+    }
+}
+
+/// Asks the CPU to bring the cache line holding `value` closer. A hint:
+/// it changes no state a program can observe, and costs a few cycles.
+#[inline(always)]
+#[allow(unsafe_code, reason = "a CPU hint with no safe wrapper in std")]
+pub(crate) fn prefetch<T>(value: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is
+    // part of the x86_64 baseline the target is compiled for). A prefetch
+    // never faults and never reads into the program: any address is
+    // allowed, even a dangling one, and nothing is dereferenced.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(value.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
 }
 
 #[cfg(test)]
@@ -178,9 +239,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chains_find_every_key_even_when_all_hashes_collide() {
+    fn every_key_is_found_even_when_all_hashes_collide() {
         let keys = ["a", "b", "c", "d"];
-        let mut chains = HashChains::default();
+        let mut chains = HashIndex::default();
         for _ in keys {
             chains.push(7);
         }
@@ -193,7 +254,7 @@ mod tests {
 
     #[test]
     fn pair_hash_tells_where_the_ids_split() {
-        let chains = HashChains::default();
+        let chains = HashIndex::default();
         assert_ne!(chains.pair_hash("ab", "c"), chains.pair_hash("a", "bc"));
         assert_ne!(
             chains.pair_hash("abcdefgh", ""),
@@ -205,7 +266,7 @@ mod tests {
     fn each_table_draws_its_own_key() {
         // Two tables hash the same pair differently (a 2^-64 chance of a
         // false failure), and one table always the same way.
-        let (a, b) = (HashChains::default(), HashChains::default());
+        let (a, b) = (HashIndex::default(), HashIndex::default());
         assert_ne!(a.pair_hash("acme", "r-1"), b.pair_hash("acme", "r-1"));
         assert_eq!(a.pair_hash("acme", "r-1"), a.pair_hash("acme", "r-1"));
         assert_eq!(
@@ -215,8 +276,40 @@ mod tests {
     }
 
     #[test]
+    fn ids_stay_found_through_growth_clusters_and_shared_hashes() {
+        // Hashes that share their low bits (one probe cluster), hashes
+        // shared by several ids, and random ones; every id found by its
+        // own hash after every growth, nothing found for an absent hash.
+        let mut rng = 0x5eed_u64;
+        let mut next = || {
+            rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let z = (rng ^ (rng >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z ^ (z >> 31)
+        };
+        let mut index = HashIndex::default();
+        let mut hashes = Vec::new();
+        for i in 0..5_000u64 {
+            let hash = match i % 4 {
+                0 => i << 20,
+                1 => hashes.get(i as usize / 2).copied().unwrap_or(7),
+                _ => next(),
+            };
+            assert_eq!(index.push(hash) as usize, hashes.len());
+            hashes.push(hash);
+            if i % 97 == 0 || i == 4_999 {
+                for (id, &h) in hashes.iter().enumerate() {
+                    assert_eq!(index.find(h, |c| c as usize == id), Some(id as u32));
+                }
+            }
+        }
+        assert!(index.slots.len() >= 2 * hashes.len());
+        let absent = (0..).map(|_| next()).find(|h| !hashes.contains(h)).unwrap();
+        assert_eq!(index.find(absent, |_| true), None);
+    }
+
+    #[test]
     fn longest_chain_counts_the_keys_of_one_hash() {
-        let mut chains = HashChains::default();
+        let mut chains = HashIndex::default();
         assert_eq!(chains.longest_chain(), 0);
         for h in [1, 2, 2, 3, 2] {
             chains.push(h);

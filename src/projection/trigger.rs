@@ -58,7 +58,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::intern::{FxBuild, HashChains};
+use super::intern::{prefetch, FxBuild, HashIndex};
 use super::Projection;
 use crate::event::{Action, Entry, LossSpan};
 use crate::event_view::EventKeys;
@@ -68,6 +68,15 @@ pub const DAYS_30_US: i64 = 30 * 24 * 3600 * 1_000_000;
 
 /// Fold again once the watermark moved this fraction of the longest window.
 const SWEEP_FRACTION: i64 = 16;
+
+/// Events of a block whose lookups [`TriggerStats`] overlaps (see
+/// `apply_keys_block`): enough to hide a miss to memory behind the work of
+/// the others, few enough that what they prefetch is still in cache when
+/// it is used.
+const LOOKAHEAD: usize = 16;
+
+/// How far ahead a sweep loads the states of the rules it folds.
+const SWEEP_AHEAD: usize = 8;
 
 /// Statistics of one (tenant, rule) as of an instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,7 +267,7 @@ fn count_in(v: &[i64], lo_us: i64, hi_us: i64) -> u64 {
 
 /// The folded state, with interned ids: tenants and (tenant, rule) pairs
 /// are dense `u32`s, found by one hash of the borrowed ids and one probe
-/// ([`HashChains`], confirmed by comparing bytes). Snapshots are written
+/// ([`HashIndex`], confirmed by comparing bytes). Snapshots are written
 /// in the shape of [`wire::State`] (maps sorted by id), the same bytes as
 /// before the ids were interned.
 #[derive(Debug, Clone, Default)]
@@ -269,7 +278,7 @@ struct State {
     keys: Vec<PairKey>,
     rules: Vec<RuleState>,
     /// (tenant, rule) hash → rule ids.
-    pairs: HashChains,
+    pairs: HashIndex,
     gap_markers: u64,
     dropped_events: u64,
     /// Losses no marker attributed to a rule, in log order.
@@ -287,12 +296,42 @@ impl State {
     }
 
     fn find_rule(&self, tenant_id: &str, rule_id: &str) -> Option<u32> {
+        self.find_rule_hashed(self.pairs.pair_hash(tenant_id, rule_id), tenant_id, rule_id)
+    }
+
+    /// [`State::find_rule`] given the pair's hash.
+    #[inline]
+    fn find_rule_hashed(&self, hash: u64, tenant_id: &str, rule_id: &str) -> Option<u32> {
         self.pairs
-            .find(self.pairs.pair_hash(tenant_id, rule_id), |r| {
-                let key = &self.keys[r as usize];
-                key.id.as_bytes() == rule_id.as_bytes()
-                    && *self.tenants[key.tenant as usize].id == *tenant_id
-            })
+            .find(hash, |r| self.is_pair(r, tenant_id, rule_id))
+    }
+
+    /// Whether `r` is the id of (`tenant_id`, `rule_id`).
+    #[inline]
+    fn is_pair(&self, r: u32, tenant_id: &str, rule_id: &str) -> bool {
+        let key = &self.keys[r as usize];
+        key.id.as_bytes() == rule_id.as_bytes()
+            && *self.tenants[key.tenant as usize].id == *tenant_id
+    }
+
+    /// Prefetches what confirming the pair `r` and folding into it load
+    /// first: its key and its state.
+    #[inline]
+    fn prefetch_rule(&self, r: u32) {
+        if let (Some(key), Some(rule)) = (self.keys.get(r as usize), self.rules.get(r as usize)) {
+            prefetch(key);
+            prefetch(rule);
+        }
+    }
+
+    /// Prefetches where an event of `action` would be appended to the
+    /// pair `r`'s timestamps.
+    #[inline]
+    fn prefetch_insert(&self, r: u32, action: Action) {
+        if let Some(rule) = self.rules.get(r as usize) {
+            let v = &rule.recent[usize::from(action.code())];
+            prefetch(v.as_ptr().wrapping_add(v.len()));
+        }
     }
 
     fn rule(&self, tenant_id: &str, rule_id: &str) -> Option<&RuleState> {
@@ -586,7 +625,14 @@ impl TriggerStats {
     /// Folds one event: one hash of the ids, one probe, then the tenant's
     /// horizon and an append (or ordered insert) to the rule's vector.
     fn record(&mut self, tenant_id: &str, rule_id: &str, action: Action, at_us: i64) {
-        let r = self.state.rule_id_of(tenant_id, rule_id) as usize;
+        let r = self.state.rule_id_of(tenant_id, rule_id);
+        self.record_rule(r, action, at_us);
+    }
+
+    /// Folds one event of the pair `r`.
+    #[inline]
+    fn record_rule(&mut self, r: u32, action: Action, at_us: i64) {
+        let r = r as usize;
         let t = self.state.keys[r].tenant as usize;
         let horizon = self.horizon_us(&self.state.tenants[t]);
         self.state.rules[r].insert(action, at_us, horizon);
@@ -818,6 +864,48 @@ impl Projection for TriggerStats {
         );
     }
 
+    /// Folds the block in order, [`LOOKAHEAD`] events at a time, in three
+    /// passes over each group: hash every pair and prefetch its slot of the
+    /// index; find each pair's id and prefetch its key and state; confirm
+    /// the ids (adding new pairs, in event order) and prefetch the end of
+    /// each timestamp vector; then fold the events in order. The state
+    /// changes only in the last two passes, in event order, exactly as
+    /// [`Projection::apply_keys`] of each event would change it; the first
+    /// passes only read and prefetch, so the cache misses of a group's
+    /// events overlap instead of following one another.
+    fn apply_keys_block(&mut self, block: &[EventKeys<'_>]) {
+        for group in block.chunks(LOOKAHEAD) {
+            let mut hashes = [0u64; LOOKAHEAD];
+            for (hash, keys) in hashes.iter_mut().zip(group) {
+                *hash = self.state.pairs.pair_hash(keys.tenant_id, keys.rule_id);
+                self.state.pairs.prefetch(*hash);
+            }
+            let mut ids = [u32::MAX; LOOKAHEAD];
+            for (id, &hash) in ids.iter_mut().zip(&hashes) {
+                // The first id under the hash: nearly always the pair's
+                // (confirmed below). Only a hint until then.
+                if let Some(candidate) = self.state.pairs.find(hash, |_| true) {
+                    *id = candidate;
+                    self.state.prefetch_rule(candidate);
+                }
+            }
+            for ((id, &hash), keys) in ids.iter_mut().zip(&hashes).zip(group) {
+                let (tenant_id, rule_id) = (keys.tenant_id, keys.rule_id);
+                let confirmed = *id != u32::MAX && self.state.is_pair(*id, tenant_id, rule_id);
+                if !confirmed {
+                    *id = match self.state.find_rule_hashed(hash, tenant_id, rule_id) {
+                        Some(r) => r,
+                        None => self.state.rule_id_of(tenant_id, rule_id),
+                    };
+                }
+                self.state.prefetch_insert(*id, keys.action);
+            }
+            for (&id, keys) in ids.iter().zip(group) {
+                self.record_rule(id, keys.action, keys.enforced_at_us);
+            }
+        }
+    }
+
     /// Merges the fold of a later range of the log (a `TriggerStats` with
     /// the same windows). Answers depend only on the set of events, so per
     /// tenant the watermark is the greater, and per rule the recent vectors
@@ -966,7 +1054,19 @@ fn sweep(tenant: &mut Tenant, rules: &mut [RuleState], longest_us: i64) {
         return;
     };
     let horizon = watermark.saturating_sub(longest_us);
-    for &r in &tenant.rules {
+    // The rules of a tenant lie anywhere in `rules`: load each state
+    // [`SWEEP_AHEAD`] rules before its turn, and the heads of its
+    // timestamp vectors half that before.
+    let ids = &tenant.rules;
+    for (i, &r) in ids.iter().enumerate() {
+        if let Some(&ahead) = ids.get(i + SWEEP_AHEAD) {
+            prefetch(&rules[ahead as usize]);
+        }
+        if let Some(&near) = ids.get(i + SWEEP_AHEAD / 2) {
+            for v in &rules[near as usize].recent {
+                prefetch(v.as_ptr());
+            }
+        }
         rules[r as usize].fold(horizon);
     }
     tenant.swept_at_us = Some(watermark);
@@ -983,6 +1083,45 @@ mod tests {
             Answer::Exact(s) => s,
             Answer::NeedsReplay => panic!("needs replay"),
         }
+    }
+
+    #[test]
+    fn a_block_folds_as_one_by_one_when_every_pair_shares_one_hash() {
+        // Each lookup's first candidate is then some other pair (the
+        // block's hint is wrong), and new pairs join the one chain.
+        let ids: Vec<(String, String)> = (0..200)
+            .map(|i| (format!("t-{}", i % 7), format!("r-{}", (i * 37) % 61)))
+            .collect();
+        let keys: Vec<EventKeys<'_>> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, (t, r))| EventKeys {
+                tenant_id: t,
+                rule_id: r,
+                action: Action::ALL[i % 4],
+                run_id: None,
+                enforced_at_us: (i as i64 % 13) * DAY,
+                offset: i as u64,
+            })
+            .collect();
+        let colliding = || {
+            let mut p = TriggerStats::default();
+            p.state.pairs.collide_all = true;
+            p
+        };
+        let (mut one_by_one, mut in_blocks) = (colliding(), colliding());
+        for k in &keys {
+            one_by_one.apply_keys(k);
+        }
+        for block in keys.chunks(37) {
+            in_blocks.apply_keys_block(block);
+        }
+        assert_eq!(
+            in_blocks.state.pairs.longest_chain(),
+            in_blocks.rule_count()
+        );
+        assert_eq!(one_by_one.snapshot(), in_blocks.snapshot());
+        assert_eq!(one_by_one.rule_count(), in_blocks.rule_count());
     }
 
     #[test]
