@@ -246,16 +246,19 @@ impl<'a> Walker<'a> {
         self.bytes.len().saturating_sub(self.pos)
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline]
     fn byte(&mut self) -> Option<u8> {
         let b = self.peek()?;
         self.pos += 1;
         Some(b)
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let out = self.bytes.get(self.pos..end)?;
@@ -263,6 +266,7 @@ impl<'a> Walker<'a> {
         Some(out)
     }
 
+    #[inline]
     fn be(&mut self, n: usize) -> Option<usize> {
         let bytes = self.take(n)?;
         let mut v: u64 = 0;
@@ -274,6 +278,7 @@ impl<'a> Walker<'a> {
 
     /// The length of a str (or bin, for ids: `decode` accepts both for a
     /// `String`) whose marker is `marker`.
+    #[inline]
     fn str_len(&mut self, marker: u8, bin_too: bool) -> Option<usize> {
         match marker {
             0xa0..=0xbf => Some(usize::from(marker & 0x1f)),
@@ -287,12 +292,6 @@ impl<'a> Walker<'a> {
         }
     }
 
-    fn text(&mut self, bin_too: bool) -> Option<&'a str> {
-        let marker = self.byte()?;
-        let len = self.str_len(marker, bin_too)?;
-        std::str::from_utf8(self.take(len)?).ok()
-    }
-
     /// A map key: a string (str only) of valid UTF-8, and not one of the
     /// keys `serde_json` reserves for itself (with its `raw_value` or
     /// `arbitrary_precision` feature, which a host's build may turn on, a
@@ -302,6 +301,17 @@ impl<'a> Walker<'a> {
         let len = self.str_len(marker, false)?;
         let key = std::str::from_utf8(self.take(len)?).ok()?;
         (!key.starts_with(SERDE_JSON_RESERVED)).then_some(key)
+    }
+
+    /// Skips a map key: accepts exactly what [`Walker::key`] accepts,
+    /// without making a `&str` of it (most keys are ASCII: a check a word
+    /// at a time, no call).
+    #[inline]
+    fn skip_key(&mut self, marker: u8) -> Option<()> {
+        let len = self.str_len(marker, false)?;
+        let key = self.take(len)?;
+        let valid = key.is_ascii() || std::str::from_utf8(key).is_ok();
+        (valid && !key.starts_with(SERDE_JSON_RESERVED.as_bytes())).then_some(())
     }
 
     /// Room to reserve for a container declaring `len` items of at least
@@ -317,6 +327,7 @@ impl<'a> Walker<'a> {
     }
 
     /// Skips a string (str only), checking it is valid UTF-8.
+    #[inline]
     fn skip_text(&mut self, marker: u8) -> Option<()> {
         let len = self.str_len(marker, false)?;
         let bytes = self.take(len)?;
@@ -324,17 +335,22 @@ impl<'a> Walker<'a> {
         (bytes.is_ascii() || std::str::from_utf8(bytes).is_ok()).then_some(())
     }
 
+    #[inline]
     fn id(&mut self, field: Field) -> Option<&'a str> {
-        let id = self.text(true)?;
+        let marker = self.byte()?;
+        let len = self.str_len(marker, true)?;
+        let bytes = self.take(len)?;
         // Printable ASCII holds no forbidden character: only the length
         // is left to check.
-        let printable = id.bytes().all(|b| (0x20..0x7f).contains(&b));
-        if !(printable && (1..=ID_MAX_BYTES).contains(&id.len())) {
+        let printable = bytes.iter().all(|&b| b.wrapping_sub(0x20) < 0x5f);
+        let id = std::str::from_utf8(bytes).ok()?;
+        if !(printable && (1..=ID_MAX_BYTES).contains(&len)) {
             check_id(field, id).ok()?;
         }
         Some(id)
     }
 
+    #[inline]
     fn map_len(&mut self, marker: u8) -> Option<usize> {
         match marker {
             0x80..=0x8f => Some(usize::from(marker & 0x0f)),
@@ -344,6 +360,7 @@ impl<'a> Walker<'a> {
         }
     }
 
+    #[inline]
     fn array_len(&mut self, marker: u8) -> Option<usize> {
         match marker {
             0x90..=0x9f => Some(usize::from(marker & 0x0f)),
@@ -358,7 +375,7 @@ impl<'a> Walker<'a> {
     fn skip_map_entries(&mut self, len: usize, depth: usize) -> Option<()> {
         for _ in 0..len {
             let marker = self.byte()?;
-            self.key(marker)?;
+            self.skip_key(marker)?;
             self.skip_value(depth)?;
         }
         Some(())

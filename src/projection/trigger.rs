@@ -69,11 +69,17 @@ pub const DAYS_30_US: i64 = 30 * 24 * 3600 * 1_000_000;
 /// Fold again once the watermark moved this fraction of the longest window.
 const SWEEP_FRACTION: i64 = 16;
 
-/// Events of a block whose lookups [`TriggerStats`] overlaps (see
-/// `apply_keys_block`): enough to hide a miss to memory behind the work of
-/// the others, few enough that what they prefetch is still in cache when
-/// it is used.
-const LOOKAHEAD: usize = 16;
+/// Events of a block `apply_keys_block` prepares at once: what it
+/// prefetches for them must still be in cache when they are folded.
+const GROUP: usize = 64;
+
+/// How many events after prefetching a pair's slot the block fold reads it:
+/// enough for the load to arrive meanwhile.
+const SLOT_LAG: usize = 8;
+
+/// How many events ahead of folding one the block fold prefetches where
+/// that one will append its timestamp.
+const TAIL_AHEAD: usize = 8;
 
 /// How far ahead a sweep loads the states of the rules it folds.
 const SWEEP_AHEAD: usize = 8;
@@ -329,8 +335,10 @@ impl State {
     #[inline]
     fn prefetch_insert(&self, r: u32, action: Action) {
         if let Some(rule) = self.rules.get(r as usize) {
+            // The last timestamp, which the append compares with (the new
+            // one goes next to it, nearly always in the same line).
             let v = &rule.recent[usize::from(action.code())];
-            prefetch(v.as_ptr().wrapping_add(v.len()));
+            prefetch(v.as_ptr().wrapping_add(v.len().saturating_sub(1)));
         }
     }
 
@@ -864,44 +872,55 @@ impl Projection for TriggerStats {
         );
     }
 
-    /// Folds the block in order, [`LOOKAHEAD`] events at a time, in three
-    /// passes over each group: hash every pair and prefetch its slot of the
-    /// index; find each pair's id and prefetch its key and state; confirm
-    /// the ids (adding new pairs, in event order) and prefetch the end of
-    /// each timestamp vector; then fold the events in order. The state
-    /// changes only in the last two passes, in event order, exactly as
-    /// [`Projection::apply_keys`] of each event would change it; the first
-    /// passes only read and prefetch, so the cache misses of a group's
-    /// events overlap instead of following one another.
+    /// Folds the block in order, [`GROUP`] events at a time, in two passes
+    /// over each group. The first only reads and prefetches: it hashes each
+    /// event's pair and prefetches the pair's slot in the index, and
+    /// [`SLOT_LAG`] events behind, reads that slot for a likely id and
+    /// prefetches its key and state. The second folds the events in order,
+    /// prefetching the end of the timestamp vector [`TAIL_AHEAD`] events
+    /// ahead: it confirms each likely id (or looks the pair up, adding it
+    /// when new) and folds the event, exactly as
+    /// [`Projection::apply_keys`] would. The state changes only there, in
+    /// event order; the cache misses of a group's events overlap instead
+    /// of following one another.
     fn apply_keys_block(&mut self, block: &[EventKeys<'_>]) {
-        for group in block.chunks(LOOKAHEAD) {
-            let mut hashes = [0u64; LOOKAHEAD];
-            for (hash, keys) in hashes.iter_mut().zip(group) {
-                *hash = self.state.pairs.pair_hash(keys.tenant_id, keys.rule_id);
-                self.state.pairs.prefetch(*hash);
-            }
-            let mut ids = [u32::MAX; LOOKAHEAD];
-            for (id, &hash) in ids.iter_mut().zip(&hashes) {
-                // The first id under the hash: nearly always the pair's
-                // (confirmed below). Only a hint until then.
-                if let Some(candidate) = self.state.pairs.find(hash, |_| true) {
-                    *id = candidate;
-                    self.state.prefetch_rule(candidate);
+        for group in block.chunks(GROUP) {
+            let n = group.len();
+            let mut hashes = [0u64; GROUP];
+            let mut likely = [u32::MAX; GROUP];
+            for j in 0..n + SLOT_LAG {
+                if let Some(keys) = group.get(j) {
+                    hashes[j] = self.state.pairs.pair_hash(keys.tenant_id, keys.rule_id);
+                    self.state.pairs.prefetch(hashes[j]);
+                }
+                if let Some(k) = j.checked_sub(SLOT_LAG).filter(|&k| k < n) {
+                    // The first id under the hash: nearly always the pair's
+                    // (confirmed when it is folded). Only a hint until then.
+                    if let Some(id) = self.state.pairs.find(hashes[k], |_| true) {
+                        likely[k] = id;
+                        self.state.prefetch_rule(id);
+                    }
                 }
             }
-            for ((id, &hash), keys) in ids.iter_mut().zip(&hashes).zip(group) {
+            for (k, keys) in group.iter().enumerate().take(TAIL_AHEAD) {
+                self.state.prefetch_insert(likely[k], keys.action);
+            }
+            for (i, keys) in group.iter().enumerate() {
+                if let Some(ahead) = group.get(i + TAIL_AHEAD) {
+                    self.state
+                        .prefetch_insert(likely[i + TAIL_AHEAD], ahead.action);
+                }
                 let (tenant_id, rule_id) = (keys.tenant_id, keys.rule_id);
-                let confirmed = *id != u32::MAX && self.state.is_pair(*id, tenant_id, rule_id);
-                if !confirmed {
-                    *id = match self.state.find_rule_hashed(hash, tenant_id, rule_id) {
-                        Some(r) => r,
-                        None => self.state.rule_id_of(tenant_id, rule_id),
+                let r =
+                    if likely[i] != u32::MAX && self.state.is_pair(likely[i], tenant_id, rule_id) {
+                        likely[i]
+                    } else {
+                        match self.state.find_rule_hashed(hashes[i], tenant_id, rule_id) {
+                            Some(r) => r,
+                            None => self.state.rule_id_of(tenant_id, rule_id),
+                        }
                     };
-                }
-                self.state.prefetch_insert(*id, keys.action);
-            }
-            for (&id, keys) in ids.iter().zip(group) {
-                self.record_rule(id, keys.action, keys.enforced_at_us);
+                self.record_rule(r, keys.action, keys.enforced_at_us);
             }
         }
     }
