@@ -68,9 +68,10 @@
 //! the `enforcelog-cli` package (binary `enforcelog`), so a host that
 //! depends on this crate compiles none of its dependencies.
 
-// The two exceptions, allowed by name where they live: the memory map of a
-// sealed segment (`storage::fs`, `FileStorage::map`) and the prefetch hint
-// of the projections' lookups (`projection::intern::prefetch`).
+// The exceptions, allowed by name where they live: the memory map of a
+// sealed segment (`storage::fs`, `FileStorage::map`), the prefetch hint of
+// the projections' lookups (`projection::intern::prefetch`) and ids known
+// to be printable ASCII taken as `&str` (`event_view::printable_ascii`).
 #![deny(unsafe_code)]
 
 pub mod audit;
