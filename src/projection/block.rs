@@ -63,14 +63,20 @@ struct Copied {
 impl KeyBlock {
     /// An empty block that calls itself full at `capacity` events (at
     /// least one).
+    /// Room is reserved for at most [`KeyBlock::RESERVED`] events up front;
+    /// a larger block grows as it fills.
     pub fn with_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
+        let reserved = capacity.min(Self::RESERVED);
         Self {
             capacity,
-            text: String::with_capacity(capacity * 48),
-            events: Vec::with_capacity(capacity),
+            text: String::with_capacity(reserved * 48),
+            events: Vec::with_capacity(reserved),
         }
     }
+
+    /// Events [`KeyBlock::with_capacity`] reserves room for at most.
+    pub const RESERVED: usize = 1024;
 
     /// Copies one event's keys in, after those already there. A push past
     /// the capacity is kept too (the block grows); [`KeyBlock::is_full`]

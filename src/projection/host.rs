@@ -40,6 +40,10 @@ const BLOCK: usize = 256;
 struct Slot {
     projection: Box<dyn Projection>,
     offset: u64,
+    /// The projection panicked while folding: its state is unknown (part
+    /// of an entry or of a block may be in it). The next catch-up resets
+    /// it and folds the log again from 0.
+    unsure: bool,
 }
 
 /// How a projection's checkpoint compares with a rebuild from the log.
@@ -64,7 +68,9 @@ pub(crate) struct Host {
     failure: Mutex<Option<String>>,
     checkpointed: Mutex<(u64, Instant)>,
     /// One catch-up at a time: two would read and decode the same entries.
-    catching_up: Mutex<()>,
+    /// It holds the projections' key blocks (empty between catch-ups),
+    /// kept so a catch-up of one event allocates none.
+    catching_up: Mutex<Vec<KeyBlock>>,
     /// One checkpoint write at a time: two would share each temporary
     /// file, and the second rename would find it gone.
     checkpointing: Mutex<()>,
@@ -105,6 +111,7 @@ impl Host {
             .map(|projection| Slot {
                 projection,
                 offset: 0,
+                unsure: false,
             })
             .collect();
         Ok(Self {
@@ -113,7 +120,7 @@ impl Host {
             progress: Condvar::new(),
             failure: Mutex::new(None),
             checkpointed: Mutex::new((0, Instant::now())),
-            catching_up: Mutex::new(()),
+            catching_up: Mutex::new(Vec::new()),
             checkpointing: Mutex::new(()),
         })
     }
@@ -186,8 +193,8 @@ impl Host {
     /// Applies every committed entry not yet applied. Returns the offset
     /// reached.
     pub fn catch_up(&self, log: &Log) -> Result<u64> {
-        let _one_at_a_time = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
-        let result = self.catch_up_inner(log);
+        let mut blocks = self.catching_up.lock().unwrap_or_else(|e| e.into_inner());
+        let result = self.catch_up_inner(log, &mut blocks);
         let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         match &result {
             Ok(_) => *failure = None,
@@ -203,7 +210,8 @@ impl Host {
         result
     }
 
-    fn catch_up_inner(&self, log: &Log) -> Result<u64> {
+    fn catch_up_inner(&self, log: &Log, blocks: &mut Vec<KeyBlock>) -> Result<u64> {
+        self.reset_unsure();
         let start = self.applied_offset();
         let end = log.next_offset();
         if start >= end {
@@ -222,51 +230,48 @@ impl Host {
         // The write lock is held for at most CHUNK records at a time, so
         // queries wait no longer than before, and the projections are fed
         // the frames where they lie: no copy, no owned entry per record.
-        // Events of a keys-only projection wait in its block, which is
-        // folded before the lock is let go: a slot's offset counts what
-        // its block holds only while the lock is held.
-        let mut slots = None;
-        let mut blocks: Vec<KeyBlock> = Vec::new();
-        let mut held = 0;
-        let release = |guard: &mut Vec<Slot>, blocks: &mut Vec<KeyBlock>| {
-            for (slot, block) in guard.iter_mut().zip(blocks.iter_mut()) {
-                block.fold_into(&mut *slot.projection);
-            }
-            self.set_applied(guard);
+        let mut hold = Hold {
+            host: self,
+            slots: None,
+            blocks,
+            feeding: None,
         };
+        let mut held = 0;
         let scanned = log.scan(start, i64::MIN..=i64::MAX, |frame| {
             if frame.offset >= end {
                 return ControlFlow::Break(());
             }
-            let guard = slots.get_or_insert_with(|| self.write_slots());
-            // Registrations happen between holds: one block per slot now.
-            blocks.resize_with(guard.len(), || KeyBlock::with_capacity(BLOCK));
-            let mut record = Fed::new(frame.offset, frame.timestamp_us, frame.payload);
-            for (slot, block) in guard.iter_mut().zip(blocks.iter_mut()) {
-                // Each projection takes exactly the entry at its own
-                // offset, then the next: an entry it already has is
-                // skipped, and a record past its offset (another thread
-                // reset it meanwhile) is left for the next catch-up. So
-                // every projection sees every offset once, in order.
-                if frame.offset == slot.offset {
-                    record.feed(&mut *slot.projection, block);
-                    slot.offset += 1;
-                }
-            }
+            hold.feed(frame.offset, frame.timestamp_us, frame.payload);
             held += 1;
             if held == CHUNK {
-                if let Some(mut guard) = slots.take() {
-                    release(&mut guard, &mut blocks);
-                }
+                hold.release();
                 held = 0;
             }
             ControlFlow::Continue(())
         });
-        if let Some(mut guard) = slots.take() {
-            release(&mut guard, &mut blocks);
-        }
+        hold.release();
+        drop(hold);
         scanned?;
         Ok(self.applied_offset())
+    }
+
+    /// Resets every projection that panicked while folding, to be folded
+    /// again from 0.
+    fn reset_unsure(&self) {
+        if !self.read_slots().iter().any(|s| s.unsure) {
+            return;
+        }
+        let mut slots = self.write_slots();
+        for slot in slots.iter_mut().filter(|s| s.unsure) {
+            warn!(
+                projection = slot.projection.name(),
+                "the projection panicked while folding; rebuilding it from the log"
+            );
+            slot.projection.reset();
+            slot.offset = 0;
+            slot.unsure = false;
+        }
+        self.set_applied(&slots);
     }
 
     /// Where to split a catch-up from `start` to `end` for two threads: at
@@ -437,6 +442,7 @@ impl Host {
         for slot in slots.iter_mut() {
             slot.projection.reset();
             slot.offset = 0;
+            slot.unsure = false;
         }
         self.set_applied(&slots);
     }
@@ -497,6 +503,83 @@ impl Host {
             checks.push(check);
         }
         Ok(checks)
+    }
+}
+
+/// The projections' write lock, held for a chunk of a catch-up, and the
+/// events waiting in each keys-only projection's block.
+///
+/// Invariant: a slot's offset counts the events in its block, so the scan
+/// hands each slot exactly the record at its next offset. The blocks are
+/// folded before the lock is let go ([`Hold::release`]); if a projection
+/// panics meanwhile, `drop` (which calls no projection) takes the events
+/// no projection was given back out of the offsets, and marks the
+/// projection that was being fed `unsure`. No event is then lost to the
+/// other projections, or counted by the one that panicked without being
+/// folded again (it is rebuilt).
+struct Hold<'h> {
+    host: &'h Host,
+    slots: Option<std::sync::RwLockWriteGuard<'h, Vec<Slot>>>,
+    blocks: &'h mut Vec<KeyBlock>,
+    /// The slot being fed or folded: the one that panicked, when unwinding.
+    feeding: Option<usize>,
+}
+
+impl Hold<'_> {
+    /// Feeds one record to every slot whose next offset it is.
+    fn feed(&mut self, offset: u64, timestamp_us: i64, payload: &[u8]) {
+        let host = self.host;
+        let slots = self.slots.get_or_insert_with(|| host.write_slots());
+        // Registrations happen between holds: one block per slot now.
+        self.blocks
+            .resize_with(slots.len(), || KeyBlock::with_capacity(BLOCK));
+        let mut record = Fed::new(offset, timestamp_us, payload);
+        for (i, (slot, block)) in slots.iter_mut().zip(self.blocks.iter_mut()).enumerate() {
+            // Each projection takes exactly the entry at its own offset,
+            // then the next: an entry it already has is skipped, and a
+            // record past its offset (another thread reset it meanwhile)
+            // is left for the next catch-up. So every projection sees
+            // every offset once, in order.
+            if offset == slot.offset {
+                self.feeding = Some(i);
+                slot.offset += 1;
+                record.feed(&mut *slot.projection, block);
+            }
+        }
+        self.feeding = None;
+    }
+
+    /// Folds every block and lets go of the lock, publishing the offsets.
+    fn release(&mut self) {
+        let Some(slots) = self.slots.as_mut() else {
+            return;
+        };
+        for (i, (slot, block)) in slots.iter_mut().zip(self.blocks.iter_mut()).enumerate() {
+            self.feeding = Some(i);
+            block.fold_into(&mut *slot.projection);
+        }
+        self.feeding = None;
+        if let Some(slots) = self.slots.take() {
+            self.host.set_applied(&slots);
+        }
+    }
+}
+
+impl Drop for Hold<'_> {
+    /// Still holding the lock here means a panic is unwinding (`release`
+    /// let it go otherwise).
+    fn drop(&mut self) {
+        let Some(slots) = self.slots.as_mut() else {
+            return;
+        };
+        for (i, (slot, block)) in slots.iter_mut().zip(self.blocks.iter_mut()).enumerate() {
+            slot.offset -= block.len() as u64;
+            block.clear();
+            if self.feeding == Some(i) {
+                slot.unsure = true;
+            }
+        }
+        self.host.set_applied(slots);
     }
 }
 
