@@ -99,6 +99,21 @@ impl Projection for Bomb {
     }
 }
 
+/// Whichever thread meets the armed bomb (the follower or this one)
+/// panics; this one retries until the projections are caught up and
+/// checkpointed.
+fn catch_up_through_the_panic(store: &Store, armed: &AtomicBool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let done = catch_unwind(AssertUnwindSafe(|| store.checkpoint()));
+        if matches!(done, Ok(Ok(()))) && !armed.load(Ordering::SeqCst) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no catch-up: {done:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn store_options() -> StoreOptions {
     StoreOptions {
         log: LogOptions {
@@ -160,17 +175,7 @@ fn a_panicking_projection_does_not_cost_the_keys_only_ones_their_buffered_events
     BOMB_AT.store(200, Ordering::SeqCst);
     ARMED.store(true, Ordering::SeqCst);
     let store = open(&storage, vec![Box::new(Counter::default()), Box::new(Bomb)]);
-    // Whichever thread meets the bomb (the follower or this one) panics;
-    // this one retries until the projections are caught up.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let done = catch_unwind(AssertUnwindSafe(|| store.checkpoint()));
-        if matches!(done, Ok(Ok(()))) && !ARMED.load(Ordering::SeqCst) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no catch-up: {done:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    catch_up_through_the_panic(&store, &ARMED);
     assert!(!ARMED.load(Ordering::SeqCst), "the bomb went off");
     let (events, offset) = store
         .with_projection::<Counter, _>(|c, offset| (c.events, offset))
@@ -732,15 +737,7 @@ fn a_keys_only_projection_that_panics_in_its_block_is_rebuilt_exactly() {
         &storage,
         vec![Box::new(Counter::default()), Box::new(KeysBomb::default())],
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let done = catch_unwind(AssertUnwindSafe(|| store.checkpoint()));
-        if matches!(done, Ok(Ok(()))) && !KEYS_ARMED.load(Ordering::SeqCst) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no catch-up: {done:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    catch_up_through_the_panic(&store, &KEYS_ARMED);
     let bomb = store
         .with_projection::<KeysBomb, _>(|b, offset| (b.events, offset))
         .expect("caught up")
