@@ -401,6 +401,11 @@ pub fn replay(log: &Log) -> TriggerStats {
     reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
 )]
 pub fn replay_by_keys(log: &Log, threads: u64) -> TriggerStats {
+    replay_by_keys_timed(log, threads).0
+}
+
+/// [`replay_by_keys`], with the time its merge took (zero on 1 thread).
+pub fn replay_by_keys_timed(log: &Log, threads: u64) -> (TriggerStats, Duration) {
     let end = log.next_offset();
     let fold = |from: u64, to: u64| -> TriggerStats {
         let mut projection = TriggerStats::default();
@@ -437,12 +442,13 @@ pub fn replay_by_keys(log: &Log, threads: u64) -> TriggerStats {
             let older = scope.spawn(|| fold(0, split));
             let newer = fold(split, end);
             let mut older = older.join().expect("replay thread");
+            let merging = Instant::now();
             if older.merge_later(Box::new(newer)).is_err() {
                 panic!("TriggerStats merges");
             }
-            older
+            (older, merging.elapsed())
         }),
-        _ => fold(0, end),
+        _ => (fold(0, end), Duration::ZERO),
     }
 }
 
@@ -451,12 +457,19 @@ pub fn replay_by_keys(log: &Log, threads: u64) -> TriggerStats {
     dead_code,
     reason = "a pass of benches/replay.rs; benches/reads.rs includes this module too"
 )]
-pub fn replay_by_keys_pass(log: &Log, threads: u64) -> Duration {
+pub fn replay_by_keys_pass(log: &Log, threads: u64) -> KeysPass {
     let started = Instant::now();
-    let projection = replay_by_keys(log, threads);
+    let (projection, merge) = replay_by_keys_timed(log, threads);
     let elapsed = started.elapsed();
     black_box(projection);
-    elapsed
+    KeysPass { elapsed, merge }
+}
+
+/// What one [`replay_by_keys_pass`] took, and of that its merge.
+#[derive(Debug, Clone, Copy)]
+pub struct KeysPass {
+    pub elapsed: Duration,
+    pub merge: Duration,
 }
 
 /// The CPU of [`replay_by_keys`] without the read, in parts: records are

@@ -986,27 +986,24 @@ impl Projection for TriggerStats {
 
 impl TriggerStats {
     fn merge_state(&mut self, other: State) {
+        let longest_us = self.longest_us;
         let me = &mut self.state;
         me.gap_markers += other.gap_markers;
         me.dropped_events += other.dropped_events;
         me.undecodable += other.undecodable;
         me.lost_entries += other.lost_entries;
         me.unattributed.extend(other.unattributed);
-        for (key, rule) in other.keys.iter().zip(other.rules) {
-            let tenant = &other.tenants[key.tenant as usize];
-            let r = me.rule_id_of(&tenant.id, key.id.as_str()) as usize;
-            merge_rule(&mut me.rules[r], rule);
-        }
-        for tenant in other.tenants {
-            // Every tenant of `later` has a rule (it was made for one),
-            // except in a restored snapshot that held an empty tenant.
+        // The tenants first, so that each rule below knows its tenant's
+        // merged watermark. Every tenant of `later` has a rule (it was made
+        // for one), except in a restored snapshot that held an empty one.
+        for tenant in &other.tenants {
             let t = match me.tenant_ids.get(&*tenant.id) {
                 Some(&t) => t as usize,
                 None => {
                     let t = me.tenants.len();
                     me.tenant_ids.insert(tenant.id.clone(), t as u32);
                     me.tenants.push(Tenant {
-                        id: tenant.id,
+                        id: tenant.id.clone(),
                         ..Tenant::default()
                     });
                     t
@@ -1014,6 +1011,20 @@ impl TriggerStats {
             };
             let mine = &mut me.tenants[t];
             mine.watermark_us = mine.watermark_us.max(tenant.watermark_us);
+        }
+        for (key, rule) in other.keys.iter().zip(other.rules) {
+            let tenant = &other.tenants[key.tenant as usize];
+            let r = me.rule_id_of(&tenant.id, key.id.as_str()) as usize;
+            let mine = &mut me.rules[r];
+            // What the normalization below would fold anyway is folded
+            // before the merge, so it is neither copied nor merged: in a
+            // replay split in two, most of the earlier half's events are
+            // behind the later half's horizon.
+            let t = me.keys[r].tenant as usize;
+            if let Some(watermark) = me.tenants[t].watermark_us {
+                mine.fold(watermark.saturating_sub(longest_us));
+            }
+            merge_rule(mine, rule);
         }
         // Every tenant, not only those of `later`: a tenant only the
         // earlier half saw may hold events its own sweeps have not reached
@@ -1028,7 +1039,11 @@ fn merge_rule(mine: &mut RuleState, later: RuleState) {
         if w.is_empty() {
             continue;
         }
-        if v.last().is_none_or(|&last| last <= w[0]) {
+        if v.is_empty() {
+            *v = w;
+            continue;
+        }
+        if v.last().is_some_and(|&last| last <= w[0]) {
             v.extend(w);
             continue;
         }
