@@ -716,16 +716,26 @@ mod tests {
 
     #[test]
     fn details_nest_at_most_the_max_depth() {
-        assert_eq!(check_details(&nested(DETAILS_MAX_DEPTH)), Ok(()));
-        for depth in [DETAILS_MAX_DEPTH + 1, 1_000, 3_000] {
-            assert_eq!(
-                check_details(&nested(depth)),
-                Err(EventError::DetailsTooDeep {
-                    max_depth: DETAILS_MAX_DEPTH
-                }),
-                "depth {depth}"
-            );
-        }
+        // On a thread with room to spare: `check_details` does not recurse,
+        // but dropping a `serde_json::Value` 3,000 levels deep does, and
+        // how deep a 2 MiB test thread lets it go depends on how the build
+        // lays out its frames (it overflowed in one release build).
+        let checks = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(|| {
+                assert_eq!(check_details(&nested(DETAILS_MAX_DEPTH)), Ok(()));
+                for depth in [DETAILS_MAX_DEPTH + 1, 1_000, 3_000] {
+                    assert_eq!(
+                        check_details(&nested(depth)),
+                        Err(EventError::DetailsTooDeep {
+                            max_depth: DETAILS_MAX_DEPTH
+                        }),
+                        "depth {depth}"
+                    );
+                }
+            })
+            .unwrap();
+        checks.join().unwrap();
     }
 
     #[test]

@@ -874,12 +874,12 @@ impl Projection for TriggerStats {
         );
     }
 
-    /// Folds the block in order, [`GROUP`] events at a time, in two passes
+    /// Folds the block in order, `GROUP` events at a time, in two passes
     /// over each group. The first only reads and prefetches: it hashes each
     /// event's pair and prefetches the pair's slot in the index, and
-    /// [`SLOT_LAG`] events behind, reads that slot for a likely id and
+    /// `SLOT_LAG` events behind, reads that slot for a likely id and
     /// prefetches its key and state. The second folds the events in order,
-    /// prefetching the end of the timestamp vector [`TAIL_AHEAD`] events
+    /// prefetching the end of the timestamp vector `TAIL_AHEAD` events
     /// ahead: it confirms each likely id (or looks the pair up, adding it
     /// when new) and folds the event, exactly as
     /// [`Projection::apply_keys`] would. The state changes only there, in
