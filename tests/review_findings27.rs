@@ -82,8 +82,10 @@ fn a_live_verify_reports_acknowledged_batches_cut_from_the_active_segment() {
 /// published (`DURABLE`) reads what is left (`open_last` truncates the
 /// bytes to the durable length, which does nothing to a shorter file) and
 /// shows fewer records than the writer acknowledged, with no error.
+/// Confirmed, fixed since: a read-only open refuses such a segment
+/// (`tests/durable_cut.rs` widens this to every opener and to cuts inside
+/// a batch).
 #[test]
-#[ignore = "confirmed: recovery.rs:747 a reader takes an active segment shorter than the published durable end as the whole log: acknowledged records silently gone"]
 fn a_reader_refuses_an_active_segment_shorter_than_the_published_durable_end() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");

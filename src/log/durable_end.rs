@@ -210,6 +210,19 @@ fn read(storage: &dyn Storage, dir: &Path) -> Result<Read> {
     Ok(Read::Invalid { path, len })
 }
 
+/// Whether the durable end published now still says that the segment at
+/// `base` holds at least `len` durable bytes. A reader that found the
+/// segment shorter than an end it read a moment before asks this before
+/// it calls the records lost: `repair` (holding the lock) withdraws the end
+/// before it rewrites segments, and a writer's end only grows within a
+/// segment.
+pub(crate) fn still_names(storage: &dyn Storage, dir: &Path, base: u64, len: u64) -> bool {
+    load(storage, dir)
+        .ok()
+        .flatten()
+        .is_some_and(|end| end.segment_base == base && end.segment_len >= len)
+}
+
 /// Removes the durable end (for `repair`, which holds the lock and leaves
 /// only durable bytes, before it changes segments whose lengths the end
 /// names). The removal is made durable before anything else changes.

@@ -983,18 +983,19 @@ impl Log {
     /// in the [`VerifyReport`].
     pub fn verify(&self) -> Result<VerifyReport> {
         let shared = &self.inner.shared;
-        // A writer's active segment is the file itself, and must hold at
-        // least what the writer published as durable (its failed fsyncs
-        // cut only above that). Read before the committed length: the
-        // published end never runs ahead of it. A reader's active segment
-        // may be an in-memory rebuild of a damaged one, longer than the
-        // file: not checked (docs/DESIGN.md).
-        let published = match &self.inner.writer {
-            Some(_) => durable_end::load(&*shared.storage, &shared.dir)
-                .ok()
-                .flatten(),
-            None => None,
-        };
+        // The active segment's file must hold at least what its writer
+        // published as durable (a writer's failed fsyncs cut only above
+        // that, and nothing else enforcelog does cuts below it). Read
+        // before the committed length: a writer's published end never runs
+        // ahead of it. A reader's may have moved past its view since (the
+        // writer went on), hence the `min` below: only the part of the file
+        // the view covers is checked. A reader's view of a damaged active
+        // segment may be an in-memory rebuild longer than the file; the
+        // file itself still holds the published end (damage never shortens
+        // a file), so the check is the same.
+        let published = durable_end::load(&*shared.storage, &shared.dir)
+            .ok()
+            .flatten();
         let limit = {
             let segments = shared.read_segments();
             (segments.active.base_offset, segments.active.committed_len)

@@ -770,6 +770,25 @@ pub(super) fn open_last(
     };
     let mut viewed_durable_len = 0;
     if let ReadLimit::Upto(durable_len) = limit {
+        // Below the durable end lie records the writer acknowledged and
+        // synced: a file that ends before it lost them (cut by something
+        // else: enforcelog never shortens a file below it). A cut at a
+        // batch boundary would scan clean; it is refused here instead of
+        // being read as the whole log.
+        let file_len = bytes.len() as u64;
+        if file_len < durable_len
+            && durable_len > SEGMENT_HEADER_LEN as u64
+            && super::durable_end::still_names(storage, dir, base, durable_len)
+        {
+            return Err(Error::corruption(
+                &path,
+                file_len,
+                format!(
+                    "the segment ends at byte {file_len}, before byte {durable_len}, up to \
+                     which its writer made it durable: acknowledged records are missing"
+                ),
+            ));
+        }
         // Past the durable end lie bytes a crash may still take away.
         viewed_durable_len = durable_len;
         let durable_len = usize::try_from(durable_len).unwrap_or(usize::MAX);
@@ -789,6 +808,22 @@ pub(super) fn open_last(
         Access::Writer => durable_in(storage, dir, base)?,
         Access::ReadOnly(_) => Durable::default(),
     };
+    // The file ends before what the last writer made durable: its last
+    // records are gone, and the next ones would take their offsets (a
+    // record that once named another event). Refused, as damage a rebuild
+    // cannot size is; `repair` records the loss.
+    let file_len = bytes.len() as u64;
+    if file_len < durable.len && durable.len > SEGMENT_HEADER_LEN as u64 {
+        return Err(Error::corruption(
+            &path,
+            file_len,
+            format!(
+                "the segment ends at byte {file_len}, before byte {}, up to which its writer \
+                 made it durable (offsets up to {}): acknowledged records are missing",
+                durable.len, durable.next_offset
+            ),
+        ));
+    }
     refuse_to_cut_durable_bytes(durable.len, &mut scan);
     let (file, bytes) = match (&scan.stop, access) {
         (Stop::Corrupt { position, reason }, Access::Writer) => {

@@ -627,7 +627,7 @@ fn rebuild(rewrite: &Rewrite) -> Vec<u8> {
 /// disk; and the offset after its last record, holes included. `next_base`
 /// is the next segment's base offset (`None` for the last segment).
 pub(crate) fn rebuilt_segment(bytes: &[u8], base: u64, next_base: Option<u64>) -> (Vec<u8>, u64) {
-    let (pieces, next, _) = plan_segment(bytes, base, next_base.is_none(), next_base);
+    let (pieces, next, _) = plan_segment(bytes, base, next_base.is_none(), next_base, None);
     let content = rebuild(&Rewrite {
         base,
         header: None,
@@ -654,7 +654,7 @@ pub(crate) fn rebuilt_segment(bytes: &[u8], base: u64, next_base: Option<u64>) -
 /// damage), and no hole sized by zeros.
 pub(crate) fn damaged_data_end(bytes: &[u8], base: u64, durable_len: u64) -> usize {
     let mut data_end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    let (pieces, _, _) = plan_segment(bytes, base, true, None);
+    let (pieces, _, _) = plan_segment(bytes, base, true, None, None);
     if let Some(Piece::Hole {
         bytes: range,
         first_offset,
@@ -689,14 +689,18 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
             .open(&path, OpenMode::Read)
             .map_err(|e| Error::io("open", &path, e))?;
         let mut bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+        // Where the last segment's writer published its durable end: the
+        // offset after the last record it made durable there.
+        let mut durable_next = None;
         if last {
             // The zeros after the data of the last segment hold no record
             // (as a writer open that meets damage there cuts them): no
             // hole is sized by them.
-            let durable_len = match durable_end::load(storage, dir)? {
-                Some(end) if end.segment_base == base => end.segment_len,
-                _ => 0,
+            let (durable_len, next) = match durable_end::load(storage, dir)? {
+                Some(end) if end.segment_base == base => (end.segment_len, Some(end.next_offset)),
+                _ => (0, None),
             };
+            durable_next = next;
             bytes.truncate(damaged_data_end(&bytes, base, durable_len));
         }
         let out_of_place = if base != plan.next_offset {
@@ -749,7 +753,8 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
             Some(reason) => Err(reason),
             None => {
                 let next_base = segments.get(i + 1).copied();
-                let (pieces, next, records) = plan_segment(&bytes, base, last, next_base);
+                let (pieces, next, records) =
+                    plan_segment(&bytes, base, last, next_base, durable_next);
                 if !last && records == 0 && pieces.iter().all(|p| matches!(p, Piece::Keep(_))) {
                     Err("sealed segment holds no record".into())
                 } else {
@@ -916,6 +921,7 @@ fn plan_segment(
     base: u64,
     last: bool,
     next_base: Option<u64>,
+    durable_next: Option<u64>,
 ) -> (Vec<Piece>, u64, u64) {
     let mut pieces = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
@@ -940,6 +946,30 @@ fn plan_segment(
         records += s.records;
         expected = s.next_offset;
         pos = end;
+        // The last segment ends (cleanly, in zeros or torn) before the
+        // records its writer made durable: they are lost, and their offsets
+        // are retired by a hole in place of whatever is left, so that no
+        // new record takes one of them.
+        if let Some(durable_next) = durable_next.filter(|&d| {
+            d > expected
+                && matches!(
+                    s.stop,
+                    Stop::Clean | Stop::ZeroTail { .. } | Stop::Torn { .. }
+                )
+        }) {
+            pieces.push(Piece::Hole {
+                bytes: pos..bytes.len(),
+                first_offset: expected,
+                lost: durable_next - expected,
+                timestamp_us: last_timestamp_us.unwrap_or(0),
+                reason: format!(
+                    "the segment ends before offset {durable_next}, up to which its writer made \
+                     it durable: acknowledged records are missing"
+                ),
+            });
+            expected = durable_next;
+            break;
+        }
         let reason = match s.stop {
             // Zeros filled ahead of the writer: not part of the log.
             Stop::Clean | Stop::ZeroTail { .. } => break,

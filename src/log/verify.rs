@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::dir;
+use super::durable_end;
 use super::identity;
 use super::recovery::{scan, unfinished_creation, Stop};
 use super::repair::next_valid;
@@ -86,9 +87,11 @@ pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport> {
 
 /// Verifies `dir`. With `committed = Some((base, len))`, the segment at
 /// `base` is checked only up to `len` (what a live writer has committed);
-/// with `must_hold = Some(d)` (a writer's handle: the durable length it
-/// published for that segment), a segment file shorter than `d` is
-/// reported: acknowledged, durable records are missing from it.
+/// with `must_hold = Some(d)` (a live handle: the durable length its
+/// writer published for that segment), a segment file shorter than `d` is
+/// reported: acknowledged, durable records are missing from it. Without a
+/// handle (`committed = None`), the same check is made against the durable
+/// end published in the directory (`DURABLE`), for the segment it names.
 pub(crate) fn verify(
     storage: &dyn Storage,
     dir: &Path,
@@ -129,6 +132,12 @@ pub(crate) fn verify(
             problem(&mut report, ProblemKind::Layout, &path, 0, e.to_string());
             None
         }
+    };
+    // Offline, what the last writer published as durable (an invalid or
+    // missing file: nothing to check against).
+    let published = match committed {
+        None => durable_end::load(storage, dir).ok().flatten(),
+        Some(_) => None,
     };
     let mut tagged_seen = false;
     // Under a live handle, segments past the committed one are in flight.
@@ -178,17 +187,22 @@ pub(crate) fn verify(
             Some((active, len)) if active == base => &whole[..whole.len().min(len as usize)],
             _ => whole,
         };
-        // Under a writer's handle, the active segment may not end before
-        // the length it published as durable: the records past its end
-        // were acknowledged and synced. (A reader's handle and an offline verify do not
-        // check this yet: a known gap, noted in docs/DESIGN.md.)
+        // The segment may not end before the length its writer published
+        // as durable: the records past its end were acknowledged and
+        // synced (a cut at a batch boundary scans clean, so nothing else
+        // would see it).
         let durable_len = match committed {
             Some((active, _)) if active == base => must_hold,
-            _ => None,
+            Some(_) => None,
+            None => published
+                .filter(|end| end.segment_base == base)
+                .map(|end| end.segment_len),
         };
-        if let Some(durable_len) =
-            durable_len.filter(|&d| d > SEGMENT_HEADER_LEN as u64 && (bytes.len() as u64) < d)
-        {
+        if let Some(durable_len) = durable_len.filter(|&d| {
+            d > SEGMENT_HEADER_LEN as u64
+                && (bytes.len() as u64) < d
+                && durable_end::still_names(storage, dir, base, d)
+        }) {
             let reason = format!(
                 "the segment ends at byte {}, before byte {durable_len}, up to which its writer \
                  made it durable: acknowledged records are missing",
