@@ -14,9 +14,9 @@
 //!    `from_utf8_unchecked`): exactly the bytes 0x20..=0x7e; `view` agrees
 //!    with `payload::decode` on every payload.
 //!
-//! Each test fails if the suspicion it is named after is real. The
-//! confirmed ones are `#[ignore = "review 30 finding N: ..."]`; run them
-//! with `cargo test --release --test review_findings30 -- --ignored`.
+//! Each test fails if the suspicion it is named after is real. The three
+//! confirmed ones (marked CONFIRMED) are fixed, in the projection host and
+//! the follower thread, and run with the rest.
 //! Randomised tests take `ENFORCELOG_SEED=<seed>` to replay a failure.
 
 mod common;
@@ -819,7 +819,7 @@ fn trigger_total(store: &Store) -> u64 {
 
 static FOLLOWER_TRIP: Trip = Trip::new();
 
-/// CONFIRMED: one transient panic of a projection on the follower thread
+/// CONFIRMED, FIXED since: one transient panic of a projection on the follower thread
 /// kills that thread for good (`follower::follow` has no `catch_unwind`;
 /// nothing restarts it). The `Hold` guard rewinds the offsets and marks the
 /// projection for a rebuild "at the next catch-up", but no catch-up ever
@@ -829,7 +829,6 @@ static FOLLOWER_TRIP: Trip = Trip::new();
 /// the store's lifetime. The other projections lose every event after the
 /// panic, not just the ones in their blocks.
 #[test]
-#[ignore = "review 30 finding 1: a transient projection panic kills the follower thread; every later query stalls 10 s and fails"]
 fn a_transient_panic_on_the_follower_does_not_stall_later_queries() {
     const N: u64 = 400;
     let storage = store_of(3001, 1 << 20, N, false);
@@ -859,7 +858,7 @@ fn a_transient_panic_on_the_follower_does_not_stall_later_queries() {
 
 static UNSURE_TRIP: Trip = Trip::new();
 
-/// CONFIRMED: the projection that panicked keeps the offset of the entry it
+/// CONFIRMED, FIXED since: the projection that panicked keeps the offset of the entry it
 /// panicked on (`Hold::feed` counts it before it feeds it; `Hold::drop`
 /// rewinds only what the key blocks hold, and a whole-entry projection has
 /// none), and `applied` includes it. Until the next catch-up resets it (with
@@ -869,7 +868,6 @@ static UNSURE_TRIP: Trip = Trip::new();
 /// whole-entry projection that panics once on the last entry of a catch-up
 /// that ends on a full key block (512 events), then `with_projection`.
 #[test]
-#[ignore = "review 30 finding 2: the projection that panicked is reported caught up to the entry it panicked on"]
 fn a_projection_that_panicked_is_not_reported_at_the_offset_it_panicked_on() {
     const N: u64 = 512;
     let storage = store_of(3002, 1 << 20, N, false);
@@ -896,7 +894,7 @@ fn a_projection_that_panicked_is_not_reported_at_the_offset_it_panicked_on() {
 
 static MERGE_TRIP: Trip = Trip::new();
 
-/// CONFIRMED: a panic in `merge_later` while the parallel replay merges the
+/// CONFIRMED, FIXED since: a panic in `merge_later` while the parallel replay merges the
 /// halves into a registered projection (`replay_in_parallel`, under the
 /// write lock, with no `Hold`) leaves that projection with part of the
 /// merge in its state, its offset still at `start` and not `unsure`: the
@@ -906,7 +904,6 @@ static MERGE_TRIP: Trip = Trip::new();
 /// replaying from 0 (no checkpoint) and mergeable, one panicking once
 /// inside its merge.
 #[test]
-#[ignore = "review 30 finding 3: a panic in merge_later during the parallel replay folds the range twice"]
 fn a_panic_in_a_merge_folds_nothing_twice() {
     const N: u64 = 600;
     let storage = store_of(3003, 4096, N, true);
@@ -1287,4 +1284,102 @@ fn view_agrees_with_decode_on_random_ids() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Panics on every entry at `at`, counting how often it was asked to fold
+/// it: a projection with a bug the data triggers every time.
+struct AlwaysPanics {
+    at: u64,
+    attempts: Arc<AtomicU64>,
+    folded: u64,
+}
+
+impl Projection for AlwaysPanics {
+    fn name(&self) -> &str {
+        "always-panics"
+    }
+    fn apply(&mut self, offset: u64, _entry: &Entry) {
+        if offset == self.at {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            panic!("always-panics panics on entry {offset}");
+        }
+        self.folded += 1;
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        self.folded.to_le_bytes().to_vec()
+    }
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.folded = u64::from_le_bytes(bytes.try_into().map_err(|_| "not 8 bytes")?);
+        Ok(())
+    }
+    fn reset(&mut self) {
+        self.folded = 0;
+    }
+    fn fresh(&self) -> Box<dyn Projection> {
+        Box::new(AlwaysPanics {
+            at: self.at,
+            attempts: self.attempts.clone(),
+            folded: 0,
+        })
+    }
+}
+
+/// Widening finding 1 to a projection that panics on every attempt: the
+/// store keeps recording, the follower retries with a growing backoff (a
+/// rebuild now and then, not a core spent rebuilding), and queries fail at
+/// once with the reason instead of stalling until their timeout.
+#[test]
+fn a_projection_that_always_panics_costs_retries_not_a_core_and_queries_say_why() {
+    const N: u64 = 300;
+    let storage = store_of(3004, 1 << 20, N, false);
+    let attempts = Arc::new(AtomicU64::new(0));
+    let store = open(
+        &storage,
+        1 << 20,
+        vec![Box::new(AlwaysPanics {
+            at: 150,
+            attempts: attempts.clone(),
+            folded: 0,
+        })],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attempts.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the follower stopped retrying");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Recording goes on, and is durable, whatever the projections do.
+    for i in 0..20 {
+        store.record_blocking(event(N + i)).expect("record");
+    }
+    let started = Instant::now();
+    match store.stats("acme", "r-0", Some(T0_US + 1)) {
+        Err(enforcelog::Error::ProjectionStalled { reason }) => {
+            assert!(
+                reason.contains("always-panics panics on entry 150"),
+                "{reason}"
+            )
+        }
+        other => panic!("stats with a projection that always panics: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the query waited {:?} for progress that cannot come",
+        started.elapsed()
+    );
+    // Over 1.5 s, a backoff from 100 ms doubling allows a handful of
+    // attempts; a busy loop would make hundreds (each a rebuild from 0).
+    let before = attempts.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = attempts.load(Ordering::SeqCst) - before;
+    assert!(during <= 5, "{during} rebuilds in 1.5 s");
+    // Dropping the store closes it despite the panicking projection (its
+    // close must not panic the host's thread, nor skip closing the log):
+    // every record is there after a reopen without it.
+    drop(store);
+    let store = open(&storage, 1 << 20, Vec::new());
+    let stats = store
+        .stats("acme", "r-0", Some(T0_US + 1))
+        .expect("stats after reopen");
+    assert_eq!(stats.total_count, (N + 20) / 5);
+    store.close().expect("close");
 }

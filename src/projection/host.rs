@@ -12,6 +12,7 @@
 
 use std::any::Any;
 use std::ops::ControlFlow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -141,6 +142,18 @@ impl Host {
     fn set_applied(&self, slots: &[Slot]) {
         let least = slots.iter().map(|s| s.offset).min().unwrap_or(u64::MAX);
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = least;
+        self.progress.notify_all();
+    }
+
+    /// A catch-up ended in a projection's panic (the projection is then
+    /// marked for a rebuild, see [`Hold`]): queries that wait for the
+    /// projections fail at once with `message` until a catch-up succeeds,
+    /// instead of waiting for progress that may not come.
+    pub fn note_panic(&self, message: &str) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+            "a projection panicked while folding ({message}); it is rebuilt from the log at \
+             the next catch-up"
+        ));
         self.progress.notify_all();
     }
 
@@ -337,13 +350,34 @@ impl Host {
                 continue;
             }
             // `merge_later` leaves its receiver unchanged when it fails,
-            // so a failure at either step leaves the slot as it was.
-            if older.merge_later(newer).is_err() || slot.projection.merge_later(older).is_err() {
-                warn!(
-                    projection = slot.projection.name(),
-                    "cannot merge the halves of a replay; replaying in order"
-                );
-                continue;
+            // so a failure at either step leaves the slot as it was. A
+            // panic in the first leaves it so too (only the copies were
+            // touched); one in the second may have merged part of the
+            // later half into the registered projection, which is then
+            // rebuilt rather than folded over again.
+            let halves = catch_unwind(AssertUnwindSafe(|| older.merge_later(newer)));
+            let outcome = match halves {
+                Ok(Ok(())) => catch_unwind(AssertUnwindSafe(|| slot.projection.merge_later(older))),
+                Ok(Err(_)) | Err(_) => Ok(Err(older)),
+            };
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    warn!(
+                        projection = slot.projection.name(),
+                        "cannot merge the halves of a replay; replaying in order"
+                    );
+                    continue;
+                }
+                Err(_) => {
+                    warn!(
+                        projection = slot.projection.name(),
+                        "the projection panicked while merging the halves of a replay; rebuilding it"
+                    );
+                    slot.unsure = true;
+                    slot.offset = 0;
+                    continue;
+                }
             }
             slot.offset = end;
             merged += 1;
@@ -576,7 +610,11 @@ impl Drop for Hold<'_> {
             slot.offset -= block.len() as u64;
             block.clear();
             if self.feeding == Some(i) {
+                // Part of an entry or of a block may be in it: it reflects
+                // no offset for sure until it is rebuilt, so it claims
+                // none (its offset was counted before it was fed).
                 slot.unsure = true;
+                slot.offset = 0;
             }
         }
         self.host.set_applied(slots);

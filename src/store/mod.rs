@@ -445,8 +445,19 @@ impl Inner {
         follower::stop(self);
         peers::stop(self);
         self.flush_drop_warnings(true);
-        if let Err(e) = self.final_checkpoint() {
-            tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint the projections at close; the next open replays from the last good checkpoint");
+        // A projection that panics (the host's code) must not keep the log
+        // from closing: its last writes would go unsynced, and a close from
+        // `drop` would panic the host's thread.
+        let checkpointed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.final_checkpoint()));
+        match checkpointed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint the projections at close; the next open replays from the last good checkpoint");
+            }
+            Err(_) => {
+                tracing::error!(dir = %self.dir.display(), "a projection panicked at close; the next open replays from the last good checkpoint");
+            }
         }
         self.log().close()
     }
