@@ -115,9 +115,37 @@ fn verify_of_a_future_version_does_not_send_the_user_to_repair() {
     assert!(!out.stderr.contains("moves what cannot"), "{}", out.stderr);
 }
 
+/// A torn tail is the last write of a writer that crashed before that
+/// write was durable: its published durable end (`DURABLE`) still names
+/// the log without it, as here (the end of the first four events, put back
+/// after the fifth was imported). Cutting a closed store's segment is
+/// another case: its records were acknowledged, and verify reports them
+/// missing (`verify_reports_records_cut_below_the_durable_end`).
 #[test]
 fn verify_treats_a_torn_tail_as_a_warning() {
-    let f = five_batches();
+    let f = Fixture::new();
+    let lines: Vec<Value> = (0..5)
+        .map(|i| {
+            with(
+                ev("t", "r", "BLOCKED", &format!("2026-01-01T00:00:0{i}Z")),
+                "run_id",
+                json!(format!("victim-run-{i}")),
+            )
+        })
+        .collect();
+    f.run_stdin(
+        &["import", "--batch", "1", "-"],
+        jsonl_text(&lines[..4]).as_bytes(),
+    )
+    .expect(0);
+    let durable = f.dir.join("DURABLE");
+    let before_the_fifth = fs::read(&durable).unwrap();
+    f.run_stdin(
+        &["import", "--batch", "1", "-"],
+        jsonl_text(&lines[4..]).as_bytes(),
+    )
+    .expect(0);
+    fs::write(&durable, &before_the_fifth).unwrap();
     let path = f.dir.join(SEGMENT);
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
@@ -125,6 +153,24 @@ fn verify_treats_a_torn_tail_as_a_warning() {
     out.expect(0);
     let text = format!("{}{}", out.stdout, out.stderr).to_lowercase();
     assert!(text.contains("torn"), "the torn tail is reported:\n{text}");
+}
+
+/// The same cut in a store closed cleanly: the fifth event was
+/// acknowledged and made durable, so it is missing, not torn.
+#[test]
+fn verify_reports_records_cut_below_the_durable_end() {
+    let f = five_batches();
+    let path = f.dir.join(SEGMENT);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+    let out = f.run(&["verify"]);
+    out.expect(1);
+    assert!(
+        out.stdout.contains("acknowledged records are missing"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
 }
 
 #[test]

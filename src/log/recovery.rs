@@ -706,6 +706,39 @@ fn refuse_to_cut_durable_bytes(durable_len: u64, scan: &mut Scan) {
     }
 }
 
+/// Below the durable end lie records the writer acknowledged and synced,
+/// and nothing enforcelog does shortens a file below it: a last segment
+/// whose file ends before it lost them to something else. A cut at a batch
+/// boundary would scan clean, and one into the header would read as a
+/// creation that did not finish; both are refused here, before either: a
+/// reader must not read what is left as the whole log, and a writer must
+/// not hand the lost offsets out again (`repair` retires them). The end is
+/// read again first: `repair` withdraws it before it rewrites a segment.
+fn refuse_a_cut_below_the_durable_end(
+    storage: &dyn Storage,
+    dir: &Path,
+    path: &Path,
+    base: u64,
+    file_len: usize,
+    durable_len: u64,
+) -> Result<()> {
+    let file_len = file_len as u64;
+    if file_len < durable_len
+        && durable_len > SEGMENT_HEADER_LEN as u64
+        && super::durable_end::still_names(storage, dir, base, durable_len)
+    {
+        return Err(Error::corruption(
+            path,
+            file_len,
+            format!(
+                "the segment ends at byte {file_len}, before byte {durable_len}, up to which its \
+                 writer made it durable: acknowledged records are missing"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// What the published durable end says of the last segment.
 #[derive(Debug, Clone, Copy, Default)]
 struct Durable {
@@ -745,6 +778,14 @@ pub(super) fn open_last(
         .open(&path, mode)
         .map_err(|e| Error::io("open", &path, e))?;
     let mut bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+    let durable_len = match access {
+        Access::ReadOnly(end) => match ReadLimit::for_last_segment(end, base) {
+            ReadLimit::Upto(len) => len,
+            ReadLimit::Unknown => 0,
+        },
+        Access::Writer => durable_in(storage, dir, base)?.len,
+    };
+    refuse_a_cut_below_the_durable_end(storage, dir, &path, base, bytes.len(), durable_len)?;
     if unfinished_creation(&bytes, base) {
         // A segment whose creation did not finish: it holds nothing.
         return match access {
@@ -770,25 +811,6 @@ pub(super) fn open_last(
     };
     let mut viewed_durable_len = 0;
     if let ReadLimit::Upto(durable_len) = limit {
-        // Below the durable end lie records the writer acknowledged and
-        // synced: a file that ends before it lost them (cut by something
-        // else: enforcelog never shortens a file below it). A cut at a
-        // batch boundary would scan clean; it is refused here instead of
-        // being read as the whole log.
-        let file_len = bytes.len() as u64;
-        if file_len < durable_len
-            && durable_len > SEGMENT_HEADER_LEN as u64
-            && super::durable_end::still_names(storage, dir, base, durable_len)
-        {
-            return Err(Error::corruption(
-                &path,
-                file_len,
-                format!(
-                    "the segment ends at byte {file_len}, before byte {durable_len}, up to \
-                     which its writer made it durable: acknowledged records are missing"
-                ),
-            ));
-        }
         // Past the durable end lie bytes a crash may still take away.
         viewed_durable_len = durable_len;
         let durable_len = usize::try_from(durable_len).unwrap_or(usize::MAX);
@@ -808,22 +830,6 @@ pub(super) fn open_last(
         Access::Writer => durable_in(storage, dir, base)?,
         Access::ReadOnly(_) => Durable::default(),
     };
-    // The file ends before what the last writer made durable: its last
-    // records are gone, and the next ones would take their offsets (a
-    // record that once named another event). Refused, as damage a rebuild
-    // cannot size is; `repair` records the loss.
-    let file_len = bytes.len() as u64;
-    if file_len < durable.len && durable.len > SEGMENT_HEADER_LEN as u64 {
-        return Err(Error::corruption(
-            &path,
-            file_len,
-            format!(
-                "the segment ends at byte {file_len}, before byte {}, up to which its writer \
-                 made it durable (offsets up to {}): acknowledged records are missing",
-                durable.len, durable.next_offset
-            ),
-        ));
-    }
     refuse_to_cut_durable_bytes(durable.len, &mut scan);
     let (file, bytes) = match (&scan.stop, access) {
         (Stop::Corrupt { position, reason }, Access::Writer) => {

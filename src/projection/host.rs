@@ -232,6 +232,9 @@ impl Host {
         }
         if let Some(split) = self.parallel_split(log, start, end) {
             self.replay_in_parallel(log, start, split, end);
+            // A projection that panicked in its merge is rebuilt, not
+            // folded over again from where it claims to be.
+            self.reset_unsure();
         }
         // Sequentially from wherever the projections are now: everything,
         // or what the parallel replay left (nothing, unless it could not
@@ -443,7 +446,9 @@ impl Host {
                 .map_err(|e| Error::io("create directory", &cdir, e))?;
         }
         let slots = self.read_slots();
-        for slot in slots.iter() {
+        // A projection that panicked holds a state no offset describes
+        // until it is rebuilt: its last good checkpoint stays.
+        for slot in slots.iter().filter(|slot| !slot.unsure) {
             let (anchor_crc, anchor_ts) = anchor(log, slot.offset)?;
             let checkpoint = Checkpoint {
                 snapshot_version: slot.projection.version(),
