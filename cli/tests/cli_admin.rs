@@ -18,9 +18,9 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------------------
 
 /// Five events, each in its own batch, with recognisable run ids.
-fn five_batches() -> Fixture {
-    let f = Fixture::new();
-    let lines: Vec<Value> = (0..5)
+/// Five events of one (tenant, rule), each in its own run.
+fn five_events() -> Vec<Value> {
+    (0..5)
         .map(|i| {
             with(
                 ev("t", "r", "BLOCKED", &format!("2026-01-01T00:00:0{i}Z")),
@@ -28,7 +28,12 @@ fn five_batches() -> Fixture {
                 json!(format!("victim-run-{i}")),
             )
         })
-        .collect();
+        .collect()
+}
+
+fn five_batches() -> Fixture {
+    let f = Fixture::new();
+    let lines = five_events();
     let out = f.run_stdin(
         &["import", "--batch", "1", "-"],
         jsonl_text(&lines).as_bytes(),
@@ -124,15 +129,7 @@ fn verify_of_a_future_version_does_not_send_the_user_to_repair() {
 #[test]
 fn verify_treats_a_torn_tail_as_a_warning() {
     let f = Fixture::new();
-    let lines: Vec<Value> = (0..5)
-        .map(|i| {
-            with(
-                ev("t", "r", "BLOCKED", &format!("2026-01-01T00:00:0{i}Z")),
-                "run_id",
-                json!(format!("victim-run-{i}")),
-            )
-        })
-        .collect();
+    let lines = five_events();
     f.run_stdin(
         &["import", "--batch", "1", "-"],
         jsonl_text(&lines[..4]).as_bytes(),
