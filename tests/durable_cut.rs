@@ -33,6 +33,19 @@ fn active_segment(dir: &Path) -> PathBuf {
     all.pop().expect("a segment")
 }
 
+fn segment_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
 fn cut(path: &Path, len: u64) {
     OpenOptions::new()
         .write(true)
@@ -199,4 +212,49 @@ fn after_repair_the_cut_offsets_stay_retired() {
             "{how:?}: after {repaired:?} the writer reused offset {next}, which named an acknowledged record"
         );
     }
+}
+
+/// The segment `DURABLE` names removed whole (review 31 finding 3): every
+/// opener says so, and `repair` retires its offsets after the last segment
+/// left, so the next record does not take one of them.
+#[test]
+fn a_removed_segment_the_durable_end_names_is_reported_and_repair_retires_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let options = LogOptions {
+        segment_max_bytes: 4096,
+        record_max_bytes: 1024,
+        ..LogOptions::default()
+    };
+    let log = Log::open(&dir, options.clone()).unwrap();
+    let mut acknowledged = 0;
+    while segment_count(&dir) < 3 {
+        log.append_blocking(Record::new(1, payload(acknowledged)))
+            .unwrap();
+        acknowledged += 1;
+    }
+    log.append_blocking(Record::new(1, payload(acknowledged)))
+        .unwrap();
+    acknowledged += 1;
+    log.close().unwrap();
+    drop(log);
+    std::fs::remove_file(active_segment(&dir)).unwrap();
+    let report = verify_dir(&dir).unwrap();
+    assert!(missing_records_reported(&report), "{report:?}");
+    let refused = |e: enforcelog::Error| e.to_string().contains("acknowledged records are missing");
+    assert!(Log::open_read_only(&dir).err().is_some_and(refused));
+    assert!(Log::open(&dir, options.clone()).err().is_some_and(refused));
+    enforcelog::log::repair_dir(&dir).unwrap();
+    let log = Log::open(&dir, options).unwrap();
+    let next = log.append_blocking(Record::new(2, payload(999))).unwrap();
+    assert!(
+        next >= acknowledged,
+        "offset {next} handed out again ({acknowledged} acknowledged)"
+    );
+    log.close().unwrap();
+    assert!(verify_dir(&dir)
+        .unwrap()
+        .problems
+        .iter()
+        .all(|p| p.kind != ProblemKind::Corruption));
 }

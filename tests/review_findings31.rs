@@ -12,9 +12,9 @@
 //!
 //! Each test fails if the finding it is named after is real; confirmed ones
 //! are `#[ignore]`d with the reason so that the suite stays green. Findings
-//! 1 (a cut into the header) and 6 (a merge panic folded twice and
-//! checkpointed) are fixed and their tests run; 2 to 5 are known limits,
-//! written in docs/DESIGN.md.
+//! 1 (a cut into the header), 3 (a removed segment `DURABLE` names) and 6
+//! (a merge panic folded twice and checkpointed) are fixed and their tests
+//! run; 2, 4 and 5 are known limits, written in docs/DESIGN.md.
 
 use std::any::Any;
 use std::fs::OpenOptions;
@@ -270,7 +270,7 @@ fn a_repair_that_fails_midway_still_leaves_the_cut_offsets_retired() {
 /// records (closed), the last segment file removed, then the three
 /// openers.
 #[test]
-#[ignore = "review 31 finding 3: a last segment deleted whole below DURABLE goes unreported: readers see a shorter log, verify_dir is clean, the writer reuses its offsets"]
+
 fn a_deleted_last_segment_that_durable_names_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");

@@ -451,6 +451,11 @@ pub(crate) fn open_segments(
         tagged_seen: false,
     };
     let listing = dir::list(storage, dir)?;
+    let published = match access {
+        Access::Writer => super::durable_end::load(storage, dir)?,
+        Access::ReadOnly(end) => end,
+    };
+    refuse_a_missing_durable_segment(storage, dir, listing.segments.last().copied(), published)?;
     let mut sealed = Vec::new();
     let mut rebuilt_indexes = Vec::new();
     let mut expected_base = 0u64;
@@ -704,6 +709,40 @@ fn refuse_to_cut_durable_bytes(durable_len: u64, scan: &mut Scan) {
             ),
         };
     }
+}
+
+/// The segment the durable end names holds acknowledged records when the
+/// end names more than its header; it exists when the end was published
+/// (a writer creates a segment before it names it), so if it is not
+/// listed now, or the segments stop before it, it was removed by something
+/// else: refused as a cut below the durable end is, unless `repair`
+/// withdrew or changed the end meanwhile (it moves segments away only after
+/// it withdrew the end). `last` is the last listed segment's base.
+pub(crate) fn refuse_a_missing_durable_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    last: Option<u64>,
+    published: Option<DurableEnd>,
+) -> Result<()> {
+    let Some(end) = published else {
+        return Ok(());
+    };
+    let missing = last.is_none_or(|last| last < end.segment_base);
+    if missing
+        && end.segment_len > SEGMENT_HEADER_LEN as u64
+        && super::durable_end::still_names(storage, dir, end.segment_base, end.segment_len)
+    {
+        return Err(Error::corruption(
+            dir::segment_path(dir, end.segment_base),
+            0,
+            format!(
+                "the segment is missing, but its writer made it durable up to offset {}: \
+                 acknowledged records are missing",
+                end.next_offset
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Below the durable end lie records the writer acknowledged and synced,

@@ -698,6 +698,13 @@ fn plan(storage: &dyn Storage, dir: &Path, segments: &[u64]) -> Result<Plan> {
             // hole is sized by them.
             let (durable_len, next) = match durable_end::load(storage, dir)? {
                 Some(end) if end.segment_base == base => (end.segment_len, Some(end.next_offset)),
+                // The segment the end names is gone: its durable offsets
+                // are retired after this one's last record.
+                Some(end)
+                    if end.segment_base > base && end.segment_len > SEGMENT_HEADER_LEN as u64 =>
+                {
+                    (0, Some(end.next_offset))
+                }
                 _ => (0, None),
             };
             durable_next = next;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::dir;
 use super::durable_end;
 use super::identity;
-use super::recovery::{scan, unfinished_creation, Stop};
+use super::recovery::{self, scan, unfinished_creation, Stop};
 use super::repair::next_valid;
 use super::segment::IndexBuilder;
 use crate::config::LogOptions;
@@ -244,6 +244,29 @@ pub(crate) fn verify(
         let rebuilt = verify_segment(bytes, base, &path, may_tear, &mut report);
         if !last {
             check_index(storage, dir, base, bytes, &rebuilt, &mut report);
+        }
+    }
+    // Offline, the segment the durable end names must still be there.
+    if committed.is_none() {
+        let missing = recovery::refuse_a_missing_durable_segment(
+            storage,
+            dir,
+            segments.last().copied(),
+            published,
+        );
+        if let Err(Error::Corruption {
+            path,
+            position,
+            reason,
+        }) = missing
+        {
+            problem(
+                &mut report,
+                ProblemKind::Corruption,
+                &path,
+                position,
+                reason,
+            );
         }
     }
     Ok(report)
