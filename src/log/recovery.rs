@@ -753,7 +753,7 @@ pub(crate) fn refuse_a_missing_durable_segment(
 /// reader must not read what is left as the whole log, and a writer must
 /// not hand the lost offsets out again (`repair` retires them). The end is
 /// read again first: `repair` withdraws it before it rewrites a segment.
-fn refuse_a_cut_below_the_durable_end(
+pub(crate) fn refuse_a_cut_below_the_durable_end(
     storage: &dyn Storage,
     dir: &Path,
     path: &Path,
@@ -817,12 +817,18 @@ pub(super) fn open_last(
         .open(&path, mode)
         .map_err(|e| Error::io("open", &path, e))?;
     let mut bytes = read_all(&*file).map_err(|e| Error::io("read", &path, e))?;
+    // What the last writer made durable here: for a writer, the end it
+    // reads now (and goes by below); for a reader, the end it opened with.
+    let durable = match access {
+        Access::Writer => durable_in(storage, dir, base)?,
+        Access::ReadOnly(_) => Durable::default(),
+    };
     let durable_len = match access {
         Access::ReadOnly(end) => match ReadLimit::for_last_segment(end, base) {
             ReadLimit::Upto(len) => len,
             ReadLimit::Unknown => 0,
         },
-        Access::Writer => durable_in(storage, dir, base)?.len,
+        Access::Writer => durable.len,
     };
     refuse_a_cut_below_the_durable_end(storage, dir, &path, base, bytes.len(), durable_len)?;
     if unfinished_creation(&bytes, base) {
@@ -865,10 +871,6 @@ pub(super) fn open_last(
         )
     };
     let mut scan = scan_all(&bytes);
-    let durable = match access {
-        Access::Writer => durable_in(storage, dir, base)?,
-        Access::ReadOnly(_) => Durable::default(),
-    };
     refuse_to_cut_durable_bytes(durable.len, &mut scan);
     let (file, bytes) = match (&scan.stop, access) {
         (Stop::Corrupt { position, reason }, Access::Writer) => {

@@ -198,23 +198,16 @@ pub(crate) fn verify(
                 .filter(|end| end.segment_base == base)
                 .map(|end| end.segment_len),
         };
-        if let Some(durable_len) = durable_len.filter(|&d| {
-            d > SEGMENT_HEADER_LEN as u64
-                && (bytes.len() as u64) < d
-                && durable_end::still_names(storage, dir, base, d)
-        }) {
-            let reason = format!(
-                "the segment ends at byte {}, before byte {durable_len}, up to which its writer \
-                 made it durable: acknowledged records are missing",
-                bytes.len()
-            );
-            problem(
-                &mut report,
-                ProblemKind::Corruption,
+        if let Some(durable_len) = durable_len {
+            let cut = recovery::refuse_a_cut_below_the_durable_end(
+                storage,
+                dir,
                 &path,
-                bytes.len() as u64,
-                reason,
+                base,
+                bytes.len(),
+                durable_len,
             );
+            report_corruption(&mut report, cut);
         }
         if last && unfinished_creation(bytes, base) {
             if committed.is_none() {
@@ -254,22 +247,27 @@ pub(crate) fn verify(
             segments.last().copied(),
             published,
         );
-        if let Err(Error::Corruption {
+        report_corruption(&mut report, missing);
+    }
+    Ok(report)
+}
+
+/// Reports what an open would refuse as corruption (the checks an open and
+/// `verify` share, `recovery::refuse_*`), as a problem of the report.
+fn report_corruption(report: &mut VerifyReport, refused: Result<()>) {
+    if let Err(Error::Corruption {
+        path,
+        position,
+        reason,
+    }) = refused
+    {
+        report.problems.push(Problem {
+            kind: ProblemKind::Corruption,
             path,
             position,
             reason,
-        }) = missing
-        {
-            problem(
-                &mut report,
-                ProblemKind::Corruption,
-                &path,
-                position,
-                reason,
-            );
-        }
+        });
     }
-    Ok(report)
 }
 
 /// Scans one segment's batches, resuming after damage; returns its index.

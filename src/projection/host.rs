@@ -47,6 +47,16 @@ struct Slot {
     unsure: bool,
 }
 
+impl Slot {
+    /// The projection panicked while folding or merging: part of an entry,
+    /// a block or a merge may be in it, so it reflects no offset for sure
+    /// and claims none until the next catch-up rebuilds it.
+    fn mark_unsure(&mut self) {
+        self.unsure = true;
+        self.offset = 0;
+    }
+}
+
 /// How a projection's checkpoint compares with a rebuild from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionCheck {
@@ -377,8 +387,7 @@ impl Host {
                         projection = slot.projection.name(),
                         "the projection panicked while merging the halves of a replay; rebuilding it"
                     );
-                    slot.unsure = true;
-                    slot.offset = 0;
+                    slot.mark_unsure();
                     continue;
                 }
             }
@@ -615,11 +624,8 @@ impl Drop for Hold<'_> {
             slot.offset -= block.len() as u64;
             block.clear();
             if self.feeding == Some(i) {
-                // Part of an entry or of a block may be in it: it reflects
-                // no offset for sure until it is rebuilt, so it claims
-                // none (its offset was counted before it was fed).
-                slot.unsure = true;
-                slot.offset = 0;
+                // Its offset was counted before it was fed.
+                slot.mark_unsure();
             }
         }
         self.host.set_applied(slots);

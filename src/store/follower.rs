@@ -44,10 +44,9 @@ pub(super) fn stop(inner: &Inner) {
 /// marked the projection for a rebuild ([`crate::projection`]'s `Hold`).
 /// After one panic, queries wait for the retry as for any catch-up; after
 /// a second in a row they fail at once with the reason, until a catch-up
-/// succeeds. Catch-ups
-/// after a panic are spaced out (from [`POLL`] doubling up to
-/// [`MAX_BACKOFF`]), so a projection that panics on every attempt costs a
-/// rebuild now and then, not a core; commits do not wake it sooner.
+/// succeeds. Catch-ups after a panic are spaced out (from [`POLL`] doubling
+/// up to [`MAX_BACKOFF`]), so a projection that panics on every attempt
+/// costs a rebuild now and then, not a core; commits do not wake it sooner.
 fn follow(weak: Weak<Inner>, wakeups: flume::Receiver<()>) {
     let mut watched: Option<Log> = None;
     let mut panics: u32 = 0;
@@ -137,7 +136,7 @@ fn checkpoint_if_due(inner: &Inner, log: &Log) {
 }
 
 /// The text a panic carries, when it carries one.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -455,8 +455,8 @@ impl Inner {
             Ok(Err(e)) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "could not checkpoint the projections at close; the next open replays from the last good checkpoint");
             }
-            Err(_) => {
-                tracing::error!(dir = %self.dir.display(), "a projection panicked at close; the next open replays from the last good checkpoint");
+            Err(panic) => {
+                tracing::error!(dir = %self.dir.display(), panic = %follower::panic_message(&*panic), "a projection panicked at close; the next open replays from the last good checkpoint");
             }
         }
         self.log().close()
