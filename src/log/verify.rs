@@ -98,6 +98,14 @@ pub(crate) fn verify(
     committed: Option<(u64, u64)>,
     must_hold: Option<u64>,
 ) -> Result<VerifyReport> {
+    // Offline, what the last writer published as durable (an invalid or
+    // missing file: nothing to check against). Read before the listing, as
+    // a read-only open does: a writer creates a segment before it names it,
+    // so the listing then holds every segment this end names.
+    let published = match committed {
+        None => durable_end::load(storage, dir).ok().flatten(),
+        Some(_) => None,
+    };
     let listing = dir::list(storage, dir)?;
     let mut report = VerifyReport::default();
     let problem = |report: &mut VerifyReport, kind, path: &Path, position, reason: String| {
@@ -132,12 +140,6 @@ pub(crate) fn verify(
             problem(&mut report, ProblemKind::Layout, &path, 0, e.to_string());
             None
         }
-    };
-    // Offline, what the last writer published as durable (an invalid or
-    // missing file: nothing to check against).
-    let published = match committed {
-        None => durable_end::load(storage, dir).ok().flatten(),
-        Some(_) => None,
     };
     let mut tagged_seen = false;
     // Under a live handle, segments past the committed one are in flight.
