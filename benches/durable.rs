@@ -30,6 +30,10 @@
 //! - `sqlite-naive`: one transaction per call on a connection behind a
 //!   mutex (`spawn_blocking`, autocommit for one row, one explicit
 //!   transaction for a batch).
+//! - `enforcelog-unchained`: the same store as a log of format 1 (its
+//!   `VERSION` written before the first open), whose batches carry no
+//!   chain link: `enforcelog` against it is what the chain costs (issue
+//!   18's goal: at least 95% at 64 producers).
 //! - `enforcelog-growing`: the same store with
 //!   `LogOptions::preallocate_segments` off: every fsync of its growing
 //!   segment also commits the file system's journal for the new size.
@@ -199,10 +203,12 @@ enum System {
     RawLimit,
     EnforcelogGrowing,
     RawPrezeroed,
+    EnforcelogUnchained,
 }
 
-const SYSTEMS: [System; 6] = [
+const SYSTEMS: [System; 7] = [
     System::Enforcelog,
+    System::EnforcelogUnchained,
     System::EnforcelogGrowing,
     System::RawPrezeroed,
     System::SqliteBatched,
@@ -219,6 +225,7 @@ impl System {
             System::RawLimit => "raw-limit",
             System::EnforcelogGrowing => "enforcelog-growing",
             System::RawPrezeroed => "raw-prezeroed",
+            System::EnforcelogUnchained => "enforcelog-unchained",
         }
     }
 }
@@ -767,10 +774,18 @@ struct Tally {
 impl Opened {
     fn open(system: System, dir: &Path, full: bool) -> Opened {
         match system {
-            System::Enforcelog | System::EnforcelogGrowing => {
-                let preallocate = system == System::Enforcelog;
+            System::Enforcelog | System::EnforcelogGrowing | System::EnforcelogUnchained => {
+                let preallocate = system != System::EnforcelogGrowing;
+                let store = dir.join("store");
+                if system == System::EnforcelogUnchained {
+                    // A log of format 1: batches without chain links, so
+                    // the difference is what hashing the chain costs.
+                    std::fs::create_dir_all(&store).expect("create the store directory");
+                    std::fs::write(store.join("VERSION"), "enforcelog-log 1\n")
+                        .expect("write VERSION");
+                }
                 Opened::Enforcelog(EnforcelogSink(
-                    Store::open(dir.join("store"), store_options(preallocate)).expect("open store"),
+                    Store::open(store, store_options(preallocate)).expect("open store"),
                 ))
             }
             System::SqliteBatched => {
@@ -1049,33 +1064,52 @@ fn print_table(configs: &[Config], all: &[Figures]) {
         );
         previous = label;
     }
+    // The chain's cost, whenever both were run (a selection will do).
+    let has = |system, c: Config| {
+        all.iter().any(|f| {
+            f.system == system && f.config.producers == c.producers && f.config.batch == c.batch
+        })
+    };
+    let both = |c: Config| has(System::Enforcelog, c) && has(System::EnforcelogUnchained, c);
+    if configs.iter().all(|&c| both(c)) {
+        println!();
+        for &config in configs {
+            println!(
+                "chain links: {:<17} enforcelog is {:.1}% of enforcelog-unchained",
+                config.label(),
+                ratio(all, config, System::EnforcelogUnchained) * 100.0
+            );
+        }
+    }
     if all.len() != configs.len() * SYSTEMS.len() {
         return;
     }
     println!();
     println!(
-        "{:<17} {:>26} {:>24} {:>25} {:>21} {:>28}",
+        "{:<17} {:>26} {:>24} {:>25} {:>21} {:>28} {:>30}",
         "events/s ratio",
         "enforcelog/sqlite-batched",
         "enforcelog/sqlite-naive",
         "enforcelog/raw-prezeroed",
         "enforcelog/raw-limit",
-        "enforcelog/enforcelog-growing"
+        "enforcelog/enforcelog-growing",
+        "enforcelog/enforcelog-unchained"
     );
     for &config in configs {
         println!(
-            "{:<17} {:>25.2}x {:>23.2}x {:>24.0}% {:>20.0}% {:>27.2}x",
+            "{:<17} {:>25.2}x {:>23.2}x {:>24.0}% {:>20.0}% {:>27.2}x {:>29.0}%",
             config.label(),
             ratio(all, config, System::SqliteBatched),
             ratio(all, config, System::SqliteNaive),
             ratio(all, config, System::RawPrezeroed) * 100.0,
             ratio(all, config, System::RawLimit) * 100.0,
             ratio(all, config, System::EnforcelogGrowing),
+            ratio(all, config, System::EnforcelogUnchained) * 100.0,
         );
     }
 }
 
-/// The goals (issue 7's, then issue 17's), measured against this run.
+/// The goals (issue 7's, issue 17's and issue 18's), measured against this run.
 fn goals(configs: &[Config], all: &[Figures]) -> Value {
     let at64 = configs[2];
     let at = at64.label();
@@ -1115,7 +1149,15 @@ fn goals(configs: &[Config], all: &[Figures]) -> Value {
         rate(pipelined),
         verdict(pipelined >= 1e6)
     );
+    // Issue 18: the chain's links cost at most 5% at 64 producers.
+    let vs_unchained = ratio(all, at64, System::EnforcelogUnchained);
+    println!(
+        "goal: {at} with chain links >= 95% of without: {:.0}% ({})",
+        vs_unchained * 100.0,
+        verdict(vs_unchained >= 0.95)
+    );
     json!({
+        "at_64_vs_unchained": vs_unchained,
         "configuration": at,
         "at_64_vs_sqlite_batched": vs_sqlite,
         "at_64_vs_raw_prezeroed": vs_raw,

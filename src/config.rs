@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::format::{BATCH_HEADER_LEN, BATCH_TRAILER_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{BATCH_HEADER_LEN, CHAINED_TRAILER_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// When an append is acknowledged relative to `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,7 +147,9 @@ impl LogOptions {
     /// The encoded size of a batch of one largest record; `None` when that
     /// does not even fit in a `usize`.
     fn largest_record_batch(&self) -> Option<usize> {
-        (BATCH_HEADER_LEN + FRAME_HEADER_LEN + BATCH_TRAILER_LEN).checked_add(self.record_max_bytes)
+        // A chained batch's trailer is the longer one.
+        (BATCH_HEADER_LEN + FRAME_HEADER_LEN + CHAINED_TRAILER_LEN)
+            .checked_add(self.record_max_bytes)
     }
 }
 

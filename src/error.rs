@@ -45,6 +45,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// A batch of a chained log whose checksums match but whose chain link
+    /// does not fit its records (log format 2): the history was rewritten,
+    /// not damaged. Nothing vouches for it, so no tree head is given over
+    /// it. See `docs/AUDIT.md`.
+    #[error("the log was rewritten at the batch from offset {first_offset} ({} at byte {position}): {reason}", path.display())]
+    Tampering {
+        /// The segment file holding the batch.
+        path: PathBuf,
+        /// Byte position of the batch in that file.
+        position: u64,
+        /// The batch's first offset: the first whose chain does not fit.
+        first_offset: u64,
+        /// What does not fit.
+        reason: String,
+    },
+
     /// A record's payload is longer than `record_max_bytes`.
     #[error("record payload of {size_bytes} bytes exceeds record_max_bytes ({max_bytes})")]
     RecordTooLarge {
@@ -85,13 +101,14 @@ pub enum Error {
     Closed,
 
     /// The directory holds a format version this build does not read.
-    #[error("{} holds log format version {found:?}; this build reads version {supported}", path.display())]
+    #[error("{} holds log format version {found:?}; this build reads versions 1 to {supported}", path.display())]
     UnsupportedVersion {
         /// The version file.
         path: PathBuf,
         /// What the version file says.
         found: String,
-        /// The version this build reads and writes.
+        /// The newest version this build reads (it reads every version
+        /// from 1 up to it), and the one it gives new logs.
         supported: u16,
     },
 

@@ -2,8 +2,10 @@
 //! `prove_consistency`; `src/store/audit.rs`) against the Merkle tree of
 //! the records computed by definition, at sizes around the 256-record
 //! blocks the store keeps; and the point of it all: a record edited on
-//! disk with its CRC recomputed passes `verify`, and is caught by a
-//! consistency proof against a head taken before the edit.
+//! disk with its CRC and every chain link recomputed passes `verify`, and
+//! is caught by a consistency proof against a head taken before the edit.
+
+mod common;
 
 use enforcelog::audit::merkle::{self, Hash};
 use enforcelog::{Action, Event, Log, Store, StoreOptions};
@@ -40,6 +42,14 @@ fn leaves(dir: &std::path::Path) -> Vec<Hash> {
             let r = r.expect("record");
             merkle::record_leaf_hash(r.offset, r.timestamp_us, &r.payload)
         })
+        .collect()
+}
+
+fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect()
 }
 
@@ -93,7 +103,7 @@ fn heads_and_proofs_match_the_tree_of_the_records_at_every_block_boundary() {
 }
 
 #[test]
-fn a_record_edited_with_its_crc_fixed_passes_verify_and_fails_the_audit() {
+fn a_record_edited_with_its_crc_and_links_fixed_passes_verify_and_fails_the_audit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     record(&store, 0, 600);
@@ -127,7 +137,25 @@ fn a_record_edited_with_its_crc_fixed_passes_verify_and_fails_the_audit() {
     bytes[frame..frame + 4].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(&segment, &bytes).unwrap();
 
-    // The checksums cannot tell.
+    // The chain in the batches catches a forger who stops there ...
+    let report = Log::open_read_only(dir.path()).unwrap().verify().unwrap();
+    assert!(
+        report.has_tampering() && !report.has_corruption(),
+        "{report:?}"
+    );
+    let store = Store::open_read_only(dir.path()).unwrap();
+    let refused = store.head().unwrap_err();
+    assert!(
+        matches!(refused, enforcelog::Error::Tampering { first_offset, .. } if first_offset <= 300),
+        "{refused}"
+    );
+    drop(store);
+
+    // ... not one who also computes every link again from the edit on (the
+    // whole log is one segment here): the checksums and the chain cannot
+    // tell.
+    assert_eq!(segments(dir.path()).len(), 1);
+    std::fs::write(&segment, common::segment::relinked(&bytes)).unwrap();
     let report = Log::open_read_only(dir.path()).unwrap().verify().unwrap();
     assert!(report.is_clean(), "{report:?}");
 

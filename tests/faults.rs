@@ -29,7 +29,7 @@ use enforcelog::{Durability, Error, Log, LogOptions, Record};
 const DIR: &str = "/log";
 const FIRST_SEGMENT: &str = "/log/00000000000000000000.log";
 const FIRST_INDEX: &str = "/log/00000000000000000000.idx";
-const VERSION_CONTENTS: &[u8] = b"enforcelog-log 1\n";
+const VERSION_CONTENTS: &[u8] = b"enforcelog-log 2\n";
 /// Appends tried after arming a fault before giving up on it firing.
 const APPENDS_MAX: u64 = 500;
 
@@ -727,7 +727,13 @@ fn a_foreign_directory_is_refused_untouched() {
 
 #[test]
 fn another_format_version_is_refused_untouched() {
-    for contents in [&b"enforcelog-log 2\n"[..], b"enforcelog-log 1", b"garbage"] {
+    for contents in [
+        &b"enforcelog-log 3\n"[..],
+        b"enforcelog-log 0\n",
+        b"enforcelog-log 2",
+        b"enforcelog-log 1",
+        b"garbage",
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("VERSION"), contents).expect("write");
         let before = snapshot(dir.path());
@@ -735,7 +741,7 @@ fn another_format_version_is_refused_untouched() {
             Err(Error::UnsupportedVersion {
                 found, supported, ..
             }) => {
-                assert_eq!(supported, 1);
+                assert_eq!(supported, 2);
                 assert_eq!(found.as_bytes(), contents.trim_ascii());
             }
             other => panic!("{contents:?}: expected UnsupportedVersion, got {other:?}"),

@@ -51,7 +51,7 @@ fn build(batches: &[Vec<Vec<u8>>]) -> (SimStorage, Vec<u8>, Vec<Vec<u8>>) {
 /// The log verifies clean unless the open found damage and sealed it.
 fn open_and_check(bytes: &[u8], written: Option<&[Vec<u8>]>) -> Result<u64, Error> {
     let storage = SimStorage::new(2);
-    storage.write_file("/log/VERSION", b"enforcelog-log 1\n");
+    storage.write_file("/log/VERSION", b"enforcelog-log 2\n");
     storage.write_file("/log/STORE_ID", STORE_ID);
     storage.write_file(SEGMENT, bytes);
     let log = Log::open_with_storage(Arc::new(storage.clone()), "/log", options())?;

@@ -552,12 +552,13 @@ fn damage_in_active_segment_at(
     );
     // Flip one bit in a non-zero byte in the middle of the data.
     let at = if in_last_header {
-        // The last batch starts after the trailer ("EEND") before its own;
+        // The last batch starts after the trailer ("EEND", or "ECHD"
+        // chained) before its own;
         // byte 8 of its header (record_count) is covered by header_crc.
         let before = &bytes[..data_end - 4];
         let start = before
             .windows(4)
-            .rposition(|w| w == b"EEND")
+            .rposition(|w| w == b"EEND" || w == b"ECHD")
             .expect("a batch before the last")
             + 4;
         start + 8

@@ -17,7 +17,9 @@ use std::sync::Arc;
 
 use common::capture::log_lines;
 use common::Rng;
-use enforcelog::format::{encode_batch, SegmentHeader, SEGMENT_HEADER_LEN};
+use enforcelog::format::{
+    decode_batch, encode_batch, encode_chained_batch, SegmentHeader, SEGMENT_HEADER_LEN,
+};
 use enforcelog::storage::sim::{CrashMode, FaultKind, FaultOp, SimStorage};
 use enforcelog::storage::Storage;
 use enforcelog::{verify_dir, Durability, Log, LogOptions, LogRecord, Record};
@@ -297,11 +299,14 @@ fn zeros_after_the_last_batch_of_a_prepared_segment_are_the_end_not_a_tear() {
             .expect("append over the zeros");
         assert_eq!(offset, acked.len() as u64, "{what}");
         let after = sim_segment(&storage, 0);
+        // Chained to the last batch before the zeros (log format 2).
+        let previous = last_link(&after[..data_end_usize]);
         let mut expected = Vec::new();
-        encode_batch(
+        encode_chained_batch(
             &mut expected,
             offset,
             &[Record::new(9, b"right after".to_vec())],
+            &previous,
         );
         assert_eq!(
             after[data_end_usize..data_end_usize + expected.len()],
@@ -315,6 +320,19 @@ fn zeros_after_the_last_batch_of_a_prepared_segment_are_the_end_not_a_tear() {
             "{what}: closed with zeros"
         );
     }
+}
+
+/// The chain link of the last batch of `segment` (whole batches after the
+/// header), or the genesis link when it holds none.
+fn last_link(segment: &[u8]) -> [u8; 32] {
+    let mut pos = SEGMENT_HEADER_LEN;
+    let mut link = enforcelog::format::chain::GENESIS;
+    while pos < segment.len() {
+        let view = decode_batch(&segment[pos..], None).expect("a whole batch");
+        link = view.link().expect("a chained batch");
+        pos += view.len();
+    }
+    link
 }
 
 /// A segment of `first` (one batch at offset 0), then `gap` zeros, then a

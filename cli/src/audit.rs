@@ -253,6 +253,18 @@ fn check_extends(
                 old.size
             )));
         }
+        Err(e @ enforcelog::Error::Tampering { first_offset, .. }) => {
+            // The chain names where: the batch whose link does not fit, or
+            // (its link recomputed too) the batch before it.
+            let place = if first_offset < old.size {
+                "among the records the head covers"
+            } else {
+                "after the records the head covers"
+            };
+            return Err(Failure::corruption(format!(
+                "the log diverges at offset {first_offset} at the latest, {place}: {e}"
+            )));
+        }
         Err(e) => return Err(Failure::from(e)),
     };
     check_same_log(shard, old, &now)?;

@@ -75,7 +75,9 @@ impl Failure {
 /// The exit code a store error stands for.
 pub fn exit_code_of(error: &Error) -> u8 {
     match error {
-        Error::Corruption { .. } | Error::BadPayload { .. } => EXIT_CORRUPTION,
+        Error::Corruption { .. } | Error::BadPayload { .. } | Error::Tampering { .. } => {
+            EXIT_CORRUPTION
+        }
         Error::InvalidEvent(_)
         | Error::InvalidFilter(_)
         | Error::InvalidOptions { .. }

@@ -35,7 +35,8 @@ use crate::failure::{Failure, EXIT_USAGE};
 const AFTER_HELP: &str = "\
 Exit codes:
   0  success
-  1  corruption found (verify), or a damaged record met while reading
+  1  corruption or tampering found (verify), a log that does not extend
+     a head (audit), or a damaged record met while reading
   2  bad input or usage; also a read command pointed at a directory that
      holds no store (read commands never create one)
   3  the store is locked by another writer (only with --exclusive, or

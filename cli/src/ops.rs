@@ -133,7 +133,12 @@ pub fn verify(global: &Global, _args: &VerifyArgs) -> Result<(), Failure> {
     if let Some(first) = damage.first() {
         out.flush()?;
         // Repair refuses a store whose VERSION it does not read; say so.
-        let hint = if version_problem {
+        let tampered = damage.iter().any(|line| line.starts_with("tampering: "));
+        let hint = if tampered {
+            "a batch's checksums match but its chain does not: its history was rewritten, which \
+             repair cannot undo; `enforcelog audit --head` with a head kept from before tells \
+             what a trusted head still covers"
+        } else if version_problem {
             "the store's VERSION is not one this build reads: use the enforcelog that wrote it \
              (repair cannot help)"
         } else {
@@ -167,6 +172,7 @@ fn report_problem(problem: &Problem) -> Option<String> {
     );
     let why = match problem.kind {
         ProblemKind::Corruption | ProblemKind::Layout => return Some(line),
+        ProblemKind::Tampering => return Some(format!("tampering: {line}")),
         ProblemKind::TornTail => {
             "torn tail: a write that never finished; the next writer open cuts it, \
              nothing acknowledged is lost"

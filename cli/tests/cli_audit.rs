@@ -131,7 +131,26 @@ fn a_signed_head_audits_clean_until_a_record_is_rewritten_with_its_crc() {
     bytes[frame..frame + 4].copy_from_slice(&crc.to_le_bytes());
     fs::write(f.dir.join(&name), &bytes).unwrap();
 
-    // The checksums cannot tell; the audit can.
+    // The checksums cannot tell; the chain in the batches can, and names
+    // the batch.
+    let verify = f.run(&["verify"]);
+    verify.expect(1);
+    assert!(
+        verify.stdout.starts_with("tampering: "),
+        "{}",
+        verify.stdout
+    );
+    verify.stderr_has("history was rewritten");
+    let audit = f.run(&["audit", "--head", head_file.to_str().unwrap()]);
+    audit.expect(1).expect_one_error_line();
+    audit.stderr_has("the log diverges at offset ");
+    audit.stderr_has("among the records the head covers");
+    f.run(&["head"]).expect(1).expect_one_error_line();
+
+    // A forger who also computes every link again: the chain cannot tell
+    // either; the head kept from before can.
+    assert_eq!(f.segments().len(), 1, "one segment to relink");
+    fs::write(f.dir.join(&name), common::segment::relinked(&bytes)).unwrap();
     f.run(&["verify"]).expect(0);
     let audit = f.run(&["audit", "--head", head_file.to_str().unwrap()]);
     audit.expect(1).expect_one_error_line();

@@ -949,7 +949,7 @@ fn dir_cases() -> Vec<DirCase> {
         },
         DirCase {
             name: "VERSION from the future",
-            setup: |root, _| store_with(root, "VERSION", Some(b"enforcelog-log 2\n")),
+            setup: |root, _| store_with(root, "VERSION", Some(b"enforcelog-log 3\n")),
             expect: Expect {
                 verify: (1, "VERSION"),
                 ..Expect::all(4, "format version")

@@ -9,8 +9,8 @@ use enforcelog::event::{check_id, EventError, Field, DETAILS_MAX_BYTES};
 use enforcelog::format::batch::{decode_header, find_valid_after, written_to_the_end};
 use enforcelog::format::index_file::{seek, SegmentIndex};
 use enforcelog::format::{
-    decode_batch, encode_batch, SegmentHeader, SegmentHeaderError, BATCH_HEADER_LEN,
-    BATCH_TRAILER_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
+    decode_batch, encode_batch, encode_chained_batch, SegmentHeader, SegmentHeaderError,
+    BATCH_HEADER_LEN, BATCH_TRAILER_LEN, CHAINED_TRAILER_LEN, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use enforcelog::projection::checkpoint::Checkpoint;
 use enforcelog::projection::{ActionsPerDay, Answer, Projection, TriggerStats};
@@ -120,7 +120,19 @@ fn batch_roundtrip(data: &[u8]) {
     );
 
     let mut again = Vec::new();
-    encode_batch(&mut again, header.first_offset, &records);
+    match view.link() {
+        None => encode_batch(&mut again, header.first_offset, &records),
+        Some(link) => {
+            // The link cannot be computed back from the batch alone (it
+            // covers the one before): the encoder's, replaced by the
+            // stored one with its checksum.
+            encode_chained_batch(&mut again, header.first_offset, &records, &[0; 32]);
+            let n = again.len();
+            again[n - CHAINED_TRAILER_LEN..n - 8].copy_from_slice(&link);
+            let crc = crc32fast::hash(&link).to_le_bytes();
+            again[n - 8..n - 4].copy_from_slice(&crc);
+        }
+    }
     let bytes = view.bytes();
     assert_eq!(again.len(), bytes.len(), "re-encoded length differs");
     // batch_len, record_count, first_offset: bytes 4..20.

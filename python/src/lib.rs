@@ -40,7 +40,9 @@ fn error_class(error: &Error) -> (&'static str, Option<String>) {
         Error::ReadOnly => ("ReadOnlyError", None),
         Error::Io { .. } => ("IoError", None),
         // A stored payload that does not decode is damage like any other.
-        Error::Corruption { .. } | Error::BadPayload { .. } => ("CorruptionError", None),
+        Error::Corruption { .. } | Error::BadPayload { .. } | Error::Tampering { .. } => {
+            ("CorruptionError", None)
+        }
         Error::RecordTooLarge { .. } | Error::BatchTooLarge { .. } => ("TooLargeError", None),
         Error::EmptyBatch => ("EmptyBatchError", None),
         Error::Poisoned { .. } => ("PoisonedError", None),

@@ -20,9 +20,23 @@
 //!             16    8 timestamp_us      i64, microseconds since the Unix epoch
 //!             24    n payload
 //!
-//! trailer offset size field
+//! trailer offset size field                (unchained: log format 1, holes)
 //!              0    4 batch_marker      b"EEND"
+//!
+//! trailer offset size field                (chained: log format 2)
+//!              0   32 link              the batch's chain link (`format::chain`)
+//!             32    4 link_crc          crc32 of the link
+//!             36    4 chain_marker      b"ECHD"
 //! ```
+//!
+//! A batch says which trailer it has: its frames end either 4 bytes before
+//! `batch_len` (then the trailer must be `"EEND"`) or 40 bytes before it
+//! (then the link's checksum must match and the trailer end in `"ECHD"`).
+//! The markers differ in two bytes (four bits), so no flipped bit turns one
+//! kind into the other; they end in the same byte, `D` (two bits set), so
+//! a zeroed last byte is what two flipped bits leave in either kind (see
+//! `log::recovery`). Which kind a log must hold is the log's business
+//! (`log::verify`), not the decoder's.
 //!
 //! Invariants of a valid batch: the header checksum matches; `record_count >= 1`;
 //! the frames are contiguous, each checksum matches, offsets are dense from
@@ -35,20 +49,28 @@
 //! first asks whether a flipped bit explains a failure (`format::flips`; see
 //! `log::recovery`).
 
+use super::chain::{self, LINK_LEN};
 use super::{i64_at, marker_fully_written, u32_at, u64_at};
+use crate::audit::merkle::Hash;
 use crate::record::Record;
 
 /// Size of a batch header in bytes.
 pub const BATCH_HEADER_LEN: usize = 40;
 /// Size of a frame header (everything but the payload) in bytes.
 pub const FRAME_HEADER_LEN: usize = 24;
-/// Size of the batch trailer in bytes.
+/// Size of the trailer of an unchained batch in bytes.
 pub const BATCH_TRAILER_LEN: usize = 4;
+/// Size of the trailer of a chained batch in bytes: link, its checksum,
+/// marker.
+pub const CHAINED_TRAILER_LEN: usize = LINK_LEN + 4 + 4;
 
 /// Marker closing every batch header. Each byte has at least two bits set.
 pub const HEADER_MARKER: [u8; 4] = *b"EBAT";
-/// Marker closing every batch. Each byte has at least two bits set.
+/// Marker closing an unchained batch. Each byte has at least two bits set.
 pub const BATCH_MARKER: [u8; 4] = *b"EEND";
+/// Marker closing a chained batch. Each byte has at least two bits set; it
+/// differs from [`BATCH_MARKER`] in two bytes and shares its last byte.
+pub const CHAIN_MARKER: [u8; 4] = *b"ECHD";
 
 const H_CRC: usize = 0;
 const H_LEN: usize = 4;
@@ -142,6 +164,30 @@ impl<'a> BatchView<'a> {
         false
     }
 
+    /// The chain link a chained batch carries (its checksum verified), or
+    /// `None` for an unchained batch.
+    pub fn link(&self) -> Option<Hash> {
+        let len = self.bytes.len();
+        if self.bytes[len - 4..] != CHAIN_MARKER {
+            return None;
+        }
+        let mut link = [0u8; LINK_LEN];
+        link.copy_from_slice(&self.bytes[len - CHAINED_TRAILER_LEN..len - 8]);
+        Some(link)
+    }
+
+    /// The link this batch's records make when chained to `previous`:
+    /// equal to [`link`](Self::link) when the batch was written after a
+    /// batch whose link is `previous` and nothing changed since.
+    pub fn compute_link(&self, previous: &Hash) -> Hash {
+        chain::link(
+            previous,
+            self.header.first_offset,
+            self.header.record_count,
+            self.frames().map(|f| (f.timestamp_us, f.payload)),
+        )
+    }
+
     /// The batch's frames in offset order.
     pub fn frames(&self) -> Frames<'a> {
         Frames {
@@ -191,7 +237,8 @@ fn read_frame_unchecked(bytes: &[u8], pos: usize) -> FrameView<'_> {
     }
 }
 
-/// Encoded length of a batch holding payloads of the given lengths.
+/// Encoded length of an unchained batch holding payloads of the given
+/// lengths.
 pub fn encoded_batch_len(payload_lens: impl Iterator<Item = usize>) -> usize {
     BATCH_HEADER_LEN
         + payload_lens
@@ -200,13 +247,57 @@ pub fn encoded_batch_len(payload_lens: impl Iterator<Item = usize>) -> usize {
         + BATCH_TRAILER_LEN
 }
 
-/// Appends the encoding of `records`, numbered from `first_offset`, to `out`.
+/// Encoded length of a chained batch holding payloads of the given lengths.
+pub fn encoded_chained_batch_len(payload_lens: impl Iterator<Item = usize>) -> usize {
+    encoded_batch_len(payload_lens) - BATCH_TRAILER_LEN + CHAINED_TRAILER_LEN
+}
+
+/// Appends the encoding of `records`, numbered from `first_offset`, to `out`,
+/// as an unchained batch (log format 1, and the holes `repair` writes).
 ///
 /// The caller has checked that `records` is not empty and that the batch fits
 /// in a `u32` length (`log` refuses larger batches before they are queued).
 pub fn encode_batch(out: &mut Vec<u8>, first_offset: u64, records: &[Record]) {
-    debug_assert!(!records.is_empty(), "a batch holds at least one record");
+    let start = out.len();
     let batch_len = encoded_batch_len(records.iter().map(|r| r.payload.len()));
+    encode_body(out, first_offset, records, batch_len);
+    out.extend_from_slice(&BATCH_MARKER);
+    debug_assert_eq!(out.len() - start, batch_len);
+}
+
+/// Appends the encoding of `records`, numbered from `first_offset`, to `out`,
+/// as a chained batch whose link follows `previous`; returns its link.
+///
+/// The same preconditions as [`encode_batch`].
+pub fn encode_chained_batch(
+    out: &mut Vec<u8>,
+    first_offset: u64,
+    records: &[Record],
+    previous: &Hash,
+) -> Hash {
+    let start = out.len();
+    let batch_len = encoded_chained_batch_len(records.iter().map(|r| r.payload.len()));
+    encode_body(out, first_offset, records, batch_len);
+    let record_count = records.len() as u32; // bounded by the batch length
+    let link = chain::link(
+        previous,
+        first_offset,
+        record_count,
+        records
+            .iter()
+            .map(|r| (r.timestamp_us, r.payload.as_slice())),
+    );
+    out.extend_from_slice(&link);
+    out.extend_from_slice(&crc32fast::hash(&link).to_le_bytes());
+    out.extend_from_slice(&CHAIN_MARKER);
+    debug_assert_eq!(out.len() - start, batch_len);
+    link
+}
+
+/// The header and frames of a batch of `batch_len` bytes; the trailer is
+/// the caller's.
+fn encode_body(out: &mut Vec<u8>, first_offset: u64, records: &[Record], batch_len: usize) {
+    debug_assert!(!records.is_empty(), "a batch holds at least one record");
     let batch_len_u32 = u32::try_from(batch_len).expect("batch length checked before encoding");
     let record_count =
         u32::try_from(records.len()).expect("record count bounded by the batch length");
@@ -237,8 +328,6 @@ pub fn encode_batch(out: &mut Vec<u8>, first_offset: u64, records: &[Record]) {
         let frame_crc = crc32fast::hash(&out[frame_start + 4..]);
         out[frame_start..frame_start + 4].copy_from_slice(&frame_crc.to_le_bytes());
     }
-    out.extend_from_slice(&BATCH_MARKER);
-    debug_assert_eq!(out.len() - start, batch_len);
 }
 
 /// Decodes and verifies the header at the start of `buf`.
@@ -402,11 +491,21 @@ fn verify_batch(
         });
         pos = frame_end;
     }
-    if pos != frames_end {
+    // Where the frames end says which trailer follows (see the module docs).
+    if pos == frames_end {
+        if bytes[frames_end..] != BATCH_MARKER {
+            return Err(invalid(frames_end, "batch trailer marker mismatch"));
+        }
+    } else if pos + CHAINED_TRAILER_LEN == len {
+        let link = &bytes[pos..pos + LINK_LEN];
+        if crc32fast::hash(link) != u32_at(bytes, pos + LINK_LEN) {
+            return Err(invalid(pos, "chain link checksum mismatch"));
+        }
+        if bytes[frames_end..] != CHAIN_MARKER {
+            return Err(invalid(frames_end, "batch trailer marker mismatch"));
+        }
+    } else {
         return Err(invalid(pos, "frames do not end where the trailer begins"));
-    }
-    if bytes[frames_end..] != BATCH_MARKER {
-        return Err(invalid(frames_end, "batch trailer marker mismatch"));
     }
     Ok(BatchView { header, bytes })
 }

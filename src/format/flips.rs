@@ -23,8 +23,9 @@
 
 use super::batch::{
     decode_batch, decode_header, BatchError, BATCH_HEADER_LEN, BATCH_MARKER, BATCH_TRAILER_LEN,
-    FRAME_HEADER_LEN,
+    CHAINED_TRAILER_LEN, CHAIN_MARKER, FRAME_HEADER_LEN,
 };
+use super::chain::LINK_LEN;
 use super::u32_at;
 
 /// Where the header marker lies in a batch header.
@@ -62,8 +63,20 @@ pub fn flipped_bit(buf: &[u8], expected: u64) -> Option<FlippedBit> {
     let batch = &buf[..len];
     let found = |at| FlippedBit { at, batch_len: len };
     if at == len - BATCH_TRAILER_LEN {
-        if let Some(i) = in_marker(&batch[at..], &BATCH_MARKER) {
-            return Some(found(at + i));
+        // Either marker may be the one written: the patch must verify.
+        for want in [&BATCH_MARKER, &CHAIN_MARKER] {
+            if let Some(i) = in_marker(&batch[at..], want) {
+                let mut patched = batch.to_vec();
+                patched[at + i] = want[i];
+                if verifies(&patched, expected) {
+                    return Some(found(at + i));
+                }
+            }
+        }
+    }
+    if at + CHAINED_TRAILER_LEN == len {
+        if let Some(i) = in_link(batch, at, expected) {
+            return Some(found(i));
         }
     }
     in_frame(batch, at, expected).map(found)
@@ -109,6 +122,26 @@ fn in_header(buf: &[u8], expected: u64) -> Option<FlippedBit> {
                     at: i,
                     batch_len: len,
                 });
+            }
+        }
+    }
+    None
+}
+
+/// The byte of a chained batch's link or link checksum (from `at`) whose
+/// one flipped bit makes the batch verify.
+fn in_link(batch: &[u8], at: usize, expected: u64) -> Option<usize> {
+    let mut trailer = [0u8; LINK_LEN + 4];
+    trailer.copy_from_slice(&batch[at..at + LINK_LEN + 4]);
+    for i in 0..trailer.len() {
+        for p in patterns(false) {
+            trailer[i] ^= p;
+            let sound = crc32fast::hash(&trailer[..LINK_LEN]) == u32_at(&trailer, LINK_LEN);
+            trailer[i] ^= p;
+            if sound {
+                let mut patched = batch.to_vec();
+                patched[at + i] ^= p;
+                return verifies(&patched, expected).then_some(at + i);
             }
         }
     }

@@ -10,19 +10,30 @@
 //! the caller (`log::recovery`, `log::reader`, `log::verify`).
 
 pub mod batch;
+pub mod chain;
 pub mod flips;
 pub mod index_file;
 pub mod keys_file;
 pub mod segment_header;
 
 pub use batch::{
-    decode_batch, encode_batch, encoded_batch_len, BatchError, BatchHeader, BatchView, FrameView,
-    BATCH_HEADER_LEN, BATCH_TRAILER_LEN, FRAME_HEADER_LEN,
+    decode_batch, encode_batch, encode_chained_batch, encoded_batch_len, encoded_chained_batch_len,
+    BatchError, BatchHeader, BatchView, FrameView, BATCH_HEADER_LEN, BATCH_TRAILER_LEN,
+    CHAINED_TRAILER_LEN, FRAME_HEADER_LEN,
 };
 pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
 
-/// The version of the segment and index formats this build writes and reads.
+/// The version of the segment header and index file layouts, written in
+/// both. Unchanged by the chain: a batch says itself which trailer it has.
 pub const FORMAT_VERSION: u16 = 1;
+
+/// The log format version new logs get, in their `VERSION` file: 2, whose
+/// batches carry chain links ([`chain`]). Logs of version 1 (no links) are
+/// still opened, read and written, as version 1.
+pub const LOG_FORMAT_VERSION: u16 = 2;
+
+/// The oldest log format version this build opens.
+pub const OLDEST_LOG_FORMAT_VERSION: u16 = 1;
 
 /// Reads a little-endian `u32` at `pos`. The caller has checked the bounds.
 #[inline]

@@ -1,7 +1,7 @@
 //! The layout of a log directory.
 //!
 //! ```text
-//! <dir>/VERSION                     "enforcelog-log <FORMAT_VERSION>\n"
+//! <dir>/VERSION                     "enforcelog-log <LOG_FORMAT_VERSION>\n"
 //! <dir>/LOCK                        flock-ed by the one writer; holds its PID (text)
 //! <dir>/STORE_ID                    the store's random id (see `identity`)
 //! <dir>/DURABLE                     how far the log is durable (see `durable_end`)
@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::FORMAT_VERSION;
+use crate::format::{LOG_FORMAT_VERSION, OLDEST_LOG_FORMAT_VERSION};
 use crate::storage::{OpenMode, Storage};
 
 /// The version file's name.
@@ -52,9 +52,9 @@ fn is_index_name(name: &str) -> bool {
         .is_some_and(|d| d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// The version file's contents.
-pub(crate) fn version_contents() -> String {
-    format!("{VERSION_PREFIX}{FORMAT_VERSION}\n")
+/// The version file's contents for log format `version`.
+pub(crate) fn version_contents(version: u16) -> String {
+    format!("{VERSION_PREFIX}{version}\n")
 }
 
 /// What a directory holds, as far as the log is concerned.
@@ -98,9 +98,10 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
 /// Most bytes of a version file looked at: a real one is far shorter.
 const VERSION_MAX_BYTES: u64 = 64;
 
-/// Checks the version file of an existing log. Reads at most
-/// `VERSION_MAX_BYTES + 1` bytes, whatever the file's size.
-pub(crate) fn check_version(storage: &dyn Storage, dir: &Path) -> Result<()> {
+/// Checks the version file of an existing log and returns the log format
+/// version it names. Reads at most `VERSION_MAX_BYTES + 1` bytes, whatever
+/// the file's size.
+pub(crate) fn check_version(storage: &dyn Storage, dir: &Path) -> Result<u16> {
     let path = dir.join(VERSION_FILE);
     let file = storage
         .open(&path, OpenMode::Read)
@@ -109,16 +110,15 @@ pub(crate) fn check_version(storage: &dyn Storage, dir: &Path) -> Result<()> {
     let mut bytes = vec![0u8; usize::try_from(len.min(VERSION_MAX_BYTES + 1)).unwrap_or(0)];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| Error::io("read", &path, e))?;
-    if len > VERSION_MAX_BYTES || bytes != version_contents().as_bytes() {
-        return Err(Error::UnsupportedVersion {
-            path,
-            found: String::from_utf8_lossy(&bytes[..bytes.len().min(VERSION_MAX_BYTES as usize)])
-                .trim()
-                .to_string(),
-            supported: FORMAT_VERSION,
-        });
-    }
-    Ok(())
+    let known = (OLDEST_LOG_FORMAT_VERSION..=LOG_FORMAT_VERSION)
+        .find(|&v| len <= VERSION_MAX_BYTES && bytes == version_contents(v).as_bytes());
+    known.ok_or_else(|| Error::UnsupportedVersion {
+        path,
+        found: String::from_utf8_lossy(&bytes[..bytes.len().min(VERSION_MAX_BYTES as usize)])
+            .trim()
+            .to_string(),
+        supported: LOG_FORMAT_VERSION,
+    })
 }
 
 /// Writes the version file of a new log: temporary file, fsync, rename,
@@ -128,7 +128,7 @@ pub(crate) fn write_version(storage: &dyn Storage, dir: &Path) -> Result<()> {
         storage,
         dir,
         VERSION_FILE,
-        version_contents().as_bytes(),
+        version_contents(LOG_FORMAT_VERSION).as_bytes(),
         true,
     )
 }

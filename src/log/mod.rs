@@ -11,6 +11,7 @@
 //!   `Durability::Fsync`, fsynced): the committed length of the active
 //!   segment only grows, by whole batches, and is published after the write.
 
+mod chain;
 pub(crate) mod dir;
 mod durable_end;
 mod hole;
@@ -48,7 +49,8 @@ pub use self::writer::AppendCallback;
 use self::writer::{AppendReply, LockHandover, Request, Writer};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
-use crate::format::batch::encoded_batch_len;
+use crate::format::batch::{encoded_batch_len, encoded_chained_batch_len};
+use crate::format::LOG_FORMAT_VERSION;
 use crate::record::Record;
 use crate::storage::{create_dir_all_durably, FileStorage, LockGuard, Storage};
 
@@ -140,6 +142,9 @@ pub(crate) struct Shared {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     options: LogOptions,
+    /// Whether the log's batches carry chain links (log format 2): the
+    /// writer writes chained batches, `verify` checks the chain.
+    chained: bool,
     /// Always set for a writer. A read-only view has none for a store made
     /// before store ids existed and not opened for writing since, and until
     /// it first finds one for a store being created as it opened.
@@ -168,6 +173,7 @@ impl Shared {
         storage: Arc<dyn Storage>,
         dir: PathBuf,
         options: LogOptions,
+        version: u16,
         store_id: Option<StoreId>,
         segments: Segments,
     ) -> Arc<Shared> {
@@ -179,6 +185,7 @@ impl Shared {
             storage,
             dir,
             options,
+            chained: version >= 2,
             store_id: known,
             segments: RwLock::new(segments),
             poison: Mutex::new(None),
@@ -421,7 +428,7 @@ impl Log {
         if held.is_none() {
             *held = Some(dir::lock(&*storage, &dir)?);
         }
-        prepare_dir(&*storage, &dir)?;
+        let version = prepare_dir(&*storage, &dir)?;
         let mut known_id = identity::load(&*storage, &dir)?;
         if known_id.is_none() && dir::list(&*storage, &dir)?.segments.is_empty() {
             // A new store: the id must be durable before the first segment
@@ -479,9 +486,21 @@ impl Log {
             torn_bytes_dropped = opened.torn_bytes,
             "opened log for writing"
         );
+        let link = if version >= 2 {
+            chain::tail_link(&*storage, &opened.segments)?
+        } else {
+            crate::format::chain::GENESIS
+        };
         let (tx, rx) = flume::bounded(options.queue_capacity);
-        let shared = Shared::new(storage, dir, options, Some(store_id), opened.segments);
-        let writer = Writer::new(shared.clone(), rx, active, publisher, lock);
+        let shared = Shared::new(
+            storage,
+            dir,
+            options,
+            version,
+            Some(store_id),
+            opened.segments,
+        );
+        let writer = Writer::new(shared.clone(), rx, active, publisher, lock, link);
         let thread = std::thread::Builder::new()
             .name("enforcelog-writer".into())
             .spawn(move || writer.run())
@@ -529,14 +548,14 @@ impl Log {
                 reason: "it has no VERSION file".into(),
             });
         }
-        dir::check_version(&*storage, &dir)?;
+        let version = dir::check_version(&*storage, &dir)?;
         let store_id = identity::load(&*storage, &dir)?;
         let options = LogOptions::default();
         // Loaded before the segments are listed; either order is safe (see
         // `durable_end::ReadLimit`), this one reads less of a stale end.
         let end = durable_end::load_for_reader(&*storage, &dir)?;
         let (opened, store_id) = open_segments_read_only(&*storage, &dir, &options, end, store_id)?;
-        let shared = Shared::new(storage, dir, options, store_id, opened.segments);
+        let shared = Shared::new(storage, dir, options, version, store_id, opened.segments);
         *shared.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = end;
         Ok(Log {
             inner: Arc::new(Inner {
@@ -837,7 +856,12 @@ impl Log {
                 max_bytes: max,
             });
         }
-        let encoded_len = encoded_batch_len(records.iter().map(|r| r.payload.len()));
+        let lens = records.iter().map(|r| r.payload.len());
+        let encoded_len = if shared.chained {
+            encoded_chained_batch_len(lens)
+        } else {
+            encoded_batch_len(lens)
+        };
         let largest = shared.options.largest_batch();
         if encoded_len > largest {
             return Err(Error::BatchTooLarge {
@@ -1125,7 +1149,8 @@ fn not_a_log_dir(dir: &Path) -> Error {
 /// Writes the version file of a new log directory, or checks an existing
 /// one (under the writer lock). A directory that holds anything else is
 /// refused untouched.
-fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
+/// Returns the log format version of the directory.
+fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<u16> {
     let listing = dir::list(storage, dir)?;
     if listing.has_version {
         return dir::check_version(storage, dir);
@@ -1133,5 +1158,6 @@ fn prepare_dir(storage: &dyn Storage, dir: &Path) -> Result<()> {
     if !listing.segments.is_empty() || !listing.foreign.is_empty() {
         return Err(not_a_log_dir(dir));
     }
-    dir::write_version(storage, dir)
+    dir::write_version(storage, dir)?;
+    Ok(LOG_FORMAT_VERSION)
 }

@@ -6,18 +6,23 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use super::chain::{self, ChainCheck};
 use super::dir;
 use super::durable_end;
 use super::identity;
 use super::recovery::{self, scan, unfinished_creation, Stop};
 use super::repair::next_valid;
 use super::segment::IndexBuilder;
+use crate::audit::merkle::Hash;
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::decode_batch;
+use crate::format::chain::GENESIS;
 use crate::format::index_file::SegmentIndex;
-use crate::format::{SegmentHeader, SEGMENT_HEADER_LEN};
-use crate::storage::{read_prefix, OpenMode, Storage};
+use crate::format::{SegmentHeader, LOG_FORMAT_VERSION, SEGMENT_HEADER_LEN};
+use crate::storage::{read_prefix, Mapped, OpenMode, Storage};
 
 /// What kind of problem verification found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +36,11 @@ pub enum ProblemKind {
     Index,
     /// Files missing or out of place: a gap between segments, a bad version file.
     Layout,
+    /// A batch whose checksums match but whose chain link does not fit its
+    /// records and the batch before it (log format 2): the batch was
+    /// rewritten, not damaged. See `docs/AUDIT.md` for what this does and
+    /// does not catch.
+    Tampering,
 }
 
 /// One problem found by verification.
@@ -61,8 +71,12 @@ pub struct VerifyReport {
     pub lost: u64,
     /// The offset after the last record that verified.
     pub next_offset: u64,
-    /// Every problem found, in file and position order.
+    /// Every problem found: those of the files in file and position
+    /// order, then the batches whose chain shows they were rewritten
+    /// ([`ProblemKind::Tampering`]) in log order.
     pub problems: Vec<Problem>,
+    /// The first offsets of the batches reported as tampering, in order.
+    tampered_at: Vec<u64>,
 }
 
 impl VerifyReport {
@@ -76,6 +90,33 @@ impl VerifyReport {
         self.problems
             .iter()
             .any(|p| matches!(p.kind, ProblemKind::Corruption | ProblemKind::Layout))
+    }
+
+    /// True when a batch's chain shows it was rewritten.
+    pub fn has_tampering(&self) -> bool {
+        self.problems
+            .iter()
+            .any(|p| p.kind == ProblemKind::Tampering)
+    }
+
+    /// The first offset of the first batch reported as tampered with.
+    pub fn first_tampered_offset(&self) -> Option<u64> {
+        self.tampered_at.first().copied()
+    }
+
+    /// The first tampering found, as the error an operation that needs an
+    /// untampered log (a tree head) fails with.
+    pub fn tampering_error(&self) -> Option<Error> {
+        let first = self
+            .problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::Tampering)?;
+        Some(Error::Tampering {
+            path: first.path.clone(),
+            position: first.position,
+            first_offset: self.tampered_at[0],
+            reason: first.reason.clone(),
+        })
     }
 }
 
@@ -124,15 +165,28 @@ pub(crate) fn verify(
             0,
             "missing version file".into(),
         );
-    } else if let Err(e) = dir::check_version(storage, dir) {
-        problem(
-            &mut report,
-            ProblemKind::Layout,
-            &dir.join(dir::VERSION_FILE),
-            0,
-            e.to_string(),
-        );
     }
+    // A log whose version cannot be read is checked as the newest format:
+    // a chained log must not escape the check by losing its VERSION file.
+    let mut version = LOG_FORMAT_VERSION;
+    if listing.has_version {
+        match dir::check_version(storage, dir) {
+            Ok(v) => version = v,
+            Err(e) => problem(
+                &mut report,
+                ProblemKind::Layout,
+                &dir.join(dir::VERSION_FILE),
+                0,
+                e.to_string(),
+            ),
+        }
+    }
+    let mut chain = Pieces {
+        chained: version >= 2,
+        state: Some(GENESIS),
+        segments: Vec::new(),
+        pieces: Vec::new(),
+    };
     let store_id = match identity::load(storage, dir) {
         Ok(id) => id,
         Err(e) => {
@@ -160,6 +214,7 @@ pub(crate) fn verify(
                 report.next_offset
             );
             problem(&mut report, ProblemKind::Layout, &path, 0, reason);
+            chain.state = None;
         }
         report.segments += 1;
         let last = i + 1 == count;
@@ -168,9 +223,7 @@ pub(crate) fn verify(
             .map_err(|e| Error::io("open", &path, e))?;
         // Only sealed segments are mapped: the last one may be truncated by
         // a writer's recovery while we read it.
-        let owned;
-        let map;
-        let whole: &[u8] = if last {
+        let held = Arc::new(if last {
             // Under a live handle, only the committed prefix: the writer
             // may cut the zero tail past it (sealing the segment) while
             // this reads, and a read of the whole file would then run past
@@ -179,12 +232,12 @@ pub(crate) fn verify(
                 Some((active, len)) if active == base => len,
                 _ => u64::MAX,
             };
-            owned = read_prefix(&*file, limit).map_err(|e| Error::io("read", &path, e))?;
-            &owned
+            Held::Owned(read_prefix(&*file, limit).map_err(|e| Error::io("read", &path, e))?)
         } else {
-            map = file.map().map_err(|e| Error::io("map", &path, e))?;
-            &map
-        };
+            Held::Mapped(file.map().map_err(|e| Error::io("map", &path, e))?)
+        });
+        chain.segments.push((path.clone(), held.clone()));
+        let whole: &[u8] = &held;
         let bytes = match committed {
             Some((active, len)) if active == base => &whole[..whole.len().min(len as usize)],
             _ => whole,
@@ -236,7 +289,7 @@ pub(crate) fn verify(
         }
         // A committed prefix ends at a batch boundary: nothing in it may tear.
         let may_tear = last && committed.is_none();
-        let rebuilt = verify_segment(bytes, base, &path, may_tear, &mut report);
+        let rebuilt = verify_segment(bytes, base, &path, may_tear, &mut chain, &mut report);
         if !last {
             check_index(storage, dir, base, bytes, &rebuilt, &mut report);
         }
@@ -251,6 +304,7 @@ pub(crate) fn verify(
         );
         report_corruption(&mut report, missing);
     }
+    chain.check(&mut report);
     Ok(report)
 }
 
@@ -278,6 +332,7 @@ fn verify_segment(
     base: u64,
     path: &Path,
     last: bool,
+    chain: &mut Pieces,
     report: &mut VerifyReport,
 ) -> SegmentIndex {
     let interval = LogOptions::default().index_interval_bytes;
@@ -292,6 +347,7 @@ fn verify_segment(
         report.lost += s.lost;
         expected = s.next_offset;
         index = s.index;
+        chain.piece(bytes, pos, s.end);
         let (kind, position, reason) = match s.stop {
             Stop::Clean | Stop::ZeroTail { .. } => break,
             Stop::Torn { position, reason } => (ProblemKind::TornTail, position, reason),
@@ -312,6 +368,7 @@ fn verify_segment(
         }
         // Resume at the next batch that verifies on its own and belongs
         // after what came before (a stale copy of earlier batches does not).
+        chain.state = None;
         match next_valid(bytes, s.end as usize + 1, expected) {
             Some((at, first_offset)) => {
                 pos = at as u64;
@@ -320,12 +377,139 @@ fn verify_segment(
             None => break,
         }
     }
+    if !clean {
+        // Up to the next segment's first batch (see `log::chain`).
+        chain.state = None;
+    }
     report.next_offset = expected;
     SegmentIndex {
         base_offset: base,
         next_offset: if clean { expected } else { u64::MAX },
         segment_len: bytes.len() as u64,
         entries: index.entries,
+    }
+}
+
+/// A segment's bytes, kept until its chain is checked.
+enum Held {
+    Mapped(Mapped),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Held {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Held::Mapped(map) => map,
+            Held::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// The stretches of batches that verified, in log order, each with what the
+/// chain check knows before it: collected while the segments are scanned,
+/// checked afterwards on every core ([`Pieces::check`]).
+struct Pieces {
+    chained: bool,
+    /// What the check knows before the next piece (see `ChainCheck`).
+    state: Option<Hash>,
+    segments: Vec<(PathBuf, Arc<Held>)>,
+    pieces: Vec<Piece>,
+}
+
+struct Piece {
+    /// Index into `Pieces::segments`.
+    segment: usize,
+    from: usize,
+    to: usize,
+    start: Option<Hash>,
+}
+
+/// Pieces smaller than this, in all, are checked on one thread.
+const PARALLEL_MIN_BYTES: usize = 4 << 20;
+
+impl Pieces {
+    /// Adds the batches of `bytes[from..to]` of the segment last pushed,
+    /// which verified.
+    fn piece(&mut self, bytes: &[u8], from: u64, to: u64) {
+        let (from, to) = (from as usize, to as usize);
+        if to <= from {
+            return;
+        }
+        self.pieces.push(Piece {
+            segment: self.segments.len() - 1,
+            from,
+            to,
+            start: self.state,
+        });
+        self.state = chain::after(bytes, to);
+    }
+
+    /// Checks every piece's chain, the log split in two halves checked at
+    /// once where there are two cores; adds what is broken to `report`, in
+    /// log order.
+    fn check(self, report: &mut VerifyReport) {
+        let total: usize = self.pieces.iter().map(|p| p.to - p.from).sum();
+        let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+        let mut split = self.pieces.len();
+        if two_cores && total >= PARALLEL_MIN_BYTES {
+            let mut seen = 0;
+            split = self
+                .pieces
+                .iter()
+                .position(|p| {
+                    seen += p.to - p.from;
+                    seen >= total / 2
+                })
+                .map_or(self.pieces.len(), |i| i + 1);
+        }
+        let (older, newer) = self.pieces.split_at(split);
+        let (mut found, later) = std::thread::scope(|scope| {
+            let later = (!newer.is_empty()).then(|| scope.spawn(|| self.check_pieces(newer)));
+            let found = self.check_pieces(older);
+            let later = later.map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (found, later)
+        });
+        found.extend(later.into_iter().flatten());
+        for (first_offset, problem) in found {
+            report.tampered_at.push(first_offset);
+            report.problems.push(problem);
+        }
+    }
+
+    fn check_pieces(&self, pieces: &[Piece]) -> Vec<(u64, Problem)> {
+        let mut found = Vec::new();
+        for piece in pieces {
+            let (path, bytes) = &self.segments[piece.segment];
+            let mut check = ChainCheck::resume(self.chained, piece.start);
+            let mut pos = piece.from;
+            while pos < piece.to {
+                let Ok(view) = decode_batch(&bytes[pos..], None) else {
+                    debug_assert!(false, "a batch the scan verified does not decode");
+                    break;
+                };
+                if let Some(broken) = check.batch(&view) {
+                    found.push((
+                        broken.first_offset,
+                        Problem {
+                            kind: ProblemKind::Tampering,
+                            path: path.clone(),
+                            position: pos as u64,
+                            reason: format!(
+                                "batch at offset {}: {}",
+                                broken.first_offset, broken.reason
+                            ),
+                        },
+                    ));
+                }
+                pos += view.len();
+            }
+        }
+        found
     }
 }
 

@@ -43,10 +43,11 @@ use super::prepare::{cut_zero_tail, Prefill};
 use super::recovery::write_index;
 use super::segment::{ActiveSegment, IndexBuilder, SealedSegment};
 use super::Shared;
+use crate::audit::merkle::Hash;
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::format::batch::decode_batch;
-use crate::format::batch::encode_batch;
+use crate::format::batch::{encode_batch, encode_chained_batch};
 use crate::format::index_file::{IndexEntry, SegmentIndex};
 use crate::format::SEGMENT_HEADER_LEN;
 use crate::record::Record;
@@ -130,6 +131,10 @@ pub(crate) struct Writer {
     lock: Option<Box<dyn LockGuard>>,
     /// Zeros ahead of `written_len` in the active segment (see `prepare`).
     prefill: Prefill,
+    /// The chain link of the last batch staged (log format 2; see
+    /// `log::chain`). A failed write poisons the writer, so a link staged
+    /// and never written is never chained to.
+    link: Hash,
 }
 
 /// One append of the current group, waiting for its reply.
@@ -145,6 +150,7 @@ impl Writer {
         active: ActiveSegment,
         durable_end: Publisher,
         lock: Box<dyn LockGuard>,
+        link: Hash,
     ) -> Self {
         let index = IndexBuilder::new(shared.options.index_interval_bytes, active.index.clone());
         let prefill = Prefill::new(
@@ -155,6 +161,7 @@ impl Writer {
         );
         Self {
             prefill,
+            link,
             // The open fsynced the active segment before the writer started.
             synced: (active.committed_len, active.next_offset),
             written_len: active.committed_len,
@@ -375,11 +382,16 @@ impl Writer {
         let first = self.next_offset;
         let position = self.written_len + self.buf.len() as u64;
         let start = self.buf.len();
-        encode_batch(&mut self.buf, first, records);
+        if self.shared.chained {
+            self.link = encode_chained_batch(&mut self.buf, first, records, &self.link);
+        } else {
+            encode_batch(&mut self.buf, first, records);
+        }
         debug_assert_eq!(self.buf.len() - start, encoded_len);
         debug_assert!(
             decode_batch(&self.buf[start..], Some(first)).is_ok_and(|view| {
-                view.frames().count() == records.len()
+                view.link().is_some() == self.shared.chained
+                    && view.frames().count() == records.len()
                     && view.header.next_offset() == first + records.len() as u64
                     && view.frames().zip(records).all(|(frame, record)| {
                         frame.timestamp_us == record.timestamp_us

@@ -256,11 +256,18 @@ fn tree_of(log: &Log, size: u64) -> Result<LogTree> {
     let mut tree = LogTree::new();
     tree.extend(log, size)?;
     let damaged = log.damaged_segments_below(size);
+    // A second pass over every byte (persisted block roots will spare it):
+    // damage a read stands in for, and the chain.
+    let report = log.verify()?;
+    // A head would vouch for a rewritten history: refused, naming where.
+    // Anywhere in the log: the rewrite may lie in the batch before the
+    // first link that does not fit.
+    if let Some(e) = report.tampering_error() {
+        return Err(e);
+    }
     if damaged.is_empty() {
         // Damage a read stands in for without a rebuilt segment (the last
-        // segment of a read-only view, say): found by `verify`, which reads
-        // every byte (a second pass; persisted block roots will spare it).
-        let report = log.verify()?;
+        // segment of a read-only view, say).
         if let Some(p) = report.problems.iter().find(|p| {
             matches!(
                 p.kind,

@@ -1,8 +1,9 @@
 //! The bytes of a log directory, for the tests that damage them on purpose:
 //! where each batch of a segment file stands, one byte rewritten or one
 //! bit flipped in place (through the real file, as a disk would), the
-//! segment files of a directory, and zero-heavy records (the payloads whose
-//! damage recovery must not mistake for a torn tail).
+//! segment files of a directory, zero-heavy records (the payloads whose
+//! damage recovery must not mistake for a torn tail), and a segment's chain
+//! computed again as a forger would.
 //!
 //! Nothing here goes through the storage seam: these helpers stand in for
 //! the disk itself, under a log that is closed.
@@ -103,4 +104,24 @@ pub fn append_zero_heavy(log: &Log, count: u8, zeros: usize) {
         log.append_blocking(Record::new(i64::from(i), zero_heavy_payload(i, zeros)))
             .expect("append a zero-heavy record");
     }
+}
+
+/// The segment (the log's first) with every batch's chain link computed
+/// again from the genesis link: what a forger who can write the files
+/// does after changing a record.
+pub fn relinked(segment: &[u8]) -> Vec<u8> {
+    use enforcelog::format::batch::encode_chained_batch;
+    let mut out = segment[..SEGMENT_HEADER_LEN].to_vec();
+    let mut link = enforcelog::format::chain::GENESIS;
+    let mut pos = SEGMENT_HEADER_LEN;
+    while pos < segment.len() {
+        let view = decode_batch(&segment[pos..], None).expect("a batch");
+        let records: Vec<enforcelog::Record> = view
+            .frames()
+            .map(|f| enforcelog::Record::new(f.timestamp_us, f.payload.to_vec()))
+            .collect();
+        link = encode_chained_batch(&mut out, view.header.first_offset, &records, &link);
+        pos += view.len();
+    }
+    out
 }
