@@ -6,11 +6,14 @@
 //! (`support/dataset.rs`, 1,000 pairs) with `Durability::None`, then times,
 //! in one run, on the same files (in the page cache):
 //!
-//! - `Log::verify`, the CRC pass `enforcelog verify` makes;
+//! - `Log::verify`, the pass `enforcelog verify` makes: the CRC of every
+//!   frame and (a log of format 2) every chain link, leaves hashed on two
+//!   threads;
 //! - the floor of any head computed from the records: every frame visited
 //!   in place (`Log::scan`) and its leaf hashed (SHA-256), nothing else;
-//! - `Store::head` (leaf and node hashes of the whole log, then the CRC
-//!   pass that finds damage a read would stand in for);
+//! - `Store::head`: one pass over the log's bytes that checks the CRCs
+//!   and the chain and folds the leaves it hashes for the chain into the
+//!   tree (two threads), then the node hashes above the blocks;
 //! - `Store::head_with_consistency`, what `enforcelog audit` costs: the
 //!   head and the consistency proof from an old size, from one tree;
 //! - `Store::prove_inclusion` and `Store::prove_consistency`: each computes
@@ -182,7 +185,7 @@ fn main() {
             events as f64 / t.as_secs_f64() / 1e6
         );
     };
-    row("verify (CRC of every frame)", verify);
+    row("verify (CRC of every frame, chain links)", verify);
     row("leaf hashes only (floor of a head)", floor);
     row("head", head_time);
     row("audit (head + consistency proof)", audit_time);

@@ -8,7 +8,11 @@
 //! would: records re-encoded with valid checksums, through the format's own
 //! encoder, so that no checksum can tell.
 
+mod common;
+
 use std::path::{Path, PathBuf};
+
+use common::segment::segment_files;
 
 use enforcelog::format::batch::{decode_batch, encode_batch, encode_chained_batch};
 use enforcelog::format::chain::GENESIS;
@@ -50,18 +54,8 @@ fn new_log(to: u64) -> (tempfile::TempDir, Vec<PathBuf>) {
     let log = Log::open(dir.path(), options()).unwrap();
     append(&log, 0, to);
     log.close().unwrap();
-    let segments = segments(dir.path());
+    let segments = segment_files(dir.path());
     (dir, segments)
-}
-
-fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut s: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "log"))
-        .collect();
-    s.sort();
-    s
 }
 
 fn verify(dir: &Path) -> VerifyReport {
@@ -166,12 +160,12 @@ fn a_log_written_across_reopens_and_rolls_verifies_clean() {
         append(&log, round * 150, (round + 1) * 150);
         log.close().unwrap();
     }
-    assert!(segments(dir.path()).len() > 3);
+    assert!(segment_files(dir.path()).len() > 3);
     let report = verify(dir.path());
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.records, 600);
     // Every batch carries a link, the first chained to the genesis link.
-    let first = batches(&std::fs::read(&segments(dir.path())[0]).unwrap());
+    let first = batches(&std::fs::read(&segment_files(dir.path())[0]).unwrap());
     assert!(first.iter().all(|b| b.link.is_some()));
     let version = std::fs::read_to_string(dir.path().join("VERSION")).unwrap();
     assert_eq!(version, "enforcelog-log 2\n");
@@ -308,7 +302,7 @@ fn a_log_of_format_1_is_read_written_and_verified_without_links() {
         version, "enforcelog-log 1\n",
         "a format 1 log stays format 1"
     );
-    for path in segments(dir.path()) {
+    for path in segment_files(dir.path()) {
         assert!(batches(&std::fs::read(path).unwrap())
             .iter()
             .all(|b| b.link.is_none()));
@@ -373,7 +367,7 @@ fn a_long_log_checked_on_two_threads_reports_every_rewrite_in_log_order() {
         i += 50;
     }
     log.close().unwrap();
-    let segs = segments(dir.path());
+    let segs = segment_files(dir.path());
     assert!(segs.len() >= 6, "{} segments", segs.len());
     assert!(verify(dir.path()).is_clean());
     // One rewrite early, one late, each in a batch's middle record.

@@ -86,6 +86,120 @@ impl LogTree {
     }
 }
 
+/// Leaf hashes folded into blocks as they come, from any offset on: what
+/// a pass over a stretch of the log (one thread's share of `verify`)
+/// contributes to a [`LogTree`]. Stretches that follow each other
+/// [`join`](Self::join) into one; a fold from offset 0 is a tree.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockFold {
+    /// The offset of the first leaf, once one came.
+    first: Option<u64>,
+    /// The offset the next leaf must have.
+    next: u64,
+    /// Leaves before the first block boundary (empty when `first` is one).
+    head: Vec<Hash>,
+    /// Roots of the complete blocks after `head`.
+    blocks: Vec<Hash>,
+    /// Leaves of the incomplete block at the end.
+    tail: Vec<Hash>,
+    /// A leaf came out of order: no tree can be made of this fold.
+    broken: bool,
+}
+
+impl BlockFold {
+    pub fn new() -> Self {
+        Self {
+            first: None,
+            next: 0,
+            head: Vec::new(),
+            blocks: Vec::new(),
+            tail: Vec::new(),
+            broken: false,
+        }
+    }
+
+    /// Whether the next leaf lies at or past the first block boundary at
+    /// or after the first leaf: leaves go to `tail` (and whole blocks)
+    /// from there, to `head` before.
+    fn aligned(&self) -> bool {
+        self.first
+            .is_some_and(|first| self.next >= first.next_multiple_of(BLOCK_LEAVES))
+    }
+
+    /// Adds the leaf of the record at `offset`, which must follow the last.
+    pub fn push(&mut self, offset: u64, leaf: Hash) {
+        if self.first.is_none() {
+            self.first = Some(offset);
+            self.next = offset;
+        }
+        if offset != self.next {
+            self.broken = true;
+            return;
+        }
+        if self.aligned() {
+            self.tail.push(leaf);
+            if self.tail.len() as u64 == BLOCK_LEAVES {
+                self.blocks.push(merkle::root(&self.tail));
+                self.tail.clear();
+            }
+        } else {
+            self.head.push(leaf);
+        }
+        self.next += 1;
+    }
+
+    /// This fold followed by `later`, which starts where this one ends
+    /// (or holds nothing).
+    pub fn join(mut self, later: BlockFold) -> BlockFold {
+        let Some(later_first) = later.first else {
+            return self;
+        };
+        if self.first.is_none() {
+            return later;
+        }
+        if self.broken || later.broken || later_first != self.next {
+            self.broken = true;
+            return self;
+        }
+        let later_aligned = later.aligned();
+        if !self.aligned() {
+            // `self` lies inside the one block `later` goes on with.
+            debug_assert!(self.blocks.is_empty() && self.tail.is_empty());
+            self.head.extend(later.head);
+            self.blocks = later.blocks;
+            self.tail = later.tail;
+        } else {
+            let mut joined = std::mem::take(&mut self.tail);
+            joined.extend(later.head);
+            if later_aligned {
+                // `self`'s last leaves and `later`'s first: one block.
+                if !joined.is_empty() {
+                    debug_assert_eq!(joined.len() as u64, BLOCK_LEAVES);
+                    self.blocks.push(merkle::root(&joined));
+                }
+                self.blocks.extend(later.blocks);
+                self.tail = later.tail;
+            } else {
+                // `later` lies inside the block `self`'s tail began.
+                debug_assert!(later.blocks.is_empty() && later.tail.is_empty());
+                self.tail = joined;
+            }
+        }
+        self.next = later.next;
+        self
+    }
+
+    /// The tree of the leaves folded, when they run from offset 0 without
+    /// a gap.
+    pub fn into_tree(self) -> Option<LogTree> {
+        let from_zero = self.first.is_none_or(|first| first == 0);
+        (from_zero && !self.broken).then_some(LogTree {
+            blocks: self.blocks,
+            tail: self.tail,
+        })
+    }
+}
+
 /// A [`LogTree`] and the log it reads blocks from.
 pub struct TreeView<'a> {
     tree: &'a LogTree,
@@ -219,4 +333,75 @@ fn read_leaves(log: &Log, offsets: Range<u64>, mut f: impl FnMut(Hash)) -> Resul
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaf(i: u64) -> Hash {
+        merkle::record_leaf_hash(i, i as i64, &i.to_le_bytes())
+    }
+
+    fn expected(n: u64) -> (Vec<Hash>, Vec<Hash>) {
+        let leaves: Vec<Hash> = (0..n).map(leaf).collect();
+        let blocks = leaves
+            .chunks_exact(BLOCK_LEAVES as usize)
+            .map(merkle::root)
+            .collect();
+        let tail = leaves[(n / BLOCK_LEAVES * BLOCK_LEAVES) as usize..].to_vec();
+        (blocks, tail)
+    }
+
+    #[test]
+    fn pieces_folded_and_joined_are_the_blocks_of_the_whole() {
+        let b = BLOCK_LEAVES;
+        for n in [0, 1, b - 1, b, b + 1, 3 * b - 7, 4 * b, 5 * b + 3] {
+            let cuts_list: Vec<Vec<u64>> = vec![
+                vec![],
+                vec![1],
+                vec![b],
+                vec![b - 1, b + 1],
+                vec![n / 2],
+                vec![3, 7, b + 5, 2 * b, 2 * b + 1, 3 * b - 8],
+                (1..n).step_by(37).collect(),
+            ];
+            for cuts in cuts_list {
+                let mut bounds = vec![0];
+                bounds.extend(cuts.iter().copied().filter(|&c| c > 0 && c < n));
+                bounds.push(n);
+                bounds.dedup();
+                let mut joined = BlockFold::new();
+                for w in bounds.windows(2) {
+                    let mut piece = BlockFold::new();
+                    for i in w[0]..w[1] {
+                        piece.push(i, leaf(i));
+                    }
+                    joined = joined.join(piece);
+                }
+                let tree = joined.into_tree().expect("a fold from 0 without a gap");
+                let (blocks, tail) = expected(n);
+                assert_eq!(tree.blocks, blocks, "n {n} cuts {cuts:?}");
+                assert_eq!(tree.tail, tail, "n {n} cuts {cuts:?}");
+                assert_eq!(tree.size(), n);
+            }
+        }
+    }
+
+    #[test]
+    fn a_gap_or_a_fold_not_from_zero_is_no_tree() {
+        let mut fold = BlockFold::new();
+        fold.push(0, leaf(0));
+        fold.push(2, leaf(2));
+        assert!(fold.into_tree().is_none());
+        let mut later = BlockFold::new();
+        later.push(5, leaf(5));
+        assert!(later.clone().into_tree().is_none());
+        let mut first = BlockFold::new();
+        first.push(0, leaf(0));
+        assert!(
+            first.join(later).into_tree().is_none(),
+            "offsets 1..5 missing"
+        );
+    }
 }

@@ -43,11 +43,7 @@ pub fn link<'a>(
     record_count: u32,
     records: impl IntoIterator<Item = (i64, &'a [u8])>,
 ) -> Hash {
-    let mut h = Sha256::new();
-    h.update([LINK_DOMAIN]);
-    h.update(previous);
-    h.update(first_offset.to_le_bytes());
-    h.update(record_count.to_le_bytes());
+    let mut h = start(previous, first_offset, record_count);
     let mut n = 0u32;
     for (i, (timestamp_us, payload)) in records.into_iter().enumerate() {
         h.update(record_leaf_hash(
@@ -59,6 +55,26 @@ pub fn link<'a>(
     }
     debug_assert_eq!(n, record_count, "a link covers every record of its batch");
     h.finalize().into()
+}
+
+/// The same link from the leaf hashes of the batch's records, in offset
+/// order: for a pass that needs the leaves anyway (a tree head's).
+pub fn link_of_leaves(previous: &Hash, first_offset: u64, leaves: &[Hash]) -> Hash {
+    let count = u32::try_from(leaves.len()).unwrap_or(u32::MAX);
+    let mut h = start(previous, first_offset, count);
+    for leaf in leaves {
+        h.update(leaf);
+    }
+    h.finalize().into()
+}
+
+fn start(previous: &Hash, first_offset: u64, record_count: u32) -> Sha256 {
+    let mut h = Sha256::new();
+    h.update([LINK_DOMAIN]);
+    h.update(previous);
+    h.update(first_offset.to_le_bytes());
+    h.update(record_count.to_le_bytes());
+    h
 }
 
 #[cfg(test)]
@@ -87,5 +103,11 @@ mod tests {
             link(&GENESIS, 10, 2, [(5, &b"ab"[..]), (6, &b"c"[..])])
         );
         assert_eq!(base, link(&GENESIS, 10, 2, records));
+        let leaves = [
+            record_leaf_hash(10, 5, b"a"),
+            record_leaf_hash(11, 6, b"bc"),
+        ];
+        assert_eq!(base, link_of_leaves(&GENESIS, 10, &leaves));
+        assert_ne!(base, link_of_leaves(&GENESIS, 10, &leaves[..1]));
     }
 }

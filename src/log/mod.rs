@@ -1006,6 +1006,15 @@ impl Log {
     /// every problem found. Only I/O failures are errors; damage is reported
     /// in the [`VerifyReport`].
     pub fn verify(&self) -> Result<VerifyReport> {
+        Ok(self.verify_folding(None)?.0)
+    }
+
+    /// [`Log::verify`], and with `fold_to = Some(n)` the Merkle tree of the
+    /// first `n` records from the same pass (see `verify::verify`).
+    pub(crate) fn verify_folding(
+        &self,
+        fold_to: Option<u64>,
+    ) -> Result<(VerifyReport, Option<crate::audit::tree::LogTree>)> {
         let shared = &self.inner.shared;
         // The active segment's file must hold at least what its writer
         // published as durable (a writer's failed fsyncs cut only above
@@ -1027,7 +1036,13 @@ impl Log {
         let must_hold = published
             .filter(|end| end.segment_base == limit.0)
             .map(|end| end.segment_len.min(limit.1));
-        verify::verify(&*shared.storage, &shared.dir, Some(limit), must_hold)
+        verify::verify(
+            &*shared.storage,
+            &shared.dir,
+            Some(limit),
+            must_hold,
+            fold_to,
+        )
     }
 
     /// Makes everything appended durable, stops the writer and releases the

@@ -15,10 +15,12 @@ use super::identity;
 use super::recovery::{self, scan, unfinished_creation, Stop};
 use super::repair::next_valid;
 use super::segment::IndexBuilder;
-use crate::audit::merkle::Hash;
+use crate::audit::merkle::{record_leaf_hash, Hash};
+use crate::audit::tree::{BlockFold, LogTree};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::batch::decode_batch;
+use crate::format::chain::link_of_leaves;
 use crate::format::chain::GENESIS;
 use crate::format::index_file::SegmentIndex;
 use crate::format::{SegmentHeader, LOG_FORMAT_VERSION, SEGMENT_HEADER_LEN};
@@ -123,7 +125,7 @@ impl VerifyReport {
 /// Verifies the log in `dir` without opening it (no lock, no change), on the
 /// real file system: what an operator runs on a log that does not open.
 pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport> {
-    verify(&crate::storage::FileStorage, dir.as_ref(), None, None)
+    Ok(verify(&crate::storage::FileStorage, dir.as_ref(), None, None, None)?.0)
 }
 
 /// Verifies `dir`. With `committed = Some((base, len))`, the segment at
@@ -133,12 +135,18 @@ pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport> {
 /// reported: acknowledged, durable records are missing from it. Without a
 /// handle (`committed = None`), the same check is made against the durable
 /// end published in the directory (`DURABLE`), for the segment it names.
+///
+/// With `fold_to = Some(n)`, the same pass also hashes the first `n`
+/// records into their Merkle tree (the leaves the chain check computes
+/// anyway): returned when the records it saw run from offset 0 without a
+/// gap (a tree head's caller still checks its size and the report).
 pub(crate) fn verify(
     storage: &dyn Storage,
     dir: &Path,
     committed: Option<(u64, u64)>,
     must_hold: Option<u64>,
-) -> Result<VerifyReport> {
+    fold_to: Option<u64>,
+) -> Result<(VerifyReport, Option<LogTree>)> {
     // Offline, what the last writer published as durable (an invalid or
     // missing file: nothing to check against). Read before the listing, as
     // a read-only open does: a writer creates a segment before it names it,
@@ -304,8 +312,8 @@ pub(crate) fn verify(
         );
         report_corruption(&mut report, missing);
     }
-    chain.check(&mut report);
-    Ok(report)
+    let fold = chain.check(&mut report, fold_to);
+    Ok((report, fold_to.and_then(|_| fold.into_tree())))
 }
 
 /// Reports what an open would refuse as corruption (the checks an open and
@@ -449,7 +457,7 @@ impl Pieces {
     /// Checks every piece's chain, the log split in two halves checked at
     /// once where there are two cores; adds what is broken to `report`, in
     /// log order.
-    fn check(self, report: &mut VerifyReport) {
+    fn check(self, report: &mut VerifyReport, fold_to: Option<u64>) -> BlockFold {
         let total: usize = self.pieces.iter().map(|p| p.to - p.from).sum();
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
         let mut split = self.pieces.len();
@@ -465,24 +473,37 @@ impl Pieces {
                 .map_or(self.pieces.len(), |i| i + 1);
         }
         let (older, newer) = self.pieces.split_at(split);
-        let (mut found, later) = std::thread::scope(|scope| {
-            let later = (!newer.is_empty()).then(|| scope.spawn(|| self.check_pieces(newer)));
-            let found = self.check_pieces(older);
+        let ((mut found, mut fold), later) = std::thread::scope(|scope| {
+            let later =
+                (!newer.is_empty()).then(|| scope.spawn(|| self.check_pieces(newer, fold_to)));
+            let done = self.check_pieces(older, fold_to);
             let later = later.map(|h| {
                 h.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             });
-            (found, later)
+            (done, later)
         });
-        found.extend(later.into_iter().flatten());
+        if let Some((later_found, later_fold)) = later {
+            found.extend(later_found);
+            fold = fold.join(later_fold);
+        }
         for (first_offset, problem) in found {
             report.tampered_at.push(first_offset);
             report.problems.push(problem);
         }
+        fold
     }
 
-    fn check_pieces(&self, pieces: &[Piece]) -> Vec<(u64, Problem)> {
+    /// Checks `pieces` in order; folds the leaves of the records below
+    /// `fold_to` (all of them: the check's leaves serve the fold).
+    fn check_pieces(
+        &self,
+        pieces: &[Piece],
+        fold_to: Option<u64>,
+    ) -> (Vec<(u64, Problem)>, BlockFold) {
         let mut found = Vec::new();
+        let mut fold = BlockFold::new();
+        let mut leaves: Vec<Hash> = Vec::new();
         for piece in pieces {
             let (path, bytes) = &self.segments[piece.segment];
             let mut check = ChainCheck::resume(self.chained, piece.start);
@@ -492,7 +513,28 @@ impl Pieces {
                     debug_assert!(false, "a batch the scan verified does not decode");
                     break;
                 };
-                if let Some(broken) = check.batch(&view) {
+                let first = view.header.first_offset;
+                let folding = fold_to.is_some_and(|to| first < to);
+                leaves.clear();
+                if folding {
+                    leaves.extend(
+                        view.frames()
+                            .map(|f| record_leaf_hash(f.offset, f.timestamp_us, f.payload)),
+                    );
+                    for (offset, leaf) in (first..).zip(&leaves) {
+                        if fold_to.is_some_and(|to| offset < to) {
+                            fold.push(offset, *leaf);
+                        }
+                    }
+                }
+                let broken = check.batch_with(&view, |previous| {
+                    if folding {
+                        link_of_leaves(previous, first, &leaves)
+                    } else {
+                        view.compute_link(previous)
+                    }
+                });
+                if let Some(broken) = broken {
                     found.push((
                         broken.first_offset,
                         Problem {
@@ -509,7 +551,7 @@ impl Pieces {
                 pos += view.len();
             }
         }
-        found
+        (found, fold)
     }
 }
 
