@@ -158,6 +158,33 @@ fn f1_a_batch_replaced_by_a_forged_hole_lets_the_next_batch_be_rewritten_unseen(
     );
 }
 
+/// What is done about finding 1 until batches carry their previous link:
+/// `verify` names the batch the chain could not vouch for, so an operator
+/// (and the CLI's warning) knows where only a kept head can tell.
+#[test]
+fn f1c_the_batch_after_a_forged_hole_is_named_as_unchecked() {
+    let (dir, segs) = new_log(300);
+    let path = &segs[0];
+    let bytes = std::fs::read(path).unwrap();
+    assert!(verify(dir.path()).chain_unchecked().is_empty());
+    let mut b = batches(&bytes);
+    let i = 3;
+    let n = b[i].records.len() as u64;
+    let ts = b[i].records[0].timestamp_us;
+    b[i].records = (0..n)
+        .map(|_| Record::new(ts, lost_payload(b[i].first, n)))
+        .collect();
+    b[i].link = None;
+    forge(&mut b[i + 1]);
+    std::fs::write(path, encode(&bytes, &b)).unwrap();
+    let report = verify(dir.path());
+    assert_eq!(
+        report.chain_unchecked(),
+        &[b[i + 1].first][..],
+        "{report:?}"
+    );
+}
+
 /// Finding 2: one damaged byte (reported as corruption, which `repair`
 /// turns into a hole) stops the chain check for the batch right after it
 /// in the same segment; that batch can be rewritten, link kept, and verify
@@ -585,7 +612,6 @@ fn r5_hostile_chained_trailers_do_not_panic() {
 /// single small file is missing. (The loss itself is already a Layout
 /// problem.)
 #[test]
-#[ignore = "review 33 finding 3: a format 1 log without its VERSION file reads as tampered throughout"]
 fn f3_a_format_1_log_that_lost_its_version_file_is_not_tampering() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("VERSION"), "enforcelog-log 1\n").unwrap();

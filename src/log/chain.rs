@@ -16,9 +16,18 @@
 //!   was made over the destroyed records, so it cannot be recomputed: the
 //!   first chained batch after a hole is taken at its stored link, and the
 //!   check goes on from there. The loss itself is visible to every reader.
-//! - **After damage**, for the same reason, up to the next segment's first
-//!   batch: a writer that sealed a damaged segment may not have found its
-//!   last link, so that batch is taken at its stored link too.
+//! - **After damage**, for the same reason: the first batch that verifies
+//!   after damage in a segment, and the next segment's first batch (a
+//!   writer that sealed a damaged segment may not have found its last
+//!   link), are taken at their stored links.
+//!
+//! A batch taken at its stored link is not checked at all: whoever fakes a
+//! hole or damages the batch before can rewrite it without recomputing a
+//! link (review 33 findings 1 and 2). `verify` lists those batches
+//! (`VerifyReport::chain_unchecked`); only a head kept from before vouches
+//! for them. Storing each batch's previous link beside its own would let
+//! such a batch be checked by itself and by the next one: the planned fix
+//! (docs/AUDIT.md).
 //!
 //! Invariant (a writer's): the link a writer holds is the stored link of
 //! the log's last batch, or [`GENESIS`] when the log is empty or its last
@@ -124,6 +133,9 @@ pub(crate) struct ChainCheck {
     /// The link the next batch must chain to; `None` when unknown (after a
     /// hole or damage): the next chained batch is taken at its word.
     previous: Option<Hash>,
+    /// The first offsets of the chained batches taken at their word: the
+    /// chain does not vouch for their records (review 33 findings 1, 2).
+    pub unchecked: Vec<u64>,
 }
 
 impl ChainCheck {
@@ -132,7 +144,11 @@ impl ChainCheck {
     /// on stored bytes, never on a link it computed, so a log's batches can
     /// be checked in pieces, on several threads).
     pub fn resume(chained: bool, previous: Option<Hash>) -> Self {
-        Self { chained, previous }
+        Self {
+            chained,
+            previous,
+            unchecked: Vec::new(),
+        }
     }
 
     /// Checks the next batch of the log (one that verified); `compute`
@@ -165,6 +181,9 @@ impl ChainCheck {
                 )
             });
         };
+        if self.previous.is_none() {
+            self.unchecked.push(view.header.first_offset);
+        }
         let result = match self.previous {
             Some(previous) if compute(&previous) != stored => Some(broken(
                 "the batch's chain link does not match its records and the link before it: \

@@ -79,6 +79,9 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// The first offsets of the batches reported as tampering, in order.
     tampered_at: Vec<u64>,
+    /// The first offsets of the chained batches the chain could not vouch
+    /// for (after a hole or damage), in order.
+    unchecked_at: Vec<u64>,
 }
 
 impl VerifyReport {
@@ -104,6 +107,14 @@ impl VerifyReport {
     /// The first offset of the first batch reported as tampered with.
     pub fn first_tampered_offset(&self) -> Option<u64> {
         self.tampered_at.first().copied()
+    }
+
+    /// The first offsets of the chained batches whose records the chain
+    /// does not vouch for: the first after a hole or after damage, taken at
+    /// their stored link (docs/AUDIT.md, threat model). Empty for a log
+    /// without holes or damage.
+    pub fn chain_unchecked(&self) -> &[u64] {
+        &self.unchecked_at
     }
 
     /// The first tampering found, as the error an operation that needs an
@@ -174,12 +185,14 @@ pub(crate) fn verify(
             "missing version file".into(),
         );
     }
-    // A log whose version cannot be read is checked as the newest format:
-    // a chained log must not escape the check by losing its VERSION file.
-    let mut version = LOG_FORMAT_VERSION;
+    // A log whose version cannot be read is checked as its first batch
+    // says (chained or not), in `Pieces::check`: a chained log must not
+    // escape the check by losing its VERSION file, nor a format 1 log be
+    // read as tampered throughout (review 33 finding 3).
+    let mut version = None;
     if listing.has_version {
         match dir::check_version(storage, dir) {
-            Ok(v) => version = v,
+            Ok(v) => version = Some(v),
             Err(e) => problem(
                 &mut report,
                 ProblemKind::Layout,
@@ -190,7 +203,7 @@ pub(crate) fn verify(
         }
     }
     let mut chain = Pieces {
-        chained: version >= 2,
+        chained: version.map(|v| v >= 2),
         state: Some(GENESIS),
         segments: Vec::new(),
         pieces: Vec::new(),
@@ -419,7 +432,8 @@ impl std::ops::Deref for Held {
 /// chain check knows before it: collected while the segments are scanned,
 /// checked afterwards on every core ([`Pieces::check`]).
 struct Pieces {
-    chained: bool,
+    /// `None`: the log's version is unknown; its first batch decides.
+    chained: Option<bool>,
     /// What the check knows before the next piece (see `ChainCheck`).
     state: Option<Hash>,
     segments: Vec<(PathBuf, Arc<Held>)>,
@@ -432,6 +446,16 @@ struct Piece {
     from: usize,
     to: usize,
     start: Option<Hash>,
+}
+
+/// What checking a run of pieces found.
+struct Checked {
+    /// Tampering: first offsets and problems, in log order.
+    found: Vec<(u64, Problem)>,
+    /// The leaves folded (below `fold_to`).
+    fold: BlockFold,
+    /// The batches taken at their stored link.
+    unchecked: Vec<u64>,
 }
 
 /// Pieces smaller than this, in all, are checked on one thread.
@@ -457,7 +481,14 @@ impl Pieces {
     /// Checks every piece's chain, the log split in two halves checked at
     /// once where there are two cores; adds what is broken to `report`, in
     /// log order.
-    fn check(self, report: &mut VerifyReport, fold_to: Option<u64>) -> BlockFold {
+    fn check(mut self, report: &mut VerifyReport, fold_to: Option<u64>) -> BlockFold {
+        if self.chained.is_none() {
+            let first = self.pieces.first().map(|p| {
+                let bytes = &self.segments[p.segment].1;
+                decode_batch(&bytes[p.from..], None).is_ok_and(|view| view.link().is_some())
+            });
+            self.chained = Some(first.unwrap_or(LOG_FORMAT_VERSION >= 2));
+        }
         let total: usize = self.pieces.iter().map(|p| p.to - p.from).sum();
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
         let mut split = self.pieces.len();
@@ -473,7 +504,7 @@ impl Pieces {
                 .map_or(self.pieces.len(), |i| i + 1);
         }
         let (older, newer) = self.pieces.split_at(split);
-        let ((mut found, mut fold), later) = std::thread::scope(|scope| {
+        let (mut done, later) = std::thread::scope(|scope| {
             let later =
                 (!newer.is_empty()).then(|| scope.spawn(|| self.check_pieces(newer, fold_to)));
             let done = self.check_pieces(older, fold_to);
@@ -483,30 +514,30 @@ impl Pieces {
             });
             (done, later)
         });
-        if let Some((later_found, later_fold)) = later {
-            found.extend(later_found);
-            fold = fold.join(later_fold);
+        if let Some(later) = later {
+            done.found.extend(later.found);
+            done.fold = done.fold.join(later.fold);
+            done.unchecked.extend(later.unchecked);
         }
-        for (first_offset, problem) in found {
+        for (first_offset, problem) in done.found {
             report.tampered_at.push(first_offset);
             report.problems.push(problem);
         }
-        fold
+        report.unchecked_at = done.unchecked;
+        done.fold
     }
 
     /// Checks `pieces` in order; folds the leaves of the records below
     /// `fold_to` (all of them: the check's leaves serve the fold).
-    fn check_pieces(
-        &self,
-        pieces: &[Piece],
-        fold_to: Option<u64>,
-    ) -> (Vec<(u64, Problem)>, BlockFold) {
+    fn check_pieces(&self, pieces: &[Piece], fold_to: Option<u64>) -> Checked {
         let mut found = Vec::new();
         let mut fold = BlockFold::new();
+        let mut unchecked = Vec::new();
         let mut leaves: Vec<Hash> = Vec::new();
         for piece in pieces {
             let (path, bytes) = &self.segments[piece.segment];
-            let mut check = ChainCheck::resume(self.chained, piece.start);
+            let chained = self.chained.unwrap_or(true);
+            let mut check = ChainCheck::resume(chained, piece.start);
             let mut pos = piece.from;
             while pos < piece.to {
                 let Ok(view) = decode_batch(&bytes[pos..], None) else {
@@ -550,8 +581,13 @@ impl Pieces {
                 }
                 pos += view.len();
             }
+            unchecked.extend(check.unchecked);
         }
-        (found, fold)
+        Checked {
+            found,
+            fold,
+            unchecked,
+        }
     }
 }
 
