@@ -396,7 +396,7 @@ fn r1_stale_or_wrong_index_files_do_not_break_the_chain() {
 fn sim_options(durability: Durability, seed: u64) -> LogOptions {
     LogOptions {
         segment_max_bytes: 4096 + (seed % 5) * 1024,
-        preallocate_segments: seed % 2 == 0,
+        preallocate_segments: seed.is_multiple_of(2),
         record_max_bytes: 1024,
         durability,
         index_interval_bytes: 256,
