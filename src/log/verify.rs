@@ -19,7 +19,7 @@ use crate::audit::merkle::{record_leaf_hash, Hash};
 use crate::audit::tree::{BlockFold, LogTree};
 use crate::config::LogOptions;
 use crate::error::{Error, Result};
-use crate::format::batch::decode_batch;
+use crate::format::batch::{decode_batch, decode_header, decode_verified_batch};
 use crate::format::chain::link_of_leaves;
 use crate::format::chain::GENESIS;
 use crate::format::index_file::SegmentIndex;
@@ -493,15 +493,7 @@ impl Pieces {
         let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
         let mut split = self.pieces.len();
         if two_cores && total >= PARALLEL_MIN_BYTES {
-            let mut seen = 0;
-            split = self
-                .pieces
-                .iter()
-                .position(|p| {
-                    seen += p.to - p.from;
-                    seen >= total / 2
-                })
-                .map_or(self.pieces.len(), |i| i + 1);
+            split = self.split_in_half(total);
         }
         let (older, newer) = self.pieces.split_at(split);
         let (mut done, later) = std::thread::scope(|scope| {
@@ -527,6 +519,45 @@ impl Pieces {
         done.fold
     }
 
+    /// Cuts the piece that holds the middle byte of the pieces at a batch
+    /// boundary near it (the second part starts with what the bytes before
+    /// it say, [`chain::after`]); returns the index of the first piece of
+    /// the second half.
+    fn split_in_half(&mut self, total: usize) -> usize {
+        let mut seen = 0;
+        for i in 0..self.pieces.len() {
+            let len = self.pieces[i].to - self.pieces[i].from;
+            if seen + len < total / 2 {
+                seen += len;
+                continue;
+            }
+            let piece = &self.pieces[i];
+            let bytes = &self.segments[piece.segment].1;
+            let target = piece.from + (total / 2 - seen);
+            // Batch headers only, from the piece's start: they verified.
+            let mut at = piece.from;
+            while at < target {
+                match decode_header(&bytes[at..]) {
+                    Ok(h) if at + h.batch_len as usize <= piece.to => at += h.batch_len as usize,
+                    _ => break,
+                }
+            }
+            if at <= piece.from || at >= piece.to {
+                return i + 1;
+            }
+            let second = Piece {
+                segment: piece.segment,
+                from: at,
+                to: piece.to,
+                start: chain::after(bytes, at),
+            };
+            self.pieces[i].to = at;
+            self.pieces.insert(i + 1, second);
+            return i + 1;
+        }
+        self.pieces.len()
+    }
+
     /// Checks `pieces` in order; folds the leaves of the records below
     /// `fold_to` (all of them: the check's leaves serve the fold).
     fn check_pieces(&self, pieces: &[Piece], fold_to: Option<u64>) -> Checked {
@@ -540,7 +571,9 @@ impl Pieces {
             let mut check = ChainCheck::resume(chained, piece.start);
             let mut pos = piece.from;
             while pos < piece.to {
-                let Ok(view) = decode_batch(&bytes[pos..], None) else {
+                // The scan verified these bytes whole: their frame checksums
+                // are not computed twice.
+                let Ok(view) = decode_verified_batch(&bytes[pos..], None) else {
                     debug_assert!(false, "a batch the scan verified does not decode");
                     break;
                 };
