@@ -66,11 +66,13 @@ fn kinds(report: &VerifyReport) -> Vec<ProblemKind> {
     report.problems.iter().map(|p| p.kind).collect()
 }
 
-/// One decoded batch: its first offset, its records, its stored link.
+/// One decoded batch: its first offset, its records, its stored chain
+/// trailer (the link before and its own link's tag), and its link.
 #[derive(Clone)]
 struct Batch {
     first: u64,
     records: Vec<Record>,
+    trailer: Option<[u8; 40]>,
     link: Option<[u8; 32]>,
 }
 
@@ -85,7 +87,13 @@ fn batches(segment: &[u8]) -> Vec<Batch> {
                 .frames()
                 .map(|f| Record::new(f.timestamp_us, f.payload.to_vec()))
                 .collect(),
-            link: view.link(),
+            trailer: view.prev().zip(view.link_tag()).map(|(prev, tag)| {
+                let mut t = [0u8; 40];
+                t[..32].copy_from_slice(&prev);
+                t[32..].copy_from_slice(&tag);
+                t
+            }),
+            link: view.compute_link(),
         });
         pos += view.len();
     }
@@ -93,23 +101,23 @@ fn batches(segment: &[u8]) -> Vec<Batch> {
 }
 
 /// Encodes `batches` after the segment's header. `relink` from a link:
-/// every batch's link recomputed from it (what a careful forger does);
-/// `None`: each batch keeps the link it carries.
+/// every batch chained again from it (what a careful forger does); `None`:
+/// each batch keeps the chain trailer it carries.
 fn encode(header: &[u8], batches: &[Batch], relink: Option<[u8; 32]>) -> Vec<u8> {
     let mut out = header[..SEGMENT_HEADER_LEN].to_vec();
     let mut link = relink;
     for b in batches {
-        match (link, b.link) {
+        match (link, b.trailer) {
             (Some(prev), _) => {
                 link = Some(encode_chained_batch(&mut out, b.first, &b.records, &prev))
             }
             (None, Some(stored)) => {
                 let start = out.len();
-                // Any link, then the stored one written over it (its
+                // Any trailer, then the stored one written over it (its
                 // checksum recomputed): the forger's "keep the old link".
                 encode_chained_batch(&mut out, b.first, &b.records, &GENESIS);
                 let end = out.len();
-                out[end - 40..end - 8].copy_from_slice(&stored);
+                out[end - 48..end - 8].copy_from_slice(&stored);
                 let crc = crc32fast::hash(&stored);
                 out[end - 8..end - 4].copy_from_slice(&crc.to_le_bytes());
                 assert!(decode_batch(&out[start..], Some(b.first)).is_ok());
@@ -271,7 +279,7 @@ fn a_batch_stripped_of_its_link_is_tampering() {
     let bytes = std::fs::read(&path).unwrap();
     // Unchained re-encoding of one batch, every other link kept.
     let mut out = encode(&bytes, &b[..i], None);
-    b[i].link = None;
+    b[i].trailer = None;
     let rest = encode(&bytes, &b[i..], None);
     out.extend_from_slice(&rest[SEGMENT_HEADER_LEN..]);
     std::fs::write(&path, out).unwrap();
@@ -305,7 +313,7 @@ fn a_log_of_format_1_is_read_written_and_verified_without_links() {
     for path in segment_files(dir.path()) {
         assert!(batches(&std::fs::read(path).unwrap())
             .iter()
-            .all(|b| b.link.is_none()));
+            .all(|b| b.trailer.is_none()));
     }
     let report = verify(dir.path());
     assert!(report.is_clean(), "{report:?}");

@@ -1,6 +1,9 @@
 //! Review 33: the hash chain in the log's batches (issue 18, log format 2,
-//! commit b61fc1d). Confirmed findings are failing tests marked `#[ignore]`;
-//! refuted ones pass.
+//! commit b61fc1d). Confirmed findings were failing tests marked `#[ignore]`;
+//! refuted ones pass. All three are fixed: findings 1 and 2 by each
+//! chained batch storing the link before it (a batch after a hole or
+//! damage checks its own records), finding 3 by deciding a log without a
+//! readable VERSION by its first batch.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,7 +69,8 @@ fn verify(dir: &Path) -> VerifyReport {
 struct Batch {
     first: u64,
     records: Vec<Record>,
-    link: Option<[u8; 32]>,
+    /// The stored chain trailer: the link before, this batch's link tag.
+    link: Option<[u8; 40]>,
     /// Byte range in the segment.
     at: std::ops::Range<usize>,
 }
@@ -82,7 +86,12 @@ fn batches(segment: &[u8]) -> Vec<Batch> {
                 .frames()
                 .map(|f| Record::new(f.timestamp_us, f.payload.to_vec()))
                 .collect(),
-            link: view.link(),
+            link: view.prev().zip(view.link_tag()).map(|(prev, tag)| {
+                let mut t = [0u8; 40];
+                t[..32].copy_from_slice(&prev);
+                t[32..].copy_from_slice(&tag);
+                t
+            }),
             at: pos..pos + view.len(),
         });
         pos += view.len();
@@ -90,14 +99,14 @@ fn batches(segment: &[u8]) -> Vec<Batch> {
     out
 }
 
-/// Encodes one batch; a chained batch keeps `link` as its stored link
-/// (checksum recomputed): the forger's "keep the old link".
+/// Encodes one batch; a chained batch keeps `link` as its stored chain
+/// trailer (checksum recomputed): the forger's "keep the old link".
 fn encode_one(out: &mut Vec<u8>, b: &Batch) {
     match b.link {
         Some(stored) => {
             encode_chained_batch(out, b.first, &b.records, &GENESIS);
             let end = out.len();
-            out[end - 40..end - 8].copy_from_slice(&stored);
+            out[end - 48..end - 8].copy_from_slice(&stored);
             let crc = crc32fast::hash(&stored);
             out[end - 8..end - 4].copy_from_slice(&crc.to_le_bytes());
         }
@@ -133,7 +142,6 @@ fn forge(b: &mut Batch) {
 /// the first batch after a hole at its word and every later link still
 /// fits. `verify` reports no problem at all (the hole is "information").
 #[test]
-#[ignore = "review 33 finding 1: a forged hole launders a rewrite of the batch after it"]
 fn f1_a_batch_replaced_by_a_forged_hole_lets_the_next_batch_be_rewritten_unseen() {
     let (dir, segs) = new_log(300);
     let path = &segs[0];
@@ -158,40 +166,12 @@ fn f1_a_batch_replaced_by_a_forged_hole_lets_the_next_batch_be_rewritten_unseen(
     );
 }
 
-/// What is done about finding 1 until batches carry their previous link:
-/// `verify` names the batch the chain could not vouch for, so an operator
-/// (and the CLI's warning) knows where only a kept head can tell.
-#[test]
-fn f1c_the_batch_after_a_forged_hole_is_named_as_unchecked() {
-    let (dir, segs) = new_log(300);
-    let path = &segs[0];
-    let bytes = std::fs::read(path).unwrap();
-    assert!(verify(dir.path()).chain_unchecked().is_empty());
-    let mut b = batches(&bytes);
-    let i = 3;
-    let n = b[i].records.len() as u64;
-    let ts = b[i].records[0].timestamp_us;
-    b[i].records = (0..n)
-        .map(|_| Record::new(ts, lost_payload(b[i].first, n)))
-        .collect();
-    b[i].link = None;
-    forge(&mut b[i + 1]);
-    std::fs::write(path, encode(&bytes, &b)).unwrap();
-    let report = verify(dir.path());
-    assert_eq!(
-        report.chain_unchecked(),
-        &[b[i + 1].first][..],
-        "{report:?}"
-    );
-}
-
 /// Finding 2: one damaged byte (reported as corruption, which `repair`
 /// turns into a hole) stops the chain check for the batch right after it
 /// in the same segment; that batch can be rewritten, link kept, and verify
 /// reports only the damage, never the rewrite. After `repair`, the log
 /// verifies clean with the rewritten record in it.
 #[test]
-#[ignore = "review 33 finding 2: damage then repair launders a rewrite of the batch after it"]
 fn f2_damage_before_a_rewritten_batch_hides_the_rewrite_and_repair_launders_it() {
     let (dir, segs) = new_log(300);
     let path = &segs[0];
@@ -221,7 +201,6 @@ fn f2_damage_before_a_rewritten_batch_hides_the_rewrite_and_repair_launders_it()
 /// segment stops the check up to the next segment's first batch, which is
 /// rewritten with its link kept.
 #[test]
-#[ignore = "review 33 finding 2: damage at a segment's end hides a rewrite of the next segment's first batch"]
 fn f2b_damage_at_a_segments_end_hides_a_rewrite_of_the_next_segments_first_batch() {
     let (dir, segs) = new_log(400);
     assert!(segs.len() >= 3);
@@ -596,7 +575,7 @@ fn r5_hostile_chained_trailers_do_not_panic() {
                 bytes.extend(std::iter::repeat_n(rnd() as u8, rnd() as usize % 64));
             }
         }
-        let _ = decode_batch(&bytes, None).map(|v| (v.link(), v.compute_link(&GENESIS)));
+        let _ = decode_batch(&bytes, None).map(|v| (v.compute_link(), v.link_after(&GENESIS)));
         let _ = decode_batch(&bytes, Some(7));
         let _ = enforcelog::format::flips::flipped_bit(&bytes, 7);
     }
@@ -664,11 +643,11 @@ fn record_events(store: &enforcelog::Store, from: u64, to: u64) {
     }
 }
 
-/// Finding 1 at the store: after a forged hole, `Store::head` signs the
+/// Finding 1 at the store: after a forged hole, `Store::head` signed the
 /// history with the batch after the hole rewritten (an event's bytes
-/// replaced, checksums fixed, link kept), since the chain check accepts it.
+/// replaced, checksums fixed, link kept), since the chain check accepted
+/// it. Fixed: each batch stores the link before it and checks itself.
 #[test]
-#[ignore = "review 33 finding 1: Store::head signs a history rewritten behind a forged hole"]
 fn f1b_store_head_signs_a_history_rewritten_behind_a_forged_hole() {
     use enforcelog::{Store, StoreOptions};
     let dir = tempfile::tempdir().unwrap();
@@ -697,7 +676,14 @@ fn f1b_store_head_signs_a_history_rewritten_behind_a_forged_hole() {
     let forged = encode(&bytes, &b);
     assert_eq!(forged.len(), bytes.len());
     std::fs::write(&path, forged).unwrap();
-    assert!(!verify(dir.path()).has_tampering());
+    // Fixed: the batch after the hole checks its own records against the
+    // link before it stores.
+    let report = verify(dir.path());
+    assert_eq!(
+        report.first_tampered_offset(),
+        Some(b[i + 1].first),
+        "{report:?}"
+    );
     let store = Store::open_read_only(dir.path()).unwrap();
     let head = store.head();
     assert!(

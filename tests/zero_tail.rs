@@ -322,14 +322,14 @@ fn zeros_after_the_last_batch_of_a_prepared_segment_are_the_end_not_a_tear() {
     }
 }
 
-/// The chain link of the last batch of `segment` (whole batches after the
-/// header), or the genesis link when it holds none.
+/// The chain link the last batch of `segment` makes (whole batches after
+/// the header), or the genesis link when it holds none.
 fn last_link(segment: &[u8]) -> [u8; 32] {
     let mut pos = SEGMENT_HEADER_LEN;
     let mut link = enforcelog::format::chain::GENESIS;
     while pos < segment.len() {
         let view = decode_batch(&segment[pos..], None).expect("a whole batch");
-        link = view.link().expect("a chained batch");
+        link = view.compute_link().expect("a chained batch");
         pos += view.len();
     }
     link

@@ -110,15 +110,6 @@ pub fn verify(global: &Global, _args: &VerifyArgs) -> Result<(), Failure> {
                 found.push(line);
             }
         }
-        if let Some(first) = report.chain_unchecked().first() {
-            note(&format!(
-                "warning: {}: the chain does not vouch for {} batch(es) right after a hole or \
-                 damage, the first at offset {first}: a rewrite there is caught only by a head \
-                 kept from before (`enforcelog audit`)",
-                shard_dir.display(),
-                report.chain_unchecked().len()
-            ));
-        }
         if found.is_empty() {
             found = check_checkpoints(&shard_dir, &mut out)?;
         } else {

@@ -24,14 +24,15 @@
 //!              0    4 batch_marker      b"EEND"
 //!
 //! trailer offset size field                (chained: log format 2)
-//!              0   32 link              the batch's chain link (`format::chain`)
-//!             32    4 link_crc          crc32 of the link
-//!             36    4 chain_marker      b"ECHD"
+//!              0   32 prev              the link of the batch before (`format::chain`)
+//!             32    8 link_tag          the first 8 bytes of this batch's link
+//!             40    4 trailer_crc       crc32 of prev and link_tag
+//!             44    4 chain_marker      b"ECHD"
 //! ```
 //!
 //! A batch says which trailer it has: its frames end either 4 bytes before
-//! `batch_len` (then the trailer must be `"EEND"`) or 40 bytes before it
-//! (then the link's checksum must match and the trailer end in `"ECHD"`).
+//! `batch_len` (then the trailer must be `"EEND"`) or 48 bytes before it
+//! (then the trailer's checksum must match and it must end in `"ECHD"`).
 //! The markers differ in two bytes (four bits), so no flipped bit turns one
 //! kind into the other; they end in the same byte, `D` (two bits set), so
 //! a zeroed last byte is what two flipped bits leave in either kind (see
@@ -60,9 +61,11 @@ pub const BATCH_HEADER_LEN: usize = 40;
 pub const FRAME_HEADER_LEN: usize = 24;
 /// Size of the trailer of an unchained batch in bytes.
 pub const BATCH_TRAILER_LEN: usize = 4;
-/// Size of the trailer of a chained batch in bytes: link, its checksum,
-/// marker.
-pub const CHAINED_TRAILER_LEN: usize = LINK_LEN + 4 + 4;
+/// Size of the trailer of a chained batch in bytes: the link before, the
+/// link's tag, their checksum, the marker.
+pub const CHAINED_TRAILER_LEN: usize = LINK_LEN + LINK_TAG_LEN + 4 + 4;
+/// Bytes of a chained batch's own link stored in its trailer.
+pub const LINK_TAG_LEN: usize = 8;
 
 /// Marker closing every batch header. Each byte has at least two bits set.
 pub const HEADER_MARKER: [u8; 4] = *b"EBAT";
@@ -164,28 +167,49 @@ impl<'a> BatchView<'a> {
         false
     }
 
-    /// The chain link a chained batch carries (its checksum verified), or
-    /// `None` for an unchained batch.
-    pub fn link(&self) -> Option<Hash> {
-        let len = self.bytes.len();
-        if self.bytes[len - 4..] != CHAIN_MARKER {
-            return None;
-        }
-        let mut link = [0u8; LINK_LEN];
-        link.copy_from_slice(&self.bytes[len - CHAINED_TRAILER_LEN..len - 8]);
-        Some(link)
+    /// Whether the batch is chained (log format 2).
+    pub fn is_chained(&self) -> bool {
+        self.bytes[self.bytes.len() - 4..] == CHAIN_MARKER
     }
 
-    /// The link this batch's records make when chained to `previous`:
-    /// equal to [`link`](Self::link) when the batch was written after a
-    /// batch whose link is `previous` and nothing changed since.
-    pub fn compute_link(&self, previous: &Hash) -> Hash {
+    /// The link of the batch before, as a chained batch stores it (its
+    /// checksum verified); `None` for an unchained batch.
+    pub fn prev(&self) -> Option<Hash> {
+        let start = self.trailer_start()?;
+        let mut prev = [0u8; LINK_LEN];
+        prev.copy_from_slice(&self.bytes[start..start + LINK_LEN]);
+        Some(prev)
+    }
+
+    /// The first [`LINK_TAG_LEN`] bytes of its own link a chained batch
+    /// stores; `None` for an unchained batch.
+    pub fn link_tag(&self) -> Option<[u8; LINK_TAG_LEN]> {
+        let start = self.trailer_start()? + LINK_LEN;
+        let mut tag = [0u8; LINK_TAG_LEN];
+        tag.copy_from_slice(&self.bytes[start..start + LINK_TAG_LEN]);
+        Some(tag)
+    }
+
+    /// The link of a chained batch's records after the link it stores as
+    /// `prev`: the chain value the next batch must store as its `prev`.
+    /// `None` for an unchained batch.
+    pub fn compute_link(&self) -> Option<Hash> {
+        self.prev().map(|prev| self.link_after(&prev))
+    }
+
+    /// The link the batch's records make after `previous`.
+    pub fn link_after(&self, previous: &Hash) -> Hash {
         chain::link(
             previous,
             self.header.first_offset,
             self.header.record_count,
             self.frames().map(|f| (f.timestamp_us, f.payload)),
         )
+    }
+
+    fn trailer_start(&self) -> Option<usize> {
+        self.is_chained()
+            .then(|| self.bytes.len() - CHAINED_TRAILER_LEN)
     }
 
     /// The batch's frames in offset order.
@@ -266,7 +290,8 @@ pub fn encode_batch(out: &mut Vec<u8>, first_offset: u64, records: &[Record]) {
 }
 
 /// Appends the encoding of `records`, numbered from `first_offset`, to `out`,
-/// as a chained batch whose link follows `previous`; returns its link.
+/// as a chained batch after a batch whose link is `previous` (stored in its
+/// trailer, with the tag of its own link); returns its link.
 ///
 /// The same preconditions as [`encode_batch`].
 pub fn encode_chained_batch(
@@ -287,8 +312,11 @@ pub fn encode_chained_batch(
             .iter()
             .map(|r| (r.timestamp_us, r.payload.as_slice())),
     );
-    out.extend_from_slice(&link);
-    out.extend_from_slice(&crc32fast::hash(&link).to_le_bytes());
+    let trailer = out.len();
+    out.extend_from_slice(previous);
+    out.extend_from_slice(&link[..LINK_TAG_LEN]);
+    let crc = crc32fast::hash(&out[trailer..]);
+    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&CHAIN_MARKER);
     debug_assert_eq!(out.len() - start, batch_len);
     link
@@ -509,9 +537,9 @@ fn verify_batch<const FRAME_CRCS: bool>(
             return Err(invalid(frames_end, "batch trailer marker mismatch"));
         }
     } else if pos + CHAINED_TRAILER_LEN == len {
-        let link = &bytes[pos..pos + LINK_LEN];
-        if crc32fast::hash(link) != u32_at(bytes, pos + LINK_LEN) {
-            return Err(invalid(pos, "chain link checksum mismatch"));
+        let linked = &bytes[pos..pos + LINK_LEN + LINK_TAG_LEN];
+        if crc32fast::hash(linked) != u32_at(bytes, pos + LINK_LEN + LINK_TAG_LEN) {
+            return Err(invalid(pos, "chain trailer checksum mismatch"));
         }
         if bytes[frames_end..] != CHAIN_MARKER {
             return Err(invalid(frames_end, "batch trailer marker mismatch"));

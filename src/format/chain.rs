@@ -1,7 +1,7 @@
-//! The chain link a batch of a chained log carries (log format 2).
+//! The chain link of a batch of a chained log (log format 2).
 //!
-//! Every batch of a chained log ends with the link of the log's hash chain
-//! up to and including it:
+//! Every batch of a chained log (but the holes `repair` writes) has a link
+//! in the log's hash chain:
 //!
 //! ```text
 //! link(batch) = SHA-256(0x02 || link(previous batch) || first_offset (u64 LE)
@@ -9,9 +9,13 @@
 //! leaf_i      = SHA-256(0x00 || offset (u64 LE) || timestamp_us (i64 LE) || payload)
 //! ```
 //!
-//! `leaf_i` is the leaf hash of the record in the log's Merkle tree
+//! and stores, in its trailer, the link of the previous batch (`prev`) and
+//! the first 8 bytes of its own (`link_tag`): so each batch can be checked
+//! by itself (its records after its `prev` make its tag) and against the
+//! batch before (its `prev` is that batch's link). `leaf_i` is the leaf
+//! hash of the record in the log's Merkle tree
 //! (`audit::merkle::record_leaf_hash`), so a pass that checks the chain
-//! hashes each record once for both. The first batch of the log links to
+//! hashes each record once for both. The first batch of the log follows
 //! [`GENESIS`] (32 zero bytes). The domain byte `0x02` keeps a link from
 //! ever equalling a leaf (`0x00`) or an inner node (`0x01`) of the tree.
 //!

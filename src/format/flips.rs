@@ -21,6 +21,7 @@
 //! those eight single-bit values up to date. No candidate is believed until
 //! the whole batch, patched, verifies.
 
+use super::batch::LINK_TAG_LEN;
 use super::batch::{
     decode_batch, decode_header, BatchError, BATCH_HEADER_LEN, BATCH_MARKER, BATCH_TRAILER_LEN,
     CHAINED_TRAILER_LEN, CHAIN_MARKER, FRAME_HEADER_LEN,
@@ -128,15 +129,17 @@ fn in_header(buf: &[u8], expected: u64) -> Option<FlippedBit> {
     None
 }
 
-/// The byte of a chained batch's link or link checksum (from `at`) whose
-/// one flipped bit makes the batch verify.
+/// The byte of a chained batch's trailer before its marker (from `at`:
+/// the link before, the link tag, their checksum) whose one flipped bit
+/// makes the batch verify.
 fn in_link(batch: &[u8], at: usize, expected: u64) -> Option<usize> {
-    let mut trailer = [0u8; LINK_LEN + 4];
-    trailer.copy_from_slice(&batch[at..at + LINK_LEN + 4]);
+    const CHECKED: usize = LINK_LEN + LINK_TAG_LEN;
+    let mut trailer = [0u8; CHECKED + 4];
+    trailer.copy_from_slice(&batch[at..at + CHECKED + 4]);
     for i in 0..trailer.len() {
         for p in patterns(false) {
             trailer[i] ^= p;
-            let sound = crc32fast::hash(&trailer[..LINK_LEN]) == u32_at(&trailer, LINK_LEN);
+            let sound = crc32fast::hash(&trailer[..CHECKED]) == u32_at(&trailer, CHECKED);
             trailer[i] ^= p;
             if sound {
                 let mut patched = batch.to_vec();

@@ -19,7 +19,7 @@ pub mod segment_header;
 pub use batch::{
     decode_batch, encode_batch, encode_chained_batch, encoded_batch_len, encoded_chained_batch_len,
     BatchError, BatchHeader, BatchView, FrameView, BATCH_HEADER_LEN, BATCH_TRAILER_LEN,
-    CHAINED_TRAILER_LEN, FRAME_HEADER_LEN,
+    CHAINED_TRAILER_LEN, FRAME_HEADER_LEN, LINK_TAG_LEN,
 };
 pub use segment_header::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
 

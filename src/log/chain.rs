@@ -1,41 +1,38 @@
 //! The log's hash chain (log format 2): where a writer picks it up, and how
 //! `verify` checks it.
 //!
-//! Each batch of a chained log carries the link of the chain through it
-//! (`format::chain`). The writer keeps the last link and chains every batch
-//! it writes to it; an open finds it in the log's last batch
-//! ([`tail_link`]). `verify` recomputes every link from the records and the
-//! link before, and reports a batch whose stored link differs as tampering
-//! ([`ChainCheck`]): its checksums match, so no accident explains it.
+//! Each chained batch stores the link of the batch before it (`prev`) and
+//! the first bytes of its own link (`link_tag`, see `format::chain`). The
+//! writer keeps the last link and chains every batch it writes to it; an
+//! open computes it from the log's last batch ([`tail_link`]). `verify`
+//! checks every chained batch twice ([`ChainCheck`]):
 //!
-//! Where the chain is not checked, and why:
+//! - **by itself**: its records, after the `prev` it stores, make the link
+//!   whose tag it stores. A record changed with its checksum recomputed
+//!   fails here, wherever the batch is;
+//! - **against the batch before**: the `prev` it stores is the link the
+//!   batch before makes (the genesis link for the log's first batch). A
+//!   batch rewritten with its tag recomputed fails here, at the next batch;
+//!   so do a batch removed, batches renumbered, a segment swapped.
 //!
-//! - **After a hole.** `repair` replaces destroyed batches by holes
-//!   (unchained batches of lost-entry records: they carry no history) and
-//!   keeps every batch that verifies as it was, link included. That link
-//!   was made over the destroyed records, so it cannot be recomputed: the
-//!   first chained batch after a hole is taken at its stored link, and the
-//!   check goes on from there. The loss itself is visible to every reader.
-//! - **After damage**, for the same reason: the first batch that verifies
-//!   after damage in a segment, and the next segment's first batch (a
-//!   writer that sealed a damaged segment may not have found its last
-//!   link), are taken at their stored links.
+//! The second check is not made across a hole or damage: `repair` replaces
+//! destroyed batches by holes (unchained batches of lost-entry records:
+//! they carry no history) and keeps every batch that verifies as it was,
+//! and the link those batches stored as `prev` was made over records that
+//! are gone. So the batch after a hole or damage (in the same segment, or
+//! the next segment's first) is checked by itself only, and the batch
+//! before it is checked by nothing after it: a rewrite there with its tag
+//! recomputed is seen only by a head kept from before (docs/AUDIT.md).
+//! Review 33 found that storing only each batch's own link left the batch
+//! after a hole unchecked altogether (findings 1 and 2).
 //!
-//! A batch taken at its stored link is not checked at all: whoever fakes a
-//! hole or damages the batch before can rewrite it without recomputing a
-//! link (review 33 findings 1 and 2). `verify` lists those batches
-//! (`VerifyReport::chain_unchecked`); only a head kept from before vouches
-//! for them. Storing each batch's previous link beside its own would let
-//! such a batch be checked by itself and by the next one: the planned fix
-//! (docs/AUDIT.md).
-//!
-//! Invariant (a writer's): the link a writer holds is the stored link of
-//! the log's last batch, or [`GENESIS`] when the log is empty or its last
-//! batch is unchained (a hole, or a log of format 1).
+//! Invariant (a writer's): the link a writer holds is the link of the log's
+//! last batch, or [`GENESIS`] when the log is empty or its last batch is
+//! unchained (a hole, or a log of format 1).
 
 use crate::audit::merkle::Hash;
 use crate::error::Result;
-use crate::format::batch::{decode_batch, BatchView, CHAINED_TRAILER_LEN, CHAIN_MARKER};
+use crate::format::batch::{decode_batch, BatchView};
 use crate::format::chain::GENESIS;
 use crate::format::SEGMENT_HEADER_LEN;
 use crate::storage::Storage;
@@ -43,9 +40,10 @@ use crate::storage::Storage;
 use super::hole::hole_of;
 use super::segment::Segments;
 
-/// The link the log's next batch chains to: the stored link of its last
-/// batch, or [`GENESIS`] when it has none (empty log, a hole or an
-/// unchained batch last, or a last segment whose batches do not decode).
+/// The link the log's next batch chains to: the link of its last batch
+/// (computed from its records and the `prev` it stores), or [`GENESIS`]
+/// when it has none (empty log, a hole or an unchained batch last, or a
+/// last segment whose batches do not decode).
 ///
 /// The walk starts at the segment's last index entry (derived data: when
 /// the walk from there fails, it starts again from the first batch).
@@ -94,25 +92,13 @@ pub(crate) fn tail_link(storage: &dyn Storage, segments: &Segments) -> Result<Ha
 /// fails or finds no batch.
 fn last_link(bytes: &[u8]) -> Option<Hash> {
     let mut pos = 0;
-    let mut link = None;
+    let mut last = None;
     while pos < bytes.len() {
         let view = decode_batch(&bytes[pos..], None).ok()?;
-        link = Some(view.link().unwrap_or(GENESIS));
         pos += view.len();
+        last = Some(view);
     }
-    link
-}
-
-/// What a check knows after the batch that ends at `end` of `bytes` (a
-/// batch that verified): its stored link when it is chained, nothing when
-/// it is not. The same as [`ChainCheck::batch`] leaves.
-pub(crate) fn after(bytes: &[u8], end: usize) -> Option<Hash> {
-    if end < CHAINED_TRAILER_LEN || bytes[end - 4..end] != CHAIN_MARKER {
-        return None;
-    }
-    let mut link = [0u8; 32];
-    link.copy_from_slice(&bytes[end - CHAINED_TRAILER_LEN..end - 8]);
-    Some(link)
+    last.map(|view| view.compute_link().unwrap_or(GENESIS))
 }
 
 /// A batch whose stored chain does not fit its records: tampering.
@@ -130,48 +116,75 @@ pub(crate) struct ChainCheck {
     /// Whether the log is chained (format 2). In a log of format 1 no batch
     /// may carry a link: one that does means its `VERSION` was changed.
     chained: bool,
-    /// The link the next batch must chain to; `None` when unknown (after a
-    /// hole or damage): the next chained batch is taken at its word.
+    /// The link the next batch must store as its `prev`; `None` when
+    /// unknown (after a hole, damage, or where a check of a later piece of
+    /// the log starts: see [`ChainCheck::first_prev`]).
     previous: Option<Hash>,
-    /// The first offsets of the chained batches taken at their word: the
-    /// chain does not vouch for their records (review 33 findings 1, 2).
-    pub unchecked: Vec<u64>,
+    /// The first chained batch's stored `prev` and first offset, when the
+    /// check started without knowing the link before it: checked by the
+    /// caller against the link the piece before ends with.
+    first_prev: Option<(Hash, u64)>,
+    /// No batch seen yet.
+    fresh: bool,
 }
 
 impl ChainCheck {
-    /// A check that goes on where another stopped: `previous` is what
-    /// [`after`] says of the batch before (the check's state depends only
-    /// on stored bytes, never on a link it computed, so a log's batches can
-    /// be checked in pieces, on several threads).
-    pub fn resume(chained: bool, previous: Option<Hash>) -> Self {
+    /// A check that starts with `previous` known (the genesis link at the
+    /// log's start) or not.
+    pub fn starting(chained: bool, previous: Option<Hash>) -> Self {
         Self {
             chained,
             previous,
-            unchecked: Vec::new(),
+            first_prev: None,
+            fresh: true,
         }
+    }
+
+    /// Forgets the link before: the next batch is checked by itself only.
+    pub fn forget(&mut self) {
+        self.previous = None;
+    }
+
+    /// Starts checking against `previous` from here (a piece of the log
+    /// that follows the one before without a break).
+    pub fn expect(&mut self, previous: Option<Hash>) {
+        self.previous = previous;
+    }
+
+    /// The link the last batch checked makes (what the next batch must
+    /// store as `prev`), if known.
+    pub fn last(&self) -> Option<Hash> {
+        self.previous
+    }
+
+    /// The stored `prev` of the first batch, when it was chained and the
+    /// check did not know the link before it.
+    pub fn first_prev(&self) -> Option<(Hash, u64)> {
+        self.first_prev
     }
 
     /// Checks the next batch of the log (one that verified); `compute`
     /// gives the link of the batch's records after a given link (from the
-    /// leaf hashes the caller has, or [`BatchView::compute_link`]).
+    /// leaf hashes the caller has, or [`BatchView::link_after`]).
     pub fn batch_with(
         &mut self,
         view: &BatchView<'_>,
         compute: impl FnOnce(&Hash) -> Hash,
     ) -> Option<Broken> {
+        let fresh = std::mem::replace(&mut self.fresh, false);
         let broken = |reason: &str| Broken {
             first_offset: view.header.first_offset,
             reason: reason.to_string(),
         };
         if !self.chained {
-            return view.link().map(|_| {
+            return view.is_chained().then(|| {
                 broken(
                     "a chained batch in a log of format 1: chained batches belong to format 2 \
                      logs, so the log's VERSION file was changed",
                 )
             });
         }
-        let Some(stored) = view.link() else {
+        let (Some(prev), Some(tag)) = (view.prev(), view.link_tag()) else {
             self.previous = None;
             let hole = view.frames().all(|f| hole_of(f.payload).is_some());
             return (!hole).then(|| {
@@ -181,18 +194,29 @@ impl ChainCheck {
                 )
             });
         };
-        if self.previous.is_none() {
-            self.unchecked.push(view.header.first_offset);
+        let link = compute(&prev);
+        if link[..tag.len()] != tag {
+            // Its own records and link do not agree: what the next batch
+            // stores as `prev` is not this link either, and is not
+            // reported twice.
+            self.previous = None;
+            return Some(broken(
+                "the batch's records do not make the link it stores: its checksums match, so \
+                 it was rewritten (a record changed), not damaged",
+            ));
         }
         let result = match self.previous {
-            Some(previous) if compute(&previous) != stored => Some(broken(
-                "the batch's chain link does not match its records and the link before it: \
-                 its checksums match, so it was rewritten (a record changed, or batches \
-                 removed, renumbered or swapped), not damaged",
+            Some(expected) if expected != prev => Some(broken(
+                "the batch does not follow the batch before it (the link it stores as the one \
+                 before is another): batches were removed, renumbered, swapped or rewritten",
             )),
+            None if fresh => {
+                self.first_prev = Some((prev, view.header.first_offset));
+                None
+            }
             _ => None,
         };
-        self.previous = Some(stored);
+        self.previous = Some(link);
         result
     }
 }

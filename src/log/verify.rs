@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use super::chain::{self, ChainCheck};
+use super::chain::ChainCheck;
 use super::dir;
 use super::durable_end;
 use super::identity;
@@ -79,9 +79,6 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// The first offsets of the batches reported as tampering, in order.
     tampered_at: Vec<u64>,
-    /// The first offsets of the chained batches the chain could not vouch
-    /// for (after a hole or damage), in order.
-    unchecked_at: Vec<u64>,
 }
 
 impl VerifyReport {
@@ -107,14 +104,6 @@ impl VerifyReport {
     /// The first offset of the first batch reported as tampered with.
     pub fn first_tampered_offset(&self) -> Option<u64> {
         self.tampered_at.first().copied()
-    }
-
-    /// The first offsets of the chained batches whose records the chain
-    /// does not vouch for: the first after a hole or after damage, taken at
-    /// their stored link (docs/AUDIT.md, threat model). Empty for a log
-    /// without holes or damage.
-    pub fn chain_unchecked(&self) -> &[u64] {
-        &self.unchecked_at
     }
 
     /// The first tampering found, as the error an operation that needs an
@@ -204,7 +193,7 @@ pub(crate) fn verify(
     }
     let mut chain = Pieces {
         chained: version.map(|v| v >= 2),
-        state: Some(GENESIS),
+        state: Start::Genesis,
         segments: Vec::new(),
         pieces: Vec::new(),
     };
@@ -235,7 +224,7 @@ pub(crate) fn verify(
                 report.next_offset
             );
             problem(&mut report, ProblemKind::Layout, &path, 0, reason);
-            chain.state = None;
+            chain.state = Start::Unknown;
         }
         report.segments += 1;
         let last = i + 1 == count;
@@ -368,7 +357,7 @@ fn verify_segment(
         report.lost += s.lost;
         expected = s.next_offset;
         index = s.index;
-        chain.piece(bytes, pos, s.end);
+        chain.piece(pos, s.end);
         let (kind, position, reason) = match s.stop {
             Stop::Clean | Stop::ZeroTail { .. } => break,
             Stop::Torn { position, reason } => (ProblemKind::TornTail, position, reason),
@@ -389,7 +378,7 @@ fn verify_segment(
         }
         // Resume at the next batch that verifies on its own and belongs
         // after what came before (a stale copy of earlier batches does not).
-        chain.state = None;
+        chain.state = Start::Unknown;
         match next_valid(bytes, s.end as usize + 1, expected) {
             Some((at, first_offset)) => {
                 pos = at as u64;
@@ -400,7 +389,7 @@ fn verify_segment(
     }
     if !clean {
         // Up to the next segment's first batch (see `log::chain`).
-        chain.state = None;
+        chain.state = Start::Unknown;
     }
     report.next_offset = expected;
     SegmentIndex {
@@ -434,10 +423,22 @@ impl std::ops::Deref for Held {
 struct Pieces {
     /// `None`: the log's version is unknown; its first batch decides.
     chained: Option<bool>,
-    /// What the check knows before the next piece (see `ChainCheck`).
-    state: Option<Hash>,
+    /// What the check knows before the next piece.
+    state: Start,
     segments: Vec<(PathBuf, Arc<Held>)>,
     pieces: Vec<Piece>,
+}
+
+/// What the chain check knows before a piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// The log's first batch: it follows the genesis link.
+    Genesis,
+    /// The piece follows the one before without a break: its first batch
+    /// follows that piece's last.
+    Follows,
+    /// After damage or a gap: its first batch is checked by itself only.
+    Unknown,
 }
 
 struct Piece {
@@ -445,7 +446,7 @@ struct Piece {
     segment: usize,
     from: usize,
     to: usize,
-    start: Option<Hash>,
+    start: Start,
 }
 
 /// What checking a run of pieces found.
@@ -454,8 +455,12 @@ struct Checked {
     found: Vec<(u64, Problem)>,
     /// The leaves folded (below `fold_to`).
     fold: BlockFold,
-    /// The batches taken at their stored link.
-    unchecked: Vec<u64>,
+    /// The link the run's last batch makes, if known.
+    last: Option<Hash>,
+    /// When the run follows another without a break: the `prev` its first
+    /// batch stores, to be checked against that run's `last`; with the
+    /// problem to report if it is not.
+    first: Option<(Hash, u64, Problem)>,
 }
 
 /// Pieces smaller than this, in all, are checked on one thread.
@@ -464,7 +469,7 @@ const PARALLEL_MIN_BYTES: usize = 4 << 20;
 impl Pieces {
     /// Adds the batches of `bytes[from..to]` of the segment last pushed,
     /// which verified.
-    fn piece(&mut self, bytes: &[u8], from: u64, to: u64) {
+    fn piece(&mut self, from: u64, to: u64) {
         let (from, to) = (from as usize, to as usize);
         if to <= from {
             return;
@@ -475,7 +480,7 @@ impl Pieces {
             to,
             start: self.state,
         });
-        self.state = chain::after(bytes, to);
+        self.state = Start::Follows;
     }
 
     /// Checks every piece's chain, the log split in two halves checked at
@@ -485,7 +490,7 @@ impl Pieces {
         if self.chained.is_none() {
             let first = self.pieces.first().map(|p| {
                 let bytes = &self.segments[p.segment].1;
-                decode_batch(&bytes[p.from..], None).is_ok_and(|view| view.link().is_some())
+                decode_batch(&bytes[p.from..], None).is_ok_and(|view| view.is_chained())
             });
             self.chained = Some(first.unwrap_or(LOG_FORMAT_VERSION >= 2));
         }
@@ -507,22 +512,26 @@ impl Pieces {
             (done, later)
         });
         if let Some(later) = later {
+            // Where the halves meet: the second's first batch must follow
+            // the first's last.
+            if let (Some(last), Some((prev, first_offset, problem))) = (done.last, later.first) {
+                if last != prev {
+                    done.found.push((first_offset, problem));
+                }
+            }
             done.found.extend(later.found);
             done.fold = done.fold.join(later.fold);
-            done.unchecked.extend(later.unchecked);
         }
         for (first_offset, problem) in done.found {
             report.tampered_at.push(first_offset);
             report.problems.push(problem);
         }
-        report.unchecked_at = done.unchecked;
         done.fold
     }
 
     /// Cuts the piece that holds the middle byte of the pieces at a batch
-    /// boundary near it (the second part starts with what the bytes before
-    /// it say, [`chain::after`]); returns the index of the first piece of
-    /// the second half.
+    /// boundary near it; returns the index of the first piece of the
+    /// second half.
     fn split_in_half(&mut self, total: usize) -> usize {
         let mut seen = 0;
         for i in 0..self.pieces.len() {
@@ -549,7 +558,7 @@ impl Pieces {
                 segment: piece.segment,
                 from: at,
                 to: piece.to,
-                start: chain::after(bytes, at),
+                start: Start::Follows,
             };
             self.pieces[i].to = at;
             self.pieces.insert(i + 1, second);
@@ -563,12 +572,23 @@ impl Pieces {
     fn check_pieces(&self, pieces: &[Piece], fold_to: Option<u64>) -> Checked {
         let mut found = Vec::new();
         let mut fold = BlockFold::new();
-        let mut unchecked = Vec::new();
+        let mut first = None;
         let mut leaves: Vec<Hash> = Vec::new();
-        for piece in pieces {
+        let chained = self.chained.unwrap_or(true);
+        let mut check = ChainCheck::starting(chained, None);
+        let problem = |path: &PathBuf, pos: usize, first_offset: u64, reason: &str| Problem {
+            kind: ProblemKind::Tampering,
+            path: path.clone(),
+            position: pos as u64,
+            reason: format!("batch at offset {first_offset}: {reason}"),
+        };
+        for (n, piece) in pieces.iter().enumerate() {
             let (path, bytes) = &self.segments[piece.segment];
-            let chained = self.chained.unwrap_or(true);
-            let mut check = ChainCheck::resume(chained, piece.start);
+            match piece.start {
+                Start::Genesis => check.expect(Some(GENESIS)),
+                Start::Unknown => check.forget(),
+                Start::Follows => {}
+            }
             let mut pos = piece.from;
             while pos < piece.to {
                 // The scan verified these bytes whole: their frame checksums
@@ -577,15 +597,15 @@ impl Pieces {
                     debug_assert!(false, "a batch the scan verified does not decode");
                     break;
                 };
-                let first = view.header.first_offset;
-                let folding = fold_to.is_some_and(|to| first < to);
+                let first_offset = view.header.first_offset;
+                let folding = fold_to.is_some_and(|to| first_offset < to);
                 leaves.clear();
                 if folding {
                     leaves.extend(
                         view.frames()
                             .map(|f| record_leaf_hash(f.offset, f.timestamp_us, f.payload)),
                     );
-                    for (offset, leaf) in (first..).zip(&leaves) {
+                    for (offset, leaf) in (first_offset..).zip(&leaves) {
                         if fold_to.is_some_and(|to| offset < to) {
                             fold.push(offset, *leaf);
                         }
@@ -593,33 +613,33 @@ impl Pieces {
                 }
                 let broken = check.batch_with(&view, |previous| {
                     if folding {
-                        link_of_leaves(previous, first, &leaves)
+                        link_of_leaves(previous, first_offset, &leaves)
                     } else {
-                        view.compute_link(previous)
+                        view.link_after(previous)
                     }
                 });
+                if n == 0 && piece.start == Start::Follows && first.is_none() {
+                    first = check.first_prev().map(|(prev, offset)| {
+                        let reason = "the batch does not follow the batch before it (the link it \
+                                      stores as the one before is another): batches were \
+                                      removed, renumbered, swapped or rewritten";
+                        (prev, offset, problem(path, pos, offset, reason))
+                    });
+                }
                 if let Some(broken) = broken {
                     found.push((
                         broken.first_offset,
-                        Problem {
-                            kind: ProblemKind::Tampering,
-                            path: path.clone(),
-                            position: pos as u64,
-                            reason: format!(
-                                "batch at offset {}: {}",
-                                broken.first_offset, broken.reason
-                            ),
-                        },
+                        problem(path, pos, broken.first_offset, &broken.reason),
                     ));
                 }
                 pos += view.len();
             }
-            unchecked.extend(check.unchecked);
         }
         Checked {
             found,
             fold,
-            unchecked,
+            last: check.last(),
+            first,
         }
     }
 }

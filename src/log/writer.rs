@@ -390,7 +390,8 @@ impl Writer {
         debug_assert_eq!(self.buf.len() - start, encoded_len);
         debug_assert!(
             decode_batch(&self.buf[start..], Some(first)).is_ok_and(|view| {
-                view.link().is_some() == self.shared.chained
+                view.is_chained() == self.shared.chained
+                    && (!self.shared.chained || view.compute_link() == Some(self.link))
                     && view.frames().count() == records.len()
                     && view.header.next_offset() == first + records.len() as u64
                     && view.frames().zip(records).all(|(frame, record)| {
