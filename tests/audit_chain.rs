@@ -416,3 +416,56 @@ fn long_log_rewrites(segment_max_bytes: u64, min_segments: usize) {
     assert_eq!(report.first_tampered_offset(), Some(firsts[0]));
     assert!(!report.has_corruption(), "{report:?}");
 }
+
+#[test]
+fn a_rewrite_where_the_parallel_check_cuts_the_log_is_caught_at_the_next_batch() {
+    // One segment of more than 4 MiB: `verify` cuts it near its middle
+    // byte and checks the halves on two threads. A batch rewritten with
+    // its link tag recomputed is caught by the next batch's `prev`; when
+    // that next batch is the second half's first, only the check where the
+    // halves meet sees it. Every batch around the middle is tried.
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        record_max_bytes: 1 << 10,
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), options).unwrap();
+    let mut i = 0u64;
+    while i < 100_000 {
+        let records = (i..i + 50)
+            .map(|j| Record::new(1_764_000_000_000_000 + j as i64, payload(j)))
+            .collect();
+        log.append_batch_blocking(records).unwrap();
+        i += 50;
+    }
+    log.close().unwrap();
+    std::fs::remove_file(dir.path().join("DURABLE")).ok();
+    let segs = segment_files(dir.path());
+    assert_eq!(segs.len(), 1);
+    let path = &segs[0];
+    let original = std::fs::read(path).unwrap();
+    let b = batches(&original);
+    let middle = b.len() / 2;
+    for k in middle - 40..middle + 40 {
+        let mut forged = b.clone();
+        let mut p = forged[k].records[0].payload.clone();
+        p[0] ^= 0x20;
+        forged[k].records[0] = Record::new(forged[k].records[0].timestamp_us, p);
+        // Chained again from its true `prev`: its own check passes.
+        let prev = b[k - 1].link.unwrap();
+        let mut out = encode(&original, &forged[..k], None);
+        encode_chained_batch(&mut out, forged[k].first, &forged[k].records, &prev);
+        let rest = encode(&original, &forged[k + 1..], None);
+        out.extend_from_slice(&rest[SEGMENT_HEADER_LEN..]);
+        assert_eq!(out.len(), original.len());
+        std::fs::write(path, &out).unwrap();
+        let report = verify(dir.path());
+        assert_eq!(
+            report.first_tampered_offset(),
+            Some(b[k + 1].first),
+            "batch {k} rewritten: {report:?}"
+        );
+    }
+    std::fs::write(path, &original).unwrap();
+    assert!(verify(dir.path()).is_clean());
+}
