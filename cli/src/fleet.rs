@@ -200,6 +200,11 @@ pub fn fleet_stats(_global: &Global, args: &FleetStatsArgs) -> Result<(), Failur
             let mut report = stats_report(as_of, args.stats.window, &rules);
             report["stores"] = Value::from(view.stores());
             report["duplicates_dropped"] = Value::from(view.duplicates);
+            // The tree heads shipped with each batch, checked against the
+            // records received (docs/AUDIT.md).
+            report["heads_checked"] = Value::from(view.heads_checked);
+            report["heads_mismatched"] = Value::from(view.heads_mismatched);
+            report["heads_unchecked"] = Value::from(view.heads_unchecked);
             let text = serde_json::to_string_pretty(&report)
                 .map_err(|e| Failure::other(format!("encoding JSON: {e}")))?;
             out.line(&text)?;

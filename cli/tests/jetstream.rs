@@ -336,6 +336,20 @@ fn three_stores_ship_concurrently_and_fleet_stats_are_the_exact_union() {
         assert_eq!(view.entries, total, "seed {seed}");
         assert_eq!(view.stores(), 3);
         assert_eq!(found, brute_force(all.iter().flatten()), "seed {seed}");
+        // Every batch's last message carried the tree head of its store's
+        // records so far, and every one matched what the fleet received;
+        // the last is the store's own head.
+        assert!(view.heads_checked >= 3, "{}", view.heads_checked);
+        assert_eq!((view.heads_mismatched, view.heads_unchecked), (0, 0));
+        for store in &stores {
+            let own = store.head().unwrap();
+            let id = store.store_id().unwrap().to_string();
+            let shipped = view.head_of(&id).expect("a head per store");
+            assert_eq!(
+                (shipped.size, shipped.root, shipped.log),
+                (own.size, own.root, own.log)
+            );
+        }
     });
 }
 
@@ -619,6 +633,10 @@ fn cli_ship_then_fleet_stats_match_the_store_stats() {
     assert_eq!(fleet["rules"], local["rules"], "seed {seed}");
     assert_eq!(fleet["stores"], 1);
     assert_eq!(fleet["duplicates_dropped"], 0);
+    // 3,000 events in batches of at most 512: six heads, all matching.
+    assert_eq!(fleet["heads_checked"], 6, "{fleet}");
+    assert_eq!(fleet["heads_mismatched"], 0);
+    assert_eq!(fleet["heads_unchecked"], 0);
     // With --state: a durable consumer and a checkpoint; twice, the same.
     let state = tmp.path().join("fleet-state").display().to_string();
     for _ in 0..2 {

@@ -15,6 +15,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{remote, write_durably, ShipOptions};
+use crate::audit::head::{self, TreeHead};
+use crate::audit::merkle::{record_leaf_hash, Frontier};
 use crate::error::{Error, Result};
 use crate::payload;
 use crate::projection::Answer;
@@ -27,6 +29,11 @@ pub const STORE_HEADER: &str = "Enforcelog-Store";
 pub const OFFSET_HEADER: &str = "Enforcelog-Offset";
 /// Header holding the record's timestamp, in µs.
 pub const TIME_HEADER: &str = "Enforcelog-Time";
+/// Header of the last message of each batch a shipper sends: the tree head
+/// (JSON, as `enforcelog head` prints it, unsigned) of the store's records
+/// up to and including that message's, which the fleet side checks against
+/// the records it received ([`FleetView::heads_checked`]).
+pub const HEAD_HEADER: &str = "Enforcelog-Head";
 
 /// The offsets of one store seen so far.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -72,6 +79,25 @@ pub struct FleetView {
     /// enforcelog headers, or malformed ones), skipped since this view was
     /// made or restored (not kept in a checkpoint).
     pub foreign: u64,
+    /// Per store: the frontier of the Merkle tree over the records folded
+    /// from offset 0 in order, or `None` once one came out of order (or the
+    /// view was restored from a checkpoint: frontiers are not kept there).
+    chains: HashMap<String, Option<Frontier>>,
+    /// Per store: the last tree head shipped with a batch that matched the
+    /// records received.
+    heads: HashMap<String, TreeHead>,
+    /// Tree heads shipped with batches ([`HEAD_HEADER`]) that match the
+    /// records received for their store, since this view was made or
+    /// restored.
+    pub heads_checked: u64,
+    /// Tree heads that do not: the records received are not the ones the
+    /// shipper hashed (changed in transit or in the stream), or the head
+    /// names another store or size. Each is also logged.
+    pub heads_mismatched: u64,
+    /// Tree heads that could not be checked: records of their store came
+    /// out of order or before this view was restored, or the head does not
+    /// parse.
+    pub heads_unchecked: u64,
 }
 
 impl FleetView {
@@ -85,6 +111,11 @@ impl FleetView {
             duplicates: 0,
             stream_sequence: 0,
             foreign: 0,
+            chains: HashMap::new(),
+            heads: HashMap::new(),
+            heads_checked: 0,
+            heads_mismatched: 0,
+            heads_unchecked: 0,
         }
     }
 
@@ -97,6 +128,18 @@ impl FleetView {
         timestamp_us: i64,
         bytes: &[u8],
     ) -> Result<()> {
+        self.fold_new(store, offset, timestamp_us, bytes)
+            .map(|_| ())
+    }
+
+    /// [`fold`](Self::fold); true when the entry was new.
+    fn fold_new(
+        &mut self,
+        store: &str,
+        offset: u64,
+        timestamp_us: i64,
+        bytes: &[u8],
+    ) -> Result<bool> {
         let entry = payload::decode(offset, timestamp_us, bytes);
         if !self
             .seen
@@ -105,13 +148,23 @@ impl FleetView {
             .insert(offset)
         {
             self.duplicates += 1;
-            return Ok(());
+            return Ok(false);
         }
         self.entries += 1;
+        let chain = self
+            .chains
+            .entry(store.to_string())
+            .or_insert_with(|| (offset == 0).then(Frontier::new));
+        match chain {
+            Some(frontier) if frontier.size() == offset => {
+                frontier.push(record_leaf_hash(offset, timestamp_us, bytes));
+            }
+            _ => *chain = None,
+        }
         let Ok(entry) = entry else {
             // Skipped and counted, never a stall (as in a store).
             self.stats.skip_undecodable(self.entries);
-            return Ok(());
+            return Ok(true);
         };
         if let Entry::Event(e) = &entry {
             self.history
@@ -120,7 +173,54 @@ impl FleetView {
                 .push((e.action, e.enforced_at_us));
         }
         self.stats.apply(self.entries, &entry);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Checks the tree head `head` (JSON) that the message of `store`'s
+    /// record at `offset` carried, against the records folded for that
+    /// store: it must name the store and `offset + 1` records, and their
+    /// root must be the one of the records received.
+    fn check_head(&mut self, store: &str, offset: u64, head: &str) {
+        let Ok((head, _)) = head::from_json(head) else {
+            self.heads_unchecked += 1;
+            return;
+        };
+        let named = head
+            .log
+            .is_some_and(|log| log.store_id.to_string() == store);
+        if !named || head.size != offset + 1 {
+            tracing::warn!(
+                store,
+                offset,
+                size = head.size,
+                "a shipped tree head names another store or size"
+            );
+            self.heads_mismatched += 1;
+            return;
+        }
+        match self.chains.get(store) {
+            Some(Some(frontier)) if frontier.size() == head.size => {
+                if frontier.root() == head.root {
+                    self.heads_checked += 1;
+                    self.heads.insert(store.to_string(), head);
+                } else {
+                    tracing::warn!(
+                        store,
+                        size = head.size,
+                        "the records received do not hash to the tree head their shipper sent"
+                    );
+                    self.heads_mismatched += 1;
+                }
+            }
+            _ => self.heads_unchecked += 1,
+        }
+    }
+
+    /// The last tree head shipped for `store` (its store id) that matched
+    /// the records this view received: a head an auditor can keep and
+    /// audit the store against later (`enforcelog audit --head`).
+    pub fn head_of(&self, store: &str) -> Option<&TreeHead> {
+        self.heads.get(store)
     }
 
     /// Stores seen.
@@ -648,7 +748,12 @@ async fn fold_until(
                 _ => None,
             };
             match shipped {
-                Some((store, offset, time)) => view.fold(&store, offset, time, &message.payload)?,
+                Some((store, offset, time)) => {
+                    let new = view.fold_new(&store, offset, time, &message.payload)?;
+                    if let (true, Some(head)) = (new, header(HEAD_HEADER)) {
+                        view.check_head(&store, offset, &head);
+                    }
+                }
                 None => {
                     // Not a shipper's message: skipped and counted, never a
                     // stall (nothing a checkpoint resumes from could get
@@ -710,6 +815,58 @@ async fn fold_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::merkle::Hash;
+
+    fn head_json(store: crate::log::StoreId, leaves: &[Hash], size: u64) -> String {
+        let head = TreeHead {
+            log: Some(crate::audit::head::LogName {
+                store_id: store,
+                shard: 0,
+            }),
+            size,
+            root: crate::audit::merkle::root(&leaves[..size as usize]),
+            time: "2026-12-05T00:00:00Z".into(),
+        };
+        head::to_json(&head, None)
+    }
+
+    #[test]
+    fn shipped_heads_are_checked_against_the_records_received() {
+        let id = "0123456789abcdef0123456789abcdef"
+            .parse::<crate::log::StoreId>()
+            .unwrap();
+        let store = id.to_string();
+        let records: Vec<(u64, i64, Vec<u8>)> = (0..10u64)
+            .map(|i| (i, i as i64, vec![i as u8; 3]))
+            .collect();
+        let leaves: Vec<Hash> = records
+            .iter()
+            .map(|(o, t, p)| record_leaf_hash(*o, *t, p))
+            .collect();
+        let mut view = FleetView::new(vec![Duration::from_secs(86_400)]);
+        for (o, t, p) in &records[..5] {
+            assert!(view.fold_new(&store, *o, *t, p).unwrap());
+        }
+        view.check_head(&store, 4, &head_json(id, &leaves, 5));
+        assert_eq!((view.heads_checked, view.heads_mismatched), (1, 0));
+        assert_eq!(view.head_of(&store).map(|h| h.size), Some(5));
+        // A root over other records, a size that is not the message's, a
+        // head of another store: mismatched.
+        let mut other = leaves.clone();
+        other[2] = record_leaf_hash(2, 2, b"changed");
+        view.check_head(&store, 4, &head_json(id, &other, 5));
+        view.check_head(&store, 3, &head_json(id, &leaves, 5));
+        let stranger = "fedcba9876543210fedcba9876543210"
+            .parse::<crate::log::StoreId>()
+            .unwrap();
+        view.check_head(&store, 4, &head_json(stranger, &leaves, 5));
+        assert_eq!(view.heads_mismatched, 3);
+        // A record out of order: later heads cannot be checked.
+        view.fold_new(&store, 7, 7, &records[7].2).unwrap();
+        view.check_head(&store, 7, &head_json(id, &leaves, 8));
+        view.check_head(&store, 7, "not json");
+        assert_eq!((view.heads_checked, view.heads_unchecked), (1, 2));
+    }
 
     #[test]
     fn seen_counts_each_offset_once_in_any_order() {

@@ -10,7 +10,13 @@
 //!   docs/EVENTS.md);
 //! - headers: `Nats-Msg-Id: <store id>:<offset>` (JetStream drops a re-send
 //!   inside its duplicate window), `Enforcelog-Store`, `Enforcelog-Offset`
-//!   and `Enforcelog-Time` (the record's timestamp, µs).
+//!   and `Enforcelog-Time` (the record's timestamp, µs); the last message
+//!   of each batch also `Enforcelog-Head`: the tree head (one line of JSON,
+//!   as `enforcelog head` prints it, unsigned) of the store's records up to
+//!   it, from a Merkle frontier the shipper keeps over what it shipped. The
+//!   fleet side checks each head against the records it received
+//!   ([`FleetView::heads_checked`]) and keeps the last that matched
+//!   ([`FleetView::head_of`]): a head an auditor can audit the store against.
 //!
 //! Delivery is at least once. The shipped offset is written to
 //! `<store>/ship/<stream>.offset` only after JetStream acknowledged every

@@ -18,6 +18,8 @@ use tracing::{info, warn};
 
 use super::subject::{event_subject, gap_subject};
 use super::{remote, write_durably, ShipOptions};
+use crate::audit::head::{self, LogName, TreeHead};
+use crate::audit::merkle::{record_leaf_hash, Frontier};
 use crate::error::{Error, Result};
 use crate::log::StoreId;
 use crate::record::LogRecord;
@@ -78,6 +80,9 @@ pub struct Shipper {
     ship_dir: PathBuf,
     offset_name: String,
     counters: Arc<Counters>,
+    /// The Merkle tree's frontier over the records shipped so far (from
+    /// offset 0): the tree head each batch's last message carries.
+    frontier: Arc<std::sync::Mutex<Option<Frontier>>>,
 }
 
 impl Shipper {
@@ -100,6 +105,7 @@ impl Shipper {
             ship_dir,
             offset_name,
             counters: Arc::default(),
+            frontier: Arc::default(),
         };
         let saved = shipper.load_offset()?;
         shipper.counters.shipped.store(saved, Ordering::Relaxed);
@@ -173,9 +179,15 @@ impl Shipper {
                 }
                 continue;
             }
+            let head = self.head_after(from, &records)?;
             let mut acks = Vec::with_capacity(records.len());
-            for record in &records {
-                let (subject, publish) = self.message(record)?;
+            for (i, record) in records.iter().enumerate() {
+                let (subject, mut publish) = self.message(record)?;
+                if i + 1 == records.len() {
+                    // The batch's last message carries the tree head of
+                    // everything shipped up to it (docs/AUDIT.md).
+                    publish = publish.header(super::fleet::HEAD_HEADER, head.as_str());
+                }
                 let ack = js
                     .send_publish(subject, publish)
                     .await
@@ -205,6 +217,78 @@ impl Shipper {
                 last_report = Instant::now();
             }
         }
+    }
+
+    /// The tree head (JSON, unsigned) of the records up to the last of
+    /// `records`, which follow the `from` records shipped before. The
+    /// frontier of those is kept between batches; it is computed again from
+    /// the log (one pass over `from` records) when it is not at `from` (a
+    /// new shipper, or a batch that was not acknowledged and is sent again).
+    fn head_after(&self, from: u64, records: &[LogRecord]) -> Result<String> {
+        let mut slot = self.frontier.lock().unwrap_or_else(|e| e.into_inner());
+        let mut frontier = match slot.take() {
+            Some(f) if f.size() == from => f,
+            _ => self.frontier_at(from)?,
+        };
+        for record in records {
+            debug_assert_eq!(record.offset, frontier.size());
+            frontier.push(record_leaf_hash(
+                record.offset,
+                record.timestamp_us,
+                &record.payload,
+            ));
+        }
+        let head = TreeHead {
+            log: Some(LogName {
+                store_id: self.store_id,
+                shard: self.store.shard(),
+            }),
+            size: frontier.size(),
+            root: frontier.root(),
+            time: crate::timestamp::format_us(crate::record::now_us()),
+        };
+        // Kept only once the batch was acknowledged would be tighter; a
+        // batch sent again starts from `from` and rebuilds it.
+        *slot = Some(frontier);
+        // One line: a header value may hold no line break.
+        let pretty = head::to_json(&head, None);
+        let compact = serde_json::from_str::<serde_json::Value>(&pretty)
+            .map(|v| v.to_string())
+            .unwrap_or(pretty);
+        debug_assert!(!compact.contains('\n'));
+        Ok(compact)
+    }
+
+    /// The frontier of the log's first `size` records.
+    fn frontier_at(&self, size: u64) -> Result<Frontier> {
+        let mut frontier = Frontier::new();
+        if size == 0 {
+            return Ok(frontier);
+        }
+        let log = self.store.log();
+        for record in log.read_from(0)? {
+            let record = record?;
+            if record.offset >= size {
+                break;
+            }
+            frontier.push(record_leaf_hash(
+                record.offset,
+                record.timestamp_us,
+                &record.payload,
+            ));
+        }
+        if frontier.size() != size {
+            return Err(Error::Corruption {
+                path: self.store.shard_dir().to_path_buf(),
+                position: 0,
+                reason: format!(
+                    "the record at offset {} cannot be read: the tree head a shipped batch \
+                     carries needs every record",
+                    frontier.size()
+                ),
+            });
+        }
+        Ok(frontier)
     }
 
     /// Up to `batch` committed records from `from`.
