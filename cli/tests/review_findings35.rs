@@ -421,7 +421,6 @@ fn heads_after_nats_was_down_equal_the_store_head() {
 /// (`check_head` runs only for new entries): the forged record stays in the
 /// fleet's view, and nothing is counted mismatched or even unchecked.
 #[test]
-#[ignore = "review 35 finding 3: a forged record ahead of the real head-bearing one suppresses that head unseen"]
 fn a_forged_record_at_the_head_offset_is_flagged() {
     if !nats_available() {
         return;
