@@ -780,6 +780,16 @@ fn the_durable_fleet_consumer_resumes_from_its_checkpoint() {
         );
         let both: Vec<&Event> = first.iter().chain(&second).collect();
         exact(reader.view(), &both);
+        // The checkpoint kept the frontier: the heads shipped after it are
+        // checked, and the last is the store's own.
+        let view = reader.view();
+        assert!(view.heads_checked > 0);
+        assert_eq!((view.heads_mismatched, view.heads_unchecked), (0, 0));
+        let own = store.head().unwrap();
+        let shipped = view
+            .head_of(&store.store_id().unwrap().to_string())
+            .unwrap();
+        assert_eq!((shipped.size, shipped.root), (own.size, own.root));
         drop(reader);
 
         std::fs::remove_dir_all(&state).unwrap();

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{remote, write_durably, ShipOptions};
 use crate::audit::head::{self, TreeHead};
-use crate::audit::merkle::{record_leaf_hash, Frontier};
+use crate::audit::merkle::{record_leaf_hash, Frontier, Hash};
 use crate::error::{Error, Result};
 use crate::payload;
 use crate::projection::Answer;
@@ -80,8 +80,8 @@ pub struct FleetView {
     /// made or restored (not kept in a checkpoint).
     pub foreign: u64,
     /// Per store: the frontier of the Merkle tree over the records folded
-    /// from offset 0 in order, or `None` once one came out of order (or the
-    /// view was restored from a checkpoint: frontiers are not kept there).
+    /// from offset 0 in order (kept in a checkpoint), or `None` once one
+    /// came out of order.
     chains: HashMap<String, Option<Frontier>>,
     /// Per store: the last tree head shipped with a batch that matched the
     /// records received.
@@ -95,8 +95,8 @@ pub struct FleetView {
     /// names another store or size. Each is also logged.
     pub heads_mismatched: u64,
     /// Tree heads that could not be checked: records of their store came
-    /// out of order or before this view was restored, or the head does not
-    /// parse.
+    /// out of order (or before a view restored from a checkpoint written
+    /// before shipped heads existed), or the head does not parse.
     pub heads_unchecked: u64,
 }
 
@@ -256,6 +256,16 @@ impl FleetView {
             .iter()
             .map(|(k, v)| (k, v.iter().map(|&(a, t)| (a.code(), t)).collect()))
             .collect();
+        let chains: HashMap<&String, Option<(u64, &[Hash])>> = self
+            .chains
+            .iter()
+            .map(|(store, f)| (store, f.as_ref().map(|f| (f.size(), f.peaks()))))
+            .collect();
+        let heads: HashMap<&String, String> = self
+            .heads
+            .iter()
+            .map(|(store, h)| (store, head::to_json(h, None)))
+            .collect();
         let state = (
             self.stats.snapshot(),
             history,
@@ -263,6 +273,10 @@ impl FleetView {
             self.entries,
             self.duplicates,
             self.stream_sequence,
+            // Since the shipped heads: the frontier of each store's records
+            // and the last head that matched, so a restored view goes on
+            // checking heads.
+            (chains, heads),
         );
         rmp_serde::to_vec(&state).expect("a fleet view always encodes")
     }
@@ -270,6 +284,10 @@ impl FleetView {
     /// Restores a [`FleetView::snapshot`]; `windows` must be the ones it
     /// was taken with.
     fn restore(windows: Vec<Duration>, bytes: &[u8]) -> std::result::Result<FleetView, String> {
+        type Chains = (
+            HashMap<String, Option<(u64, Vec<Hash>)>>,
+            HashMap<String, String>,
+        );
         type State = (
             Vec<u8>,
             Vec<(RuleKey, Vec<(u8, i64)>)>,
@@ -278,8 +296,26 @@ impl FleetView {
             u64,
             u64,
         );
-        let (stats_bytes, history, seen, entries, duplicates, stream_sequence): State =
-            rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+        type StateWithChains = (
+            Vec<u8>,
+            Vec<(RuleKey, Vec<(u8, i64)>)>,
+            HashMap<String, Seen>,
+            u64,
+            u64,
+            u64,
+            Chains,
+        );
+        // A checkpoint written before the shipped heads has no chains: its
+        // stores' later heads count as unchecked.
+        let (stats_bytes, history, seen, entries, duplicates, stream_sequence, chains) =
+            match rmp_serde::from_slice::<StateWithChains>(bytes) {
+                Ok(state) => state,
+                Err(_) => {
+                    let (a, b, c, d, e, f): State =
+                        rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+                    (a, b, c, d, e, f, (HashMap::new(), HashMap::new()))
+                }
+            };
         let mut view = FleetView::new(windows);
         view.stats.restore(&stats_bytes)?;
         for (key, events) in history {
@@ -291,6 +327,21 @@ impl FleetView {
             view.history.insert(key, events);
         }
         view.seen = seen;
+        let (frontiers, heads) = chains;
+        for (store, frontier) in frontiers {
+            let frontier = match frontier {
+                Some((size, peaks)) => Some(
+                    Frontier::from_parts(size, peaks)
+                        .ok_or("a frontier in a fleet checkpoint does not fit its size")?,
+                ),
+                None => None,
+            };
+            view.chains.insert(store, frontier);
+        }
+        for (store, json) in heads {
+            let (head, _) = head::from_json(&json).map_err(|e| e.to_string())?;
+            view.heads.insert(store, head);
+        }
         view.entries = entries;
         view.duplicates = duplicates;
         view.stream_sequence = stream_sequence;
@@ -819,7 +870,6 @@ async fn fold_until(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::merkle::Hash;
 
     fn head_json(store: crate::log::StoreId, leaves: &[Hash], size: u64) -> String {
         let head = TreeHead {
@@ -870,6 +920,61 @@ mod tests {
         view.check_head(&store, 7, &head_json(id, &leaves, 8));
         view.check_head(&store, 7, "not json");
         assert_eq!((view.heads_checked, view.heads_unchecked), (1, 2));
+    }
+
+    #[test]
+    fn a_restored_view_goes_on_checking_heads() {
+        let id = "0123456789abcdef0123456789abcdef"
+            .parse::<crate::log::StoreId>()
+            .unwrap();
+        let store = id.to_string();
+        let windows = vec![Duration::from_secs(86_400)];
+        let records: Vec<(u64, i64, Vec<u8>)> =
+            (0..8u64).map(|i| (i, i as i64, vec![i as u8; 5])).collect();
+        let leaves: Vec<Hash> = records
+            .iter()
+            .map(|(o, t, p)| record_leaf_hash(*o, *t, p))
+            .collect();
+        let mut view = FleetView::new(windows.clone());
+        for (o, t, p) in &records[..5] {
+            view.fold_new(&store, *o, *t, p).unwrap();
+        }
+        view.check_head(&store, 4, &head_json(id, &leaves, 5));
+        let mut restored = FleetView::restore(windows.clone(), &view.snapshot()).unwrap();
+        assert_eq!(restored.head_of(&store), view.head_of(&store));
+        for (o, t, p) in &records[5..] {
+            restored.fold_new(&store, *o, *t, p).unwrap();
+        }
+        restored.check_head(&store, 7, &head_json(id, &leaves, 8));
+        assert_eq!(
+            (
+                restored.heads_checked,
+                restored.heads_mismatched,
+                restored.heads_unchecked
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(restored.head_of(&store).map(|h| h.size), Some(8));
+
+        // A checkpoint written before shipped heads still restores; its
+        // stores' heads are then unchecked, never mismatched.
+        let history: Vec<(RuleKey, Vec<(u8, i64)>)> = Vec::new();
+        let old = rmp_serde::to_vec(&(
+            view.stats.snapshot(),
+            history,
+            &view.seen,
+            view.entries,
+            view.duplicates,
+            view.stream_sequence,
+        ))
+        .unwrap();
+        let mut older = FleetView::restore(windows, &old).unwrap();
+        assert_eq!(older.entries, 5);
+        for (o, t, p) in &records[5..] {
+            older.fold_new(&store, *o, *t, p).unwrap();
+        }
+        older.check_head(&store, 7, &head_json(id, &leaves, 8));
+        assert_eq!((older.heads_checked, older.heads_unchecked), (0, 1));
     }
 
     #[test]
