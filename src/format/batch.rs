@@ -2,7 +2,7 @@
 //! recovered atomically.
 //!
 //! ```text
-//! batch   = header (40) | frame * record_count | trailer (4)
+//! batch   = header (40) | frame * record_count | trailer (4, or 48 chained)
 //!
 //! header  offset size field
 //!              0    4 header_crc        crc32 of header bytes 4..40
