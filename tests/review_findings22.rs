@@ -1024,8 +1024,23 @@ fn a_view_built_without_a_durable_end_is_not_extended_over_bytes_that_changed() 
     // The old writer's failed fsync: record 9 cut and written again.
     let segment = dir.path().join(format!("{:020}.log", 0));
     let len = std::fs::metadata(&segment).unwrap().len();
+    // Written again as that writer would: chained after record 8's batch
+    // (the `prev` the original record 9 stores), so only its bytes change.
+    let bytes = std::fs::read(&segment).unwrap();
+    let mut pos = enforcelog::format::SEGMENT_HEADER_LEN;
+    let mut prev = None;
+    while pos < bytes.len() {
+        let view = enforcelog::format::decode_batch(&bytes[pos..], None).unwrap();
+        prev = view.prev();
+        pos += view.len();
+    }
     let mut batch = Vec::new();
-    enforcelog::format::encode_batch(&mut batch, 9, &[Record::new(1_009, payload(b'b', 9))]);
+    enforcelog::format::encode_chained_batch(
+        &mut batch,
+        9,
+        &[Record::new(1_009, payload(b'b', 9))],
+        &prev.expect("a chained log"),
+    );
     {
         use std::os::unix::fs::FileExt;
         let file = std::fs::OpenOptions::new()
