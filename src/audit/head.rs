@@ -184,7 +184,16 @@ pub fn unhex<const N: usize>(text: &str, what: &str) -> Result<[u8; N], HeadErro
 
 /// A head as JSON, with its signature when it has one.
 pub fn to_json(head: &TreeHead, signed: Option<&SignedHead>) -> String {
-    let json = HeadJson {
+    serde_json::to_string_pretty(&head_json(head, signed)).expect("a head serialises")
+}
+
+/// [`to_json`] on one line: what a message header can hold.
+pub fn to_json_line(head: &TreeHead, signed: Option<&SignedHead>) -> String {
+    serde_json::to_string(&head_json(head, signed)).expect("a head serialises")
+}
+
+fn head_json(head: &TreeHead, signed: Option<&SignedHead>) -> HeadJson {
+    HeadJson {
         store_id: head.log.map(|l| l.store_id.to_string()),
         shard: head.log.map(|l| l.shard),
         size: head.size,
@@ -195,8 +204,7 @@ pub fn to_json(head: &TreeHead, signed: Option<&SignedHead>) -> String {
             public_key: hex(&s.public_key),
             value: hex(&s.signature),
         }),
-    };
-    serde_json::to_string_pretty(&json).expect("a head serialises")
+    }
 }
 
 /// A head read from JSON, with its signature when the document has one.

@@ -129,12 +129,12 @@ pub(crate) struct ChainCheck {
 }
 
 impl ChainCheck {
-    /// A check that starts with `previous` known (the genesis link at the
-    /// log's start) or not.
-    pub fn starting(chained: bool, previous: Option<Hash>) -> Self {
+    /// A check that does not know the link before its first batch yet
+    /// ([`expect`](Self::expect) gives it).
+    pub fn new(chained: bool) -> Self {
         Self {
             chained,
-            previous,
+            previous: None,
             first_prev: None,
             fresh: true,
         }

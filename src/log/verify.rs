@@ -575,7 +575,7 @@ impl Pieces {
         let mut first = None;
         let mut leaves: Vec<Hash> = Vec::new();
         let chained = self.chained.unwrap_or(true);
-        let mut check = ChainCheck::starting(chained, None);
+        let mut check = ChainCheck::new(chained);
         let problem = |path: &PathBuf, pos: usize, first_offset: u64, reason: &str| Problem {
             kind: ProblemKind::Tampering,
             path: path.clone(),

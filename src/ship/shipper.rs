@@ -251,12 +251,7 @@ impl Shipper {
         // batch sent again starts from `from` and rebuilds it.
         *slot = Some(frontier);
         // One line: a header value may hold no line break.
-        let pretty = head::to_json(&head, None);
-        let compact = serde_json::from_str::<serde_json::Value>(&pretty)
-            .map(|v| v.to_string())
-            .unwrap_or(pretty);
-        debug_assert!(!compact.contains('\n'));
-        Ok(compact)
+        Ok(head::to_json_line(&head, None))
     }
 
     /// The frontier of the log's first `size` records.
