@@ -16,9 +16,10 @@
 //!   tree (two threads), then the node hashes above the blocks;
 //! - `Store::head_with_consistency`, what `enforcelog audit` costs: the
 //!   head and the consistency proof from an old size, from one tree;
-//! - `Store::prove_inclusion` and `Store::prove_consistency`: each computes
-//!   the tree again (no tree is kept between calls, docs/AUDIT.md), so they
-//!   cost a head each, until block roots are persisted;
+//! - the first proof in a store that keeps no tree yet: the full pass;
+//! - `Store::prove_inclusion` and `Store::prove_consistency` from the tree
+//!   the head kept (docs/AUDIT.md, "Proofs from a kept tree"): median and
+//!   99th percentile over random offsets and old sizes;
 //! - checking a proof (`InclusionProof::verify`, `ConsistencyProof::verify`),
 //!   which is what an auditor pays: O(log n) hashes;
 //! - proof sizes (hashes, JSON bytes) from 1,000 to 1,000,000 records.
@@ -136,12 +137,23 @@ fn main() {
     assert_eq!(audit_proof.new_root, head.root);
     audit_proof.verify().expect("the audit's proof verifies");
 
-    // Proofs against the head, each checked before it counts.
+    // Proofs against the head, each checked before it counts. The first
+    // in a store without a kept tree makes the full pass; the head above
+    // kept its tree for the rest.
+    let fresh = Store::open_read_only(&ds.store).expect("open the store again");
+    let started = Instant::now();
+    let first = fresh.prove_inclusion(events / 2, head.size).expect("prove");
+    let first_proof = started.elapsed();
+    assert_eq!(first.root, head.root, "seed {seed}");
+    first.verify().expect("the first proof verifies");
+    drop(fresh);
+    let passes = store.metrics().tree_passes;
+    let proofs = if full { 2_000 } else { 200 };
     let mut rng = Rng(seed ^ 0xA0D1);
-    let offsets: Vec<u64> = (0..repeats).map(|_| rng.below(events)).collect();
-    let mut inclusion_times = Vec::new();
+    let mut inclusion_times = Vec::with_capacity(proofs);
     let mut inclusion = None;
-    for &offset in &offsets {
+    for _ in 0..proofs {
+        let offset = rng.below(events);
         let started = Instant::now();
         let proof = store.prove_inclusion(offset, head.size).expect("prove");
         inclusion_times.push(started.elapsed());
@@ -150,17 +162,37 @@ fn main() {
         inclusion = Some(proof);
     }
     let inclusion = inclusion.expect("a proof");
-    let inclusion_time = median(inclusion_times);
-    let old_size = events / 2 + 7;
-    let (consistency_time, consistency) = timed(repeats, || {
-        store
+    let mut consistency_times = Vec::with_capacity(proofs);
+    let mut consistency = None;
+    for _ in 0..proofs {
+        let old_size = 1 + rng.below(events);
+        let started = Instant::now();
+        let proof = store
             .prove_consistency(old_size, head.size)
-            .expect("prove consistency")
-    });
-    assert_eq!(consistency.new_root, head.root, "seed {seed}");
-    consistency
-        .verify()
-        .expect("the consistency proof verifies");
+            .expect("prove consistency");
+        consistency_times.push(started.elapsed());
+        assert_eq!(proof.new_root, head.root, "seed {seed}");
+        proof.verify().expect("the consistency proof verifies");
+        consistency = Some(proof);
+    }
+    let consistency = consistency.expect("a proof");
+    assert_eq!(
+        store.metrics().tree_passes,
+        passes,
+        "every proof came from the kept tree"
+    );
+    let quantile = |samples: &mut Vec<Duration>, q: f64| -> f64 {
+        samples.sort();
+        samples[((samples.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6
+    };
+    let inclusion_us = (
+        quantile(&mut inclusion_times, 0.5),
+        quantile(&mut inclusion_times, 0.99),
+    );
+    let consistency_us = (
+        quantile(&mut consistency_times, 0.5),
+        quantile(&mut consistency_times, 0.99),
+    );
 
     let checks = if full { 100_000 } else { 1_000 };
     let (check_inclusion, ()) = timed(3, || {
@@ -189,8 +221,17 @@ fn main() {
     row("leaf hashes only (floor of a head)", floor);
     row("head", head_time);
     row("audit (head + consistency proof)", audit_time);
-    row("prove_inclusion (tree again)", inclusion_time);
-    row("prove_consistency (tree again)", consistency_time);
+    row("first proof in a store (full pass)", first_proof);
+    println!();
+    println!("proofs from the kept tree ({proofs} each, random):  median      p99");
+    println!(
+        "  prove_inclusion                         {:>8.1} µs {:>6.1} µs",
+        inclusion_us.0, inclusion_us.1
+    );
+    println!(
+        "  prove_consistency                       {:>8.1} µs {:>6.1} µs",
+        consistency_us.0, consistency_us.1
+    );
     println!();
     println!(
         "checking a proof (what an auditor pays): inclusion {:.2} µs ({} hashes), consistency {:.2} µs ({} hashes)",
@@ -240,14 +281,12 @@ fn main() {
             "missed"
         }
     );
-    let prove_us = inclusion_time.as_secs_f64() * 1e6;
+    let prove_us = inclusion_us.0.max(consistency_us.0);
     println!(
-        "  proof time ≤ 50 µs: producing {prove_us:.0} µs ({}), checking {:.2} µs",
-        if prove_us <= 50.0 {
-            "met"
-        } else {
-            "missed: the tree is computed per call"
-        },
+        "  proof time ≤ 50 µs: producing {prove_us:.1} µs median from the kept tree ({}), \
+         {:.0} ms for the first in a store; checking {:.2} µs",
+        if prove_us <= 50.0 { "met" } else { "missed" },
+        first_proof.as_secs_f64() * 1e3,
         per_check(check_inclusion)
     );
     println!(

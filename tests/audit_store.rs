@@ -1,13 +1,16 @@
 //! Tree heads and proofs from a store (`Store::head`, `prove_inclusion`,
 //! `prove_consistency`; `src/store/audit.rs`) against the Merkle tree of
-//! the records computed by definition, at sizes around the 256-record
-//! blocks the store keeps; and the point of it all: a record edited on
-//! disk with its CRC and every chain link recomputed passes `verify`, and
-//! is caught by a consistency proof against a head taken before the edit.
+//! the records computed by definition, at sizes around the blocks of 16
+//! records the store keeps and the runs of 2^k blocks above them; and the
+//! point of it all: a record edited on disk with its CRC and every chain
+//! link recomputed passes `verify`, and is caught by a consistency proof
+//! against a head taken before the edit.
 
 mod common;
 
-use enforcelog::audit::merkle::{self, Hash};
+use common::segment::leaves;
+
+use enforcelog::audit::merkle;
 use enforcelog::{Action, Event, Log, Store, StoreOptions};
 
 fn event(i: u64) -> Event {
@@ -31,18 +34,6 @@ fn record(store: &Store, from: u64, to: u64) {
         batch.commit_blocking().expect("commit");
         at = to.min(at + 100);
     }
-}
-
-/// The leaf hashes of the log's records, by definition.
-fn leaves(dir: &std::path::Path) -> Vec<Hash> {
-    let log = Log::open_read_only(dir).expect("open log");
-    log.read_from(0)
-        .expect("read")
-        .map(|r| {
-            let r = r.expect("record");
-            merkle::record_leaf_hash(r.offset, r.timestamp_us, &r.payload)
-        })
-        .collect()
 }
 
 fn segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -3,6 +3,9 @@
 //! folded from verify's pass (ddf76e7), and the boundary check (546ed2f).
 //! Confirmed findings are failing tests marked `#[ignore]`; refuted ones pass.
 
+mod common;
+
+use common::segment::leaves;
 use std::path::{Path, PathBuf};
 
 use enforcelog::audit::merkle;
@@ -50,20 +53,6 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 fn verify(dir: &Path) -> VerifyReport {
     enforcelog::verify_dir(dir).unwrap()
-}
-
-/// The leaves by definition: every record `Log::read_from` gives.
-fn leaves(dir: &Path) -> Vec<merkle::Hash> {
-    let log = Log::open_read_only(dir).unwrap();
-    log.read_from(0)
-        .unwrap()
-        .enumerate()
-        .map(|(i, r)| {
-            let r = r.unwrap();
-            assert_eq!(r.offset, i as u64);
-            merkle::record_leaf_hash(r.offset, r.timestamp_us, &r.payload)
-        })
-        .collect()
 }
 
 struct Batch {

@@ -514,6 +514,7 @@ impl NativeStore {
             ("fsyncs", m.fsyncs),
             ("recoveries", m.recoveries),
             ("stats_replays", m.stats_replays),
+            ("tree_passes", m.tree_passes),
             ("undecodable_entries", m.undecodable_entries),
             ("undecodable_read", m.undecodable_read),
             ("append_p50_us", m.append_p50_us),

@@ -7,6 +7,7 @@
 //! heads that name a state of the log, their Ed25519 signatures and JSON.
 
 pub mod head;
+pub(crate) mod kept;
 pub mod merkle;
 pub mod proof;
 pub mod tree;

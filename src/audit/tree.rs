@@ -1,20 +1,22 @@
 //! The Merkle tree of one log, computed from its records: the roots of its
-//! complete blocks of [`BLOCK_LEAVES`] leaves kept in memory, the leaf
-//! hashes of the last, incomplete block, and any other block's leaves read
-//! again from the log when a proof needs them.
+//! complete blocks of [`BLOCK_LEAVES`] leaves and of every complete, aligned
+//! run of `2^k` blocks above them kept in memory, the leaf hashes of the
+//! last, incomplete block, and any other block's leaves read again from the
+//! log when a proof needs them.
 //!
 //! Leaf `i` is the record at offset `i` ([`merkle::record_leaf_hash`]).
 //! Every subtree a proof or a root asks for (a node of the tree of some
 //! size, RFC 9162) is either a power of two of at least a block, aligned to
-//! its size, so a whole number of blocks whose roots combine as a perfect
-//! tree, or lies inside one block: nothing else is ever needed.
+//! its size, so one kept root, or lies inside one block: nothing else is
+//! ever needed, and the root of any size is `O(log n)` node hashes of
+//! them.
 //!
 //! Invariants: the tree covers offsets `0..size` exactly; a log whose
 //! records are not all readable in offset order has no tree, and says
 //! where (the hash of a log with a hole would not be the log's). A tree is
-//! built for one question and dropped (`store::audit`): the log can change
-//! under a store in ways a kept tree would not see. A block read again
-//! must hash to the root it was computed with, or the read is an error.
+//! kept between questions only behind the checks of `audit::kept`. A block
+//! read again must hash to the root it was computed with, or the read is
+//! an error.
 
 use std::ops::{ControlFlow, Range};
 
@@ -22,14 +24,19 @@ use super::merkle::{self, Hash, Subtrees};
 use crate::error::{Error, Result};
 use crate::log::Log;
 
-/// Leaves per block (a power of two).
-pub const BLOCK_LEAVES: u64 = 256;
+/// Leaves per block (a power of two): the leaves a proof reads again from
+/// the log and hashes, so small (16 records are a few microseconds of
+/// SHA-256), while the roots kept above them cost 2 x 32 bytes per block.
+pub const BLOCK_LEAVES: u64 = 16;
 
 /// The tree of the first `size` records of a log.
 #[derive(Debug, Clone, Default)]
 pub struct LogTree {
-    /// Roots of the complete blocks, in order.
-    blocks: Vec<Hash>,
+    /// `levels[0]`: the roots of the complete blocks, in order;
+    /// `levels[k]`: the roots of the complete, aligned runs of `2^k`
+    /// blocks (each the node hash of two of `levels[k - 1]`), so the root
+    /// of any perfect subtree of at least a block is one lookup.
+    levels: Vec<Vec<Hash>>,
     /// Leaf hashes of the incomplete last block.
     tail: Vec<Hash>,
 }
@@ -42,7 +49,53 @@ impl LogTree {
 
     /// The number of leaves covered.
     pub fn size(&self) -> u64 {
-        self.blocks.len() as u64 * BLOCK_LEAVES + self.tail.len() as u64
+        self.blocks().len() as u64 * BLOCK_LEAVES + self.tail.len() as u64
+    }
+
+    /// The roots of the complete blocks.
+    fn blocks(&self) -> &[Hash] {
+        self.levels.first().map_or(&[], Vec::as_slice)
+    }
+
+    /// A tree of complete blocks, given by their roots, then `tail`.
+    fn from_blocks(blocks: Vec<Hash>, tail: Vec<Hash>) -> Self {
+        debug_assert!((tail.len() as u64) < BLOCK_LEAVES);
+        let mut levels = vec![blocks];
+        while levels[levels.len() - 1].len() >= 2 {
+            let above = parents(&levels[levels.len() - 1]);
+            levels.push(above);
+        }
+        Self { levels, tail }
+    }
+
+    /// Adds the root of the next complete block (the tail must be empty).
+    fn push_block(&mut self, root: Hash) {
+        debug_assert!(self.tail.is_empty());
+        let mut level = 0;
+        let mut node = root;
+        loop {
+            if self.levels.len() == level {
+                self.levels.push(Vec::new());
+            }
+            let nodes = &mut self.levels[level];
+            nodes.push(node);
+            let n = nodes.len();
+            if n % 2 == 1 {
+                return;
+            }
+            node = merkle::node_hash(&nodes[n - 2], &nodes[n - 1]);
+            level += 1;
+        }
+    }
+
+    /// Adds the leaf of the record at offset [`size`](Self::size).
+    pub fn push_leaf(&mut self, leaf: Hash) {
+        self.tail.push(leaf);
+        if self.tail.len() as u64 == BLOCK_LEAVES {
+            let root = merkle::root(&self.tail);
+            self.tail.clear();
+            self.push_block(root);
+        }
     }
 
     /// Extends the tree with the records of `log` from its size up to `to`.
@@ -73,7 +126,10 @@ impl LogTree {
                 (complete, tail)
             }
         };
-        self.blocks.extend(complete);
+        self.tail.clear();
+        for root in complete {
+            self.push_block(root);
+        }
         self.tail = tail;
         debug_assert_eq!(self.size(), to);
         Ok(())
@@ -82,7 +138,11 @@ impl LogTree {
     /// A source of subtree roots for the first `size` leaves, reading
     /// blocks again from `log` where needed.
     pub fn view<'a>(&'a self, log: &'a Log) -> TreeView<'a> {
-        TreeView { tree: self, log }
+        TreeView {
+            tree: self,
+            log,
+            last_block: std::cell::RefCell::new(None),
+        }
     }
 }
 
@@ -193,10 +253,7 @@ impl BlockFold {
     /// a gap.
     pub fn into_tree(self) -> Option<LogTree> {
         let from_zero = self.first.is_none_or(|first| first == 0);
-        (from_zero && !self.broken).then_some(LogTree {
-            blocks: self.blocks,
-            tail: self.tail,
-        })
+        (from_zero && !self.broken).then(|| LogTree::from_blocks(self.blocks, self.tail))
     }
 }
 
@@ -204,6 +261,9 @@ impl BlockFold {
 pub struct TreeView<'a> {
     tree: &'a LogTree,
     log: &'a Log,
+    /// The last block read again, and its leaves: a proof asks for several
+    /// nodes inside the same block (its path's lowest, the leaf itself).
+    last_block: std::cell::RefCell<Option<(u64, Vec<Hash>)>>,
 }
 
 impl TreeView<'_> {
@@ -215,25 +275,74 @@ impl TreeView<'_> {
         self.root_of(0..size)
     }
 
-    /// The leaf hashes of block `block` (complete or the tail).
-    fn block_leaves(&self, block: u64) -> Result<Vec<Hash>> {
-        if block == self.tree.blocks.len() as u64 {
-            return Ok(self.tree.tail.clone());
+    /// The root of leaves `at..at + n` of block `block` (complete or the
+    /// tail).
+    fn root_in_block(&self, block: u64, at: usize, n: usize) -> Result<Hash> {
+        let mut last = self.last_block.borrow_mut();
+        if !matches!(&*last, Some((b, _)) if *b == block) {
+            *last = Some((block, self.block_leaves(block)?));
         }
+        let leaves = &last.as_ref().expect("just read").1;
+        Ok(merkle::root(&leaves[at..at + n]))
+    }
+
+    /// The leaf hashes of block `block`, complete or the tail, read again
+    /// from the log and checked against what the tree kept of it (its root,
+    /// or the tail's leaves).
+    fn block_leaves(&self, block: u64) -> Result<Vec<Hash>> {
+        let blocks = self.tree.blocks();
+        let tail = block == blocks.len() as u64;
+        let len = if tail {
+            self.tree.tail.len() as u64
+        } else {
+            BLOCK_LEAVES
+        };
         let start = block * BLOCK_LEAVES;
+        let offsets = start..start + len;
         let mut leaves = Vec::with_capacity(BLOCK_LEAVES as usize);
-        read_leaves(self.log, start..start + BLOCK_LEAVES, |leaf| {
-            leaves.push(leaf)
+        // The batches that hold the block, read whole (a few kilobytes);
+        // anything else (damage read past, say) goes through a record scan.
+        // The leaves are checked against the block's root below: the frame
+        // checksums are not needed.
+        self.log.walk_batches(start, |batch| {
+            let Some(view) = batch.unchecked()? else {
+                return Ok(ControlFlow::Break(()));
+            };
+            for frame in view.frames() {
+                if offsets.contains(&frame.offset) {
+                    leaves.push(merkle::record_leaf_hash(
+                        frame.offset,
+                        frame.timestamp_us,
+                        frame.payload,
+                    ));
+                }
+            }
+            Ok(if view.header.next_offset() >= offsets.end {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            })
         })?;
-        // The block's root was taken from these very records: if they no
-        // longer hash to it, the log changed under the tree.
-        if merkle::root(&leaves) != self.tree.blocks[block as usize] {
+        if leaves.len() as u64 != len {
+            leaves.clear();
+            read_leaves(self.log, offsets.clone(), |leaf| leaves.push(leaf))?;
+        }
+        // The block's root (the tail's leaves) was taken from these very
+        // records: if they no longer hash to it, the log changed under the
+        // tree.
+        let changed = if tail {
+            leaves != self.tree.tail
+        } else {
+            merkle::root(&leaves) != blocks[block as usize]
+        };
+        if changed {
             return Err(Error::Corruption {
                 path: self.log.dir().to_path_buf(),
                 position: 0,
                 reason: format!(
-                    "the records at offsets {start}..{} changed since the tree was computed",
-                    start + BLOCK_LEAVES
+                    "the records at offsets {}..{} changed since the tree was computed \
+                     (see `enforcelog verify`)",
+                    offsets.start, offsets.end
                 ),
             });
         }
@@ -253,15 +362,14 @@ impl Subtrees for TreeView<'_> {
         debug_assert!(start < end && end <= self.tree.size());
         let n = end - start;
         if n >= BLOCK_LEAVES && n.is_power_of_two() && start % n == 0 {
-            let blocks =
-                &self.tree.blocks[(start / BLOCK_LEAVES) as usize..(end / BLOCK_LEAVES) as usize];
-            return Ok(merkle::root(blocks));
+            // A perfect run of `2^level` blocks, aligned: kept.
+            let level = (n / BLOCK_LEAVES).trailing_zeros() as usize;
+            return Ok(self.tree.levels[level][(start / n) as usize]);
         }
         let block = start / BLOCK_LEAVES;
         if (end - 1) / BLOCK_LEAVES == block {
-            let leaves = self.block_leaves(block)?;
             let at = (start - block * BLOCK_LEAVES) as usize;
-            return Ok(merkle::root(&leaves[at..at + n as usize]));
+            return self.root_in_block(block, at, n as usize);
         }
         // Neither: split as the tree does (only a root of a whole size
         // asks this; proofs ask for nodes).
@@ -272,14 +380,45 @@ impl Subtrees for TreeView<'_> {
     }
 }
 
+/// Levels of fewer nodes than this are hashed on one thread.
+const PARALLEL_NODES: usize = 16 * 1024;
+
+/// The nodes above `below`, one per pair (a last node without a pair has
+/// none yet); a long level on two threads.
+fn parents(below: &[Hash]) -> Vec<Hash> {
+    let hash = |nodes: &[Hash]| -> Vec<Hash> {
+        nodes
+            .chunks_exact(2)
+            .map(|pair| merkle::node_hash(&pair[0], &pair[1]))
+            .collect()
+    };
+    if below.len() < PARALLEL_NODES || !two_cores() {
+        return hash(below);
+    }
+    let (older, newer) = below.split_at(below.len() / 4 * 2);
+    std::thread::scope(|scope| {
+        let newer = scope.spawn(|| hash(newer));
+        let mut above = hash(older);
+        above.extend(
+            newer
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+        );
+        above
+    })
+}
+
+fn two_cores() -> bool {
+    std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+}
+
 /// Extensions shorter than this are hashed on one thread.
 const PARALLEL_MIN: u64 = 64 * 1024;
 
 /// Where to split the extension `from..to` over two threads: a block
 /// boundary near the middle, or `None` for one thread.
 fn split_point(from: u64, to: u64) -> Option<u64> {
-    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
-    if !two_cores || to - from < PARALLEL_MIN {
+    if !two_cores() || to - from < PARALLEL_MIN {
         return None;
     }
     let middle = (from + (to - from) / 2) / BLOCK_LEAVES * BLOCK_LEAVES;
@@ -381,9 +520,40 @@ mod tests {
                 }
                 let tree = joined.into_tree().expect("a fold from 0 without a gap");
                 let (blocks, tail) = expected(n);
-                assert_eq!(tree.blocks, blocks, "n {n} cuts {cuts:?}");
+                assert_eq!(tree.blocks(), blocks, "n {n} cuts {cuts:?}");
                 assert_eq!(tree.tail, tail, "n {n} cuts {cuts:?}");
                 assert_eq!(tree.size(), n);
+            }
+        }
+    }
+
+    #[test]
+    fn every_kept_run_of_blocks_is_the_root_of_its_leaves_whichever_way_the_tree_grew() {
+        let b = BLOCK_LEAVES;
+        for n in [0, 1, b, 2 * b + 3, 7 * b, 8 * b, 13 * b + 5, 64 * b + 1] {
+            let leaves: Vec<Hash> = (0..n).map(leaf).collect();
+            let mut pushed = LogTree::new();
+            for &l in &leaves {
+                pushed.push_leaf(l);
+            }
+            let mut fold = BlockFold::new();
+            for (i, &l) in leaves.iter().enumerate() {
+                fold.push(i as u64, l);
+            }
+            let folded = fold.into_tree().expect("from zero");
+            for tree in [&pushed, &folded] {
+                assert_eq!(tree.size(), n);
+                for (k, level) in tree.levels.iter().enumerate() {
+                    let run = (b << k) as usize;
+                    assert_eq!(level.len(), leaves.len() / run, "n {n} level {k}");
+                    for (i, node) in level.iter().enumerate() {
+                        assert_eq!(
+                            *node,
+                            merkle::root(&leaves[i * run..(i + 1) * run]),
+                            "n {n} level {k} node {i}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -428,6 +428,25 @@ pub(crate) fn decode_verified_batch(
     verify_batch::<false>(buf, expected_first_offset, |_| {})
 }
 
+/// The `prev` and link tag a chained batch stores, read from its trailer
+/// alone: the trailer's checksum and marker are checked, the frames are
+/// not. `trailer` is the batch's last [`CHAINED_TRAILER_LEN`] bytes;
+/// `None` when they are not a chained trailer.
+pub(crate) fn decode_chain_trailer(trailer: &[u8]) -> Option<(Hash, [u8; LINK_TAG_LEN])> {
+    if trailer.len() != CHAINED_TRAILER_LEN || trailer[CHAINED_TRAILER_LEN - 4..] != CHAIN_MARKER {
+        return None;
+    }
+    let linked = &trailer[..LINK_LEN + LINK_TAG_LEN];
+    if crc32fast::hash(linked) != u32_at(trailer, LINK_LEN + LINK_TAG_LEN) {
+        return None;
+    }
+    let mut prev = [0u8; LINK_LEN];
+    prev.copy_from_slice(&trailer[..LINK_LEN]);
+    let mut tag = [0u8; LINK_TAG_LEN];
+    tag.copy_from_slice(&trailer[LINK_LEN..LINK_LEN + LINK_TAG_LEN]);
+    Some((prev, tag))
+}
+
 /// Where one frame of a verified batch lies, relative to the batch start:
 /// what [`verify_frames`] records in the one pass that checks the frames,
 /// so a reader hands them out without walking the bytes again. Holds no

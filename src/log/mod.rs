@@ -11,6 +11,7 @@
 //!   `Durability::Fsync`, fsynced): the committed length of the active
 //!   segment only grows, by whole batches, and is published after the write.
 
+mod batches;
 mod chain;
 pub(crate) mod dir;
 mod durable_end;
@@ -25,6 +26,8 @@ mod segment;
 mod settle;
 mod verify;
 mod writer;
+
+pub(crate) use batches::{BatchAt, Walk};
 
 use std::ops::{ControlFlow, Range, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -944,6 +947,21 @@ impl Log {
             });
         }
         reader::scan(self.inner.shared.clone(), offset, time_us, f)
+    }
+
+    /// Visits the committed batches from the one holding `offset` on, in
+    /// log order, each read when the visitor asks (see `batches`).
+    pub(crate) fn walk_batches(
+        &self,
+        offset: u64,
+        visit: impl FnMut(&mut BatchAt<'_>) -> Result<ControlFlow<()>>,
+    ) -> Result<batches::Walk> {
+        batches::walk(&self.inner.shared, offset, visit)
+    }
+
+    /// Whether the log's batches carry chain links (log format 2).
+    pub(crate) fn is_chained(&self) -> bool {
+        self.inner.shared.chained
     }
 
     /// The base offsets of the log's segments, sealed ones and the active

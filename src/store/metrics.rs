@@ -99,6 +99,10 @@ pub struct StoreMetrics {
     /// `stats` calls answered by replaying the log instead of from the
     /// projection (an as-of time whose window reaches into folded history).
     pub stats_replays: u64,
+    /// Full passes over a log (every checksum, the chain, the leaves)
+    /// made for tree heads and proofs: one per head, and one per proof
+    /// without a tree kept since (see [`Store::prove_inclusion`](super::Store::prove_inclusion)).
+    pub tree_passes: u64,
     /// Log entries that do not decode (not store payloads), as counted by
     /// the projections, which skip them (see [`Store::undecodable_entries`](super::Store::undecodable_entries)).
     pub undecodable_entries: u64,

@@ -86,6 +86,7 @@ struct Counters {
     /// `stats` calls that had to replay the log (an as-of time whose window
     /// reaches into history the projection folded).
     stats_replays: AtomicU64,
+    tree_passes: AtomicU64,
     /// Entries queries skipped because they do not decode.
     undecodable_read: AtomicU64,
     /// fsyncs of logs replaced by a recovery.
@@ -128,6 +129,9 @@ pub(crate) struct Inner {
     keys: keys::KeyIndex,
     /// Set by tests to read every query by scan (`Store::use_key_indexes`).
     keys_disabled: AtomicBool,
+    /// The Merkle tree of each shard's log kept since a head or a proof
+    /// computed it (`audit::kept`; `store::audit`).
+    trees: Mutex<std::collections::HashMap<u32, crate::audit::kept::KeptTree>>,
 }
 
 /// The parts of a store that only a writer has.
@@ -356,6 +360,7 @@ impl Store {
             fsyncs: c.fsyncs_before.load(Ordering::Relaxed) + self.inner.log().metrics().fsyncs,
             recoveries: c.recoveries.load(Ordering::Relaxed),
             stats_replays: c.stats_replays.load(Ordering::Relaxed),
+            tree_passes: c.tree_passes.load(Ordering::Relaxed),
             undecodable_entries: self.undecodable_entries(),
             undecodable_read: c.undecodable_read.load(Ordering::Relaxed),
             append_p50_us: c.latency.quantile_us(0.5),

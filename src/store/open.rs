@@ -198,6 +198,7 @@ impl Inner {
             detached_gate: RwLock::new(()),
             keys: Default::default(),
             keys_disabled: AtomicBool::new(false),
+            trees: Mutex::default(),
         })
     }
 }

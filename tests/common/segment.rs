@@ -2,8 +2,9 @@
 //! where each batch of a segment file stands, one byte rewritten or one
 //! bit flipped in place (through the real file, as a disk would), the
 //! segment files of a directory, zero-heavy records (the payloads whose
-//! damage recovery must not mistake for a torn tail), and a segment's chain
-//! computed again as a forger would.
+//! damage recovery must not mistake for a torn tail), a segment's chain
+//! computed again as a forger would, and the Merkle leaves of a log's
+//! records by definition.
 //!
 //! Nothing here goes through the storage seam: these helpers stand in for
 //! the disk itself, under a log that is closed.
@@ -26,6 +27,33 @@ pub fn batches(segment: &[u8]) -> Vec<(usize, usize)> {
         pos += view.len();
     }
     out
+}
+
+/// Every batch of a pristine segment file as (position, first offset, next
+/// offset).
+pub fn batch_offsets(segment: &[u8]) -> Vec<(usize, u64, u64)> {
+    batches(segment)
+        .into_iter()
+        .map(|(pos, _)| {
+            let header = decode_batch(&segment[pos..], None).expect("a batch").header;
+            (pos, header.first_offset, header.next_offset())
+        })
+        .collect()
+}
+
+/// The leaf hashes of the records of the log in `dir`, by definition:
+/// every record `Log::read_from` gives, in offset order from 0.
+pub fn leaves(dir: &Path) -> Vec<enforcelog::audit::merkle::Hash> {
+    let log = Log::open_read_only(dir).expect("open the log");
+    log.read_from(0)
+        .expect("read the log")
+        .enumerate()
+        .map(|(i, r)| {
+            let r = r.expect("a record");
+            assert_eq!(r.offset, i as u64, "records from offset 0 without a gap");
+            enforcelog::audit::merkle::record_leaf_hash(r.offset, r.timestamp_us, &r.payload)
+        })
+        .collect()
 }
 
 /// Byte positions where the batches of a pristine segment file start.
