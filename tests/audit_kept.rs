@@ -113,15 +113,15 @@ fn proofs_from_the_kept_tree_are_the_trees_by_definition_as_the_log_grows_and_ro
     );
     store.close().unwrap();
     drop(store);
-    // Reopened: a tree is made again, then kept.
+    // Reopened: the tree the head left on disk, extended; no full pass.
     let store = Store::open(dir.path(), options).unwrap();
     record(&store, written, 77, 9);
     let all = leaves(dir.path());
     check_proofs(&store, &all, &mut rng);
-    assert_eq!(store.metrics().tree_passes, 1);
+    assert_eq!(store.metrics().tree_passes, 0);
     let reader = Store::open_read_only(dir.path()).unwrap();
     check_proofs(&reader, &all, &mut rng);
-    assert_eq!(reader.metrics().tree_passes, 1);
+    assert_eq!(reader.metrics().tree_passes, 0);
 }
 
 /// A log's last batch cut and written again with other records (what a
@@ -288,4 +288,126 @@ fn a_record_rewritten_under_a_kept_tree_is_never_proved_as_it_is_now() {
         store.prove_inclusion(70, 80).unwrap_err(),
         enforcelog::Error::Tampering { .. }
     ));
+}
+
+/// The file a writer keeps its tree in (`TREE`, derived data): another
+/// process's store starts from it without a full pass and extends it; a
+/// damaged, cut, foreign or planted-huge file is passed over for a full
+/// pass; a block root forged with the file's checksum recomputed gives
+/// either an error-free proof of the true records (the block read again
+/// fails, a full pass follows) or a proof whose root no head holds.
+#[test]
+fn the_tree_a_writer_keeps_on_disk_serves_other_processes_and_a_bad_file_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree_file = dir.path().join("TREE");
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    record(&store, 0, 500, 37);
+    assert!(!tree_file.exists(), "no full pass yet");
+    assert_eq!(store.head().unwrap().size, 500);
+    assert!(tree_file.exists(), "the head's pass is kept on disk");
+    store.close().unwrap();
+    drop(store);
+    let all = leaves(dir.path());
+    let mut rng = 0x7ee5u64;
+
+    // Another process: no full pass, the proofs of the definition.
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    check_proofs(&reader, &all, &mut rng);
+    assert_eq!(reader.metrics().tree_passes, 0, "started from the file");
+    drop(reader);
+
+    // Records written since the file: taken in from the log, no full pass.
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    record(&store, 500, 120, 50);
+    let grown = leaves(dir.path());
+    check_proofs(&store, &grown, &mut rng);
+    assert_eq!(store.metrics().tree_passes, 0);
+    store.close().unwrap();
+    drop(store);
+
+    let good = std::fs::read(&tree_file).unwrap();
+    let passes_with = |bytes: &[u8]| -> u64 {
+        std::fs::write(&tree_file, bytes).unwrap();
+        let reader = Store::open_read_only(dir.path()).unwrap();
+        check_proofs(&reader, &grown, &mut 0x51u64);
+        reader.metrics().tree_passes
+    };
+    assert_eq!(passes_with(&good), 0);
+    // Damaged (one bit), cut, empty, or another layout: passed over.
+    for at in [0, 9, 13, 20, 30, 50, 100, good.len() / 2, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[at] ^= 0x10;
+        assert_eq!(passes_with(&bad), 1, "a flipped bit at {at}");
+    }
+    assert_eq!(passes_with(&good[..good.len() - 7]), 1);
+    assert_eq!(passes_with(&[]), 1);
+    // A planted huge file is not read.
+    let huge = vec![0u8; 64 << 20];
+    assert_eq!(passes_with(&huge), 1);
+    // Another log's file: its seal is not this log's.
+    let other = tempfile::tempdir().unwrap();
+    let store = Store::open(other.path(), StoreOptions::default()).unwrap();
+    record(&store, 0, 640, 64);
+    store.head().unwrap();
+    store.close().unwrap();
+    let foreign = std::fs::read(other.path().join("TREE")).unwrap();
+    assert_eq!(passes_with(&foreign), 1, "another log's tree");
+
+    // A forged block root, the file's checksum recomputed (what someone
+    // who writes the files can do). Block 2 holds offsets 32..48.
+    let forge = |block: usize| -> Vec<u8> {
+        let mut forged = good[..good.len() - 4].to_vec();
+        forged[104 + 32 * block] ^= 0x01;
+        let crc = crc32fast::hash(&forged);
+        forged.extend_from_slice(&crc.to_le_bytes());
+        forged
+    };
+    std::fs::write(&tree_file, forge(2)).unwrap();
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    // A proof that reads the forged block: its records do not hash to the
+    // forged root, so a full pass answers, with the true tree.
+    let p = reader.prove_inclusion(40, 620).unwrap();
+    assert_eq!(p.root, merkle::root(&grown));
+    assert_eq!(reader.metrics().tree_passes, 1);
+    drop(reader);
+    std::fs::write(&tree_file, forge(2)).unwrap();
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    // A proof that does not read it names a root no head holds: the
+    // auditor's check against the head it kept refuses it.
+    let p = reader.prove_inclusion(600, 620).unwrap();
+    assert_eq!(p.verify(), Ok(()), "consistent with the root it names");
+    assert_ne!(p.root, merkle::root(&grown));
+}
+
+/// `repair` rewrites damaged batches below the seal as holes and leaves
+/// the seal's batch as it was: the kept tree's file must not outlive it
+/// (review 36 finding 1, the file's side: the next process would load the
+/// tree of the records before the repair).
+#[test]
+fn repair_removes_the_kept_tree_file_and_the_next_process_proves_the_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::default();
+    options.log.segment_max_bytes = 8 << 10;
+    options.log.record_max_bytes = 2 << 10;
+    let store = Store::open(dir.path(), options).unwrap();
+    record(&store, 0, 200, 10);
+    store.head().unwrap();
+    store.close().unwrap();
+    drop(store);
+    let tree_file = dir.path().join("TREE");
+    assert!(tree_file.exists());
+    let before = leaves(dir.path());
+    let segments = common::segment::segment_files(dir.path());
+    assert!(segments.len() >= 2, "rolled: {segments:?}");
+    let bytes = std::fs::read(&segments[0]).unwrap();
+    let (pos, first, _) = batch_offsets(&bytes)[1];
+    common::segment::flip(&segments[0], pos + 150, 0x20);
+    let report = enforcelog::log::repair_dir(dir.path()).unwrap();
+    assert!(!report.actions.is_empty(), "{report:?}");
+    let after = leaves(dir.path());
+    assert_ne!(after[first as usize], before[first as usize], "a hole");
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    check_proofs(&reader, &after, &mut 0x4e9au64);
+    assert_eq!(reader.metrics().tree_passes, 1);
+    assert!(!tree_file.exists(), "repair removed the kept tree");
 }

@@ -16,13 +16,29 @@
 //! one's link), as `verify` checks them; the last becomes the new seal.
 //!
 //! What the seal does not see: records below it changed while the batch
-//! it names stayed as it was. Only someone who writes the files does that
+//! it names stayed as it was. `repair` does that (it rewrites damaged
+//! batches as holes, in segments before the seal's), so a kept tree also
+//! names the view of the log it was checked against (`Log::view_id`: the
+//! handle, and how many times a read-only refresh built its view again
+//! from the files, as it does when a segment was replaced) and is dropped
+//! when that changes, and `repair` removes the file. Otherwise only
+//! someone who writes the files changes records below the seal
 //! (accidents change checksums, which the full pass checks), and the kept
 //! tree then still holds the history the full pass checked. Every proof
 //! reads one block of records again and checks it against the root kept
 //! for it, so a proof never vouches for a record that changed; a head
 //! always makes a full pass. Holes (`repair`'s lost-entry batches) carry
 //! no link: a log whose last batch below a size is one is not kept there.
+//!
+//! A writer store also keeps the tree it made in a file of its log
+//! directory ([`TREE_FILE`], derived data like the index files), so that
+//! another process (a read-only store, `enforcelog prove`) starts from it
+//! instead of a full pass. The file is checked like the tree in memory: its
+//! checksum, then its seal against the log before every use; a file that
+//! fails is passed over (and written again by the writer's next full pass).
+//! What the seal cannot check in the file is a block root forged by
+//! someone who writes the files: proofs from it then name a root no head
+//! holds, and fail against the head an auditor kept (docs/AUDIT.md).
 //!
 //! Invariants: `tree.size() == seal.end`; the seal's batch is chained and
 //! its link, computed from its records when it was taken, has the stored
@@ -31,11 +47,23 @@
 use std::ops::ControlFlow;
 
 use super::merkle::{record_leaf_hash, Hash};
-use super::tree::LogTree;
+use super::tree::{LogTree, BLOCK_LEAVES};
 use crate::error::Result;
 use crate::format::batch::{BatchView, LINK_TAG_LEN};
 use crate::format::chain::link_of_leaves;
 use crate::log::{BatchAt, Log, Walk};
+use crate::storage::OpenMode;
+
+/// The file a writer keeps its tree in, in its log directory.
+pub(crate) const TREE_FILE: &str = "TREE";
+
+/// The first bytes of a [`TREE_FILE`]: its kind and layout version.
+const TREE_MAGIC: [u8; 8] = *b"ENFTREE1";
+
+/// Bytes of a [`TREE_FILE`] before the block roots: magic, leaves per
+/// block (u32), tail leaves (u32), block count (u64), the seal's first
+/// offset and end (u64 each), its `prev` and link.
+const TREE_HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32 + 32;
 
 /// The last batch a kept tree covers, as the log stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +127,8 @@ impl Seal {
 pub(crate) struct KeptTree {
     tree: LogTree,
     seal: Seal,
+    /// The view of the log it was checked against (`Log::view_id`).
+    view: (u64, u64),
 }
 
 impl KeptTree {
@@ -110,7 +140,11 @@ impl KeptTree {
         if tree.size() != seal.end {
             return Ok(None);
         }
-        let mut kept = KeptTree { tree, seal };
+        let mut kept = KeptTree {
+            tree,
+            seal,
+            view: log.view_id(),
+        };
         Ok(kept.checked(log, 0)?.is_some().then_some(kept))
     }
 
@@ -120,6 +154,9 @@ impl KeptTree {
     /// batches after it do not chain on (the caller drops the tree and
     /// makes a full pass, which says what is wrong).
     pub fn checked(&mut self, log: &Log, size: u64) -> Result<Option<&LogTree>> {
+        if !self.is_of(log) {
+            return Ok(None);
+        }
         let seal = self.seal;
         let mut sealed = false;
         let mut failed = false;
@@ -144,6 +181,15 @@ impl KeptTree {
             return Ok(None);
         }
         Ok((self.tree.size() >= size).then_some(&self.tree))
+    }
+
+    /// Whether the tree was kept over `log`'s view as it is now: the same
+    /// handle, its view never built again from the files. A view built
+    /// again (a read-only refresh after a `repair`, review 36 finding 1) or
+    /// another handle may read records changed below the seal, which the
+    /// seal does not show; such a log starts from its file or a full pass.
+    pub fn is_of(&self, log: &Log) -> bool {
+        self.view == log.view_id()
     }
 
     /// Takes in the batch after the seal when it chains on from it (see the
@@ -177,5 +223,123 @@ impl KeptTree {
         };
         debug_assert_eq!(self.tree.size(), self.seal.end);
         true
+    }
+
+    /// The tree as a [`TREE_FILE`] holds it (little-endian):
+    ///
+    /// ```text
+    /// magic "ENFTREE1" | leaves per block (u32) | tail leaves (u32)
+    /// | blocks (u64) | seal first offset (u64) | seal end (u64)
+    /// | seal prev (32) | seal link (32) | block roots (32 each)
+    /// | tail leaf hashes (32 each) | CRC-32 of everything before (u32)
+    /// ```
+    ///
+    /// The nodes above the blocks are not stored: a load computes them.
+    pub fn encode(&self) -> Vec<u8> {
+        let blocks = self.tree.blocks();
+        let tail = self.tree.tail();
+        let mut out = Vec::with_capacity(TREE_HEADER_LEN + 32 * (blocks.len() + tail.len()) + 4);
+        out.extend_from_slice(&TREE_MAGIC);
+        out.extend_from_slice(&(BLOCK_LEAVES as u32).to_le_bytes());
+        out.extend_from_slice(&(tail.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(blocks.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.seal.first_offset.to_le_bytes());
+        out.extend_from_slice(&self.seal.end.to_le_bytes());
+        out.extend_from_slice(&self.seal.prev);
+        out.extend_from_slice(&self.seal.link);
+        for hash in blocks.iter().chain(tail) {
+            out.extend_from_slice(hash);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The tree a [`TREE_FILE`]'s bytes hold, not yet checked against any
+    /// log; `None` for bytes that are not one whole, intact file of this
+    /// layout.
+    pub fn decode(bytes: &[u8]) -> Option<KeptTree> {
+        let body_len = bytes.len().checked_sub(4)?;
+        let (body, crc) = bytes.split_at(body_len);
+        if body.len() < TREE_HEADER_LEN
+            || body[..8] != TREE_MAGIC
+            || crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?)
+        {
+            return None;
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        let hash_at = |at: usize| -> Hash { body[at..at + 32].try_into().expect("32 bytes") };
+        let tail_len = u64::from(u32_at(12));
+        let block_count = u64_at(16);
+        if u64::from(u32_at(8)) != BLOCK_LEAVES || tail_len >= BLOCK_LEAVES {
+            return None;
+        }
+        let hashes = block_count.checked_add(tail_len)?;
+        if (body.len() - TREE_HEADER_LEN) as u64 != hashes.checked_mul(32)? {
+            return None;
+        }
+        let seal = Seal {
+            first_offset: u64_at(24),
+            end: u64_at(32),
+            prev: hash_at(40),
+            link: hash_at(72),
+        };
+        let size = block_count
+            .checked_mul(BLOCK_LEAVES)?
+            .checked_add(tail_len)?;
+        if seal.end != size || seal.first_offset >= seal.end {
+            return None;
+        }
+        let mut roots = body[TREE_HEADER_LEN..]
+            .chunks_exact(32)
+            .map(|c| -> Hash { c.try_into().expect("32 bytes") });
+        let blocks: Vec<Hash> = roots.by_ref().take(block_count as usize).collect();
+        let tail: Vec<Hash> = roots.collect();
+        Some(KeptTree {
+            tree: LogTree::from_blocks(blocks, tail),
+            seal,
+            view: (u64::MAX, u64::MAX),
+        })
+    }
+
+    /// Writes the tree to `log`'s [`TREE_FILE`] (atomically, not synced:
+    /// derived data, checked when read). A failure is logged, not returned:
+    /// the next process makes a full pass instead.
+    pub fn save(&self, log: &Log) {
+        let written = crate::log::dir::write_file_atomically(
+            log.storage(),
+            log.dir(),
+            TREE_FILE,
+            &self.encode(),
+            false,
+        );
+        if let Err(e) = written {
+            tracing::warn!(dir = %log.dir().display(), error = %e, "could not write the kept tree; the next process computes it again");
+        }
+    }
+
+    /// The tree `log`'s [`TREE_FILE`] holds, when there is an intact one no
+    /// larger than a tree of the log's records can be (it is checked
+    /// against the log before each use, [`checked`](Self::checked)).
+    pub fn load(log: &Log) -> Option<KeptTree> {
+        let path = log.dir().join(TREE_FILE);
+        let file = log.storage().open(&path, OpenMode::Read).ok()?;
+        // A tree of the log's records has a root per block: a longer file
+        // is not read (a planted huge file costs no memory).
+        let most =
+            TREE_HEADER_LEN as u64 + 4 + 32 * (log.next_offset() / BLOCK_LEAVES + BLOCK_LEAVES);
+        if file.len().ok()? > most {
+            return None;
+        }
+        let bytes = crate::storage::read_all(&*file).ok()?;
+        let kept = Self::decode(&bytes).map(|kept| KeptTree {
+            view: log.view_id(),
+            ..kept
+        });
+        if kept.is_none() {
+            tracing::warn!(path = %path.display(), "the kept tree file is damaged or of another layout; passed over");
+        }
+        kept
     }
 }

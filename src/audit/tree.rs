@@ -53,12 +53,17 @@ impl LogTree {
     }
 
     /// The roots of the complete blocks.
-    fn blocks(&self) -> &[Hash] {
+    pub(crate) fn blocks(&self) -> &[Hash] {
         self.levels.first().map_or(&[], Vec::as_slice)
     }
 
+    /// The leaf hashes of the incomplete last block.
+    pub(crate) fn tail(&self) -> &[Hash] {
+        &self.tail
+    }
+
     /// A tree of complete blocks, given by their roots, then `tail`.
-    fn from_blocks(blocks: Vec<Hash>, tail: Vec<Hash>) -> Self {
+    pub(crate) fn from_blocks(blocks: Vec<Hash>, tail: Vec<Hash>) -> Self {
         debug_assert!((tail.len() as u64) < BLOCK_LEAVES);
         let mut levels = vec![blocks];
         while levels[levels.len() - 1].len() >= 2 {

@@ -168,6 +168,12 @@ pub(crate) struct Shared {
     /// store's refresher thread and `Store::refresh` both refresh). Holds
     /// the durable end the installed view was built from.
     refreshed: Mutex<Option<durable_end::DurableEnd>>,
+    /// This handle's number, unique in the process (never reused, unlike
+    /// an address): with `rebuilds`, what a tree kept over the view names.
+    id: u64,
+    /// Times a read-only refresh built the view again from the files
+    /// instead of extending it (a segment replaced by `repair`, say).
+    rebuilds: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -197,6 +203,11 @@ impl Shared {
             watch_closed: std::sync::atomic::AtomicBool::new(false),
             closed: std::sync::atomic::AtomicBool::new(false),
             refreshed: Mutex::new(None),
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
+            rebuilds: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -617,6 +628,7 @@ impl Log {
                     // Set once: a store's id never changes.
                     let _ = shared.store_id.set(id);
                 }
+                shared.rebuilds.fetch_add(1, Ordering::Relaxed);
                 opened.segments
             }
         };
@@ -957,6 +969,21 @@ impl Log {
         visit: impl FnMut(&mut BatchAt<'_>) -> Result<ControlFlow<()>>,
     ) -> Result<batches::Walk> {
         batches::walk(&self.inner.shared, offset, visit)
+    }
+
+    /// Which view of the log this is: the handle's number in the process
+    /// and how many times a refresh built its view again from the files.
+    /// Anything kept over the view's records (`audit::kept`) holds only
+    /// while this stays the same: a rebuilt view may read records a
+    /// `repair` changed below where it ended.
+    pub(crate) fn view_id(&self) -> (u64, u64) {
+        let shared = &self.inner.shared;
+        (shared.id, shared.rebuilds.load(Ordering::Relaxed))
+    }
+
+    /// The storage the log's files are read and written through.
+    pub(crate) fn storage(&self) -> &dyn crate::storage::Storage {
+        &*self.inner.shared.storage
     }
 
     /// Whether the log's batches carry chain links (log format 2).

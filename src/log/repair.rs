@@ -288,6 +288,15 @@ pub fn repair_with(
         )
         .collect();
     remove_key_files(storage, dir, &changed)?;
+    // The Merkle tree a writer kept (`audit::kept`) covers the records about
+    // to change; its seal, a batch past them, would not show it. Its
+    // removal is made durable with the renames below (one directory).
+    let tree = dir.join(crate::audit::kept::TREE_FILE);
+    match storage.remove(&tree) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", &tree, e)),
+    }
     // The published durable end names byte lengths of the segments about
     // to change; no writer runs (the lock is ours) and everything repair
     // leaves is durable, so readers go without a limit until the next

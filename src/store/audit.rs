@@ -8,10 +8,11 @@
 //! the way it did where the tree ends (the seal read again), extended by
 //! the batches committed since, each checked as `verify` would; it then
 //! reads one block of records again (`audit::tree::BLOCK_LEAVES`) and
-//! hashes `O(log n)` nodes. Without a kept tree, or when the log no longer
+//! hashes `O(log n)` nodes. Without a kept tree (in memory, or in the
+//! file a writer leaves in its log directory), or when the log no longer
 //! shows its seal, a proof makes the full pass and keeps its tree. A tree
-//! is kept per shard, in memory only: 2 x 32 bytes per block of records
-//! (about 4 MB per million records).
+//! is kept per shard: 2 x 32 bytes per block of records in memory (about
+//! 4 MB per million records), 32 bytes per block on disk.
 //!
 //! Invariants: a head covers only durable records (a writer syncs first),
 //! never a record the reader stands in for (damage read past: no head), and
@@ -216,6 +217,10 @@ impl Store {
         let tree = tree_of(log, size)?;
         if let Some(seal) = seal {
             if let Some(kept) = KeptTree::new(log, tree.clone(), seal)? {
+                // A writer leaves it for other processes (`audit::kept`).
+                if shard == self.shard() && !self.inner.read_only() {
+                    kept.save(log);
+                }
                 trees.insert(shard, kept);
             }
         }
@@ -237,6 +242,18 @@ impl Store {
     ) -> Result<T> {
         {
             let mut trees = self.inner.trees.lock().unwrap_or_else(|e| e.into_inner());
+            if trees.get(&shard).is_some_and(|kept| !kept.is_of(log)) {
+                // Kept over another handle or view of the log (another
+                // shard's log is opened per question): the file is checked
+                // against this one.
+                trees.remove(&shard);
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = trees.entry(shard) {
+                // The tree a writer kept on disk, checked below as any.
+                if let Some(kept) = KeptTree::load(log) {
+                    slot.insert(kept);
+                }
+            }
             if let Some(kept) = trees.get_mut(&shard) {
                 if let Ok(Some(tree)) = kept.checked(log, size) {
                     if let Ok(answer) = f(&tree.view(log)) {
