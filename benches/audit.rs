@@ -17,6 +17,7 @@
 //! - `Store::head_with_consistency`, what `enforcelog audit` costs: the
 //!   head and the consistency proof from an old size, from one tree;
 //! - the first proof in a store that keeps no tree yet: the full pass;
+//!   and the same once a writer's head left its tree on disk (`TREE`);
 //! - `Store::prove_inclusion` and `Store::prove_consistency` from the tree
 //!   the head kept (docs/AUDIT.md, "Proofs from a kept tree"): median and
 //!   99th percentile over random offsets and old sizes;
@@ -147,6 +148,20 @@ fn main() {
     assert_eq!(first.root, head.root, "seed {seed}");
     first.verify().expect("the first proof verifies");
     drop(fresh);
+    // A writer's head leaves its tree in the directory (TREE): the first
+    // proof of the next process starts from it.
+    let writer = Store::open(&ds.store, dataset::store_options()).expect("open a writer");
+    assert_eq!(writer.head().expect("head").root, head.root);
+    writer.close().expect("close the writer");
+    drop(writer);
+    let fresh = Store::open_read_only(&ds.store).expect("open the store again");
+    let started = Instant::now();
+    let first = fresh.prove_inclusion(events / 2, head.size).expect("prove");
+    let first_from_file = started.elapsed();
+    assert_eq!(first.root, head.root, "seed {seed}");
+    first.verify().expect("the first proof verifies");
+    assert_eq!(fresh.metrics().tree_passes, 0, "started from the file");
+    drop(fresh);
     let passes = store.metrics().tree_passes;
     let proofs = if full { 2_000 } else { 200 };
     let mut rng = Rng(seed ^ 0xA0D1);
@@ -222,6 +237,10 @@ fn main() {
     row("head", head_time);
     row("audit (head + consistency proof)", audit_time);
     row("first proof in a store (full pass)", first_proof);
+    println!(
+        "first proof in a store, from the writer's TREE file: {:.2} ms",
+        first_from_file.as_secs_f64() * 1e3
+    );
     println!();
     println!("proofs from the kept tree ({proofs} each, random):  median      p99");
     println!(

@@ -18,10 +18,14 @@
 //! What the seal does not see: records below it changed while the batch
 //! it names stayed as it was. `repair` does that (it rewrites damaged
 //! batches as holes, in segments before the seal's), so a kept tree also
-//! names the view of the log it was checked against (`Log::view_id`: the
-//! handle, and how many times a read-only refresh built its view again
-//! from the files, as it does when a segment was replaced) and is dropped
-//! when that changes, and `repair` removes the file. Otherwise only
+//! remembers the repairs the directory showed before the pass that made
+//! it (its quarantine's entries: a repair makes one, durably, before it
+//! changes a file) and is dropped when they differ. They are looked at
+//! again whenever the tree is used over another view of the log than the
+//! one it was last checked against (`Log::view_id`: another handle, or a
+//! view a read-only refresh built again from the files); over the same
+//! view no repair can have run unseen. `repair` also removes the file.
+//! Otherwise only
 //! someone who writes the files changes records below the seal
 //! (accidents change checksums, which the full pass checks), and the kept
 //! tree then still holds the history the full pass checked. Every proof
@@ -32,7 +36,7 @@
 //!
 //! A writer store also keeps the tree it made in a file of its log
 //! directory ([`TREE_FILE`], derived data like the index files), so that
-//! another process (a read-only store, `enforcelog prove`) starts from it
+//! another process (a read-only store, a Python worker) starts from it
 //! instead of a full pass. The file is checked like the tree in memory: its
 //! checksum, then its seal against the log before every use; a file that
 //! fails is passed over (and written again by the writer's next full pass).
@@ -62,8 +66,9 @@ const TREE_MAGIC: [u8; 8] = *b"ENFTREE1";
 
 /// Bytes of a [`TREE_FILE`] before the block roots: magic, leaves per
 /// block (u32), tail leaves (u32), block count (u64), the seal's first
-/// offset and end (u64 each), its `prev` and link.
-const TREE_HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32 + 32;
+/// offset and end (u64 each), its `prev` and link, the repairs seen
+/// (u64 each).
+const TREE_HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 8;
 
 /// The last batch a kept tree covers, as the log stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,15 +132,24 @@ impl Seal {
 pub(crate) struct KeptTree {
     tree: LogTree,
     seal: Seal,
-    /// The view of the log it was checked against (`Log::view_id`).
+    /// The view of the log it was last checked against (`Log::view_id`).
     view: (u64, u64),
+    /// The repairs the directory showed before the pass that made it
+    /// (`Log::repairs_seen`).
+    repairs: (u64, u64),
 }
 
 impl KeptTree {
     /// Keeps `tree`, made by a full pass over the log's first `seal.end`
     /// records after `seal` was read; `None` when the log no longer shows
     /// the seal (it changed during the pass).
-    pub fn new(log: &Log, tree: LogTree, seal: Seal) -> Result<Option<KeptTree>> {
+    /// `repairs` is what `Log::repairs_seen` gave before the pass.
+    pub fn new(
+        log: &Log,
+        tree: LogTree,
+        seal: Seal,
+        repairs: (u64, u64),
+    ) -> Result<Option<KeptTree>> {
         debug_assert_eq!(tree.size(), seal.end);
         if tree.size() != seal.end {
             return Ok(None);
@@ -144,6 +158,7 @@ impl KeptTree {
             tree,
             seal,
             view: log.view_id(),
+            repairs,
         };
         Ok(kept.checked(log, 0)?.is_some().then_some(kept))
     }
@@ -154,7 +169,7 @@ impl KeptTree {
     /// batches after it do not chain on (the caller drops the tree and
     /// makes a full pass, which says what is wrong).
     pub fn checked(&mut self, log: &Log, size: u64) -> Result<Option<&LogTree>> {
-        if !self.is_of(log) {
+        if !self.usable_over(log) {
             return Ok(None);
         }
         let seal = self.seal;
@@ -183,13 +198,24 @@ impl KeptTree {
         Ok((self.tree.size() >= size).then_some(&self.tree))
     }
 
-    /// Whether the tree was kept over `log`'s view as it is now: the same
-    /// handle, its view never built again from the files. A view built
-    /// again (a read-only refresh after a `repair`, review 36 finding 1) or
-    /// another handle may read records changed below the seal, which the
-    /// seal does not show; such a log starts from its file or a full pass.
-    pub fn is_of(&self, log: &Log) -> bool {
-        self.view == log.view_id()
+    /// Whether no `repair` can have changed records below the seal since
+    /// the tree was made (the seal does not show it: review 36 finding 1,
+    /// review 37 finding 1). Over the view it was last checked against
+    /// (the same handle, its view not built again from the files) nothing
+    /// can have; over another view or handle (another process's file,
+    /// another shard opened per question, a view a refresh built again),
+    /// the directory's quarantine must show the same repairs as before the
+    /// pass that made the tree; the tree then follows that view.
+    pub fn usable_over(&mut self, log: &Log) -> bool {
+        let view = log.view_id();
+        if self.view == view {
+            return true;
+        }
+        if log.repairs_seen() != Some(self.repairs) {
+            return false;
+        }
+        self.view = view;
+        true
     }
 
     /// Takes in the batch after the seal when it chains on from it (see the
@@ -230,7 +256,8 @@ impl KeptTree {
     /// ```text
     /// magic "ENFTREE1" | leaves per block (u32) | tail leaves (u32)
     /// | blocks (u64) | seal first offset (u64) | seal end (u64)
-    /// | seal prev (32) | seal link (32) | block roots (32 each)
+    /// | seal prev (32) | seal link (32) | quarantine entries (u64)
+    /// | greatest quarantine entry (u64) | block roots (32 each)
     /// | tail leaf hashes (32 each) | CRC-32 of everything before (u32)
     /// ```
     ///
@@ -247,6 +274,8 @@ impl KeptTree {
         out.extend_from_slice(&self.seal.end.to_le_bytes());
         out.extend_from_slice(&self.seal.prev);
         out.extend_from_slice(&self.seal.link);
+        out.extend_from_slice(&self.repairs.0.to_le_bytes());
+        out.extend_from_slice(&self.repairs.1.to_le_bytes());
         for hash in blocks.iter().chain(tail) {
             out.extend_from_slice(hash);
         }
@@ -299,7 +328,9 @@ impl KeptTree {
         Some(KeptTree {
             tree: LogTree::from_blocks(blocks, tail),
             seal,
+            // No view of this process: checked by `repairs` first.
             view: (u64::MAX, u64::MAX),
+            repairs: (u64_at(104), u64_at(112)),
         })
     }
 
@@ -333,10 +364,7 @@ impl KeptTree {
             return None;
         }
         let bytes = crate::storage::read_all(&*file).ok()?;
-        let kept = Self::decode(&bytes).map(|kept| KeptTree {
-            view: log.view_id(),
-            ..kept
-        });
+        let kept = Self::decode(&bytes);
         if kept.is_none() {
             tracing::warn!(path = %path.display(), "the kept tree file is damaged or of another layout; passed over");
         }

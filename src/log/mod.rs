@@ -981,6 +981,12 @@ impl Log {
         (shared.id, shared.rebuilds.load(Ordering::Relaxed))
     }
 
+    /// The repairs the directory shows (see `repair::repairs_seen`).
+    pub(crate) fn repairs_seen(&self) -> Option<(u64, u64)> {
+        let shared = &self.inner.shared;
+        repair::repairs_seen(&*shared.storage, &shared.dir)
+    }
+
     /// The storage the log's files are read and written through.
     pub(crate) fn storage(&self) -> &dyn crate::storage::Storage {
         &*self.inner.shared.storage

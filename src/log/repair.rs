@@ -491,6 +491,29 @@ fn save_to_quarantine(
     Ok(())
 }
 
+/// What the log directory `dir` shows of the repairs run on it: how many
+/// entries its quarantine holds, and the greatest of their names (each a
+/// repair's time in microseconds); `(0, 0)` without a quarantine. Every
+/// repair that changes anything makes its entry, durably, before it
+/// changes a file, so anything kept over the records (`audit::kept`) that
+/// remembers this pair sees any repair run since, finished or not. An
+/// entry removed by hand changes it too (what was kept is then dropped:
+/// the safe side). `None` when the quarantine cannot be listed.
+pub(crate) fn repairs_seen(storage: &dyn Storage, dir: &Path) -> Option<(u64, u64)> {
+    match storage.list(&dir.join(QUARANTINE_DIR)) {
+        Ok(names) => Some((
+            names.len() as u64,
+            names
+                .iter()
+                .filter_map(|n| n.parse::<u64>().ok())
+                .max()
+                .unwrap_or(0),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((0, 0)),
+        Err(_) => None,
+    }
+}
+
 /// The manifest: one line per item, tab-separated.
 ///
 /// ```text

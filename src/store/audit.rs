@@ -210,13 +210,14 @@ impl Store {
         // Read before the pass: a log that changes during it no longer
         // shows the seal after it, and the tree is not kept.
         let seal = Seal::read(log, size)?;
+        let repairs = log.repairs_seen();
         self.inner
             .counters
             .tree_passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tree = tree_of(log, size)?;
-        if let Some(seal) = seal {
-            if let Some(kept) = KeptTree::new(log, tree.clone(), seal)? {
+        if let (Some(seal), Some(repairs)) = (seal, repairs) {
+            if let Some(kept) = KeptTree::new(log, tree.clone(), seal, repairs)? {
                 // A writer leaves it for other processes (`audit::kept`).
                 if shard == self.shard() && !self.inner.read_only() {
                     kept.save(log);
@@ -242,10 +243,12 @@ impl Store {
     ) -> Result<T> {
         {
             let mut trees = self.inner.trees.lock().unwrap_or_else(|e| e.into_inner());
-            if trees.get(&shard).is_some_and(|kept| !kept.is_of(log)) {
-                // Kept over another handle or view of the log (another
-                // shard's log is opened per question): the file is checked
-                // against this one.
+            if trees
+                .get_mut(&shard)
+                .is_some_and(|kept| !kept.usable_over(log))
+            {
+                // A repair ran since: the file (removed by it, or written
+                // since) is checked instead.
                 trees.remove(&shard);
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = trees.entry(shard) {
