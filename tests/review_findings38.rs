@@ -122,7 +122,6 @@ fn describe(root: Hash, before: &[Hash], after: &[Hash]) -> &'static str {
 /// the repaired file by this same view: the view's reads show the hole,
 /// its proofs the records before the repair.
 #[test]
-#[ignore = "review 38 finding 1: a read-only store not refreshed across a repair keeps proving the pre-repair tree (same view, no quarantine check) while its own reads of a segment mapped after the repair give the repaired records"]
 fn a_same_view_read_only_store_across_a_repair_proves_what_it_reads() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), &small_segments(), b'a', 0, 200);
@@ -190,7 +189,7 @@ fn a_refreshed_read_only_store_across_a_repair_drops_the_tree() {
 /// back to what it was before the repair. A tree kept before the repair,
 /// used over a rebuilt view (a refresh), then matches, its seal too.
 #[test]
-#[ignore = "review 38 finding 2: removing a repair's quarantine entry after it (or the whole quarantine) restores (count, greatest) and a tree kept before the repair is used again over the rebuilt view, proving the pre-repair records"]
+#[ignore = "review 38 finding 2 (documented limit, docs/AUDIT.md: keep a repair's quarantine entry): removing a repair's quarantine entry after it (or the whole quarantine) restores (count, greatest) and a tree kept before the repair is used again over the rebuilt view, proving the pre-repair records"]
 fn a_repair_whose_quarantine_entry_is_removed_after_it_is_still_seen() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), &small_segments(), b'a', 0, 200);
@@ -218,7 +217,7 @@ fn a_repair_whose_quarantine_entry_is_removed_after_it_is_still_seen() {
 /// repair, a restored backup: review 37 finding 1) whose entry is pruned
 /// afterwards, the other entries left (keep the last few).
 #[test]
-#[ignore = "review 38 finding 2: a TREE left across a repair whose quarantine entry was pruned afterwards matches the quarantine again and is proved from"]
+#[ignore = "review 38 finding 2 (documented limit, docs/AUDIT.md: keep a repair's quarantine entry): a TREE left across a repair whose quarantine entry was pruned afterwards matches the quarantine again and is proved from"]
 fn a_tree_file_left_across_a_pruned_repair_is_passed_over() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), &small_segments(), b'a', 0, 200);
@@ -361,7 +360,6 @@ fn a_repair_of_another_shards_directory_drops_the_tree_kept_of_it() {
 /// every proof, even of a writer over its own view (where the pair is never
 /// looked at again), is a full pass. Before 4dc34c1 the tree was kept.
 #[test]
-#[ignore = "review 38 finding 3: an unlistable quarantine makes every proof a full pass, even a writer's over its own view"]
 fn an_unlistable_quarantine_does_not_make_every_proof_a_full_pass() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), store_options()).unwrap();

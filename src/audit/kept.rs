@@ -21,10 +21,9 @@
 //! remembers the repairs the directory showed before the pass that made
 //! it (its quarantine's entries: a repair makes one, durably, before it
 //! changes a file) and is dropped when they differ. They are looked at
-//! again whenever the tree is used over another view of the log than the
-//! one it was last checked against (`Log::view_id`: another handle, or a
-//! view a read-only refresh built again from the files); over the same
-//! view no repair can have run unseen. `repair` also removes the file.
+//! again at every use, except by a writer over its own handle, which holds
+//! the lock `repair` needs ([`KeptTree::usable_over`]). `repair` also
+//! removes the file.
 //! Otherwise only
 //! someone who writes the files changes records below the seal
 //! (accidents change checksums, which the full pass checks), and the kept
@@ -135,8 +134,9 @@ pub(crate) struct KeptTree {
     /// The view of the log it was last checked against (`Log::view_id`).
     view: (u64, u64),
     /// The repairs the directory showed before the pass that made it
-    /// (`Log::repairs_seen`).
-    repairs: (u64, u64),
+    /// (`Log::repairs_seen`); `None` when its quarantine could not be
+    /// listed (the tree then serves the view it was made over only).
+    repairs: Option<(u64, u64)>,
 }
 
 impl KeptTree {
@@ -148,7 +148,7 @@ impl KeptTree {
         log: &Log,
         tree: LogTree,
         seal: Seal,
-        repairs: (u64, u64),
+        repairs: Option<(u64, u64)>,
     ) -> Result<Option<KeptTree>> {
         debug_assert_eq!(tree.size(), seal.end);
         if tree.size() != seal.end {
@@ -200,18 +200,20 @@ impl KeptTree {
 
     /// Whether no `repair` can have changed records below the seal since
     /// the tree was made (the seal does not show it: review 36 finding 1,
-    /// review 37 finding 1). Over the view it was last checked against
-    /// (the same handle, its view not built again from the files) nothing
-    /// can have; over another view or handle (another process's file,
-    /// another shard opened per question, a view a refresh built again),
-    /// the directory's quarantine must show the same repairs as before the
-    /// pass that made the tree; the tree then follows that view.
+    /// review 37 finding 1). Over a writer's own handle it was made or last
+    /// checked over, nothing can have: the writer holds the lock `repair`
+    /// needs. Anywhere else (a read-only handle, whose unrefreshed view
+    /// still maps a segment a repair replaced when it first reads it,
+    /// review 38 finding 1; another process's file; another shard opened
+    /// per question; a view a refresh built again) the directory's
+    /// quarantine must show the same repairs as before the pass that made
+    /// the tree, which costs a listing of it per use.
     pub fn usable_over(&mut self, log: &Log) -> bool {
         let view = log.view_id();
-        if self.view == view {
+        if self.view == view && log.is_writer() {
             return true;
         }
-        if log.repairs_seen() != Some(self.repairs) {
+        if self.repairs.is_none() || log.repairs_seen() != self.repairs {
             return false;
         }
         self.view = view;
@@ -274,8 +276,11 @@ impl KeptTree {
         out.extend_from_slice(&self.seal.end.to_le_bytes());
         out.extend_from_slice(&self.seal.prev);
         out.extend_from_slice(&self.seal.link);
-        out.extend_from_slice(&self.repairs.0.to_le_bytes());
-        out.extend_from_slice(&self.repairs.1.to_le_bytes());
+        // A tree made without knowing the repairs is not worth a file: no
+        // other view may use it (`save` writes none).
+        let (entries, greatest) = self.repairs.unwrap_or((u64::MAX, u64::MAX));
+        out.extend_from_slice(&entries.to_le_bytes());
+        out.extend_from_slice(&greatest.to_le_bytes());
         for hash in blocks.iter().chain(tail) {
             out.extend_from_slice(hash);
         }
@@ -330,7 +335,7 @@ impl KeptTree {
             seal,
             // No view of this process: checked by `repairs` first.
             view: (u64::MAX, u64::MAX),
-            repairs: (u64_at(104), u64_at(112)),
+            repairs: Some((u64_at(104), u64_at(112))),
         })
     }
 
@@ -338,6 +343,9 @@ impl KeptTree {
     /// derived data, checked when read). A failure is logged, not returned:
     /// the next process makes a full pass instead.
     pub fn save(&self, log: &Log) {
+        if self.repairs.is_none() {
+            return;
+        }
         let written = crate::log::dir::write_file_atomically(
             log.storage(),
             log.dir(),

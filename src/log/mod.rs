@@ -981,6 +981,12 @@ impl Log {
         (shared.id, shared.rebuilds.load(Ordering::Relaxed))
     }
 
+    /// Whether this handle writes the log (and holds its lock: no
+    /// `repair` can run on the directory while it lives).
+    pub(crate) fn is_writer(&self) -> bool {
+        self.inner.writer.is_some()
+    }
+
     /// The repairs the directory shows (see `repair::repairs_seen`).
     pub(crate) fn repairs_seen(&self) -> Option<(u64, u64)> {
         let shared = &self.inner.shared;

@@ -496,9 +496,10 @@ fn save_to_quarantine(
 /// repair's time in microseconds); `(0, 0)` without a quarantine. Every
 /// repair that changes anything makes its entry, durably, before it
 /// changes a file, so anything kept over the records (`audit::kept`) that
-/// remembers this pair sees any repair run since, finished or not. An
-/// entry removed by hand changes it too (what was kept is then dropped:
-/// the safe side). `None` when the quarantine cannot be listed.
+/// remembers this pair sees any repair run since, finished or not, as long
+/// as its entry stays: entries removed by hand after a repair can bring the
+/// pair back to what it was before it (review 38 finding 2, a documented
+/// limit: docs/AUDIT.md). `None` when the quarantine cannot be listed.
 pub(crate) fn repairs_seen(storage: &dyn Storage, dir: &Path) -> Option<(u64, u64)> {
     match storage.list(&dir.join(QUARANTINE_DIR)) {
         Ok(names) => Some((

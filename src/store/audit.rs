@@ -216,7 +216,7 @@ impl Store {
             .tree_passes
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tree = tree_of(log, size)?;
-        if let (Some(seal), Some(repairs)) = (seal, repairs) {
+        if let Some(seal) = seal {
             if let Some(kept) = KeptTree::new(log, tree.clone(), seal, repairs)? {
                 // A writer leaves it for other processes (`audit::kept`).
                 if shard == self.shard() && !self.inner.read_only() {
