@@ -128,6 +128,15 @@ impl Store {
     /// [`Error::OffsetOutOfRange`] unless `offset < tree_size <= ` the log's
     /// committed size, and like [`Store::head`] for a directory of several
     /// shards ([`Store::prove_inclusion_in_shard`] names one).
+    ///
+    /// Answered from the tree the store keeps since its last head or proof
+    /// (or from the `TREE` file a writer's head left), extended by the
+    /// batches committed since, in tens of microseconds; the first proof of
+    /// a store without one makes the full pass a head makes
+    /// ([`StoreMetrics::tree_passes`](crate::StoreMetrics::tree_passes)
+    /// counts them). A proof vouches for the tree, not for the chain: ask
+    /// for a head to have the whole log checked (docs/AUDIT.md, "Proofs
+    /// from a kept tree").
     pub fn prove_inclusion(&self, offset: u64, tree_size: u64) -> Result<InclusionProof> {
         self.prove_inclusion_in_shard(self.one_log()?, offset, tree_size)
     }
