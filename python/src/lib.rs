@@ -349,6 +349,17 @@ impl NativeStore {
         Ok(enforcelog::audit::head::to_json(&head, None))
     }
 
+    /// How many records a head would cover now, without computing it.
+    #[pyo3(signature = (shard=None))]
+    fn head_size(&self, py: Python<'_>, shard: Option<u32>) -> PyResult<u64> {
+        let store = self.store(py)?;
+        let r = gil::without_gil(py, || match shard {
+            None => store.head_size(),
+            Some(shard) => store.shard_head_size(shard),
+        });
+        result(py, r)
+    }
+
     /// The head of every shard, as the JSON of each.
     fn heads_json(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         let store = self.store(py)?;

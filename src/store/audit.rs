@@ -89,12 +89,7 @@ impl Store {
     ) -> Result<(TreeHead, Option<ConsistencyProof>)> {
         let audited = self.audited(shard)?;
         let log = &audited.log;
-        let size = if audited.own && !self.inner.read_only() {
-            log.sync_blocking()?
-        } else {
-            // A reader sees the published durable end only.
-            log.next_offset()
-        };
+        let size = self.size_now(&audited)?;
         if let Some(old) = old_size.filter(|&old| old > size) {
             return Err(Error::OffsetOutOfRange {
                 requested: old,
@@ -121,6 +116,41 @@ impl Store {
             time: crate::timestamp::format_us(crate::record::now_us()),
         };
         Ok((head, proof))
+    }
+
+    /// How many records a head of this store's log would cover now (a
+    /// writer syncs first; blocks the thread), without computing its tree:
+    /// the size to ask a proof of the whole log for. Fails like
+    /// [`Store::head`] for a directory of several shards
+    /// ([`Store::shard_head_size`] names one).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use enforcelog::{Action, Event, Store};
+    /// let store = Store::open(dir.path(), Default::default())?;
+    /// store.record_blocking(Event::new("acme", "budget", Action::Blocked))?;
+    /// let size = store.head_size()?;
+    /// assert_eq!(size, 1);
+    /// store.prove_inclusion(0, size)?.verify()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn head_size(&self) -> Result<u64> {
+        self.shard_head_size(self.one_log()?)
+    }
+
+    /// [`Store::head_size`] of shard `shard`.
+    pub fn shard_head_size(&self, shard: u32) -> Result<u64> {
+        self.size_now(&self.audited(shard)?)
+    }
+
+    /// The size a head of `audited` covers now.
+    fn size_now(&self, audited: &Audited) -> Result<u64> {
+        if audited.own && !self.inner.read_only() {
+            audited.log.sync_blocking()
+        } else {
+            // A reader sees the published durable end only.
+            Ok(audited.log.next_offset())
+        }
     }
 
     /// The inclusion proof of the record at `offset` in the tree of the
