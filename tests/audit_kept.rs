@@ -357,7 +357,7 @@ fn the_tree_a_writer_keeps_on_disk_serves_other_processes_and_a_bad_file_is_pass
     // who writes the files can do). Block 2 holds offsets 32..48.
     let forge = |block: usize| -> Vec<u8> {
         let mut forged = good[..good.len() - 4].to_vec();
-        forged[120 + 32 * block] ^= 0x01; // after the 120-byte header
+        forged[128 + 32 * block] ^= 0x01; // after the 128-byte header
         let crc = crc32fast::hash(&forged);
         forged.extend_from_slice(&crc.to_le_bytes());
         forged

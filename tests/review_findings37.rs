@@ -120,9 +120,9 @@ fn tree_file(tail: u32, blocks: u64, first: u64, end: u64, hashes: usize) -> Vec
     out.extend_from_slice(&first.to_le_bytes());
     out.extend_from_slice(&end.to_le_bytes());
     out.extend_from_slice(&[7u8; 64]);
-    // Quarantine entries and the greatest entry: none, as in a directory
-    // never repaired (fields added after this review).
-    out.extend_from_slice(&[0u8; 16]);
+    // Repair count, quarantine entries and the greatest entry: none, as in
+    // a directory never repaired (fields added after this review).
+    out.extend_from_slice(&[0u8; 24]);
     out.extend(std::iter::repeat_n(0x5au8, 32 * hashes));
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -130,7 +130,7 @@ fn tree_file(tail: u32, blocks: u64, first: u64, end: u64, hashes: usize) -> Vec
 }
 
 /// Bytes of a TREE file before its block roots (docs/FORMAT.md).
-const TREE_HEADER: usize = 120;
+const TREE_HEADER: usize = 128;
 
 fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
     let crc = crc32fast::hash(&body);

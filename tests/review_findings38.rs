@@ -189,7 +189,6 @@ fn a_refreshed_read_only_store_across_a_repair_drops_the_tree() {
 /// back to what it was before the repair. A tree kept before the repair,
 /// used over a rebuilt view (a refresh), then matches, its seal too.
 #[test]
-#[ignore = "review 38 finding 2 (documented limit, docs/AUDIT.md: keep a repair's quarantine entry): removing a repair's quarantine entry after it (or the whole quarantine) restores (count, greatest) and a tree kept before the repair is used again over the rebuilt view, proving the pre-repair records"]
 fn a_repair_whose_quarantine_entry_is_removed_after_it_is_still_seen() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), &small_segments(), b'a', 0, 200);
@@ -217,7 +216,6 @@ fn a_repair_whose_quarantine_entry_is_removed_after_it_is_still_seen() {
 /// repair, a restored backup: review 37 finding 1) whose entry is pruned
 /// afterwards, the other entries left (keep the last few).
 #[test]
-#[ignore = "review 38 finding 2 (documented limit, docs/AUDIT.md: keep a repair's quarantine entry): a TREE left across a repair whose quarantine entry was pruned afterwards matches the quarantine again and is proved from"]
 fn a_tree_file_left_across_a_pruned_repair_is_passed_over() {
     let dir = tempfile::tempdir().unwrap();
     write_log(dir.path(), &small_segments(), b'a', 0, 200);

@@ -19,8 +19,9 @@
 //! it names stayed as it was. `repair` does that (it rewrites damaged
 //! batches as holes, in segments before the seal's), so a kept tree also
 //! remembers the repairs the directory showed before the pass that made
-//! it (its quarantine's entries: a repair makes one, durably, before it
-//! changes a file) and is dropped when they differ. They are looked at
+//! it (its repair count and its quarantine's entries: a repair raises the
+//! one and makes one of the other, durably, before it changes a file) and
+//! is dropped when they differ. They are looked at
 //! again at every use, except by a writer over its own handle, which holds
 //! the lock `repair` needs ([`KeptTree::usable_over`]). `repair` also
 //! removes the file.
@@ -54,7 +55,7 @@ use super::tree::{LogTree, BLOCK_LEAVES};
 use crate::error::Result;
 use crate::format::batch::{BatchView, LINK_TAG_LEN};
 use crate::format::chain::link_of_leaves;
-use crate::log::{BatchAt, Log, Walk};
+use crate::log::{BatchAt, Log, Repairs, Walk};
 use crate::storage::OpenMode;
 
 /// The file a writer keeps its tree in, in its log directory.
@@ -66,8 +67,8 @@ const TREE_MAGIC: [u8; 8] = *b"ENFTREE1";
 /// Bytes of a [`TREE_FILE`] before the block roots: magic, leaves per
 /// block (u32), tail leaves (u32), block count (u64), the seal's first
 /// offset and end (u64 each), its `prev` and link, the repairs seen
-/// (u64 each).
-const TREE_HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 8;
+/// (three u64: `Log::repairs_seen`).
+const TREE_HEADER_LEN: usize = 8 + 4 + 4 + 8 + 8 + 8 + 32 + 32 + 8 + 8 + 8;
 
 /// The last batch a kept tree covers, as the log stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +137,7 @@ pub(crate) struct KeptTree {
     /// The repairs the directory showed before the pass that made it
     /// (`Log::repairs_seen`); `None` when its quarantine could not be
     /// listed (the tree then serves the view it was made over only).
-    repairs: Option<(u64, u64)>,
+    repairs: Option<Repairs>,
 }
 
 impl KeptTree {
@@ -148,7 +149,7 @@ impl KeptTree {
         log: &Log,
         tree: LogTree,
         seal: Seal,
-        repairs: Option<(u64, u64)>,
+        repairs: Option<Repairs>,
     ) -> Result<Option<KeptTree>> {
         debug_assert_eq!(tree.size(), seal.end);
         if tree.size() != seal.end {
@@ -258,8 +259,9 @@ impl KeptTree {
     /// ```text
     /// magic "ENFTREE1" | leaves per block (u32) | tail leaves (u32)
     /// | blocks (u64) | seal first offset (u64) | seal end (u64)
-    /// | seal prev (32) | seal link (32) | quarantine entries (u64)
-    /// | greatest quarantine entry (u64) | block roots (32 each)
+    /// | seal prev (32) | seal link (32) | repair count (u64)
+    /// | quarantine entries (u64) | greatest quarantine entry (u64)
+    /// | block roots (32 each)
     /// | tail leaf hashes (32 each) | CRC-32 of everything before (u32)
     /// ```
     ///
@@ -278,7 +280,8 @@ impl KeptTree {
         out.extend_from_slice(&self.seal.link);
         // A tree made without knowing the repairs is not worth a file: no
         // other view may use it (`save` writes none).
-        let (entries, greatest) = self.repairs.unwrap_or((u64::MAX, u64::MAX));
+        let (count, entries, greatest) = self.repairs.unwrap_or((u64::MAX, u64::MAX, u64::MAX));
+        out.extend_from_slice(&count.to_le_bytes());
         out.extend_from_slice(&entries.to_le_bytes());
         out.extend_from_slice(&greatest.to_le_bytes());
         for hash in blocks.iter().chain(tail) {
@@ -335,7 +338,7 @@ impl KeptTree {
             seal,
             // No view of this process: checked by `repairs` first.
             view: (u64::MAX, u64::MAX),
-            repairs: Some((u64_at(104), u64_at(112))),
+            repairs: Some((u64_at(104), u64_at(112), u64_at(120))),
         })
     }
 

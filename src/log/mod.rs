@@ -28,6 +28,7 @@ mod verify;
 mod writer;
 
 pub(crate) use batches::{BatchAt, Walk};
+pub(crate) use repair::Repairs;
 
 use std::ops::{ControlFlow, Range, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -988,7 +989,7 @@ impl Log {
     }
 
     /// The repairs the directory shows (see `repair::repairs_seen`).
-    pub(crate) fn repairs_seen(&self) -> Option<(u64, u64)> {
+    pub(crate) fn repairs_seen(&self) -> Option<repair::Repairs> {
         let shared = &self.inner.shared;
         repair::repairs_seen(&*shared.storage, &shared.dir)
     }

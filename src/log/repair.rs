@@ -60,7 +60,7 @@ use crate::format::index_file::SegmentIndex;
 use crate::format::segment_header::raw_store_tag;
 use crate::format::{SegmentHeader, SegmentHeaderError, SEGMENT_HEADER_LEN};
 use crate::record::now_us;
-use crate::storage::{read_all, FileStorage, OpenMode, Storage};
+use crate::storage::{read_all, read_prefix, FileStorage, OpenMode, Storage};
 
 /// The quarantine directory's name inside the log directory.
 pub const QUARANTINE_DIR: &str = "quarantine";
@@ -271,6 +271,7 @@ pub fn repair_with(
     if options.dry_run {
         return Ok(report);
     }
+    count_repair(storage, dir)?;
     save_to_quarantine(storage, dir, &plan, &report, &quarantine)?;
     // A header written again changes no record; a hole does.
     if plan.rewrites.iter().any(|r| r.has_holes()) {
@@ -491,26 +492,71 @@ fn save_to_quarantine(
     Ok(())
 }
 
-/// What the log directory `dir` shows of the repairs run on it: how many
-/// entries its quarantine holds, and the greatest of their names (each a
-/// repair's time in microseconds); `(0, 0)` without a quarantine. Every
-/// repair that changes anything makes its entry, durably, before it
-/// changes a file, so anything kept over the records (`audit::kept`) that
-/// remembers this pair sees any repair run since, finished or not, as long
-/// as its entry stays: entries removed by hand after a repair can bring the
-/// pair back to what it was before it (review 38 finding 2, a documented
-/// limit: docs/AUDIT.md). `None` when the quarantine cannot be listed.
-pub(crate) fn repairs_seen(storage: &dyn Storage, dir: &Path) -> Option<(u64, u64)> {
-    match storage.list(&dir.join(QUARANTINE_DIR)) {
-        Ok(names) => Some((
+/// The file that counts the repairs that changed the directory.
+pub(crate) const REPAIRS_FILE: &str = "REPAIRS";
+
+/// What the log directory `dir` shows of the repairs run on it: the count
+/// in [`REPAIRS_FILE`] (0 without one), how many entries its quarantine
+/// holds, and the greatest of their names (each a repair's time in
+/// microseconds). Every repair that changes anything raises the count and
+/// makes its quarantine entry, both durably, before it changes a file, so
+/// anything kept over the records (`audit::kept`) that remembers these
+/// sees any repair run since, finished or not: the count when quarantine
+/// entries were removed by hand since (review 38 finding 2), the entries
+/// for a repair of a release that kept no count. `None` when either cannot
+/// be read.
+pub(crate) fn repairs_seen(storage: &dyn Storage, dir: &Path) -> Option<Repairs> {
+    let count = repairs_seen_count(storage, dir)?;
+    let (entries, greatest) = match storage.list(&dir.join(QUARANTINE_DIR)) {
+        Ok(names) => (
             names.len() as u64,
             names
                 .iter()
                 .filter_map(|n| n.parse::<u64>().ok())
                 .max()
                 .unwrap_or(0),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some((0, 0)),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0),
+        Err(_) => return None,
+    };
+    Some((count, entries, greatest))
+}
+
+/// The repairs a directory showed: see [`repairs_seen`].
+pub(crate) type Repairs = (u64, u64, u64);
+
+/// A [`REPAIRS_FILE`]'s count: decimal digits and a newline.
+fn parse_count(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes.strip_suffix(b"\n")?)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
+}
+
+/// Raises the directory's repair count, durably (before a repair changes
+/// anything). A count that does not read is replaced by the repair's time
+/// in microseconds: a number no count kept before can equal in practice.
+fn count_repair(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let now = match repairs_seen_count(storage, dir) {
+        Some(count) => count.saturating_add(1),
+        None => u64::try_from(now_us()).unwrap_or(u64::MAX),
+    };
+    dir::write_file_atomically(
+        storage,
+        dir,
+        REPAIRS_FILE,
+        format!("{now}\n").as_bytes(),
+        true,
+    )
+}
+
+/// The count in the directory's [`REPAIRS_FILE`] (0 without one); `None`
+/// when it does not read.
+fn repairs_seen_count(storage: &dyn Storage, dir: &Path) -> Option<u64> {
+    match storage.open(&dir.join(REPAIRS_FILE), OpenMode::Read) {
+        Ok(file) => parse_count(&read_prefix(&*file, 32).ok()?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(0),
         Err(_) => None,
     }
 }
@@ -1141,4 +1187,50 @@ pub(crate) fn next_valid(bytes: &[u8], from: usize, min_offset: u64) -> Option<(
             .filter(|v| v.header.first_offset >= min_offset)
             .map(|v| (at, v.header.first_offset))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::sim::SimStorage;
+
+    #[test]
+    fn a_repair_count_reads_only_as_digits_and_a_newline() {
+        assert_eq!(parse_count(b"0\n"), Some(0));
+        assert_eq!(parse_count(b"42\n"), Some(42));
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"42",
+            b"+4\n",
+            b"-1\n",
+            b"4 2\n",
+            b"99999999999999999999999\n",
+        ] {
+            assert_eq!(parse_count(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn each_repair_raises_the_count_and_a_bad_count_is_replaced_by_a_larger_number() {
+        let storage = SimStorage::new(7);
+        let dir = Path::new("/d");
+        storage.create_dir_all(dir).unwrap();
+        assert_eq!(repairs_seen(&storage, dir), Some((0, 0, 0)));
+        count_repair(&storage, dir).unwrap();
+        count_repair(&storage, dir).unwrap();
+        assert_eq!(repairs_seen(&storage, dir), Some((2, 0, 0)));
+        dir::write_file_atomically(&storage, dir, REPAIRS_FILE, b"garbage", false).unwrap();
+        assert_eq!(
+            repairs_seen(&storage, dir),
+            None,
+            "a count that does not read"
+        );
+        count_repair(&storage, dir).unwrap();
+        let (count, _, _) = repairs_seen(&storage, dir).expect("a count again");
+        assert!(
+            count > 1_000_000_000_000_000,
+            "the repair's time in µs: {count}"
+        );
+    }
 }
