@@ -347,6 +347,8 @@ impl KeptTree {
     /// the next process makes a full pass instead.
     pub fn save(&self, log: &Log) {
         if self.repairs.is_none() {
+            // Review 39 finding 2: say why no other process will find it.
+            tracing::warn!(dir = %log.dir().display(), "the directory's REPAIRS file or quarantine does not read: the kept tree is not written for other processes (the next repair that changes the log replaces the count)");
             return;
         }
         let written = crate::log::dir::write_file_atomically(

@@ -85,8 +85,6 @@ pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
             && name != SHARDS_DIR
             && name != super::identity::STORE_ID_FILE
             && name != super::durable_end::DURABLE_FILE
-            && name != crate::audit::kept::TREE_FILE
-            && name != super::repair::REPAIRS_FILE
             && !is_index_name(&name)
             && !name.ends_with(".tmp")
         {

@@ -994,6 +994,17 @@ impl Log {
         repair::repairs_seen(&*shared.storage, &shared.dir)
     }
 
+    /// A writer's: replaces a repair count that does not read (see
+    /// `repair::renew_unreadable_count`); a read-only handle changes
+    /// nothing.
+    pub(crate) fn renew_repair_count(&self) -> Result<()> {
+        if !self.is_writer() {
+            return Ok(());
+        }
+        let shared = &self.inner.shared;
+        repair::renew_unreadable_count(&*shared.storage, &shared.dir)
+    }
+
     /// The storage the log's files are read and written through.
     pub(crate) fn storage(&self) -> &dyn crate::storage::Storage {
         &*self.inner.shared.storage

@@ -535,13 +535,36 @@ fn parse_count(bytes: &[u8]) -> Option<u64> {
 }
 
 /// Raises the directory's repair count, durably (before a repair changes
-/// anything). A count that does not read is replaced by the repair's time
-/// in microseconds: a number no count kept before can equal in practice.
+/// anything). A count that does not read, or cannot be raised, is replaced
+/// by the repair's time in microseconds: a number no count kept before can
+/// equal in practice.
 fn count_repair(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    // A count at its greatest cannot be raised: the time stands in for it
+    // too (review 39 finding 3).
     let now = match repairs_seen_count(storage, dir) {
-        Some(count) => count.saturating_add(1),
-        None => u64::try_from(now_us()).unwrap_or(u64::MAX),
+        Some(count) if count < u64::MAX => count + 1,
+        _ => u64::try_from(now_us()).unwrap_or(0),
     };
+    dir::write_file_atomically(
+        storage,
+        dir,
+        REPAIRS_FILE,
+        format!("{now}\n").as_bytes(),
+        true,
+    )
+}
+
+/// Replaces a repair count that does not read by the time in
+/// microseconds, durably; nothing when it reads. For a writer, which holds
+/// the lock no repair runs without: a tree it keeps can then name the
+/// repairs again, for other processes (review 39 finding 2: an unreadable
+/// count kept every `TREE` from being written until the next repair).
+pub(crate) fn renew_unreadable_count(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    if repairs_seen_count(storage, dir).is_some() {
+        return Ok(());
+    }
+    warn!(dir = %dir.display(), "the REPAIRS count does not read; replaced by the time");
+    let now = u64::try_from(now_us()).unwrap_or(0);
     dir::write_file_atomically(
         storage,
         dir,

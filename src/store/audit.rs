@@ -249,7 +249,15 @@ impl Store {
         // Read before the pass: a log that changes during it no longer
         // shows the seal after it, and the tree is not kept.
         let seal = Seal::read(log, size)?;
-        let repairs = log.repairs_seen();
+        let mut repairs = log.repairs_seen();
+        if repairs.is_none() && shard == self.shard() && !self.inner.read_only() {
+            // An unreadable count: the writer renews it (no repair can run
+            // while it holds the lock), so its tree can be kept on disk.
+            if let Err(e) = log.renew_repair_count() {
+                tracing::warn!(dir = %log.dir().display(), error = %e, "could not renew the repair count");
+            }
+            repairs = log.repairs_seen();
+        }
         self.inner
             .counters
             .tree_passes
