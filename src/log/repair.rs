@@ -541,17 +541,17 @@ fn parse_count(bytes: &[u8]) -> Option<u64> {
 fn count_repair(storage: &dyn Storage, dir: &Path) -> Result<()> {
     // A count at its greatest cannot be raised: the time stands in for it
     // too (review 39 finding 3).
-    let now = match repairs_seen_count(storage, dir) {
+    let count = match repairs_seen_count(storage, dir) {
         Some(count) if count < u64::MAX => count + 1,
         _ => u64::try_from(now_us()).unwrap_or(0),
     };
-    dir::write_file_atomically(
-        storage,
-        dir,
-        REPAIRS_FILE,
-        format!("{now}\n").as_bytes(),
-        true,
-    )
+    write_count(storage, dir, count)
+}
+
+/// Writes `count` as the directory's repair count, durably.
+fn write_count(storage: &dyn Storage, dir: &Path, count: u64) -> Result<()> {
+    let text = format!("{count}\n");
+    dir::write_file_atomically(storage, dir, REPAIRS_FILE, text.as_bytes(), true)
 }
 
 /// Replaces a repair count that does not read by the time in
@@ -564,14 +564,7 @@ pub(crate) fn renew_unreadable_count(storage: &dyn Storage, dir: &Path) -> Resul
         return Ok(());
     }
     warn!(dir = %dir.display(), "the REPAIRS count does not read; replaced by the time");
-    let now = u64::try_from(now_us()).unwrap_or(0);
-    dir::write_file_atomically(
-        storage,
-        dir,
-        REPAIRS_FILE,
-        format!("{now}\n").as_bytes(),
-        true,
-    )
+    write_count(storage, dir, u64::try_from(now_us()).unwrap_or(0))
 }
 
 /// The count in the directory's [`REPAIRS_FILE`] (0 without one); `None`
