@@ -21,18 +21,17 @@
 //! remembers the repairs the directory showed before the pass that made
 //! it (its repair count and its quarantine's entries: a repair raises the
 //! one and makes one of the other, durably, before it changes a file) and
-//! is dropped when they differ. They are looked at
-//! again at every use, except by a writer over its own handle, which holds
-//! the lock `repair` needs ([`KeptTree::usable_over`]). `repair` also
-//! removes the file.
-//! Otherwise only
-//! someone who writes the files changes records below the seal
-//! (accidents change checksums, which the full pass checks), and the kept
-//! tree then still holds the history the full pass checked. Every proof
-//! reads one block of records again and checks it against the root kept
-//! for it, so a proof never vouches for a record that changed; a head
-//! always makes a full pass. Holes (`repair`'s lost-entry batches) carry
-//! no link: a log whose last batch below a size is one is not kept there.
+//! is dropped when they differ. They are looked at again at every use,
+//! except by a writer over its own handle, which holds the lock `repair`
+//! needs ([`KeptTree::usable_over`]). `repair` also removes the file.
+//! Otherwise only someone who writes the files changes records below the
+//! seal (accidents change checksums, which the full pass checks), and the
+//! kept tree then still holds the history the full pass checked. Every
+//! proof reads one block of records again and checks it against the root
+//! kept for it, so a record changed since the tree was made never gets a
+//! proof of its old bytes; a head always makes a full pass. Holes
+//! (`repair`'s lost-entry batches) carry no link: a log whose last batch
+//! below a size is one is not kept there.
 //!
 //! A writer store also keeps the tree it made in a file of its log
 //! directory ([`TREE_FILE`], derived data like the index files), so that
@@ -40,9 +39,11 @@
 //! instead of a full pass. The file is checked like the tree in memory: its
 //! checksum, then its seal against the log before every use; a file that
 //! fails is passed over (and written again by the writer's next full pass).
-//! What the seal cannot check in the file is a block root forged by
-//! someone who writes the files: proofs from it then name a root no head
-//! holds, and fail against the head an auditor kept (docs/AUDIT.md).
+//! What no check of the file sees is a block root forged by someone who
+//! writes the files (with the records under it, or not): proofs from it
+//! then name a root no honest head holds, and fail against the head an
+//! auditor kept; a proof vouches for the tree, not for the chain
+//! (docs/AUDIT.md, review 37 finding 3).
 //!
 //! Invariants: `tree.size() == seal.end`; the seal's batch is chained and
 //! its link, computed from its records when it was taken, has the stored
