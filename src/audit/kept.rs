@@ -162,18 +162,19 @@ impl KeptTree {
             view: log.view_id(),
             repairs,
         };
-        Ok(kept.checked(log, 0)?.is_some().then_some(kept))
+        // The repairs read before the pass, compared now: a repair that ran
+        // during it drops the tree.
+        let fits = kept.usable_over(log) && kept.checked(log, 0)?.is_some();
+        Ok(fits.then_some(kept))
     }
 
-    /// The tree, checked against `log` (the seal read again) and extended
+    /// The tree, once [`usable_over`](Self::usable_over) said it may serve
+    /// `log`: checked against it (the seal read again) and extended
     /// to cover at least `size` records by the batches that chain on from
     /// the seal; `None` when the log no longer shows the seal or the
     /// batches after it do not chain on (the caller drops the tree and
     /// makes a full pass, which says what is wrong).
     pub fn checked(&mut self, log: &Log, size: u64) -> Result<Option<&LogTree>> {
-        if !self.usable_over(log) {
-            return Ok(None);
-        }
         let seal = self.seal;
         let mut sealed = false;
         let mut failed = false;

@@ -290,27 +290,25 @@ impl Store {
     ) -> Result<T> {
         {
             let mut trees = self.inner.trees.lock().unwrap_or_else(|e| e.into_inner());
-            if trees
-                .get_mut(&shard)
-                .is_some_and(|kept| !kept.usable_over(log))
-            {
-                // A repair ran since: the file (removed by it, or written
-                // since) is checked instead.
-                trees.remove(&shard);
-            }
-            if let std::collections::hash_map::Entry::Vacant(slot) = trees.entry(shard) {
-                // The tree a writer kept on disk, checked below as any.
-                if let Some(kept) = KeptTree::load(log) {
-                    slot.insert(kept);
+            // Taken out, put back only when it answers.
+            let mut kept = trees.remove(&shard);
+            if !kept.as_mut().is_some_and(|kept| kept.usable_over(log)) {
+                // None kept, or a repair ran since: the tree a writer kept on
+                // disk (removed by a repair, or written since) instead.
+                kept = KeptTree::load(log);
+                if !kept.as_mut().is_some_and(|kept| kept.usable_over(log)) {
+                    kept = None;
                 }
             }
-            if let Some(kept) = trees.get_mut(&shard) {
-                if let Ok(Some(tree)) = kept.checked(log, size) {
-                    if let Ok(answer) = f(&tree.view(log)) {
-                        return Ok(answer);
-                    }
+            if let Some(mut kept) = kept {
+                let answer = match kept.checked(log, size) {
+                    Ok(Some(tree)) => f(&tree.view(log)).ok(),
+                    _ => None,
+                };
+                if let Some(answer) = answer {
+                    trees.insert(shard, kept);
+                    return Ok(answer);
                 }
-                trees.remove(&shard);
             }
         }
         // The whole committed log, so later proofs find it kept; only the
