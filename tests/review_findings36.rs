@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::kept::{event, payload};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,26 +14,7 @@ use common::segment::{batch_offsets, leaves, segment_files};
 
 use enforcelog::audit::merkle::{self, Hash};
 use enforcelog::storage::sim::{FaultKind, FaultOp, SimStorage};
-use enforcelog::{Action, Durability, Event, Log, LogOptions, Record, Store, StoreOptions};
-
-fn event(i: u64) -> Event {
-    Event::new(
-        format!("tenant-{}", i % 5),
-        format!("rule-{}", i % 11),
-        Action::ALL[(i % 4) as usize],
-    )
-    .with_run_id(format!("run-{}", i / 7))
-    .with_details(
-        enforcelog::details!({"step": i, "zeros": [0, 0, 0, 0, 0, 0], "note": "\u{200b}"}),
-    )
-}
-
-fn payload(tag: u8, i: u64, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    p[..8].copy_from_slice(&i.to_le_bytes());
-    p[8] = tag;
-    p
-}
+use enforcelog::{Durability, Log, LogOptions, Record, Store, StoreOptions};
 
 /// Every proof the store gives for sizes up to `all.len()` is the tree's by
 /// definition (or an error: never a wrong proof).

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::kept::{event, payload, small_segments, write_log};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,51 +16,7 @@ use common::segment::{batch_offsets, leaves, segment_files};
 
 use enforcelog::audit::merkle::{self, Hash};
 use enforcelog::storage::sim::{CrashMode, FaultKind, FaultOp, SimStorage};
-use enforcelog::{Action, Durability, Event, Log, LogOptions, Record, Store, StoreOptions};
-
-fn event(i: u64) -> Event {
-    Event::new(
-        format!("tenant-{}", i % 5),
-        format!("rule-{}", i % 11),
-        Action::ALL[(i % 4) as usize],
-    )
-    .with_run_id(format!("run-{}", i / 7))
-    .with_details(
-        enforcelog::details!({"step": i, "zeros": [0, 0, 0, 0, 0, 0], "note": "\u{200b}"}),
-    )
-}
-
-fn payload(tag: u8, i: u64, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    p[..8].copy_from_slice(&i.to_le_bytes());
-    p[8] = tag;
-    p
-}
-
-fn small_segments() -> LogOptions {
-    LogOptions {
-        segment_max_bytes: 8 << 10,
-        record_max_bytes: 2 << 10,
-        ..LogOptions::default()
-    }
-}
-
-/// Writes batches of 10 records `from..to` (payload tagged `tag`,
-/// timestamp = offset) to the log in `dir`.
-fn write_log(dir: &Path, options: &LogOptions, tag: u8, from: u64, to: u64) {
-    let writer = Log::open(dir, options.clone()).unwrap();
-    assert_eq!(writer.next_offset(), from);
-    for chunk in from / 10..to / 10 {
-        writer
-            .append_batch_blocking(
-                (chunk * 10..chunk * 10 + 10)
-                    .map(|i| Record::new(i as i64, payload(tag, i, 200)))
-                    .collect(),
-            )
-            .unwrap();
-    }
-    writer.close().unwrap();
-}
+use enforcelog::{Durability, LogOptions, Record, Store, StoreOptions};
 
 /// A writer store over `dir` makes a head (a full pass) and leaves TREE.
 fn leave_tree(dir: &Path, options: LogOptions) -> Vec<u8> {

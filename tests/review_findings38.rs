@@ -7,13 +7,15 @@
 
 mod common;
 
+use common::kept::{describe, small_segments, store_options, write_log};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::segment::{batch_offsets, leaves, segment_files};
 
 use enforcelog::audit::merkle::{self, Hash};
-use enforcelog::{Action, Event, Log, LogOptions, Record, Store, StoreOptions};
+use enforcelog::{Action, Event, Store};
 
 fn event(i: u64) -> Event {
     Event::new(
@@ -23,45 +25,6 @@ fn event(i: u64) -> Event {
     )
     .with_run_id(format!("run-{}", i / 7))
     .with_details(enforcelog::details!({"step": i, "note": "review 38"}))
-}
-
-fn payload(tag: u8, i: u64, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    p[..8].copy_from_slice(&i.to_le_bytes());
-    p[8] = tag;
-    p
-}
-
-fn small_segments() -> LogOptions {
-    LogOptions {
-        segment_max_bytes: 8 << 10,
-        record_max_bytes: 2 << 10,
-        ..LogOptions::default()
-    }
-}
-
-fn store_options() -> StoreOptions {
-    StoreOptions {
-        log: small_segments(),
-        ..StoreOptions::default()
-    }
-}
-
-/// Writes batches of 10 records `from..to` (payload tagged `tag`,
-/// timestamp = offset) to the log in `dir`.
-fn write_log(dir: &Path, options: &LogOptions, tag: u8, from: u64, to: u64) {
-    let writer = Log::open(dir, options.clone()).unwrap();
-    assert_eq!(writer.next_offset(), from);
-    for chunk in from / 10..to / 10 {
-        writer
-            .append_batch_blocking(
-                (chunk * 10..chunk * 10 + 10)
-                    .map(|i| Record::new(i as i64, payload(tag, i, 200)))
-                    .collect(),
-            )
-            .unwrap();
-    }
-    writer.close().unwrap();
 }
 
 /// A writer store over `dir` makes a head (a full pass) and leaves TREE.
@@ -100,16 +63,6 @@ fn quarantine_entries(dir: &Path) -> Vec<String> {
 fn proved_root(store: &Store, all: &[Hash]) -> Hash {
     let n = all.len() as u64;
     store.prove_inclusion(n - 1, n).expect("inclusion").root
-}
-
-fn describe(root: Hash, before: &[Hash], after: &[Hash]) -> &'static str {
-    if root == merkle::root(after) {
-        "the log as it is"
-    } else if root == merkle::root(before) {
-        "the records before the repair"
-    } else {
-        "unknown"
-    }
 }
 
 // ------------------------- 1: repairs that leave `repairs_seen` the same

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::kept::{describe, payload, small_segments, store_options};
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use enforcelog::audit::merkle::{self, Hash};
 use enforcelog::log::{repair, repair_with, RepairOptions};
 use enforcelog::storage::sim::{CrashMode, FaultKind, FaultOp, SimStorage};
 use enforcelog::storage::Storage;
-use enforcelog::{Durability, Log, LogOptions, Record, Store, StoreOptions};
+use enforcelog::{Durability, Log, LogOptions, Record, Store};
 
 // ------------------------------------------------------------ helpers
 
@@ -109,28 +111,6 @@ fn verifies_clean(storage: &SimStorage) {
     log.close().unwrap();
 }
 
-fn payload(tag: u8, i: u64, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len];
-    p[..8].copy_from_slice(&i.to_le_bytes());
-    p[8] = tag;
-    p
-}
-
-fn small_segments() -> LogOptions {
-    LogOptions {
-        segment_max_bytes: 8 << 10,
-        record_max_bytes: 2 << 10,
-        ..LogOptions::default()
-    }
-}
-
-fn store_options() -> StoreOptions {
-    StoreOptions {
-        log: small_segments(),
-        ..StoreOptions::default()
-    }
-}
-
 fn write_log(dir: &Path, from: u64, to: u64) {
     let writer = Log::open(dir, small_segments()).unwrap();
     for chunk in from / 10..to / 10 {
@@ -158,16 +138,6 @@ fn damage_and_repair(dir: &Path, which: usize) {
 
 fn proved_root(store: &Store, n: u64) -> Hash {
     store.prove_inclusion(n - 1, n).expect("inclusion").root
-}
-
-fn describe(root: Hash, before: &[Hash], after: &[Hash]) -> &'static str {
-    if root == merkle::root(after) {
-        "the log as it is"
-    } else if root == merkle::root(before) {
-        "the records before the repair"
-    } else {
-        "unknown"
-    }
 }
 
 // ------------------------------------- 1: the count breaking repair or open

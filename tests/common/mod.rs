@@ -13,6 +13,7 @@ pub mod capture;
 pub mod counting;
 pub mod disk;
 pub mod events;
+pub mod kept;
 pub mod options;
 pub mod process;
 pub mod segment;
